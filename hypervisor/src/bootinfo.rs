@@ -1,0 +1,430 @@
+//! What the boot loader told us, in one shape whichever way Keel was entered (multiboot2 or PVH).
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use keel_abi::start_info::{self as si, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC};
+
+/// The protocol Keel was entered through (set by `boot/entry.S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// GRUB or another multiboot2 loader.
+    Multiboot2,
+    /// Through the Xen PVH ELF note (`hvm_start_info`).
+    Pvh,
+}
+
+impl Protocol {
+    /// Decodes the value `boot/entry.S` passes.
+    pub fn from_raw(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Multiboot2),
+            2 => Some(Self::Pvh),
+            _ => None,
+        }
+    }
+}
+
+/// Kinds of physical memory in the firmware's map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemKind {
+    /// Free RAM.
+    Usable,
+    /// ACPI tables (reclaimable once parsed; Keel keeps them).
+    AcpiReclaimable,
+    /// ACPI NVS.
+    AcpiNvs,
+    /// Broken RAM.
+    Bad,
+    /// Anything else.
+    Reserved,
+}
+
+/// A range of physical memory, `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRegion {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// What it is.
+    pub kind: MemKind,
+}
+
+/// A boot module (`module2` line, or a PVH module-list entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Physical address of the first byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// The module's string (its command line).
+    pub cmdline: String,
+}
+
+impl Module {
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// Where the ACPI tables start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcpiRoot {
+    /// Physical address of the RSDP.
+    Rsdp(u64),
+    /// The RSDT (revision 0) or XSDT (revision 2) address from a copy of the RSDP.
+    Sdt {
+        /// RSDP revision.
+        revision: u8,
+        /// RSDT or XSDT physical address.
+        address: u64,
+    },
+}
+
+/// Everything Keel uses from the boot loader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootInfo {
+    /// How Keel was entered.
+    pub protocol: Protocol,
+    /// The boot loader's name, as it gave it.
+    pub loader: String,
+    /// The hypervisor's own command line.
+    pub cmdline: String,
+    /// The physical memory map, sorted by start address.
+    pub memory: Vec<MemRegion>,
+    /// Boot modules in order.
+    pub modules: Vec<Module>,
+    /// ACPI root, when the loader passed one.
+    pub acpi: Option<AcpiRoot>,
+    /// Physical range of the boot information itself (to keep it out of the allocator until parsed).
+    pub info_range: (u64, u64),
+}
+
+impl BootInfo {
+    /// Ranges of physical memory that hold boot data: the information block, the modules.
+    pub fn occupied_ranges(&self) -> Vec<(u64, u64)> {
+        let mut v = Vec::with_capacity(self.modules.len() + 1);
+        v.push(self.info_range);
+        v.extend(self.modules.iter().map(|m| (m.start, m.end)));
+        v
+    }
+}
+
+/// Why boot information could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error(pub String);
+
+/// Access to physical memory for the parsers (identity mapping on hardware, a buffer in tests).
+pub trait PhysMem {
+    /// The `len` bytes at `paddr`, or `None` when they are not readable.
+    fn bytes(&self, paddr: u64, len: usize) -> Option<&[u8]>;
+
+    /// A NUL-terminated string of at most `max` bytes at `paddr`.
+    fn c_str(&self, paddr: u64, max: usize) -> Option<String> {
+        let mut out = Vec::new();
+        for i in 0..max as u64 {
+            let b = *self.bytes(paddr + i, 1)?.first()?;
+            if b == 0 {
+                return Some(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.push(b);
+        }
+        None
+    }
+}
+
+fn read_struct<T: Copy + Default>(mem: &dyn PhysMem, paddr: u64) -> Option<T> {
+    let bytes = mem.bytes(paddr, core::mem::size_of::<T>())?;
+    let mut v = T::default();
+    // SAFETY: T is a plain-old-data `#[repr(C)]` ABI struct (integers only), `bytes` has exactly size_of::<T>()
+    // readable bytes, and the copy is unaligned-safe.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut v as *mut T).cast::<u8>(), bytes.len()) };
+    Some(v)
+}
+
+const MAX_STRING: usize = 4096;
+
+/// Parses a PVH `hvm_start_info` at `paddr`.
+pub fn from_pvh(mem: &dyn PhysMem, paddr: u64) -> Result<BootInfo, Error> {
+    let info: HvmStartInfo =
+        read_struct(mem, paddr).ok_or_else(|| Error(format!("hvm_start_info at {paddr:#x} is not readable")))?;
+    if info.magic != HVM_START_MAGIC {
+        return Err(Error(format!("hvm_start_info magic is {:#x}, expected {HVM_START_MAGIC:#x}", info.magic)));
+    }
+    let cmdline = match info.cmdline_paddr {
+        0 => String::new(),
+        p => mem.c_str(p, MAX_STRING).ok_or_else(|| Error(format!("command line at {p:#x} is not readable")))?,
+    };
+    let mut modules = Vec::new();
+    for i in 0..info.nr_modules as u64 {
+        let at = info.modlist_paddr + i * core::mem::size_of::<HvmModlistEntry>() as u64;
+        let m: HvmModlistEntry =
+            read_struct(mem, at).ok_or_else(|| Error(format!("module list entry {i} at {at:#x} is not readable")))?;
+        let cmdline = match m.cmdline_paddr {
+            0 => String::new(),
+            p => mem.c_str(p, MAX_STRING).unwrap_or_default(),
+        };
+        let end = m.paddr.checked_add(m.size).ok_or_else(|| Error(format!("module {i} wraps around")))?;
+        modules.push(Module { start: m.paddr, end, cmdline });
+    }
+    let mut memory = Vec::new();
+    if info.version >= 1 {
+        for i in 0..info.memmap_entries as u64 {
+            let at = info.memmap_paddr + i * core::mem::size_of::<HvmMemmapEntry>() as u64;
+            let e: HvmMemmapEntry =
+                read_struct(mem, at).ok_or_else(|| Error(format!("memory map entry {i} at {at:#x} is not readable")))?;
+            let kind = match e.typ {
+                si::HVM_MEMMAP_TYPE_RAM => MemKind::Usable,
+                si::HVM_MEMMAP_TYPE_ACPI => MemKind::AcpiReclaimable,
+                si::HVM_MEMMAP_TYPE_NVS => MemKind::AcpiNvs,
+                si::HVM_MEMMAP_TYPE_UNUSABLE => MemKind::Bad,
+                _ => MemKind::Reserved,
+            };
+            push_region(&mut memory, e.addr, e.size, kind);
+        }
+    }
+    if memory.is_empty() {
+        return Err(Error("hvm_start_info carries no memory map (version 0): Keel needs one".into()));
+    }
+    memory.sort_by_key(|r| r.start);
+    Ok(BootInfo {
+        protocol: Protocol::Pvh,
+        loader: format!("PVH (hvm_start_info v{})", info.version),
+        cmdline,
+        memory,
+        modules,
+        acpi: (info.rsdp_paddr != 0).then_some(AcpiRoot::Rsdp(info.rsdp_paddr)),
+        info_range: (paddr, paddr + core::mem::size_of::<HvmStartInfo>() as u64),
+    })
+}
+
+fn push_region(memory: &mut Vec<MemRegion>, start: u64, size: u64, kind: MemKind) {
+    if size > 0 {
+        memory.push(MemRegion { start, end: start.saturating_add(size), kind });
+    }
+}
+
+/// Parses multiboot2 boot information at `paddr`.
+///
+/// # Safety
+/// `paddr` must be the address a multiboot2 loader passed in EBX, readable through the current mapping.
+pub unsafe fn from_multiboot2(paddr: u64) -> Result<BootInfo, Error> {
+    use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+    // SAFETY: the caller guarantees `paddr` points at the loader's boot information, which stays untouched
+    // (the frame allocator keeps `info_range` reserved).
+    let mbi = unsafe { BootInformation::load(paddr as *const BootInformationHeader) }
+        .map_err(|e| Error(format!("multiboot2 information at {paddr:#x} is invalid: {e:?}")))?;
+    let loader = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()).unwrap_or("unknown").to_string();
+    let cmdline = mbi.command_line_tag().and_then(|t| t.cmdline().ok()).unwrap_or("").to_string();
+    let mut memory = Vec::new();
+    let map = mbi.memory_map_tag().ok_or_else(|| Error("multiboot2 information has no memory map".into()))?;
+    for a in map.memory_areas() {
+        let kind = match MemoryAreaType::from(a.typ()) {
+            MemoryAreaType::Available => MemKind::Usable,
+            MemoryAreaType::AcpiAvailable => MemKind::AcpiReclaimable,
+            MemoryAreaType::ReservedHibernate => MemKind::AcpiNvs,
+            MemoryAreaType::Defective => MemKind::Bad,
+            _ => MemKind::Reserved,
+        };
+        push_region(&mut memory, a.start_address(), a.size(), kind);
+    }
+    memory.sort_by_key(|r| r.start);
+    let modules = mbi
+        .module_tags()
+        .map(|m| Module {
+            start: m.start_address() as u64,
+            end: m.end_address() as u64,
+            cmdline: m.cmdline().unwrap_or("").to_string(),
+        })
+        .collect();
+    let acpi = if let Some(v2) = mbi.rsdp_v2_tag() {
+        Some(AcpiRoot::Sdt { revision: 2, address: v2.xsdt_address() as u64 })
+    } else {
+        mbi.rsdp_v1_tag().map(|v1| AcpiRoot::Sdt { revision: 0, address: v1.rsdt_address() as u64 })
+    };
+    Ok(BootInfo {
+        protocol: Protocol::Multiboot2,
+        loader,
+        cmdline,
+        memory,
+        modules,
+        acpi,
+        info_range: (mbi.start_address() as u64, mbi.end_address() as u64),
+    })
+}
+
+/// What a boot module looks like from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A Linux bzImage (setup header "HdrS").
+    BzImage,
+    /// An ELF image (e.g. vmlinux, a test guest).
+    Elf,
+    /// An uncompressed newc/crc cpio archive (initramfs).
+    Cpio,
+    /// gzip data (usually a compressed initramfs).
+    Gzip,
+    /// xz data.
+    Xz,
+    /// zstd data.
+    Zstd,
+    /// Something else.
+    Unknown,
+}
+
+impl ModuleKind {
+    /// Guesses from the start of the module.
+    pub fn guess(head: &[u8]) -> Self {
+        if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" {
+            Self::BzImage
+        } else if head.starts_with(b"\x7fELF") {
+            Self::Elf
+        } else if head.starts_with(b"070701") || head.starts_with(b"070702") {
+            Self::Cpio
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Self::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// The name printed in the module list.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BzImage => "bzImage",
+            Self::Elf => "ELF",
+            Self::Cpio => "cpio",
+            Self::Gzip => "gzip",
+            Self::Xz => "xz",
+            Self::Zstd => "zstd",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multiboot2::{
+        BootLoaderNameTag, Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag,
+        ModuleTag,
+    };
+
+    #[test]
+    fn multiboot2_from_builder() {
+        let mbi = Builder::new()
+            .bootloader(BootLoaderNameTag::new("GRUB 2.06-13+deb12u1"))
+            .cmdline(CommandLineTag::new("console=com1 loglvl=all"))
+            .mmap(MemoryMapTag::new(&[
+                MemoryArea::new(0x100000, 0x7ff0_0000, MemoryAreaType::Available),
+                MemoryArea::new(0, 0x9fc00, MemoryAreaType::Available),
+                MemoryArea::new(0xf0000, 0x10000, MemoryAreaType::Reserved),
+            ]))
+            .add_module(ModuleTag::new(0x0100_0000, 0x0180_0000, "console=hvc0"))
+            .add_module(ModuleTag::new(0x0180_0000, 0x0190_0000, ""))
+            .build();
+        let addr = mbi.as_bytes().as_ptr() as u64;
+        // SAFETY: `mbi` is a well-formed multiboot2 information block alive for the whole call.
+        let info = unsafe { from_multiboot2(addr) }.unwrap();
+        assert_eq!(info.protocol, Protocol::Multiboot2);
+        assert_eq!(info.loader, "GRUB 2.06-13+deb12u1");
+        assert_eq!(info.cmdline, "console=com1 loglvl=all");
+        assert_eq!(info.memory.len(), 3);
+        assert_eq!(info.memory[0], MemRegion { start: 0, end: 0x9fc00, kind: MemKind::Usable });
+        assert_eq!(info.memory[1].kind, MemKind::Reserved);
+        assert_eq!(info.modules.len(), 2);
+        assert_eq!(info.modules[0].cmdline, "console=hvc0");
+        assert_eq!(info.modules[0].size(), 0x80_0000);
+        assert_eq!(info.modules[1].cmdline, "");
+        assert_eq!(info.acpi, None);
+        assert_eq!(info.info_range, (addr, addr + mbi.as_bytes().len() as u64));
+    }
+
+    /// A fake physical memory: one buffer at a base address.
+    struct Buf {
+        base: u64,
+        data: Vec<u8>,
+    }
+
+    impl PhysMem for Buf {
+        fn bytes(&self, paddr: u64, len: usize) -> Option<&[u8]> {
+            let off = usize::try_from(paddr.checked_sub(self.base)?).ok()?;
+            self.data.get(off..off.checked_add(len)?)
+        }
+    }
+
+    impl Buf {
+        fn put<T: Copy>(&mut self, paddr: u64, v: &T) {
+            let off = (paddr - self.base) as usize;
+            // SAFETY: T is a plain-old-data ABI struct; we view its bytes only to copy them.
+            let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
+            self.data[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    fn pvh_image() -> Buf {
+        let mut b = Buf { base: 0x1000, data: alloc::vec![0; 0x1000] };
+        b.put(
+            0x1000,
+            &HvmStartInfo {
+                magic: HVM_START_MAGIC,
+                version: 1,
+                nr_modules: 1,
+                modlist_paddr: 0x1100,
+                cmdline_paddr: 0x1200,
+                rsdp_paddr: 0xf5a40,
+                memmap_paddr: 0x1300,
+                memmap_entries: 2,
+                ..Default::default()
+            },
+        );
+        b.put(0x1100, &HvmModlistEntry { paddr: 0x200_0000, size: 1234, cmdline_paddr: 0x1280, reserved: 0 });
+        b.data[0x200..0x20d].copy_from_slice(b"selftest=boot");
+        b.data[0x280..0x28c].copy_from_slice(b"console=hvc0");
+        b.put(0x1300, &HvmMemmapEntry { addr: 0x100000, size: 0x1000_0000, typ: 1, reserved: 0 });
+        b.put(0x1318, &HvmMemmapEntry { addr: 0, size: 0x9fc00, typ: 1, reserved: 0 });
+        b
+    }
+
+    #[test]
+    fn pvh_start_info() {
+        let b = pvh_image();
+        let info = from_pvh(&b, 0x1000).unwrap();
+        assert_eq!(info.loader, "PVH (hvm_start_info v1)");
+        assert_eq!(info.cmdline, "selftest=boot");
+        assert_eq!(info.modules, [Module { start: 0x200_0000, end: 0x200_0000 + 1234, cmdline: "console=hvc0".into() }]);
+        assert_eq!(info.memory[0].start, 0);
+        assert_eq!(info.memory[1].end, 0x1010_0000);
+        assert_eq!(info.acpi, Some(AcpiRoot::Rsdp(0xf5a40)));
+    }
+
+    #[test]
+    fn pvh_bad_magic_and_truncation_are_errors() {
+        let mut b = pvh_image();
+        b.data[0] ^= 0xff;
+        assert!(from_pvh(&b, 0x1000).unwrap_err().0.contains("magic"));
+        let b = pvh_image();
+        assert!(from_pvh(&b, 0x1ff0).unwrap_err().0.contains("not readable"));
+        let mut b = pvh_image();
+        b.put(0x1000 + 12, &500u32); // nr_modules beyond the buffer
+        assert!(from_pvh(&b, 0x1000).unwrap_err().0.contains("module list entry"));
+    }
+
+    #[test]
+    fn module_kinds() {
+        let mut bz = alloc::vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(ModuleKind::guess(&bz), ModuleKind::BzImage);
+        assert_eq!(ModuleKind::guess(b"\x7fELF\x02\x01"), ModuleKind::Elf);
+        assert_eq!(ModuleKind::guess(b"07070100000001"), ModuleKind::Cpio);
+        assert_eq!(ModuleKind::guess(&[0x1f, 0x8b, 8, 0]), ModuleKind::Gzip);
+        assert_eq!(ModuleKind::guess(&[0xfd, b'7', b'z', b'X', b'Z', 0]), ModuleKind::Xz);
+        assert_eq!(ModuleKind::guess(b"hello"), ModuleKind::Unknown);
+    }
+}

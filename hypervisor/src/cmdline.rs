@@ -1,0 +1,358 @@
+//! The hypervisor command line: Xen-compatible options parsed into typed values.
+//!
+//! Options are `name`, `name=value` or `no-name` separated by spaces, as on Xen. Unknown options and malformed
+//! values are not fatal: they are reported as [`Warning`]s and the default is kept.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// Console log levels, in Xen's order (`loglvl=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Nothing but errors.
+    Error,
+    /// Errors and warnings.
+    Warning,
+    /// Informational messages (Keel's default).
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    All,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        // Xen accepts `<level>[/<rate-limited level>]`; the rate-limited half has no meaning for Keel.
+        let level = s.split('/').next().unwrap_or("");
+        Some(match level {
+            "none" | "error" => Self::Error,
+            "warning" => Self::Warning,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "all" => Self::All,
+            _ => return None,
+        })
+    }
+
+    /// The tag printed for a message of this level.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Parity setting of a serial line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parity {
+    /// `n`
+    None,
+    /// `o`
+    Odd,
+    /// `e`
+    Even,
+    /// `m`
+    Mark,
+    /// `s`
+    Space,
+}
+
+/// A serial port as configured by Xen's `com1=<baud>[/<clock>][,DPS[,<io-base>[,<irq>]]]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComConfig {
+    /// Baud rate; `None` for `auto` (keep what firmware programmed).
+    pub baud: Option<u32>,
+    /// Data bits, 5 to 8.
+    pub data_bits: u8,
+    /// Parity.
+    pub parity: Parity,
+    /// Stop bits, 1 or 2.
+    pub stop_bits: u8,
+    /// I/O port base.
+    pub io_base: u16,
+}
+
+impl Default for ComConfig {
+    fn default() -> Self {
+        Self { baud: Some(115_200), data_bits: 8, parity: Parity::None, stop_bits: 1, io_base: 0x3f8 }
+    }
+}
+
+impl ComConfig {
+    fn parse(s: &str) -> Result<Self, String> {
+        let mut cfg = Self::default();
+        let mut parts = s.split(',');
+        let speed = parts.next().unwrap_or("");
+        let baud = speed.split('/').next().unwrap_or("");
+        cfg.baud = match baud {
+            "auto" => None,
+            b => Some(parse_number(b).filter(|&b| (50..=4_000_000).contains(&b)).ok_or_else(|| {
+                format!("'{b}' is not a baud rate")
+            })? as u32),
+        };
+        if let Some(dps) = parts.next().filter(|p| !p.is_empty()) {
+            let b = dps.as_bytes();
+            if b.len() != 3 {
+                return Err(format!("'{dps}' is not <data bits><parity><stop bits>, e.g. 8n1"));
+            }
+            cfg.data_bits = match b[0] {
+                b'5'..=b'8' => b[0] - b'0',
+                _ => return Err(format!("data bits in '{dps}' must be 5 to 8")),
+            };
+            cfg.parity = match b[1].to_ascii_lowercase() {
+                b'n' => Parity::None,
+                b'o' => Parity::Odd,
+                b'e' => Parity::Even,
+                b'm' => Parity::Mark,
+                b's' => Parity::Space,
+                _ => return Err(format!("parity in '{dps}' must be one of n, o, e, m, s")),
+            };
+            cfg.stop_bits = match b[2] {
+                b'1' | b'2' => b[2] - b'0',
+                _ => return Err(format!("stop bits in '{dps}' must be 1 or 2")),
+            };
+        }
+        if let Some(base) = parts.next().filter(|p| !p.is_empty()) {
+            cfg.io_base = parse_number(base)
+                .and_then(|v| u16::try_from(v).ok())
+                .ok_or_else(|| format!("'{base}' is not an I/O port base"))?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Built-in self tests, selected with `selftest=`; they end by powering the machine off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selftest {
+    /// Finish booting, check that every CPU's timer ticks, power off.
+    Boot,
+    /// CPU 1 touches an unmapped address; CPU 0 must carry on and power off.
+    PageFault,
+}
+
+/// A memory size as Xen writes it: a number with an optional `B`, `K`, `M`, `G` or `T` suffix (default KiB).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'B' | b'b' => (&s[..s.len() - 1], 0),
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        b'T' | b't' => (&s[..s.len() - 1], 40),
+        _ => (s, 10),
+    };
+    parse_number(digits)?.checked_mul(1 << shift)
+}
+
+/// A decimal or `0x` hexadecimal number.
+pub fn parse_number(s: &str) -> Option<u64> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "on" | "yes" | "true" | "enable" => Some(true),
+        "0" | "off" | "no" | "false" | "disable" => Some(false),
+        _ => None,
+    }
+}
+
+/// Every option Keel understands, with its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `console=`: whether COM1 carries the console (`com1`); other targets are warned about.
+    pub console_com1: bool,
+    /// `com1=`
+    pub com1: ComConfig,
+    /// `loglvl=`
+    pub loglvl: LogLevel,
+    /// `hvm=<bool>`: allow HVM/PVH guests (enables VMX/SVM).
+    pub hvm: bool,
+    /// `selftest=boot|pagefault`
+    pub selftest: Option<Selftest>,
+    /// `dom0_mem=<size>` in bytes.
+    pub dom0_mem: Option<u64>,
+    /// `dom0_max_vcpus=<n>`
+    pub dom0_max_vcpus: Option<u32>,
+    /// `maxcpus=<n>`: bring up at most this many CPUs.
+    pub maxcpus: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            console_com1: true,
+            com1: ComConfig::default(),
+            loglvl: LogLevel::Info,
+            hvm: true,
+            selftest: None,
+            dom0_mem: None,
+            dom0_max_vcpus: None,
+            maxcpus: None,
+        }
+    }
+}
+
+/// A problem found in the command line; boot goes on with the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+/// Parses a command line. Never fails: problems come back as warnings.
+pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
+    let mut o = Options::default();
+    let mut warnings = Vec::new();
+    for word in cmdline.split_ascii_whitespace() {
+        let (name, value) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (word, None),
+        };
+        let mut bad = |what: &str| warnings.push(Warning(format!("option '{word}': {what}; using the default")));
+        match (name, value) {
+            ("console", Some(v)) => {
+                o.console_com1 = false;
+                for target in v.split(',') {
+                    match target {
+                        "com1" => o.console_com1 = true,
+                        "none" => {}
+                        other => bad(&format!("console target '{other}' is not supported (only com1)")),
+                    }
+                }
+            }
+            ("com1", Some(v)) => match ComConfig::parse(v) {
+                Ok(c) => o.com1 = c,
+                Err(e) => bad(&e),
+            },
+            ("loglvl", Some(v)) => match LogLevel::parse(v) {
+                Some(l) => o.loglvl = l,
+                None => bad("level must be one of none, error, warning, info, debug, all"),
+            },
+            ("hvm", v) => match v.map_or(Some(true), parse_bool) {
+                Some(b) => o.hvm = b,
+                None => bad("expected a boolean"),
+            },
+            ("no-hvm", None) => o.hvm = false,
+            ("selftest", Some(v)) => match v {
+                "boot" => o.selftest = Some(Selftest::Boot),
+                "pagefault" => o.selftest = Some(Selftest::PageFault),
+                _ => bad("self tests are 'boot' and 'pagefault'"),
+            },
+            ("dom0_mem", Some(v)) => {
+                // Xen allows `dom0_mem=512M,max:1G`; the first plain size is the initial allocation.
+                let first = v.split(',').find(|p| !p.contains(':')).unwrap_or("");
+                match parse_size(first) {
+                    Some(s) if s > 0 => o.dom0_mem = Some(s),
+                    _ => bad("expected a size such as 512M"),
+                }
+            }
+            ("dom0_max_vcpus", Some(v)) => {
+                // `dom0_max_vcpus=<min>-<max>` is accepted; the maximum is used.
+                let max = v.rsplit('-').next().unwrap_or("");
+                match parse_number(max) {
+                    Some(n) if n > 0 && n <= u32::MAX as u64 => o.dom0_max_vcpus = Some(n as u32),
+                    _ => bad("expected a vCPU count"),
+                }
+            }
+            ("maxcpus", Some(v)) => match parse_number(v) {
+                Some(n) if n > 0 && n <= u32::MAX as u64 => o.maxcpus = Some(n as u32),
+                _ => bad("expected a CPU count"),
+            },
+            _ => warnings.push(Warning(format!("unknown command-line option '{}' ignored", word.to_string()))),
+        }
+    }
+    (o, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        let (o, w) = parse("");
+        assert_eq!(o, Options::default());
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn xen_style_console_options() {
+        let (o, w) = parse("console=com1 com1=115200,8n1 loglvl=all");
+        assert!(w.is_empty(), "{w:?}");
+        assert!(o.console_com1);
+        assert_eq!(o.com1.baud, Some(115_200));
+        assert_eq!((o.com1.data_bits, o.com1.parity, o.com1.stop_bits), (8, Parity::None, 1));
+        assert_eq!(o.loglvl, LogLevel::All);
+    }
+
+    #[test]
+    fn com1_full_syntax() {
+        let (o, w) = parse("com1=9600/1843200,7e2,0x2f8");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(o.com1, ComConfig { baud: Some(9600), data_bits: 7, parity: Parity::Even, stop_bits: 2, io_base: 0x2f8 });
+        let (o, _) = parse("com1=auto");
+        assert_eq!(o.com1.baud, None);
+    }
+
+    #[test]
+    fn bad_values_warn_and_keep_defaults() {
+        let (o, w) = parse("com1=fast,9x1 loglvl=loud hvm=maybe");
+        assert_eq!(o, Options::default());
+        assert_eq!(w.len(), 3);
+        assert!(w[0].0.contains("com1=fast,9x1"));
+        assert!(w[1].0.contains("loglvl"));
+    }
+
+    #[test]
+    fn unknown_options_are_reported() {
+        let (_, w) = parse("frobnicate=7 console=com1");
+        assert_eq!(w, [Warning("unknown command-line option 'frobnicate=7' ignored".into())]);
+    }
+
+    #[test]
+    fn loglvl_rate_limited_suffix() {
+        assert_eq!(parse("loglvl=debug/warning").0.loglvl, LogLevel::Debug);
+        assert_eq!(parse("loglvl=warning").0.loglvl, LogLevel::Warning);
+    }
+
+    #[test]
+    fn hvm_switch_forms() {
+        assert!(!parse("hvm=off").0.hvm);
+        assert!(!parse("no-hvm").0.hvm);
+        assert!(parse("hvm=1").0.hvm);
+        assert!(parse("hvm").0.hvm);
+    }
+
+    #[test]
+    fn dom0_options() {
+        let (o, w) = parse("dom0_mem=512M,max:1G dom0_max_vcpus=1-4 maxcpus=2");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(o.dom0_mem, Some(512 << 20));
+        assert_eq!(o.dom0_max_vcpus, Some(4));
+        assert_eq!(o.maxcpus, Some(2));
+        assert_eq!(parse("dom0_mem=262144").0.dom0_mem, Some(256 << 20));
+    }
+
+    #[test]
+    fn selftests() {
+        assert_eq!(parse("selftest=boot").0.selftest, Some(Selftest::Boot));
+        assert_eq!(parse("selftest=pagefault").0.selftest, Some(Selftest::PageFault));
+        assert_eq!(parse("selftest=nope").1.len(), 1);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("4096B"), Some(4096));
+        assert_eq!(parse_size("0x10M"), Some(16 << 20));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+    }
+}
