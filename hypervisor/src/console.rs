@@ -107,6 +107,11 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     r
 }
 
+/// Runs `f` while holding the console lock (for the output device's own set-up).
+pub fn with_exclusive<R>(f: impl FnOnce() -> R) -> R {
+    with_state(|_| f())
+}
+
 /// Registers the output device. Whatever the ring already holds is replayed to it.
 pub fn set_sink(sink: Sink) {
     with_state(|s| {

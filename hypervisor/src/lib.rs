@@ -7,7 +7,9 @@
 
 extern crate alloc;
 
+pub mod arch;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod console;
+pub mod hvm;
 pub mod mm;

@@ -1,0 +1,345 @@
+//! The `xm` command table.
+//!
+//! This is the one definition of every `xm` subcommand, in the spirit of
+//! Xen's `tools/xl/xl_cmdtable.c`: each variant of [`Command`] is a
+//! command, its name comes from the variant (kebab-case), its one-line
+//! help from the first line of its doc comment, its longer help from the
+//! rest, and its usage from its argument struct. `xm help`, `xm <cmd>
+//! --help`, argument parsing and validation are all generated from it by
+//! clap, and [`super::dispatch`] maps each variant to its handler.
+//!
+//! The doc comments of the items below are `xm`'s help text as users see
+//! it, so they write `<Domain>` plainly rather than as rustdoc would like.
+#![allow(rustdoc::invalid_html_tags)]
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::cpus::{CpuSelection, VcpuCount, VcpuSelection};
+use crate::create_vars::ConfigVar;
+use crate::domain::{DomainId, DomainName, DomainRef};
+use crate::host::Host;
+use crate::mem::MemSize;
+use crate::sched::{CreditCap, CreditWeight};
+use crate::sysrq::SysrqKey;
+
+/// Text shown after the command list in `xm help`.
+const AFTER_HELP: &str = "\
+<Domain> can either be the Domain Name or Id.
+For more help on a subcommand, run 'xm help <subcommand>' or 'xm <subcommand> --help'.";
+
+/// The `xm` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xm",
+    bin_name = "xm",
+    about = "Control, list, and manipulate Keel guest domains.",
+    override_usage = "xm <subcommand> [args]",
+    after_help = AFTER_HELP,
+    subcommand_value_name = "subcommand",
+    help_template = "{usage-heading} {usage}\n\n{about}\n\n{all-args}{after-help}\n",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `xm` subcommand, in the order `xm help` lists them.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to <Domain>'s console.
+    Console(DomainArg),
+    /// Create a domain based on <ConfigFile>.
+    Create(CreateArgs),
+    /// Terminate a domain immediately.
+    Destroy(DomainArg),
+    /// Convert a domain name to a domain id.
+    Domid(DomidArgs),
+    /// Convert a domain id to a domain name.
+    Domname(DomnameArgs),
+    /// Dump the core of a domain.
+    DumpCore(DumpCoreArgs),
+    /// List information about all/some domains.
+    List(ListArgs),
+    /// Set the current memory usage of a domain.
+    MemSet(MemSetArgs),
+    /// Migrate a domain to another machine.
+    Migrate(MigrateArgs),
+    /// Pause execution of a domain.
+    Pause(DomainArg),
+    /// Reboot a domain.
+    Reboot(ShutdownArgs),
+    /// Rename a domain.
+    Rename(RenameArgs),
+    /// Restore a domain from a saved state.
+    Restore(RestoreArgs),
+    /// Save a domain's state to restore later.
+    Save(SaveArgs),
+    /// Shut down a domain.
+    Shutdown(ShutdownArgs),
+    /// Send a SysRq key to a domain.
+    Sysrq(SysrqArgs),
+    /// Monitor the host and its domains in real time.
+    Top,
+    /// Unpause a paused domain.
+    Unpause(DomainArg),
+    /// Print the uptime of all/some domains.
+    Uptime(UptimeArgs),
+    /// List the vCPUs of all/some domains.
+    VcpuList(DomainsArg),
+    /// Set which CPUs a vCPU can run on
+    ///
+    /// <CPUs> is a comma-separated list of CPU numbers (N) and ranges
+    /// (N-M), applied from left to right; an item starting with ^ removes
+    /// those CPUs instead. For example 0-3,^2 is CPUs 0, 1 and 3.
+    /// Use 'all' for every CPU of the host.
+    #[command(verbatim_doc_comment)]
+    VcpuPin(VcpuPinArgs),
+    /// Set the number of active vCPUs of a domain.
+    VcpuSet(VcpuSetArgs),
+    /// Read and/or clear the hypervisor's message buffer.
+    Dmesg(DmesgArgs),
+    /// Get information about the Keel host.
+    Info,
+    /// Print the dom0 toolstack's log.
+    Log,
+    /// Get/set credit scheduler parameters
+    ///
+    /// With no options, list the parameters of every domain; with -d
+    /// alone, those of one domain; with -d and -w and/or -c, set them.
+    #[command(verbatim_doc_comment)]
+    SchedCredit(SchedCreditArgs),
+    /// List virtual networks.
+    VnetList(VnetListArgs),
+}
+
+/// Arguments of a command that acts on one domain.
+#[derive(Debug, Args)]
+pub struct DomainArg {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+}
+
+/// Arguments of a command that acts on all domains, or on those named.
+#[derive(Debug, Args)]
+pub struct DomainsArg {
+    /// The domains, by id or name (all domains if none).
+    #[arg(value_name = "Domain")]
+    pub domains: Vec<DomainRef>,
+}
+
+/// `xm create <ConfigFile> [-c] [-p] [vars]`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The domain configuration file.
+    #[arg(value_name = "ConfigFile")]
+    pub config_file: PathBuf,
+    /// Settings that add to or override the configuration file.
+    #[arg(value_name = "NAME=VALUE")]
+    pub vars: Vec<ConfigVar>,
+    /// Connect to the console after the domain is created.
+    #[arg(
+        short = 'c',
+        long = "console-autoconnect",
+        alias = "console_autoconnect"
+    )]
+    pub console: bool,
+    /// Leave the domain paused after it is created.
+    #[arg(short = 'p', long)]
+    pub paused: bool,
+}
+
+/// `xm domid <DomainName>`
+#[derive(Debug, Args)]
+pub struct DomidArgs {
+    /// The domain's name.
+    #[arg(value_name = "DomainName")]
+    pub name: DomainName,
+}
+
+/// `xm domname <DomainId>`
+#[derive(Debug, Args)]
+pub struct DomnameArgs {
+    /// The domain's id.
+    #[arg(value_name = "DomainId")]
+    pub id: DomainId,
+}
+
+/// `xm dump-core [-L|--live] [-C|--crash] <Domain> [Filename]`
+#[derive(Debug, Args)]
+pub struct DumpCoreArgs {
+    /// The domain to dump, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// Where to write the core (a file under the dump directory if not given).
+    #[arg(value_name = "Filename")]
+    pub filename: Option<PathBuf>,
+    /// Dump the core without pausing the domain.
+    #[arg(short = 'L', long)]
+    pub live: bool,
+    /// Crash the domain after dumping its core.
+    #[arg(short = 'C', long)]
+    pub crash: bool,
+}
+
+/// `xm list [-l|--long] [Domain...]`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The domains to list, by id or name (all domains if none).
+    #[arg(value_name = "Domain")]
+    pub domains: Vec<DomainRef>,
+    /// Output all the details of each domain.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `xm mem-set <Domain> <Mem>`
+#[derive(Debug, Args)]
+pub struct MemSetArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The new memory target: MiB, or a number with a K, M, G or T suffix.
+    #[arg(value_name = "Mem")]
+    pub mem: MemSize,
+}
+
+/// `xm migrate [-l|--live] <Domain> <Host>`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The domain to migrate, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The host to migrate it to.
+    #[arg(value_name = "Host")]
+    pub host: Host,
+    /// Use live migration.
+    #[arg(short, long)]
+    pub live: bool,
+}
+
+/// `xm rename <Domain> <NewName>`
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The domain to rename, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// Its new name.
+    #[arg(value_name = "NewName")]
+    pub new_name: DomainName,
+}
+
+/// `xm restore <CheckpointFile>`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The file a domain was saved to.
+    #[arg(value_name = "CheckpointFile")]
+    pub checkpoint_file: PathBuf,
+}
+
+/// `xm save <Domain> <CheckpointFile>`
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The domain to save, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The file to save it to.
+    #[arg(value_name = "CheckpointFile")]
+    pub checkpoint_file: PathBuf,
+}
+
+/// `xm shutdown|reboot [-w] <Domain|-a>`
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").args(["domain", "all"]).required(true)))]
+pub struct ShutdownArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: Option<DomainRef>,
+    /// Act on all domains.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Wait for the domain(s) to finish.
+    #[arg(short, long)]
+    pub wait: bool,
+}
+
+/// `xm sysrq <Domain> <letter>`
+#[derive(Debug, Args)]
+pub struct SysrqArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The SysRq key to send, e.g. s.
+    #[arg(value_name = "letter")]
+    pub key: SysrqKey,
+}
+
+/// `xm uptime [-s] [Domain...]`
+#[derive(Debug, Args)]
+pub struct UptimeArgs {
+    /// The domains, by id or name (all domains if none).
+    #[arg(value_name = "Domain")]
+    pub domains: Vec<DomainRef>,
+    /// Print a short uptime.
+    #[arg(short, long)]
+    pub short: bool,
+}
+
+/// `xm vcpu-pin <Domain> <VCPU|all> <CPUs|all>`
+#[derive(Debug, Args)]
+pub struct VcpuPinArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The vCPU to pin, or 'all'.
+    #[arg(value_name = "VCPU|all")]
+    pub vcpu: VcpuSelection,
+    /// The CPUs it may run on, e.g. 0-3,^2, or 'all'.
+    #[arg(value_name = "CPUs|all")]
+    pub cpus: CpuSelection,
+}
+
+/// `xm vcpu-set <Domain> <vCPUs>`
+#[derive(Debug, Args)]
+pub struct VcpuSetArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// How many vCPUs to keep online.
+    #[arg(value_name = "vCPUs")]
+    pub vcpus: VcpuCount,
+}
+
+/// `xm dmesg [-c|--clear]`
+#[derive(Debug, Args)]
+pub struct DmesgArgs {
+    /// Clear the message buffer as well as printing it.
+    #[arg(short, long)]
+    pub clear: bool,
+}
+
+/// `xm sched-credit [-d <Domain> [-w WEIGHT] [-c CAP]]`
+#[derive(Debug, Args)]
+pub struct SchedCreditArgs {
+    /// The domain, by id or name.
+    #[arg(short, long, value_name = "Domain")]
+    pub domain: Option<DomainRef>,
+    /// Set the domain's weight (1 to 65535).
+    #[arg(short, long, value_name = "WEIGHT", requires = "domain")]
+    pub weight: Option<CreditWeight>,
+    /// Set the domain's cap, in percent of one CPU (0 for no cap).
+    #[arg(short, long, value_name = "CAP", requires = "domain")]
+    pub cap: Option<CreditCap>,
+}
+
+/// `xm vnet-list [-l|--long]`
+#[derive(Debug, Args)]
+pub struct VnetListArgs {
+    /// Output all the details of each virtual network.
+    #[arg(short, long)]
+    pub long: bool,
+}

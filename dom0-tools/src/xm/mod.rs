@@ -1,0 +1,315 @@
+//! `xm`, Keel's domain management command, modelled on Xen's classic `xm`.
+//!
+//! [`cmdtable`] holds the command table (names, one-line help, usage and
+//! argument validation, all from one clap definition), [`commands`] one
+//! handler per command, and [`dispatch`] the `match` joining the two.
+//! [`main`] is the whole program; `src/bin/xm.rs` only calls it.
+
+pub mod cmdtable;
+pub mod commands;
+
+use std::ffi::OsString;
+use std::fmt;
+
+use clap::{CommandFactory, FromArgMatches};
+
+pub use cmdtable::{Cli, Command};
+
+/// Exit status of a command that succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit status of a command that failed, or is not available.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status for a usage error (a bad or missing argument, an unknown
+/// command), as clap uses.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why a command failed, once its arguments were accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmError {
+    /// The command exists but this Keel build cannot carry it out yet.
+    NotAvailable,
+}
+
+impl XmError {
+    /// The exit status `xm` ends with for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            XmError::NotAvailable => EXIT_FAILURE,
+        }
+    }
+
+    /// The one-line message `xm` prints to stderr when `command` fails
+    /// with this error.
+    pub fn report(&self, command: &str) -> String {
+        format!("xm: '{command}' {self}")
+    }
+}
+
+impl fmt::Display for XmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            XmError::NotAvailable => f.write_str("is not available yet in this Keel build"),
+        }
+    }
+}
+
+impl std::error::Error for XmError {}
+
+/// Runs the handler of `command`.
+pub fn dispatch(command: &Command) -> commands::CmdResult {
+    match command {
+        Command::Console(args) => commands::console(args),
+        Command::Create(args) => commands::create(args),
+        Command::Destroy(args) => commands::destroy(args),
+        Command::Domid(args) => commands::domid(args),
+        Command::Domname(args) => commands::domname(args),
+        Command::DumpCore(args) => commands::dump_core(args),
+        Command::List(args) => commands::list(args),
+        Command::MemSet(args) => commands::mem_set(args),
+        Command::Migrate(args) => commands::migrate(args),
+        Command::Pause(args) => commands::pause(args),
+        Command::Reboot(args) => commands::reboot(args),
+        Command::Rename(args) => commands::rename(args),
+        Command::Restore(args) => commands::restore(args),
+        Command::Save(args) => commands::save(args),
+        Command::Shutdown(args) => commands::shutdown(args),
+        Command::Sysrq(args) => commands::sysrq(args),
+        Command::Top => commands::top(),
+        Command::Unpause(args) => commands::unpause(args),
+        Command::Uptime(args) => commands::uptime(args),
+        Command::VcpuList(args) => commands::vcpu_list(args),
+        Command::VcpuPin(args) => commands::vcpu_pin(args),
+        Command::VcpuSet(args) => commands::vcpu_set(args),
+        Command::Dmesg(args) => commands::dmesg(args),
+        Command::Info => commands::info(),
+        Command::Log => commands::log(),
+        Command::SchedCredit(args) => commands::sched_credit(args),
+        Command::VnetList(args) => commands::vnet_list(args),
+    }
+}
+
+/// Runs `xm` with `args` (the program name first, as from
+/// [`std::env::args_os`]) and returns its exit status.
+///
+/// Help goes to stdout; usage errors go to stderr with [`EXIT_USAGE`];
+/// a command that fails prints one `xm: ...` line to stderr.
+pub fn main<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cli = Cli::command();
+    let parsed = cli.try_get_matches_from_mut(args).and_then(|matches| {
+        Cli::from_arg_matches(&matches)
+            .map(|cli| (cli, matches))
+            .map_err(|err| err.format(&mut cli))
+    });
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            // Printing can only fail if stdout/stderr is gone; the exit
+            // status still tells the story then.
+            let _ = err.print();
+            return u8::try_from(err.exit_code()).unwrap_or(EXIT_USAGE);
+        }
+    };
+    let name = matches.subcommand_name().unwrap_or("xm");
+    match dispatch(&cli.command) {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            eprintln!("{}", err.report(name));
+            err.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Every command, in table order.
+    const COMMANDS: [&str; 27] = [
+        "console",
+        "create",
+        "destroy",
+        "domid",
+        "domname",
+        "dump-core",
+        "list",
+        "mem-set",
+        "migrate",
+        "pause",
+        "reboot",
+        "rename",
+        "restore",
+        "save",
+        "shutdown",
+        "sysrq",
+        "top",
+        "unpause",
+        "uptime",
+        "vcpu-list",
+        "vcpu-pin",
+        "vcpu-set",
+        "dmesg",
+        "info",
+        "log",
+        "sched-credit",
+        "vnet-list",
+    ];
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xm").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_table_holds_exactly_the_xm_commands() {
+        let cli = Cli::command();
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        assert_eq!(names, COMMANDS);
+    }
+
+    #[test]
+    fn every_command_has_one_line_help() {
+        for cmd in Cli::command().get_subcommands() {
+            let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+            assert!(!about.is_empty(), "{} has no help", cmd.get_name());
+            assert!(!about.contains('\n'), "{}: {about:?}", cmd.get_name());
+        }
+    }
+
+    #[test]
+    fn every_command_is_not_available_yet() {
+        let samples: [&[&str]; 27] = [
+            &["console", "1"],
+            &["create", "guest.cfg"],
+            &["destroy", "1"],
+            &["domid", "guest"],
+            &["domname", "1"],
+            &["dump-core", "1"],
+            &["list"],
+            &["mem-set", "1", "512"],
+            &["migrate", "1", "dest"],
+            &["pause", "1"],
+            &["reboot", "1"],
+            &["rename", "1", "new"],
+            &["restore", "guest.chk"],
+            &["save", "1", "guest.chk"],
+            &["shutdown", "1"],
+            &["sysrq", "1", "s"],
+            &["top"],
+            &["unpause", "1"],
+            &["uptime"],
+            &["vcpu-list"],
+            &["vcpu-pin", "1", "0", "0-3"],
+            &["vcpu-set", "1", "2"],
+            &["dmesg"],
+            &["info"],
+            &["log"],
+            &["sched-credit"],
+            &["vnet-list"],
+        ];
+        for (sample, name) in samples.iter().zip(COMMANDS) {
+            assert_eq!(sample[0], name);
+            let cli = parse(sample).unwrap_or_else(|e| panic!("{sample:?}: {e}"));
+            assert_eq!(dispatch(&cli.command), Err(XmError::NotAvailable));
+        }
+    }
+
+    #[test]
+    fn arguments_arrive_parsed() {
+        let cli = parse(&["vcpu-pin", "Domain-0", "all", "0-3,^2"]).unwrap();
+        let Command::VcpuPin(args) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(args.domain.to_string(), "Domain-0");
+        assert_eq!(args.vcpu, crate::cpus::VcpuSelection::All);
+        assert_eq!(args.cpus.to_string(), "0-1,3");
+
+        let cli = parse(&["mem-set", "7", "1G"]).unwrap();
+        let Command::MemSet(args) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(args.mem.mib(), 1024);
+
+        let cli = parse(&["create", "-c", "g.cfg", "memory=512", "vcpus=2"]).unwrap();
+        let Command::Create(args) = cli.command else {
+            panic!("wrong command")
+        };
+        assert!(args.console && !args.paused);
+        assert_eq!(args.vars.len(), 2);
+        assert_eq!(args.vars[1].name(), "vcpus");
+
+        let cli = parse(&["sched-credit", "-d", "3", "-w", "512", "-c", "50"]).unwrap();
+        let Command::SchedCredit(args) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(args.weight.map(|w| w.get()), Some(512));
+        assert_eq!(args.cap.map(|c| c.get()), Some(50));
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| parse(args).map(|_| ()).unwrap_err().kind();
+        assert_eq!(kind(&["destroy"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["destroy", "1", "2"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["destroy", "bad name"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["mem-set", "1", "12X"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["vcpu-pin", "1", "0", "3-1"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["vcpu-set", "1", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["domname", "guest"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["domid", "12"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["sysrq", "1", "sb"]), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind(&["create", "g.cfg", "oops"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            kind(&["sched-credit", "-w", "256"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["sched-credit", "-d", "1", "-w", "0"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["shutdown"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["shutdown", "-a", "1"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["top", "1"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["frobnicate"]), ErrorKind::InvalidSubcommand);
+    }
+
+    #[test]
+    fn shutdown_and_reboot_take_all_instead_of_a_domain() {
+        for cmd in ["shutdown", "reboot"] {
+            assert!(parse(&[cmd, "-a"]).is_ok());
+            assert!(parse(&[cmd, "-wa"]).is_ok());
+            assert!(parse(&[cmd, "-w", "guest"]).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_not_available_report() {
+        assert_eq!(
+            XmError::NotAvailable.report("mem-set"),
+            "xm: 'mem-set' is not available yet in this Keel build"
+        );
+        assert_eq!(XmError::NotAvailable.exit_code(), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn main_returns_the_exit_status() {
+        // (Usage errors and help are checked on the binary, in
+        // tests/xm_cli.rs: clap prints them past the test harness.)
+        assert_eq!(main(["xm", "info"]), EXIT_FAILURE);
+    }
+}

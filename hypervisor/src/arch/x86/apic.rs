@@ -1,0 +1,194 @@
+//! The local APIC, in x2APIC mode (MSRs) where the CPU has it, xAPIC (MMIO) otherwise: enable, EOI, IPIs and
+//! the per-CPU timer.
+
+use super::cpu::{self, Msr};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+/// Local APIC registers (xAPIC MMIO offsets; the x2APIC MSR is 0x800 + offset/16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Reg {
+    Id = 0x20,
+    Version = 0x30,
+    Tpr = 0x80,
+    Eoi = 0xb0,
+    Spurious = 0xf0,
+    Esr = 0x280,
+    IcrLow = 0x300,
+    IcrHigh = 0x310,
+    LvtTimer = 0x320,
+    LvtLint0 = 0x350,
+    LvtLint1 = 0x360,
+    LvtError = 0x370,
+    TimerInitial = 0x380,
+    TimerCurrent = 0x390,
+    TimerDivide = 0x3e0,
+}
+
+/// Vector of the spurious interrupt.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// Vector of the local APIC timer.
+pub const TIMER_VECTOR: u8 = 0xf0;
+/// Vector of the APIC error interrupt.
+pub const ERROR_VECTOR: u8 = 0xfe;
+
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const SVR_ENABLE: u32 = 1 << 8;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+const ICR_PENDING: u32 = 1 << 12;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+/// Timer divide configuration value for "divide by 16".
+const DIVIDE_BY_16: u32 = 0b0011;
+
+/// Delivery modes of an IPI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipi {
+    /// A fixed-vector interrupt.
+    Fixed(u8),
+    /// NMI.
+    Nmi,
+    /// INIT (assert).
+    Init,
+    /// Start-up at `vector * 4096`.
+    Startup(u8),
+}
+
+impl Ipi {
+    fn icr_low(self) -> u32 {
+        match self {
+            Ipi::Fixed(v) => v as u32 | ICR_LEVEL_ASSERT,
+            Ipi::Nmi => 4 << 8 | ICR_LEVEL_ASSERT,
+            Ipi::Init => 5 << 8 | ICR_LEVEL_ASSERT,
+            Ipi::Startup(v) => v as u32 | 6 << 8 | ICR_LEVEL_ASSERT,
+        }
+    }
+}
+
+const MODE_XAPIC: u8 = 1;
+const MODE_X2APIC: u8 = 2;
+static MODE: AtomicU8 = AtomicU8::new(0);
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(0xfee0_0000);
+/// Timer ticks per second at divide-by-16 (set by calibration).
+static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the local APIC runs in x2APIC mode.
+pub fn is_x2apic() -> bool {
+    MODE.load(Ordering::Relaxed) == MODE_X2APIC
+}
+
+fn read(reg: Reg) -> u32 {
+    if is_x2apic() {
+        // SAFETY: x2APIC mode is enabled, so the 0x800-0x8ff MSR range exists; these registers are readable.
+        unsafe { cpu::rdmsr_raw(0x800 + (reg as u32 >> 4)) as u32 }
+    } else {
+        let addr = XAPIC_BASE.load(Ordering::Relaxed) + reg as u64;
+        // SAFETY: the xAPIC page is identity-mapped uncached by Keel's page tables; a 32-bit aligned read of a
+        // defined register has no effect on memory.
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+}
+
+fn write(reg: Reg, v: u32) {
+    if is_x2apic() {
+        // SAFETY: x2APIC mode is enabled; these registers are writable and only affect interrupt delivery.
+        unsafe { cpu::wrmsr_raw(0x800 + (reg as u32 >> 4), v as u64) };
+    } else {
+        let addr = XAPIC_BASE.load(Ordering::Relaxed) + reg as u64;
+        // SAFETY: as in `read`; the write goes to an APIC register, not to RAM.
+        unsafe { core::ptr::write_volatile(addr as *mut u32, v) };
+    }
+}
+
+/// Chooses the mode on the boot CPU: x2APIC when CPUID offers it, xAPIC at `mmio_base` otherwise.
+pub fn select_mode(mmio_base: u64) {
+    let x2 = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic());
+    XAPIC_BASE.store(mmio_base, Ordering::Relaxed);
+    MODE.store(if x2 { MODE_X2APIC } else { MODE_XAPIC }, Ordering::Relaxed);
+}
+
+/// Enables this CPU's local APIC in the selected mode, with every local interrupt masked.
+pub fn init_this_cpu() {
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC; setting the enable (and x2APIC) bits is the
+    // architected way to turn it on and does not move the MMIO base.
+    unsafe {
+        let mut base = cpu::rdmsr(Msr::ApicBase) | APIC_BASE_ENABLE;
+        if is_x2apic() {
+            base |= APIC_BASE_X2APIC;
+        }
+        cpu::wrmsr(Msr::ApicBase, base);
+    }
+    write(Reg::Tpr, 0);
+    write(Reg::LvtTimer, LVT_MASKED);
+    write(Reg::LvtLint0, LVT_MASKED);
+    write(Reg::LvtLint1, LVT_MASKED);
+    write(Reg::LvtError, ERROR_VECTOR as u32);
+    write(Reg::Esr, 0);
+    write(Reg::Spurious, SVR_ENABLE | SPURIOUS_VECTOR as u32);
+}
+
+/// This CPU's APIC id.
+pub fn id() -> u32 {
+    if is_x2apic() {
+        read(Reg::Id)
+    } else {
+        read(Reg::Id) >> 24
+    }
+}
+
+/// Signals end of interrupt.
+pub fn eoi() {
+    write(Reg::Eoi, 0);
+}
+
+/// Sends an IPI to the CPU with APIC id `dest` and waits until the APIC has accepted it (xAPIC).
+pub fn send_ipi(dest: u32, ipi: Ipi) {
+    if is_x2apic() {
+        // SAFETY: x2APIC mode; the ICR MSR (0x830) takes destination and command in one write.
+        unsafe { cpu::wrmsr_raw(0x830, (dest as u64) << 32 | ipi.icr_low() as u64) };
+    } else {
+        write(Reg::IcrHigh, dest << 24);
+        write(Reg::IcrLow, ipi.icr_low());
+        while read(Reg::IcrLow) & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Starts a one-shot countdown from the maximum count, masked, for calibration.
+pub fn timer_start_calibration() {
+    write(Reg::TimerDivide, DIVIDE_BY_16);
+    write(Reg::LvtTimer, LVT_MASKED);
+    write(Reg::TimerInitial, u32::MAX);
+}
+
+/// The current countdown value.
+pub fn timer_current() -> u32 {
+    read(Reg::TimerCurrent)
+}
+
+/// Records the calibrated timer frequency (ticks per second at divide-by-16).
+pub fn set_timer_hz(hz: u64) {
+    TIMER_HZ.store(hz, Ordering::Relaxed);
+}
+
+/// The calibrated timer frequency.
+pub fn timer_hz() -> u64 {
+    TIMER_HZ.load(Ordering::Relaxed)
+}
+
+/// Starts the periodic timer on this CPU at `hz` interrupts per second on [`TIMER_VECTOR`].
+pub fn timer_start_periodic(hz: u64) {
+    let count = core::cmp::max(1, timer_hz() / hz.max(1));
+    write(Reg::TimerDivide, DIVIDE_BY_16);
+    write(Reg::LvtTimer, LVT_PERIODIC_VECTOR);
+    write(Reg::TimerInitial, u32::try_from(count).unwrap_or(u32::MAX));
+}
+
+const LVT_PERIODIC_VECTOR: u32 = LVT_TIMER_PERIODIC | TIMER_VECTOR as u32;
+
+/// The APIC version register (for the log).
+pub fn version() -> u32 {
+    read(Reg::Version)
+}

@@ -1,0 +1,103 @@
+//! Per-CPU data, reached through the GS base (the first word of each block points at itself).
+
+use super::cpu::{self, Msr};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// The most CPUs Keel manages.
+pub const MAX_CPUS: usize = 64;
+
+/// Life cycle of a CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CpuState {
+    /// Not started.
+    Offline = 0,
+    /// Running Keel.
+    Online = 1,
+    /// Stopped after a fatal exception.
+    Dead = 2,
+}
+
+/// One CPU's block.
+#[repr(C)]
+pub struct PerCpu {
+    self_ptr: AtomicU64,
+    /// Keel's CPU number (0 is the boot CPU).
+    pub index: AtomicU32,
+    /// Local APIC id.
+    pub apic_id: AtomicU32,
+    state: AtomicU8,
+    /// Timer interrupts taken.
+    pub ticks: AtomicU64,
+    /// Self test request: touch an unmapped address (CPU 1 in `selftest=pagefault`).
+    pub fault_request: AtomicBool,
+}
+
+impl PerCpu {
+    const fn new() -> Self {
+        Self {
+            self_ptr: AtomicU64::new(0),
+            index: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
+            state: AtomicU8::new(CpuState::Offline as u8),
+            ticks: AtomicU64::new(0),
+            fault_request: AtomicBool::new(false),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> CpuState {
+        match self.state.load(Ordering::Acquire) {
+            1 => CpuState::Online,
+            2 => CpuState::Dead,
+            _ => CpuState::Offline,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, s: CpuState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+}
+
+static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// The block of CPU `index`.
+pub fn cpu(index: usize) -> &'static PerCpu {
+    &CPUS[index]
+}
+
+/// Installs block `index` as this CPU's (writes the GS base).
+pub fn install(index: usize, apic_id: u32) {
+    let c = &CPUS[index];
+    c.self_ptr.store(c as *const PerCpu as u64, Ordering::Relaxed);
+    c.index.store(index as u32, Ordering::Relaxed);
+    c.apic_id.store(apic_id, Ordering::Relaxed);
+    // SAFETY: IA32_GS_BASE exists on every x86-64 CPU; Keel never uses GS for anything else.
+    unsafe { cpu::wrmsr(Msr::GsBase, c as *const PerCpu as u64) };
+    ACTIVE.store(true, Ordering::Release);
+}
+
+/// This CPU's block.
+pub fn this() -> &'static PerCpu {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return &CPUS[0];
+    }
+    let p: u64;
+    // SAFETY: once ACTIVE is set every running CPU has installed its GS base (APs do so first thing), and the
+    // first word of the block is the block's own address.
+    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags)) };
+    // SAFETY: `p` is the address of an element of the static CPUS array.
+    unsafe { &*(p as *const PerCpu) }
+}
+
+/// This CPU's number.
+pub fn current_index() -> u32 {
+    this().index.load(Ordering::Relaxed)
+}
+
+/// Iterates over every CPU that came online (including those that died since).
+pub fn started() -> impl Iterator<Item = &'static PerCpu> {
+    CPUS.iter().filter(|c| c.state() != CpuState::Offline)
+}

@@ -1,0 +1,379 @@
+//! Keel's start-up order. Each step lives in its own module; this file only lists them.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("keel runs on bare metal: build it with `cargo xtask build` and boot it with `cargo xtask run`");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod bare {
+    extern crate alloc;
+
+    use alloc::vec::Vec;
+    use core::sync::atomic::Ordering;
+    use keel::arch::x86::{acpi, apic, cpu, gdt, paging, percpu, power, serial, smp, time, trap};
+    use keel::bootinfo::{self, BootInfo, MemKind, ModuleKind, PhysMem, Protocol};
+    use keel::cmdline::{self, Options, Selftest};
+    use keel::hvm;
+    use keel::mm::{self, frame::FrameAllocator};
+    use keel::{console, error, info, warning};
+
+    core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
+    core::arch::global_asm!(include_str!("../../boot/ap_trampoline.S"), options(att_syntax));
+
+    extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+        static ap_tramp_start: u8;
+        static ap_tramp_end: u8;
+        static ap_tramp_cr3: u8;
+        static ap_tramp_stack: u8;
+        static ap_tramp_entry: u8;
+        static ap_tramp_arg: u8;
+        static ap_tramp_started: u8;
+    }
+
+    const HEAP_SIZE: usize = 16 << 20;
+    #[repr(C, align(4096))]
+    struct HeapArea([u8; HEAP_SIZE]);
+    static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
+
+    #[global_allocator]
+    static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+    /// Timer interrupts per second on every CPU.
+    const TICK_HZ: u64 = 100;
+
+    static HVM: spin::Once<hvm::Support> = spin::Once::new();
+    static OPTIONS: spin::Once<Options> = spin::Once::new();
+
+    /// Physical memory as the boot parsers see it: identity-mapped by the boot page tables (first 4 GiB).
+    struct BootMem;
+    impl PhysMem for BootMem {
+        fn bytes(&self, paddr: u64, len: usize) -> Option<&[u8]> {
+            let end = paddr.checked_add(len as u64)?;
+            if paddr == 0 || end > 1 << 32 {
+                return None;
+            }
+            // SAFETY: the boot page tables identity-map the first 4 GiB; the loader's structures live there and
+            // are not modified while Keel parses them.
+            Some(unsafe { core::slice::from_raw_parts(paddr as *const u8, len) })
+        }
+    }
+
+    fn image_range() -> (u64, u64) {
+        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
+    }
+
+    /// Called by `boot/entry.S` on the boot CPU, in long mode on the boot stack.
+    #[no_mangle]
+    extern "C" fn keel_start_bsp(protocol: u32, info_paddr: u32) -> ! {
+        percpu::install(0, 0);
+        console::set_cpu_id_fn(percpu::current_index);
+        // SAFETY: HEAP_AREA is used by nothing but the allocator, initialised exactly once, here.
+        unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE) };
+
+        let boot = match read_boot_info(protocol, info_paddr) {
+            Ok(b) => b,
+            Err(e) => {
+                // No command line yet: use COM1 at its defaults so the reason is seen.
+                let _ = serial::init(&cmdline::ComConfig::default());
+                error!("cannot read boot information: {}", e.0);
+                cpu::halt_forever();
+            }
+        };
+        let (opts, warnings) = cmdline::parse(&boot.cmdline);
+        console::set_level(opts.loglvl);
+        if opts.console_com1 {
+            if let Err(e) = serial::init(&opts.com1) {
+                error!("COM1: {e}; console output kept in memory only");
+            }
+        }
+        info!("Keel v{} (Xen-compatible hypervisor)", env!("CARGO_PKG_VERSION"));
+        info!("Boot loader: {}", boot.loader);
+        info!("Command line: {}", boot.cmdline);
+        for w in &warnings {
+            warning!("{}", w.0);
+        }
+        let opts = OPTIONS.call_once(|| opts);
+
+        let cr3 = setup_memory(&boot);
+        list_modules(&boot);
+
+        gdt::init_this_cpu();
+        trap::init_idt();
+        trap::load_idt();
+        trap::register_handler(apic::TIMER_VECTOR, timer_tick);
+        trap::register_handler(apic::SPURIOUS_VECTOR, |_| {});
+        trap::register_handler(apic::ERROR_VECTOR, |_| {
+            warning!("CPU{}: local APIC error", percpu::current_index());
+            apic::eoi();
+        });
+
+        let host = read_acpi(&boot);
+        mask_8259();
+        apic::select_mode(host.topology.lapic_address);
+        apic::init_this_cpu();
+        percpu::install(0, apic::id());
+        let cal = time::calibrate();
+        info!(
+            "Local APIC: {} mode, id {}, version {:#x}; timer {} kHz",
+            if apic::is_x2apic() { "x2APIC" } else { "xAPIC" },
+            apic::id(),
+            apic::version() & 0xff,
+            cal.apic_timer_hz / 1000
+        );
+        info!("TSC: {}.{:03} MHz ({:?})", cal.tsc_hz / 1_000_000, cal.tsc_hz / 1000 % 1000, cal.source);
+
+        let id = cpu::identify();
+        info!(
+            "CPU: {} family {:#x} model {:#x} stepping {} \"{}\"",
+            id.vendor_string, id.family, id.model, id.stepping, id.brand
+        );
+        let support = HVM.call_once(|| hvm::detect(id.vendor, opts.hvm));
+        hvm::log_summary(support);
+
+        cpu_online(0);
+
+        let apic_ids: Vec<u32> = host.topology.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
+        let tramp = trampoline();
+        let online =
+            smp::start_aps(&tramp, &apic_ids, cr3, ap_entry, opts.maxcpus.map_or(usize::MAX, |m| m as usize));
+        info!("Brought up {} CPUs", online);
+        let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
+        info!("Memory: {} MiB free after start-up", free * mm::PAGE_SIZE >> 20);
+
+        match opts.selftest {
+            Some(Selftest::Boot) => selftest_boot(online),
+            Some(Selftest::PageFault) => selftest_pagefault(),
+            None => idle(),
+        }
+    }
+
+    fn read_boot_info(protocol: u32, info_paddr: u32) -> Result<BootInfo, bootinfo::Error> {
+        match Protocol::from_raw(protocol) {
+            // SAFETY: the loader put its multiboot2 information at `info_paddr` (EAX carried the magic).
+            Some(Protocol::Multiboot2) => unsafe { bootinfo::from_multiboot2(info_paddr as u64) },
+            Some(Protocol::Pvh) => bootinfo::from_pvh(&BootMem, info_paddr as u64),
+            None => Err(bootinfo::Error("entered without multiboot2 magic or PVH note".into())),
+        }
+    }
+
+    /// Frame allocator and Keel's own page tables. Returns the CR3 value.
+    fn setup_memory(boot: &BootInfo) -> u64 {
+        for r in &boot.memory {
+            let kind = match r.kind {
+                MemKind::Usable => "usable",
+                MemKind::AcpiReclaimable => "ACPI data",
+                MemKind::AcpiNvs => "ACPI NVS",
+                MemKind::Bad => "unusable",
+                MemKind::Reserved => "reserved",
+            };
+            info!(" {:016x} - {:016x} ({kind})", r.start, r.end);
+        }
+        let top = boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| r.end).max().unwrap_or(0);
+        let mut frames = FrameAllocator::new(top);
+        for r in boot.memory.iter().filter(|r| r.kind == MemKind::Usable) {
+            frames.add_free_range(r.start, r.end);
+        }
+        // The first megabyte (real-mode IVT, BDA, EBDA, AP trampoline), the image, the boot data.
+        frames.reserve_range(0, 0x10_0000);
+        let (img_start, img_end) = image_range();
+        frames.reserve_range(img_start, img_end);
+        for (s, e) in boot.occupied_ranges() {
+            frames.reserve_range(s, e);
+        }
+        info!(
+            "Memory: {} MiB usable, image {} KiB at {:#x}, {} MiB free",
+            frames.total_frames() * mm::PAGE_SIZE >> 20,
+            (img_end - img_start) >> 10,
+            img_start,
+            frames.free_frames() * mm::PAGE_SIZE >> 20
+        );
+        let cr3 = match paging::build(&mut frames, top) {
+            Ok(c) => c,
+            Err(_) => {
+                error!("out of memory building Keel's page tables");
+                cpu::halt_forever();
+            }
+        };
+        // SAFETY: the new tables identity-map all RAM and the MMIO hole, so code, stack, heap and boot data stay
+        // where they are.
+        unsafe { cpu::write_cr3(cr3) };
+        mm::install_frames(frames);
+        cr3
+    }
+
+    fn list_modules(boot: &BootInfo) {
+        if boot.modules.is_empty() {
+            info!("No boot modules");
+        }
+        for (i, m) in boot.modules.iter().enumerate() {
+            let head_len = core::cmp::min(m.size(), 0x400) as usize;
+            // SAFETY: module memory is identity-mapped and reserved from the allocator; at most its own bytes
+            // are read.
+            let head = unsafe { core::slice::from_raw_parts(m.start as *const u8, head_len) };
+            info!(
+                "Module {i}: type={} size={} cmdline=\"{}\" at {:#x}",
+                ModuleKind::guess(head).name(),
+                m.size(),
+                m.cmdline,
+                m.start
+            );
+        }
+    }
+
+    fn read_acpi(boot: &BootInfo) -> acpi::HostAcpi {
+        let Some(root) = boot.acpi else {
+            warning!("ACPI: the boot loader passed no RSDP; running on the boot CPU only");
+            return acpi::HostAcpi { topology: default_topology(), ..Default::default() };
+        };
+        match acpi::read(root) {
+            Ok(mut h) => {
+                for n in &h.notes {
+                    warning!("ACPI: {n}");
+                }
+                if h.topology.cpus.is_empty() {
+                    h.topology = default_topology();
+                }
+                let t = &h.topology;
+                let ids: Vec<u32> = t.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
+                info!("ACPI: {} CPUs enabled in the MADT, APIC ids {:?}", ids.len(), ids);
+                for io in &t.ioapics {
+                    info!("ACPI: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
+                }
+                power::init(h.power.clone());
+                h
+            }
+            Err(e) => {
+                warning!("{e}; running on the boot CPU only");
+                acpi::HostAcpi { topology: default_topology(), ..Default::default() }
+            }
+        }
+    }
+
+    fn default_topology() -> acpi::Topology {
+        acpi::Topology { lapic_address: 0xfee0_0000, ..Default::default() }
+    }
+
+    fn mask_8259() {
+        // SAFETY: 0x21/0xA1 are the 8259 PIC data ports; masking every line keeps legacy interrupts away while
+        // Keel uses the local APIC.
+        unsafe {
+            cpu::outb(0x21, 0xff);
+            cpu::outb(0xa1, 0xff);
+        }
+    }
+
+    fn trampoline() -> smp::Trampoline {
+        let base = core::ptr::addr_of!(ap_tramp_start) as usize;
+        let off = |p: *const u8| p as usize - base;
+        let len = core::ptr::addr_of!(ap_tramp_end) as usize - base;
+        smp::Trampoline {
+            // SAFETY: the linker places the trampoline's bytes contiguously between the two symbols, in .rodata.
+            image: unsafe { core::slice::from_raw_parts(base as *const u8, len) },
+            cr3: off(core::ptr::addr_of!(ap_tramp_cr3)),
+            stack: off(core::ptr::addr_of!(ap_tramp_stack)),
+            entry: off(core::ptr::addr_of!(ap_tramp_entry)),
+            arg: off(core::ptr::addr_of!(ap_tramp_arg)),
+            started: off(core::ptr::addr_of!(ap_tramp_started)),
+        }
+    }
+
+    /// Per-CPU steps shared by the boot CPU and the APs, once descriptor tables and the APIC are up.
+    fn cpu_online(index: u32) {
+        if let Some(s) = HVM.get() {
+            hvm::enable_this_cpu(s, index);
+        }
+        apic::timer_start_periodic(TICK_HZ);
+        percpu::this().set_state(percpu::CpuState::Online);
+        cpu::enable_interrupts();
+    }
+
+    extern "C" fn ap_entry(index: u64) -> ! {
+        // Interim: the AP's own APIC id becomes known once its APIC is on.
+        percpu::install(index as usize, 0);
+        gdt::init_this_cpu();
+        trap::load_idt();
+        apic::init_this_cpu();
+        percpu::install(index as usize, apic::id());
+        cpu_online(index as u32);
+        idle()
+    }
+
+    fn timer_tick(_: &mut trap::TrapFrame) {
+        percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
+        apic::eoi();
+    }
+
+    /// The idle loop: halt until the next interrupt.
+    fn idle() -> ! {
+        loop {
+            let me = percpu::this();
+            if me.fault_request.swap(false, Ordering::AcqRel) {
+                info!("selftest: CPU{} touching unmapped address {:#x}", me.index.load(Ordering::Relaxed), FAULT_ADDR);
+                // SAFETY: deliberately not safe: the self test wants the page fault this read raises (the address is
+                // beyond every mapping Keel made). The exception handler stops this CPU.
+                let v = unsafe { core::ptr::read_volatile(FAULT_ADDR as *const u64) };
+                error!("selftest: read of an unmapped address returned {v:#x}");
+            }
+            cpu::enable_interrupts_and_halt();
+        }
+    }
+
+    const FAULT_ADDR: u64 = 0x7fff_dead_0000;
+
+    fn selftest_boot(online: usize) -> ! {
+        // Every CPU must take timer interrupts: wait for 5 ticks each (50 ms at 100 Hz), for at most 10 s.
+        let deadline = time::now_ns() + 10_000_000_000;
+        loop {
+            let all = percpu::started().all(|c| c.ticks.load(Ordering::Relaxed) >= 5);
+            if all || time::now_ns() > deadline {
+                break;
+            }
+            cpu::enable_interrupts_and_halt();
+        }
+        let ticks: Vec<u64> = percpu::started().map(|c| c.ticks.load(Ordering::Relaxed)).collect();
+        if ticks.iter().all(|&t| t >= 5) && ticks.len() == online {
+            info!("selftest: timer ticking on all {} CPUs (ticks {:?})", online, ticks);
+        } else {
+            error!("selftest: timers not ticking everywhere (ticks {:?})", ticks);
+        }
+        finish()
+    }
+
+    fn selftest_pagefault() -> ! {
+        let victim = percpu::cpu(1);
+        if victim.state() != percpu::CpuState::Online {
+            error!("selftest: pagefault needs a second CPU");
+            finish();
+        }
+        victim.fault_request.store(true, Ordering::Release);
+        let deadline = time::now_ns() + 10_000_000_000;
+        while victim.state() != percpu::CpuState::Dead && time::now_ns() < deadline {
+            cpu::enable_interrupts_and_halt();
+        }
+        if victim.state() == percpu::CpuState::Dead {
+            info!("selftest: CPU0 carries on after CPU1's fault");
+        } else {
+            error!("selftest: CPU1 did not report its fault");
+        }
+        finish()
+    }
+
+    /// Ends a self test: power off, or halt if that fails.
+    fn finish() -> ! {
+        power::power_off();
+        cpu::halt_forever()
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        error!("PANIC on CPU{}: {}", percpu::current_index(), info);
+        percpu::this().set_state(percpu::CpuState::Dead);
+        cpu::halt_forever()
+    }
+}
