@@ -4,7 +4,7 @@
 //! values are not fatal: they are reported as [`Warning`]s and the default is kept.
 
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Console log levels, in Xen's order (`loglvl=`).
@@ -80,7 +80,13 @@ pub struct ComConfig {
 
 impl Default for ComConfig {
     fn default() -> Self {
-        Self { baud: Some(115_200), data_bits: 8, parity: Parity::None, stop_bits: 1, io_base: 0x3f8 }
+        Self {
+            baud: Some(115_200),
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+            io_base: 0x3f8,
+        }
     }
 }
 
@@ -92,14 +98,18 @@ impl ComConfig {
         let baud = speed.split('/').next().unwrap_or("");
         cfg.baud = match baud {
             "auto" => None,
-            b => Some(parse_number(b).filter(|&b| (50..=4_000_000).contains(&b)).ok_or_else(|| {
-                format!("'{b}' is not a baud rate")
-            })? as u32),
+            b => Some(
+                parse_number(b)
+                    .filter(|&b| (50..=4_000_000).contains(&b))
+                    .ok_or_else(|| format!("'{b}' is not a baud rate"))? as u32,
+            ),
         };
         if let Some(dps) = parts.next().filter(|p| !p.is_empty()) {
             let b = dps.as_bytes();
             if b.len() != 3 {
-                return Err(format!("'{dps}' is not <data bits><parity><stop bits>, e.g. 8n1"));
+                return Err(format!(
+                    "'{dps}' is not <data bits><parity><stop bits>, e.g. 8n1"
+                ));
             }
             cfg.data_bits = match b[0] {
                 b'5'..=b'8' => b[0] - b'0',
@@ -215,7 +225,11 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
             Some((n, v)) => (n, Some(v)),
             None => (word, None),
         };
-        let mut bad = |what: &str| warnings.push(Warning(format!("option '{word}': {what}; using the default")));
+        let mut bad = |what: &str| {
+            warnings.push(Warning(format!(
+                "option '{word}': {what}; using the default"
+            )))
+        };
         match (name, value) {
             ("console", Some(v)) => {
                 o.console_com1 = false;
@@ -223,7 +237,9 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                     match target {
                         "com1" => o.console_com1 = true,
                         "none" => {}
-                        other => bad(&format!("console target '{other}' is not supported (only com1)")),
+                        other => bad(&format!(
+                            "console target '{other}' is not supported (only com1)"
+                        )),
                     }
                 }
             }
@@ -265,7 +281,9 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 Some(n) if n > 0 && n <= u32::MAX as u64 => o.maxcpus = Some(n as u32),
                 _ => bad("expected a CPU count"),
             },
-            _ => warnings.push(Warning(format!("unknown command-line option '{}' ignored", word.to_string()))),
+            _ => warnings.push(Warning(format!(
+                "unknown command-line option '{word}' ignored"
+            ))),
         }
     }
     (o, warnings)
@@ -288,7 +306,10 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         assert!(o.console_com1);
         assert_eq!(o.com1.baud, Some(115_200));
-        assert_eq!((o.com1.data_bits, o.com1.parity, o.com1.stop_bits), (8, Parity::None, 1));
+        assert_eq!(
+            (o.com1.data_bits, o.com1.parity, o.com1.stop_bits),
+            (8, Parity::None, 1)
+        );
         assert_eq!(o.loglvl, LogLevel::All);
     }
 
@@ -296,7 +317,16 @@ mod tests {
     fn com1_full_syntax() {
         let (o, w) = parse("com1=9600/1843200,7e2,0x2f8");
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(o.com1, ComConfig { baud: Some(9600), data_bits: 7, parity: Parity::Even, stop_bits: 2, io_base: 0x2f8 });
+        assert_eq!(
+            o.com1,
+            ComConfig {
+                baud: Some(9600),
+                data_bits: 7,
+                parity: Parity::Even,
+                stop_bits: 2,
+                io_base: 0x2f8
+            }
+        );
         let (o, _) = parse("com1=auto");
         assert_eq!(o.com1.baud, None);
     }
@@ -313,7 +343,12 @@ mod tests {
     #[test]
     fn unknown_options_are_reported() {
         let (_, w) = parse("frobnicate=7 console=com1");
-        assert_eq!(w, [Warning("unknown command-line option 'frobnicate=7' ignored".into())]);
+        assert_eq!(
+            w,
+            [Warning(
+                "unknown command-line option 'frobnicate=7' ignored".into()
+            )]
+        );
     }
 
     #[test]
@@ -343,7 +378,10 @@ mod tests {
     #[test]
     fn selftests() {
         assert_eq!(parse("selftest=boot").0.selftest, Some(Selftest::Boot));
-        assert_eq!(parse("selftest=pagefault").0.selftest, Some(Selftest::PageFault));
+        assert_eq!(
+            parse("selftest=pagefault").0.selftest,
+            Some(Selftest::PageFault)
+        );
         assert_eq!(parse("selftest=nope").1.len(), 1);
     }
 

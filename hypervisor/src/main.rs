@@ -22,7 +22,10 @@ mod bare {
     use keel::{console, error, info, warning};
 
     core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
-    core::arch::global_asm!(include_str!("../../boot/ap_trampoline.S"), options(att_syntax));
+    core::arch::global_asm!(
+        include_str!("../../boot/ap_trampoline.S"),
+        options(att_syntax)
+    );
 
     extern "C" {
         static __image_start: u8;
@@ -65,7 +68,10 @@ mod bare {
     }
 
     fn image_range() -> (u64, u64) {
-        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
+        (
+            core::ptr::addr_of!(__image_start) as u64,
+            core::ptr::addr_of!(__image_end) as u64,
+        )
     }
 
     /// Called by `boot/entry.S` on the boot CPU, in long mode on the boot stack.
@@ -74,7 +80,10 @@ mod bare {
         percpu::install(0, 0);
         console::set_cpu_id_fn(percpu::current_index);
         // SAFETY: HEAP_AREA is used by nothing but the allocator, initialised exactly once, here.
-        unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE) };
+        unsafe {
+            HEAP.lock()
+                .init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE)
+        };
 
         let boot = match read_boot_info(protocol, info_paddr) {
             Ok(b) => b,
@@ -92,7 +101,10 @@ mod bare {
                 error!("COM1: {e}; console output kept in memory only");
             }
         }
-        info!("Keel v{} (Xen-compatible hypervisor)", env!("CARGO_PKG_VERSION"));
+        info!(
+            "Keel v{} (Xen-compatible hypervisor)",
+            env!("CARGO_PKG_VERSION")
+        );
         info!("Boot loader: {}", boot.loader);
         info!("Command line: {}", boot.cmdline);
         for w in &warnings {
@@ -126,7 +138,12 @@ mod bare {
             apic::version() & 0xff,
             cal.apic_timer_hz / 1000
         );
-        info!("TSC: {}.{:03} MHz ({:?})", cal.tsc_hz / 1_000_000, cal.tsc_hz / 1000 % 1000, cal.source);
+        info!(
+            "TSC: {}.{:03} MHz ({:?})",
+            cal.tsc_hz / 1_000_000,
+            cal.tsc_hz / 1000 % 1000,
+            cal.source
+        );
 
         let id = cpu::identify();
         info!(
@@ -138,13 +155,27 @@ mod bare {
 
         cpu_online(0);
 
-        let apic_ids: Vec<u32> = host.topology.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
+        let apic_ids: Vec<u32> = host
+            .topology
+            .cpus
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.apic_id)
+            .collect();
         let tramp = trampoline();
-        let online =
-            smp::start_aps(&tramp, &apic_ids, cr3, ap_entry, opts.maxcpus.map_or(usize::MAX, |m| m as usize));
+        let online = smp::start_aps(
+            &tramp,
+            &apic_ids,
+            cr3,
+            ap_entry,
+            opts.maxcpus.map_or(usize::MAX, |m| m as usize),
+        );
         info!("Brought up {} CPUs", online);
         let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
-        info!("Memory: {} MiB free after start-up", free * mm::PAGE_SIZE >> 20);
+        info!(
+            "Memory: {} MiB free after start-up",
+            (free * mm::PAGE_SIZE) >> 20
+        );
 
         match opts.selftest {
             Some(Selftest::Boot) => selftest_boot(online),
@@ -158,7 +189,9 @@ mod bare {
             // SAFETY: the loader put its multiboot2 information at `info_paddr` (EAX carried the magic).
             Some(Protocol::Multiboot2) => unsafe { bootinfo::from_multiboot2(info_paddr as u64) },
             Some(Protocol::Pvh) => bootinfo::from_pvh(&BootMem, info_paddr as u64),
-            None => Err(bootinfo::Error("entered without multiboot2 magic or PVH note".into())),
+            None => Err(bootinfo::Error(
+                "entered without multiboot2 magic or PVH note".into(),
+            )),
         }
     }
 
@@ -174,7 +207,13 @@ mod bare {
             };
             info!(" {:016x} - {:016x} ({kind})", r.start, r.end);
         }
-        let top = boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| r.end).max().unwrap_or(0);
+        let top = boot
+            .memory
+            .iter()
+            .filter(|r| r.kind == MemKind::Usable)
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0);
         let mut frames = FrameAllocator::new(top);
         for r in boot.memory.iter().filter(|r| r.kind == MemKind::Usable) {
             frames.add_free_range(r.start, r.end);
@@ -188,10 +227,10 @@ mod bare {
         }
         info!(
             "Memory: {} MiB usable, image {} KiB at {:#x}, {} MiB free",
-            frames.total_frames() * mm::PAGE_SIZE >> 20,
+            (frames.total_frames() * mm::PAGE_SIZE) >> 20,
             (img_end - img_start) >> 10,
             img_start,
-            frames.free_frames() * mm::PAGE_SIZE >> 20
+            (frames.free_frames() * mm::PAGE_SIZE) >> 20
         );
         let cr3 = match paging::build(&mut frames, top) {
             Ok(c) => c,
@@ -229,7 +268,10 @@ mod bare {
     fn read_acpi(boot: &BootInfo) -> acpi::HostAcpi {
         let Some(root) = boot.acpi else {
             warning!("ACPI: the boot loader passed no RSDP; running on the boot CPU only");
-            return acpi::HostAcpi { topology: default_topology(), ..Default::default() };
+            return acpi::HostAcpi {
+                topology: default_topology(),
+                ..Default::default()
+            };
         };
         match acpi::read(root) {
             Ok(mut h) => {
@@ -240,23 +282,41 @@ mod bare {
                     h.topology = default_topology();
                 }
                 let t = &h.topology;
-                let ids: Vec<u32> = t.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
-                info!("ACPI: {} CPUs enabled in the MADT, APIC ids {:?}", ids.len(), ids);
+                let ids: Vec<u32> = t
+                    .cpus
+                    .iter()
+                    .filter(|c| c.enabled)
+                    .map(|c| c.apic_id)
+                    .collect();
+                info!(
+                    "ACPI: {} CPUs enabled in the MADT, APIC ids {:?}",
+                    ids.len(),
+                    ids
+                );
                 for io in &t.ioapics {
-                    info!("ACPI: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
+                    info!(
+                        "ACPI: IO-APIC id {} at {:#x}, GSI base {}",
+                        io.id, io.address, io.gsi_base
+                    );
                 }
                 power::init(h.power.clone());
                 h
             }
             Err(e) => {
                 warning!("{e}; running on the boot CPU only");
-                acpi::HostAcpi { topology: default_topology(), ..Default::default() }
+                acpi::HostAcpi {
+                    topology: default_topology(),
+                    ..Default::default()
+                }
             }
         }
     }
 
     fn default_topology() -> acpi::Topology {
-        acpi::Topology { lapic_address: 0xfee0_0000, ..Default::default() }
+        acpi::Topology {
+            lapic_address: 0xfee0_0000,
+            ..Default::default()
+        }
     }
 
     fn mask_8259() {
@@ -314,7 +374,11 @@ mod bare {
         loop {
             let me = percpu::this();
             if me.fault_request.swap(false, Ordering::AcqRel) {
-                info!("selftest: CPU{} touching unmapped address {:#x}", me.index.load(Ordering::Relaxed), FAULT_ADDR);
+                info!(
+                    "selftest: CPU{} touching unmapped address {:#x}",
+                    me.index.load(Ordering::Relaxed),
+                    FAULT_ADDR
+                );
                 // SAFETY: deliberately not safe: the self test wants the page fault this read raises (the address is
                 // beyond every mapping Keel made). The exception handler stops this CPU.
                 let v = unsafe { core::ptr::read_volatile(FAULT_ADDR as *const u64) };
@@ -336,11 +400,19 @@ mod bare {
             }
             cpu::enable_interrupts_and_halt();
         }
-        let ticks: Vec<u64> = percpu::started().map(|c| c.ticks.load(Ordering::Relaxed)).collect();
+        let ticks: Vec<u64> = percpu::started()
+            .map(|c| c.ticks.load(Ordering::Relaxed))
+            .collect();
         if ticks.iter().all(|&t| t >= 5) && ticks.len() == online {
-            info!("selftest: timer ticking on all {} CPUs (ticks {:?})", online, ticks);
+            info!(
+                "selftest: timer ticking on all {} CPUs (ticks {:?})",
+                online, ticks
+            );
         } else {
-            error!("selftest: timers not ticking everywhere (ticks {:?})", ticks);
+            error!(
+                "selftest: timers not ticking everywhere (ticks {:?})",
+                ticks
+            );
         }
         finish()
     }

@@ -27,7 +27,9 @@ pub fn detect(vendor: Vendor, allowed: bool) -> Support {
     }
     let c = raw_cpuid::CpuId::new();
     let has_vmx = c.get_feature_info().is_some_and(|f| f.has_vmx());
-    let has_svm = c.get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_svm());
+    let has_svm = c
+        .get_extended_processor_and_feature_identifiers()
+        .is_some_and(|f| f.has_svm());
     match vendor {
         Vendor::Amd if has_svm => Support::Svm(svm::Capabilities::read()),
         Vendor::Intel if has_vmx => Support::Vmx(vmx::Capabilities::read()),

@@ -14,7 +14,7 @@ pub const fn align_down(v: u64, align: u64) -> u64 {
 pub const fn align_up(v: u64, align: u64) -> u64 {
     match v.checked_add(align - 1) {
         Some(x) => x & !(align - 1),
-        None => u64::MAX & !(align - 1),
+        None => !(align - 1),
     }
 }
 

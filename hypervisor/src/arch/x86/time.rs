@@ -82,12 +82,19 @@ pub fn calibrate() -> Calibration {
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
     apic::set_timer_hz(apic_hz);
-    Calibration { tsc_hz, apic_timer_hz: apic_hz, source }
+    Calibration {
+        tsc_hz,
+        apic_timer_hz: apic_hz,
+        source,
+    }
 }
 
 /// Nanoseconds since calibration, monotonic on every CPU (the TSCs are synchronised at reset).
 pub fn now_ns() -> u64 {
-    ticks_to_ns(cpu::rdtsc().saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)), TSC_HZ.load(Ordering::Relaxed))
+    ticks_to_ns(
+        cpu::rdtsc().saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)),
+        TSC_HZ.load(Ordering::Relaxed),
+    )
 }
 
 /// Converts TSC ticks to nanoseconds at `hz`.
