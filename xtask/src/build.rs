@@ -1,0 +1,45 @@
+//! `cargo xtask build`: the hypervisor ELF and the dom0 tools.
+
+use crate::util::{self, Result};
+use std::path::PathBuf;
+
+pub const HV_PACKAGE: &str = "keel-hypervisor";
+pub const HV_TARGET: &str = "x86_64-unknown-none";
+
+/// Builds `keel` (release) and returns the path of the ELF.
+pub fn hypervisor() -> Result<PathBuf> {
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        HV_PACKAGE,
+        "--bin",
+        "keel",
+        "--target",
+        HV_TARGET,
+    ]))?;
+    let elf = util::target_dir()
+        .join(HV_TARGET)
+        .join("release")
+        .join("keel");
+    if !elf.is_file() {
+        return Err(format!("cargo built no {}", elf.display()).into());
+    }
+    Ok(elf)
+}
+
+/// Builds the host tools (`xm` and friends).
+pub fn dom0_tools() -> Result<()> {
+    util::run(util::cargo().args(["build", "--release", "-p", "dom0-tools"]))
+}
+
+pub fn cmd() -> Result<()> {
+    let elf = hypervisor()?;
+    dom0_tools()?;
+    println!(
+        "build: {} ({})",
+        elf.display(),
+        util::human_size(util::file_size(&elf)?)
+    );
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! `cargo xtask initramfs`: a ~1 MB busybox initramfs, `target/initramfs.cpio.gz`.
+//!
+//! Contents: busybox-static's `/bin/busybox` with a symlink for every applet, `/init`
+//! (xtask/assets/init.sh: mounts, prints `KEEL-INIT: busybox init reached`, insmods the Xen drivers),
+//! `/dev/console` when we may create device nodes, and — when `cargo xtask kernel` has fetched the
+//! kernel — the Xen driver modules `/init` loads, as `/lib/modules/<name>.ko`.
+
+use crate::kernel;
+use crate::util::{self, Context, Result};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const BUSYBOX: &str = "/bin/busybox";
+const INIT: &str = include_str!("../assets/init.sh");
+/// The modules `/init` loads, in dependency order (xenfs needs xen-privcmd).
+pub const XEN_MODULES: &[&str] = &[
+    "xen-evtchn",
+    "xen-privcmd",
+    "xenfs",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xen-blkback",
+    "xen-netback",
+];
+
+pub fn path() -> PathBuf {
+    util::target_dir().join("initramfs.cpio.gz")
+}
+
+/// Builds the initramfs (always afresh: it takes well under a second) and returns its path.
+pub fn build() -> Result<PathBuf> {
+    let stage = util::target_dir().join("initramfs-root");
+    util::remove_dir(&stage)?;
+    for dir in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "etc",
+        "lib/modules",
+    ] {
+        std::fs::create_dir_all(stage.join(dir))?;
+    }
+
+    std::fs::copy(BUSYBOX, stage.join("bin/busybox")).context(format!("cannot copy {BUSYBOX}"))?;
+    let applets = util::output(Command::new(BUSYBOX).arg("--list-full"))?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
+        let link = stage.join(applet);
+        if applet == "bin/busybox" || link.exists() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        symlink(BUSYBOX, &link).context(format!("cannot link {}", link.display()))?;
+    }
+
+    let init = stage.join("init");
+    std::fs::write(&init, INIT)?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+
+    // The kernel opens /dev/console before /init runs; creating the node needs root,
+    // and /init reopens the console after mounting devtmpfs when it is absent.
+    if util::is_root() {
+        util::run(
+            Command::new("mknod")
+                .args(["-m", "600"])
+                .arg(stage.join("dev/console"))
+                .args(["c", "5", "1"]),
+        )?;
+    }
+
+    let modules = copy_xen_modules(&stage.join("lib/modules"))?;
+
+    let out = path();
+    pack(&stage, &out)?;
+    eprintln!(
+        "initramfs: {} ({}; {} Xen modules)",
+        util::show(&out),
+        util::human_size(util::file_size(&out)?),
+        modules
+    );
+    Ok(out)
+}
+
+/// Copies the Xen driver modules of the fetched kernel, if any; returns how many.
+fn copy_xen_modules(dest: &Path) -> Result<usize> {
+    let Some(k) = kernel::cached() else {
+        eprintln!("initramfs: no kernel fetched yet (`cargo xtask kernel`); no Xen modules");
+        return Ok(0);
+    };
+    let mut found = Vec::new();
+    find_files(&k.modules.join("kernel"), &mut found)?;
+    let mut copied = 0;
+    for name in XEN_MODULES {
+        let file = format!("{name}.ko");
+        match found
+            .iter()
+            .find(|p| p.file_name().is_some_and(|n| *n == *file))
+        {
+            Some(src) => {
+                std::fs::copy(src, dest.join(&file))
+                    .context(format!("cannot copy {}", src.display()))?;
+                copied += 1;
+            }
+            None => eprintln!("initramfs: {file} not found in {}", util::show(&k.modules)),
+        }
+    }
+    Ok(copied)
+}
+
+fn find_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).context(format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            find_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `find . | sort | cpio -o -H newc --reproducible -R 0:0 | gzip -9n > out`.
+fn pack(stage: &Path, out: &Path) -> Result<()> {
+    let mut entries = Vec::new();
+    collect(stage, Path::new("."), &mut entries)?;
+    entries.sort();
+    // Same inputs, same bytes: every entry gets the same mtime (cpio --reproducible and gzip -n
+    // take care of inode numbers and the gzip header).
+    util::output(
+        Command::new("touch")
+            .args(["-h", "-d", "@0", "--"])
+            .args(&entries)
+            .current_dir(stage),
+    )?;
+    let list: String = entries.iter().map(|e| format!("{e}\n")).collect();
+
+    let file = std::fs::File::create(out).context(format!("cannot create {}", out.display()))?;
+    let mut cpio = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--reproducible", "-R", "0:0", "--quiet"])
+        .current_dir(stage)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cpio")?;
+    let mut gzip = Command::new("gzip")
+        .args(["-9", "-n"])
+        .stdin(cpio.stdout.take().expect("piped"))
+        .stdout(file)
+        .spawn()
+        .context("cannot start gzip")?;
+    {
+        use std::io::Write;
+        let mut stdin = cpio.stdin.take().expect("piped");
+        stdin.write_all(list.as_bytes())?;
+    }
+    let cpio_status = cpio.wait()?;
+    let gzip_status = gzip.wait()?;
+    if !cpio_status.success() || !gzip_status.success() {
+        return Err(format!(
+            "packing the initramfs failed (cpio: {cpio_status}, gzip: {gzip_status})"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Every path under `dir`, as `./relative` names for cpio.
+fn collect(base: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+    out.push(rel.to_string_lossy().into_owned());
+    let full = base.join(rel);
+    if full.is_symlink() || !full.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(&full)? {
+        collect(base, &rel.join(entry?.file_name()), out)?;
+    }
+    Ok(())
+}
+
+pub fn cmd() -> Result<()> {
+    let out = build()?;
+    println!("initramfs: {}", out.display());
+    Ok(())
+}

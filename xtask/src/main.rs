@@ -1,0 +1,85 @@
+//! Keel's build and test driver: `cargo xtask <command>`.
+
+mod bench;
+mod build;
+mod deps;
+mod elf;
+mod image;
+mod initramfs;
+mod kernel;
+mod qemu;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot, test and measure Keel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the hypervisor (release, x86_64-unknown-none) and the dom0 tools.
+    Build,
+    /// Check the host packages (QEMU with SVM+NPT under TCG, GRUB, xorriso, mtools, busybox-static, cpio);
+    /// install the missing ones when root.
+    Deps,
+    /// Fetch Debian's stock amd64 kernel into target/debian/ (cached).
+    Kernel,
+    /// Build target/initramfs.cpio.gz from busybox-static (plus Xen modules if the kernel is fetched).
+    Initramfs,
+    /// Build a GRUB (multiboot2) ISO of Keel.
+    Image(image::Args),
+    /// Boot Keel in QEMU with the serial console on this terminal.
+    Run(qemu::RunArgs),
+    /// Host unit tests, then boot tests under QEMU (the CI entry point).
+    Test(test::Args),
+    /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md.
+    Bench(bench::Args),
+}
+
+/// `--elf PATH`: use this ELF instead of building the hypervisor.
+#[derive(clap::Args, Clone, Default)]
+pub struct ElfArg {
+    /// Boot this ELF instead of building `keel` (for harness work while the hypervisor does not build).
+    #[arg(long, value_name = "PATH")]
+    pub elf: Option<PathBuf>,
+}
+
+impl ElfArg {
+    /// The given ELF (made absolute), or the freshly built hypervisor.
+    pub fn get(&self) -> util::Result<PathBuf> {
+        match &self.elf {
+            Some(p) => std::path::absolute(p)
+                .map_err(|e| format!("bad --elf path {}: {e}", p.display()).into()),
+            None => build::hypervisor(),
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> util::Result<()> {
+    if !matches!(cmd, Cmd::Deps) {
+        deps::ensure()?;
+    }
+    match cmd {
+        Cmd::Deps => deps::cmd(),
+        Cmd::Build => build::cmd(),
+        Cmd::Kernel => kernel::cmd(),
+        Cmd::Initramfs => initramfs::cmd(),
+        Cmd::Image(args) => image::cmd(&args),
+        Cmd::Run(args) => qemu::run(&args),
+        Cmd::Test(args) => test::cmd(&args),
+        Cmd::Bench(args) => bench::cmd(&args),
+    }
+}
+
+fn main() {
+    if let Err(e) = dispatch(Cli::parse().command) {
+        eprintln!("xtask: error: {e}");
+        std::process::exit(e.code);
+    }
+}
