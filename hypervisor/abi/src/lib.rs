@@ -6,6 +6,7 @@
 
 pub mod cpuid;
 pub mod hypercall;
+pub mod shared_info;
 pub mod start_info;
 
 /// Keel reports itself as this Xen version (major, minor) to guests.

@@ -3,8 +3,12 @@
 //! The vendor is chosen once at boot from CPUID; common code sees only [`Support`]. The VMCB/VMCS live in the
 //! vendor modules and nowhere else.
 
+pub mod exit;
 pub mod svm;
 pub mod vmx;
+pub mod walk;
+
+pub use exit::Exit;
 
 use crate::arch::x86::cpu::Vendor;
 use alloc::string::String;
@@ -62,5 +66,162 @@ pub fn enable_this_cpu(s: &Support, cpu: u32) -> bool {
             crate::error!("CPU{cpu}: hardware virtualization not enabled: {e}");
             false
         }
+    }
+}
+
+/// A guest's general-purpose registers as the entry code saves them (RAX and RSP live in the VMCB on AMD; the
+/// backend keeps these copies in sync around each entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gprs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// The control state the page-table walker and the instruction decoder need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PagingState {
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    /// CS.L: 64-bit code.
+    pub long_mode_code: bool,
+    /// Current privilege level.
+    pub cpl: u8,
+}
+
+/// An event to deliver to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A hardware exception, with its error code when it has one.
+    Exception { vector: u8, error: Option<u32> },
+    /// An external (virtual) interrupt.
+    Interrupt(u8),
+    /// An NMI.
+    Nmi,
+}
+
+/// Architectural exception vectors used when injecting.
+pub mod vector {
+    pub const UD: u8 = 6;
+    pub const GP: u8 = 13;
+    pub const PF: u8 = 14;
+}
+
+/// The hardware side of one vCPU, whichever vendor runs it. Common code uses only these methods.
+pub enum HwVcpu {
+    /// AMD SVM.
+    Svm(alloc::boxed::Box<svm::SvmVcpu>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $v:ident => $e:expr) => {
+        match $self {
+            HwVcpu::Svm($v) => $e,
+        }
+    };
+}
+
+impl HwVcpu {
+    /// A vCPU of the given vendor, reset to the PVH entry state: 32-bit protected mode, paging off, flat
+    /// segments, RIP = `entry`, RBX = `start_info`.
+    pub fn new_pvh(support: &Support, p2m_root: u64, entry: u32, start_info: u32) -> Result<Self, &'static str> {
+        match support {
+            Support::Svm(caps) => {
+                Ok(HwVcpu::Svm(alloc::boxed::Box::new(svm::SvmVcpu::new_pvh(caps, p2m_root, entry, start_info)?)))
+            }
+            Support::Vmx(_) => Err("the VMX backend cannot run guests yet"),
+            Support::Unavailable(_) => Err("hardware virtualization is unavailable"),
+        }
+    }
+
+    /// Enters the guest until the next exit.
+    pub fn run(&mut self) -> Exit {
+        dispatch!(self, v => v.run())
+    }
+
+    /// The guest's general-purpose registers.
+    pub fn gprs(&mut self) -> &mut Gprs {
+        dispatch!(self, v => v.gprs())
+    }
+
+    /// Guest RIP.
+    pub fn rip(&self) -> u64 {
+        dispatch!(self, v => v.rip())
+    }
+
+    /// Sets guest RIP.
+    pub fn set_rip(&mut self, rip: u64) {
+        dispatch!(self, v => v.set_rip(rip))
+    }
+
+    /// Guest RFLAGS.
+    pub fn rflags(&self) -> u64 {
+        dispatch!(self, v => v.rflags())
+    }
+
+    /// Paging-relevant control state.
+    pub fn paging(&self) -> PagingState {
+        dispatch!(self, v => v.paging())
+    }
+
+    /// Moves RIP past the instruction that caused the last exit; `len` is its length when the hardware did not
+    /// report the next RIP.
+    pub fn skip_instruction(&mut self, len: u64) {
+        dispatch!(self, v => v.skip_instruction(len))
+    }
+
+    /// The next RIP as reported by hardware for the last exit, if it does.
+    pub fn hw_next_rip(&self) -> Option<u64> {
+        dispatch!(self, v => v.hw_next_rip())
+    }
+
+    /// Queues an event for the next entry. Returns false if an event is already queued.
+    pub fn inject(&mut self, e: Event) -> bool {
+        dispatch!(self, v => v.inject(e))
+    }
+
+    /// Whether the guest can take an external interrupt right now.
+    pub fn interruptible(&self) -> bool {
+        dispatch!(self, v => v.interruptible())
+    }
+
+    /// Asks for an exit as soon as the guest can take an interrupt.
+    pub fn request_interrupt_window(&mut self, on: bool) {
+        dispatch!(self, v => v.request_interrupt_window(on))
+    }
+
+    /// Requests a TLB flush of this guest's translations on the next entry.
+    pub fn flush_tlb(&mut self) {
+        dispatch!(self, v => v.flush_tlb())
+    }
+
+    /// Reads a guest MSR that the hardware keeps in its control structure, or None.
+    pub fn read_msr(&self, msr: u32) -> Option<u64> {
+        dispatch!(self, v => v.read_msr(msr))
+    }
+
+    /// Writes a guest MSR that the hardware keeps in its control structure; false if it is not one of those.
+    pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        dispatch!(self, v => v.write_msr(msr, value))
+    }
+
+    /// Physical addresses of the pages this vCPU's hardware state occupies (freed by the caller on destroy).
+    pub fn frames(&self) -> alloc::vec::Vec<u64> {
+        dispatch!(self, v => v.frames())
     }
 }

@@ -31,6 +31,8 @@ pub struct PerCpu {
     pub ticks: AtomicU64,
     /// Self test request: touch an unmapped address (CPU 1 in `selftest=pagefault`).
     pub fault_request: AtomicBool,
+    /// Page where VMSAVE keeps this CPU's host state around VMRUN (AMD).
+    svm_host_vmcb: AtomicU64,
 }
 
 impl PerCpu {
@@ -42,7 +44,18 @@ impl PerCpu {
             state: AtomicU8::new(CpuState::Offline as u8),
             ticks: AtomicU64::new(0),
             fault_request: AtomicBool::new(false),
+            svm_host_vmcb: AtomicU64::new(0),
         }
+    }
+
+    /// This CPU's host-state VMCB (physical address).
+    pub fn svm_host_vmcb(&self) -> u64 {
+        self.svm_host_vmcb.load(Ordering::Relaxed)
+    }
+
+    /// Records this CPU's host-state VMCB.
+    pub fn set_svm_host_vmcb(&self, pa: u64) {
+        self.svm_host_vmcb.store(pa, Ordering::Relaxed);
     }
 
     /// Current state.

@@ -1,4 +1,10 @@
-//! AMD SVM: capabilities (CPUID 0x8000000A) and enabling (VM_CR, EFER.SVME, the host save area).
+//! AMD SVM: capabilities (CPUID 0x8000000A), enabling (VM_CR, EFER.SVME, the host save area), and the vCPU
+//! backend (`vcpu`, `vmcb`).
+
+pub mod vcpu;
+pub mod vmcb;
+
+pub use vcpu::SvmVcpu;
 
 use crate::arch::x86::cpu::{self, efer, Msr};
 
@@ -129,6 +135,8 @@ pub fn enable_this_cpu(caps: &Capabilities, cpu: u32) -> Result<(), String> {
     let vm_cr = unsafe { cpu::rdmsr(Msr::VmCr) };
     check_vm_cr(vm_cr).map_err(|e| format!("{e}"))?;
     let hsave = crate::mm::alloc_frame().map_err(|_| format!("{}", EnableError::NoMemory))?;
+    let host_vmcb = crate::mm::alloc_frame().map_err(|_| format!("{}", EnableError::NoMemory))?;
+    crate::arch::x86::percpu::this().set_svm_host_vmcb(host_vmcb);
     // SAFETY: SVM is present and not disabled; the host save area is a fresh, page-aligned frame owned by this
     // CPU for ever; setting EFER.SVME only allows SVM instructions and changes nothing else.
     unsafe {

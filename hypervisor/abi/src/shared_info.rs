@@ -1,0 +1,269 @@
+//! `shared_info` and `vcpu_info` (Xen `xen/include/public/xen.h`, `arch-x86/xen.h`), and the HVM parameters and
+//! memory/event-channel operations Keel implements.
+
+use core::mem::{offset_of, size_of};
+
+/// `struct vcpu_time_info` (pvclock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuTimeInfo {
+    /// Odd while an update is in progress.
+    pub version: u32,
+    pub pad0: u32,
+    /// TSC at the last update.
+    pub tsc_timestamp: u64,
+    /// System time (ns since boot) at `tsc_timestamp`.
+    pub system_time: u64,
+    /// TSC → ns multiplier (32.32 fixed point after the shift).
+    pub tsc_to_system_mul: u32,
+    /// Shift applied to the TSC delta before multiplying.
+    pub tsc_shift: i8,
+    /// `XEN_PVCLOCK_*` flags.
+    pub flags: u8,
+    pub pad1: [u8; 2],
+}
+
+/// `XEN_PVCLOCK_TSC_STABLE_BIT`.
+pub const PVCLOCK_TSC_STABLE: u8 = 1 << 0;
+
+/// `struct vcpu_info` (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuInfo {
+    pub evtchn_upcall_pending: u8,
+    pub evtchn_upcall_mask: u8,
+    pub pad: [u8; 6],
+    pub evtchn_pending_sel: u64,
+    /// `arch_vcpu_info`: cr2, pad.
+    pub arch_cr2: u64,
+    pub arch_pad: u64,
+    pub time: VcpuTimeInfo,
+}
+
+/// vCPUs whose `vcpu_info` lives in `shared_info` until they register their own.
+pub const LEGACY_VCPUS: usize = 32;
+/// Byte offset of `evtchn_pending[64]` in `shared_info`.
+pub const EVTCHN_PENDING_OFFSET: usize = 2048;
+/// Byte offset of `evtchn_mask[64]`.
+pub const EVTCHN_MASK_OFFSET: usize = 2560;
+/// Byte offset of `wc_version`.
+pub const WC_VERSION_OFFSET: usize = 3072;
+/// Byte offset of `wc_sec`.
+pub const WC_SEC_OFFSET: usize = 3076;
+/// Byte offset of `wc_nsec`.
+pub const WC_NSEC_OFFSET: usize = 3080;
+/// Byte offset of `wc_sec_hi` (x86-64).
+pub const WC_SEC_HI_OFFSET: usize = 3084;
+/// Ports in the 2-level ABI.
+pub const EVTCHN_2L_PORTS: u32 = 4096;
+
+/// `struct vcpu_runstate_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuRunstateInfo {
+    /// `RUNSTATE_*`.
+    pub state: i32,
+    pub pad: u32,
+    /// System time the state was entered.
+    pub state_entry_time: u64,
+    /// ns spent in each state.
+    pub time: [u64; 4],
+}
+
+/// Runstates.
+pub mod runstate {
+    pub const RUNNING: i32 = 0;
+    pub const RUNNABLE: i32 = 1;
+    pub const BLOCKED: i32 = 2;
+    pub const OFFLINE: i32 = 3;
+}
+
+/// `struct vcpu_register_vcpu_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuRegisterVcpuInfo {
+    /// Guest frame holding the area.
+    pub mfn: u64,
+    /// Offset in that frame.
+    pub offset: u32,
+    pub rsvd: u32,
+}
+
+/// `HVM_PARAM_*` indices.
+pub mod hvm_param {
+    pub const CALLBACK_IRQ: u32 = 0;
+    pub const STORE_PFN: u32 = 1;
+    pub const STORE_EVTCHN: u32 = 2;
+    pub const CONSOLE_PFN: u32 = 17;
+    pub const CONSOLE_EVTCHN: u32 = 18;
+    /// Number of parameters.
+    pub const NR: u32 = 64;
+    /// CALLBACK_IRQ value type 2 (bits 56-63): a vector.
+    pub const CALLBACK_TYPE_VECTOR: u64 = 2;
+}
+
+/// `hvm_op` sub-commands.
+pub mod hvmop {
+    pub const SET_PARAM: u64 = 0;
+    pub const GET_PARAM: u64 = 1;
+}
+
+/// `struct xen_hvm_param`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenHvmParam {
+    pub domid: u16,
+    pub pad: u16,
+    pub index: u32,
+    pub value: u64,
+}
+
+/// `memory_op` sub-commands.
+pub mod xenmem {
+    pub const INCREASE_RESERVATION: u64 = 0;
+    pub const DECREASE_RESERVATION: u64 = 1;
+    pub const ADD_TO_PHYSMAP: u64 = 7;
+    pub const MEMORY_MAP: u64 = 9;
+    /// `XENMAPSPACE_shared_info`.
+    pub const SPACE_SHARED_INFO: u32 = 0;
+    /// `XENMAPSPACE_grant_table`.
+    pub const SPACE_GRANT_TABLE: u32 = 1;
+}
+
+/// `struct xen_add_to_physmap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenAddToPhysmap {
+    pub domid: u16,
+    pub size: u16,
+    pub space: u32,
+    pub idx: u64,
+    pub gpfn: u64,
+}
+
+/// `event_channel_op` commands and structures.
+pub mod evtchnop {
+    pub const BIND_INTERDOMAIN: u64 = 0;
+    pub const BIND_VIRQ: u64 = 1;
+    pub const BIND_PIRQ: u64 = 2;
+    pub const CLOSE: u64 = 3;
+    pub const SEND: u64 = 4;
+    pub const STATUS: u64 = 5;
+    pub const ALLOC_UNBOUND: u64 = 6;
+    pub const BIND_IPI: u64 = 7;
+    pub const BIND_VCPU: u64 = 8;
+    pub const UNMASK: u64 = 9;
+    pub const RESET: u64 = 10;
+    pub const INIT_CONTROL: u64 = 11;
+}
+
+/// `struct evtchn_bind_virq`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindVirq {
+    pub virq: u32,
+    pub vcpu: u32,
+    pub port: u32,
+}
+
+/// `struct evtchn_bind_ipi`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindIpi {
+    pub vcpu: u32,
+    pub port: u32,
+}
+
+/// `struct evtchn_bind_vcpu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindVcpu {
+    pub port: u32,
+    pub vcpu: u32,
+}
+
+/// `struct evtchn_alloc_unbound`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnAllocUnbound {
+    pub dom: u16,
+    pub remote_dom: u16,
+    pub port: u32,
+}
+
+/// `struct evtchn_status`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnStatus {
+    pub dom: u16,
+    pub pad: u16,
+    pub port: u32,
+    pub status: u32,
+    pub vcpu: u32,
+    /// Union: unbound.dom / interdomain {dom u16, port u32} / pirq / virq.
+    pub u: [u32; 2],
+}
+
+/// `EVTCHNSTAT_*`.
+pub mod evtchnstat {
+    pub const CLOSED: u32 = 0;
+    pub const UNBOUND: u32 = 1;
+    pub const INTERDOMAIN: u32 = 2;
+    pub const PIRQ: u32 = 3;
+    pub const VIRQ: u32 = 4;
+    pub const IPI: u32 = 5;
+}
+
+/// VIRQ numbers.
+pub mod virq {
+    pub const TIMER: u32 = 0;
+    pub const DEBUG: u32 = 1;
+    pub const CONSOLE: u32 = 2;
+    pub const DOM_EXC: u32 = 3;
+    /// Number of VIRQs.
+    pub const NR: u32 = 24;
+}
+
+/// `struct sched_poll`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedPoll {
+    /// Guest pointer to an array of ports.
+    pub ports: u64,
+    pub nr_ports: u32,
+    pub pad: u32,
+    /// Absolute system time; 0 = none.
+    pub timeout: u64,
+}
+
+const _: () = {
+    assert!(size_of::<VcpuTimeInfo>() == 32);
+    assert!(offset_of!(VcpuTimeInfo, tsc_timestamp) == 8);
+    assert!(offset_of!(VcpuTimeInfo, system_time) == 16);
+    assert!(offset_of!(VcpuTimeInfo, tsc_to_system_mul) == 24);
+    assert!(offset_of!(VcpuTimeInfo, tsc_shift) == 28);
+    assert!(offset_of!(VcpuTimeInfo, flags) == 29);
+    assert!(size_of::<VcpuInfo>() == 64);
+    assert!(offset_of!(VcpuInfo, evtchn_upcall_mask) == 1);
+    assert!(offset_of!(VcpuInfo, evtchn_pending_sel) == 8);
+    assert!(offset_of!(VcpuInfo, time) == 32);
+    assert!(size_of::<VcpuRunstateInfo>() == 48);
+    assert!(offset_of!(VcpuRunstateInfo, state_entry_time) == 8);
+    assert!(offset_of!(VcpuRunstateInfo, time) == 16);
+    assert!(size_of::<VcpuRegisterVcpuInfo>() == 16);
+    assert!(size_of::<XenHvmParam>() == 16);
+    assert!(offset_of!(XenHvmParam, index) == 4);
+    assert!(offset_of!(XenHvmParam, value) == 8);
+    assert!(size_of::<XenAddToPhysmap>() == 24);
+    assert!(offset_of!(XenAddToPhysmap, space) == 4);
+    assert!(offset_of!(XenAddToPhysmap, idx) == 8);
+    assert!(offset_of!(XenAddToPhysmap, gpfn) == 16);
+    assert!(size_of::<EvtchnBindVirq>() == 12);
+    assert!(size_of::<EvtchnBindIpi>() == 8);
+    assert!(size_of::<EvtchnAllocUnbound>() == 8);
+    assert!(size_of::<EvtchnStatus>() == 24);
+    assert!(offset_of!(EvtchnStatus, status) == 8);
+    assert!(offset_of!(EvtchnStatus, u) == 16);
+    assert!(size_of::<SchedPoll>() == 24);
+    assert!(offset_of!(SchedPoll, timeout) == 16);
+};

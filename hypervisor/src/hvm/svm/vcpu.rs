@@ -1,0 +1,395 @@
+//! One SVM vCPU: its VMCB, I/O and MSR permission maps, the VMRUN sequence and exit decoding.
+
+use super::vmcb::{self, exit_code as ec, EventType, Intercept1, Intercept2, IoioInfo, Segment, TlbControl, Vmcb};
+use super::Capabilities;
+use crate::arch::x86::cpu::efer;
+use crate::arch::x86::percpu;
+use crate::hvm::{Event, Exit, Gprs, PagingState};
+use alloc::vec::Vec;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.svm, "ax"
+    .global keel_svm_vmrun
+// rdi = guest VMCB (physical), rsi = &mut Gprs, rdx = host-state VMCB (physical).
+keel_svm_vmrun:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    pushq %rsi
+    pushq %rdi
+    pushq %rdx
+    clgi
+    movq %rdx, %rax
+    vmsave %rax
+    movq %rsi, %rax
+    movq 8(%rax), %rbx
+    movq 16(%rax), %rcx
+    movq 24(%rax), %rdx
+    movq 40(%rax), %rdi
+    movq 48(%rax), %rbp
+    movq 56(%rax), %r8
+    movq 64(%rax), %r9
+    movq 72(%rax), %r10
+    movq 80(%rax), %r11
+    movq 88(%rax), %r12
+    movq 96(%rax), %r13
+    movq 104(%rax), %r14
+    movq 112(%rax), %r15
+    movq 32(%rax), %rsi
+    movq 8(%rsp), %rax
+    vmload %rax
+    vmrun %rax
+    vmsave %rax
+    movq 16(%rsp), %rax
+    movq %rbx, 8(%rax)
+    movq %rcx, 16(%rax)
+    movq %rdx, 24(%rax)
+    movq %rsi, 32(%rax)
+    movq %rdi, 40(%rax)
+    movq %rbp, 48(%rax)
+    movq %r8, 56(%rax)
+    movq %r9, 64(%rax)
+    movq %r10, 72(%rax)
+    movq %r11, 80(%rax)
+    movq %r12, 88(%rax)
+    movq %r13, 96(%rax)
+    movq %r14, 104(%rax)
+    movq %r15, 112(%rax)
+    movq 0(%rsp), %rax
+    vmload %rax
+    stgi
+    addq $24, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .text
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn keel_svm_vmrun(vmcb: u64, gprs: *mut Gprs, host_vmcb: u64);
+}
+
+const IOPM_PAGES: u64 = 3;
+const MSRPM_PAGES: u64 = 2;
+
+/// MSRs the guest reads and writes directly (their state is switched by VMLOAD/VMSAVE or lives in the VMCB).
+const PASSTHROUGH_MSRS: [u32; 9] = [
+    0xc000_0100, // FS_BASE
+    0xc000_0101, // GS_BASE
+    0xc000_0102, // KERNEL_GS_BASE
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+];
+
+/// Byte offset and bit of an MSR's read-intercept bit in the MSR permission map (write bit follows it).
+pub fn msrpm_bit(msr: u32) -> Option<(usize, u32)> {
+    let (base, first) = match msr {
+        0..=0x1fff => (0, 0),
+        0xc000_0000..=0xc000_1fff => (0x800, 0xc000_0000),
+        0xc001_0000..=0xc001_1fff => (0x1000, 0xc001_0000),
+        _ => return None,
+    };
+    let n = (msr - first) as usize * 2;
+    Some((base + n / 8, (n % 8) as u32))
+}
+
+/// The state of one SVM vCPU.
+pub struct SvmVcpu {
+    vmcb_pa: u64,
+    iopm_pa: u64,
+    msrpm_pa: u64,
+    gprs: Gprs,
+    nrip: bool,
+    flush_by_asid: bool,
+    /// Next RIP from hardware for the last exit (NRIP save, or IOIO's EXITINFO2).
+    next_rip: Option<u64>,
+}
+
+fn alloc_zeroed(pages: u64) -> Result<u64, &'static str> {
+    crate::mm::alloc_contiguous_zeroed(pages).map_err(|_| "out of memory for SVM control structures")
+}
+
+impl SvmVcpu {
+    fn vmcb(&self) -> &Vmcb {
+        // SAFETY: `vmcb_pa` is a page owned by this vCPU for its whole life, identity-mapped, and only the CPU
+        // running this vCPU touches it (the caller holds the vCPU exclusively).
+        unsafe { &*(self.vmcb_pa as *const Vmcb) }
+    }
+
+    fn vmcb_mut(&mut self) -> &mut Vmcb {
+        // SAFETY: as in `vmcb`, with `&mut self` guaranteeing exclusive access.
+        unsafe { &mut *(self.vmcb_pa as *mut Vmcb) }
+    }
+
+    /// A vCPU at the PVH entry point.
+    pub fn new_pvh(caps: &Capabilities, p2m_root: u64, entry: u32, start_info: u32) -> Result<Self, &'static str> {
+        if !caps.npt {
+            return Err("HVM guests need nested paging (NPT), which this CPU lacks");
+        }
+        let vmcb_pa = alloc_zeroed(1)?;
+        let iopm_pa = alloc_zeroed(IOPM_PAGES)?;
+        let msrpm_pa = alloc_zeroed(MSRPM_PAGES)?;
+        // SAFETY: freshly allocated, identity-mapped, exclusively ours.
+        unsafe {
+            core::ptr::write_bytes(iopm_pa as *mut u8, 0xff, (IOPM_PAGES * 4096) as usize);
+            core::ptr::write_bytes(msrpm_pa as *mut u8, 0xff, (MSRPM_PAGES * 4096) as usize);
+        }
+        for msr in PASSTHROUGH_MSRS.iter().chain(&[0x176u32]) {
+            if let Some((byte, bit)) = msrpm_bit(*msr) {
+                // SAFETY: `byte` is inside the 8 KiB map just allocated.
+                unsafe { *((msrpm_pa as usize + byte) as *mut u8) &= !(0b11 << bit) };
+            }
+        }
+        let mut v = Self {
+            vmcb_pa,
+            iopm_pa,
+            msrpm_pa,
+            gprs: Gprs::default(),
+            nrip: caps.nrip_save,
+            flush_by_asid: caps.flush_by_asid,
+            next_rip: None,
+        };
+        v.gprs.rbx = start_info as u64;
+        let (iopm, msrpm) = (iopm_pa, msrpm_pa);
+        let c = v.vmcb_mut();
+        c.intercept_exceptions = 1 << crate::hvm::vector::UD | 1 << 18; // #UD (VMCALL), #MC
+        c.intercept1 = (Intercept1::INTR
+            | Intercept1::NMI
+            | Intercept1::SMI
+            | Intercept1::INIT
+            | Intercept1::CPUID
+            | Intercept1::HLT
+            | Intercept1::INVD
+            | Intercept1::INVLPGA
+            | Intercept1::IOIO_PROT
+            | Intercept1::MSR_PROT
+            | Intercept1::TASK_SWITCH
+            | Intercept1::FERR_FREEZE
+            | Intercept1::SHUTDOWN)
+            .bits();
+        c.intercept2 = (Intercept2::VMRUN
+            | Intercept2::VMMCALL
+            | Intercept2::VMLOAD
+            | Intercept2::VMSAVE
+            | Intercept2::STGI
+            | Intercept2::CLGI
+            | Intercept2::SKINIT
+            | Intercept2::ICEBP
+            | Intercept2::MONITOR
+            | Intercept2::MWAIT
+            | Intercept2::XSETBV)
+            .bits();
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.guest_asid = 1;
+        c.tlb_control = TlbControl::FlushAll as u8;
+        c.vintr = vmcb::vintr::V_INTR_MASKING;
+        c.np_control = 1;
+        c.n_cr3 = p2m_root;
+        // PVH entry state (xen-abi.md §1.2).
+        c.cs = Segment::flat(0x08, 0xc9b);
+        for s in [&mut c.ds, &mut c.es, &mut c.ss, &mut c.fs, &mut c.gs] {
+            *s = Segment::flat(0x10, 0xc93);
+        }
+        c.tr = Segment { selector: 0x18, attrib: 0x8b, limit: 0x67, base: 0 };
+        c.ldtr = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
+        c.gdtr = Segment { limit: 0xffff, ..Default::default() };
+        c.idtr = Segment { limit: 0xffff, ..Default::default() };
+        c.cr0 = 0x11; // PE | ET
+        c.cr4 = 0;
+        c.cr3 = 0;
+        c.efer = efer::SVME;
+        c.rflags = 0x2;
+        c.rip = entry as u64;
+        c.rsp = 0;
+        c.dr6 = 0xffff_0ff0;
+        c.dr7 = 0x400;
+        c.g_pat = 0x0007_0406_0007_0406;
+        c.cpl = 0;
+        Ok(v)
+    }
+
+    /// Enters the guest and decodes the exit.
+    pub fn run(&mut self) -> Exit {
+        let host = percpu::this().svm_host_vmcb();
+        let rax = self.gprs.rax;
+        self.vmcb_mut().rax = rax;
+        // SAFETY: the VMCB is fully initialised and consistent (EFER.SVME set, VMRUN intercepted), its permission
+        // maps and nested page table are live for the vCPU's lifetime, `host` is this CPU's host-state page, SVM
+        // is enabled on this CPU (VM_HSAVE_PA set), and `gprs` is exclusively borrowed.
+        unsafe { keel_svm_vmrun(self.vmcb_pa, &mut self.gprs, host) };
+        let c = self.vmcb_mut();
+        let rax = c.rax;
+        c.tlb_control = TlbControl::None as u8;
+        c.event_inj = if c.exit_int_info & (1 << 31) != 0 {
+            // An event was being delivered when the exit happened: deliver it again.
+            c.exit_int_info
+        } else {
+            0
+        };
+        self.gprs.rax = rax;
+        let (code, info1, info2) = (self.vmcb().exit_code, self.vmcb().exit_info1, self.vmcb().exit_info2);
+        self.next_rip = if self.nrip { Some(self.vmcb().next_rip) } else { None };
+        match code {
+            ec::CPUID => Exit::Cpuid,
+            ec::HLT => Exit::Hlt,
+            ec::VMMCALL => Exit::Hypercall,
+            ec::MSR => Exit::Msr { write: info1 & 1 != 0 },
+            ec::IOIO => {
+                let io = IoioInfo::decode(info1);
+                self.next_rip = Some(info2);
+                Exit::Io { port: io.port, size: io.size, input: io.input, string: io.string, rep: io.rep }
+            }
+            ec::NPF => Exit::NestedPageFault { gpa: info2, write: info1 & 2 != 0, fetch: info1 & 16 != 0 },
+            ec::INTR => Exit::ExternalInterrupt,
+            ec::NMI => Exit::Nmi,
+            ec::VINTR => Exit::InterruptWindow,
+            ec::INIT => Exit::Init,
+            ec::SHUTDOWN => Exit::TripleFault,
+            ec::SMI => Exit::ExternalInterrupt,
+            ec::VMRUN | ec::VMLOAD | ec::VMSAVE | ec::STGI | ec::CLGI | ec::SKINIT => Exit::VirtInstruction,
+            ec::INVALID => Exit::InvalidState { detail: code },
+            c if (ec::EXCP_BASE..ec::EXCP_BASE + 32).contains(&c) => {
+                let vector = (c - ec::EXCP_BASE) as u8;
+                if vector == crate::hvm::vector::UD {
+                    Exit::InvalidOpcode
+                } else {
+                    let has_error = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+                    Exit::Exception { vector, error: has_error.then_some(info1 as u32) }
+                }
+            }
+            other => Exit::Unknown { code: other },
+        }
+    }
+
+    pub fn gprs(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+
+    pub fn rip(&self) -> u64 {
+        self.vmcb().rip
+    }
+
+    pub fn set_rip(&mut self, rip: u64) {
+        self.vmcb_mut().rip = rip;
+    }
+
+    pub fn rflags(&self) -> u64 {
+        self.vmcb().rflags
+    }
+
+    pub fn paging(&self) -> PagingState {
+        let c = self.vmcb();
+        PagingState {
+            cr0: c.cr0,
+            cr3: c.cr3,
+            cr4: c.cr4,
+            efer: c.efer,
+            long_mode_code: c.cs.attrib & (1 << 9) != 0,
+            cpl: c.cpl,
+        }
+    }
+
+    pub fn hw_next_rip(&self) -> Option<u64> {
+        self.next_rip
+    }
+
+    pub fn skip_instruction(&mut self, len: u64) {
+        let next = self.next_rip.unwrap_or_else(|| self.rip().wrapping_add(len));
+        let c = self.vmcb_mut();
+        c.rip = next;
+        c.interrupt_shadow = 0;
+    }
+
+    pub fn inject(&mut self, e: Event) -> bool {
+        if self.vmcb().event_inj & (1 << 31) != 0 {
+            return false;
+        }
+        self.vmcb_mut().event_inj = match e {
+            Event::Exception { vector, error } => vmcb::event_inj(vector, EventType::Exception, error),
+            Event::Interrupt(v) => vmcb::event_inj(v, EventType::Intr, None),
+            Event::Nmi => vmcb::event_inj(2, EventType::Nmi, None),
+        };
+        true
+    }
+
+    pub fn interruptible(&self) -> bool {
+        let c = self.vmcb();
+        c.rflags & (1 << 9) != 0 && c.interrupt_shadow & 1 == 0 && c.event_inj & (1 << 31) == 0
+    }
+
+    pub fn request_interrupt_window(&mut self, on: bool) {
+        let c = self.vmcb_mut();
+        if on {
+            // A dummy virtual interrupt makes the CPU exit (VINTR) as soon as the guest can take one.
+            c.vintr |= vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT;
+            c.intercept1 |= Intercept1::VINTR.bits();
+        } else {
+            c.vintr &= !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT);
+            c.intercept1 &= !Intercept1::VINTR.bits();
+        }
+    }
+
+    pub fn flush_tlb(&mut self) {
+        let flush_by_asid = self.flush_by_asid;
+        self.vmcb_mut().tlb_control =
+            if flush_by_asid { TlbControl::FlushAsid as u8 } else { TlbControl::FlushAll as u8 };
+    }
+
+    pub fn read_msr(&self, msr: u32) -> Option<u64> {
+        let c = self.vmcb();
+        Some(match msr {
+            0xc000_0080 => c.efer & !efer::SVME,
+            0x277 => c.g_pat,
+            0x176 => c.sysenter_eip,
+            _ => return None,
+        })
+    }
+
+    pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        let c = self.vmcb_mut();
+        match msr {
+            // The guest never sees or clears SVME; VMRUN requires it.
+            0xc000_0080 => c.efer = value | efer::SVME,
+            0x277 => c.g_pat = value,
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn frames(&self) -> Vec<u64> {
+        let mut v = alloc::vec![self.vmcb_pa];
+        v.extend((0..IOPM_PAGES).map(|i| self.iopm_pa + i * 4096));
+        v.extend((0..MSRPM_PAGES).map(|i| self.msrpm_pa + i * 4096));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msr_permission_map_offsets() {
+        assert_eq!(msrpm_bit(0), Some((0, 0)));
+        assert_eq!(msrpm_bit(0x174), Some((0x5d, 0)));
+        assert_eq!(msrpm_bit(0xc000_0080), Some((0x820, 0)));
+        assert_eq!(msrpm_bit(0xc000_0101), Some((0x840, 2)));
+        assert_eq!(msrpm_bit(0xc001_0117), Some((0x1045, 6)));
+        assert_eq!(msrpm_bit(0x4000_0000), None);
+    }
+}

@@ -1,0 +1,337 @@
+//! Guest physical memory: the physical-to-machine map of a domain, kept directly in the nested page-table format
+//! of the CPU (AMD NPT entries are ordinary x86-64 entries; Intel EPT entries differ). The walk, the allocation
+//! and the accounting are common; only the entry encoding comes from a [`PteFormat`].
+
+use super::frame::OutOfFrames;
+use super::PAGE_SIZE;
+
+/// Access rights of a guest mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perms {
+    /// Writes allowed.
+    pub write: bool,
+    /// Instruction fetches allowed.
+    pub exec: bool,
+}
+
+impl Perms {
+    /// Ordinary guest RAM.
+    pub const RAM: Self = Self { write: true, exec: true };
+}
+
+/// Size of a leaf mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// 4 KiB.
+    Size4K,
+    /// 2 MiB.
+    Size2M,
+}
+
+impl PageSize {
+    /// Bytes covered.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Size4K => PAGE_SIZE,
+            Self::Size2M => 2 << 20,
+        }
+    }
+}
+
+/// How a nested page-table entry is encoded.
+pub trait PteFormat {
+    /// An entry pointing at a next-level table.
+    fn table(paddr: u64) -> u64;
+    /// A leaf entry. `owned` marks frames the domain owns (freed on destroy).
+    fn leaf(paddr: u64, perms: Perms, size: PageSize, owned: bool) -> u64;
+    /// Whether the entry maps anything.
+    fn present(e: u64) -> bool;
+    /// Whether the entry (at levels 2 and 3) is a large leaf.
+    fn is_large(e: u64) -> bool;
+    /// Whether the leaf's frames are owned by the domain.
+    fn owned(e: u64) -> bool;
+    /// The physical address in the entry.
+    fn addr(e: u64) -> u64;
+    /// The rights of a leaf.
+    fn perms(e: u64) -> Perms;
+}
+
+/// Software bit 11 (ignored by the MMU in both NPT and EPT entries): the frame belongs to the domain.
+pub const OWNED_BIT: u64 = 1 << 11;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// AMD NPT: long-mode page-table entries; nested walks are user accesses, so U/S is always set.
+pub enum Npt {}
+
+impl PteFormat for Npt {
+    fn table(paddr: u64) -> u64 {
+        paddr | 0b111 // present, writable, user
+    }
+    fn leaf(paddr: u64, perms: Perms, size: PageSize, owned: bool) -> u64 {
+        let mut e = paddr | 0b101; // present, user
+        if perms.write {
+            e |= 0b10;
+        }
+        if !perms.exec {
+            e |= 1 << 63;
+        }
+        if size == PageSize::Size2M {
+            e |= 1 << 7;
+        }
+        if owned {
+            e |= OWNED_BIT;
+        }
+        e
+    }
+    fn present(e: u64) -> bool {
+        e & 1 != 0
+    }
+    fn is_large(e: u64) -> bool {
+        e & (1 << 7) != 0
+    }
+    fn owned(e: u64) -> bool {
+        e & OWNED_BIT != 0
+    }
+    fn addr(e: u64) -> u64 {
+        e & ADDR_MASK
+    }
+    fn perms(e: u64) -> Perms {
+        Perms { write: e & 0b10 != 0, exec: e & (1 << 63) == 0 }
+    }
+}
+
+/// Intel EPT entries (read/write/execute bits 0-2, memory type WB in bits 3-5 of leaves).
+pub enum Ept {}
+
+impl PteFormat for Ept {
+    fn table(paddr: u64) -> u64 {
+        paddr | 0b111
+    }
+    fn leaf(paddr: u64, perms: Perms, size: PageSize, owned: bool) -> u64 {
+        let mut e = paddr | 0b1 | (6 << 3); // readable, write-back
+        if perms.write {
+            e |= 0b10;
+        }
+        if perms.exec {
+            e |= 0b100;
+        }
+        if size == PageSize::Size2M {
+            e |= 1 << 7;
+        }
+        if owned {
+            e |= OWNED_BIT;
+        }
+        e
+    }
+    fn present(e: u64) -> bool {
+        e & 0b111 != 0
+    }
+    fn is_large(e: u64) -> bool {
+        e & (1 << 7) != 0
+    }
+    fn owned(e: u64) -> bool {
+        e & OWNED_BIT != 0
+    }
+    fn addr(e: u64) -> u64 {
+        e & ADDR_MASK
+    }
+    fn perms(e: u64) -> Perms {
+        Perms { write: e & 0b10 != 0, exec: e & 0b100 != 0 }
+    }
+}
+
+/// Where the p2m gets and returns frames, and how it reaches their contents.
+pub trait FrameSource {
+    /// A zeroed frame.
+    fn alloc(&mut self) -> Result<u64, OutOfFrames>;
+    /// Returns a frame.
+    fn free(&mut self, paddr: u64);
+    /// The table at `paddr`.
+    fn table(&mut self, paddr: u64) -> &mut [u64; 512];
+}
+
+/// Why a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame for a page table.
+    OutOfFrames,
+    /// Something is mapped there already.
+    Busy,
+    /// Not aligned to the page size.
+    Unaligned,
+}
+
+/// A domain's nested page table.
+pub struct P2m<F: PteFormat> {
+    root: u64,
+    /// Table frames in use (for accounting).
+    tables: u64,
+    _f: core::marker::PhantomData<F>,
+}
+
+fn index(gpa: u64, level: u32) -> usize {
+    ((gpa >> (12 + 9 * (level - 1))) & 511) as usize
+}
+
+impl<F: PteFormat> P2m<F> {
+    /// An empty map.
+    pub fn new(src: &mut impl FrameSource) -> Result<Self, OutOfFrames> {
+        Ok(Self { root: src.alloc()?, tables: 1, _f: core::marker::PhantomData })
+    }
+
+    /// Physical address of the top-level table (nCR3 / EPTP base).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Table frames used.
+    pub fn table_frames(&self) -> u64 {
+        self.tables
+    }
+
+    /// Maps `gpa` to `hpa` with a leaf of `size`.
+    pub fn map(
+        &mut self,
+        src: &mut impl FrameSource,
+        gpa: u64,
+        hpa: u64,
+        size: PageSize,
+        perms: Perms,
+        owned: bool,
+    ) -> Result<(), MapError> {
+        if gpa % size.bytes() != 0 || hpa % size.bytes() != 0 {
+            return Err(MapError::Unaligned);
+        }
+        let leaf_level = if size == PageSize::Size2M { 2 } else { 1 };
+        let mut table = self.root;
+        for level in (leaf_level + 1..=4).rev() {
+            let i = index(gpa, level);
+            let e = src.table(table)[i];
+            if !F::present(e) {
+                let t = src.alloc().map_err(|_| MapError::OutOfFrames)?;
+                self.tables += 1;
+                src.table(table)[i] = F::table(t);
+                table = t;
+            } else if F::is_large(e) && level <= 3 {
+                return Err(MapError::Busy);
+            } else {
+                table = F::addr(e);
+            }
+        }
+        let i = index(gpa, leaf_level);
+        let slot = &mut src.table(table)[i];
+        if F::present(*slot) {
+            return Err(MapError::Busy);
+        }
+        *slot = F::leaf(hpa, perms, size, owned);
+        Ok(())
+    }
+
+    /// Translates a guest-physical address.
+    pub fn lookup(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, Perms)> {
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let e = src.table(table)[index(gpa, level)];
+            if !F::present(e) {
+                return None;
+            }
+            if level == 1 || (level == 2 && F::is_large(e)) {
+                let size = if level == 1 { PAGE_SIZE } else { 2 << 20 };
+                return Some((F::addr(e) + (gpa & (size - 1)), F::perms(e)));
+            }
+            table = F::addr(e);
+        }
+        None
+    }
+
+    /// Frees every owned frame and every table; returns the number of owned 4 KiB frames freed.
+    pub fn destroy(self, src: &mut impl FrameSource) -> u64 {
+        fn walk<F: PteFormat>(src: &mut impl FrameSource, table: u64, level: u32) -> u64 {
+            let mut freed = 0;
+            for i in 0..512 {
+                let e = src.table(table)[i];
+                if !F::present(e) {
+                    continue;
+                }
+                if level == 1 || (level == 2 && F::is_large(e)) {
+                    if F::owned(e) {
+                        let n = if level == 1 { 1 } else { 512 };
+                        for k in 0..n {
+                            src.free(F::addr(e) + k * PAGE_SIZE);
+                        }
+                        freed += n;
+                    }
+                } else {
+                    freed += walk::<F>(src, F::addr(e), level - 1);
+                }
+            }
+            src.free(table);
+            freed
+        }
+        walk::<F>(src, self.root, 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::boxed::Box;
+    use alloc::collections::BTreeMap;
+
+    /// Frames as heap boxes keyed by fake physical addresses.
+    #[derive(Default)]
+    struct Fake {
+        next: u64,
+        live: BTreeMap<u64, Box<[u64; 512]>>,
+        data_frames: u64,
+    }
+
+    impl FrameSource for Fake {
+        fn alloc(&mut self) -> Result<u64, OutOfFrames> {
+            self.next += PAGE_SIZE;
+            self.live.insert(self.next, Box::new([0; 512]));
+            Ok(self.next)
+        }
+        fn free(&mut self, paddr: u64) {
+            if self.live.remove(&paddr).is_none() {
+                self.data_frames -= 1;
+            }
+        }
+        fn table(&mut self, paddr: u64) -> &mut [u64; 512] {
+            self.live.get_mut(&paddr).expect("not a table")
+        }
+    }
+
+    #[test]
+    fn map_lookup_destroy() {
+        let mut f = Fake::default();
+        let mut p = P2m::<Npt>::new(&mut f).unwrap();
+        f.data_frames = 1 + 512;
+        p.map(&mut f, 0x1000, 0x7_7000_0000, PageSize::Size4K, Perms::RAM, true).unwrap();
+        p.map(&mut f, 0x20_0000, 0x8_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
+        p.map(&mut f, 0xfee0_0000, 0xfee0_0000, PageSize::Size4K, Perms { write: true, exec: false }, false)
+            .unwrap();
+        assert_eq!(p.lookup(&mut f, 0x1234), Some((0x7_7000_0234, Perms::RAM)));
+        assert_eq!(p.lookup(&mut f, 0x2f_ffff).map(|x| x.0), Some(0x8_000f_ffff));
+        assert_eq!(p.lookup(&mut f, 0x5000), None);
+        assert_eq!(p.lookup(&mut f, 0xfee0_0000).unwrap().1.exec, false);
+        assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
+        assert_eq!(p.map(&mut f, 0x20_1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
+        assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size2M, Perms::RAM, true), Err(MapError::Unaligned));
+        let freed = p.destroy(&mut f);
+        assert_eq!(freed, 513);
+        assert!(f.live.is_empty(), "every table freed");
+        assert_eq!(f.data_frames, 0, "every owned frame freed once");
+    }
+
+    #[test]
+    fn ept_and_npt_encodings() {
+        let n = Npt::leaf(0x1000, Perms { write: false, exec: false }, PageSize::Size4K, false);
+        assert_eq!(n & 0b111, 0b101);
+        assert!(n & (1 << 63) != 0);
+        let e = Ept::leaf(0x20_0000, Perms::RAM, PageSize::Size2M, true);
+        assert_eq!(e & 0xff, 0b1011_0111);
+        assert!(Ept::owned(e) && Ept::is_large(e));
+        assert_eq!(Ept::perms(e), Perms::RAM);
+    }
+}
