@@ -195,6 +195,8 @@ pub struct Options {
     pub dom0_max_vcpus: Option<u32>,
     /// `maxcpus=<n>`: bring up at most this many CPUs.
     pub maxcpus: Option<u32>,
+    /// `xtf`: every boot module is a test guest (Keel's test mode).
+    pub xtf: bool,
 }
 
 impl Default for Options {
@@ -208,6 +210,7 @@ impl Default for Options {
             dom0_mem: None,
             dom0_max_vcpus: None,
             maxcpus: None,
+            xtf: false,
         }
     }
 }
@@ -256,6 +259,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 None => bad("expected a boolean"),
             },
             ("no-hvm", None) => o.hvm = false,
+            ("xtf", None) => o.xtf = true,
             ("selftest", Some(v)) => match v {
                 "boot" => o.selftest = Some(Selftest::Boot),
                 "pagefault" => o.selftest = Some(Selftest::PageFault),

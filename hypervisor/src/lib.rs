@@ -11,5 +11,24 @@ pub mod arch;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod console;
+pub mod domain;
 pub mod hvm;
+pub mod hypercall;
+pub mod loader;
 pub mod mm;
+pub mod sched;
+pub mod vmexit;
+pub mod xtf;
+
+/// Address the `selftest=pagefault` CPU reads: beyond every mapping Keel makes.
+pub const SELFTEST_FAULT_ADDR: u64 = 0x7fff_dead_0000;
+
+/// `selftest=pagefault`: this CPU reads an unmapped address on purpose; its exception handler stops it.
+pub fn selftest_fault() {
+    let cpu = arch::x86::percpu::current_index();
+    info!("selftest: CPU{cpu} touching unmapped address {SELFTEST_FAULT_ADDR:#x}");
+    // SAFETY: deliberately faulting: the address is unmapped, the read raises #PF and the handler halts this
+    // CPU; no memory is accessed.
+    let v = unsafe { core::ptr::read_volatile(SELFTEST_FAULT_ADDR as *const u64) };
+    error!("selftest: read of an unmapped address returned {v:#x}");
+}

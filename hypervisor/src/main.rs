@@ -14,12 +14,14 @@ mod bare {
 
     use alloc::vec::Vec;
     use core::sync::atomic::Ordering;
-    use keel::arch::x86::{acpi, apic, cpu, gdt, paging, percpu, power, serial, smp, time, trap};
+    use keel::arch::x86::{
+        acpi, apic, cpu, fpu, gdt, paging, percpu, power, rtc, serial, smp, time, trap,
+    };
     use keel::bootinfo::{self, BootInfo, MemKind, ModuleKind, PhysMem, Protocol};
     use keel::cmdline::{self, Options, Selftest};
-    use keel::hvm;
     use keel::mm::{self, frame::FrameAllocator};
     use keel::{console, error, info, warning};
+    use keel::{hvm, sched, xtf};
 
     core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
     core::arch::global_asm!(
@@ -46,9 +48,6 @@ mod bare {
 
     #[global_allocator]
     static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
-
-    /// Timer interrupts per second on every CPU.
-    const TICK_HZ: u64 = 100;
 
     static HVM: spin::Once<hvm::Support> = spin::Once::new();
     static OPTIONS: spin::Once<Options> = spin::Once::new();
@@ -144,6 +143,8 @@ mod bare {
             cal.tsc_hz / 1000 % 1000,
             cal.source
         );
+        rtc::init();
+        sched::init();
 
         let id = cpu::identify();
         info!(
@@ -171,6 +172,7 @@ mod bare {
             opts.maxcpus.map_or(usize::MAX, |m| m as usize),
         );
         info!("Brought up {} CPUs", online);
+        sched::set_online_cpus(online as u32);
         let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
         info!(
             "Memory: {} MiB free after start-up",
@@ -180,8 +182,12 @@ mod bare {
         match opts.selftest {
             Some(Selftest::Boot) => selftest_boot(online),
             Some(Selftest::PageFault) => selftest_pagefault(),
-            None => idle(),
+            None => {}
         }
+        if opts.xtf {
+            xtf::start(&boot.modules, support);
+        }
+        sched::cpu_loop()
     }
 
     fn read_boot_info(protocol: u32, info_paddr: u32) -> Result<BootInfo, bootinfo::Error> {
@@ -345,10 +351,11 @@ mod bare {
 
     /// Per-CPU steps shared by the boot CPU and the APs, once descriptor tables and the APIC are up.
     fn cpu_online(index: u32) {
+        fpu::init_this_cpu();
         if let Some(s) = HVM.get() {
             hvm::enable_this_cpu(s, index);
         }
-        apic::timer_start_periodic(TICK_HZ);
+        apic::timer_oneshot_ns(sched::TICK_NS);
         percpu::this().set_state(percpu::CpuState::Online);
         cpu::enable_interrupts();
     }
@@ -361,34 +368,15 @@ mod bare {
         apic::init_this_cpu();
         percpu::install(index as usize, apic::id());
         cpu_online(index as u32);
-        idle()
+        sched::cpu_loop()
     }
 
     fn timer_tick(_: &mut trap::TrapFrame) {
         percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
+        // The scheduler re-arms nearer deadlines itself; this keeps a tick going when nothing else does.
+        apic::timer_oneshot_ns(sched::TICK_NS);
         apic::eoi();
     }
-
-    /// The idle loop: halt until the next interrupt.
-    fn idle() -> ! {
-        loop {
-            let me = percpu::this();
-            if me.fault_request.swap(false, Ordering::AcqRel) {
-                info!(
-                    "selftest: CPU{} touching unmapped address {:#x}",
-                    me.index.load(Ordering::Relaxed),
-                    FAULT_ADDR
-                );
-                // SAFETY: deliberately not safe: the self test wants the page fault this read raises (the address is
-                // beyond every mapping Keel made). The exception handler stops this CPU.
-                let v = unsafe { core::ptr::read_volatile(FAULT_ADDR as *const u64) };
-                error!("selftest: read of an unmapped address returned {v:#x}");
-            }
-            cpu::enable_interrupts_and_halt();
-        }
-    }
-
-    const FAULT_ADDR: u64 = 0x7fff_dead_0000;
 
     fn selftest_boot(online: usize) -> ! {
         // Every CPU must take timer interrupts: wait for 5 ticks each (50 ms at 100 Hz), for at most 10 s.

@@ -139,11 +139,16 @@ macro_rules! dispatch {
 impl HwVcpu {
     /// A vCPU of the given vendor, reset to the PVH entry state: 32-bit protected mode, paging off, flat
     /// segments, RIP = `entry`, RBX = `start_info`.
-    pub fn new_pvh(support: &Support, p2m_root: u64, entry: u32, start_info: u32) -> Result<Self, &'static str> {
+    pub fn new_pvh(
+        support: &Support,
+        p2m_root: u64,
+        entry: u32,
+        start_info: u32,
+    ) -> Result<Self, &'static str> {
         match support {
-            Support::Svm(caps) => {
-                Ok(HwVcpu::Svm(alloc::boxed::Box::new(svm::SvmVcpu::new_pvh(caps, p2m_root, entry, start_info)?)))
-            }
+            Support::Svm(caps) => Ok(HwVcpu::Svm(alloc::boxed::Box::new(svm::SvmVcpu::new_pvh(
+                caps, p2m_root, entry, start_info,
+            )?))),
             Support::Vmx(_) => Err("the VMX backend cannot run guests yet"),
             Support::Unavailable(_) => Err("hardware virtualization is unavailable"),
         }

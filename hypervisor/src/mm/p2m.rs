@@ -16,7 +16,10 @@ pub struct Perms {
 
 impl Perms {
     /// Ordinary guest RAM.
-    pub const RAM: Self = Self { write: true, exec: true };
+    pub const RAM: Self = Self {
+        write: true,
+        exec: true,
+    };
 }
 
 /// Size of a leaf mapping.
@@ -96,7 +99,10 @@ impl PteFormat for Npt {
         e & ADDR_MASK
     }
     fn perms(e: u64) -> Perms {
-        Perms { write: e & 0b10 != 0, exec: e & (1 << 63) == 0 }
+        Perms {
+            write: e & 0b10 != 0,
+            exec: e & (1 << 63) == 0,
+        }
     }
 }
 
@@ -136,7 +142,10 @@ impl PteFormat for Ept {
         e & ADDR_MASK
     }
     fn perms(e: u64) -> Perms {
-        Perms { write: e & 0b10 != 0, exec: e & 0b100 != 0 }
+        Perms {
+            write: e & 0b10 != 0,
+            exec: e & 0b100 != 0,
+        }
     }
 }
 
@@ -148,6 +157,15 @@ pub trait FrameSource {
     fn free(&mut self, paddr: u64);
     /// The table at `paddr`.
     fn table(&mut self, paddr: u64) -> &mut [u64; 512];
+}
+
+/// What [`P2m::unmap_4k`] removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmapped {
+    /// The host frame.
+    pub hpa: u64,
+    /// Whether the domain owned it.
+    pub owned: bool,
 }
 
 /// Why a mapping failed.
@@ -176,7 +194,20 @@ fn index(gpa: u64, level: u32) -> usize {
 impl<F: PteFormat> P2m<F> {
     /// An empty map.
     pub fn new(src: &mut impl FrameSource) -> Result<Self, OutOfFrames> {
-        Ok(Self { root: src.alloc()?, tables: 1, _f: core::marker::PhantomData })
+        Ok(Self {
+            root: src.alloc()?,
+            tables: 1,
+            _f: core::marker::PhantomData,
+        })
+    }
+
+    /// A map with no tables at all (what is left once a domain's map has been destroyed).
+    pub fn detached() -> Self {
+        Self {
+            root: 0,
+            tables: 0,
+            _f: core::marker::PhantomData,
+        }
     }
 
     /// Physical address of the top-level table (nCR3 / EPTP base).
@@ -199,7 +230,7 @@ impl<F: PteFormat> P2m<F> {
         perms: Perms,
         owned: bool,
     ) -> Result<(), MapError> {
-        if gpa % size.bytes() != 0 || hpa % size.bytes() != 0 {
+        if !gpa.is_multiple_of(size.bytes()) || !hpa.is_multiple_of(size.bytes()) {
             return Err(MapError::Unaligned);
         }
         let leaf_level = if size == PageSize::Size2M { 2 } else { 1 };
@@ -244,8 +275,34 @@ impl<F: PteFormat> P2m<F> {
         None
     }
 
+    /// Removes the 4 KiB mapping at `gpa` (splitting nothing: a 2 MiB leaf there is left alone and reported as
+    /// `None`). Returns what was mapped.
+    pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Option<Unmapped> {
+        let mut table = self.root;
+        for level in (2..=4).rev() {
+            let e = src.table(table)[index(gpa, level)];
+            if !F::present(e) || (level == 2 && F::is_large(e)) {
+                return None;
+            }
+            table = F::addr(e);
+        }
+        let slot = &mut src.table(table)[index(gpa, 1)];
+        let e = *slot;
+        if !F::present(e) {
+            return None;
+        }
+        *slot = 0;
+        Some(Unmapped {
+            hpa: F::addr(e),
+            owned: F::owned(e),
+        })
+    }
+
     /// Frees every owned frame and every table; returns the number of owned 4 KiB frames freed.
     pub fn destroy(self, src: &mut impl FrameSource) -> u64 {
+        if self.root == 0 {
+            return 0;
+        }
         fn walk<F: PteFormat>(src: &mut impl FrameSource, table: u64, level: u32) -> u64 {
             let mut freed = 0;
             for i in 0..512 {
@@ -307,17 +364,62 @@ mod tests {
         let mut f = Fake::default();
         let mut p = P2m::<Npt>::new(&mut f).unwrap();
         f.data_frames = 1 + 512;
-        p.map(&mut f, 0x1000, 0x7_7000_0000, PageSize::Size4K, Perms::RAM, true).unwrap();
-        p.map(&mut f, 0x20_0000, 0x8_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
-        p.map(&mut f, 0xfee0_0000, 0xfee0_0000, PageSize::Size4K, Perms { write: true, exec: false }, false)
-            .unwrap();
+        p.map(
+            &mut f,
+            0x1000,
+            0x7_7000_0000,
+            PageSize::Size4K,
+            Perms::RAM,
+            true,
+        )
+        .unwrap();
+        p.map(
+            &mut f,
+            0x20_0000,
+            0x8_0000_0000,
+            PageSize::Size2M,
+            Perms::RAM,
+            true,
+        )
+        .unwrap();
+        p.map(
+            &mut f,
+            0xfee0_0000,
+            0xfee0_0000,
+            PageSize::Size4K,
+            Perms {
+                write: true,
+                exec: false,
+            },
+            false,
+        )
+        .unwrap();
         assert_eq!(p.lookup(&mut f, 0x1234), Some((0x7_7000_0234, Perms::RAM)));
-        assert_eq!(p.lookup(&mut f, 0x2f_ffff).map(|x| x.0), Some(0x8_000f_ffff));
+        assert_eq!(
+            p.lookup(&mut f, 0x2f_ffff).map(|x| x.0),
+            Some(0x8_000f_ffff)
+        );
         assert_eq!(p.lookup(&mut f, 0x5000), None);
-        assert_eq!(p.lookup(&mut f, 0xfee0_0000).unwrap().1.exec, false);
-        assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
-        assert_eq!(p.map(&mut f, 0x20_1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
-        assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size2M, Perms::RAM, true), Err(MapError::Unaligned));
+        assert!(!p.lookup(&mut f, 0xfee0_0000).unwrap().1.exec);
+        assert_eq!(
+            p.map(&mut f, 0x1000, 0x9000, PageSize::Size4K, Perms::RAM, true),
+            Err(MapError::Busy)
+        );
+        assert_eq!(
+            p.map(
+                &mut f,
+                0x20_1000,
+                0x9000,
+                PageSize::Size4K,
+                Perms::RAM,
+                true
+            ),
+            Err(MapError::Busy)
+        );
+        assert_eq!(
+            p.map(&mut f, 0x1000, 0x9000, PageSize::Size2M, Perms::RAM, true),
+            Err(MapError::Unaligned)
+        );
         let freed = p.destroy(&mut f);
         assert_eq!(freed, 513);
         assert!(f.live.is_empty(), "every table freed");
@@ -326,7 +428,15 @@ mod tests {
 
     #[test]
     fn ept_and_npt_encodings() {
-        let n = Npt::leaf(0x1000, Perms { write: false, exec: false }, PageSize::Size4K, false);
+        let n = Npt::leaf(
+            0x1000,
+            Perms {
+                write: false,
+                exec: false,
+            },
+            PageSize::Size4K,
+            false,
+        );
         assert_eq!(n & 0b111, 0b101);
         assert!(n & (1 << 63) != 0);
         let e = Ept::leaf(0x20_0000, Perms::RAM, PageSize::Size2M, true);

@@ -180,15 +180,13 @@ pub fn timer_hz() -> u64 {
     TIMER_HZ.load(Ordering::Relaxed)
 }
 
-/// Starts the periodic timer on this CPU at `hz` interrupts per second on [`TIMER_VECTOR`].
-pub fn timer_start_periodic(hz: u64) {
-    let count = core::cmp::max(1, timer_hz() / hz.max(1));
+/// Arms this CPU's timer to interrupt once, `ns` from now, on [`TIMER_VECTOR`].
+pub fn timer_oneshot_ns(ns: u64) {
+    let count = (ns as u128 * timer_hz() as u128 / 1_000_000_000).clamp(1, u32::MAX as u128) as u32;
     write(Reg::TimerDivide, DIVIDE_BY_16);
-    write(Reg::LvtTimer, LVT_PERIODIC_VECTOR);
-    write(Reg::TimerInitial, u32::try_from(count).unwrap_or(u32::MAX));
+    write(Reg::LvtTimer, TIMER_VECTOR as u32 & !LVT_TIMER_PERIODIC);
+    write(Reg::TimerInitial, count);
 }
-
-const LVT_PERIODIC_VECTOR: u32 = LVT_TIMER_PERIODIC | TIMER_VECTOR as u32;
 
 /// The APIC version register (for the log).
 pub fn version() -> u32 {

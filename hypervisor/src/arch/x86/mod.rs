@@ -4,10 +4,12 @@
 pub mod acpi;
 pub mod apic;
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
 pub mod paging;
 pub mod percpu;
 pub mod power;
+pub mod rtc;
 pub mod serial;
 pub mod smp;
 pub mod time;

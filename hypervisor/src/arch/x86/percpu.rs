@@ -33,6 +33,8 @@ pub struct PerCpu {
     pub fault_request: AtomicBool,
     /// Page where VMSAVE keeps this CPU's host state around VMRUN (AMD).
     svm_host_vmcb: AtomicU64,
+    /// Identity of the vCPU that last ran here (its address), to know when TLBs must be flushed.
+    last_vcpu: AtomicU64,
 }
 
 impl PerCpu {
@@ -45,7 +47,13 @@ impl PerCpu {
             ticks: AtomicU64::new(0),
             fault_request: AtomicBool::new(false),
             svm_host_vmcb: AtomicU64::new(0),
+            last_vcpu: AtomicU64::new(0),
         }
+    }
+
+    /// Records `id` as the vCPU running here; true if it differs from the previous one.
+    pub fn last_vcpu_swap(&self, id: u64) -> bool {
+        self.last_vcpu.swap(id, Ordering::Relaxed) != id
     }
 
     /// This CPU's host-state VMCB (physical address).

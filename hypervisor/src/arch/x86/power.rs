@@ -81,3 +81,12 @@ unsafe fn inw(port: u16) -> u16 {
     };
     v
 }
+
+/// Ends an emulator run with a failure status through QEMU's isa-debug-exit device (port 0xf4); on real
+/// hardware nothing listens there and Keel halts.
+pub fn debug_exit(code: u8) -> ! {
+    crate::info!("Exiting with status {code}");
+    // SAFETY: port 0xf4 is unused on PCs; under QEMU's isa-debug-exit it ends the emulator.
+    unsafe { cpu::outb(0xf4, code) };
+    cpu::halt_forever()
+}

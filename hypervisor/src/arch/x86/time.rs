@@ -113,6 +113,19 @@ pub fn delay_us(us: u64) {
     }
 }
 
+/// The calibrated TSC frequency.
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// System time (ns since calibration) at TSC value `tsc`.
+pub fn tsc_to_ns(tsc: u64) -> u64 {
+    ticks_to_ns(
+        tsc.saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)),
+        TSC_HZ.load(Ordering::Relaxed),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

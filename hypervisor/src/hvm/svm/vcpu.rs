@@ -1,6 +1,8 @@
 //! One SVM vCPU: its VMCB, I/O and MSR permission maps, the VMRUN sequence and exit decoding.
 
-use super::vmcb::{self, exit_code as ec, EventType, Intercept1, Intercept2, IoioInfo, Segment, TlbControl, Vmcb};
+use super::vmcb::{
+    self, exit_code as ec, EventType, Intercept1, Intercept2, IoioInfo, Segment, TlbControl, Vmcb,
+};
 use super::Capabilities;
 use crate::arch::x86::cpu::efer;
 use crate::arch::x86::percpu;
@@ -120,7 +122,8 @@ pub struct SvmVcpu {
 }
 
 fn alloc_zeroed(pages: u64) -> Result<u64, &'static str> {
-    crate::mm::alloc_contiguous_zeroed(pages).map_err(|_| "out of memory for SVM control structures")
+    crate::mm::alloc_contiguous_zeroed(pages)
+        .map_err(|_| "out of memory for SVM control structures")
 }
 
 impl SvmVcpu {
@@ -136,7 +139,12 @@ impl SvmVcpu {
     }
 
     /// A vCPU at the PVH entry point.
-    pub fn new_pvh(caps: &Capabilities, p2m_root: u64, entry: u32, start_info: u32) -> Result<Self, &'static str> {
+    pub fn new_pvh(
+        caps: &Capabilities,
+        p2m_root: u64,
+        entry: u32,
+        start_info: u32,
+    ) -> Result<Self, &'static str> {
         if !caps.npt {
             return Err("HVM guests need nested paging (NPT), which this CPU lacks");
         }
@@ -205,10 +213,26 @@ impl SvmVcpu {
         for s in [&mut c.ds, &mut c.es, &mut c.ss, &mut c.fs, &mut c.gs] {
             *s = Segment::flat(0x10, 0xc93);
         }
-        c.tr = Segment { selector: 0x18, attrib: 0x8b, limit: 0x67, base: 0 };
-        c.ldtr = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
-        c.gdtr = Segment { limit: 0xffff, ..Default::default() };
-        c.idtr = Segment { limit: 0xffff, ..Default::default() };
+        c.tr = Segment {
+            selector: 0x18,
+            attrib: 0x8b,
+            limit: 0x67,
+            base: 0,
+        };
+        c.ldtr = Segment {
+            selector: 0,
+            attrib: 0x82,
+            limit: 0xffff,
+            base: 0,
+        };
+        c.gdtr = Segment {
+            limit: 0xffff,
+            ..Default::default()
+        };
+        c.idtr = Segment {
+            limit: 0xffff,
+            ..Default::default()
+        };
         c.cr0 = 0x11; // PE | ET
         c.cr4 = 0;
         c.cr3 = 0;
@@ -242,26 +266,48 @@ impl SvmVcpu {
             0
         };
         self.gprs.rax = rax;
-        let (code, info1, info2) = (self.vmcb().exit_code, self.vmcb().exit_info1, self.vmcb().exit_info2);
-        self.next_rip = if self.nrip { Some(self.vmcb().next_rip) } else { None };
+        let (code, info1, info2) = (
+            self.vmcb().exit_code,
+            self.vmcb().exit_info1,
+            self.vmcb().exit_info2,
+        );
+        self.next_rip = if self.nrip {
+            Some(self.vmcb().next_rip)
+        } else {
+            None
+        };
         match code {
             ec::CPUID => Exit::Cpuid,
             ec::HLT => Exit::Hlt,
             ec::VMMCALL => Exit::Hypercall,
-            ec::MSR => Exit::Msr { write: info1 & 1 != 0 },
+            ec::MSR => Exit::Msr {
+                write: info1 & 1 != 0,
+            },
             ec::IOIO => {
                 let io = IoioInfo::decode(info1);
                 self.next_rip = Some(info2);
-                Exit::Io { port: io.port, size: io.size, input: io.input, string: io.string, rep: io.rep }
+                Exit::Io {
+                    port: io.port,
+                    size: io.size,
+                    input: io.input,
+                    string: io.string,
+                    rep: io.rep,
+                }
             }
-            ec::NPF => Exit::NestedPageFault { gpa: info2, write: info1 & 2 != 0, fetch: info1 & 16 != 0 },
+            ec::NPF => Exit::NestedPageFault {
+                gpa: info2,
+                write: info1 & 2 != 0,
+                fetch: info1 & 16 != 0,
+            },
             ec::INTR => Exit::ExternalInterrupt,
             ec::NMI => Exit::Nmi,
             ec::VINTR => Exit::InterruptWindow,
             ec::INIT => Exit::Init,
             ec::SHUTDOWN => Exit::TripleFault,
             ec::SMI => Exit::ExternalInterrupt,
-            ec::VMRUN | ec::VMLOAD | ec::VMSAVE | ec::STGI | ec::CLGI | ec::SKINIT => Exit::VirtInstruction,
+            ec::VMRUN | ec::VMLOAD | ec::VMSAVE | ec::STGI | ec::CLGI | ec::SKINIT => {
+                Exit::VirtInstruction
+            }
             ec::INVALID => Exit::InvalidState { detail: code },
             c if (ec::EXCP_BASE..ec::EXCP_BASE + 32).contains(&c) => {
                 let vector = (c - ec::EXCP_BASE) as u8;
@@ -269,7 +315,10 @@ impl SvmVcpu {
                     Exit::InvalidOpcode
                 } else {
                     let has_error = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
-                    Exit::Exception { vector, error: has_error.then_some(info1 as u32) }
+                    Exit::Exception {
+                        vector,
+                        error: has_error.then_some(info1 as u32),
+                    }
                 }
             }
             other => Exit::Unknown { code: other },
@@ -309,7 +358,9 @@ impl SvmVcpu {
     }
 
     pub fn skip_instruction(&mut self, len: u64) {
-        let next = self.next_rip.unwrap_or_else(|| self.rip().wrapping_add(len));
+        let next = self
+            .next_rip
+            .unwrap_or_else(|| self.rip().wrapping_add(len));
         let c = self.vmcb_mut();
         c.rip = next;
         c.interrupt_shadow = 0;
@@ -320,7 +371,9 @@ impl SvmVcpu {
             return false;
         }
         self.vmcb_mut().event_inj = match e {
-            Event::Exception { vector, error } => vmcb::event_inj(vector, EventType::Exception, error),
+            Event::Exception { vector, error } => {
+                vmcb::event_inj(vector, EventType::Exception, error)
+            }
             Event::Interrupt(v) => vmcb::event_inj(v, EventType::Intr, None),
             Event::Nmi => vmcb::event_inj(2, EventType::Nmi, None),
         };
@@ -339,15 +392,19 @@ impl SvmVcpu {
             c.vintr |= vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT;
             c.intercept1 |= Intercept1::VINTR.bits();
         } else {
-            c.vintr &= !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT);
+            c.vintr &=
+                !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT);
             c.intercept1 &= !Intercept1::VINTR.bits();
         }
     }
 
     pub fn flush_tlb(&mut self) {
         let flush_by_asid = self.flush_by_asid;
-        self.vmcb_mut().tlb_control =
-            if flush_by_asid { TlbControl::FlushAsid as u8 } else { TlbControl::FlushAll as u8 };
+        self.vmcb_mut().tlb_control = if flush_by_asid {
+            TlbControl::FlushAsid as u8
+        } else {
+            TlbControl::FlushAll as u8
+        };
     }
 
     pub fn read_msr(&self, msr: u32) -> Option<u64> {

@@ -1,0 +1,57 @@
+//! Guest FPU/SSE state kept while a vCPU is off the CPU. Keel itself is built without SSE, so the registers
+//! always hold the state of the vCPU that last ran; it is saved and restored only when vCPUs switch.
+
+/// An FXSAVE area.
+#[repr(C, align(16))]
+pub struct FpuState {
+    area: [u8; 512],
+    valid: bool,
+}
+
+impl Default for FpuState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FpuState {
+    /// The reset state (restoring it gives FCW 0x37f, MXCSR 0x1f80).
+    pub const fn new() -> Self {
+        let mut area = [0u8; 512];
+        area[0] = 0x7f;
+        area[1] = 0x03;
+        area[24] = 0x80;
+        area[25] = 0x1f;
+        Self { area, valid: true }
+    }
+
+    /// Saves the CPU's current FPU/SSE registers here.
+    pub fn save(&mut self) {
+        // SAFETY: FXSAVE writes exactly 512 bytes to a 16-byte aligned buffer we own; CR4.OSFXSR is set at boot.
+        unsafe {
+            core::arch::asm!("fxsave64 [{}]", in(reg) self.area.as_mut_ptr(), options(nostack))
+        };
+        self.valid = true;
+    }
+
+    /// Loads these registers into the CPU.
+    pub fn restore(&self) {
+        if self.valid {
+            // SAFETY: the area holds an image produced by FXSAVE or the reset image above (valid MXCSR), 16-byte
+            // aligned; FXRSTOR only changes FPU/SSE registers, which Keel never uses.
+            unsafe {
+                core::arch::asm!("fxrstor64 [{}]", in(reg) self.area.as_ptr(), options(nostack))
+            };
+        }
+    }
+}
+
+/// Enables FXSAVE/SSE state handling on this CPU (CR4.OSFXSR and OSXMMEXCPT), needed to save guest state.
+pub fn init_this_cpu() {
+    // SAFETY: setting OSFXSR/OSXMMEXCPT only lets FXSAVE/FXRSTOR cover the SSE registers; Keel's code uses no SSE.
+    unsafe { super::cpu::write_cr4(super::cpu::read_cr4() | super::cpu::cr4::OSFXSR | 1 << 10) };
+    let cr0 = super::cpu::read_cr0();
+    // SAFETY: clearing EM and TS, setting MP and NE: FPU instructions execute natively, errors are reported by
+    // exception; paging and protection bits are untouched.
+    unsafe { super::cpu::write_cr0((cr0 & !(1 << 2 | 1 << 3)) | 1 << 1 | 1 << 5) };
+}

@@ -1,0 +1,230 @@
+//! 2-level event channels: the per-domain port table, and raising an event (pending bit, selector bit,
+//! upcall flag, kick).
+
+use super::{pvclock, DomId, Domain, Vcpu};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use keel_abi::hypercall::errno::*;
+use keel_abi::shared_info::{self as si, evtchnstat};
+
+/// What a port is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// Not in use.
+    Free,
+    /// Allocated, waiting for `remote` to bind.
+    Unbound { remote: DomId },
+    /// Connected to a port of another domain.
+    Interdomain { remote: DomId, remote_port: u32 },
+    /// A virtual IRQ.
+    Virq(u32),
+    /// An IPI between this domain's vCPUs.
+    Ipi,
+}
+
+/// One port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Port {
+    /// Binding.
+    pub binding: Binding,
+    /// vCPU notified.
+    pub vcpu: u32,
+}
+
+/// A domain's ports (port 0 is never used).
+pub struct Table {
+    ports: Vec<Port>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Table {
+    /// No ports bound.
+    pub fn new() -> Self {
+        Self {
+            ports: alloc::vec![Port {
+                binding: Binding::Free,
+                vcpu: 0
+            }],
+        }
+    }
+
+    /// Allocates the lowest free port.
+    pub fn alloc(&mut self, binding: Binding, vcpu: u32) -> Result<u32, i64> {
+        if let Some(i) = self
+            .ports
+            .iter()
+            .skip(1)
+            .position(|p| p.binding == Binding::Free)
+        {
+            self.ports[i + 1] = Port { binding, vcpu };
+            return Ok(i as u32 + 1);
+        }
+        if self.ports.len() as u32 >= si::EVTCHN_2L_PORTS {
+            return Err(-ENOSPC);
+        }
+        self.ports.push(Port { binding, vcpu });
+        Ok(self.ports.len() as u32 - 1)
+    }
+
+    /// The port, if it is in use.
+    pub fn get(&self, port: u32) -> Result<Port, i64> {
+        match self.ports.get(port as usize) {
+            Some(p) if port != 0 && p.binding != Binding::Free => Ok(*p),
+            _ => Err(-EINVAL),
+        }
+    }
+
+    /// Changes a port's notified vCPU.
+    pub fn set_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), i64> {
+        self.get(port)?;
+        self.ports[port as usize].vcpu = vcpu;
+        Ok(())
+    }
+
+    /// Frees a port; returns what it was.
+    pub fn close(&mut self, port: u32) -> Result<Port, i64> {
+        let p = self.get(port)?;
+        self.ports[port as usize].binding = Binding::Free;
+        Ok(p)
+    }
+
+    /// `EVTCHNOP_status` values.
+    pub fn status(&self, port: u32) -> (u32, u32, [u32; 2]) {
+        match self.ports.get(port as usize) {
+            None
+            | Some(Port {
+                binding: Binding::Free,
+                ..
+            }) => (evtchnstat::CLOSED, 0, [0; 2]),
+            Some(p) => match p.binding {
+                Binding::Unbound { remote } => (evtchnstat::UNBOUND, p.vcpu, [remote as u32, 0]),
+                Binding::Interdomain {
+                    remote,
+                    remote_port,
+                } => (
+                    evtchnstat::INTERDOMAIN,
+                    p.vcpu,
+                    [remote as u32, remote_port],
+                ),
+                Binding::Virq(v) => (evtchnstat::VIRQ, p.vcpu, [v, 0]),
+                Binding::Ipi => (evtchnstat::IPI, p.vcpu, [0; 2]),
+                Binding::Free => (evtchnstat::CLOSED, 0, [0; 2]),
+            },
+        }
+    }
+}
+
+fn word(dom: &Domain, offset: usize, idx: usize) -> &AtomicU64 {
+    // SAFETY: shared_info is a page owned by the domain for its whole life; `offset + idx*8` is inside the
+    // 512-byte pending or mask array (idx < 64), 8-byte aligned; guests update it atomically too.
+    unsafe { &*(dom.shared_info_ptr().add(offset + idx * 8) as *const AtomicU64) }
+}
+
+/// Marks `port` pending and, unless masked, notifies its vCPU.
+pub fn set_pending(dom: &Arc<Domain>, port: u32) {
+    if port >= si::EVTCHN_2L_PORTS {
+        return;
+    }
+    let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+    let was = word(dom, si::EVTCHN_PENDING_OFFSET, idx).fetch_or(bit, Ordering::AcqRel);
+    if was & bit != 0 || word(dom, si::EVTCHN_MASK_OFFSET, idx).load(Ordering::Acquire) & bit != 0 {
+        return;
+    }
+    let vcpu = dom.evtchn.lock().get(port).map(|p| p.vcpu).unwrap_or(0);
+    if let Some(v) = dom.vcpus.get(vcpu as usize) {
+        mark_upcall(dom, v, idx);
+    }
+}
+
+/// Sets the selector bit and the upcall flag of `v`; kicks it if they were clear.
+fn mark_upcall(dom: &Arc<Domain>, v: &Arc<Vcpu>, idx: usize) {
+    let Some(info) = pvclock::vcpu_info_ptr(dom, v) else {
+        // No vcpu_info yet (shared_info not mapped): the event stays pending in the bitmap.
+        return;
+    };
+    // SAFETY: `info` points at this vCPU's vcpu_info (64 bytes, inside one guest frame owned by the domain);
+    // its fields are updated with atomics as guests do.
+    let (sel, pending) = unsafe {
+        (
+            &*(core::ptr::addr_of_mut!((*info).evtchn_pending_sel) as *const AtomicU64),
+            &*(core::ptr::addr_of_mut!((*info).evtchn_upcall_pending) as *const AtomicU8),
+        )
+    };
+    sel.fetch_or(1 << idx, Ordering::AcqRel);
+    pending.store(1, Ordering::Release);
+    crate::sched::kick(v);
+}
+
+/// Whether the vCPU has an upcall to take.
+pub fn upcall_pending(dom: &Domain, v: &Vcpu) -> bool {
+    match pvclock::vcpu_info_ptr(dom, v) {
+        // SAFETY: as in `mark_upcall`.
+        Some(info) => unsafe {
+            (*(core::ptr::addr_of_mut!((*info).evtchn_upcall_pending) as *const AtomicU8))
+                .load(Ordering::Acquire)
+                != 0
+        },
+        None => false,
+    }
+}
+
+/// `EVTCHNOP_unmask`: clears the mask bit and re-raises the event if it is pending.
+pub fn unmask(dom: &Arc<Domain>, port: u32) -> Result<(), i64> {
+    let p = dom.evtchn.lock().get(port)?;
+    let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+    let was = word(dom, si::EVTCHN_MASK_OFFSET, idx).fetch_and(!bit, Ordering::AcqRel);
+    if was & bit != 0
+        && word(dom, si::EVTCHN_PENDING_OFFSET, idx).load(Ordering::Acquire) & bit != 0
+    {
+        if let Some(v) = dom.vcpus.get(p.vcpu as usize) {
+            mark_upcall(dom, v, idx);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `port` is pending (for SCHEDOP_poll).
+pub fn is_pending(dom: &Domain, port: u32) -> bool {
+    port < si::EVTCHN_2L_PORTS
+        && word(dom, si::EVTCHN_PENDING_OFFSET, (port / 64) as usize).load(Ordering::Acquire)
+            & (1 << (port % 64))
+            != 0
+}
+
+/// Raises VIRQ `virq` on vCPU `v` if the guest bound it.
+pub fn send_virq(dom: &Arc<Domain>, v: &Vcpu, virq: u32) {
+    if let Some(p) = v.virq_ports.get(virq as usize) {
+        let port = p.load(Ordering::Acquire);
+        if port != 0 {
+            set_pending(dom, port);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_allocation_and_close() {
+        let mut t = Table::new();
+        assert_eq!(t.alloc(Binding::Virq(0), 0), Ok(1));
+        assert_eq!(t.alloc(Binding::Ipi, 1), Ok(2));
+        assert_eq!(t.get(0), Err(-EINVAL));
+        assert_eq!(t.close(1).unwrap().binding, Binding::Virq(0));
+        assert_eq!(t.get(1), Err(-EINVAL));
+        assert_eq!(t.alloc(Binding::Unbound { remote: 0 }, 0), Ok(1));
+        assert_eq!(t.status(2), (evtchnstat::IPI, 1, [0, 0]));
+        assert_eq!(t.status(99).0, evtchnstat::CLOSED);
+        for _ in 3..si::EVTCHN_2L_PORTS {
+            t.alloc(Binding::Ipi, 0).unwrap();
+        }
+        assert_eq!(t.alloc(Binding::Ipi, 0), Err(-ENOSPC));
+    }
+}

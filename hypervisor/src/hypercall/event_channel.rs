@@ -1,0 +1,94 @@
+//! `event_channel_op`: binding, sending, unmasking and closing 2-level event channels within a domain.
+
+use super::{Action, Ctx, HResult};
+use crate::domain::evtchn::{self, Binding};
+use core::sync::atomic::Ordering;
+use keel_abi::hypercall::errno::*;
+use keel_abi::shared_info::{
+    evtchnop, virq, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnStatus,
+};
+
+pub fn event_channel_op(c: &mut Ctx) -> HResult {
+    let (cmd, arg) = (c.args[0], c.args[1]);
+    match cmd {
+        evtchnop::BIND_VIRQ => {
+            let mut b: EvtchnBindVirq = c.read(arg)?;
+            if b.virq >= virq::NR {
+                return Err(EINVAL);
+            }
+            let v = c.dom.vcpus.get(b.vcpu as usize).ok_or(ENOENT)?;
+            if v.virq_ports[b.virq as usize].load(Ordering::Acquire) != 0 {
+                return Err(EEXIST);
+            }
+            let port = c.dom.evtchn.lock().alloc(Binding::Virq(b.virq), b.vcpu)?;
+            v.virq_ports[b.virq as usize].store(port, Ordering::Release);
+            b.port = port;
+            c.write(arg, &b)?;
+            Ok(Action::Return(0))
+        }
+        evtchnop::BIND_IPI => {
+            let mut b: EvtchnBindIpi = c.read(arg)?;
+            c.dom.vcpus.get(b.vcpu as usize).ok_or(ENOENT)?;
+            b.port = c.dom.evtchn.lock().alloc(Binding::Ipi, b.vcpu)?;
+            c.write(arg, &b)?;
+            Ok(Action::Return(0))
+        }
+        evtchnop::BIND_VCPU => {
+            let b: EvtchnBindVcpu = c.read(arg)?;
+            c.dom.vcpus.get(b.vcpu as usize).ok_or(ENOENT)?;
+            c.dom.evtchn.lock().set_vcpu(b.port, b.vcpu)?;
+            Ok(Action::Return(0))
+        }
+        evtchnop::SEND => {
+            let port: u32 = c.read(arg)?;
+            let p = c.dom.evtchn.lock().get(port)?;
+            match p.binding {
+                Binding::Ipi => evtchn::set_pending(c.dom, port),
+                Binding::Interdomain {
+                    remote,
+                    remote_port,
+                } => {
+                    if let Some(r) = crate::domain::get(remote) {
+                        evtchn::set_pending(&r, remote_port);
+                    }
+                }
+                Binding::Virq(_) | Binding::Unbound { .. } => {}
+                Binding::Free => return Err(EINVAL),
+            }
+            Ok(Action::Return(0))
+        }
+        evtchnop::UNMASK => {
+            let port: u32 = c.read(arg)?;
+            evtchn::unmask(c.dom, port)?;
+            Ok(Action::Return(0))
+        }
+        evtchnop::CLOSE => {
+            let port: u32 = c.read(arg)?;
+            let p = c.dom.evtchn.lock().close(port)?;
+            if let Binding::Virq(n) = p.binding {
+                if let Some(v) = c.dom.vcpus.get(p.vcpu as usize) {
+                    let _ = v.virq_ports[n as usize].compare_exchange(
+                        port,
+                        0,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            Ok(Action::Return(0))
+        }
+        evtchnop::STATUS => {
+            let mut s: EvtchnStatus = c.read(arg)?;
+            if s.dom != keel_abi::DOMID_SELF && s.dom != c.dom.id {
+                return Err(ESRCH);
+            }
+            let (status, vcpu, u) = c.dom.evtchn.lock().status(s.port);
+            s.status = status;
+            s.vcpu = vcpu;
+            s.u = u;
+            c.write(arg, &s)?;
+            Ok(Action::Return(0))
+        }
+        _ => Err(ENOSYS),
+    }
+}

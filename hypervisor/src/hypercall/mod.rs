@@ -1,0 +1,161 @@
+//! Hypercalls: decode the registers, route to one module per family, turn the result into RAX.
+//! Each handler is decode → check → act and returns a Xen errno on failure; nothing a guest passes panics Keel.
+
+mod console;
+mod event_channel;
+mod hvm;
+mod memory;
+mod sched;
+mod vcpu;
+mod version;
+
+use crate::domain::{self, Domain, Vcpu};
+use crate::hvm::HwVcpu;
+use crate::vmexit::Outcome;
+use alloc::sync::Arc;
+use keel_abi::hypercall::{errno::*, nr};
+
+/// What a handler wants done besides returning a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Put this value in RAX and continue.
+    Return(u64),
+    /// Return 0 and block the vCPU.
+    Block,
+    /// Return 0 and yield the CPU.
+    Yield,
+    /// The domain is finished.
+    Stop,
+}
+
+/// A handler's result: an action, or a (positive) errno returned negated.
+pub type HResult = Result<Action, i64>;
+
+/// The calling vCPU and its arguments.
+pub struct Ctx<'a> {
+    pub dom: &'a Arc<Domain>,
+    pub v: &'a Arc<Vcpu>,
+    pub hw: &'a mut HwVcpu,
+    pub args: [u64; 5],
+}
+
+impl Ctx<'_> {
+    /// Copies a plain-old-data value from guest-linear memory.
+    pub fn read<T: Copy + Default>(&self, linear: u64) -> Result<T, i64> {
+        let mut v = T::default();
+        // SAFETY: T is a `#[repr(C)]` ABI struct or integer (any bytes are valid); we fill it from guest memory.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(
+                (&mut v as *mut T).cast::<u8>(),
+                core::mem::size_of::<T>(),
+            )
+        };
+        self.read_bytes(linear, bytes)?;
+        Ok(v)
+    }
+
+    /// Copies bytes from guest-linear memory.
+    pub fn read_bytes(&self, linear: u64, buf: &mut [u8]) -> Result<(), i64> {
+        let mem = self.dom.mem.lock();
+        domain::read_linear(&mem, &self.hw.paging(), linear, buf).map_err(|_| EFAULT)
+    }
+
+    /// Copies a value to guest-linear memory.
+    pub fn write<T: Copy>(&self, linear: u64, v: &T) -> Result<(), i64> {
+        // SAFETY: viewing a `#[repr(C)]` value's bytes for copying.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        };
+        self.write_bytes(linear, bytes)
+    }
+
+    /// Copies bytes to guest-linear memory.
+    pub fn write_bytes(&self, linear: u64, buf: &[u8]) -> Result<(), i64> {
+        let mem = self.dom.mem.lock();
+        domain::write_linear(&mem, &self.hw.paging(), linear, buf).map_err(|_| EFAULT)
+    }
+}
+
+/// Decodes and runs the hypercall in the vCPU's registers (64-bit ABI).
+pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
+    let g = *hw.gprs();
+    let mut ctx = Ctx {
+        dom,
+        v,
+        hw,
+        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8],
+    };
+    let r = match g.rax {
+        nr::XEN_VERSION => version::xen_version(&mut ctx),
+        nr::CONSOLE_IO => console::console_io(&mut ctx),
+        nr::SCHED_OP => sched::sched_op(&mut ctx),
+        nr::SET_TIMER_OP => sched::set_timer_op(&mut ctx),
+        nr::VCPU_OP => vcpu::vcpu_op(&mut ctx),
+        nr::MEMORY_OP => memory::memory_op(&mut ctx),
+        nr::HVM_OP => hvm::hvm_op(&mut ctx),
+        nr::EVENT_CHANNEL_OP => event_channel::event_channel_op(&mut ctx),
+        _ => Err(ENOSYS),
+    };
+    let (rax, out) = match r {
+        Ok(Action::Return(x)) => (x, Outcome::Continue),
+        Ok(Action::Block) => (0, Outcome::Block),
+        Ok(Action::Yield) => (0, Outcome::Yield),
+        Ok(Action::Stop) => (0, Outcome::Stop),
+        Err(e) => ((-e) as u64, Outcome::Continue),
+    };
+    hw.gprs().rax = rax;
+    out
+}
+
+/// Fills the hypercall page the guest asked for with `mov eax, nr; vmmcall|vmcall; ret` stubs (`ud2` for
+/// `iret`, which HVM guests must not use).
+pub fn install_page(dom: &Domain, msr_value: u64) -> Result<(), &'static str> {
+    if msr_value & 0xfff != 0 {
+        return Err("only page index 0 exists");
+    }
+    let vmmcall = crate::arch::x86::cpu::identify().vendor == crate::arch::x86::cpu::Vendor::Amd;
+    let page = build_page(vmmcall);
+    dom.mem
+        .lock()
+        .write(msr_value & !0xfff, &page)
+        .map_err(|_| "not guest RAM")
+}
+
+/// The bytes of a hypercall page.
+pub fn build_page(vmmcall: bool) -> [u8; 4096] {
+    let mut page = [0xccu8; 4096]; // int3 padding
+    for n in 0..(4096 / keel_abi::cpuid::HYPERCALL_STUB_SIZE) {
+        let s = &mut page[n * 32..n * 32 + 32];
+        if n as u64 == nr::IRET {
+            s[0] = 0x0f;
+            s[1] = 0x0b; // ud2
+            continue;
+        }
+        s[0] = 0xb8; // mov eax, imm32
+        s[1..5].copy_from_slice(&(n as u32).to_le_bytes());
+        s[5..8].copy_from_slice(if vmmcall {
+            &[0x0f, 0x01, 0xd9]
+        } else {
+            &[0x0f, 0x01, 0xc1]
+        });
+        s[8] = 0xc3; // ret
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypercall_page_layout() {
+        let p = build_page(true);
+        assert_eq!(
+            &p[17 * 32..17 * 32 + 9],
+            &[0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3]
+        );
+        assert_eq!(&p[23 * 32..23 * 32 + 2], &[0x0f, 0x0b]);
+        let p = build_page(false);
+        assert_eq!(&p[5..8], &[0x0f, 0x01, 0xc1]);
+    }
+}

@@ -1,0 +1,532 @@
+//! The credit scheduler, in the manner of Xen's credit1: per-CPU run queues ordered BOOST > UNDER > OVER,
+//! credits handed out every 30 ms in proportion to domain weight (and limited by cap), 30 ms time slices,
+//! a boost for vCPUs waking from a block, stealing from other CPUs' queues when idle, hard affinity, and an idle
+//! loop that halts the CPU. Guest timers (single-shot, periodic, poll timeouts) are checked here too.
+
+use crate::arch::x86::percpu::{self, MAX_CPUS};
+use crate::arch::x86::{apic, cpu, time};
+use crate::domain::{self, evtchn, Domain, Vcpu, VcpuState};
+use crate::vmexit::{self, Outcome};
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use keel_abi::shared_info::virq;
+use spin::Mutex;
+
+/// Time slice.
+pub const TIMESLICE_NS: u64 = 30_000_000;
+/// Accounting period.
+pub const ACCOUNT_PERIOD_NS: u64 = 30_000_000;
+/// Scheduler tick when nothing nearer is due.
+pub const TICK_NS: u64 = 10_000_000;
+/// IPI vector that makes a CPU look at its run queue again.
+pub const KICK_VECTOR: u8 = 0xf1;
+/// Default weight.
+pub const DEFAULT_WEIGHT: u32 = 256;
+
+/// Credit priorities, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Priority {
+    /// Just woke from a block.
+    Boost = 0,
+    /// Has credit left.
+    Under = 1,
+    /// Used its share.
+    Over = 2,
+}
+
+/// Per-vCPU scheduler state.
+pub struct VcpuSched {
+    priority: AtomicU8,
+    /// Credit in ns of CPU time.
+    credit: AtomicI64,
+    /// In some run queue.
+    queued: AtomicBool,
+    /// Capped and out of credit: not to run until the next accounting.
+    parked: AtomicBool,
+    /// CPU whose queue it belongs to.
+    pub processor: AtomicU32,
+    /// Hard affinity: bit n = may run on CPU n.
+    pub affinity: AtomicU64,
+    /// Poll timeout (system ns, 0 = none).
+    pub poll_deadline: AtomicU64,
+}
+
+impl Default for VcpuSched {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VcpuSched {
+    /// A fresh vCPU: UNDER with no credit, any CPU.
+    pub fn new() -> Self {
+        Self {
+            priority: AtomicU8::new(Priority::Under as u8),
+            credit: AtomicI64::new(0),
+            queued: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            processor: AtomicU32::new(0),
+            affinity: AtomicU64::new(u64::MAX),
+            poll_deadline: AtomicU64::new(0),
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        match self.priority.load(Ordering::Relaxed) {
+            0 => Priority::Boost,
+            1 => Priority::Under,
+            _ => Priority::Over,
+        }
+    }
+}
+
+struct RunQueue {
+    q: Mutex<VecDeque<Arc<Vcpu>>>,
+    idle: AtomicBool,
+    /// The vCPU currently on this CPU, for preemption decisions.
+    current_priority: AtomicU8,
+}
+
+static RUNQ: [RunQueue; MAX_CPUS] = [const {
+    RunQueue {
+        q: Mutex::new(VecDeque::new()),
+        idle: AtomicBool::new(false),
+        current_priority: AtomicU8::new(3),
+    }
+}; MAX_CPUS];
+static ONLINE_CPUS: AtomicU32 = AtomicU32::new(1);
+static LAST_ACCOUNT: AtomicU64 = AtomicU64::new(0);
+/// Called when a domain's last vCPU stopped (test mode reporting).
+static ON_DOMAIN_END: spin::Once<fn(&Arc<Domain>)> = spin::Once::new();
+
+/// Records how many CPUs take part in scheduling.
+pub fn set_online_cpus(n: u32) {
+    ONLINE_CPUS.store(n, Ordering::Relaxed);
+}
+
+/// Registers the hook run after a domain has been destroyed.
+pub fn on_domain_end(f: fn(&Arc<Domain>)) {
+    ON_DOMAIN_END.call_once(|| f);
+}
+
+fn cpu_allowed(v: &Vcpu, cpu: u32) -> bool {
+    cpu < ONLINE_CPUS.load(Ordering::Relaxed)
+        && v.sched.affinity.load(Ordering::Relaxed) & (1 << cpu) != 0
+}
+
+fn home_cpu(v: &Vcpu) -> u32 {
+    let p = v.sched.processor.load(Ordering::Relaxed);
+    if cpu_allowed(v, p) {
+        return p;
+    }
+    (0..ONLINE_CPUS.load(Ordering::Relaxed))
+        .find(|&c| cpu_allowed(v, c))
+        .unwrap_or(0)
+}
+
+fn enqueue(v: &Arc<Vcpu>) {
+    if v.sched.queued.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let cpu = home_cpu(v);
+    v.sched.processor.store(cpu, Ordering::Relaxed);
+    RUNQ[cpu as usize].q.lock().push_back(v.clone());
+    let rq = &RUNQ[cpu as usize];
+    let prio = v.sched.priority() as u8;
+    if cpu != percpu::current_index()
+        && (rq.idle.load(Ordering::Acquire) || prio < rq.current_priority.load(Ordering::Relaxed))
+    {
+        apic::send_ipi(
+            percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed),
+            apic::Ipi::Fixed(KICK_VECTOR),
+        );
+    }
+}
+
+/// Makes a runnable vCPU eligible to run.
+pub fn wake(v: &Arc<Vcpu>) {
+    if v.state() == VcpuState::Runnable {
+        enqueue(v);
+    }
+}
+
+/// Something happened for `v` (an event, a timer, its domain ending): unblock it, or make the CPU running it
+/// look again.
+pub fn kick(v: &Arc<Vcpu>) {
+    if v.transition(VcpuState::Blocked, VcpuState::Runnable) {
+        if v.sched.priority() != Priority::Over {
+            v.sched
+                .priority
+                .store(Priority::Boost as u8, Ordering::Relaxed);
+        }
+        enqueue(v);
+    } else if v.state() == VcpuState::Dead && !v.sched.queued.load(Ordering::Acquire) {
+        // Let a CPU reap it.
+        v.sched.queued.store(true, Ordering::Release);
+        let cpu = home_cpu(v);
+        RUNQ[cpu as usize].q.lock().push_back(v.clone());
+        if cpu != percpu::current_index() {
+            apic::send_ipi(
+                percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed),
+                apic::Ipi::Fixed(KICK_VECTOR),
+            );
+        }
+    } else if v.state() == VcpuState::Running {
+        let cpu = v.sched.processor.load(Ordering::Relaxed);
+        if cpu != percpu::current_index() {
+            apic::send_ipi(
+                percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed),
+                apic::Ipi::Fixed(KICK_VECTOR),
+            );
+        }
+    }
+}
+
+/// Drops queued references to a destroyed domain's vCPUs.
+pub fn domain_destroyed(dom: &Arc<Domain>) {
+    for rq in RUNQ.iter() {
+        rq.q.lock().retain(|v| v.domid != dom.id);
+    }
+}
+
+/// Takes the best vCPU this CPU may run: from its own queue, or stolen from another when it has nothing better
+/// than OVER.
+fn pick(cpu: u32) -> Option<Arc<Vcpu>> {
+    let take_best = |q: &mut VecDeque<Arc<Vcpu>>, max: Priority| -> Option<Arc<Vcpu>> {
+        let mut best: Option<(usize, Priority)> = None;
+        for (i, v) in q.iter().enumerate() {
+            if !cpu_allowed(v, cpu)
+                || (v.sched.parked.load(Ordering::Relaxed) && v.state() != VcpuState::Dead)
+            {
+                continue;
+            }
+            let p = if v.state() == VcpuState::Dead {
+                Priority::Boost
+            } else {
+                v.sched.priority()
+            };
+            if p <= max && best.is_none_or(|(_, bp)| p < bp) {
+                best = Some((i, p));
+            }
+        }
+        best.and_then(|(i, _)| q.remove(i))
+    };
+    let local = take_best(&mut RUNQ[cpu as usize].q.lock(), Priority::Over);
+    if let Some(v) = &local {
+        if v.sched.priority() != Priority::Over {
+            return local;
+        }
+    }
+    // Work stealing: a BOOST or UNDER vCPU elsewhere beats a local OVER one.
+    let n = ONLINE_CPUS.load(Ordering::Relaxed);
+    for other in (1..n).map(|d| (cpu + d) % n) {
+        if let Some(mut q) = RUNQ[other as usize].q.try_lock() {
+            if let Some(v) = take_best(&mut q, Priority::Under) {
+                if let Some(l) = local {
+                    RUNQ[cpu as usize].q.lock().push_back(l);
+                }
+                return Some(v);
+            }
+        }
+    }
+    local
+}
+
+/// Hands out credits (every accounting period, on CPU 0).
+fn account(now: u64) {
+    let last = LAST_ACCOUNT.load(Ordering::Relaxed);
+    if now < last + ACCOUNT_PERIOD_NS
+        || LAST_ACCOUNT
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let doms = domain::all();
+    let active = |d: &Domain| {
+        d.vcpus
+            .iter()
+            .filter(|v| matches!(v.state(), VcpuState::Runnable | VcpuState::Running))
+            .count() as i64
+    };
+    let total_weight: u64 = doms
+        .iter()
+        .filter(|d| active(d) > 0)
+        .map(|d| d.weight.load(Ordering::Relaxed) as u64)
+        .sum();
+    if total_weight == 0 {
+        return;
+    }
+    let period = ACCOUNT_PERIOD_NS as i64;
+    let total = period * ONLINE_CPUS.load(Ordering::Relaxed) as i64;
+    for d in &doms {
+        let n = active(d);
+        if n == 0 {
+            continue;
+        }
+        let mut share = total * d.weight.load(Ordering::Relaxed) as i64 / total_weight as i64;
+        let cap = d.cap.load(Ordering::Relaxed) as i64;
+        if cap > 0 {
+            share = share.min(period * cap / 100);
+        }
+        let per_vcpu = share / n;
+        for v in d
+            .vcpus
+            .iter()
+            .filter(|v| matches!(v.state(), VcpuState::Runnable | VcpuState::Running))
+        {
+            let c = (v.sched.credit.load(Ordering::Relaxed) + per_vcpu).clamp(-period, period);
+            v.sched.credit.store(c, Ordering::Relaxed);
+            let pri = if c > 0 {
+                Priority::Under
+            } else {
+                Priority::Over
+            };
+            if v.sched.priority() != Priority::Boost || pri == Priority::Over {
+                v.sched.priority.store(pri as u8, Ordering::Relaxed);
+            }
+            let parked = cap > 0 && c <= 0;
+            v.sched.parked.store(parked, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fires expired guest timers and poll timeouts; returns the nearest future deadline.
+fn run_timers(now: u64) -> u64 {
+    let mut next = u64::MAX;
+    for d in domain::all() {
+        if d.is_finished() {
+            continue;
+        }
+        for v in &d.vcpus {
+            let t = v.timer_deadline.load(Ordering::Acquire);
+            if t != 0 {
+                if t <= now {
+                    if v.timer_deadline
+                        .compare_exchange(t, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        evtchn::send_virq(&d, v, virq::TIMER);
+                    }
+                } else {
+                    next = next.min(t);
+                }
+            }
+            let period = v.periodic_period.load(Ordering::Acquire);
+            if period != 0 {
+                let due = v.periodic_next.load(Ordering::Acquire);
+                if due <= now {
+                    let mut n = due + period;
+                    if n <= now {
+                        n = now + period;
+                    }
+                    v.periodic_next.store(n, Ordering::Release);
+                    evtchn::send_virq(&d, v, virq::TIMER);
+                    next = next.min(n);
+                } else {
+                    next = next.min(due);
+                }
+            }
+            let p = v.sched.poll_deadline.load(Ordering::Acquire);
+            if p != 0 {
+                if p <= now {
+                    v.sched.poll_deadline.store(0, Ordering::Release);
+                    kick(v);
+                } else {
+                    next = next.min(p);
+                }
+            }
+        }
+    }
+    next
+}
+
+/// Programs this CPU's timer for the nearer of `deadline` and the next tick.
+fn arm_timer(now: u64, deadline: u64) {
+    let delta = deadline.saturating_sub(now).clamp(20_000, TICK_NS);
+    apic::timer_oneshot_ns(delta);
+}
+
+/// The scheduler loop of one CPU; never returns.
+pub fn cpu_loop() -> ! {
+    let cpu = percpu::current_index();
+    loop {
+        let me = percpu::this();
+        if me.fault_request.swap(false, Ordering::AcqRel) {
+            crate::selftest_fault();
+        }
+        let now = time::now_ns();
+        if cpu == 0 {
+            account(now);
+        }
+        let next_timer = run_timers(now);
+        match pick(cpu) {
+            Some(v) => {
+                RUNQ[cpu as usize].idle.store(false, Ordering::Release);
+                v.sched.queued.store(false, Ordering::Release);
+                run_vcpu(cpu, &v, next_timer);
+            }
+            None => {
+                let rq = &RUNQ[cpu as usize];
+                rq.idle.store(true, Ordering::Release);
+                rq.current_priority.store(3, Ordering::Relaxed);
+                cpu::disable_interrupts();
+                if rq.q.lock().is_empty() {
+                    arm_timer(time::now_ns(), next_timer);
+                    cpu::enable_interrupts_and_halt();
+                } else {
+                    cpu::enable_interrupts();
+                }
+            }
+        }
+    }
+}
+
+fn reap(v: &Arc<Vcpu>) {
+    if let Some(d) = v.domain.upgrade() {
+        if d.is_finished() && domain::all_vcpus_stopped(&d) && !d.dying.load(Ordering::Acquire) {
+            crate::info!(
+                "domain {} ({}) cpu time {} ms",
+                d.id,
+                d.name,
+                d.cpu_time_ns() / 1_000_000
+            );
+            domain::destroy(&d);
+            if let Some(f) = ON_DOMAIN_END.get() {
+                f(&d);
+            }
+        }
+    }
+}
+
+fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
+    if v.state() == VcpuState::Dead {
+        reap(v);
+        return;
+    }
+    let Some(dom) = v.domain.upgrade() else {
+        return;
+    };
+    if !v.transition(VcpuState::Runnable, VcpuState::Running) {
+        return;
+    }
+    let mut guard = v.hw.lock();
+    let Some(hw) = guard.as_mut() else {
+        v.set_state(VcpuState::Offline);
+        return;
+    };
+    v.sched.processor.store(cpu, Ordering::Relaxed);
+    RUNQ[cpu as usize]
+        .current_priority
+        .store(v.sched.priority() as u8, Ordering::Relaxed);
+    if v.last_cpu.swap(cpu, Ordering::Relaxed) != cpu
+        || percpu::this().last_vcpu_swap(Arc::as_ptr(v) as u64)
+    {
+        hw.flush_tlb();
+    }
+    v.fpu.lock().restore();
+    let start = time::now_ns();
+    let slice_end = start + TIMESLICE_NS;
+    let mut next_timer = next_timer;
+    let outcome = loop {
+        let now = time::now_ns();
+        domain::pvclock::update(&dom, v);
+        vmexit::deliver_events(&dom, v, hw);
+        arm_timer(now, slice_end.min(next_timer));
+        let exit = hw.run();
+        let out = vmexit::handle(&dom, v, hw, exit);
+        if !matches!(out, Outcome::Continue) {
+            break out;
+        }
+        let now = time::now_ns();
+        if v.state() == VcpuState::Dead {
+            break Outcome::Stop;
+        }
+        if now >= next_timer {
+            next_timer = run_timers(now);
+        }
+        if now >= slice_end || higher_priority_waiting(cpu, v) {
+            break Outcome::Yield;
+        }
+        if cpu == 0 {
+            account(now);
+        }
+    };
+    v.fpu.lock().save();
+    let ran = time::now_ns() - start;
+    v.sched.credit.fetch_sub(ran as i64, Ordering::Relaxed);
+    if v.sched.priority() == Priority::Boost {
+        v.sched
+            .priority
+            .store(Priority::Under as u8, Ordering::Relaxed);
+    }
+    if v.sched.credit.load(Ordering::Relaxed) <= 0 {
+        v.sched
+            .priority
+            .store(Priority::Over as u8, Ordering::Relaxed);
+        if dom.cap.load(Ordering::Relaxed) > 0 {
+            v.sched.parked.store(true, Ordering::Relaxed);
+        }
+    }
+    drop(guard);
+    match outcome {
+        Outcome::Continue | Outcome::Yield => {
+            if v.transition(VcpuState::Running, VcpuState::Runnable) {
+                enqueue(v);
+            }
+        }
+        Outcome::Block => {
+            if v.transition(VcpuState::Running, VcpuState::Blocked)
+                && (evtchn::upcall_pending(&dom, v) || poll_satisfied(&dom, v))
+            {
+                kick(v);
+            }
+        }
+        Outcome::Offline => {
+            v.transition(VcpuState::Running, VcpuState::Offline);
+            if dom
+                .vcpus
+                .iter()
+                .all(|x| matches!(x.state(), VcpuState::Offline | VcpuState::Dead))
+            {
+                // Every vCPU halted with interrupts off: Xen treats this as a power-off.
+                dom.shutdown(keel_abi::hypercall::ShutdownReason::Poweroff);
+            }
+        }
+        Outcome::Stop => {}
+    }
+    if v.state() == VcpuState::Dead || dom.is_finished() {
+        if v.state() != VcpuState::Dead {
+            v.set_state(VcpuState::Dead);
+        }
+        reap(v);
+    }
+}
+
+fn poll_satisfied(dom: &Domain, v: &Vcpu) -> bool {
+    let mask = v.poll_mask.load(Ordering::Acquire);
+    mask != 0 && (0..64).any(|p| mask & (1 << p) != 0 && evtchn::is_pending(dom, p))
+}
+
+fn higher_priority_waiting(cpu: u32, v: &Vcpu) -> bool {
+    let mine = v.sched.priority();
+    RUNQ[cpu as usize].q.try_lock().is_some_and(|q| {
+        q.iter()
+            .any(|o| !o.sched.parked.load(Ordering::Relaxed) && o.sched.priority() < mine)
+    })
+}
+
+/// Sets up the kick IPI handler (once).
+pub fn init() {
+    crate::arch::x86::trap::register_handler(KICK_VECTOR, |_| apic::eoi());
+}
+
+/// Snapshot of run-queue lengths (for logs).
+pub fn queue_lengths() -> Vec<usize> {
+    (0..ONLINE_CPUS.load(Ordering::Relaxed) as usize)
+        .map(|c| RUNQ[c].q.lock().len())
+        .collect()
+}

@@ -1,0 +1,353 @@
+//! Vendor-neutral exit handling: the one dispatch point from [`Exit`] to the code that deals with it. Anything a
+//! guest does wrong ends that guest through [`Domain::crash`], never the host.
+
+use crate::domain::{self, evtchn, Domain, Vcpu};
+use crate::hvm::{vector, Event, Exit, HwVcpu};
+use crate::hypercall;
+use alloc::format;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+use keel_abi::cpuid as xcpuid;
+
+/// What the scheduler does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Enter the guest again.
+    Continue,
+    /// Give up the CPU, stay runnable.
+    Yield,
+    /// Block until an event or timer.
+    Block,
+    /// The vCPU went offline (HLT with interrupts off).
+    Offline,
+    /// The domain is finished.
+    Stop,
+}
+
+/// Injects the event-channel upcall when one is pending, or asks for an interrupt window.
+pub fn deliver_events(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) {
+    let cb = dom.params.lock()[keel_abi::shared_info::hvm_param::CALLBACK_IRQ as usize];
+    if cb >> 56 != keel_abi::shared_info::hvm_param::CALLBACK_TYPE_VECTOR
+        || !evtchn::upcall_pending(dom, v)
+    {
+        if v.window_requested.swap(false, Ordering::Relaxed) {
+            hw.request_interrupt_window(false);
+        }
+        return;
+    }
+    let vec = cb as u8;
+    if hw.interruptible() {
+        if hw.inject(Event::Interrupt(vec)) && v.window_requested.swap(false, Ordering::Relaxed) {
+            hw.request_interrupt_window(false);
+        }
+    } else if !v.window_requested.swap(true, Ordering::Relaxed) {
+        hw.request_interrupt_window(true);
+    }
+}
+
+/// Handles one exit.
+pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> Outcome {
+    match exit {
+        Exit::Cpuid => {
+            cpuid(dom, v, hw);
+            hw.skip_instruction(2);
+            Outcome::Continue
+        }
+        Exit::Hypercall => hypercall_exit(dom, v, hw, 3),
+        Exit::InvalidOpcode => invalid_opcode(dom, v, hw),
+        Exit::Hlt => {
+            hw.skip_instruction(1);
+            if hw.rflags() & (1 << 9) == 0 {
+                Outcome::Offline
+            } else if evtchn::upcall_pending(dom, v) {
+                Outcome::Continue
+            } else {
+                Outcome::Block
+            }
+        }
+        Exit::Msr { write } => msr(dom, v, hw, write),
+        Exit::Io {
+            port,
+            size,
+            input,
+            string,
+            rep,
+        } => io(dom, hw, port, size, input, string, rep),
+        Exit::NestedPageFault { gpa, write, fetch } => {
+            let kind = if fetch {
+                "instruction fetch"
+            } else if write {
+                "write"
+            } else {
+                "read"
+            };
+            dom.crash(&format!(
+                "{kind} of unmapped guest-physical memory at gpa {gpa:#x} (vCPU {}, RIP {:#x})",
+                v.id,
+                hw.rip()
+            ));
+            Outcome::Stop
+        }
+        Exit::TripleFault => {
+            dom.crash(&format!(
+                "triple fault (vCPU {}, RIP {:#x})",
+                v.id,
+                hw.rip()
+            ));
+            Outcome::Stop
+        }
+        Exit::ExternalInterrupt | Exit::Nmi | Exit::InterruptWindow | Exit::Init => {
+            Outcome::Continue
+        }
+        Exit::VirtInstruction => {
+            hw.inject(Event::Exception {
+                vector: vector::UD,
+                error: None,
+            });
+            Outcome::Continue
+        }
+        Exit::Exception { vector, error } => {
+            dom.crash(&format!(
+                "unexpected exception {vector} (error {error:?}) at RIP {:#x}",
+                hw.rip()
+            ));
+            Outcome::Stop
+        }
+        Exit::InvalidState { detail } => {
+            dom.crash(&format!(
+                "VM entry failed: invalid guest state ({detail:#x}) at RIP {:#x}",
+                hw.rip()
+            ));
+            Outcome::Stop
+        }
+        Exit::Unknown { code } => {
+            dom.crash(&format!("unhandled exit {code:#x} at RIP {:#x}", hw.rip()));
+            Outcome::Stop
+        }
+    }
+}
+
+fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, len: u64) -> Outcome {
+    hw.skip_instruction(len);
+    if hw.paging().cpl != 0 {
+        hw.gprs().rax = (-keel_abi::hypercall::errno::EPERM) as u64;
+        return Outcome::Continue;
+    }
+    hypercall::dispatch(dom, v, hw)
+}
+
+/// Bytes of the instruction at the guest's RIP.
+fn fetch_insn(dom: &Domain, hw: &HwVcpu, buf: &mut [u8]) -> bool {
+    let mem = dom.mem.lock();
+    domain::read_linear(&mem, &hw.paging(), hw.rip(), buf).is_ok()
+}
+
+/// #UD: the "other vendor's" hypercall instruction is accepted (Linux may pick either); anything else is the
+/// guest's own #UD and goes back to it.
+fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
+    let mut insn = [0u8; 3];
+    if fetch_insn(dom, hw, &mut insn) && (insn == [0x0f, 0x01, 0xc1] || insn == [0x0f, 0x01, 0xd9])
+    {
+        // No hardware next-RIP for a #UD: the length is that of VMCALL/VMMCALL.
+        hw.set_rip(hw.rip() + 3);
+        if hw.paging().cpl != 0 {
+            hw.gprs().rax = (-keel_abi::hypercall::errno::EPERM) as u64;
+            return Outcome::Continue;
+        }
+        return hypercall::dispatch(dom, v, hw);
+    }
+    hw.inject(Event::Exception {
+        vector: vector::UD,
+        error: None,
+    });
+    Outcome::Continue
+}
+
+fn native_cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// The CPUID view of a guest: Xen's hypervisor leaves, the host's leaves with virtualization-related features
+/// filtered.
+pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    if (xcpuid::BASE..xcpuid::BASE + 0x1_0000).contains(&leaf) {
+        let s = xcpuid::SIGNATURE;
+        return match leaf {
+            xcpuid::BASE => (xcpuid::MAX_LEAF, s[0], s[1], s[2]),
+            l if l == xcpuid::BASE + 1 => (
+                (keel_abi::XEN_VERSION.0 << 16) | keel_abi::XEN_VERSION.1,
+                0,
+                0,
+                0,
+            ),
+            l if l == xcpuid::BASE + 2 => (1, xcpuid::HYPERCALL_PAGE_MSR, 0, 0),
+            l if l == xcpuid::BASE + 4 => (
+                xcpuid::hvm_flags::VCPU_ID_PRESENT | xcpuid::hvm_flags::DOMID_PRESENT,
+                v.id,
+                dom.id as u32,
+                0,
+            ),
+            _ => (0, 0, 0, 0),
+        };
+    }
+    let (mut a, mut b, mut c, mut d) = native_cpuid(leaf, sub);
+    match leaf {
+        1 => {
+            c |= xcpuid::LEAF1_ECX_HYPERVISOR;
+            c &= !(1 << 5 | 1 << 3 | 1 << 26 | 1 << 27); // VMX, MONITOR, XSAVE, OSXSAVE
+            b = (b & 0x00ff_ffff) | (v.id << 24);
+            b = (b & 0xff00_ffff) | ((dom.vcpus.len() as u32 & 0xff) << 16);
+            d |= 1 << 28; // HTT: the logical-processor count in EBX is valid
+        }
+        0xd => (a, b, c, d) = (0, 0, 0, 0),
+        0x8000_0001 => c &= !(1 << 2), // SVM
+        0x8000_000a => (a, b, c, d) = (0, 0, 0, 0),
+        _ => {}
+    }
+    (a, b, c, d)
+}
+
+fn cpuid(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) {
+    let g = hw.gprs();
+    let (a, b, c, d) = cpuid_values(dom, v, g.rax as u32, g.rcx as u32);
+    g.rax = a as u64;
+    g.rbx = b as u64;
+    g.rcx = c as u64;
+    g.rdx = d as u64;
+}
+
+const MSR_TSC: u32 = 0x10;
+const MSR_APIC_BASE: u32 = 0x1b;
+const MSR_MTRR_CAP: u32 = 0xfe;
+const MSR_MISC_ENABLE: u32 = 0x1a0;
+
+fn msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, write: bool) -> Outcome {
+    let (index, value) = {
+        let g = hw.gprs();
+        (g.rcx as u32, (g.rdx << 32) | (g.rax & 0xffff_ffff))
+    };
+    let ok = if write {
+        write_msr(dom, v, hw, index, value)
+    } else {
+        match read_msr(v, hw, index) {
+            Some(val) => {
+                let g = hw.gprs();
+                g.rax = val & 0xffff_ffff;
+                g.rdx = val >> 32;
+                true
+            }
+            None => false,
+        }
+    };
+    if ok {
+        hw.skip_instruction(2);
+    } else {
+        hw.inject(Event::Exception {
+            vector: vector::GP,
+            error: Some(0),
+        });
+    }
+    Outcome::Continue
+}
+
+fn read_msr(v: &Vcpu, hw: &HwVcpu, index: u32) -> Option<u64> {
+    if let Some(x) = hw.read_msr(index) {
+        return Some(x);
+    }
+    match index {
+        MSR_TSC => Some(crate::arch::x86::cpu::rdtsc()),
+        MSR_APIC_BASE => Some(0xfee0_0000 | 1 << 11 | if v.id == 0 { 1 << 8 } else { 0 }),
+        MSR_MTRR_CAP => Some(0x508), // 8 variable ranges, fixed ranges, write-combining
+        MSR_MISC_ENABLE => Some(1),
+        0x200..=0x2ff => Some(v.msrs.lock().get(&index).copied().unwrap_or(0)),
+        xcpuid::HYPERCALL_PAGE_MSR => Some(0),
+        _ => None,
+    }
+}
+
+fn write_msr(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, index: u32, value: u64) -> bool {
+    if hw.write_msr(index, value) {
+        return true;
+    }
+    match index {
+        xcpuid::HYPERCALL_PAGE_MSR => match hypercall::install_page(dom, value) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::warning!("d{}: hypercall page at {value:#x} refused: {e}", dom.id);
+                false
+            }
+        },
+        MSR_TSC | MSR_APIC_BASE | MSR_MISC_ENABLE => true,
+        0x200..=0x2ff => {
+            v.msrs.lock().insert(index, value);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The debug console port (Bochs/QEMU convention, and Xen's HVM debug port).
+const DEBUG_PORT: u16 = 0xe9;
+
+#[allow(clippy::too_many_arguments)]
+fn io(
+    dom: &Arc<Domain>,
+    hw: &mut HwVcpu,
+    port: u16,
+    size: u8,
+    input: bool,
+    string: bool,
+    rep: bool,
+) -> Outcome {
+    if string {
+        // INS/OUTS: only the debug port is given data; everything else is dropped or reads all-ones.
+        let count = if rep { hw.gprs().rcx & 0xffff_ffff } else { 1 }.min(4096);
+        let (reg, dir) = if input {
+            (hw.gprs().rdi, 1)
+        } else {
+            (hw.gprs().rsi, 1)
+        };
+        let len = count * size as u64;
+        if !input && port == DEBUG_PORT {
+            let mut buf = alloc::vec![0u8; len as usize];
+            let ok = {
+                let mem = dom.mem.lock();
+                domain::read_linear(&mem, &hw.paging(), reg, &mut buf).is_ok()
+            };
+            if ok {
+                dom.console_write(&buf);
+            }
+        } else if input {
+            let buf = alloc::vec![0xffu8; len as usize];
+            let mem = dom.mem.lock();
+            let _ = domain::write_linear(&mem, &hw.paging(), reg, &buf);
+        }
+        let g = hw.gprs();
+        if input {
+            g.rdi = g.rdi.wrapping_add(len * dir);
+        } else {
+            g.rsi = g.rsi.wrapping_add(len * dir);
+        }
+        if rep {
+            g.rcx = 0;
+        }
+    } else if input {
+        let g = hw.gprs();
+        let mask = match size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        g.rax = if size == 4 {
+            mask
+        } else {
+            (g.rax & !mask) | mask
+        };
+    } else if port == DEBUG_PORT {
+        let b = hw.gprs().rax as u8;
+        dom.console_write(&[b]);
+    }
+    hw.skip_instruction(0);
+    Outcome::Continue
+}
