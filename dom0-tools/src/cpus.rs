@@ -178,17 +178,11 @@ impl fmt::Display for CpuListError {
                 "'{item}' is not a CPU list item (expected N, N-M, ^N or ^N-M, \
                  e.g. 0-3,^2)"
             ),
-            CpuListError::OutOfRange(n) => write!(
-                f,
-                "CPU {n} is out of range (CPU numbers are 0 to {})",
-                MAX_CPUS - 1
-            ),
+            CpuListError::OutOfRange(n) => write!(f, "CPU {n} is out of range (CPU numbers are 0 to {})", MAX_CPUS - 1),
             CpuListError::ReversedRange(item) => {
                 write!(f, "CPU range '{item}' ends before it starts")
             }
-            CpuListError::AllInList => {
-                f.write_str("'all' must be given on its own, not as part of a CPU list")
-            }
+            CpuListError::AllInList => f.write_str("'all' must be given on its own, not as part of a CPU list"),
             CpuListError::SelectsNothing(list) => {
                 write!(f, "CPU list '{list}' selects no CPU")
             }
@@ -284,18 +278,13 @@ impl fmt::Display for VcpuError {
             VcpuError::NotAVcpu(s) => {
                 write!(f, "'{s}' is not a vCPU (expected a vCPU number or 'all')")
             }
-            VcpuError::VcpuOutOfRange(s) => write!(
-                f,
-                "vCPU {s} is out of range (vCPU numbers are 0 to {})",
-                MAX_CPUS - 1
-            ),
+            VcpuError::VcpuOutOfRange(s) => {
+                write!(f, "vCPU {s} is out of range (vCPU numbers are 0 to {})", MAX_CPUS - 1)
+            }
             VcpuError::NotACount(s) => {
                 write!(f, "'{s}' is not a vCPU count (expected a decimal number)")
             }
-            VcpuError::CountOutOfRange(s) => write!(
-                f,
-                "vCPU count {s} is out of range (1 to {MAX_CPUS} allowed)"
-            ),
+            VcpuError::CountOutOfRange(s) => write!(f, "vCPU count {s} is out of range (1 to {MAX_CPUS} allowed)"),
         }
     }
 }
@@ -346,11 +335,7 @@ mod tests {
             ("+1", "+1"),
             ("1.5", "1.5"),
         ] {
-            assert_eq!(
-                cpus(list),
-                Err(CpuListError::BadItem(item.into())),
-                "{list}"
-            );
+            assert_eq!(cpus(list), Err(CpuListError::BadItem(item.into())), "{list}");
         }
     }
 
@@ -358,23 +343,14 @@ mod tests {
     fn ranges_are_checked() {
         assert_eq!(cpus("3-1"), Err(CpuListError::ReversedRange("3-1".into())));
         assert_eq!(cpus("4096"), Err(CpuListError::OutOfRange("4096".into())));
-        assert_eq!(
-            cpus("0-4294967295"),
-            Err(CpuListError::OutOfRange("4294967295".into()))
-        );
-        assert_eq!(
-            cpus("0-99999999999"),
-            Err(CpuListError::OutOfRange("99999999999".into()))
-        );
+        assert_eq!(cpus("0-4294967295"), Err(CpuListError::OutOfRange("4294967295".into())));
+        assert_eq!(cpus("0-99999999999"), Err(CpuListError::OutOfRange("99999999999".into())));
     }
 
     #[test]
     fn empty_results_and_stray_all_are_rejected() {
         assert_eq!(cpus("^2"), Err(CpuListError::SelectsNothing("^2".into())));
-        assert_eq!(
-            cpus("1,^0-3"),
-            Err(CpuListError::SelectsNothing("1,^0-3".into()))
-        );
+        assert_eq!(cpus("1,^0-3"), Err(CpuListError::SelectsNothing("1,^0-3".into())));
         assert_eq!(cpus("all"), Err(CpuListError::AllInList));
         assert_eq!(cpus("all,^0"), Err(CpuListError::AllInList));
     }
@@ -395,10 +371,7 @@ mod tests {
         let set = "0-3,^2".parse::<CpuSelection>().unwrap();
         assert_eq!(set.to_string(), "0-1,3");
         assert!(matches!(&set, CpuSelection::Set(s) if s.len() == 3 && s.contains(3)));
-        assert_eq!(
-            "ALL".parse::<CpuSelection>(),
-            Err(CpuListError::BadItem("ALL".into()))
-        );
+        assert_eq!("ALL".parse::<CpuSelection>(), Err(CpuListError::BadItem("ALL".into())));
     }
 
     #[test]
@@ -406,40 +379,19 @@ mod tests {
         assert_eq!("all".parse::<VcpuSelection>(), Ok(VcpuSelection::All));
         assert_eq!("0".parse::<VcpuSelection>(), Ok(VcpuSelection::One(0)));
         assert_eq!("12".parse::<VcpuSelection>(), Ok(VcpuSelection::One(12)));
-        assert_eq!(
-            "x".parse::<VcpuSelection>(),
-            Err(VcpuError::NotAVcpu("x".into()))
-        );
-        assert_eq!(
-            "0-1".parse::<VcpuSelection>(),
-            Err(VcpuError::NotAVcpu("0-1".into()))
-        );
-        assert_eq!(
-            "4096".parse::<VcpuSelection>(),
-            Err(VcpuError::VcpuOutOfRange("4096".into()))
-        );
+        assert_eq!("x".parse::<VcpuSelection>(), Err(VcpuError::NotAVcpu("x".into())));
+        assert_eq!("0-1".parse::<VcpuSelection>(), Err(VcpuError::NotAVcpu("0-1".into())));
+        assert_eq!("4096".parse::<VcpuSelection>(), Err(VcpuError::VcpuOutOfRange("4096".into())));
     }
 
     #[test]
     fn vcpu_count() {
         assert_eq!("1".parse::<VcpuCount>().map(VcpuCount::get), Ok(1));
         assert_eq!("4096".parse::<VcpuCount>().map(VcpuCount::get), Ok(4096));
-        assert_eq!(
-            "0".parse::<VcpuCount>(),
-            Err(VcpuError::CountOutOfRange("0".into()))
-        );
-        assert_eq!(
-            "4097".parse::<VcpuCount>(),
-            Err(VcpuError::CountOutOfRange("4097".into()))
-        );
-        assert_eq!(
-            "-1".parse::<VcpuCount>(),
-            Err(VcpuError::NotACount("-1".into()))
-        );
-        assert_eq!(
-            "".parse::<VcpuCount>(),
-            Err(VcpuError::NotACount("".into()))
-        );
+        assert_eq!("0".parse::<VcpuCount>(), Err(VcpuError::CountOutOfRange("0".into())));
+        assert_eq!("4097".parse::<VcpuCount>(), Err(VcpuError::CountOutOfRange("4097".into())));
+        assert_eq!("-1".parse::<VcpuCount>(), Err(VcpuError::NotACount("-1".into())));
+        assert_eq!("".parse::<VcpuCount>(), Err(VcpuError::NotACount("".into())));
     }
 
     #[test]
@@ -448,9 +400,6 @@ mod tests {
             cpus("0-3,^").unwrap_err().to_string(),
             "'^' is not a CPU list item (expected N, N-M, ^N or ^N-M, e.g. 0-3,^2)"
         );
-        assert_eq!(
-            cpus("^2").unwrap_err().to_string(),
-            "CPU list '^2' selects no CPU"
-        );
+        assert_eq!(cpus("^2").unwrap_err().to_string(), "CPU list '^2' selects no CPU");
     }
 }

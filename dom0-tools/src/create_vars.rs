@@ -41,16 +41,11 @@ impl FromStr for ConfigVar {
     type Err = ConfigVarError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, value) = s
-            .split_once('=')
-            .ok_or_else(|| ConfigVarError::MissingEquals(s.to_owned()))?;
+        let (name, value) = s.split_once('=').ok_or_else(|| ConfigVarError::MissingEquals(s.to_owned()))?;
         if !is_identifier(name) {
             return Err(ConfigVarError::BadName(s.to_owned()));
         }
-        Ok(ConfigVar {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        })
+        Ok(ConfigVar { name: name.to_owned(), value: value.to_owned() })
     }
 }
 
@@ -66,10 +61,9 @@ pub enum ConfigVarError {
 impl fmt::Display for ConfigVarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigVarError::MissingEquals(s) => write!(
-                f,
-                "'{s}' is not a configuration setting (expected NAME=VALUE, e.g. memory=512)"
-            ),
+            ConfigVarError::MissingEquals(s) => {
+                write!(f, "'{s}' is not a configuration setting (expected NAME=VALUE, e.g. memory=512)")
+            }
             ConfigVarError::BadName(s) => write!(
                 f,
                 "'{s}' does not start with a setting name (letters, digits and _, \
@@ -98,20 +92,10 @@ mod tests {
 
     #[test]
     fn malformed_settings_are_rejected() {
-        assert_eq!(
-            "memory".parse::<ConfigVar>(),
-            Err(ConfigVarError::MissingEquals("memory".into()))
-        );
-        assert_eq!(
-            "".parse::<ConfigVar>(),
-            Err(ConfigVarError::MissingEquals("".into()))
-        );
+        assert_eq!("memory".parse::<ConfigVar>(), Err(ConfigVarError::MissingEquals("memory".into())));
+        assert_eq!("".parse::<ConfigVar>(), Err(ConfigVarError::MissingEquals("".into())));
         for bad in ["=512", "1mem=512", "mem ory=1", "mem-ory=1"] {
-            assert_eq!(
-                bad.parse::<ConfigVar>(),
-                Err(ConfigVarError::BadName(bad.into())),
-                "{bad}"
-            );
+            assert_eq!(bad.parse::<ConfigVar>(), Err(ConfigVarError::BadName(bad.into())), "{bad}");
         }
     }
 }

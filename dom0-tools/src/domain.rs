@@ -93,10 +93,7 @@ impl FromStr for DomainName {
         if s.len() > MAX_NAME_LEN {
             return Err(DomainError::NameTooLong(s.len()));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || NAME_PUNCTUATION.contains(&c)))
-        {
+        if let Some(c) = s.chars().find(|&c| !(c.is_ascii_alphanumeric() || NAME_PUNCTUATION.contains(&c))) {
             return Err(DomainError::BadNameChar(c));
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
@@ -169,24 +166,20 @@ impl fmt::Display for DomainError {
             DomainError::NotAnId(s) => {
                 write!(f, "'{s}' is not a domain id (expected a decimal number)")
             }
-            DomainError::IdOutOfRange(s) => write!(
-                f,
-                "domain id {s} is out of range (domain ids are 0 to {})",
-                DOMID_FIRST_RESERVED - 1
-            ),
-            DomainError::NameTooLong(len) => write!(
-                f,
-                "domain name is {len} bytes long (at most {MAX_NAME_LEN} allowed)"
-            ),
+            DomainError::IdOutOfRange(s) => {
+                write!(f, "domain id {s} is out of range (domain ids are 0 to {})", DOMID_FIRST_RESERVED - 1)
+            }
+            DomainError::NameTooLong(len) => {
+                write!(f, "domain name is {len} bytes long (at most {MAX_NAME_LEN} allowed)")
+            }
             DomainError::BadNameChar(c) => write!(
                 f,
                 "{c:?} is not allowed in a domain name \
                  (use ASCII letters, digits and any of - _ . : +)"
             ),
-            DomainError::NumericName(s) => write!(
-                f,
-                "'{s}' cannot be a domain name: a name made only of digits reads as a domain id"
-            ),
+            DomainError::NumericName(s) => {
+                write!(f, "'{s}' cannot be a domain name: a name made only of digits reads as a domain id")
+            }
         }
     }
 }
@@ -202,35 +195,17 @@ mod tests {
         assert_eq!("0".parse::<DomainId>(), Ok(DomainId::DOM0));
         assert_eq!("17".parse::<DomainId>().map(DomainId::get), Ok(17));
         assert_eq!("007".parse::<DomainId>().map(DomainId::get), Ok(7));
-        assert_eq!(
-            "32751".parse::<DomainId>().map(DomainId::get),
-            Ok(DOMID_FIRST_RESERVED - 1)
-        );
+        assert_eq!("32751".parse::<DomainId>().map(DomainId::get), Ok(DOMID_FIRST_RESERVED - 1));
     }
 
     #[test]
     fn bad_ids_are_rejected() {
         assert_eq!("".parse::<DomainId>(), Err(DomainError::EmptyId));
-        assert_eq!(
-            "-1".parse::<DomainId>(),
-            Err(DomainError::NotAnId("-1".into()))
-        );
-        assert_eq!(
-            "+1".parse::<DomainId>(),
-            Err(DomainError::NotAnId("+1".into()))
-        );
-        assert_eq!(
-            " 1".parse::<DomainId>(),
-            Err(DomainError::NotAnId(" 1".into()))
-        );
-        assert_eq!(
-            "guest".parse::<DomainId>(),
-            Err(DomainError::NotAnId("guest".into()))
-        );
-        assert_eq!(
-            "32752".parse::<DomainId>(),
-            Err(DomainError::IdOutOfRange("32752".into()))
-        );
+        assert_eq!("-1".parse::<DomainId>(), Err(DomainError::NotAnId("-1".into())));
+        assert_eq!("+1".parse::<DomainId>(), Err(DomainError::NotAnId("+1".into())));
+        assert_eq!(" 1".parse::<DomainId>(), Err(DomainError::NotAnId(" 1".into())));
+        assert_eq!("guest".parse::<DomainId>(), Err(DomainError::NotAnId("guest".into())));
+        assert_eq!("32752".parse::<DomainId>(), Err(DomainError::IdOutOfRange("32752".into())));
         assert_eq!(
             "99999999999999999999".parse::<DomainId>(),
             Err(DomainError::IdOutOfRange("99999999999999999999".into()))
@@ -242,10 +217,7 @@ mod tests {
     #[test]
     fn names_parse() {
         for name in ["Domain-0", "guest1", "web.example:2", "a_b+c", "x"] {
-            assert_eq!(
-                name.parse::<DomainName>().map(|n| n.to_string()),
-                Ok(name.to_owned())
-            );
+            assert_eq!(name.parse::<DomainName>().map(|n| n.to_string()), Ok(name.to_owned()));
         }
         let longest = "n".repeat(MAX_NAME_LEN);
         assert!(longest.parse::<DomainName>().is_ok());
@@ -254,35 +226,17 @@ mod tests {
     #[test]
     fn bad_names_are_rejected() {
         assert_eq!("".parse::<DomainName>(), Err(DomainError::EmptyName));
-        assert_eq!(
-            "my guest".parse::<DomainName>(),
-            Err(DomainError::BadNameChar(' '))
-        );
-        assert_eq!(
-            "a/b".parse::<DomainName>(),
-            Err(DomainError::BadNameChar('/'))
-        );
-        assert_eq!(
-            "héllo".parse::<DomainName>(),
-            Err(DomainError::BadNameChar('é'))
-        );
-        assert_eq!(
-            "123".parse::<DomainName>(),
-            Err(DomainError::NumericName("123".into()))
-        );
+        assert_eq!("my guest".parse::<DomainName>(), Err(DomainError::BadNameChar(' ')));
+        assert_eq!("a/b".parse::<DomainName>(), Err(DomainError::BadNameChar('/')));
+        assert_eq!("héllo".parse::<DomainName>(), Err(DomainError::BadNameChar('é')));
+        assert_eq!("123".parse::<DomainName>(), Err(DomainError::NumericName("123".into())));
         let too_long = "n".repeat(MAX_NAME_LEN + 1);
-        assert_eq!(
-            too_long.parse::<DomainName>(),
-            Err(DomainError::NameTooLong(MAX_NAME_LEN + 1))
-        );
+        assert_eq!(too_long.parse::<DomainName>(), Err(DomainError::NameTooLong(MAX_NAME_LEN + 1)));
     }
 
     #[test]
     fn domain_refs_pick_id_or_name() {
-        assert_eq!(
-            "3".parse::<DomainRef>(),
-            Ok(DomainRef::Id(DomainId::try_from(3).unwrap()))
-        );
+        assert_eq!("3".parse::<DomainRef>(), Ok(DomainRef::Id(DomainId::try_from(3).unwrap())));
         assert!(matches!(
             "Domain-0".parse::<DomainRef>(),
             Ok(DomainRef::Name(n)) if n.as_str() == "Domain-0"
@@ -290,14 +244,8 @@ mod tests {
         // Mixed digits and letters is a name, not an id.
         assert!(matches!("3a".parse::<DomainRef>(), Ok(DomainRef::Name(_))));
         assert_eq!("".parse::<DomainRef>(), Err(DomainError::Empty));
-        assert_eq!(
-            "40000".parse::<DomainRef>(),
-            Err(DomainError::IdOutOfRange("40000".into()))
-        );
-        assert_eq!(
-            "bad name".parse::<DomainRef>(),
-            Err(DomainError::BadNameChar(' '))
-        );
+        assert_eq!("40000".parse::<DomainRef>(), Err(DomainError::IdOutOfRange("40000".into())));
+        assert_eq!("bad name".parse::<DomainRef>(), Err(DomainError::BadNameChar(' ')));
         assert_eq!("12".parse::<DomainRef>().unwrap().to_string(), "12");
     }
 
@@ -307,8 +255,6 @@ mod tests {
             DomainError::IdOutOfRange("40000".into()).to_string(),
             "domain id 40000 is out of range (domain ids are 0 to 32751)"
         );
-        assert!(DomainError::BadNameChar(' ')
-            .to_string()
-            .contains("not allowed in a domain name"));
+        assert!(DomainError::BadNameChar(' ').to_string().contains("not allowed in a domain name"));
     }
 }

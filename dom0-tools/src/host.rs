@@ -50,10 +50,9 @@ impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostError::Empty => f.write_str("a host name or address is required"),
-            HostError::BadChar(s) => write!(
-                f,
-                "{s:?} is not a host name or address (it holds whitespace or a control character)"
-            ),
+            HostError::BadChar(s) => {
+                write!(f, "{s:?} is not a host name or address (it holds whitespace or a control character)")
+            }
         }
     }
 }
@@ -66,16 +65,8 @@ mod tests {
 
     #[test]
     fn hosts() {
-        for host in [
-            "dest",
-            "dest.example:8002",
-            "192.0.2.7",
-            "[2001:db8::1]:8002",
-        ] {
-            assert_eq!(
-                host.parse::<Host>().map(|h| h.as_str().to_owned()),
-                Ok(host.to_owned())
-            );
+        for host in ["dest", "dest.example:8002", "192.0.2.7", "[2001:db8::1]:8002"] {
+            assert_eq!(host.parse::<Host>().map(|h| h.as_str().to_owned()), Ok(host.to_owned()));
         }
         assert_eq!("".parse::<Host>(), Err(HostError::Empty));
         assert_eq!("a b".parse::<Host>(), Err(HostError::BadChar("a b".into())));

@@ -38,12 +38,8 @@ impl MemSize {
 impl fmt::Display for MemSize {
     /// Writes the size in the largest unit that holds it exactly.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (unit, per) = UNITS
-            .iter()
-            .rev()
-            .copied()
-            .find(|&(_, per)| self.kib.is_multiple_of(per))
-            .unwrap_or(UNITS[0]);
+        let (unit, per) =
+            UNITS.iter().rev().copied().find(|&(_, per)| self.kib.is_multiple_of(per)).unwrap_or(UNITS[0]);
         write!(f, "{}{unit}", self.kib / per)
     }
 }
@@ -75,12 +71,8 @@ impl FromStr for MemSize {
                 }
             }
         };
-        let count: u64 = digits
-            .parse()
-            .map_err(|_| MemSizeError::TooLarge(s.to_owned()))?;
-        let kib = count
-            .checked_mul(per)
-            .ok_or_else(|| MemSizeError::TooLarge(s.to_owned()))?;
+        let count: u64 = digits.parse().map_err(|_| MemSizeError::TooLarge(s.to_owned()))?;
+        let kib = count.checked_mul(per).ok_or_else(|| MemSizeError::TooLarge(s.to_owned()))?;
         MemSize::from_kib(kib).ok_or(MemSizeError::Zero)
     }
 }
@@ -150,15 +142,8 @@ mod tests {
     #[test]
     fn malformed_sizes_are_rejected() {
         assert_eq!(kib(""), Err(MemSizeError::Empty));
-        for bad in [
-            "M", "abc", "-512", "+512", "1.5G", "512MB", "512MiB", "512 M", " 512", "512X", "1e3",
-            "G1",
-        ] {
-            assert_eq!(
-                kib(bad),
-                Err(MemSizeError::Malformed(bad.to_owned())),
-                "{bad}"
-            );
+        for bad in ["M", "abc", "-512", "+512", "1.5G", "512MB", "512MiB", "512 M", " 512", "512X", "1e3", "G1"] {
+            assert_eq!(kib(bad), Err(MemSizeError::Malformed(bad.to_owned())), "{bad}");
         }
     }
 
@@ -166,14 +151,8 @@ mod tests {
     fn zero_and_overflow_are_rejected() {
         assert_eq!(kib("0"), Err(MemSizeError::Zero));
         assert_eq!(kib("0G"), Err(MemSizeError::Zero));
-        assert_eq!(
-            kib("99999999999999999999"),
-            Err(MemSizeError::TooLarge("99999999999999999999".into()))
-        );
-        assert_eq!(
-            kib("17179869184T"),
-            Err(MemSizeError::TooLarge("17179869184T".into()))
-        );
+        assert_eq!(kib("99999999999999999999"), Err(MemSizeError::TooLarge("99999999999999999999".into())));
+        assert_eq!(kib("17179869184T"), Err(MemSizeError::TooLarge("17179869184T".into())));
     }
 
     #[test]

@@ -34,10 +34,7 @@ impl FromStr for CreditWeight {
         match parse_u16(s) {
             Some(Ok(0)) | Some(Err(())) => Err(SchedParamError::WeightOutOfRange(s.to_owned())),
             Some(Ok(w)) => Ok(CreditWeight(w)),
-            None => Err(SchedParamError::NotANumber {
-                what: "weight",
-                value: s.to_owned(),
-            }),
+            None => Err(SchedParamError::NotANumber { what: "weight", value: s.to_owned() }),
         }
     }
 }
@@ -69,10 +66,7 @@ impl FromStr for CreditCap {
         match parse_u16(s) {
             Some(Ok(c)) => Ok(CreditCap(c)),
             Some(Err(())) => Err(SchedParamError::CapOutOfRange(s.to_owned())),
-            None => Err(SchedParamError::NotANumber {
-                what: "cap",
-                value: s.to_owned(),
-            }),
+            None => Err(SchedParamError::NotANumber { what: "cap", value: s.to_owned() }),
         }
     }
 }
@@ -111,10 +105,9 @@ impl fmt::Display for SchedParamError {
             SchedParamError::WeightOutOfRange(s) => {
                 write!(f, "weight {s} is out of range (1 to 65535 allowed)")
             }
-            SchedParamError::CapOutOfRange(s) => write!(
-                f,
-                "cap {s} is out of range (0 to 65535 percent of one CPU, 0 for no cap)"
-            ),
+            SchedParamError::CapOutOfRange(s) => {
+                write!(f, "cap {s} is out of range (0 to 65535 percent of one CPU, 0 for no cap)")
+            }
         }
     }
 }
@@ -129,25 +122,13 @@ mod tests {
     fn weights() {
         assert_eq!("1".parse::<CreditWeight>().map(CreditWeight::get), Ok(1));
         assert_eq!("256".parse::<CreditWeight>(), Ok(CreditWeight::DEFAULT));
-        assert_eq!(
-            "65535".parse::<CreditWeight>().map(CreditWeight::get),
-            Ok(65535)
-        );
-        assert_eq!(
-            "0".parse::<CreditWeight>(),
-            Err(SchedParamError::WeightOutOfRange("0".into()))
-        );
-        assert_eq!(
-            "65536".parse::<CreditWeight>(),
-            Err(SchedParamError::WeightOutOfRange("65536".into()))
-        );
+        assert_eq!("65535".parse::<CreditWeight>().map(CreditWeight::get), Ok(65535));
+        assert_eq!("0".parse::<CreditWeight>(), Err(SchedParamError::WeightOutOfRange("0".into())));
+        assert_eq!("65536".parse::<CreditWeight>(), Err(SchedParamError::WeightOutOfRange("65536".into())));
         for bad in ["", "-1", "1.5", "high", " 1"] {
             assert_eq!(
                 bad.parse::<CreditWeight>(),
-                Err(SchedParamError::NotANumber {
-                    what: "weight",
-                    value: bad.into()
-                })
+                Err(SchedParamError::NotANumber { what: "weight", value: bad.into() })
             );
         }
     }
@@ -157,17 +138,8 @@ mod tests {
         assert_eq!("0".parse::<CreditCap>(), Ok(CreditCap::NONE));
         assert_eq!("50".parse::<CreditCap>().map(CreditCap::get), Ok(50));
         assert_eq!("400".parse::<CreditCap>().map(CreditCap::get), Ok(400));
-        assert_eq!(
-            "70000".parse::<CreditCap>(),
-            Err(SchedParamError::CapOutOfRange("70000".into()))
-        );
-        assert_eq!(
-            "50%".parse::<CreditCap>(),
-            Err(SchedParamError::NotANumber {
-                what: "cap",
-                value: "50%".into()
-            })
-        );
+        assert_eq!("70000".parse::<CreditCap>(), Err(SchedParamError::CapOutOfRange("70000".into())));
+        assert_eq!("50%".parse::<CreditCap>(), Err(SchedParamError::NotANumber { what: "cap", value: "50%".into() }));
     }
 
     #[test]

@@ -39,11 +39,7 @@ pub struct SysrqKeyError(pub String);
 
 impl fmt::Display for SysrqKeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a SysRq key (expected one printable ASCII character, e.g. s)",
-            self.0
-        )
+        write!(f, "'{}' is not a SysRq key (expected one printable ASCII character, e.g. s)", self.0)
     }
 }
 
@@ -56,10 +52,7 @@ mod tests {
     #[test]
     fn single_printable_characters_are_keys() {
         for key in ["s", "b", "0", "9", "T", "?"] {
-            assert_eq!(
-                key.parse::<SysrqKey>().map(|k| k.to_string()),
-                Ok(key.to_owned())
-            );
+            assert_eq!(key.parse::<SysrqKey>().map(|k| k.to_string()), Ok(key.to_owned()));
         }
         assert_eq!("h".parse::<SysrqKey>().map(SysrqKey::get), Ok('h'));
     }
@@ -67,11 +60,7 @@ mod tests {
     #[test]
     fn anything_else_is_rejected() {
         for bad in ["", "sb", " ", "\t", "é", "\u{7f}"] {
-            assert_eq!(
-                bad.parse::<SysrqKey>(),
-                Err(SysrqKeyError(bad.to_owned())),
-                "{bad:?}"
-            );
+            assert_eq!(bad.parse::<SysrqKey>(), Err(SysrqKeyError(bad.to_owned())), "{bad:?}");
         }
     }
 }

@@ -39,13 +39,7 @@ const COMMANDS: [&str; 27] = [
 /// For each command, a valid invocation (command name first).
 const VALID: [&[&str]; 27] = [
     &["console", "guest1"],
-    &[
-        "create",
-        "/etc/keel/guest1.cfg",
-        "-c",
-        "memory=512",
-        "vcpus=2",
-    ],
+    &["create", "/etc/keel/guest1.cfg", "-c", "memory=512", "vcpus=2"],
     &["destroy", "3"],
     &["domid", "Domain-0"],
     &["domname", "0"],
@@ -93,9 +87,7 @@ fn stderr(out: &Output) -> String {
 /// The one-line help of `name`, from the command table.
 fn one_line_help(name: &str) -> String {
     let cli = Cli::command();
-    let cmd = cli
-        .find_subcommand(name)
-        .unwrap_or_else(|| panic!("'{name}' is in the command table"));
+    let cmd = cli.find_subcommand(name).unwrap_or_else(|| panic!("'{name}' is in the command table"));
     cmd.get_about().expect("every command has help").to_string()
 }
 
@@ -116,10 +108,7 @@ fn help_lists_all_27_commands() {
         let out = xm(args);
         assert_eq!(out.status.code(), Some(0), "xm {args:?}");
         let text = stdout(&out);
-        assert!(
-            text.starts_with("Usage: xm <subcommand> [args]\n"),
-            "xm {args:?}:\n{text}"
-        );
+        assert!(text.starts_with("Usage: xm <subcommand> [args]\n"), "xm {args:?}:\n{text}");
         assert_lists_every_command(&text);
         assert!(stderr(&out).is_empty());
     }
@@ -130,10 +119,7 @@ fn the_listing_follows_the_table_order() {
     let text = stdout(&xm(&["help"]));
     let positions: Vec<usize> = COMMANDS
         .iter()
-        .map(|name| {
-            text.find(&format!("\n  {name} "))
-                .unwrap_or_else(|| panic!("{name} listed"))
-        })
+        .map(|name| text.find(&format!("\n  {name} ")).unwrap_or_else(|| panic!("{name} listed")))
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
 }
@@ -185,20 +171,13 @@ fn unknown_commands_fail_clearly() {
     let out = xm(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(
-        err.starts_with("error: unrecognized subcommand 'frobnicate'"),
-        "{err}"
-    );
+    assert!(err.starts_with("error: unrecognized subcommand 'frobnicate'"), "{err}");
     assert!(err.contains("Usage: xm <subcommand> [args]"), "{err}");
     assert!(stdout(&out).is_empty());
 
     let out = xm(&["lsit"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("a similar subcommand exists: 'list'"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("a similar subcommand exists: 'list'"), "{}", stderr(&out));
 
     let out = xm(&["help", "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -211,11 +190,7 @@ fn every_command_is_not_available_yet() {
         assert_eq!(args[0], name);
         let out = xm(args);
         assert_eq!(out.status.code(), Some(1), "xm {args:?}: {out:?}");
-        assert_eq!(
-            stderr(&out),
-            format!("xm: '{name}' is not available yet in this Keel build\n"),
-            "xm {args:?}"
-        );
+        assert_eq!(stderr(&out), format!("xm: '{name}' is not available yet in this Keel build\n"), "xm {args:?}");
         assert!(stdout(&out).is_empty(), "xm {args:?}");
     }
 }
@@ -234,10 +209,7 @@ fn bad_arguments_are_usage_errors() {
         (&["vcpu-set", "guest1", "0"], "vCPU count 0 is out of range"),
         (&["vcpu-pin", "guest1", "0"], "<CPUs|all>"),
         (&["vcpu-pin", "guest1", "x", "0"], "'x' is not a vCPU"),
-        (
-            &["vcpu-pin", "guest1", "0", "0-3,^"],
-            "'^' is not a CPU list item",
-        ),
+        (&["vcpu-pin", "guest1", "0", "0-3,^"], "'^' is not a CPU list item"),
         (&["vcpu-pin", "guest1", "0", "3-1"], "ends before it starts"),
         (&["vcpu-pin", "guest1", "0", "^2"], "selects no CPU"),
         (&["domid", "12"], "cannot be a domain name"),
@@ -246,17 +218,11 @@ fn bad_arguments_are_usage_errors() {
         (&["sysrq", "guest1", "sb"], "is not a SysRq key"),
         (&["create"], "<ConfigFile>"),
         (&["create", "g.cfg", "memory"], "expected NAME=VALUE"),
-        (
-            &["migrate", "guest1", ""],
-            "host name or address is required",
-        ),
+        (&["migrate", "guest1", ""], "host name or address is required"),
         (&["shutdown"], "<Domain|--all>"),
         (&["reboot", "-a", "guest1"], "cannot be used with"),
         (&["sched-credit", "-w", "256"], "--domain <Domain>"),
-        (
-            &["sched-credit", "-d", "1", "-w", "0"],
-            "weight 0 is out of range",
-        ),
+        (&["sched-credit", "-d", "1", "-w", "0"], "weight 0 is out of range"),
         (&["sched-credit", "-d", "1", "-c", "x"], "'x' is not a cap"),
         (&["dmesg", "extra"], "unexpected argument 'extra'"),
         (&["info", "-c"], "unexpected argument '-c'"),

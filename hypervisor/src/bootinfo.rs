@@ -3,9 +3,7 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use keel_abi::start_info::{
-    self as si, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC,
-};
+use keel_abi::start_info::{self as si, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC};
 
 /// The protocol Keel was entered through (set by `boot/entry.S`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,9 +140,7 @@ fn read_struct<T: Copy + Default>(mem: &dyn PhysMem, paddr: u64) -> Option<T> {
     let mut v = T::default();
     // SAFETY: T is a plain-old-data `#[repr(C)]` ABI struct (integers only), `bytes` has exactly size_of::<T>()
     // readable bytes, and the copy is unaligned-safe.
-    unsafe {
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut v as *mut T).cast::<u8>(), bytes.len())
-    };
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut v as *mut T).cast::<u8>(), bytes.len()) };
     Some(v)
 }
 
@@ -152,38 +148,26 @@ const MAX_STRING: usize = 4096;
 
 /// Parses a PVH `hvm_start_info` at `paddr`.
 pub fn from_pvh(mem: &dyn PhysMem, paddr: u64) -> Result<BootInfo, Error> {
-    let info: HvmStartInfo = read_struct(mem, paddr)
-        .ok_or_else(|| Error(format!("hvm_start_info at {paddr:#x} is not readable")))?;
+    let info: HvmStartInfo =
+        read_struct(mem, paddr).ok_or_else(|| Error(format!("hvm_start_info at {paddr:#x} is not readable")))?;
     if info.magic != HVM_START_MAGIC {
-        return Err(Error(format!(
-            "hvm_start_info magic is {:#x}, expected {HVM_START_MAGIC:#x}",
-            info.magic
-        )));
+        return Err(Error(format!("hvm_start_info magic is {:#x}, expected {HVM_START_MAGIC:#x}", info.magic)));
     }
     let cmdline = match info.cmdline_paddr {
         0 => String::new(),
-        p => mem
-            .c_str(p, MAX_STRING)
-            .ok_or_else(|| Error(format!("command line at {p:#x} is not readable")))?,
+        p => mem.c_str(p, MAX_STRING).ok_or_else(|| Error(format!("command line at {p:#x} is not readable")))?,
     };
     let mut modules = Vec::new();
     for i in 0..info.nr_modules as u64 {
         let at = info.modlist_paddr + i * core::mem::size_of::<HvmModlistEntry>() as u64;
-        let m: HvmModlistEntry = read_struct(mem, at)
-            .ok_or_else(|| Error(format!("module list entry {i} at {at:#x} is not readable")))?;
+        let m: HvmModlistEntry =
+            read_struct(mem, at).ok_or_else(|| Error(format!("module list entry {i} at {at:#x} is not readable")))?;
         let cmdline = match m.cmdline_paddr {
             0 => String::new(),
             p => mem.c_str(p, MAX_STRING).unwrap_or_default(),
         };
-        let end = m
-            .paddr
-            .checked_add(m.size)
-            .ok_or_else(|| Error(format!("module {i} wraps around")))?;
-        modules.push(Module {
-            start: m.paddr,
-            end,
-            cmdline,
-        });
+        let end = m.paddr.checked_add(m.size).ok_or_else(|| Error(format!("module {i} wraps around")))?;
+        modules.push(Module { start: m.paddr, end, cmdline });
     }
     let mut memory = Vec::new();
     if info.version >= 1 {
@@ -202,9 +186,7 @@ pub fn from_pvh(mem: &dyn PhysMem, paddr: u64) -> Result<BootInfo, Error> {
         }
     }
     if memory.is_empty() {
-        return Err(Error(
-            "hvm_start_info carries no memory map (version 0): Keel needs one".into(),
-        ));
+        return Err(Error("hvm_start_info carries no memory map (version 0): Keel needs one".into()));
     }
     memory.sort_by_key(|r| r.start);
     Ok(BootInfo {
@@ -220,11 +202,7 @@ pub fn from_pvh(mem: &dyn PhysMem, paddr: u64) -> Result<BootInfo, Error> {
 
 fn push_region(memory: &mut Vec<MemRegion>, start: u64, size: u64, kind: MemKind) {
     if size > 0 {
-        memory.push(MemRegion {
-            start,
-            end: start.saturating_add(size),
-            kind,
-        });
+        memory.push(MemRegion { start, end: start.saturating_add(size), kind });
     }
 }
 
@@ -236,26 +214,12 @@ pub unsafe fn from_multiboot2(paddr: u64) -> Result<BootInfo, Error> {
     use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
     // SAFETY: the caller guarantees `paddr` points at the loader's boot information, which stays untouched
     // (the frame allocator keeps `info_range` reserved).
-    let mbi =
-        unsafe { BootInformation::load(paddr as *const BootInformationHeader) }.map_err(|e| {
-            Error(format!(
-                "multiboot2 information at {paddr:#x} is invalid: {e:?}"
-            ))
-        })?;
-    let loader = mbi
-        .boot_loader_name_tag()
-        .and_then(|t| t.name().ok())
-        .unwrap_or("unknown")
-        .to_string();
-    let cmdline = mbi
-        .command_line_tag()
-        .and_then(|t| t.cmdline().ok())
-        .unwrap_or("")
-        .to_string();
+    let mbi = unsafe { BootInformation::load(paddr as *const BootInformationHeader) }
+        .map_err(|e| Error(format!("multiboot2 information at {paddr:#x} is invalid: {e:?}")))?;
+    let loader = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()).unwrap_or("unknown").to_string();
+    let cmdline = mbi.command_line_tag().and_then(|t| t.cmdline().ok()).unwrap_or("").to_string();
     let mut memory = Vec::new();
-    let map = mbi
-        .memory_map_tag()
-        .ok_or_else(|| Error("multiboot2 information has no memory map".into()))?;
+    let map = mbi.memory_map_tag().ok_or_else(|| Error("multiboot2 information has no memory map".into()))?;
     for a in map.memory_areas() {
         let kind = match MemoryAreaType::from(a.typ()) {
             MemoryAreaType::Available => MemKind::Usable,
@@ -276,15 +240,9 @@ pub unsafe fn from_multiboot2(paddr: u64) -> Result<BootInfo, Error> {
         })
         .collect();
     let acpi = if let Some(v2) = mbi.rsdp_v2_tag() {
-        Some(AcpiRoot::Sdt {
-            revision: 2,
-            address: v2.xsdt_address() as u64,
-        })
+        Some(AcpiRoot::Sdt { revision: 2, address: v2.xsdt_address() as u64 })
     } else {
-        mbi.rsdp_v1_tag().map(|v1| AcpiRoot::Sdt {
-            revision: 0,
-            address: v1.rsdt_address() as u64,
-        })
+        mbi.rsdp_v1_tag().map(|v1| AcpiRoot::Sdt { revision: 0, address: v1.rsdt_address() as u64 })
     };
     Ok(BootInfo {
         protocol: Protocol::Multiboot2,
@@ -354,8 +312,7 @@ impl ModuleKind {
 mod tests {
     use super::*;
     use multiboot2::{
-        BootLoaderNameTag, Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType,
-        MemoryMapTag, ModuleTag,
+        BootLoaderNameTag, Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryAreaType, MemoryMapTag, ModuleTag,
     };
 
     #[test]
@@ -378,14 +335,7 @@ mod tests {
         assert_eq!(info.loader, "GRUB 2.06-13+deb12u1");
         assert_eq!(info.cmdline, "console=com1 loglvl=all");
         assert_eq!(info.memory.len(), 3);
-        assert_eq!(
-            info.memory[0],
-            MemRegion {
-                start: 0,
-                end: 0x9fc00,
-                kind: MemKind::Usable
-            }
-        );
+        assert_eq!(info.memory[0], MemRegion { start: 0, end: 0x9fc00, kind: MemKind::Usable });
         assert_eq!(info.memory[1].kind, MemKind::Reserved);
         assert_eq!(info.modules.len(), 2);
         assert_eq!(info.modules[0].cmdline, "console=hvc0");
@@ -412,18 +362,13 @@ mod tests {
         fn put<T: Copy>(&mut self, paddr: u64, v: &T) {
             let off = (paddr - self.base) as usize;
             // SAFETY: T is a plain-old-data ABI struct; we view its bytes only to copy them.
-            let bytes = unsafe {
-                core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
-            };
+            let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
             self.data[off..off + bytes.len()].copy_from_slice(bytes);
         }
     }
 
     fn pvh_image() -> Buf {
-        let mut b = Buf {
-            base: 0x1000,
-            data: alloc::vec![0; 0x1000],
-        };
+        let mut b = Buf { base: 0x1000, data: alloc::vec![0; 0x1000] };
         b.put(
             0x1000,
             &HvmStartInfo {
@@ -438,35 +383,11 @@ mod tests {
                 ..Default::default()
             },
         );
-        b.put(
-            0x1100,
-            &HvmModlistEntry {
-                paddr: 0x200_0000,
-                size: 1234,
-                cmdline_paddr: 0x1280,
-                reserved: 0,
-            },
-        );
+        b.put(0x1100, &HvmModlistEntry { paddr: 0x200_0000, size: 1234, cmdline_paddr: 0x1280, reserved: 0 });
         b.data[0x200..0x20d].copy_from_slice(b"selftest=boot");
         b.data[0x280..0x28c].copy_from_slice(b"console=hvc0");
-        b.put(
-            0x1300,
-            &HvmMemmapEntry {
-                addr: 0x100000,
-                size: 0x1000_0000,
-                typ: 1,
-                reserved: 0,
-            },
-        );
-        b.put(
-            0x1318,
-            &HvmMemmapEntry {
-                addr: 0,
-                size: 0x9fc00,
-                typ: 1,
-                reserved: 0,
-            },
-        );
+        b.put(0x1300, &HvmMemmapEntry { addr: 0x100000, size: 0x1000_0000, typ: 1, reserved: 0 });
+        b.put(0x1318, &HvmMemmapEntry { addr: 0, size: 0x9fc00, typ: 1, reserved: 0 });
         b
     }
 
@@ -478,11 +399,7 @@ mod tests {
         assert_eq!(info.cmdline, "selftest=boot");
         assert_eq!(
             info.modules,
-            [Module {
-                start: 0x200_0000,
-                end: 0x200_0000 + 1234,
-                cmdline: "console=hvc0".into()
-            }]
+            [Module { start: 0x200_0000, end: 0x200_0000 + 1234, cmdline: "console=hvc0".into() }]
         );
         assert_eq!(info.memory[0].start, 0);
         assert_eq!(info.memory[1].end, 0x1010_0000);
@@ -498,10 +415,7 @@ mod tests {
         assert!(from_pvh(&b, 0x1ff0).unwrap_err().0.contains("not readable"));
         let mut b = pvh_image();
         b.put(0x1000 + 12, &500u32); // nr_modules beyond the buffer
-        assert!(from_pvh(&b, 0x1000)
-            .unwrap_err()
-            .0
-            .contains("module list entry"));
+        assert!(from_pvh(&b, 0x1000).unwrap_err().0.contains("module list entry"));
     }
 
     #[test]
@@ -512,10 +426,7 @@ mod tests {
         assert_eq!(ModuleKind::guess(b"\x7fELF\x02\x01"), ModuleKind::Elf);
         assert_eq!(ModuleKind::guess(b"07070100000001"), ModuleKind::Cpio);
         assert_eq!(ModuleKind::guess(&[0x1f, 0x8b, 8, 0]), ModuleKind::Gzip);
-        assert_eq!(
-            ModuleKind::guess(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
-            ModuleKind::Xz
-        );
+        assert_eq!(ModuleKind::guess(&[0xfd, b'7', b'z', b'X', b'Z', 0]), ModuleKind::Xz);
         assert_eq!(ModuleKind::guess(b"hello"), ModuleKind::Unknown);
     }
 }

@@ -80,13 +80,7 @@ pub struct ComConfig {
 
 impl Default for ComConfig {
     fn default() -> Self {
-        Self {
-            baud: Some(115_200),
-            data_bits: 8,
-            parity: Parity::None,
-            stop_bits: 1,
-            io_base: 0x3f8,
-        }
+        Self { baud: Some(115_200), data_bits: 8, parity: Parity::None, stop_bits: 1, io_base: 0x3f8 }
     }
 }
 
@@ -107,9 +101,7 @@ impl ComConfig {
         if let Some(dps) = parts.next().filter(|p| !p.is_empty()) {
             let b = dps.as_bytes();
             if b.len() != 3 {
-                return Err(format!(
-                    "'{dps}' is not <data bits><parity><stop bits>, e.g. 8n1"
-                ));
+                return Err(format!("'{dps}' is not <data bits><parity><stop bits>, e.g. 8n1"));
             }
             cfg.data_bits = match b[0] {
                 b'5'..=b'8' => b[0] - b'0',
@@ -144,6 +136,8 @@ pub enum Selftest {
     Boot,
     /// CPU 1 touches an unmapped address; CPU 0 must carry on and power off.
     PageFault,
+    /// Create and destroy 100 domains; every frame must come back.
+    Domains,
 }
 
 /// A memory size as Xen writes it: a number with an optional `B`, `K`, `M`, `G` or `T` suffix (default KiB).
@@ -228,11 +222,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
             Some((n, v)) => (n, Some(v)),
             None => (word, None),
         };
-        let mut bad = |what: &str| {
-            warnings.push(Warning(format!(
-                "option '{word}': {what}; using the default"
-            )))
-        };
+        let mut bad = |what: &str| warnings.push(Warning(format!("option '{word}': {what}; using the default")));
         match (name, value) {
             ("console", Some(v)) => {
                 o.console_com1 = false;
@@ -240,9 +230,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                     match target {
                         "com1" => o.console_com1 = true,
                         "none" => {}
-                        other => bad(&format!(
-                            "console target '{other}' is not supported (only com1)"
-                        )),
+                        other => bad(&format!("console target '{other}' is not supported (only com1)")),
                     }
                 }
             }
@@ -263,7 +251,8 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
             ("selftest", Some(v)) => match v {
                 "boot" => o.selftest = Some(Selftest::Boot),
                 "pagefault" => o.selftest = Some(Selftest::PageFault),
-                _ => bad("self tests are 'boot' and 'pagefault'"),
+                "domains" => o.selftest = Some(Selftest::Domains),
+                _ => bad("self tests are 'boot', 'pagefault' and 'domains'"),
             },
             ("dom0_mem", Some(v)) => {
                 // Xen allows `dom0_mem=512M,max:1G`; the first plain size is the initial allocation.
@@ -285,9 +274,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 Some(n) if n > 0 && n <= u32::MAX as u64 => o.maxcpus = Some(n as u32),
                 _ => bad("expected a CPU count"),
             },
-            _ => warnings.push(Warning(format!(
-                "unknown command-line option '{word}' ignored"
-            ))),
+            _ => warnings.push(Warning(format!("unknown command-line option '{word}' ignored"))),
         }
     }
     (o, warnings)
@@ -310,10 +297,7 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         assert!(o.console_com1);
         assert_eq!(o.com1.baud, Some(115_200));
-        assert_eq!(
-            (o.com1.data_bits, o.com1.parity, o.com1.stop_bits),
-            (8, Parity::None, 1)
-        );
+        assert_eq!((o.com1.data_bits, o.com1.parity, o.com1.stop_bits), (8, Parity::None, 1));
         assert_eq!(o.loglvl, LogLevel::All);
     }
 
@@ -323,13 +307,7 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(
             o.com1,
-            ComConfig {
-                baud: Some(9600),
-                data_bits: 7,
-                parity: Parity::Even,
-                stop_bits: 2,
-                io_base: 0x2f8
-            }
+            ComConfig { baud: Some(9600), data_bits: 7, parity: Parity::Even, stop_bits: 2, io_base: 0x2f8 }
         );
         let (o, _) = parse("com1=auto");
         assert_eq!(o.com1.baud, None);
@@ -347,12 +325,7 @@ mod tests {
     #[test]
     fn unknown_options_are_reported() {
         let (_, w) = parse("frobnicate=7 console=com1");
-        assert_eq!(
-            w,
-            [Warning(
-                "unknown command-line option 'frobnicate=7' ignored".into()
-            )]
-        );
+        assert_eq!(w, [Warning("unknown command-line option 'frobnicate=7' ignored".into())]);
     }
 
     #[test]
@@ -382,10 +355,7 @@ mod tests {
     #[test]
     fn selftests() {
         assert_eq!(parse("selftest=boot").0.selftest, Some(Selftest::Boot));
-        assert_eq!(
-            parse("selftest=pagefault").0.selftest,
-            Some(Selftest::PageFault)
-        );
+        assert_eq!(parse("selftest=pagefault").0.selftest, Some(Selftest::PageFault));
         assert_eq!(parse("selftest=nope").1.len(), 1);
     }
 

@@ -26,10 +26,7 @@ impl<const N: usize> Default for LogRing<N> {
 impl<const N: usize> LogRing<N> {
     /// An empty ring.
     pub const fn new() -> Self {
-        Self {
-            buf: [0; N],
-            written: 0,
-        }
+        Self { buf: [0; N], written: 0 }
     }
 
     /// Appends bytes, overwriting the oldest ones once full.
@@ -86,10 +83,7 @@ struct State {
     sink: Option<Sink>,
 }
 
-static mut STATE: State = State {
-    ring: LogRing::new(),
-    sink: None,
-};
+static mut STATE: State = State { ring: LogRing::new(), sink: None };
 const NO_OWNER: u32 = u32::MAX;
 static OWNER: AtomicU32 = AtomicU32::new(NO_OWNER);
 static THRESHOLD: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
@@ -100,10 +94,7 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let me = CPU_ID.get().map_or(0, |id| id());
     let nested = OWNER.load(Ordering::Acquire) == me;
     if !nested {
-        while OWNER
-            .compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while OWNER.compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
             core::hint::spin_loop();
         }
     }
@@ -187,10 +178,7 @@ pub fn log(level: LogLevel, args: fmt::Arguments) {
     if !enabled(level) {
         return;
     }
-    let mut line = Line {
-        buf: [0; 512],
-        len: 0,
-    };
+    let mut line = Line { buf: [0; 512], len: 0 };
     line.push(b"(KEEL) ");
     let _ = line.write_fmt(args);
     line.buf[line.len] = b'\n';

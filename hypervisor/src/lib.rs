@@ -11,6 +11,7 @@ pub mod arch;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod console;
+pub mod dom0;
 pub mod domain;
 pub mod hvm;
 pub mod hypercall;

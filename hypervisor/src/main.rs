@@ -14,9 +14,7 @@ mod bare {
 
     use alloc::vec::Vec;
     use core::sync::atomic::Ordering;
-    use keel::arch::x86::{
-        acpi, apic, cpu, fpu, gdt, paging, percpu, power, rtc, serial, smp, time, trap,
-    };
+    use keel::arch::x86::{acpi, apic, cpu, fpu, gdt, paging, percpu, power, rtc, serial, smp, time, trap};
     use keel::bootinfo::{self, BootInfo, MemKind, ModuleKind, PhysMem, Protocol};
     use keel::cmdline::{self, Options, Selftest};
     use keel::mm::{self, frame::FrameAllocator};
@@ -24,10 +22,7 @@ mod bare {
     use keel::{hvm, sched, xtf};
 
     core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
-    core::arch::global_asm!(
-        include_str!("../../boot/ap_trampoline.S"),
-        options(att_syntax)
-    );
+    core::arch::global_asm!(include_str!("../../boot/ap_trampoline.S"), options(att_syntax));
 
     extern "C" {
         static __image_start: u8;
@@ -49,7 +44,6 @@ mod bare {
     #[global_allocator]
     static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
 
-    static HVM: spin::Once<hvm::Support> = spin::Once::new();
     static OPTIONS: spin::Once<Options> = spin::Once::new();
 
     /// Physical memory as the boot parsers see it: identity-mapped by the boot page tables (first 4 GiB).
@@ -67,10 +61,7 @@ mod bare {
     }
 
     fn image_range() -> (u64, u64) {
-        (
-            core::ptr::addr_of!(__image_start) as u64,
-            core::ptr::addr_of!(__image_end) as u64,
-        )
+        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
     }
 
     /// Called by `boot/entry.S` on the boot CPU, in long mode on the boot stack.
@@ -79,10 +70,7 @@ mod bare {
         percpu::install(0, 0);
         console::set_cpu_id_fn(percpu::current_index);
         // SAFETY: HEAP_AREA is used by nothing but the allocator, initialised exactly once, here.
-        unsafe {
-            HEAP.lock()
-                .init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE)
-        };
+        unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE) };
 
         let boot = match read_boot_info(protocol, info_paddr) {
             Ok(b) => b,
@@ -100,10 +88,7 @@ mod bare {
                 error!("COM1: {e}; console output kept in memory only");
             }
         }
-        info!(
-            "Keel v{} (Xen-compatible hypervisor)",
-            env!("CARGO_PKG_VERSION")
-        );
+        info!("Keel v{} (Xen-compatible hypervisor)", env!("CARGO_PKG_VERSION"));
         info!("Boot loader: {}", boot.loader);
         info!("Command line: {}", boot.cmdline);
         for w in &warnings {
@@ -137,12 +122,7 @@ mod bare {
             apic::version() & 0xff,
             cal.apic_timer_hz / 1000
         );
-        info!(
-            "TSC: {}.{:03} MHz ({:?})",
-            cal.tsc_hz / 1_000_000,
-            cal.tsc_hz / 1000 % 1000,
-            cal.source
-        );
+        info!("TSC: {}.{:03} MHz ({:?})", cal.tsc_hz / 1_000_000, cal.tsc_hz / 1000 % 1000, cal.source);
         rtc::init();
         sched::init();
 
@@ -151,41 +131,29 @@ mod bare {
             "CPU: {} family {:#x} model {:#x} stepping {} \"{}\"",
             id.vendor_string, id.family, id.model, id.stepping, id.brand
         );
-        let support = HVM.call_once(|| hvm::detect(id.vendor, opts.hvm));
+        let support = hvm::set_support(hvm::detect(id.vendor, opts.hvm));
         hvm::log_summary(support);
 
         cpu_online(0);
 
-        let apic_ids: Vec<u32> = host
-            .topology
-            .cpus
-            .iter()
-            .filter(|c| c.enabled)
-            .map(|c| c.apic_id)
-            .collect();
+        let apic_ids: Vec<u32> = host.topology.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
         let tramp = trampoline();
-        let online = smp::start_aps(
-            &tramp,
-            &apic_ids,
-            cr3,
-            ap_entry,
-            opts.maxcpus.map_or(usize::MAX, |m| m as usize),
-        );
+        let online = smp::start_aps(&tramp, &apic_ids, cr3, ap_entry, opts.maxcpus.map_or(usize::MAX, |m| m as usize));
         info!("Brought up {} CPUs", online);
         sched::set_online_cpus(online as u32);
         let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
-        info!(
-            "Memory: {} MiB free after start-up",
-            (free * mm::PAGE_SIZE) >> 20
-        );
+        info!("Memory: {} MiB free after start-up", (free * mm::PAGE_SIZE) >> 20);
 
         match opts.selftest {
             Some(Selftest::Boot) => selftest_boot(online),
             Some(Selftest::PageFault) => selftest_pagefault(),
+            Some(Selftest::Domains) => selftest_domains(support),
             None => {}
         }
         if opts.xtf {
             xtf::start(&boot.modules, support);
+        } else if !boot.modules.is_empty() {
+            keel::dom0::build(&boot.modules, opts, support, online as u32);
         }
         sched::cpu_loop()
     }
@@ -195,9 +163,7 @@ mod bare {
             // SAFETY: the loader put its multiboot2 information at `info_paddr` (EAX carried the magic).
             Some(Protocol::Multiboot2) => unsafe { bootinfo::from_multiboot2(info_paddr as u64) },
             Some(Protocol::Pvh) => bootinfo::from_pvh(&BootMem, info_paddr as u64),
-            None => Err(bootinfo::Error(
-                "entered without multiboot2 magic or PVH note".into(),
-            )),
+            None => Err(bootinfo::Error("entered without multiboot2 magic or PVH note".into())),
         }
     }
 
@@ -213,13 +179,7 @@ mod bare {
             };
             info!(" {:016x} - {:016x} ({kind})", r.start, r.end);
         }
-        let top = boot
-            .memory
-            .iter()
-            .filter(|r| r.kind == MemKind::Usable)
-            .map(|r| r.end)
-            .max()
-            .unwrap_or(0);
+        let top = boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| r.end).max().unwrap_or(0);
         let mut frames = FrameAllocator::new(top);
         for r in boot.memory.iter().filter(|r| r.kind == MemKind::Usable) {
             frames.add_free_range(r.start, r.end);
@@ -274,10 +234,7 @@ mod bare {
     fn read_acpi(boot: &BootInfo) -> acpi::HostAcpi {
         let Some(root) = boot.acpi else {
             warning!("ACPI: the boot loader passed no RSDP; running on the boot CPU only");
-            return acpi::HostAcpi {
-                topology: default_topology(),
-                ..Default::default()
-            };
+            return acpi::HostAcpi { topology: default_topology(), ..Default::default() };
         };
         match acpi::read(root) {
             Ok(mut h) => {
@@ -288,41 +245,23 @@ mod bare {
                     h.topology = default_topology();
                 }
                 let t = &h.topology;
-                let ids: Vec<u32> = t
-                    .cpus
-                    .iter()
-                    .filter(|c| c.enabled)
-                    .map(|c| c.apic_id)
-                    .collect();
-                info!(
-                    "ACPI: {} CPUs enabled in the MADT, APIC ids {:?}",
-                    ids.len(),
-                    ids
-                );
+                let ids: Vec<u32> = t.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
+                info!("ACPI: {} CPUs enabled in the MADT, APIC ids {:?}", ids.len(), ids);
                 for io in &t.ioapics {
-                    info!(
-                        "ACPI: IO-APIC id {} at {:#x}, GSI base {}",
-                        io.id, io.address, io.gsi_base
-                    );
+                    info!("ACPI: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
                 }
                 power::init(h.power.clone());
                 h
             }
             Err(e) => {
                 warning!("{e}; running on the boot CPU only");
-                acpi::HostAcpi {
-                    topology: default_topology(),
-                    ..Default::default()
-                }
+                acpi::HostAcpi { topology: default_topology(), ..Default::default() }
             }
         }
     }
 
     fn default_topology() -> acpi::Topology {
-        acpi::Topology {
-            lapic_address: 0xfee0_0000,
-            ..Default::default()
-        }
+        acpi::Topology { lapic_address: 0xfee0_0000, ..Default::default() }
     }
 
     fn mask_8259() {
@@ -352,7 +291,7 @@ mod bare {
     /// Per-CPU steps shared by the boot CPU and the APs, once descriptor tables and the APIC are up.
     fn cpu_online(index: u32) {
         fpu::init_this_cpu();
-        if let Some(s) = HVM.get() {
+        if let Some(s) = hvm::support() {
             hvm::enable_this_cpu(s, index);
         }
         apic::timer_oneshot_ns(sched::TICK_NS);
@@ -388,19 +327,11 @@ mod bare {
             }
             cpu::enable_interrupts_and_halt();
         }
-        let ticks: Vec<u64> = percpu::started()
-            .map(|c| c.ticks.load(Ordering::Relaxed))
-            .collect();
+        let ticks: Vec<u64> = percpu::started().map(|c| c.ticks.load(Ordering::Relaxed)).collect();
         if ticks.iter().all(|&t| t >= 5) && ticks.len() == online {
-            info!(
-                "selftest: timer ticking on all {} CPUs (ticks {:?})",
-                online, ticks
-            );
+            info!("selftest: timer ticking on all {} CPUs (ticks {:?})", online, ticks);
         } else {
-            error!(
-                "selftest: timers not ticking everywhere (ticks {:?})",
-                ticks
-            );
+            error!("selftest: timers not ticking everywhere (ticks {:?})", ticks);
         }
         finish()
     }
@@ -421,6 +352,48 @@ mod bare {
         } else {
             error!("selftest: CPU1 did not report its fault");
         }
+        finish()
+    }
+
+    /// Creates and destroys 100 domains (2 vCPUs with hardware contexts, 8 MiB each) and checks that every
+    /// frame came back.
+    fn selftest_domains(support: &hvm::Support) -> ! {
+        let before = mm::free_frames();
+        for i in 0..100 {
+            let cfg = keel::domain::DomainConfig {
+                name: alloc::format!("leak{i}"),
+                vcpus: 2,
+                memory: 8 << 20,
+                weight: sched::DEFAULT_WEIGHT,
+                cap: 0,
+                expect_crash: false,
+            };
+            match keel::domain::create(cfg, support) {
+                Ok(d) => {
+                    for v in &d.vcpus {
+                        let hw = hvm::HwVcpu::new(
+                            support,
+                            d.mem.lock().p2m.root(),
+                            hvm::InitState::Pvh { entry: 0x10_0000, start_info: 0x9000 },
+                        );
+                        if let Ok(hw) = hw {
+                            *v.hw.lock() = Some(hw);
+                        }
+                    }
+                    d.shutdown(keel_abi::hypercall::ShutdownReason::Poweroff);
+                    let _ = keel::domain::destroy(&d);
+                }
+                Err(e) => {
+                    error!("selftest: domain {i} not created: {}", e.0);
+                    finish();
+                }
+            }
+        }
+        let after = mm::free_frames();
+        info!(
+            "selftest: 100 domains created and destroyed; free frames before {before}, after {after}{}",
+            if before == after { "" } else { " (LEAK)" }
+        );
         finish()
     }
 

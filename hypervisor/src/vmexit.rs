@@ -2,7 +2,8 @@
 //! guest does wrong ends that guest through [`Domain::crash`], never the host.
 
 use crate::domain::{self, evtchn, Domain, Vcpu};
-use crate::hvm::{vector, Event, Exit, HwVcpu};
+use crate::hvm::vlapic::{self, Dest, IpiRequest, WriteEffect};
+use crate::hvm::{vector, Event, Exit, HwVcpu, InitState};
 use crate::hypercall;
 use alloc::format;
 use alloc::sync::Arc;
@@ -24,25 +25,45 @@ pub enum Outcome {
     Stop,
 }
 
-/// Injects the event-channel upcall when one is pending, or asks for an interrupt window.
+/// Injects what is pending, by priority: an NMI, the event-channel upcall (directly, bypassing the vLAPIC, as
+/// Xen does), then the highest deliverable vLAPIC interrupt. Asks for an interrupt window when the guest cannot
+/// take one now.
 pub fn deliver_events(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) {
-    let cb = dom.params.lock()[keel_abi::shared_info::hvm_param::CALLBACK_IRQ as usize];
-    if cb >> 56 != keel_abi::shared_info::hvm_param::CALLBACK_TYPE_VECTOR
-        || !evtchn::upcall_pending(dom, v)
-    {
-        if v.window_requested.swap(false, Ordering::Relaxed) {
-            hw.request_interrupt_window(false);
-        }
+    if v.nmi_pending.load(Ordering::Acquire) && hw.inject(Event::Nmi) {
+        v.nmi_pending.store(false, Ordering::Release);
         return;
     }
-    let vec = cb as u8;
-    if hw.interruptible() {
-        if hw.inject(Event::Interrupt(vec)) && v.window_requested.swap(false, Ordering::Relaxed) {
-            hw.request_interrupt_window(false);
+    let cb = dom.params.lock()[keel_abi::shared_info::hvm_param::CALLBACK_IRQ as usize];
+    let upcall = cb >> 56 == keel_abi::shared_info::hvm_param::CALLBACK_TYPE_VECTOR && evtchn::upcall_pending(dom, v);
+    let lapic_vec = if upcall { None } else { v.lapic.lock().pending() };
+    let want = if upcall { Some(cb as u8) } else { lapic_vec };
+    match want {
+        None => {
+            if v.window_requested.swap(false, Ordering::Relaxed) {
+                hw.request_interrupt_window(false);
+            }
         }
-    } else if !v.window_requested.swap(true, Ordering::Relaxed) {
-        hw.request_interrupt_window(true);
+        Some(vec) if hw.interruptible() => {
+            if hw.inject(Event::Interrupt(vec)) {
+                if lapic_vec.is_some() {
+                    v.lapic.lock().accept(vec);
+                }
+                if v.window_requested.swap(false, Ordering::Relaxed) {
+                    hw.request_interrupt_window(false);
+                }
+            }
+        }
+        Some(_) => {
+            if !v.window_requested.swap(true, Ordering::Relaxed) {
+                hw.request_interrupt_window(true);
+            }
+        }
     }
+}
+
+/// Whether the vCPU has an interrupt it would take (wakes it from HLT).
+pub fn has_pending_interrupt(dom: &Domain, v: &Vcpu) -> bool {
+    evtchn::upcall_pending(dom, v) || v.nmi_pending.load(Ordering::Acquire) || v.lapic.lock().pending().is_some()
 }
 
 /// Handles one exit.
@@ -59,20 +80,14 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
             hw.skip_instruction(1);
             if hw.rflags() & (1 << 9) == 0 {
                 Outcome::Offline
-            } else if evtchn::upcall_pending(dom, v) {
+            } else if has_pending_interrupt(dom, v) {
                 Outcome::Continue
             } else {
                 Outcome::Block
             }
         }
         Exit::Msr { write } => msr(dom, v, hw, write),
-        Exit::Io {
-            port,
-            size,
-            input,
-            string,
-            rep,
-        } => io(dom, hw, port, size, input, string, rep),
+        Exit::Io { port, size, input, string, rep } => io(dom, hw, port, size, input, string, rep),
         Exit::NestedPageFault { gpa, write, fetch } => {
             let kind = if fetch {
                 "instruction fetch"
@@ -89,35 +104,20 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
             Outcome::Stop
         }
         Exit::TripleFault => {
-            dom.crash(&format!(
-                "triple fault (vCPU {}, RIP {:#x})",
-                v.id,
-                hw.rip()
-            ));
+            dom.crash(&format!("triple fault (vCPU {}, RIP {:#x})", v.id, hw.rip()));
             Outcome::Stop
         }
-        Exit::ExternalInterrupt | Exit::Nmi | Exit::InterruptWindow | Exit::Init => {
-            Outcome::Continue
-        }
+        Exit::ExternalInterrupt | Exit::Nmi | Exit::InterruptWindow | Exit::Init => Outcome::Continue,
         Exit::VirtInstruction => {
-            hw.inject(Event::Exception {
-                vector: vector::UD,
-                error: None,
-            });
+            hw.inject(Event::Exception { vector: vector::UD, error: None });
             Outcome::Continue
         }
         Exit::Exception { vector, error } => {
-            dom.crash(&format!(
-                "unexpected exception {vector} (error {error:?}) at RIP {:#x}",
-                hw.rip()
-            ));
+            dom.crash(&format!("unexpected exception {vector} (error {error:?}) at RIP {:#x}", hw.rip()));
             Outcome::Stop
         }
         Exit::InvalidState { detail } => {
-            dom.crash(&format!(
-                "VM entry failed: invalid guest state ({detail:#x}) at RIP {:#x}",
-                hw.rip()
-            ));
+            dom.crash(&format!("VM entry failed: invalid guest state ({detail:#x}) at RIP {:#x}", hw.rip()));
             Outcome::Stop
         }
         Exit::Unknown { code } => {
@@ -146,8 +146,7 @@ fn fetch_insn(dom: &Domain, hw: &HwVcpu, buf: &mut [u8]) -> bool {
 /// guest's own #UD and goes back to it.
 fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
     let mut insn = [0u8; 3];
-    if fetch_insn(dom, hw, &mut insn) && (insn == [0x0f, 0x01, 0xc1] || insn == [0x0f, 0x01, 0xd9])
-    {
+    if fetch_insn(dom, hw, &mut insn) && (insn == [0x0f, 0x01, 0xc1] || insn == [0x0f, 0x01, 0xd9]) {
         // No hardware next-RIP for a #UD: the length is that of VMCALL/VMMCALL.
         hw.set_rip(hw.rip() + 3);
         if hw.paging().cpl != 0 {
@@ -156,10 +155,7 @@ fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
         }
         return hypercall::dispatch(dom, v, hw);
     }
-    hw.inject(Event::Exception {
-        vector: vector::UD,
-        error: None,
-    });
+    hw.inject(Event::Exception { vector: vector::UD, error: None });
     Outcome::Continue
 }
 
@@ -175,19 +171,11 @@ pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u
         let s = xcpuid::SIGNATURE;
         return match leaf {
             xcpuid::BASE => (xcpuid::MAX_LEAF, s[0], s[1], s[2]),
-            l if l == xcpuid::BASE + 1 => (
-                (keel_abi::XEN_VERSION.0 << 16) | keel_abi::XEN_VERSION.1,
-                0,
-                0,
-                0,
-            ),
+            l if l == xcpuid::BASE + 1 => ((keel_abi::XEN_VERSION.0 << 16) | keel_abi::XEN_VERSION.1, 0, 0, 0),
             l if l == xcpuid::BASE + 2 => (1, xcpuid::HYPERCALL_PAGE_MSR, 0, 0),
-            l if l == xcpuid::BASE + 4 => (
-                xcpuid::hvm_flags::VCPU_ID_PRESENT | xcpuid::hvm_flags::DOMID_PRESENT,
-                v.id,
-                dom.id as u32,
-                0,
-            ),
+            l if l == xcpuid::BASE + 4 => {
+                (xcpuid::hvm_flags::VCPU_ID_PRESENT | xcpuid::hvm_flags::DOMID_PRESENT, v.id, dom.id as u32, 0)
+            }
             _ => (0, 0, 0, 0),
         };
     }
@@ -196,11 +184,12 @@ pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u
         1 => {
             c |= xcpuid::LEAF1_ECX_HYPERVISOR;
             c &= !(1 << 5 | 1 << 3 | 1 << 26 | 1 << 27); // VMX, MONITOR, XSAVE, OSXSAVE
+            c |= 1 << 21; // x2APIC: the vLAPIC is x2APIC-only
             b = (b & 0x00ff_ffff) | (v.id << 24);
             b = (b & 0xff00_ffff) | ((dom.vcpus.len() as u32 & 0xff) << 16);
             d |= 1 << 28; // HTT: the logical-processor count in EBX is valid
         }
-        0xd => (a, b, c, d) = (0, 0, 0, 0),
+        0xb | 0xd | 0x1f => (a, b, c, d) = (0, 0, 0, 0),
         0x8000_0001 => c &= !(1 << 2), // SVM
         0x8000_000a => (a, b, c, d) = (0, 0, 0, 0),
         _ => {}
@@ -243,10 +232,7 @@ fn msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, write: bool) -> Outcom
     if ok {
         hw.skip_instruction(2);
     } else {
-        hw.inject(Event::Exception {
-            vector: vector::GP,
-            error: Some(0),
-        });
+        hw.inject(Event::Exception { vector: vector::GP, error: Some(0) });
     }
     Outcome::Continue
 }
@@ -256,8 +242,10 @@ fn read_msr(v: &Vcpu, hw: &HwVcpu, index: u32) -> Option<u64> {
         return Some(x);
     }
     match index {
+        vlapic::MSR_FIRST..=vlapic::MSR_LAST => v.lapic.lock().read(index, crate::arch::x86::time::now_ns()),
         MSR_TSC => Some(crate::arch::x86::cpu::rdtsc()),
-        MSR_APIC_BASE => Some(0xfee0_0000 | 1 << 11 | if v.id == 0 { 1 << 8 } else { 0 }),
+        // Enabled, in x2APIC mode from reset (as firmware would leave it), BSP flag on vCPU 0.
+        MSR_APIC_BASE => Some(0xfee0_0000 | 1 << 11 | 1 << 10 | if v.id == 0 { 1 << 8 } else { 0 }),
         MSR_MTRR_CAP => Some(0x508), // 8 variable ranges, fixed ranges, write-combining
         MSR_MISC_ENABLE => Some(1),
         0x200..=0x2ff => Some(v.msrs.lock().get(&index).copied().unwrap_or(0)),
@@ -266,11 +254,26 @@ fn read_msr(v: &Vcpu, hw: &HwVcpu, index: u32) -> Option<u64> {
     }
 }
 
-fn write_msr(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, index: u32, value: u64) -> bool {
+fn write_msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, index: u32, value: u64) -> bool {
     if hw.write_msr(index, value) {
         return true;
     }
     match index {
+        vlapic::MSR_FIRST..=vlapic::MSR_LAST => {
+            let effect = v.lapic.lock().write(index, value, crate::arch::x86::time::now_ns());
+            match effect {
+                WriteEffect::Fault => false,
+                WriteEffect::None => true,
+                WriteEffect::Timer => {
+                    crate::sched::lapic_timer_changed();
+                    true
+                }
+                WriteEffect::Ipi(req) => {
+                    send_ipi(dom, v, req);
+                    true
+                }
+            }
+        }
         xcpuid::HYPERCALL_PAGE_MSR => match hypercall::install_page(dom, value) {
             Ok(()) => true,
             Err(e) => {
@@ -291,23 +294,11 @@ fn write_msr(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, index: u32, value: u6
 const DEBUG_PORT: u16 = 0xe9;
 
 #[allow(clippy::too_many_arguments)]
-fn io(
-    dom: &Arc<Domain>,
-    hw: &mut HwVcpu,
-    port: u16,
-    size: u8,
-    input: bool,
-    string: bool,
-    rep: bool,
-) -> Outcome {
+fn io(dom: &Arc<Domain>, hw: &mut HwVcpu, port: u16, size: u8, input: bool, string: bool, rep: bool) -> Outcome {
     if string {
         // INS/OUTS: only the debug port is given data; everything else is dropped or reads all-ones.
         let count = if rep { hw.gprs().rcx & 0xffff_ffff } else { 1 }.min(4096);
-        let (reg, dir) = if input {
-            (hw.gprs().rdi, 1)
-        } else {
-            (hw.gprs().rsi, 1)
-        };
+        let (reg, dir) = if input { (hw.gprs().rdi, 1) } else { (hw.gprs().rsi, 1) };
         let len = count * size as u64;
         if !input && port == DEBUG_PORT {
             let mut buf = alloc::vec![0u8; len as usize];
@@ -339,15 +330,52 @@ fn io(
             2 => 0xffff,
             _ => 0xffff_ffff,
         };
-        g.rax = if size == 4 {
-            mask
-        } else {
-            (g.rax & !mask) | mask
-        };
+        g.rax = if size == 4 { mask } else { (g.rax & !mask) | mask };
     } else if port == DEBUG_PORT {
         let b = hw.gprs().rax as u8;
         dom.console_write(&[b]);
     }
     hw.skip_instruction(0);
     Outcome::Continue
+}
+
+/// Delivers an IPI a vCPU sent through its vLAPIC.
+fn send_ipi(dom: &Arc<Domain>, from: &Arc<Vcpu>, req: IpiRequest) {
+    let dest = match req {
+        IpiRequest::Fixed { dest, .. }
+        | IpiRequest::Nmi { dest }
+        | IpiRequest::Init { dest }
+        | IpiRequest::Startup { dest, .. } => dest,
+    };
+    for t in dom.vcpus.iter().filter(|t| match dest {
+        Dest::One(id) => t.id == id,
+        Dest::SelfOnly => t.id == from.id,
+        Dest::All => true,
+        Dest::AllButSelf => t.id != from.id,
+    }) {
+        match req {
+            IpiRequest::Fixed { vector, .. } => {
+                t.lapic.lock().set_irr(vector);
+                crate::sched::kick(t);
+            }
+            IpiRequest::Nmi { .. } => {
+                t.nmi_pending.store(true, Ordering::Release);
+                crate::sched::kick(t);
+            }
+            IpiRequest::Init { .. } => {
+                if t.id != from.id && t.hw.try_lock().is_some_and(|h| h.is_none()) {
+                    t.wait_for_sipi.store(true, Ordering::Release);
+                }
+            }
+            IpiRequest::Startup { vector, .. } => {
+                if t.wait_for_sipi.swap(false, Ordering::AcqRel) {
+                    if let Some(support) = crate::hvm::support() {
+                        if let Err(e) = domain::start_vcpu(t, support, InitState::Sipi { vector }) {
+                            crate::warning!("d{}: cannot start vCPU {}: {}", dom.id, t.id, e.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

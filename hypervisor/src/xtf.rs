@@ -29,13 +29,8 @@ pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
         expect_crash: false,
     };
     for word in s.split_ascii_whitespace() {
-        let (k, v) = word
-            .split_once('=')
-            .ok_or_else(|| format!("'{word}' is not key=value"))?;
-        let num = |v: &str| {
-            v.parse::<u32>()
-                .map_err(|_| format!("'{word}': not a number"))
-        };
+        let (k, v) = word.split_once('=').ok_or_else(|| format!("'{word}' is not key=value"))?;
+        let num = |v: &str| v.parse::<u32>().map_err(|_| format!("'{word}': not a number"));
         match k {
             "name" => cfg.name = v.to_string(),
             "vcpus" => cfg.vcpus = num(v)?,
@@ -71,21 +66,21 @@ fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
         let mem = dom.mem.lock();
         let entry = loader::load_pvh(&mem, image).map_err(|e| e.0)?;
         let map = loader::memory_map(memory, START_INFO_GPA);
-        let si =
-            loader::write_start_info(&mem, START_INFO_GPA, 0, "", &[], &map).map_err(|e| e.0)?;
+        let si = loader::write_start_info(&mem, START_INFO_GPA, 0, "", &[], &map, 0).map_err(|e| e.0)?;
         Ok((entry, si))
     };
     match setup() {
         Ok((entry, si)) => {
             for v in &dom.vcpus {
-                domain::start_vcpu_pvh(v, support, entry, si).map_err(|e| e.0)?;
+                domain::start_vcpu(v, support, crate::hvm::InitState::Pvh { entry, start_info: si })
+                    .map_err(|e| e.0)?;
             }
             Ok(dom)
         }
         Err(e) => {
             let msg = format!("{name}: {e}");
             dom.crash(&msg);
-            domain::destroy(&dom);
+            let _ = domain::destroy(&dom);
             Err(msg)
         }
     }
@@ -100,12 +95,7 @@ pub fn start(modules: &[Module], support: &Support) -> usize {
     for m in modules {
         match build(m, support) {
             Ok(d) => {
-                crate::info!(
-                    "xtf: started d{} ({}) with {} vCPUs",
-                    d.id,
-                    d.name,
-                    d.vcpus.len()
-                );
+                crate::info!("xtf: started d{} ({}) with {} vCPUs", d.id, d.name, d.vcpus.len());
                 started += 1;
             }
             Err(e) => {
@@ -147,16 +137,9 @@ fn finish_one() {
     if REMAINING.fetch_sub(1, Ordering::AcqRel) > 1 {
         return;
     }
-    let (t, p, f) = (
-        TOTAL.load(Ordering::Relaxed),
-        PASSED.load(Ordering::Relaxed),
-        FAILED.load(Ordering::Relaxed),
-    );
+    let (t, p, f) = (TOTAL.load(Ordering::Relaxed), PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
     crate::info!("xtf: {t} guests, {p} passed, {f} failed");
-    crate::info!(
-        "Memory: {} MiB free after the test guests",
-        (crate::mm::free_frames() * 4096) >> 20
-    );
+    crate::info!("Memory: {} MiB free after the test guests", (crate::mm::free_frames() * 4096) >> 20);
     if f == 0 && t > 0 {
         crate::arch::x86::power::power_off();
     }
@@ -171,27 +154,10 @@ mod tests {
     fn module_strings() {
         let s = parse_spec("name=spin vcpus=2 memory=16 weight=512 cap=25").unwrap();
         assert_eq!(s.config.name, "spin");
-        assert_eq!(
-            (
-                s.config.vcpus,
-                s.config.memory,
-                s.config.weight,
-                s.config.cap
-            ),
-            (2, 16 << 20, 512, 25)
-        );
-        assert!(
-            parse_spec("name=t expect=crash")
-                .unwrap()
-                .config
-                .expect_crash
-        );
+        assert_eq!((s.config.vcpus, s.config.memory, s.config.weight, s.config.cap), (2, 16 << 20, 512, 25));
+        assert!(parse_spec("name=t expect=crash").unwrap().config.expect_crash);
         assert!(parse_spec("vcpus=2").unwrap_err().contains("name="));
-        assert!(parse_spec("name=x vcpus=two")
-            .unwrap_err()
-            .contains("not a number"));
-        assert!(parse_spec("name=x colour=red")
-            .unwrap_err()
-            .contains("unknown"));
+        assert!(parse_spec("name=x vcpus=two").unwrap_err().contains("not a number"));
+        assert!(parse_spec("name=x colour=red").unwrap_err().contains("unknown"));
     }
 }

@@ -7,7 +7,11 @@
 //!
 //! Environment: `KEEL_ACCEL` (tcg, the default, or kvm), `KEEL_QEMU` (the QEMU binary),
 //! `KEEL_LOG_DIR` (keep each run's serial log there as `<name>.log`). `cargo xtask test` also sets the
-//! artifact paths read by [`env_path`]: `KEEL_ELF`, `KEEL_ISO`, `KEEL_VMLINUZ`, `KEEL_INITRD`.
+//! artifact paths read by [`env_path`]: `KEEL_ELF`, `KEEL_ISO`, `KEEL_VMLINUZ`, `KEEL_INITRD`, and
+//! `KEEL_GUESTS`, the directory of the test-guest ELFs that [`xtf`] puts on GRUB ISOs ([`iso`]).
+
+pub mod iso;
+pub mod xtf;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,11 +32,7 @@ pub fn env_path(var: &str) -> PathBuf {
         panic!("{var} is not set: run `cargo xtask test` (it builds the images and sets {var})");
     };
     let path = PathBuf::from(value);
-    assert!(
-        path.is_file(),
-        "{var}={} does not exist: run `cargo xtask test`",
-        path.display()
-    );
+    assert!(path.is_file(), "{var}={} does not exist: run `cargo xtask test`", path.display());
     path
 }
 
@@ -43,20 +43,14 @@ pub fn env_or(var: &str, default: &str) -> String {
 
 /// Size in bytes of a file the test compares against Keel's report.
 pub fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()))
-        .len()
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display())).len()
 }
 
 /// How QEMU loads Keel.
 #[derive(Debug, Clone)]
 pub enum Boot {
     /// `-kernel elf -append …` through the ELF's PVH note; `-initrd` becomes the one module.
-    Kernel {
-        elf: PathBuf,
-        append: String,
-        initrd: Option<PathBuf>,
-    },
+    Kernel { elf: PathBuf, append: String, initrd: Option<PathBuf> },
     /// GRUB from an ISO (`-cdrom iso -boot d`); the command line and modules are in its grub.cfg.
     Cdrom { iso: PathBuf },
 }
@@ -80,13 +74,7 @@ impl Qemu {
         let accel = env_or("KEEL_ACCEL", "tcg");
         let cpu = if accel == "tcg" { TCG_CPU } else { "host" }.to_string();
         Qemu {
-            name: std::thread::current()
-                .name()
-                .unwrap_or("qemu")
-                .rsplit("::")
-                .next()
-                .unwrap_or("qemu")
-                .to_string(),
+            name: std::thread::current().name().unwrap_or("qemu").rsplit("::").next().unwrap_or("qemu").to_string(),
             accel,
             cpu,
             smp: 1,
@@ -99,11 +87,7 @@ impl Qemu {
 
     /// Boots `elf` through its PVH note with `append` as the command line.
     pub fn kernel(elf: impl Into<PathBuf>, append: &str) -> Self {
-        Self::new(Boot::Kernel {
-            elf: elf.into(),
-            append: append.into(),
-            initrd: None,
-        })
+        Self::new(Boot::Kernel { elf: elf.into(), append: append.into(), initrd: None })
     }
 
     /// Boots a GRUB ISO.
@@ -189,11 +173,7 @@ impl Qemu {
         .map(|s| s.to_string())
         .collect();
         match &self.boot {
-            Boot::Kernel {
-                elf,
-                append,
-                initrd,
-            } => {
+            Boot::Kernel { elf, append, initrd } => {
                 a.extend(["-kernel".into(), elf.display().to_string()]);
                 a.extend(["-append".into(), append.clone()]);
                 if let Some(initrd) = initrd {
@@ -221,16 +201,12 @@ impl Qemu {
         let qemu = env_or("KEEL_QEMU", "qemu-system-x86_64");
         let secs = self.timeout.as_secs().max(1).to_string();
         let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", &secs, &qemu])
-            .args(self.args(&serial))
-            .stdin(Stdio::null());
+        cmd.args(["-k", "5", &secs, &qemu]).args(self.args(&serial)).stdin(Stdio::null());
         let command = describe(&cmd);
         eprintln!("[{}] $ {command}", self.name);
 
         let start = Instant::now();
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
         let elapsed = start.elapsed();
         let bytes = std::fs::read(&serial).unwrap_or_default();
         let _ = std::fs::remove_file(&serial);
@@ -241,14 +217,7 @@ impl Qemu {
         }
         let mut qemu_output = String::from_utf8_lossy(&out.stdout).into_owned();
         qemu_output.push_str(&String::from_utf8_lossy(&out.stderr));
-        let run = Run {
-            name: self.name,
-            command,
-            exit_code: out.status.code(),
-            log,
-            qemu_output,
-            elapsed,
-        };
+        let run = Run { name: self.name, command, exit_code: out.status.code(), log, qemu_output, elapsed };
         eprintln!(
             "[{}] {}, {:.1} s, {} serial lines",
             run.name,
@@ -266,10 +235,7 @@ fn describe(cmd: &Command) -> String {
         .chain(cmd.get_args())
         .map(|a| {
             let a = a.to_string_lossy();
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
                 a.into_owned()
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -314,18 +280,9 @@ impl Run {
     pub fn fail(&self, msg: &str) -> ! {
         let mut report = format!("[{}] {msg}\n", self.name);
         let _ = writeln!(report, "--- command ---\n{}", self.command);
-        let _ = writeln!(
-            report,
-            "--- QEMU {} after {:.1} s ---",
-            self.status_text(),
-            self.elapsed.as_secs_f64()
-        );
+        let _ = writeln!(report, "--- QEMU {} after {:.1} s ---", self.status_text(), self.elapsed.as_secs_f64());
         if !self.qemu_output.trim().is_empty() {
-            let _ = writeln!(
-                report,
-                "--- QEMU's own output ---\n{}",
-                self.qemu_output.trim_end()
-            );
+            let _ = writeln!(report, "--- QEMU's own output ---\n{}", self.qemu_output.trim_end());
         }
         let _ = write!(report, "{}", log_block(&self.log));
         panic!("{report}");
@@ -340,10 +297,7 @@ impl Run {
     #[track_caller]
     pub fn assert_exit_code(&self, code: i32) -> &Self {
         if self.exit_code != Some(code) {
-            self.fail(&format!(
-                "expected QEMU exit status {code}, got {}",
-                self.status_text()
-            ));
+            self.fail(&format!("expected QEMU exit status {code}, got {}", self.status_text()));
         }
         self
     }
@@ -382,13 +336,8 @@ impl Run {
     pub fn assert_exact_line(&self, line: &str) -> &Self {
         if !self.keel_lines().any(|l| l.trim_end() == line) {
             let prefix: String = line.chars().take_while(|&c| c != ':').collect();
-            let near: Vec<&str> = self
-                .keel_lines()
-                .filter(|l| l.starts_with(&prefix))
-                .collect();
-            self.fail(&format!(
-                "no serial line is exactly {line:?}; lines starting {prefix:?}: {near:#?}"
-            ));
+            let near: Vec<&str> = self.keel_lines().filter(|l| l.starts_with(&prefix)).collect();
+            self.fail(&format!("no serial line is exactly {line:?}; lines starting {prefix:?}: {near:#?}"));
         }
         self
     }
@@ -396,22 +345,15 @@ impl Run {
     /// Some Keel line is `head`, or `head` followed by a space and more (e.g. ` at 0x…`).
     #[track_caller]
     pub fn assert_line_starting(&self, head: &str) -> &str {
-        let found = self.keel_lines().find(|l| {
-            l.trim_end() == head
-                || l.strip_prefix(head)
-                    .is_some_and(|rest| rest.starts_with(' '))
-        });
+        let found = self
+            .keel_lines()
+            .find(|l| l.trim_end() == head || l.strip_prefix(head).is_some_and(|rest| rest.starts_with(' ')));
         match found {
             Some(l) => l,
             None => {
                 let prefix: String = head.chars().take_while(|&c| c != ':').collect();
-                let near: Vec<&str> = self
-                    .keel_lines()
-                    .filter(|l| l.starts_with(&prefix))
-                    .collect();
-                self.fail(&format!(
-                    "no serial line starts with {head:?}; lines starting {prefix:?}: {near:#?}"
-                ))
+                let near: Vec<&str> = self.keel_lines().filter(|l| l.starts_with(&prefix)).collect();
+                self.fail(&format!("no serial line starts with {head:?}; lines starting {prefix:?}: {near:#?}"))
             }
         }
     }
@@ -419,9 +361,7 @@ impl Run {
     #[track_caller]
     pub fn assert_no_line(&self, needle: &str) -> &Self {
         if let Some(l) = self.lines().find(|l| l.contains(needle)) {
-            self.fail(&format!(
-                "unexpected serial line containing {needle:?}: {l:?}"
-            ));
+            self.fail(&format!("unexpected serial line containing {needle:?}: {l:?}"));
         }
         self
     }
@@ -431,9 +371,7 @@ impl Run {
     pub fn assert_count(&self, needle: &str, n: usize) -> &Self {
         let got = self.count_lines_matching(needle);
         if got != n {
-            self.fail(&format!(
-                "expected {n} serial lines containing {needle:?}, found {got}"
-            ));
+            self.fail(&format!("expected {n} serial lines containing {needle:?}, found {got}"));
         }
         self
     }
@@ -444,12 +382,7 @@ impl Run {
         let mut after = 0;
         let mut previous = None;
         for needle in needles {
-            match self
-                .lines()
-                .enumerate()
-                .skip(after)
-                .find(|(_, l)| l.contains(needle))
-            {
+            match self.lines().enumerate().skip(after).find(|(_, l)| l.contains(needle)) {
                 Some((i, _)) => after = i + 1,
                 None => self.fail(&match previous {
                     Some(p) => format!("no line containing {needle:?} after the line with {p:?}"),
@@ -468,11 +401,7 @@ fn log_block(log: &str) -> String {
         "--- serial log ({} lines) ---\n{}{}--- end of serial log ---\n",
         log.lines().count(),
         log,
-        if log.is_empty() || log.ends_with('\n') {
-            ""
-        } else {
-            "\n"
-        }
+        if log.is_empty() || log.ends_with('\n') { "" } else { "\n" }
     )
 }
 
@@ -517,10 +446,7 @@ mod tests {
     #[test]
     fn finds_and_counts_lines() {
         assert_eq!(count_lines_matching(LOG, "SVM enabled (NPT: yes"), 2);
-        assert_eq!(
-            assert_line(LOG, "Boot loader"),
-            "(KEEL) Boot loader: GRUB 2.06"
-        );
+        assert_eq!(assert_line(LOG, "Boot loader"), "(KEEL) Boot loader: GRUB 2.06");
         let r = run(LOG, 0);
         r.assert_line_starting("(KEEL) Boot loader: GRUB");
         r.assert_success()
@@ -562,10 +488,7 @@ mod tests {
 
     #[test]
     fn line_starts_end_at_a_word() {
-        let r = run(
-            "(KEEL) Module 0: type=gzip size=12 cmdline=\"\" at 0x1000\n",
-            0,
-        );
+        let r = run("(KEEL) Module 0: type=gzip size=12 cmdline=\"\" at 0x1000\n", 0);
         r.assert_line_starting("(KEEL) Module 0: type=gzip size=12 cmdline=\"\"");
         let text = panic_text(|| {
             r.assert_line_starting("(KEEL) Module 0: type=gzip size=1");
@@ -583,18 +506,12 @@ mod tests {
 
     #[test]
     fn debug_exit_status_is_decoded() {
-        assert_eq!(
-            run("", 3).status_text(),
-            "exit status 3 (debug-exit value 0x1)"
-        );
+        assert_eq!(run("", 3).status_text(), "exit status 3 (debug-exit value 0x1)");
     }
 
     #[test]
     fn command_line_has_the_fixed_parts() {
-        let q = Qemu::kernel("/k", "console=com1 selftest=boot")
-            .accel("tcg")
-            .cpu(TCG_CPU)
-            .smp(4);
+        let q = Qemu::kernel("/k", "console=com1 selftest=boot").accel("tcg").cpu(TCG_CPU).smp(4);
         let a = q.args(Path::new("/tmp/s"));
         let joined = a.join(" ");
         for part in [

@@ -17,8 +17,7 @@ fn pvh(append: &str) -> Qemu {
 fn clean_power_off(run: &Run) {
     run.assert_success();
     run.assert_line_starting("(KEEL) Keel v0.1.0");
-    run.assert_no_line("EXCEPTION")
-        .assert_line("(KEEL) Powering off");
+    run.assert_no_line("EXCEPTION").assert_line("(KEEL) Powering off");
 }
 
 #[test]
@@ -40,9 +39,7 @@ fn no_svm_cpu() {
     let run = pvh(SELFTEST_BOOT).cpu("qemu64,-svm").smp(2).run();
     clean_power_off(&run);
     run.assert_line("(KEEL) HVM/PVH guests are unavailable: ");
-    run.assert_no_line("SVM enabled")
-        .assert_no_line("VMXON is done")
-        .assert_exact_line("(KEEL) Brought up 2 CPUs");
+    run.assert_no_line("SVM enabled").assert_no_line("VMXON is done").assert_exact_line("(KEEL) Brought up 2 CPUs");
 }
 
 #[test]
@@ -52,8 +49,7 @@ fn svm_without_npt() {
     for n in 0..2 {
         run.assert_count(&format!("(KEEL) CPU{n}: SVM enabled (NPT: no, ASIDs: "), 1);
     }
-    run.assert_no_line("NPT: yes")
-        .assert_exact_line("(KEEL) Brought up 2 CPUs");
+    run.assert_no_line("NPT: yes").assert_exact_line("(KEEL) Brought up 2 CPUs");
 }
 
 #[test]
@@ -62,9 +58,7 @@ fn hvm_off_switch() {
     clean_power_off(&run);
     let line = run.assert_line("(KEEL) HVM/PVH guests are unavailable: ");
     if !line.contains("hvm=off") {
-        run.fail(&format!(
-            "the unavailable line does not mention hvm=off: {line:?}"
-        ));
+        run.fail(&format!("the unavailable line does not mention hvm=off: {line:?}"));
     }
     run.assert_no_line("SVM enabled");
 }
@@ -90,23 +84,16 @@ fn grub_modules_listed() {
     let run = Qemu::cdrom(iso).smp(2).timeout_secs(ISO_TIMEOUT).run();
     clean_power_off(&run);
     run.assert_line("(KEEL) Boot loader: GRUB");
-    run.assert_exact_line(&format!("(KEEL) Command line: {cmdline}"))
-        .assert_count("(KEEL) Module ", 2);
+    run.assert_exact_line(&format!("(KEEL) Command line: {cmdline}")).assert_count("(KEEL) Module ", 2);
     // Keel may add more after the cmdline (its load address); the modules are passed as they are
     // (grub.cfg uses --nounzip, or GRUB would gunzip the initramfs).
-    run.assert_line_starting(&format!(
-        "(KEEL) Module 0: type=bzImage size={vmlinuz} cmdline=\"console=hvc0\""
-    ));
-    run.assert_line_starting(&format!(
-        "(KEEL) Module 1: type=gzip size={initrd} cmdline=\"\""
-    ));
+    run.assert_line_starting(&format!("(KEEL) Module 0: type=bzImage size={vmlinuz} cmdline=\"console=hvc0\""));
+    run.assert_line_starting(&format!("(KEEL) Module 1: type=gzip size={initrd} cmdline=\"\""));
 }
 
 #[test]
 fn pagefault_on_cpu1_does_not_stop_cpu0() {
-    let run = pvh("console=com1 loglvl=all selftest=pagefault")
-        .smp(2)
-        .run();
+    let run = pvh("console=com1 loglvl=all selftest=pagefault").smp(2).run();
     run.assert_success();
     let header = run.assert_line("(KEEL) *** CPU1 EXCEPTION #PF (vector 14) error=0x");
     if !header.trim_end().ends_with("***") {
@@ -116,15 +103,35 @@ fn pagefault_on_cpu1_does_not_stop_cpu0() {
     for reg in ["RIP=", "RSP=", "CR2=0x00007fffdead0000"] {
         run.assert_order(&["*** CPU1 EXCEPTION #PF", reg]);
     }
-    run.assert_order(&[
-        "*** CPU1 EXCEPTION #PF",
-        "(KEEL) CPU1 halted after fatal exception",
-    ])
-    .assert_order(&[
-        "*** CPU1 EXCEPTION #PF",
-        "(KEEL) selftest: CPU0 carries on after CPU1's fault",
-        "(KEEL) Powering off",
-    ])
-    .assert_count("EXCEPTION", 1)
-    .assert_no_line("CPU0 EXCEPTION");
+    run.assert_order(&["*** CPU1 EXCEPTION #PF", "(KEEL) CPU1 halted after fatal exception"])
+        .assert_order(&[
+            "*** CPU1 EXCEPTION #PF",
+            "(KEEL) selftest: CPU0 carries on after CPU1's fault",
+            "(KEEL) Powering off",
+        ])
+        .assert_count("EXCEPTION", 1)
+        .assert_no_line("CPU0 EXCEPTION");
+}
+
+#[test]
+fn hundred_domains_leak_nothing() {
+    let run = pvh("console=com1 selftest=domains").smp(2).run();
+    run.assert_success();
+    let line = run.assert_line("(KEEL) selftest: 100 domains created and destroyed; free frames before ");
+    let nums: Vec<u64> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    // "100", before, after
+    if nums.len() < 3 || nums[1] != nums[2] || nums[1] == 0 {
+        run.fail(&format!("free frame counts differ: {line:?}"));
+    }
+    run.assert_count("shut down: poweroff", 100).assert_no_line("LEAK").assert_line("(KEEL) Powering off");
+}
+
+#[test]
+fn guests_refused_without_npt() {
+    // `selftest=domains` tries to create domains; without NPT Keel must refuse them cleanly.
+    let run = pvh("console=com1 selftest=domains").cpu("qemu64").smp(2).run();
+    run.assert_success();
+    run.assert_line("HVM/PVH guests need nested paging (NPT)");
+    run.assert_no_line("EXCEPTION").assert_line("(KEEL) Powering off");
 }

@@ -16,8 +16,7 @@ const CPUS: u32 = 4;
 const MEM: &str = "512M";
 const TIMEOUT_SECS: u32 = 120;
 const DOC: &str = "docs/benchmarks.md";
-const BEGIN: &str =
-    "<!-- xtask-bench:boot begin (written by `cargo xtask bench`; edits here are lost) -->";
+const BEGIN: &str = "<!-- xtask-bench:boot begin (written by `cargo xtask bench`; edits here are lost) -->";
 const END: &str = "<!-- xtask-bench:boot end -->";
 
 #[derive(clap::Args, Clone)]
@@ -69,9 +68,7 @@ fn boot_once(elf: &std::path::Path) -> Result<Marks> {
         .stdout(Stdio::piped());
 
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .context(format!("cannot start {}", util::describe(&cmd)))?;
+    let mut child = cmd.spawn().context(format!("cannot start {}", util::describe(&cmd)))?;
     let mut out = BufReader::new(child.stdout.take().expect("piped"));
     let mut marks = Marks::default();
     let mut log = String::new();
@@ -94,20 +91,16 @@ fn boot_once(elf: &std::path::Path) -> Result<Marks> {
     } else if marks.power_off.is_none() {
         Some("no `Powering off` line".to_string())
     } else if marks.svm_lines != CPUS as usize {
-        Some(format!(
-            "{} `SVM enabled` lines for {CPUS} CPUs",
-            marks.svm_lines
-        ))
+        Some(format!("{} `SVM enabled` lines for {CPUS} CPUs", marks.svm_lines))
     } else {
         None
     };
     match problem {
         None => Ok(marks),
-        Some(p) => Err(format!(
-            "bench boot failed: {p}\n$ {}\n--- serial log ---\n{log}--- end ---",
-            util::describe(&cmd)
-        )
-        .into()),
+        Some(p) => {
+            Err(format!("bench boot failed: {p}\n$ {}\n--- serial log ---\n{log}--- end ---", util::describe(&cmd))
+                .into())
+        }
     }
 }
 
@@ -115,11 +108,7 @@ fn boot_once(elf: &std::path::Path) -> Result<Marks> {
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    };
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2 };
     (median, v[0], v[n - 1])
 }
 
@@ -159,12 +148,7 @@ pub fn cmd(args: &Args) -> Result<()> {
         return Err("--runs must be at least 1".into());
     }
     let elf = args.elf.get()?;
-    let iso = image::build(&image::Args {
-        elf: ElfArg {
-            elf: Some(elf.clone()),
-        },
-        ..image::Args::default()
-    })?;
+    let iso = image::build(&image::Args { elf: ElfArg { elf: Some(elf.clone()) }, ..image::Args::default() })?;
 
     let mut runs = Vec::new();
     for i in 1..=args.runs {
@@ -238,8 +222,7 @@ pub fn cmd(args: &Args) -> Result<()> {
     let doc = match std::fs::read_to_string(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "# Benchmarks\n\nFigures measured on real runs; each section says how and where.\n"
-                .into()
+            "# Benchmarks\n\nFigures measured on real runs; each section says how and where.\n".into()
         }
         Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
     };
@@ -259,10 +242,7 @@ mod tests {
     fn median_min_max() {
         let ms = |v: &[u64]| v.iter().map(|&x| Duration::from_millis(x)).collect();
         let (med, min, max) = stats(ms(&[500, 100, 300]));
-        assert_eq!(
-            (med.as_millis(), min.as_millis(), max.as_millis()),
-            (300, 100, 500)
-        );
+        assert_eq!((med.as_millis(), min.as_millis(), max.as_millis()), (300, 100, 500));
         let (med, _, _) = stats(ms(&[400, 100, 300, 200]));
         assert_eq!(med.as_millis(), 250);
     }
@@ -270,10 +250,7 @@ mod tests {
     #[test]
     fn splice_replaces_only_its_section() {
         let first = splice("# Benchmarks\n\nintro\n", &format!("{BEGIN}\nA\n{END}"));
-        assert_eq!(
-            first,
-            format!("# Benchmarks\n\nintro\n\n{BEGIN}\nA\n{END}\n")
-        );
+        assert_eq!(first, format!("# Benchmarks\n\nintro\n\n{BEGIN}\nA\n{END}\n"));
         let doc = format!("{first}\n## Other\nkeep\n");
         let second = splice(&doc, &format!("{BEGIN}\nB\n{END}"));
         assert!(second.contains("\nB\n") && !second.contains("\nA\n"));

@@ -28,41 +28,17 @@ struct Need {
 }
 
 const NEEDS: &[Need] = &[
-    Need {
-        package: "qemu-system-x86",
-        why: "qemu-system-x86_64 >= 8 whose TCG offers svm and npt",
-        check: check_qemu,
-    },
+    Need { package: "qemu-system-x86", why: "qemu-system-x86_64 >= 8 whose TCG offers svm and npt", check: check_qemu },
     Need {
         package: "grub-pc-bin",
         why: "GRUB's i386-pc modules for grub-mkrescue",
         check: || file_exists("/usr/lib/grub/i386-pc/multiboot2.mod"),
     },
-    Need {
-        package: "grub-common",
-        why: "grub-mkrescue",
-        check: || program("grub-mkrescue"),
-    },
-    Need {
-        package: "xorriso",
-        why: "xorriso (ISO writer behind grub-mkrescue)",
-        check: || program("xorriso"),
-    },
-    Need {
-        package: "mtools",
-        why: "mformat (grub-mkrescue's EFI image)",
-        check: || program("mformat"),
-    },
-    Need {
-        package: "busybox-static",
-        why: "a static /bin/busybox for the test initramfs",
-        check: check_busybox,
-    },
-    Need {
-        package: "cpio",
-        why: "cpio to pack the initramfs",
-        check: || program("cpio"),
-    },
+    Need { package: "grub-common", why: "grub-mkrescue", check: || program("grub-mkrescue") },
+    Need { package: "xorriso", why: "xorriso (ISO writer behind grub-mkrescue)", check: || program("xorriso") },
+    Need { package: "mtools", why: "mformat (grub-mkrescue's EFI image)", check: || program("mformat") },
+    Need { package: "busybox-static", why: "a static /bin/busybox for the test initramfs", check: check_busybox },
+    Need { package: "cpio", why: "cpio to pack the initramfs", check: || program("cpio") },
 ];
 
 fn program(name: &str) -> Result<(), String> {
@@ -108,22 +84,14 @@ pub fn qemu_version_line() -> Result<String> {
 fn check_qemu() -> Result<(), String> {
     program(QEMU)?;
     let line = qemu_version_line().map_err(|e| e.to_string())?;
-    let (major, minor) = parse_qemu_version(&line)
-        .ok_or_else(|| format!("cannot read QEMU's version from {line:?}"))?;
+    let (major, minor) =
+        parse_qemu_version(&line).ok_or_else(|| format!("cannot read QEMU's version from {line:?}"))?;
     if major < MIN_QEMU_MAJOR {
-        return Err(format!(
-            "QEMU {major}.{minor} is too old (need >= {MIN_QEMU_MAJOR}, for SVM+NPT under TCG)"
-        ));
+        return Err(format!("QEMU {major}.{minor} is too old (need >= {MIN_QEMU_MAJOR}, for SVM+NPT under TCG)"));
     }
     // The CPUID flags QEMU knows are listed after "Recognized CPUID flags:".
-    let help =
-        util::output(Command::new(QEMU).args(["-cpu", "help"])).map_err(|e| e.to_string())?;
-    let flags: Vec<&str> = help
-        .split("CPUID flags:")
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let help = util::output(Command::new(QEMU).args(["-cpu", "help"])).map_err(|e| e.to_string())?;
+    let flags: Vec<&str> = help.split("CPUID flags:").nth(1).unwrap_or_default().split_whitespace().collect();
     for flag in ["svm", "npt"] {
         if !flags.contains(&flag) {
             return Err(format!("{QEMU} -cpu help does not list the `{flag}` flag"));
@@ -148,9 +116,7 @@ fn backports_configured() -> bool {
     let mut files = vec![Path::new("/etc/apt/sources.list").to_path_buf()];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         files.extend(
-            dir.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources")),
+            dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources")),
         );
     }
     files.iter().any(|f| {
@@ -180,19 +146,12 @@ pub fn ensure() -> Result<()> {
     let (id, codename) = os_release();
     let bookworm = id == "debian" && codename == "bookworm";
     let qemu_missing = missing.iter().any(|n| n.package == "qemu-system-x86");
-    let plain: Vec<&str> = missing
-        .iter()
-        .map(|n| n.package)
-        .filter(|p| !(bookworm && *p == "qemu-system-x86"))
-        .collect();
+    let plain: Vec<&str> =
+        missing.iter().map(|n| n.package).filter(|p| !(bookworm && *p == "qemu-system-x86")).collect();
 
     let mut commands: Vec<Vec<String>> = vec![vec!["apt-get".into(), "update".into()]];
     let install = |extra: &[&str]| -> Vec<String> {
-        ["apt-get", "install", "-y"]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
+        ["apt-get", "install", "-y"].iter().chain(extra).map(|s| s.to_string()).collect()
     };
     if !plain.is_empty() {
         commands.push(install(&plain));
@@ -219,17 +178,11 @@ pub fn ensure() -> Result<()> {
             .map_err(|e| format!("cannot write {BACKPORTS_SOURCE}: {e}"))?;
     }
     for c in &commands {
-        util::run(
-            Command::new(&c[0])
-                .args(&c[1..])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
+        util::run(Command::new(&c[0]).args(&c[1..]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
 
-    let still: Vec<String> = NEEDS
-        .iter()
-        .filter_map(|n| (n.check)().err().map(|e| format!("{}: {e}", n.package)))
-        .collect();
+    let still: Vec<String> =
+        NEEDS.iter().filter_map(|n| (n.check)().err().map(|e| format!("{}: {e}", n.package))).collect();
     if still.is_empty() {
         eprintln!("deps: all host packages present");
         Ok(())
@@ -242,14 +195,7 @@ pub fn ensure() -> Result<()> {
 pub fn cmd() -> Result<()> {
     ensure()?;
     println!("deps: {}", qemu_version_line()?);
-    println!(
-        "deps: ok ({})",
-        NEEDS
-            .iter()
-            .map(|n| n.package)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("deps: ok ({})", NEEDS.iter().map(|n| n.package).collect::<Vec<_>>().join(", "));
     Ok(())
 }
 
@@ -260,15 +206,10 @@ mod tests {
     #[test]
     fn qemu_versions() {
         assert_eq!(
-            parse_qemu_version(
-                "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"
-            ),
+            parse_qemu_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
             Some((10, 0))
         );
-        assert_eq!(
-            parse_qemu_version("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u7)"),
-            Some((7, 2))
-        );
+        assert_eq!(parse_qemu_version("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u7)"), Some((7, 2)));
         assert_eq!(parse_qemu_version("something else"), None);
     }
 }

@@ -34,11 +34,7 @@ pub fn segments(image: &[u8]) -> Result<Vec<Segment>> {
     Ok((0..phnum)
         .map(|i| {
             let ph = phoff + i * phentsize;
-            Segment {
-                kind: u32_at(ph),
-                file_size: u64_at(ph + 0x20),
-                mem_size: u64_at(ph + 0x28),
-            }
+            Segment { kind: u32_at(ph), file_size: u64_at(ph + 0x20), mem_size: u64_at(ph + 0x28) }
         })
         .collect())
 }
@@ -55,10 +51,7 @@ pub fn is_static(path: &Path) -> Result<bool> {
 
 /// Sum of the `PT_LOAD` segments' (file, memory) sizes: what a loader really copies.
 pub fn load_sizes(path: &Path) -> Result<(u64, u64)> {
-    Ok(read(path)?
-        .iter()
-        .filter(|s| s.kind == PT_LOAD)
-        .fold((0, 0), |(f, m), s| (f + s.file_size, m + s.mem_size)))
+    Ok(read(path)?.iter().filter(|s| s.kind == PT_LOAD).fold((0, 0), |(f, m), s| (f + s.file_size, m + s.mem_size)))
 }
 
 #[cfg(test)]

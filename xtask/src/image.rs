@@ -3,10 +3,8 @@
 use crate::util::{self, Context, Result};
 use crate::{initramfs, kernel, ElfArg};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub const DEFAULT_CMDLINE: &str = "console=com1 loglvl=all";
-const TEMPLATE: &str = "boot/grub.cfg.in";
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -25,12 +23,7 @@ pub struct Args {
 
 impl Default for Args {
     fn default() -> Self {
-        Args {
-            cmdline: DEFAULT_CMDLINE.into(),
-            no_modules: false,
-            out: None,
-            elf: ElfArg::default(),
-        }
+        Args { cmdline: DEFAULT_CMDLINE.into(), no_modules: false, out: None, elf: ElfArg::default() }
     }
 }
 
@@ -41,12 +34,7 @@ pub fn default_path() -> PathBuf {
 /// Fills in the grub.cfg template: drops its `#` comments, puts in the command line,
 /// keeps or drops the `module2` lines.
 pub fn render_grub_cfg(template: &str, cmdline: &str, modules: bool) -> String {
-    template
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| modules || !l.trim_start().starts_with("module2"))
-        .map(|l| l.replace("@KEEL_CMDLINE@", cmdline) + "\n")
-        .collect()
+    keel_tests::iso::render_grub_cfg(template, cmdline, if modules { None } else { Some(&[]) })
 }
 
 /// What goes onto the ISO besides GRUB.
@@ -78,9 +66,9 @@ pub fn write_iso(contents: &Contents, cmdline: &str, out: &Path) -> Result<()> {
     if cmdline.contains(['\n', '\r']) {
         return Err("the command line must be one line".into());
     }
-    let template_path = util::root().join(TEMPLATE);
-    let template = std::fs::read_to_string(&template_path)
-        .context(format!("cannot read {}", template_path.display()))?;
+    let template_path = keel_tests::iso::template_path();
+    let template =
+        std::fs::read_to_string(&template_path).context(format!("cannot read {}", template_path.display()))?;
 
     let stage = util::target_dir().join("iso-root");
     util::remove_dir(&stage)?;
@@ -94,33 +82,17 @@ pub fn write_iso(contents: &Contents, cmdline: &str, out: &Path) -> Result<()> {
         copy(vmlinuz, "vmlinuz")?;
         copy(initrd, "initrd.img")?;
     }
-    std::fs::write(
-        boot.join("grub/grub.cfg"),
-        render_grub_cfg(&template, cmdline, contents.modules.is_some()),
-    )?;
+    std::fs::write(boot.join("grub/grub.cfg"), render_grub_cfg(&template, cmdline, contents.modules.is_some()))?;
 
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // grub-mkrescue (xorriso) is chatty on stderr: show it only when it fails.
-    // A serial-console GRUB needs no fonts, themes or translations (they were 6 of its 11 MB).
-    let mut mkrescue = Command::new("grub-mkrescue");
-    mkrescue
-        .args(["--fonts=", "--locales=", "--themes="])
-        .arg("-o")
-        .arg(out)
-        .arg(&stage);
-    eprintln!("$ {}", util::describe(&mkrescue));
-    util::output(&mut mkrescue)?;
+    keel_tests::iso::mkrescue(&stage, out)?;
     eprintln!(
         "image: {} ({}, cmdline {cmdline:?}, {})",
         util::show(out),
         util::human_size(util::file_size(out)?),
-        if contents.modules.is_some() {
-            "with vmlinuz + initramfs modules"
-        } else {
-            "no modules"
-        }
+        if contents.modules.is_some() { "with vmlinuz + initramfs modules" } else { "no modules" }
     );
     Ok(())
 }
@@ -136,7 +108,7 @@ mod tests {
     use super::*;
 
     fn template() -> String {
-        std::fs::read_to_string(util::root().join(TEMPLATE)).unwrap()
+        std::fs::read_to_string(keel_tests::iso::template_path()).unwrap()
     }
 
     #[test]

@@ -14,15 +14,8 @@ use std::process::{Command, Stdio};
 const BUSYBOX: &str = "/bin/busybox";
 const INIT: &str = include_str!("../assets/init.sh");
 /// The modules `/init` loads, in dependency order (xenfs needs xen-privcmd).
-pub const XEN_MODULES: &[&str] = &[
-    "xen-evtchn",
-    "xen-privcmd",
-    "xenfs",
-    "xen-gntdev",
-    "xen-gntalloc",
-    "xen-blkback",
-    "xen-netback",
-];
+pub const XEN_MODULES: &[&str] =
+    &["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-blkback", "xen-netback"];
 
 pub fn path() -> PathBuf {
     util::target_dir().join("initramfs.cpio.gz")
@@ -32,20 +25,8 @@ pub fn path() -> PathBuf {
 pub fn build() -> Result<PathBuf> {
     let stage = util::target_dir().join("initramfs-root");
     util::remove_dir(&stage)?;
-    for dir in [
-        "bin",
-        "sbin",
-        "usr/bin",
-        "usr/sbin",
-        "dev",
-        "proc",
-        "sys",
-        "tmp",
-        "run",
-        "root",
-        "etc",
-        "lib/modules",
-    ] {
+    for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc", "lib/modules"]
+    {
         std::fs::create_dir_all(stage.join(dir))?;
     }
 
@@ -69,12 +50,7 @@ pub fn build() -> Result<PathBuf> {
     // The kernel opens /dev/console before /init runs; creating the node needs root,
     // and /init reopens the console after mounting devtmpfs when it is absent.
     if util::is_root() {
-        util::run(
-            Command::new("mknod")
-                .args(["-m", "600"])
-                .arg(stage.join("dev/console"))
-                .args(["c", "5", "1"]),
-        )?;
+        util::run(Command::new("mknod").args(["-m", "600"]).arg(stage.join("dev/console")).args(["c", "5", "1"]))?;
     }
 
     let modules = copy_xen_modules(&stage.join("lib/modules"))?;
@@ -101,13 +77,9 @@ fn copy_xen_modules(dest: &Path) -> Result<usize> {
     let mut copied = 0;
     for name in XEN_MODULES {
         let file = format!("{name}.ko");
-        match found
-            .iter()
-            .find(|p| p.file_name().is_some_and(|n| *n == *file))
-        {
+        match found.iter().find(|p| p.file_name().is_some_and(|n| *n == *file)) {
             Some(src) => {
-                std::fs::copy(src, dest.join(&file))
-                    .context(format!("cannot copy {}", src.display()))?;
+                std::fs::copy(src, dest.join(&file)).context(format!("cannot copy {}", src.display()))?;
                 copied += 1;
             }
             None => eprintln!("initramfs: {file} not found in {}", util::show(&k.modules)),
@@ -135,12 +107,7 @@ fn pack(stage: &Path, out: &Path) -> Result<()> {
     entries.sort();
     // Same inputs, same bytes: every entry gets the same mtime (cpio --reproducible and gzip -n
     // take care of inode numbers and the gzip header).
-    util::output(
-        Command::new("touch")
-            .args(["-h", "-d", "@0", "--"])
-            .args(&entries)
-            .current_dir(stage),
-    )?;
+    util::output(Command::new("touch").args(["-h", "-d", "@0", "--"]).args(&entries).current_dir(stage))?;
     let list: String = entries.iter().map(|e| format!("{e}\n")).collect();
 
     let file = std::fs::File::create(out).context(format!("cannot create {}", out.display()))?;
@@ -165,10 +132,7 @@ fn pack(stage: &Path, out: &Path) -> Result<()> {
     let cpio_status = cpio.wait()?;
     let gzip_status = gzip.wait()?;
     if !cpio_status.success() || !gzip_status.success() {
-        return Err(format!(
-            "packing the initramfs failed (cpio: {cpio_status}, gzip: {gzip_status})"
-        )
-        .into());
+        return Err(format!("packing the initramfs failed (cpio: {cpio_status}, gzip: {gzip_status})").into());
     }
     Ok(())
 }

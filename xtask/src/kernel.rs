@@ -30,11 +30,7 @@ pub fn dir() -> PathBuf {
 pub fn cached() -> Option<Kernel> {
     let dir = dir();
     let info = std::fs::read_to_string(dir.join("VERSION")).ok()?;
-    let field = |k: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .map(str::to_string)
-    };
+    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::to_string);
     let kernel = Kernel {
         vmlinuz: dir.join("vmlinuz"),
         modules: dir.join("modules").join(field("kernel")?),
@@ -55,48 +51,30 @@ pub fn parse_depends(text: &str) -> Option<String> {
 
 /// `linux-image-6.1.0-56-amd64` and the like: one flavour, no wildcard, no `-unsigned`/`-dbg`.
 fn is_image_package(name: &str) -> bool {
-    let Some(abi) = name
-        .strip_prefix("linux-image-")
-        .and_then(|r| r.strip_suffix("-amd64"))
-    else {
+    let Some(abi) = name.strip_prefix("linux-image-").and_then(|r| r.strip_suffix("-amd64")) else {
         return false;
     };
-    abi.starts_with(|c: char| c.is_ascii_digit())
-        && abi
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+    abi.starts_with(|c: char| c.is_ascii_digit()) && abi.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
 }
 
 fn resolve_package() -> Result<String> {
-    let depends = || {
-        util::output(Command::new("apt-cache").args(["depends", META]))
-            .ok()
-            .and_then(|out| parse_depends(&out))
-    };
+    let depends =
+        || util::output(Command::new("apt-cache").args(["depends", META])).ok().and_then(|out| parse_depends(&out));
     if let Some(p) = depends() {
         return Ok(p);
     }
     eprintln!("kernel: apt-cache knows no {META}; updating the package lists");
     if !util::is_root() {
-        return Err(format!(
-            "apt-cache cannot resolve {META}; run `apt-get update` as root, then retry"
-        )
-        .into());
+        return Err(format!("apt-cache cannot resolve {META}; run `apt-get update` as root, then retry").into());
     }
     util::run(Command::new("apt-get").arg("update"))?;
-    depends()
-        .ok_or_else(|| format!("`apt-cache depends {META}` names no linux-image-*-amd64").into())
+    depends().ok_or_else(|| format!("`apt-cache depends {META}` names no linux-image-*-amd64").into())
 }
 
 /// Downloads and unpacks the kernel unless it is cached.
 pub fn ensure() -> Result<Kernel> {
     if let Some(k) = cached() {
-        eprintln!(
-            "kernel: cached {} {} ({})",
-            k.package,
-            k.version,
-            util::show(&k.vmlinuz)
-        );
+        eprintln!("kernel: cached {} {} ({})", k.package, k.version, util::show(&k.vmlinuz));
         return Ok(k);
     }
     let package = resolve_package()?;
@@ -114,13 +92,8 @@ pub fn ensure() -> Result<Kernel> {
     }
     util::run(download.args(["download", &package]).current_dir(&work))?;
     let deb = find_deb(&work, &package)?;
-    let version = util::output(Command::new("dpkg-deb").args([
-        "--field",
-        &deb.to_string_lossy(),
-        "Version",
-    ]))?
-    .trim()
-    .to_string();
+    let version =
+        util::output(Command::new("dpkg-deb").args(["--field", &deb.to_string_lossy(), "Version"]))?.trim().to_string();
     let unpacked = work.join("root");
     util::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&unpacked))?;
 
@@ -139,11 +112,7 @@ pub fn ensure() -> Result<Kernel> {
         .ok_or_else(|| format!("{package} has no modules directory for {kver}"))?;
 
     let rename = |from: &Path, to: &Path| {
-        std::fs::rename(from, to).context(format!(
-            "cannot move {} to {}",
-            from.display(),
-            to.display()
-        ))
+        std::fs::rename(from, to).context(format!("cannot move {} to {}", from.display(), to.display()))
     };
     rename(&vmlinuz_src, &work.join("vmlinuz"))?;
     let config = unpacked.join("boot").join(format!("config-{kver}"));
@@ -154,10 +123,7 @@ pub fn ensure() -> Result<Kernel> {
     rename(&modules_src, &work.join("modules").join(&kver))?;
     util::remove_dir(&unpacked)?;
     std::fs::remove_file(&deb).context(format!("cannot remove {}", deb.display()))?;
-    std::fs::write(
-        work.join("VERSION"),
-        format!("package={package}\nversion={version}\nkernel={kver}\n"),
-    )?;
+    std::fs::write(work.join("VERSION"), format!("package={package}\nversion={version}\nkernel={kver}\n"))?;
 
     util::remove_dir(&final_dir)?;
     rename(&work, &final_dir)?;
@@ -179,17 +145,9 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| {
             p.extension().is_some_and(|e| e == "deb")
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix))
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix))
         })
-        .ok_or_else(|| {
-            format!(
-                "apt-get download left no {prefix}*.deb in {}",
-                dir.display()
-            )
-            .into()
-        })
+        .ok_or_else(|| format!("apt-get download left no {prefix}*.deb in {}", dir.display()).into())
 }
 
 /// The single file in `dir` whose name starts with `prefix`.
@@ -198,20 +156,11 @@ fn find_one(dir: &Path, prefix: &str) -> Result<PathBuf> {
         .context(format!("cannot read {}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
         .collect();
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        _ => Err(format!(
-            "expected one {prefix}* in {}, found {}",
-            dir.display(),
-            found.len()
-        )
-        .into()),
+        _ => Err(format!("expected one {prefix}* in {}, found {}", dir.display(), found.len()).into()),
     }
 }
 
@@ -232,15 +181,9 @@ mod tests {
     #[test]
     fn picks_the_image_package_from_apt_cache_depends() {
         let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
-        assert_eq!(
-            parse_depends(out).as_deref(),
-            Some("linux-image-6.1.0-56-amd64")
-        );
+        assert_eq!(parse_depends(out).as_deref(), Some("linux-image-6.1.0-56-amd64"));
         let two = "linux-image-amd64\n  Depends: <linux-image-6.1.0-9-amd64-unsigned>\n  Depends: linux-image-6.1.0-9-amd64\n";
-        assert_eq!(
-            parse_depends(two).as_deref(),
-            Some("linux-image-6.1.0-9-amd64")
-        );
+        assert_eq!(parse_depends(two).as_deref(), Some("linux-image-6.1.0-9-amd64"));
         assert_eq!(parse_depends("E: No packages found"), None);
     }
 

@@ -7,6 +7,7 @@ mod elf;
 mod image;
 mod initramfs;
 mod kernel;
+mod lint;
 mod qemu;
 mod test;
 mod util;
@@ -36,7 +37,9 @@ enum Cmd {
     Image(image::Args),
     /// Boot Keel in QEMU with the serial console on this terminal.
     Run(qemu::RunArgs),
-    /// Host unit tests, then boot tests under QEMU (the CI entry point).
+    /// rustfmt and clippy (warnings denied), for the host and for the bare-metal crates.
+    Lint,
+    /// Lint, host unit tests, then boot tests and test guests under QEMU (the CI entry point).
     Test(test::Args),
     /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md.
     Bench(bench::Args),
@@ -54,15 +57,14 @@ impl ElfArg {
     /// The given ELF (made absolute), or the freshly built hypervisor.
     pub fn get(&self) -> util::Result<PathBuf> {
         match &self.elf {
-            Some(p) => std::path::absolute(p)
-                .map_err(|e| format!("bad --elf path {}: {e}", p.display()).into()),
+            Some(p) => std::path::absolute(p).map_err(|e| format!("bad --elf path {}: {e}", p.display()).into()),
             None => build::hypervisor(),
         }
     }
 }
 
 fn dispatch(cmd: Cmd) -> util::Result<()> {
-    if !matches!(cmd, Cmd::Deps) {
+    if !matches!(cmd, Cmd::Deps | Cmd::Lint) {
         deps::ensure()?;
     }
     match cmd {
@@ -71,6 +73,7 @@ fn dispatch(cmd: Cmd) -> util::Result<()> {
         Cmd::Kernel => kernel::cmd(),
         Cmd::Initramfs => initramfs::cmd(),
         Cmd::Image(args) => image::cmd(&args),
+        Cmd::Lint => lint::cmd(),
         Cmd::Run(args) => qemu::run(&args),
         Cmd::Test(args) => test::cmd(&args),
         Cmd::Bench(args) => bench::cmd(&args),

@@ -1,8 +1,8 @@
-//! `cargo xtask test`: host unit tests, then the boot tests of `keel-tests` under QEMU.
+//! `cargo xtask test`: lint, host unit tests, then the boot tests and test guests of `keel-tests` under QEMU.
 
 use crate::qemu::Accel;
 use crate::util::{self, Result};
-use crate::{image, initramfs, kernel, ElfArg};
+use crate::{build, image, initramfs, kernel, lint, ElfArg};
 use std::time::{Duration, Instant};
 
 /// Keel's command line in the test ISO; `keel-tests` reads it from `KEEL_ISO_CMDLINE`.
@@ -12,7 +12,10 @@ pub const ISO_CMDLINE: &str = "console=com1 loglvl=all selftest=boot";
 pub struct Args {
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
-    /// Skip the host unit tests (`cargo test --workspace --exclude keel-tests`).
+    /// Skip `cargo xtask lint` (rustfmt and clippy).
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Skip the host unit tests (`cargo test --workspace`, less keel-tests and keel-test-guests).
     #[arg(long)]
     pub no_unit: bool,
     #[command(flatten)]
@@ -36,30 +39,17 @@ impl Steps {
         eprintln!("==> {name}");
         let start = Instant::now();
         let result = f();
-        self.0.push(Step {
-            name,
-            took: start.elapsed(),
-            ok: result.is_ok(),
-        });
+        self.0.push(Step { name, took: start.elapsed(), ok: result.is_ok() });
         result
     }
 
     fn summary(&self, total: Duration) {
         eprintln!("\n== cargo xtask test summary ==");
         for s in &self.0 {
-            eprintln!(
-                "  {:<6} {:<28} {:>8}",
-                if s.ok { "ok" } else { "FAILED" },
-                s.name,
-                util::secs(s.took)
-            );
+            eprintln!("  {:<6} {:<28} {:>8}", if s.ok { "ok" } else { "FAILED" }, s.name, util::secs(s.took));
         }
         let ok = self.0.iter().all(|s| s.ok);
-        eprintln!(
-            "  {} in {}",
-            if ok { "PASSED" } else { "FAILED" },
-            util::secs(total)
-        );
+        eprintln!("  {} in {}", if ok { "PASSED" } else { "FAILED" }, util::secs(total));
     }
 }
 
@@ -72,21 +62,30 @@ pub fn cmd(args: &Args) -> Result<()> {
 }
 
 fn all(args: &Args, steps: &mut Steps) -> Result<()> {
+    if !args.no_lint {
+        steps.run("lint (rustfmt, clippy)", lint::cmd)?;
+    }
     if !args.no_unit {
+        // keel-tests boots QEMU (below); the test guests only build for bare metal.
         steps.run("host unit tests", || {
-            util::run(util::cargo().args(["test", "--workspace", "--exclude", "keel-tests"]))
+            util::run(util::cargo().args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "keel-tests",
+                "--exclude",
+                build::GUESTS_PACKAGE,
+            ]))
         })?;
     }
     let elf = steps.run("build hypervisor", || args.elf.get())?;
+    let guests = steps.run("build test guests", build::guests)?;
     let k = steps.run("debian kernel", kernel::ensure)?;
     let initrd = steps.run("initramfs", initramfs::build)?;
     let iso = util::target_dir().join("keel-test.iso");
     steps.run("grub iso", || {
         image::write_iso(
-            &image::Contents {
-                elf: elf.clone(),
-                modules: Some((k.vmlinuz.clone(), initrd.clone())),
-            },
+            &image::Contents { elf: elf.clone(), modules: Some((k.vmlinuz.clone(), initrd.clone())) },
             ISO_CMDLINE,
             &iso,
         )
@@ -106,6 +105,7 @@ fn all(args: &Args, steps: &mut Steps) -> Result<()> {
                 .env("KEEL_ACCEL", args.accel.name())
                 .env("KEEL_VMLINUZ", &k.vmlinuz)
                 .env("KEEL_INITRD", &initrd)
+                .env("KEEL_GUESTS", &guests)
                 .env("KEEL_LOG_DIR", &logs),
         )
     })

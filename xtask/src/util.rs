@@ -16,10 +16,7 @@ pub struct Error {
 impl Error {
     /// A failure that ends xtask with `code` (used to pass a child's exit status on).
     pub fn with_code(msg: impl Into<String>, code: i32) -> Self {
-        Error {
-            msg: msg.into(),
-            code,
-        }
+        Error { msg: msg.into(), code }
     }
 }
 
@@ -62,10 +59,7 @@ impl<T> Context<T> for std::io::Result<T> {
 
 /// The workspace root (the directory above `xtask/`).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in a workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in a workspace").to_path_buf()
 }
 
 /// Cargo's target directory (`CARGO_TARGET_DIR` if set, else `<root>/target`).
@@ -86,10 +80,7 @@ pub fn cargo() -> Command {
 
 /// `path` relative to the workspace root where possible, for messages.
 pub fn show(path: &Path) -> String {
-    path.strip_prefix(root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
 
 /// The command line of `cmd`, for messages.
@@ -104,10 +95,7 @@ pub fn describe(cmd: &Command) -> String {
 
 fn quote(arg: &OsStr) -> String {
     let a = arg.to_string_lossy();
-    if !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
         a.into_owned()
     } else {
         format!("'{}'", a.replace('\'', r"'\''"))
@@ -117,26 +105,18 @@ fn quote(arg: &OsStr) -> String {
 /// Runs `cmd` with inherited stdio; a non-zero exit becomes an error carrying that status.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("$ {}", describe(cmd));
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot start `{}`: {e}", describe(cmd)))?;
+    let status = cmd.status().map_err(|e| format!("cannot start `{}`: {e}", describe(cmd)))?;
     if status.success() {
         Ok(())
     } else {
         let code = status.code().unwrap_or(1);
-        Err(Error::with_code(
-            format!("`{}` failed ({status})", describe(cmd)),
-            code,
-        ))
+        Err(Error::with_code(format!("`{}` failed ({status})", describe(cmd)), code))
     }
 }
 
 /// Runs `cmd` quietly and returns its stdout; on failure the error includes its stderr.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start `{}`: {e}", describe(cmd)))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot start `{}`: {e}", describe(cmd)))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -158,33 +138,22 @@ pub fn have_program(name: &str) -> bool {
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
-        .any(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+        .any(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 /// Whether we run as root (`id -u` == 0).
 pub fn is_root() -> bool {
-    output(Command::new("id").arg("-u"))
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false)
+    output(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
 }
 
 /// Size of a file in bytes.
 pub fn file_size(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path)
-        .context(format!("cannot stat {}", path.display()))?
-        .len())
+    Ok(std::fs::metadata(path).context(format!("cannot stat {}", path.display()))?.len())
 }
 
 /// `1234567` → `1234567 bytes (1.18 MiB)`.
 pub fn human_size(bytes: u64) -> String {
-    format!(
-        "{bytes} bytes ({:.2} MiB)",
-        bytes as f64 / (1024.0 * 1024.0)
-    )
+    format!("{bytes} bytes ({:.2} MiB)", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Seconds with one decimal for summaries.
@@ -209,10 +178,7 @@ mod tests {
     fn describe_quotes_what_a_shell_would_split() {
         let mut cmd = Command::new("qemu");
         cmd.args(["-append", "console=com1 loglvl=all", "-m", "512M", "it's"]);
-        assert_eq!(
-            describe(&cmd),
-            r"qemu -append 'console=com1 loglvl=all' -m 512M 'it'\''s'"
-        );
+        assert_eq!(describe(&cmd), r"qemu -append 'console=com1 loglvl=all' -m 512M 'it'\''s'");
     }
 
     #[test]

@@ -142,11 +142,7 @@ pub struct CreateArgs {
     #[arg(value_name = "NAME=VALUE")]
     pub vars: Vec<ConfigVar>,
     /// Connect to the console after the domain is created.
-    #[arg(
-        short = 'c',
-        long = "console-autoconnect",
-        alias = "console_autoconnect"
-    )]
+    #[arg(short = 'c', long = "console-autoconnect", alias = "console_autoconnect")]
     pub console: bool,
     /// Leave the domain paused after it is created.
     #[arg(short = 'p', long)]

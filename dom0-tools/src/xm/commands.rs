@@ -6,9 +6,9 @@
 //! command replaces its body here.
 
 use super::cmdtable::{
-    CreateArgs, DmesgArgs, DomainArg, DomainsArg, DomidArgs, DomnameArgs, DumpCoreArgs, ListArgs,
-    MemSetArgs, MigrateArgs, RenameArgs, RestoreArgs, SaveArgs, SchedCreditArgs, ShutdownArgs,
-    SysrqArgs, UptimeArgs, VcpuPinArgs, VcpuSetArgs, VnetListArgs,
+    CreateArgs, DmesgArgs, DomainArg, DomainsArg, DomidArgs, DomnameArgs, DumpCoreArgs, ListArgs, MemSetArgs,
+    MigrateArgs, RenameArgs, RestoreArgs, SaveArgs, SchedCreditArgs, ShutdownArgs, SysrqArgs, UptimeArgs, VcpuPinArgs,
+    VcpuSetArgs, VnetListArgs,
 };
 use super::XmError;
 

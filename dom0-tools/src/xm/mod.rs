@@ -100,9 +100,7 @@ where
 {
     let mut cli = Cli::command();
     let parsed = cli.try_get_matches_from_mut(args).and_then(|matches| {
-        Cli::from_arg_matches(&matches)
-            .map(|cli| (cli, matches))
-            .map_err(|err| err.format(&mut cli))
+        Cli::from_arg_matches(&matches).map(|cli| (cli, matches)).map_err(|err| err.format(&mut cli))
     });
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
@@ -225,31 +223,23 @@ mod tests {
     #[test]
     fn arguments_arrive_parsed() {
         let cli = parse(&["vcpu-pin", "Domain-0", "all", "0-3,^2"]).unwrap();
-        let Command::VcpuPin(args) = cli.command else {
-            panic!("wrong command")
-        };
+        let Command::VcpuPin(args) = cli.command else { panic!("wrong command") };
         assert_eq!(args.domain.to_string(), "Domain-0");
         assert_eq!(args.vcpu, crate::cpus::VcpuSelection::All);
         assert_eq!(args.cpus.to_string(), "0-1,3");
 
         let cli = parse(&["mem-set", "7", "1G"]).unwrap();
-        let Command::MemSet(args) = cli.command else {
-            panic!("wrong command")
-        };
+        let Command::MemSet(args) = cli.command else { panic!("wrong command") };
         assert_eq!(args.mem.mib(), 1024);
 
         let cli = parse(&["create", "-c", "g.cfg", "memory=512", "vcpus=2"]).unwrap();
-        let Command::Create(args) = cli.command else {
-            panic!("wrong command")
-        };
+        let Command::Create(args) = cli.command else { panic!("wrong command") };
         assert!(args.console && !args.paused);
         assert_eq!(args.vars.len(), 2);
         assert_eq!(args.vars[1].name(), "vcpus");
 
         let cli = parse(&["sched-credit", "-d", "3", "-w", "512", "-c", "50"]).unwrap();
-        let Command::SchedCredit(args) = cli.command else {
-            panic!("wrong command")
-        };
+        let Command::SchedCredit(args) = cli.command else { panic!("wrong command") };
         assert_eq!(args.weight.map(|w| w.get()), Some(512));
         assert_eq!(args.cap.map(|c| c.get()), Some(50));
     }
@@ -262,26 +252,14 @@ mod tests {
         assert_eq!(kind(&["destroy", "1", "2"]), ErrorKind::UnknownArgument);
         assert_eq!(kind(&["destroy", "bad name"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["mem-set", "1", "12X"]), ErrorKind::ValueValidation);
-        assert_eq!(
-            kind(&["vcpu-pin", "1", "0", "3-1"]),
-            ErrorKind::ValueValidation
-        );
+        assert_eq!(kind(&["vcpu-pin", "1", "0", "3-1"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["vcpu-set", "1", "0"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["domname", "guest"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["domid", "12"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["sysrq", "1", "sb"]), ErrorKind::ValueValidation);
-        assert_eq!(
-            kind(&["create", "g.cfg", "oops"]),
-            ErrorKind::ValueValidation
-        );
-        assert_eq!(
-            kind(&["sched-credit", "-w", "256"]),
-            ErrorKind::MissingRequiredArgument
-        );
-        assert_eq!(
-            kind(&["sched-credit", "-d", "1", "-w", "0"]),
-            ErrorKind::ValueValidation
-        );
+        assert_eq!(kind(&["create", "g.cfg", "oops"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["sched-credit", "-w", "256"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["sched-credit", "-d", "1", "-w", "0"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["shutdown"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(kind(&["shutdown", "-a", "1"]), ErrorKind::ArgumentConflict);
         assert_eq!(kind(&["top", "1"]), ErrorKind::UnknownArgument);
@@ -299,10 +277,7 @@ mod tests {
 
     #[test]
     fn the_not_available_report() {
-        assert_eq!(
-            XmError::NotAvailable.report("mem-set"),
-            "xm: 'mem-set' is not available yet in this Keel build"
-        );
+        assert_eq!(XmError::NotAvailable.report("mem-set"), "xm: 'mem-set' is not available yet in this Keel build");
         assert_eq!(XmError::NotAvailable.exit_code(), EXIT_FAILURE);
     }
 

@@ -46,22 +46,12 @@ impl Default for Table {
 impl Table {
     /// No ports bound.
     pub fn new() -> Self {
-        Self {
-            ports: alloc::vec![Port {
-                binding: Binding::Free,
-                vcpu: 0
-            }],
-        }
+        Self { ports: alloc::vec![Port { binding: Binding::Free, vcpu: 0 }] }
     }
 
     /// Allocates the lowest free port.
     pub fn alloc(&mut self, binding: Binding, vcpu: u32) -> Result<u32, i64> {
-        if let Some(i) = self
-            .ports
-            .iter()
-            .skip(1)
-            .position(|p| p.binding == Binding::Free)
-        {
+        if let Some(i) = self.ports.iter().skip(1).position(|p| p.binding == Binding::Free) {
             self.ports[i + 1] = Port { binding, vcpu };
             return Ok(i as u32 + 1);
         }
@@ -97,21 +87,12 @@ impl Table {
     /// `EVTCHNOP_status` values.
     pub fn status(&self, port: u32) -> (u32, u32, [u32; 2]) {
         match self.ports.get(port as usize) {
-            None
-            | Some(Port {
-                binding: Binding::Free,
-                ..
-            }) => (evtchnstat::CLOSED, 0, [0; 2]),
+            None | Some(Port { binding: Binding::Free, .. }) => (evtchnstat::CLOSED, 0, [0; 2]),
             Some(p) => match p.binding {
                 Binding::Unbound { remote } => (evtchnstat::UNBOUND, p.vcpu, [remote as u32, 0]),
-                Binding::Interdomain {
-                    remote,
-                    remote_port,
-                } => (
-                    evtchnstat::INTERDOMAIN,
-                    p.vcpu,
-                    [remote as u32, remote_port],
-                ),
+                Binding::Interdomain { remote, remote_port } => {
+                    (evtchnstat::INTERDOMAIN, p.vcpu, [remote as u32, remote_port])
+                }
                 Binding::Virq(v) => (evtchnstat::VIRQ, p.vcpu, [v, 0]),
                 Binding::Ipi => (evtchnstat::IPI, p.vcpu, [0; 2]),
                 Binding::Free => (evtchnstat::CLOSED, 0, [0; 2]),
@@ -166,9 +147,7 @@ pub fn upcall_pending(dom: &Domain, v: &Vcpu) -> bool {
     match pvclock::vcpu_info_ptr(dom, v) {
         // SAFETY: as in `mark_upcall`.
         Some(info) => unsafe {
-            (*(core::ptr::addr_of_mut!((*info).evtchn_upcall_pending) as *const AtomicU8))
-                .load(Ordering::Acquire)
-                != 0
+            (*(core::ptr::addr_of_mut!((*info).evtchn_upcall_pending) as *const AtomicU8)).load(Ordering::Acquire) != 0
         },
         None => false,
     }
@@ -179,9 +158,7 @@ pub fn unmask(dom: &Arc<Domain>, port: u32) -> Result<(), i64> {
     let p = dom.evtchn.lock().get(port)?;
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let was = word(dom, si::EVTCHN_MASK_OFFSET, idx).fetch_and(!bit, Ordering::AcqRel);
-    if was & bit != 0
-        && word(dom, si::EVTCHN_PENDING_OFFSET, idx).load(Ordering::Acquire) & bit != 0
-    {
+    if was & bit != 0 && word(dom, si::EVTCHN_PENDING_OFFSET, idx).load(Ordering::Acquire) & bit != 0 {
         if let Some(v) = dom.vcpus.get(p.vcpu as usize) {
             mark_upcall(dom, v, idx);
         }
@@ -192,9 +169,7 @@ pub fn unmask(dom: &Arc<Domain>, port: u32) -> Result<(), i64> {
 /// Whether `port` is pending (for SCHEDOP_poll).
 pub fn is_pending(dom: &Domain, port: u32) -> bool {
     port < si::EVTCHN_2L_PORTS
-        && word(dom, si::EVTCHN_PENDING_OFFSET, (port / 64) as usize).load(Ordering::Acquire)
-            & (1 << (port % 64))
-            != 0
+        && word(dom, si::EVTCHN_PENDING_OFFSET, (port / 64) as usize).load(Ordering::Acquire) & (1 << (port % 64)) != 0
 }
 
 /// Raises VIRQ `virq` on vCPU `v` if the guest bound it.

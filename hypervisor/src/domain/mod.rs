@@ -4,7 +4,7 @@
 pub mod evtchn;
 pub mod pvclock;
 
-use crate::hvm::{HwVcpu, PagingState, Support};
+use crate::hvm::{vlapic::Vlapic, HwVcpu, InitState, PagingState, Support};
 use crate::mm::p2m::{MapError, Npt, P2m, PageSize, Perms};
 use crate::mm::{MachineFrames, PAGE_SIZE};
 use alloc::collections::BTreeMap;
@@ -81,9 +81,7 @@ impl Memory {
             let hpa = self.translate(a, false)?;
             let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (a & 0xfff)) as usize);
             // SAFETY: `hpa..hpa+n` lies inside one frame mapped to this domain (identity-mapped host RAM).
-            unsafe {
-                core::ptr::copy_nonoverlapping(hpa as *const u8, buf[done..].as_mut_ptr(), n)
-            };
+            unsafe { core::ptr::copy_nonoverlapping(hpa as *const u8, buf[done..].as_mut_ptr(), n) };
             done += n;
         }
         Ok(())
@@ -107,12 +105,8 @@ impl Memory {
     pub fn read_val<T: Copy + Default>(&self, gpa: u64) -> Result<T, BadGpa> {
         let mut v = T::default();
         // SAFETY: T is a `#[repr(C)]` ABI struct or integer: any byte pattern is a valid value.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(
-                (&mut v as *mut T).cast::<u8>(),
-                core::mem::size_of::<T>(),
-            )
-        };
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), core::mem::size_of::<T>()) };
         self.read(gpa, bytes)?;
         Ok(v)
     }
@@ -120,9 +114,7 @@ impl Memory {
     /// Writes a plain-old-data value.
     pub fn write_val<T: Copy>(&self, gpa: u64, v: &T) -> Result<(), BadGpa> {
         // SAFETY: viewing a `#[repr(C)]` value's bytes for copying.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        };
+        let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
         self.write(gpa, bytes)
     }
 
@@ -132,9 +124,8 @@ impl Memory {
         while gpa < bytes {
             let big = gpa.is_multiple_of(2 << 20) && bytes - gpa >= 2 << 20;
             if big {
-                if let Ok(hpa) =
-                    crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX))
-                        .unwrap_or(Err(crate::mm::frame::OutOfFrames))
+                if let Ok(hpa) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX))
+                    .unwrap_or(Err(crate::mm::frame::OutOfFrames))
                 {
                     zero(hpa, 2 << 20);
                     self.map_owned(gpa, hpa, PageSize::Size2M)?;
@@ -151,10 +142,7 @@ impl Memory {
     }
 
     fn map_owned(&mut self, gpa: u64, hpa: u64, size: PageSize) -> Result<(), &'static str> {
-        match self
-            .p2m
-            .map(&mut MachineFrames, gpa, hpa, size, Perms::RAM, true)
-        {
+        match self.p2m.map(&mut MachineFrames, gpa, hpa, size, Perms::RAM, true) {
             Ok(()) => {
                 self.tot_pages += size.bytes() / PAGE_SIZE;
                 Ok(())
@@ -183,14 +171,7 @@ impl Memory {
             }
         }
         self.p2m
-            .map(
-                &mut MachineFrames,
-                gpa,
-                hpa,
-                PageSize::Size4K,
-                Perms::RAM,
-                false,
-            )
+            .map(&mut MachineFrames, gpa, hpa, PageSize::Size4K, Perms::RAM, false)
             .map_err(|_| "cannot map the frame into the guest")
     }
 }
@@ -255,6 +236,14 @@ pub struct Vcpu {
     pub last_cpu: AtomicU32,
     /// Set while an interrupt injection is waiting for a window.
     pub window_requested: AtomicBool,
+    /// The virtual local APIC.
+    pub lapic: Mutex<Vlapic>,
+    /// An NMI is waiting to be injected.
+    pub nmi_pending: AtomicBool,
+    /// INIT received; a start-up IPI will start the vCPU.
+    pub wait_for_sipi: AtomicBool,
+    /// Host addresses of the registered runstate area (two when it crosses a page; 0 = none).
+    pub runstate_hpa: [AtomicU64; 2],
 }
 
 impl Vcpu {
@@ -279,19 +268,42 @@ impl Vcpu {
         let since = self.runstate_entry.swap(now, Ordering::AcqRel);
         let idx = runstate_index(old);
         self.runstate_time[idx].fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+        self.publish_runstate();
+    }
+
+    /// Copies the runstate into the guest's registered area, if any.
+    pub fn publish_runstate(&self) {
+        let first = self.runstate_hpa[0].load(Ordering::Acquire);
+        if first == 0 {
+            return;
+        }
+        let r = self.runstate();
+        // SAFETY: viewing a `#[repr(C)]` ABI struct's bytes for copying.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                (&r as *const keel_abi::shared_info::VcpuRunstateInfo).cast::<u8>(),
+                core::mem::size_of_val(&r),
+            )
+        };
+        let in_first = core::cmp::min(bytes.len() as u64, PAGE_SIZE - (first & 0xfff)) as usize;
+        // SAFETY: the host addresses were translated from the guest's registered area at registration; they
+        // lie in frames owned by the domain (identity-mapped), `in_first` bytes in the first and the rest at
+        // the start of the second.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), first as *mut u8, in_first);
+            let second = self.runstate_hpa[1].load(Ordering::Acquire);
+            if in_first < bytes.len() && second != 0 {
+                core::ptr::copy_nonoverlapping(bytes[in_first..].as_ptr(), second as *mut u8, bytes.len() - in_first);
+            }
+        }
     }
 
     /// Atomically moves from `from` to `to`; false if the state was not `from`.
     pub fn transition(&self, from: VcpuState, to: VcpuState) -> bool {
-        if self
-            .state
-            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.state.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             let now = crate::arch::x86::time::now_ns();
             let since = self.runstate_entry.swap(now, Ordering::AcqRel);
-            self.runstate_time[runstate_index(from as u8)]
-                .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            self.runstate_time[runstate_index(from as u8)].fetch_add(now.saturating_sub(since), Ordering::Relaxed);
             true
         } else {
             false
@@ -315,12 +327,7 @@ impl Vcpu {
             2 => rs::BLOCKED,
             _ => rs::OFFLINE,
         };
-        keel_abi::shared_info::VcpuRunstateInfo {
-            state,
-            pad: 0,
-            state_entry_time: entry,
-            time,
-        }
+        keel_abi::shared_info::VcpuRunstateInfo { state, pad: 0, state_entry_time: entry, time }
     }
 
     /// Time spent running, in ns.
@@ -402,10 +409,7 @@ impl Domain {
     /// Whether the domain has stopped for good (shut down, crashed or dying).
     pub fn is_finished(&self) -> bool {
         self.dying.load(Ordering::Acquire)
-            || matches!(
-                *self.state.lock(),
-                DomainState::Shutdown(_) | DomainState::Crashed(_)
-            )
+            || matches!(*self.state.lock(), DomainState::Shutdown(_) | DomainState::Crashed(_))
     }
 
     /// Host pointer to `shared_info`.
@@ -427,12 +431,7 @@ impl Domain {
             }
             *s = DomainState::Shutdown(reason);
         }
-        crate::info!(
-            "domain {} ({}) shut down: {}",
-            self.id,
-            self.name,
-            reason.name()
-        );
+        crate::info!("domain {} ({}) shut down: {}", self.id, self.name, reason.name());
         self.stop_vcpus();
     }
 
@@ -466,8 +465,7 @@ impl Domain {
                 let line = line.trim_end_matches('\r');
                 crate::info!("(d{}) {}", self.id, line);
                 if let Some(r) = line.strip_prefix("Test result: ") {
-                    *self.test_result.lock() =
-                        Some(r.split_whitespace().next().unwrap_or("").into());
+                    *self.test_result.lock() = Some(r.split_whitespace().next().unwrap_or("").into());
                 }
             } else if b != 0 {
                 buf.push(b);
@@ -478,35 +476,30 @@ impl Domain {
 
 /// Builds a domain: memory, shared_info, vCPUs (offline; the loader brings vCPU 0 up).
 pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) as DomId;
+    create_with_id(id, cfg, support)
+}
+
+/// Builds a domain with a given id (0 for the initial domain).
+pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
+    if DOMAINS.lock().contains_key(&id) {
+        return Err(CreateError(alloc::format!("domain id {id} is in use")));
+    }
     if !matches!(support, Support::Svm(c) if c.npt) {
         return Err(CreateError(match support {
-            Support::Svm(_) => {
-                "HVM/PVH guests need nested paging (NPT), which this CPU lacks".into()
-            }
+            Support::Svm(_) => "HVM/PVH guests need nested paging (NPT), which this CPU lacks".into(),
             Support::Vmx(_) => "the VMX backend cannot run guests yet".into(),
             Support::Unavailable(why) => alloc::format!("HVM/PVH guests are unavailable: {why}"),
         }));
     }
     if cfg.vcpus == 0 || cfg.vcpus > 64 {
-        return Err(CreateError(alloc::format!(
-            "{} vCPUs requested; 1 to 64 are supported",
-            cfg.vcpus
-        )));
+        return Err(CreateError(alloc::format!("{} vCPUs requested; 1 to 64 are supported", cfg.vcpus)));
     }
     if cfg.memory < 2 << 20 || !cfg.memory.is_multiple_of(PAGE_SIZE) {
-        return Err(CreateError(
-            "memory must be at least 2 MiB and a multiple of 4 KiB".into(),
-        ));
+        return Err(CreateError("memory must be at least 2 MiB and a multiple of 4 KiB".into()));
     }
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) as DomId;
-    let p2m =
-        P2m::<Npt>::new(&mut MachineFrames).map_err(|_| CreateError("out of memory".into()))?;
-    let mut mem = Memory {
-        p2m,
-        tot_pages: 0,
-        max_pages: cfg.memory / PAGE_SIZE,
-        ram_end: 0,
-    };
+    let p2m = P2m::<Npt>::new(&mut MachineFrames).map_err(|_| CreateError("out of memory".into()))?;
+    let mut mem = Memory { p2m, tot_pages: 0, max_pages: cfg.memory / PAGE_SIZE, ram_end: 0 };
     if let Err(e) = mem.populate(cfg.memory) {
         mem.p2m.destroy(&mut MachineFrames);
         return Err(CreateError(e.into()));
@@ -536,12 +529,15 @@ pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Creat
                     runstate_time: [const { AtomicU64::new(0) }; 4],
                     runstate_entry: AtomicU64::new(crate::arch::x86::time::now_ns()),
                     poll_mask: AtomicU64::new(0),
-                    virq_ports: [const { AtomicU32::new(0) };
-                        keel_abi::shared_info::virq::NR as usize],
+                    virq_ports: [const { AtomicU32::new(0) }; keel_abi::shared_info::virq::NR as usize],
                     msrs: Mutex::new(BTreeMap::new()),
                     fpu: Mutex::new(crate::arch::x86::fpu::FpuState::new()),
                     last_cpu: AtomicU32::new(u32::MAX),
                     window_requested: AtomicBool::new(false),
+                    lapic: Mutex::new(Vlapic::new(i)),
+                    nmi_pending: AtomicBool::new(false),
+                    wait_for_sipi: AtomicBool::new(false),
+                    runstate_hpa: [const { AtomicU64::new(0) }; 2],
                 })
             })
             .collect();
@@ -568,31 +564,22 @@ pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Creat
     Ok(dom)
 }
 
-/// Gives a vCPU its hardware context at the PVH entry point and makes it runnable.
-pub fn start_vcpu_pvh(
-    v: &Arc<Vcpu>,
-    support: &Support,
-    entry: u32,
-    start_info: u32,
-) -> Result<(), CreateError> {
-    let dom = v
-        .domain
-        .upgrade()
-        .ok_or_else(|| CreateError("domain is gone".into()))?;
+/// Gives a vCPU its hardware context in `init` state and makes it runnable.
+pub fn start_vcpu(v: &Arc<Vcpu>, support: &Support, init: InitState) -> Result<(), CreateError> {
+    let dom = v.domain.upgrade().ok_or_else(|| CreateError("domain is gone".into()))?;
     let root = dom.mem.lock().p2m.root();
-    let hw =
-        HwVcpu::new_pvh(support, root, entry, start_info).map_err(|e| CreateError(e.into()))?;
+    let hw = HwVcpu::new(support, root, init).map_err(|e| CreateError(e.into()))?;
     *v.hw.lock() = Some(hw);
     v.set_state(VcpuState::Runnable);
     crate::sched::wake(v);
     Ok(())
 }
 
-/// Frees everything a finished domain holds and removes it. Called once, by the CPU that saw its last vCPU
-/// stop. Returns the domain for the caller's reporting.
-pub fn destroy(dom: &Arc<Domain>) {
+/// Frees everything a finished domain holds and removes it. Only the first caller does the work and gets
+/// `true`; racing callers get `false`.
+pub fn destroy(dom: &Arc<Domain>) -> bool {
     if dom.dying.swap(true, Ordering::AcqRel) {
-        return;
+        return false;
     }
     for v in &dom.vcpus {
         if let Some(hw) = v.hw.lock().take() {
@@ -610,27 +597,20 @@ pub fn destroy(dom: &Arc<Domain>) {
     }
     DOMAINS.lock().remove(&dom.id);
     crate::sched::domain_destroyed(dom);
+    true
 }
 
 /// Whether any vCPU of `dom` can still run.
 pub fn all_vcpus_stopped(dom: &Domain) -> bool {
-    dom.vcpus.iter().all(|v| {
-        matches!(v.state(), VcpuState::Dead | VcpuState::Offline) && v.hw.try_lock().is_some()
-    })
+    dom.vcpus.iter().all(|v| matches!(v.state(), VcpuState::Dead | VcpuState::Offline) && v.hw.try_lock().is_some())
 }
 
 /// Reads guest-linear memory through the vCPU's page tables.
-pub fn read_linear(
-    mem: &Memory,
-    paging: &PagingState,
-    linear: u64,
-    buf: &mut [u8],
-) -> Result<(), BadGpa> {
+pub fn read_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &mut [u8]) -> Result<(), BadGpa> {
     let mut done = 0;
     while done < buf.len() {
         let lin = linear.wrapping_add(done as u64);
-        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok())
-            .map_err(|_| BadGpa(lin))?;
+        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
         let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
         mem.read(gpa, &mut buf[done..done + n])?;
         done += n;
@@ -639,17 +619,11 @@ pub fn read_linear(
 }
 
 /// Writes guest-linear memory through the vCPU's page tables.
-pub fn write_linear(
-    mem: &Memory,
-    paging: &PagingState,
-    linear: u64,
-    buf: &[u8],
-) -> Result<(), BadGpa> {
+pub fn write_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &[u8]) -> Result<(), BadGpa> {
     let mut done = 0;
     while done < buf.len() {
         let lin = linear.wrapping_add(done as u64);
-        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok())
-            .map_err(|_| BadGpa(lin))?;
+        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
         let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
         mem.write(gpa, &buf[done..done + n])?;
         done += n;

@@ -27,11 +27,7 @@ pub fn scale(tsc_hz: u64) -> (u32, i8) {
 
 /// Applies a pvclock scale to a TSC delta (the guest's computation).
 pub fn apply(delta: u64, mul: u32, shift: i8) -> u64 {
-    let d = if shift >= 0 {
-        delta << shift
-    } else {
-        delta >> -shift
-    };
+    let d = if shift >= 0 { delta << shift } else { delta >> -shift };
     ((d as u128 * mul as u128) >> 32) as u64
 }
 
@@ -41,8 +37,7 @@ pub fn vcpu_info_ptr(dom: &Domain, v: &Vcpu) -> Option<*mut VcpuInfo> {
     if hpa != 0 {
         return Some(hpa as *mut VcpuInfo);
     }
-    if (v.id as usize) < si::LEGACY_VCPUS && dom.shared_info_gfn.load(Ordering::Acquire) != u64::MAX
-    {
+    if (v.id as usize) < si::LEGACY_VCPUS && dom.shared_info_gfn.load(Ordering::Acquire) != u64::MAX {
         // SAFETY: shared_info is a whole page owned by the domain; slot `id` (< 32) lies inside it.
         return Some(unsafe { dom.shared_info_ptr().add(v.id as usize * 64) }.cast::<VcpuInfo>());
     }
@@ -86,20 +81,14 @@ pub fn update(dom: &Domain, v: &Vcpu) {
 pub fn init_shared_info(dom: &Domain) {
     let base = dom.shared_info_ptr();
     let boot_epoch_ns = crate::arch::x86::rtc::boot_epoch_ns();
-    let (sec, nsec) = (
-        boot_epoch_ns / 1_000_000_000,
-        (boot_epoch_ns % 1_000_000_000) as u32,
-    );
+    let (sec, nsec) = (boot_epoch_ns / 1_000_000_000, (boot_epoch_ns % 1_000_000_000) as u32);
     // SAFETY: shared_info is a zeroed page owned by the domain; the offsets are inside it.
     unsafe {
         let ver = &*(base.add(si::WC_VERSION_OFFSET) as *const AtomicU32);
         ver.store(1, Ordering::Release);
         core::ptr::write_volatile(base.add(si::WC_SEC_OFFSET).cast::<u32>(), sec as u32);
         core::ptr::write_volatile(base.add(si::WC_NSEC_OFFSET).cast::<u32>(), nsec);
-        core::ptr::write_volatile(
-            base.add(si::WC_SEC_HI_OFFSET).cast::<u32>(),
-            (sec >> 32) as u32,
-        );
+        core::ptr::write_volatile(base.add(si::WC_SEC_HI_OFFSET).cast::<u32>(), (sec >> 32) as u32);
         ver.store(2, Ordering::Release);
     }
 }
@@ -110,20 +99,10 @@ mod tests {
 
     #[test]
     fn scale_matches_division() {
-        for hz in [
-            1_000_000u64,
-            999_999_999,
-            1_000_000_000,
-            2_441_064_000,
-            3_999_999_999,
-            10_000_000_000,
-        ] {
+        for hz in [1_000_000u64, 999_999_999, 1_000_000_000, 2_441_064_000, 3_999_999_999, 10_000_000_000] {
             let (mul, shift) = scale(hz);
             let one_second = apply(hz, mul, shift);
-            assert!(
-                (999_999_000..=1_000_000_000).contains(&one_second),
-                "hz {hz}: {one_second} (shift {shift})"
-            );
+            assert!((999_999_000..=1_000_000_000).contains(&one_second), "hz {hz}: {one_second} (shift {shift})");
         }
     }
 }

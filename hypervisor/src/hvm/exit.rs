@@ -8,13 +8,7 @@ pub enum Exit {
     /// RDMSR (`write` false) or WRMSR.
     Msr { write: bool },
     /// Port I/O.
-    Io {
-        port: u16,
-        size: u8,
-        input: bool,
-        string: bool,
-        rep: bool,
-    },
+    Io { port: u16, size: u8, input: bool, string: bool, rep: bool },
     /// HLT.
     Hlt,
     /// VMMCALL/VMCALL: a hypercall.

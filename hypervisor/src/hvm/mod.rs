@@ -5,6 +5,7 @@
 
 pub mod exit;
 pub mod svm;
+pub mod vlapic;
 pub mod vmx;
 pub mod walk;
 
@@ -24,6 +25,18 @@ pub enum Support {
     Unavailable(String),
 }
 
+static SUPPORT: spin::Once<Support> = spin::Once::new();
+
+/// Records what the boot CPU offers (once, at boot) and returns it.
+pub fn set_support(s: Support) -> &'static Support {
+    SUPPORT.call_once(|| s)
+}
+
+/// What the machine offers, once detected.
+pub fn support() -> Option<&'static Support> {
+    SUPPORT.get()
+}
+
 /// Detects the extension on the boot CPU. `allowed` is the `hvm=` option.
 pub fn detect(vendor: Vendor, allowed: bool) -> Support {
     if !allowed {
@@ -31,9 +44,7 @@ pub fn detect(vendor: Vendor, allowed: bool) -> Support {
     }
     let c = raw_cpuid::CpuId::new();
     let has_vmx = c.get_feature_info().is_some_and(|f| f.has_vmx());
-    let has_svm = c
-        .get_extended_processor_and_feature_identifiers()
-        .is_some_and(|f| f.has_svm());
+    let has_svm = c.get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_svm());
     match vendor {
         Vendor::Amd if has_svm => Support::Svm(svm::Capabilities::read()),
         Vendor::Intel if has_vmx => Support::Vmx(vmx::Capabilities::read()),
@@ -104,6 +115,15 @@ pub struct PagingState {
     pub cpl: u8,
 }
 
+/// The architectural state a vCPU starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitState {
+    /// PVH entry: 32-bit protected mode, paging off, flat segments, EIP = `entry`, EBX = `start_info`.
+    Pvh { entry: u32, start_info: u32 },
+    /// After INIT and a start-up IPI: real mode at `vector << 12` (CS = vector << 8, IP = 0).
+    Sipi { vector: u8 },
+}
+
 /// An event to deliver to the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -137,18 +157,10 @@ macro_rules! dispatch {
 }
 
 impl HwVcpu {
-    /// A vCPU of the given vendor, reset to the PVH entry state: 32-bit protected mode, paging off, flat
-    /// segments, RIP = `entry`, RBX = `start_info`.
-    pub fn new_pvh(
-        support: &Support,
-        p2m_root: u64,
-        entry: u32,
-        start_info: u32,
-    ) -> Result<Self, &'static str> {
+    /// A vCPU of the given vendor in `init` state.
+    pub fn new(support: &Support, p2m_root: u64, init: InitState) -> Result<Self, &'static str> {
         match support {
-            Support::Svm(caps) => Ok(HwVcpu::Svm(alloc::boxed::Box::new(svm::SvmVcpu::new_pvh(
-                caps, p2m_root, entry, start_info,
-            )?))),
+            Support::Svm(caps) => Ok(HwVcpu::Svm(alloc::boxed::Box::new(svm::SvmVcpu::new(caps, p2m_root, init)?))),
             Support::Vmx(_) => Err("the VMX backend cannot run guests yet"),
             Support::Unavailable(_) => Err("hardware virtualization is unavailable"),
         }

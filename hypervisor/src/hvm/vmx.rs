@@ -78,8 +78,7 @@ pub fn apply_fixed(value: u64, fixed0: u64, fixed1: u64) -> u64 {
 }
 
 /// The message for firmware that locked VMX off.
-pub const BIOS_DISABLED: &str =
-    "VMX is disabled and locked by the firmware (IA32_FEATURE_CONTROL): \
+pub const BIOS_DISABLED: &str = "VMX is disabled and locked by the firmware (IA32_FEATURE_CONTROL): \
 enable \"Intel Virtualization Technology\" (VT-x) in the BIOS setup";
 
 /// Enters VMX root operation on the calling CPU.
@@ -92,27 +91,16 @@ pub fn enable_this_cpu(caps: &Capabilities, cpu_index: u32) -> Result<(), String
             FeatureControl::Write(v) => cpu::wrmsr(Msr::FeatureControl, v),
             FeatureControl::LockedDisabled => return Err(BIOS_DISABLED.into()),
         }
-        let cr0 = apply_fixed(
-            cpu::read_cr0(),
-            cpu::rdmsr(Msr::VmxCr0Fixed0),
-            cpu::rdmsr(Msr::VmxCr0Fixed1),
-        );
+        let cr0 = apply_fixed(cpu::read_cr0(), cpu::rdmsr(Msr::VmxCr0Fixed0), cpu::rdmsr(Msr::VmxCr0Fixed1));
         cpu::write_cr0(cr0);
-        let cr4 = apply_fixed(
-            cpu::read_cr4() | cr4::VMXE,
-            cpu::rdmsr(Msr::VmxCr4Fixed0),
-            cpu::rdmsr(Msr::VmxCr4Fixed1),
-        );
+        let cr4 =
+            apply_fixed(cpu::read_cr4() | cr4::VMXE, cpu::rdmsr(Msr::VmxCr4Fixed0), cpu::rdmsr(Msr::VmxCr4Fixed1));
         cpu::write_cr4(cr4);
     }
     if caps.region_size as u64 > crate::mm::PAGE_SIZE {
-        return Err(format!(
-            "VMXON region of {} bytes is larger than a page",
-            caps.region_size
-        ));
+        return Err(format!("VMXON region of {} bytes is larger than a page", caps.region_size));
     }
-    let region =
-        crate::mm::alloc_frame().map_err(|_| String::from("no memory for the VMXON region"))?;
+    let region = crate::mm::alloc_frame().map_err(|_| String::from("no memory for the VMXON region"))?;
     // SAFETY: `region` is a fresh zeroed frame, identity-mapped; its first dword takes the revision id.
     unsafe { core::ptr::write_volatile(region as *mut u32, caps.revision) };
     let failed: u8;

@@ -18,11 +18,7 @@ pub enum WalkError {
 }
 
 /// Translates `linear` using the guest's paging state. `read_u64(gpa)` reads guest-physical memory.
-pub fn translate(
-    p: &PagingState,
-    linear: u64,
-    mut read_u64: impl FnMut(u64) -> Option<u64>,
-) -> Result<u64, WalkError> {
+pub fn translate(p: &PagingState, linear: u64, mut read_u64: impl FnMut(u64) -> Option<u64>) -> Result<u64, WalkError> {
     if p.cr0 & CR0_PG == 0 {
         return Ok(linear & 0xffff_ffff);
     }
@@ -64,13 +60,7 @@ pub fn translate(
     } else {
         let linear = linear & 0xffff_ffff;
         let rd32 = |r: &mut dyn FnMut(u64) -> Result<u64, WalkError>, gpa: u64| {
-            r(gpa & !7).map(|v| {
-                if gpa & 4 != 0 {
-                    v >> 32
-                } else {
-                    v & 0xffff_ffff
-                }
-            })
+            r(gpa & !7).map(|v| if gpa & 4 != 0 { v >> 32 } else { v & 0xffff_ffff })
         };
         let pde = rd32(&mut read, (p.cr3 & 0xffff_f000) + (linear >> 22) * 4)?;
         if pde & 1 == 0 {
@@ -93,13 +83,7 @@ mod tests {
     use alloc::collections::BTreeMap;
 
     fn lm() -> PagingState {
-        PagingState {
-            cr0: CR0_PG | 1,
-            cr3: 0x1000,
-            cr4: CR4_PAE,
-            efer: EFER_LMA | (1 << 8),
-            ..Default::default()
-        }
+        PagingState { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PAE, efer: EFER_LMA | (1 << 8), ..Default::default() }
     }
 
     #[test]
@@ -123,10 +107,7 @@ mod tests {
         assert_eq!(translate(&p, 0x20_3456, r), Ok(0xabc_d456));
         assert_eq!(translate(&p, 0x4123_4567, r), Ok(0x4123_4567));
         assert_eq!(translate(&p, 0x8000_0000, r), Err(WalkError::NotPresent));
-        assert_eq!(
-            translate(&p, 0x1234, |_| None),
-            Err(WalkError::BadTable(0x1000))
-        );
+        assert_eq!(translate(&p, 0x1234, |_| None), Err(WalkError::BadTable(0x1000)));
     }
 
     #[test]
@@ -136,12 +117,7 @@ mod tests {
         m.insert(0x1000u64, (0x0c00_0083u64) << 32 | 0x2003);
         m.insert(0x2000, 0x7003u64 << 32 | 0x6003); // PTE 0 -> 0x6000, PTE 1 -> 0x7000
         let r = |a: u64| m.get(&a).copied().or(Some(0));
-        let p = PagingState {
-            cr0: CR0_PG | 1,
-            cr3: 0x1000,
-            cr4: CR4_PSE,
-            ..Default::default()
-        };
+        let p = PagingState { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PSE, ..Default::default() };
         assert_eq!(translate(&p, 0x0041_2345, r), Ok(0x0c01_2345));
         assert_eq!(translate(&p, 0x1abc, r), Ok(0x7abc));
     }

@@ -4,9 +4,7 @@ use super::{Action, Ctx, HResult};
 use crate::domain::evtchn::{self, Binding};
 use core::sync::atomic::Ordering;
 use keel_abi::hypercall::errno::*;
-use keel_abi::shared_info::{
-    evtchnop, virq, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnStatus,
-};
+use keel_abi::shared_info::{evtchnop, virq, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnStatus};
 
 pub fn event_channel_op(c: &mut Ctx) -> HResult {
     let (cmd, arg) = (c.args[0], c.args[1]);
@@ -44,10 +42,7 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
             let p = c.dom.evtchn.lock().get(port)?;
             match p.binding {
                 Binding::Ipi => evtchn::set_pending(c.dom, port),
-                Binding::Interdomain {
-                    remote,
-                    remote_port,
-                } => {
+                Binding::Interdomain { remote, remote_port } => {
                     if let Some(r) = crate::domain::get(remote) {
                         evtchn::set_pending(&r, remote_port);
                     }
@@ -67,12 +62,7 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
             let p = c.dom.evtchn.lock().close(port)?;
             if let Binding::Virq(n) = p.binding {
                 if let Some(v) = c.dom.vcpus.get(p.vcpu as usize) {
-                    let _ = v.virq_ports[n as usize].compare_exchange(
-                        port,
-                        0,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
+                    let _ = v.virq_ports[n as usize].compare_exchange(port, 0, Ordering::AcqRel, Ordering::Relaxed);
                 }
             }
             Ok(Action::Return(0))

@@ -21,9 +21,7 @@ pub fn hvm_op(c: &mut Ctx) -> HResult {
                     return Err(EPERM);
                 }
                 let typ = p.value >> 56;
-                if p.value != 0
-                    && (typ != hvm_param::CALLBACK_TYPE_VECTOR || (p.value as u8) < 0x10)
-                {
+                if p.value != 0 && (typ != hvm_param::CALLBACK_TYPE_VECTOR || (p.value as u8) < 0x10) {
                     return Err(EINVAL);
                 }
                 c.dom.params.lock()[p.index as usize] = p.value;

@@ -18,16 +18,8 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
                     if a.idx != 0 {
                         return Err(EINVAL);
                     }
-                    let gpa = a
-                        .gpfn
-                        .checked_mul(4096)
-                        .filter(|g| *g < 1 << 52)
-                        .ok_or(EINVAL)?;
-                    c.dom
-                        .mem
-                        .lock()
-                        .map_foreign_frame(gpa, c.dom.shared_info)
-                        .map_err(|_| EINVAL)?;
+                    let gpa = a.gpfn.checked_mul(4096).filter(|g| *g < 1 << 52).ok_or(EINVAL)?;
+                    c.dom.mem.lock().map_foreign_frame(gpa, c.dom.shared_info).map_err(|_| EINVAL)?;
                     c.dom.shared_info_gfn.store(a.gpfn, Ordering::Release);
                     c.hw.flush_tlb();
                     for v in &c.dom.vcpus {

@@ -44,12 +44,8 @@ impl Ctx<'_> {
     pub fn read<T: Copy + Default>(&self, linear: u64) -> Result<T, i64> {
         let mut v = T::default();
         // SAFETY: T is a `#[repr(C)]` ABI struct or integer (any bytes are valid); we fill it from guest memory.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(
-                (&mut v as *mut T).cast::<u8>(),
-                core::mem::size_of::<T>(),
-            )
-        };
+        let bytes =
+            unsafe { core::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), core::mem::size_of::<T>()) };
         self.read_bytes(linear, bytes)?;
         Ok(v)
     }
@@ -63,9 +59,7 @@ impl Ctx<'_> {
     /// Copies a value to guest-linear memory.
     pub fn write<T: Copy>(&self, linear: u64, v: &T) -> Result<(), i64> {
         // SAFETY: viewing a `#[repr(C)]` value's bytes for copying.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        };
+        let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
         self.write_bytes(linear, bytes)
     }
 
@@ -79,12 +73,7 @@ impl Ctx<'_> {
 /// Decodes and runs the hypercall in the vCPU's registers (64-bit ABI).
 pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
     let g = *hw.gprs();
-    let mut ctx = Ctx {
-        dom,
-        v,
-        hw,
-        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8],
-    };
+    let mut ctx = Ctx { dom, v, hw, args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8] };
     let r = match g.rax {
         nr::XEN_VERSION => version::xen_version(&mut ctx),
         nr::CONSOLE_IO => console::console_io(&mut ctx),
@@ -115,10 +104,7 @@ pub fn install_page(dom: &Domain, msr_value: u64) -> Result<(), &'static str> {
     }
     let vmmcall = crate::arch::x86::cpu::identify().vendor == crate::arch::x86::cpu::Vendor::Amd;
     let page = build_page(vmmcall);
-    dom.mem
-        .lock()
-        .write(msr_value & !0xfff, &page)
-        .map_err(|_| "not guest RAM")
+    dom.mem.lock().write(msr_value & !0xfff, &page).map_err(|_| "not guest RAM")
 }
 
 /// The bytes of a hypercall page.
@@ -133,11 +119,7 @@ pub fn build_page(vmmcall: bool) -> [u8; 4096] {
         }
         s[0] = 0xb8; // mov eax, imm32
         s[1..5].copy_from_slice(&(n as u32).to_le_bytes());
-        s[5..8].copy_from_slice(if vmmcall {
-            &[0x0f, 0x01, 0xd9]
-        } else {
-            &[0x0f, 0x01, 0xc1]
-        });
+        s[5..8].copy_from_slice(if vmmcall { &[0x0f, 0x01, 0xd9] } else { &[0x0f, 0x01, 0xc1] });
         s[8] = 0xc3; // ret
     }
     page
@@ -150,10 +132,7 @@ mod tests {
     #[test]
     fn hypercall_page_layout() {
         let p = build_page(true);
-        assert_eq!(
-            &p[17 * 32..17 * 32 + 9],
-            &[0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3]
-        );
+        assert_eq!(&p[17 * 32..17 * 32 + 9], &[0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3]);
         assert_eq!(&p[23 * 32..23 * 32 + 2], &[0x0f, 0x0b]);
         let p = build_page(false);
         assert_eq!(&p[5..8], &[0x0f, 0x01, 0xc1]);

@@ -21,8 +21,7 @@ pub fn sched_op(c: &mut Ctx) -> HResult {
             let s: SchedShutdown = c.read(arg)?;
             let reason = ShutdownReason::from_raw(s.reason).ok_or(EINVAL)?;
             if reason == ShutdownReason::Crash {
-                c.dom
-                    .crash("the guest reported a crash (SCHEDOP_shutdown crash)");
+                c.dom.crash("the guest reported a crash (SCHEDOP_shutdown crash)");
             } else {
                 c.dom.shutdown(reason);
             }

@@ -12,12 +12,7 @@ const ETIME: i64 = 62;
 
 pub fn vcpu_op(c: &mut Ctx) -> HResult {
     let (cmd, id, arg) = (c.args[0], c.args[1], c.args[2]);
-    let target = c
-        .dom
-        .vcpus
-        .get(usize::try_from(id).map_err(|_| EINVAL)?)
-        .cloned()
-        .ok_or(ENOENT)?;
+    let target = c.dom.vcpus.get(usize::try_from(id).map_err(|_| EINVAL)?).cloned().ok_or(ENOENT)?;
     let is_self = target.id == c.v.id;
     match cmd {
         vcpuop::SET_SINGLESHOT_TIMER => {
@@ -28,8 +23,7 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             if t.flags & vcpuop::SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < time::now_ns() {
                 return Err(ETIME);
             }
-            c.v.timer_deadline
-                .store(t.timeout_abs_ns.max(1), Ordering::Release);
+            c.v.timer_deadline.store(t.timeout_abs_ns.max(1), Ordering::Release);
             Ok(Action::Return(0))
         }
         vcpuop::STOP_SINGLESHOT_TIMER => {
@@ -44,9 +38,7 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             if t.period_ns < 1_000_000 {
                 return Err(EINVAL);
             }
-            target
-                .periodic_next
-                .store(time::now_ns() + t.period_ns, Ordering::Release);
+            target.periodic_next.store(time::now_ns() + t.period_ns, Ordering::Release);
             target.periodic_period.store(t.period_ns, Ordering::Release);
             Ok(Action::Return(0))
         }
@@ -74,21 +66,38 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             Ok(Action::Return(0))
         }
         vcpuop::REGISTER_RUNSTATE_MEMORY_AREA => {
+            // The area is given by guest-virtual address; it is translated once, now (with page-table
+            // isolation the user CR3 of a later exit may not map it).
             let addr: u64 = c.read(arg)?;
             target.runstate_area.store(addr, Ordering::Release);
-            if addr != 0 {
-                c.write(addr, &target.runstate())?;
+            if addr == 0 {
+                target.runstate_hpa[0].store(0, Ordering::Release);
+                return Ok(Action::Return(0));
             }
+            let size = core::mem::size_of::<keel_abi::shared_info::VcpuRunstateInfo>() as u64;
+            let last = addr.checked_add(size - 1).ok_or(EFAULT)?;
+            let paging = c.hw.paging();
+            let (first_hpa, second_hpa) = {
+                let mem = c.dom.mem.lock();
+                let tr = |lin: u64| -> Result<u64, i64> {
+                    let gpa = crate::hvm::walk::translate(&paging, lin, |g| mem.read_val::<u64>(g).ok())
+                        .map_err(|_| EFAULT)?;
+                    mem.translate(gpa, true).map_err(|_| EFAULT)
+                };
+                let first = tr(addr)?;
+                let second = if last >> 12 != addr >> 12 { tr(last & !0xfff)? } else { 0 };
+                (first, second)
+            };
+            target.runstate_hpa[1].store(second_hpa, Ordering::Release);
+            target.runstate_hpa[0].store(first_hpa, Ordering::Release);
+            target.publish_runstate();
             Ok(Action::Return(0))
         }
         vcpuop::GET_RUNSTATE_INFO => {
             c.write(arg, &target.runstate())?;
             Ok(Action::Return(0))
         }
-        vcpuop::IS_UP => Ok(Action::Return(u64::from(!matches!(
-            target.state(),
-            VcpuState::Offline | VcpuState::Dead
-        )))),
+        vcpuop::IS_UP => Ok(Action::Return(u64::from(!matches!(target.state(), VcpuState::Offline | VcpuState::Dead)))),
         _ => Err(ENOSYS),
     }
 }

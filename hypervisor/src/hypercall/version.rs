@@ -29,11 +29,7 @@ pub fn xen_version(c: &mut Ctx) -> HResult {
         }
         xenver::GET_FEATURES => {
             let mut fi: XenFeatureInfo = c.read(arg)?;
-            fi.submap = if fi.submap_idx == 0 {
-                FEATURES_SUBMAP0
-            } else {
-                0
-            };
+            fi.submap = if fi.submap_idx == 0 { FEATURES_SUBMAP0 } else { 0 };
             c.write(arg, &fi)?;
             Ok(Action::Return(0))
         }

@@ -2,13 +2,14 @@
 //! `XEN_ELFNOTE_PHYS32_ENTRY`, and lay out `hvm_start_info` with memory map, modules and command line.
 //! A malformed or truncated image is an error that names the problem; nothing here panics on bad input.
 
+pub mod acpi_tables;
+pub mod bzimage;
+
 use crate::domain::Memory;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use keel_abi::start_info::{
-    self as si, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC,
-};
+use keel_abi::start_info::{self as si, HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_START_MAGIC};
 
 /// Why an image could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,20 +75,13 @@ pub fn parse_elf(b: &[u8]) -> Result<ElfImage, LoadError> {
     let phentsize = u16_at(b, 54).unwrap_or(0) as usize;
     let phnum = u16_at(b, 56).unwrap_or(0) as usize;
     if phentsize < 56 {
-        return err(format!(
-            "ELF program header entries of {phentsize} bytes (expected 56)"
-        ));
+        return err(format!("ELF program header entries of {phentsize} bytes (expected 56)"));
     }
-    let table_end = phnum
-        .checked_mul(phentsize)
-        .and_then(|n| n.checked_add(phoff));
+    let table_end = phnum.checked_mul(phentsize).and_then(|n| n.checked_add(phoff));
     if table_end.is_none_or(|e| e > b.len()) {
         return err("ELF program headers run past the end of the image (truncated?)");
     }
-    let mut img = ElfImage {
-        segments: Vec::new(),
-        pvh_entry: None,
-    };
+    let mut img = ElfImage { segments: Vec::new(), pvh_entry: None };
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
         let typ = u32_at(b, ph).unwrap_or(0);
@@ -95,35 +89,21 @@ pub fn parse_elf(b: &[u8]) -> Result<ElfImage, LoadError> {
         let paddr = u64_at(b, ph + 24).unwrap_or(0);
         let filesz = u64_at(b, ph + 32).unwrap_or(0);
         let memsz = u64_at(b, ph + 40).unwrap_or(0);
-        let in_file = offset
-            .checked_add(filesz)
-            .is_some_and(|e| e <= b.len() as u64);
+        let in_file = offset.checked_add(filesz).is_some_and(|e| e <= b.len() as u64);
         match typ {
             PT_LOAD => {
                 if !in_file {
-                    return err(format!(
-                        "segment {i} ({filesz} bytes at file offset {offset:#x}) is truncated"
-                    ));
+                    return err(format!("segment {i} ({filesz} bytes at file offset {offset:#x}) is truncated"));
                 }
                 if memsz < filesz {
-                    return err(format!(
-                        "segment {i} has memsz {memsz:#x} smaller than filesz {filesz:#x}"
-                    ));
+                    return err(format!("segment {i} has memsz {memsz:#x} smaller than filesz {filesz:#x}"));
                 }
-                img.segments.push(Segment {
-                    offset,
-                    paddr,
-                    filesz,
-                    memsz,
-                });
+                img.segments.push(Segment { offset, paddr, filesz, memsz });
             }
             PT_NOTE if in_file => {
                 let notes = &b[offset as usize..(offset + filesz) as usize];
                 if let Some(e) = find_note(notes, b"Xen", XEN_ELFNOTE_PHYS32_ENTRY) {
-                    img.pvh_entry = e
-                        .get(..4)
-                        .and_then(|d| d.try_into().ok())
-                        .map(u32::from_le_bytes);
+                    img.pvh_entry = e.get(..4).and_then(|d| d.try_into().ok()).map(u32::from_le_bytes);
                 }
             }
             _ => {}
@@ -158,9 +138,7 @@ pub fn find_note<'a>(mut notes: &'a [u8], owner: &[u8], typ: u32) -> Option<&'a 
 pub fn load_pvh(mem: &Memory, image: &[u8]) -> Result<u32, LoadError> {
     let elf = parse_elf(image)?;
     let entry = elf.pvh_entry.ok_or_else(|| {
-        LoadError(
-            "the ELF image has no XEN_ELFNOTE_PHYS32_ENTRY note: it is not a PVH kernel".into(),
-        )
+        LoadError("the ELF image has no XEN_ELFNOTE_PHYS32_ENTRY note: it is not a PVH kernel".into())
     })?;
     for (i, s) in elf.segments.iter().enumerate() {
         let end = s.paddr.checked_add(s.memsz).filter(|&e| e <= mem.ram_end);
@@ -173,14 +151,12 @@ pub fn load_pvh(mem: &Memory, image: &[u8]) -> Result<u32, LoadError> {
             ));
         }
         let data = &image[s.offset as usize..(s.offset + s.filesz) as usize];
-        mem.write(s.paddr, data)
-            .map_err(|e| LoadError(format!("segment {i}: guest address {:#x} unmapped", e.0)))?;
+        mem.write(s.paddr, data).map_err(|e| LoadError(format!("segment {i}: guest address {:#x} unmapped", e.0)))?;
         let zeros = alloc::vec![0u8; 4096];
         let mut at = s.paddr + s.filesz;
         while at < s.paddr + s.memsz {
             let n = core::cmp::min(4096, s.paddr + s.memsz - at) as usize;
-            mem.write(at, &zeros[..n])
-                .map_err(|e| LoadError(format!("bss at {:#x} unmapped", e.0)))?;
+            mem.write(at, &zeros[..n]).map_err(|e| LoadError(format!("bss at {:#x} unmapped", e.0)))?;
             at += n as u64;
         }
     }
@@ -206,6 +182,7 @@ pub fn write_start_info(
     cmdline: &str,
     modules: &[GuestModule],
     memmap: &[HvmMemmapEntry],
+    rsdp: u64,
 ) -> Result<u32, LoadError> {
     let info_len = core::mem::size_of::<HvmStartInfo>() as u64;
     let modlist = at + info_len;
@@ -217,33 +194,20 @@ pub fn write_start_info(
         let mut bytes = Vec::with_capacity(s.len() + 1);
         bytes.extend_from_slice(s.as_bytes());
         bytes.push(0);
-        mem.write(a, &bytes)
-            .map_err(|_| LoadError("start_info area unmapped".into()))?;
+        mem.write(a, &bytes).map_err(|_| LoadError("start_info area unmapped".into()))?;
         next_str += bytes.len() as u64;
         Ok(a)
     };
     let cmd = put_str(cmdline)?;
     let mut entries = Vec::new();
     for m in modules {
-        let c = if m.cmdline.is_empty() {
-            0
-        } else {
-            put_str(m.cmdline)?
-        };
-        entries.push(HvmModlistEntry {
-            paddr: m.gpa,
-            size: m.size,
-            cmdline_paddr: c,
-            reserved: 0,
-        });
+        let c = if m.cmdline.is_empty() { 0 } else { put_str(m.cmdline)? };
+        entries.push(HvmModlistEntry { paddr: m.gpa, size: m.size, cmdline_paddr: c, reserved: 0 });
     }
     if next_str > at + 3 * 4096 || at + 3 * 4096 > 1 << 30 {
         return err("start_info, module list and command lines need more than 12 KiB below 1 GiB");
     }
-    let wr = |gpa: u64, bytes: &[u8]| {
-        mem.write(gpa, bytes)
-            .map_err(|_| LoadError("start_info area unmapped".into()))
-    };
+    let wr = |gpa: u64, bytes: &[u8]| mem.write(gpa, bytes).map_err(|_| LoadError("start_info area unmapped".into()));
     for (i, e) in entries.iter().enumerate() {
         wr(modlist + i as u64 * 32, as_bytes(e))?;
     }
@@ -257,7 +221,7 @@ pub fn write_start_info(
         nr_modules: modules.len() as u32,
         modlist_paddr: if modules.is_empty() { 0 } else { modlist },
         cmdline_paddr: cmd,
-        rsdp_paddr: 0,
+        rsdp_paddr: rsdp,
         memmap_paddr: memmap_at,
         memmap_entries: memmap.len() as u32,
         reserved: 0,
@@ -274,12 +238,7 @@ fn as_bytes<T: Copy>(v: &T) -> &[u8] {
 /// The memory map of a PVH guest with `ram` bytes, whose last `reserved_tail` bytes below `min(ram, 1 GiB)` hold
 /// start_info.
 pub fn memory_map(ram: u64, start_info_at: u64) -> Vec<HvmMemmapEntry> {
-    let e = |addr: u64, size: u64, typ: u32| HvmMemmapEntry {
-        addr,
-        size,
-        typ,
-        reserved: 0,
-    };
+    let e = |addr: u64, size: u64, typ: u32| HvmMemmapEntry { addr, size, typ, reserved: 0 };
     let mut v = alloc::vec![
         e(0, start_info_at, si::HVM_MEMMAP_TYPE_RAM),
         e(start_info_at, 3 * 4096, si::HVM_MEMMAP_TYPE_RESERVED)
@@ -306,13 +265,7 @@ mod tests {
         b[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
         b[54..56].copy_from_slice(&56u16.to_le_bytes());
         b[56..58].copy_from_slice(&2u16.to_le_bytes());
-        let ph = |b: &mut Vec<u8>,
-                  at: usize,
-                  typ: u32,
-                  off: u64,
-                  paddr: u64,
-                  filesz: u64,
-                  memsz: u64| {
+        let ph = |b: &mut Vec<u8>, at: usize, typ: u32, off: u64, paddr: u64, filesz: u64, memsz: u64| {
             b[at..at + 4].copy_from_slice(&typ.to_le_bytes());
             b[at + 8..at + 16].copy_from_slice(&off.to_le_bytes());
             b[at + 24..at + 32].copy_from_slice(&paddr.to_le_bytes());
@@ -333,23 +286,12 @@ mod tests {
     fn parses_segments_and_pvh_note() {
         let img = parse_elf(&tiny_elf(0x10_0040)).unwrap();
         assert_eq!(img.pvh_entry, Some(0x10_0040));
-        assert_eq!(
-            img.segments,
-            [Segment {
-                offset: 0x100,
-                paddr: 0x10_0000,
-                filesz: 0x10,
-                memsz: 0x2000
-            }]
-        );
+        assert_eq!(img.segments, [Segment { offset: 0x100, paddr: 0x10_0000, filesz: 0x10, memsz: 0x2000 }]);
     }
 
     #[test]
     fn broken_images_are_named_errors() {
-        assert!(parse_elf(b"MZ not an elf")
-            .unwrap_err()
-            .0
-            .contains("not an ELF"));
+        assert!(parse_elf(b"MZ not an elf").unwrap_err().0.contains("not an ELF"));
         let mut e = tiny_elf(1);
         e[4] = 1;
         assert!(parse_elf(&e).unwrap_err().0.contains("64-bit"));

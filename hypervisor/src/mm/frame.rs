@@ -36,12 +36,7 @@ impl FrameAllocator {
     /// An allocator for frames below `top` (exclusive), all initially in use.
     pub fn new(top: u64) -> Self {
         let frames = align_up(top, PAGE_SIZE) / PAGE_SIZE;
-        Self {
-            bits: vec![0; frames.div_ceil(64) as usize],
-            frames,
-            free: 0,
-            hint: 0,
-        }
+        Self { bits: vec![0; frames.div_ceil(64) as usize], frames, free: 0, hint: 0 }
     }
 
     fn set(&mut self, frame: u64, free: bool) {
@@ -106,12 +101,7 @@ impl FrameAllocator {
 
     /// Allocates `count` contiguous frames whose first address is a multiple of `align` bytes and whose last
     /// byte lies below `limit`.
-    pub fn alloc_contiguous(
-        &mut self,
-        count: u64,
-        align: u64,
-        limit: u64,
-    ) -> Result<u64, OutOfFrames> {
+    pub fn alloc_contiguous(&mut self, count: u64, align: u64, limit: u64) -> Result<u64, OutOfFrames> {
         if count == 0 {
             return Err(OutOfFrames);
         }
@@ -203,10 +193,7 @@ mod tests {
         assert_eq!(a.free_frames(), before);
         assert_eq!(a.free(frames[0]), Err(FreeError::DoubleFree(frames[0])));
         assert_eq!(a.free(0x123), Err(FreeError::Unaligned(0x123)));
-        assert_eq!(
-            a.free(0x1_0000_0000),
-            Err(FreeError::OutOfRange(0x1_0000_0000))
-        );
+        assert_eq!(a.free(0x1_0000_0000), Err(FreeError::OutOfRange(0x1_0000_0000)));
     }
 
     #[test]
@@ -214,10 +201,7 @@ mod tests {
         let mut a = alloc_with_holes();
         let p = a.alloc_contiguous(512, 0x20_0000, u64::MAX).unwrap();
         assert_eq!(p % 0x20_0000, 0);
-        assert!(
-            p >= 0x40_0000,
-            "must skip the reserved image at 2 MiB: {p:#x}"
-        );
+        assert!(p >= 0x40_0000, "must skip the reserved image at 2 MiB: {p:#x}");
         let low = a.alloc_contiguous(1, 4096, 0x20_0000).unwrap();
         assert!((0x10_0000..0x20_0000).contains(&low));
         assert_eq!(a.alloc_contiguous(0x1000, 4096, u64::MAX), Err(OutOfFrames));

@@ -16,10 +16,7 @@ pub struct Perms {
 
 impl Perms {
     /// Ordinary guest RAM.
-    pub const RAM: Self = Self {
-        write: true,
-        exec: true,
-    };
+    pub const RAM: Self = Self { write: true, exec: true };
 }
 
 /// Size of a leaf mapping.
@@ -99,10 +96,7 @@ impl PteFormat for Npt {
         e & ADDR_MASK
     }
     fn perms(e: u64) -> Perms {
-        Perms {
-            write: e & 0b10 != 0,
-            exec: e & (1 << 63) == 0,
-        }
+        Perms { write: e & 0b10 != 0, exec: e & (1 << 63) == 0 }
     }
 }
 
@@ -142,10 +136,7 @@ impl PteFormat for Ept {
         e & ADDR_MASK
     }
     fn perms(e: u64) -> Perms {
-        Perms {
-            write: e & 0b10 != 0,
-            exec: e & 0b100 != 0,
-        }
+        Perms { write: e & 0b10 != 0, exec: e & 0b100 != 0 }
     }
 }
 
@@ -194,20 +185,12 @@ fn index(gpa: u64, level: u32) -> usize {
 impl<F: PteFormat> P2m<F> {
     /// An empty map.
     pub fn new(src: &mut impl FrameSource) -> Result<Self, OutOfFrames> {
-        Ok(Self {
-            root: src.alloc()?,
-            tables: 1,
-            _f: core::marker::PhantomData,
-        })
+        Ok(Self { root: src.alloc()?, tables: 1, _f: core::marker::PhantomData })
     }
 
     /// A map with no tables at all (what is left once a domain's map has been destroyed).
     pub fn detached() -> Self {
-        Self {
-            root: 0,
-            tables: 0,
-            _f: core::marker::PhantomData,
-        }
+        Self { root: 0, tables: 0, _f: core::marker::PhantomData }
     }
 
     /// Physical address of the top-level table (nCR3 / EPTP base).
@@ -275,14 +258,27 @@ impl<F: PteFormat> P2m<F> {
         None
     }
 
-    /// Removes the 4 KiB mapping at `gpa` (splitting nothing: a 2 MiB leaf there is left alone and reported as
-    /// `None`). Returns what was mapped.
+    /// Removes the 4 KiB mapping at `gpa`, splitting a 2 MiB leaf that covers it into 4 KiB leaves first.
+    /// Returns what was mapped there.
     pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Option<Unmapped> {
         let mut table = self.root;
         for level in (2..=4).rev() {
-            let e = src.table(table)[index(gpa, level)];
-            if !F::present(e) || (level == 2 && F::is_large(e)) {
+            let i = index(gpa, level);
+            let e = src.table(table)[i];
+            if !F::present(e) {
                 return None;
+            }
+            if level == 2 && F::is_large(e) {
+                // Split: a new table of 512 leaves with the same rights and ownership.
+                let t = src.alloc().ok()?;
+                self.tables += 1;
+                let (base, perms, owned) = (F::addr(e) & !((2 << 20) - 1), F::perms(e), F::owned(e));
+                for k in 0..512u64 {
+                    src.table(t)[k as usize] = F::leaf(base + k * PAGE_SIZE, perms, PageSize::Size4K, owned);
+                }
+                src.table(table)[i] = F::table(t);
+                table = t;
+                break;
             }
             table = F::addr(e);
         }
@@ -292,10 +288,7 @@ impl<F: PteFormat> P2m<F> {
             return None;
         }
         *slot = 0;
-        Some(Unmapped {
-            hpa: F::addr(e),
-            owned: F::owned(e),
-        })
+        Some(Unmapped { hpa: F::addr(e), owned: F::owned(e) })
     }
 
     /// Frees every owned frame and every table; returns the number of owned 4 KiB frames freed.
@@ -364,79 +357,31 @@ mod tests {
         let mut f = Fake::default();
         let mut p = P2m::<Npt>::new(&mut f).unwrap();
         f.data_frames = 1 + 512;
-        p.map(
-            &mut f,
-            0x1000,
-            0x7_7000_0000,
-            PageSize::Size4K,
-            Perms::RAM,
-            true,
-        )
-        .unwrap();
-        p.map(
-            &mut f,
-            0x20_0000,
-            0x8_0000_0000,
-            PageSize::Size2M,
-            Perms::RAM,
-            true,
-        )
-        .unwrap();
-        p.map(
-            &mut f,
-            0xfee0_0000,
-            0xfee0_0000,
-            PageSize::Size4K,
-            Perms {
-                write: true,
-                exec: false,
-            },
-            false,
-        )
-        .unwrap();
+        p.map(&mut f, 0x1000, 0x7_7000_0000, PageSize::Size4K, Perms::RAM, true).unwrap();
+        p.map(&mut f, 0x20_0000, 0x8_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
+        p.map(&mut f, 0xfee0_0000, 0xfee0_0000, PageSize::Size4K, Perms { write: true, exec: false }, false).unwrap();
         assert_eq!(p.lookup(&mut f, 0x1234), Some((0x7_7000_0234, Perms::RAM)));
-        assert_eq!(
-            p.lookup(&mut f, 0x2f_ffff).map(|x| x.0),
-            Some(0x8_000f_ffff)
-        );
+        assert_eq!(p.lookup(&mut f, 0x2f_ffff).map(|x| x.0), Some(0x8_000f_ffff));
         assert_eq!(p.lookup(&mut f, 0x5000), None);
         assert!(!p.lookup(&mut f, 0xfee0_0000).unwrap().1.exec);
-        assert_eq!(
-            p.map(&mut f, 0x1000, 0x9000, PageSize::Size4K, Perms::RAM, true),
-            Err(MapError::Busy)
-        );
-        assert_eq!(
-            p.map(
-                &mut f,
-                0x20_1000,
-                0x9000,
-                PageSize::Size4K,
-                Perms::RAM,
-                true
-            ),
-            Err(MapError::Busy)
-        );
-        assert_eq!(
-            p.map(&mut f, 0x1000, 0x9000, PageSize::Size2M, Perms::RAM, true),
-            Err(MapError::Unaligned)
-        );
+        assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
+        assert_eq!(p.map(&mut f, 0x20_1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
+        assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size2M, Perms::RAM, true), Err(MapError::Unaligned));
+        // Unmapping inside the 2 MiB page splits it; the other 511 frames stay mapped and owned.
+        let u = p.unmap_4k(&mut f, 0x20_3000).unwrap();
+        assert_eq!(u, Unmapped { hpa: 0x8_0000_3000, owned: true });
+        assert_eq!(p.lookup(&mut f, 0x20_3000), None);
+        assert_eq!(p.lookup(&mut f, 0x20_4000).map(|x| x.0), Some(0x8_0000_4000));
+        f.data_frames -= 1; // the caller frees what unmap_4k returned
         let freed = p.destroy(&mut f);
-        assert_eq!(freed, 513);
+        assert_eq!(freed, 512);
         assert!(f.live.is_empty(), "every table freed");
         assert_eq!(f.data_frames, 0, "every owned frame freed once");
     }
 
     #[test]
     fn ept_and_npt_encodings() {
-        let n = Npt::leaf(
-            0x1000,
-            Perms {
-                write: false,
-                exec: false,
-            },
-            PageSize::Size4K,
-            false,
-        );
+        let n = Npt::leaf(0x1000, Perms { write: false, exec: false }, PageSize::Size4K, false);
         assert_eq!(n & 0b111, 0b101);
         assert!(n & (1 << 63) != 0);
         let e = Ept::leaf(0x20_0000, Perms::RAM, PageSize::Size2M, true);

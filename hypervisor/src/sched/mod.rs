@@ -91,11 +91,7 @@ struct RunQueue {
 }
 
 static RUNQ: [RunQueue; MAX_CPUS] = [const {
-    RunQueue {
-        q: Mutex::new(VecDeque::new()),
-        idle: AtomicBool::new(false),
-        current_priority: AtomicU8::new(3),
-    }
+    RunQueue { q: Mutex::new(VecDeque::new()), idle: AtomicBool::new(false), current_priority: AtomicU8::new(3) }
 }; MAX_CPUS];
 static ONLINE_CPUS: AtomicU32 = AtomicU32::new(1);
 static LAST_ACCOUNT: AtomicU64 = AtomicU64::new(0);
@@ -113,8 +109,7 @@ pub fn on_domain_end(f: fn(&Arc<Domain>)) {
 }
 
 fn cpu_allowed(v: &Vcpu, cpu: u32) -> bool {
-    cpu < ONLINE_CPUS.load(Ordering::Relaxed)
-        && v.sched.affinity.load(Ordering::Relaxed) & (1 << cpu) != 0
+    cpu < ONLINE_CPUS.load(Ordering::Relaxed) && v.sched.affinity.load(Ordering::Relaxed) & (1 << cpu) != 0
 }
 
 fn home_cpu(v: &Vcpu) -> u32 {
@@ -122,9 +117,7 @@ fn home_cpu(v: &Vcpu) -> u32 {
     if cpu_allowed(v, p) {
         return p;
     }
-    (0..ONLINE_CPUS.load(Ordering::Relaxed))
-        .find(|&c| cpu_allowed(v, c))
-        .unwrap_or(0)
+    (0..ONLINE_CPUS.load(Ordering::Relaxed)).find(|&c| cpu_allowed(v, c)).unwrap_or(0)
 }
 
 fn enqueue(v: &Arc<Vcpu>) {
@@ -139,10 +132,7 @@ fn enqueue(v: &Arc<Vcpu>) {
     if cpu != percpu::current_index()
         && (rq.idle.load(Ordering::Acquire) || prio < rq.current_priority.load(Ordering::Relaxed))
     {
-        apic::send_ipi(
-            percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed),
-            apic::Ipi::Fixed(KICK_VECTOR),
-        );
+        apic::send_ipi(percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(KICK_VECTOR));
     }
 }
 
@@ -158,9 +148,7 @@ pub fn wake(v: &Arc<Vcpu>) {
 pub fn kick(v: &Arc<Vcpu>) {
     if v.transition(VcpuState::Blocked, VcpuState::Runnable) {
         if v.sched.priority() != Priority::Over {
-            v.sched
-                .priority
-                .store(Priority::Boost as u8, Ordering::Relaxed);
+            v.sched.priority.store(Priority::Boost as u8, Ordering::Relaxed);
         }
         enqueue(v);
     } else if v.state() == VcpuState::Dead && !v.sched.queued.load(Ordering::Acquire) {
@@ -169,18 +157,12 @@ pub fn kick(v: &Arc<Vcpu>) {
         let cpu = home_cpu(v);
         RUNQ[cpu as usize].q.lock().push_back(v.clone());
         if cpu != percpu::current_index() {
-            apic::send_ipi(
-                percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed),
-                apic::Ipi::Fixed(KICK_VECTOR),
-            );
+            apic::send_ipi(percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(KICK_VECTOR));
         }
     } else if v.state() == VcpuState::Running {
         let cpu = v.sched.processor.load(Ordering::Relaxed);
         if cpu != percpu::current_index() {
-            apic::send_ipi(
-                percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed),
-                apic::Ipi::Fixed(KICK_VECTOR),
-            );
+            apic::send_ipi(percpu::cpu(cpu as usize).apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(KICK_VECTOR));
         }
     }
 }
@@ -195,24 +177,22 @@ pub fn domain_destroyed(dom: &Arc<Domain>) {
 /// Takes the best vCPU this CPU may run: from its own queue, or stolen from another when it has nothing better
 /// than OVER.
 fn pick(cpu: u32) -> Option<Arc<Vcpu>> {
+    // Best priority first; among equals, the vCPU with the most credit left (the one furthest behind its
+    // share), which keeps shares proportional to weight even with coarse time slices.
     let take_best = |q: &mut VecDeque<Arc<Vcpu>>, max: Priority| -> Option<Arc<Vcpu>> {
-        let mut best: Option<(usize, Priority)> = None;
+        let mut best: Option<(usize, Priority, i64)> = None;
         for (i, v) in q.iter().enumerate() {
-            if !cpu_allowed(v, cpu)
-                || (v.sched.parked.load(Ordering::Relaxed) && v.state() != VcpuState::Dead)
-            {
+            let dead = v.state() == VcpuState::Dead;
+            if !cpu_allowed(v, cpu) || (v.sched.parked.load(Ordering::Relaxed) && !dead) {
                 continue;
             }
-            let p = if v.state() == VcpuState::Dead {
-                Priority::Boost
-            } else {
-                v.sched.priority()
-            };
-            if p <= max && best.is_none_or(|(_, bp)| p < bp) {
-                best = Some((i, p));
+            let p = if dead { Priority::Boost } else { v.sched.priority() };
+            let c = v.sched.credit.load(Ordering::Relaxed);
+            if p <= max && best.is_none_or(|(_, bp, bc)| p < bp || (p == bp && c > bc)) {
+                best = Some((i, p, c));
             }
         }
-        best.and_then(|(i, _)| q.remove(i))
+        best.and_then(|(i, _, _)| q.remove(i))
     };
     let local = take_best(&mut RUNQ[cpu as usize].q.lock(), Priority::Over);
     if let Some(v) = &local {
@@ -220,11 +200,14 @@ fn pick(cpu: u32) -> Option<Arc<Vcpu>> {
             return local;
         }
     }
-    // Work stealing: a BOOST or UNDER vCPU elsewhere beats a local OVER one.
+    // Work stealing: a BOOST or UNDER vCPU elsewhere beats a local OVER one; with nothing local at all, any
+    // runnable vCPU elsewhere is better than idling.
+    let steal_max = if local.is_none() { Priority::Over } else { Priority::Under };
     let n = ONLINE_CPUS.load(Ordering::Relaxed);
     for other in (1..n).map(|d| (cpu + d) % n) {
         if let Some(mut q) = RUNQ[other as usize].q.try_lock() {
-            if let Some(v) = take_best(&mut q, Priority::Under) {
+            if let Some(v) = take_best(&mut q, steal_max) {
+                drop(q);
                 if let Some(l) = local {
                     RUNQ[cpu as usize].q.lock().push_back(l);
                 }
@@ -239,29 +222,23 @@ fn pick(cpu: u32) -> Option<Arc<Vcpu>> {
 fn account(now: u64) {
     let last = LAST_ACCOUNT.load(Ordering::Relaxed);
     if now < last + ACCOUNT_PERIOD_NS
-        || LAST_ACCOUNT
-            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
+        || LAST_ACCOUNT.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
     {
         return;
     }
     let doms = domain::all();
     let active = |d: &Domain| {
-        d.vcpus
-            .iter()
-            .filter(|v| matches!(v.state(), VcpuState::Runnable | VcpuState::Running))
-            .count() as i64
+        d.vcpus.iter().filter(|v| matches!(v.state(), VcpuState::Runnable | VcpuState::Running)).count() as i64
     };
-    let total_weight: u64 = doms
-        .iter()
-        .filter(|d| active(d) > 0)
-        .map(|d| d.weight.load(Ordering::Relaxed) as u64)
-        .sum();
+    let total_weight: u64 =
+        doms.iter().filter(|d| active(d) > 0).map(|d| d.weight.load(Ordering::Relaxed) as u64).sum();
     if total_weight == 0 {
         return;
     }
     let period = ACCOUNT_PERIOD_NS as i64;
-    let total = period * ONLINE_CPUS.load(Ordering::Relaxed) as i64;
+    // Hand out exactly the CPU time that elapsed since the last accounting (it runs a little late at times).
+    let elapsed = if last == 0 { period } else { ((now - last) as i64).min(2 * period) };
+    let total = elapsed * ONLINE_CPUS.load(Ordering::Relaxed) as i64;
     for d in &doms {
         let n = active(d);
         if n == 0 {
@@ -270,21 +247,15 @@ fn account(now: u64) {
         let mut share = total * d.weight.load(Ordering::Relaxed) as i64 / total_weight as i64;
         let cap = d.cap.load(Ordering::Relaxed) as i64;
         if cap > 0 {
-            share = share.min(period * cap / 100);
+            share = share.min(elapsed * cap / 100);
         }
         let per_vcpu = share / n;
-        for v in d
-            .vcpus
-            .iter()
-            .filter(|v| matches!(v.state(), VcpuState::Runnable | VcpuState::Running))
-        {
-            let c = (v.sched.credit.load(Ordering::Relaxed) + per_vcpu).clamp(-period, period);
+        for v in d.vcpus.iter().filter(|v| matches!(v.state(), VcpuState::Runnable | VcpuState::Running)) {
+            // Debt is kept for a few periods so that a vCPU that overran pays it back; surplus is capped at two periods
+            // so that an idle vCPU cannot hoard credit.
+            let c = (v.sched.credit.load(Ordering::Relaxed) + per_vcpu).clamp(-3 * period, 2 * period);
             v.sched.credit.store(c, Ordering::Relaxed);
-            let pri = if c > 0 {
-                Priority::Under
-            } else {
-                Priority::Over
-            };
+            let pri = if c > 0 { Priority::Under } else { Priority::Over };
             if v.sched.priority() != Priority::Boost || pri == Priority::Over {
                 v.sched.priority.store(pri as u8, Ordering::Relaxed);
             }
@@ -305,10 +276,7 @@ fn run_timers(now: u64) -> u64 {
             let t = v.timer_deadline.load(Ordering::Acquire);
             if t != 0 {
                 if t <= now {
-                    if v.timer_deadline
-                        .compare_exchange(t, 0, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if v.timer_deadline.compare_exchange(t, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                         evtchn::send_virq(&d, v, virq::TIMER);
                     }
                 } else {
@@ -328,6 +296,22 @@ fn run_timers(now: u64) -> u64 {
                     next = next.min(n);
                 } else {
                     next = next.min(due);
+                }
+            }
+            let lt = v.lapic.lock().timer_deadline.load(Ordering::Acquire);
+            if lt != 0 {
+                if lt <= now {
+                    let vec = v.lapic.lock().timer_expired(now);
+                    if let Some(vec) = vec {
+                        v.lapic.lock().set_irr(vec);
+                        kick(v);
+                    }
+                    let again = v.lapic.lock().timer_deadline.load(Ordering::Acquire);
+                    if again != 0 {
+                        next = next.min(again);
+                    }
+                } else {
+                    next = next.min(lt);
                 }
             }
             let p = v.sched.poll_deadline.load(Ordering::Acquire);
@@ -361,6 +345,7 @@ pub fn cpu_loop() -> ! {
         let now = time::now_ns();
         if cpu == 0 {
             account(now);
+            poll_serial();
         }
         let next_timer = run_timers(now);
         match pick(cpu) {
@@ -387,16 +372,13 @@ pub fn cpu_loop() -> ! {
 
 fn reap(v: &Arc<Vcpu>) {
     if let Some(d) = v.domain.upgrade() {
-        if d.is_finished() && domain::all_vcpus_stopped(&d) && !d.dying.load(Ordering::Acquire) {
-            crate::info!(
-                "domain {} ({}) cpu time {} ms",
-                d.id,
-                d.name,
-                d.cpu_time_ns() / 1_000_000
-            );
-            domain::destroy(&d);
-            if let Some(f) = ON_DOMAIN_END.get() {
-                f(&d);
+        if d.is_finished() && domain::all_vcpus_stopped(&d) {
+            let cpu_ms = d.cpu_time_ns() / 1_000_000;
+            if domain::destroy(&d) {
+                crate::info!("domain {} ({}) cpu time {} ms", d.id, d.name, cpu_ms);
+                if let Some(f) = ON_DOMAIN_END.get() {
+                    f(&d);
+                }
             }
         }
     }
@@ -419,23 +401,30 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         return;
     };
     v.sched.processor.store(cpu, Ordering::Relaxed);
-    RUNQ[cpu as usize]
-        .current_priority
-        .store(v.sched.priority() as u8, Ordering::Relaxed);
-    if v.last_cpu.swap(cpu, Ordering::Relaxed) != cpu
-        || percpu::this().last_vcpu_swap(Arc::as_ptr(v) as u64)
-    {
+    RUNQ[cpu as usize].current_priority.store(v.sched.priority() as u8, Ordering::Relaxed);
+    if v.last_cpu.swap(cpu, Ordering::Relaxed) != cpu || percpu::this().last_vcpu_swap(Arc::as_ptr(v) as u64) {
         hw.flush_tlb();
     }
     v.fpu.lock().restore();
     let start = time::now_ns();
+    // Credit is burnt as the vCPU runs (not only when it stops), so that accounting sees the truth.
+    let mut debited = start;
+    let burn = |debited: &mut u64, now: u64| {
+        v.sched.credit.fetch_sub((now - *debited) as i64, Ordering::Relaxed);
+        *debited = now;
+    };
     let slice_end = start + TIMESLICE_NS;
     let mut next_timer = next_timer;
     let outcome = loop {
         let now = time::now_ns();
         domain::pvclock::update(&dom, v);
         vmexit::deliver_events(&dom, v, hw);
-        arm_timer(now, slice_end.min(next_timer));
+        // Wake up when the slice ends, a guest timer is due, or this vCPU's credit runs out (so that a waiting
+        // UNDER vCPU gets its turn on time).
+        burn(&mut debited, now);
+        let credit_left = v.sched.credit.load(Ordering::Relaxed);
+        let credit_end = if credit_left > 0 { now + credit_left as u64 } else { u64::MAX };
+        arm_timer(now, slice_end.min(next_timer).min(credit_end));
         let exit = hw.run();
         let out = vmexit::handle(&dom, v, hw, exit);
         if !matches!(out, Outcome::Continue) {
@@ -445,28 +434,28 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         if v.state() == VcpuState::Dead {
             break Outcome::Stop;
         }
-        if now >= next_timer {
+        if now >= next_timer || NEED_TIMER_SCAN.swap(false, Ordering::AcqRel) {
             next_timer = run_timers(now);
         }
-        if now >= slice_end || higher_priority_waiting(cpu, v) {
+        // Out of credit mid-slice: an UNDER or BOOST vCPU waiting anywhere it may run takes over.
+        burn(&mut debited, now);
+        let credit_now = v.sched.credit.load(Ordering::Relaxed);
+        let mine = if credit_now <= 0 { Priority::Over } else { v.sched.priority() };
+        if now >= slice_end || higher_priority_waiting(cpu, mine) {
             break Outcome::Yield;
         }
         if cpu == 0 {
             account(now);
+            poll_serial();
         }
     };
     v.fpu.lock().save();
-    let ran = time::now_ns() - start;
-    v.sched.credit.fetch_sub(ran as i64, Ordering::Relaxed);
+    burn(&mut debited, time::now_ns());
     if v.sched.priority() == Priority::Boost {
-        v.sched
-            .priority
-            .store(Priority::Under as u8, Ordering::Relaxed);
+        v.sched.priority.store(Priority::Under as u8, Ordering::Relaxed);
     }
     if v.sched.credit.load(Ordering::Relaxed) <= 0 {
-        v.sched
-            .priority
-            .store(Priority::Over as u8, Ordering::Relaxed);
+        v.sched.priority.store(Priority::Over as u8, Ordering::Relaxed);
         if dom.cap.load(Ordering::Relaxed) > 0 {
             v.sched.parked.store(true, Ordering::Relaxed);
         }
@@ -480,18 +469,14 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         }
         Outcome::Block => {
             if v.transition(VcpuState::Running, VcpuState::Blocked)
-                && (evtchn::upcall_pending(&dom, v) || poll_satisfied(&dom, v))
+                && (vmexit::has_pending_interrupt(&dom, v) || poll_satisfied(&dom, v))
             {
                 kick(v);
             }
         }
         Outcome::Offline => {
             v.transition(VcpuState::Running, VcpuState::Offline);
-            if dom
-                .vcpus
-                .iter()
-                .all(|x| matches!(x.state(), VcpuState::Offline | VcpuState::Dead))
-            {
+            if dom.vcpus.iter().all(|x| matches!(x.state(), VcpuState::Offline | VcpuState::Dead)) {
                 // Every vCPU halted with interrupts off: Xen treats this as a power-off.
                 dom.shutdown(keel_abi::hypercall::ShutdownReason::Poweroff);
             }
@@ -511,13 +496,26 @@ fn poll_satisfied(dom: &Domain, v: &Vcpu) -> bool {
     mask != 0 && (0..64).any(|p| mask & (1 << p) != 0 && evtchn::is_pending(dom, p))
 }
 
-fn higher_priority_waiting(cpu: u32, v: &Vcpu) -> bool {
-    let mine = v.sched.priority();
-    RUNQ[cpu as usize].q.try_lock().is_some_and(|q| {
-        q.iter()
-            .any(|o| !o.sched.parked.load(Ordering::Relaxed) && o.sched.priority() < mine)
+fn higher_priority_waiting(cpu: u32, mine: Priority) -> bool {
+    let better = |o: &Arc<Vcpu>| !o.sched.parked.load(Ordering::Relaxed) && o.sched.priority() < mine;
+    if RUNQ[cpu as usize].q.try_lock().is_some_and(|q| q.iter().any(better)) {
+        return true;
+    }
+    if mine != Priority::Over {
+        return false;
+    }
+    let n = ONLINE_CPUS.load(Ordering::Relaxed);
+    (1..n).map(|d| (cpu + d) % n).any(|other| {
+        RUNQ[other as usize].q.try_lock().is_some_and(|q| q.iter().any(|o| better(o) && cpu_allowed(o, cpu)))
     })
 }
+
+/// A vLAPIC timer was re-armed on this CPU: make the scheduler look at deadlines again soon.
+pub fn lapic_timer_changed() {
+    NEED_TIMER_SCAN.store(true, Ordering::Release);
+}
+
+static NEED_TIMER_SCAN: AtomicBool = AtomicBool::new(false);
 
 /// Sets up the kick IPI handler (once).
 pub fn init() {
@@ -526,7 +524,14 @@ pub fn init() {
 
 /// Snapshot of run-queue lengths (for logs).
 pub fn queue_lengths() -> Vec<usize> {
-    (0..ONLINE_CPUS.load(Ordering::Relaxed) as usize)
-        .map(|c| RUNQ[c].q.lock().len())
-        .collect()
+    (0..ONLINE_CPUS.load(Ordering::Relaxed) as usize).map(|c| RUNQ[c].q.lock().len()).collect()
+}
+
+/// Hands serial input to the console switch (CPU 0 polls COM1 between guest entries and on every tick).
+fn poll_serial() {
+    let mut buf = [0u8; 64];
+    let n = crate::arch::x86::serial::read_available(&mut buf);
+    if n > 0 {
+        crate::dom0::serial_input(&buf[..n]);
+    }
 }

@@ -15,11 +15,7 @@ use core::ptr::NonNull;
 pub struct IdentityMap;
 
 impl AcpiHandler for IdentityMap {
-    unsafe fn map_physical_region<T>(
-        &self,
-        physical_address: usize,
-        size: usize,
-    ) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
         // SAFETY: physical memory is identity-mapped (see `paging`), so the physical address is a valid virtual
         // one for `size` bytes; the caller of this trait method guarantees a `T` lives there.
         unsafe {
@@ -73,11 +69,8 @@ pub struct Topology {
 
 /// Reads CPUs and IO-APICs out of a MADT.
 pub fn parse_madt(madt: Pin<&Madt>) -> Topology {
-    let mut t = Topology {
-        lapic_address: madt.local_apic_address as u64,
-        has_8259: madt.flags & 1 != 0,
-        ..Default::default()
-    };
+    let mut t =
+        Topology { lapic_address: madt.local_apic_address as u64, has_8259: madt.flags & 1 != 0, ..Default::default() };
     for e in madt.entries() {
         match e {
             MadtEntry::LocalApic(l) => {
@@ -92,11 +85,7 @@ pub fn parse_madt(madt: Pin<&Madt>) -> Topology {
             MadtEntry::LocalX2Apic(x) => {
                 let (id, uid, flags) = (x.x2apic_id, x.processor_uid, x.flags);
                 if !t.cpus.iter().any(|c| c.apic_id == id) {
-                    t.cpus.push(CpuEntry {
-                        apic_id: id,
-                        uid,
-                        enabled: flags & 1 != 0,
-                    });
+                    t.cpus.push(CpuEntry { apic_id: id, uid, enabled: flags & 1 != 0 });
                 }
             }
             MadtEntry::IoApic(io) => {
@@ -194,29 +183,20 @@ pub fn read(root: AcpiRoot) -> Result<HostAcpi, String> {
     let tables = unsafe {
         match root {
             AcpiRoot::Rsdp(p) => AcpiTables::from_rsdp(IdentityMap, p as usize),
-            AcpiRoot::Sdt { revision, address } => {
-                AcpiTables::from_rsdt(IdentityMap, revision, address as usize)
-            }
+            AcpiRoot::Sdt { revision, address } => AcpiTables::from_rsdt(IdentityMap, revision, address as usize),
         }
     }
     .map_err(|e| format!("ACPI tables unreadable: {e:?}"))?;
     let mut out = HostAcpi::default();
     match tables.find_table::<Madt>() {
         Ok(m) => out.topology = parse_madt(m.get()),
-        Err(e) => out.notes.push(format!(
-            "no usable MADT ({e:?}): only the boot CPU will run"
-        )),
+        Err(e) => out.notes.push(format!("no usable MADT ({e:?}): only the boot CPU will run")),
     }
     match tables.find_table::<Fadt>() {
         Ok(fadt) => {
             let p = &mut out.power;
             p.pm1a_cnt = fadt.pm1a_control_block().ok().as_ref().and_then(io_port);
-            p.pm1b_cnt = fadt
-                .pm1b_control_block()
-                .ok()
-                .flatten()
-                .as_ref()
-                .and_then(io_port);
+            p.pm1b_cnt = fadt.pm1b_control_block().ok().flatten().as_ref().and_then(io_port);
             let (smi, en) = (fadt.smi_cmd_port, fadt.acpi_enable);
             if smi != 0 && en != 0 {
                 p.acpi_enable = u16::try_from(smi).ok().map(|port| (port, en));
@@ -228,20 +208,15 @@ pub fn read(root: AcpiRoot) -> Result<HostAcpi, String> {
                 }
             }
         }
-        Err(e) => out.notes.push(format!(
-            "no usable FADT ({e:?}): ACPI power-off unavailable"
-        )),
+        Err(e) => out.notes.push(format!("no usable FADT ({e:?}): ACPI power-off unavailable")),
     }
     match tables.dsdt() {
         Ok(dsdt) => {
             // SAFETY: the DSDT's AML stream lies in identity-mapped firmware memory, `length` bytes long.
-            let aml = unsafe {
-                core::slice::from_raw_parts(dsdt.address as *const u8, dsdt.length as usize)
-            };
+            let aml = unsafe { core::slice::from_raw_parts(dsdt.address as *const u8, dsdt.length as usize) };
             out.power.s5 = find_s5(aml);
             if out.power.s5.is_none() {
-                out.notes
-                    .push("DSDT has no \\_S5 object: ACPI power-off unavailable".into());
+                out.notes.push("DSDT has no \\_S5 object: ACPI power-off unavailable".into());
             }
         }
         Err(e) => out.notes.push(format!("no DSDT ({e:?})")),
@@ -290,13 +265,7 @@ mod tests {
         // Keep the table 8-byte aligned as firmware does.
         let mut aligned = alloc::vec![0u64; bytes.len().div_ceil(8)];
         // SAFETY: `aligned` has at least bytes.len() bytes; plain byte copy.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                aligned.as_mut_ptr().cast::<u8>(),
-                bytes.len(),
-            )
-        };
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), aligned.as_mut_ptr().cast::<u8>(), bytes.len()) };
         // SAFETY: the buffer holds a complete, well-formed MADT whose header length matches, and it is neither
         // moved nor freed while the pinned reference lives.
         let madt = unsafe { Pin::new_unchecked(&*(aligned.as_ptr() as *const Madt)) };
@@ -306,49 +275,22 @@ mod tests {
         assert_eq!(
             t.cpus,
             [
-                CpuEntry {
-                    apic_id: 0,
-                    uid: 0,
-                    enabled: true
-                },
-                CpuEntry {
-                    apic_id: 1,
-                    uid: 1,
-                    enabled: true
-                },
-                CpuEntry {
-                    apic_id: 2,
-                    uid: 2,
-                    enabled: false
-                },
-                CpuEntry {
-                    apic_id: 300,
-                    uid: 300,
-                    enabled: true
-                },
+                CpuEntry { apic_id: 0, uid: 0, enabled: true },
+                CpuEntry { apic_id: 1, uid: 1, enabled: true },
+                CpuEntry { apic_id: 2, uid: 2, enabled: false },
+                CpuEntry { apic_id: 300, uid: 300, enabled: true },
             ]
         );
-        assert_eq!(
-            t.ioapics,
-            [IoApicEntry {
-                id: 0,
-                address: 0xfec0_0000,
-                gsi_base: 0
-            }]
-        );
+        assert_eq!(t.ioapics, [IoApicEntry { id: 0, address: 0xfec0_0000, gsi_base: 0 }]);
     }
 
     #[test]
     fn s5_forms() {
         // QEMU: Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })
-        let qemu = [
-            0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
-        ];
+        let qemu = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00];
         assert_eq!(find_s5(&qemu), Some((0, 0)));
         // Root-prefixed, byte-prefixed values: Package(){0x07, 0x07}
-        let other = [
-            0x10, 0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 0x02, 0x0a, 0x07, 0x0a, 0x07,
-        ];
+        let other = [0x10, 0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 0x02, 0x0a, 0x07, 0x0a, 0x07];
         assert_eq!(find_s5(&other), Some((7, 7)));
         assert_eq!(find_s5(b"no sleep states here"), None);
         assert_eq!(find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x12]), None);

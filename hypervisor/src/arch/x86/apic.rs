@@ -103,9 +103,7 @@ fn write(reg: Reg, v: u32) {
 
 /// Chooses the mode on the boot CPU: x2APIC when CPUID offers it, xAPIC at `mmio_base` otherwise.
 pub fn select_mode(mmio_base: u64) {
-    let x2 = raw_cpuid::CpuId::new()
-        .get_feature_info()
-        .is_some_and(|f| f.has_x2apic());
+    let x2 = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic());
     XAPIC_BASE.store(mmio_base, Ordering::Relaxed);
     MODE.store(if x2 { MODE_X2APIC } else { MODE_XAPIC }, Ordering::Relaxed);
 }

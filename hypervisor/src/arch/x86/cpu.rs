@@ -12,9 +12,7 @@ use core::arch::asm;
 #[inline]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Reads a byte from an I/O port.
@@ -25,9 +23,7 @@ pub unsafe fn outb(port: u16, value: u8) {
 pub unsafe fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: the caller vouches for the port; `in` touches no memory.
-    unsafe {
-        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
     v
 }
 
@@ -38,9 +34,7 @@ pub unsafe fn inb(port: u16) -> u8 {
 #[inline]
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe {
-        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Writes a 32-bit word to an I/O port.
@@ -50,9 +44,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 #[inline]
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller vouches for the port; `out` touches no memory.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Model-specific registers Keel uses.
@@ -111,9 +103,7 @@ pub unsafe fn rdmsr(msr: Msr) -> u64 {
 pub unsafe fn rdmsr_raw(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists; RDMSR touches no memory.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (hi as u64) << 32 | lo as u64
 }
 
@@ -145,9 +135,7 @@ pub unsafe fn wrmsr_raw(msr: u32, value: u64) {
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC is available on every x86-64 CPU, Keel never sets CR4.TSD, and it touches no memory.
-    unsafe {
-        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (hi as u64) << 32 | lo as u64
 }
 
@@ -287,29 +275,14 @@ pub struct CpuIdent {
 pub fn identify() -> CpuIdent {
     use alloc::string::ToString;
     let c = raw_cpuid::CpuId::new();
-    let vendor_string = c
-        .get_vendor_info()
-        .map(|v| v.as_str().to_string())
-        .unwrap_or_default();
+    let vendor_string = c.get_vendor_info().map(|v| v.as_str().to_string()).unwrap_or_default();
     let vendor = match vendor_string.as_str() {
         "GenuineIntel" => Vendor::Intel,
         "AuthenticAMD" | "HygonGenuine" => Vendor::Amd,
         _ => Vendor::Other,
     };
-    let brand = c
-        .get_processor_brand_string()
-        .map(|b| b.as_str().trim().to_string())
-        .unwrap_or_default();
-    let (family, model, stepping) = c
-        .get_feature_info()
-        .map(|f| (f.family_id(), f.model_id(), f.stepping_id()))
-        .unwrap_or_default();
-    CpuIdent {
-        vendor,
-        vendor_string,
-        brand,
-        family,
-        model,
-        stepping,
-    }
+    let brand = c.get_processor_brand_string().map(|b| b.as_str().trim().to_string()).unwrap_or_default();
+    let (family, model, stepping) =
+        c.get_feature_info().map(|f| (f.family_id(), f.model_id(), f.stepping_id())).unwrap_or_default();
+    CpuIdent { vendor, vendor_string, brand, family, model, stepping }
 }

@@ -28,9 +28,7 @@ impl FpuState {
     /// Saves the CPU's current FPU/SSE registers here.
     pub fn save(&mut self) {
         // SAFETY: FXSAVE writes exactly 512 bytes to a 16-byte aligned buffer we own; CR4.OSFXSR is set at boot.
-        unsafe {
-            core::arch::asm!("fxsave64 [{}]", in(reg) self.area.as_mut_ptr(), options(nostack))
-        };
+        unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) self.area.as_mut_ptr(), options(nostack)) };
         self.valid = true;
     }
 
@@ -39,9 +37,7 @@ impl FpuState {
         if self.valid {
             // SAFETY: the area holds an image produced by FXSAVE or the reset image above (valid MXCSR), 16-byte
             // aligned; FXRSTOR only changes FPU/SSE registers, which Keel never uses.
-            unsafe {
-                core::arch::asm!("fxrstor64 [{}]", in(reg) self.area.as_ptr(), options(nostack))
-            };
+            unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) self.area.as_ptr(), options(nostack)) };
         }
     }
 }

@@ -31,8 +31,7 @@ pub const KERNEL_DS: u16 = 0x10;
 pub fn init_this_cpu() {
     let tss: &'static mut TaskStateSegment = Box::leak(Box::new(TaskStateSegment::new()));
     for slot in [IstSlot::Nmi, IstSlot::DoubleFault, IstSlot::MachineCheck] {
-        let stack: &'static mut [u8] =
-            Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
+        let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
         let top = VirtAddr::from_ptr(stack.as_ptr()) + IST_STACK_SIZE as u64;
         tss.interrupt_stack_table[slot as usize - 1] = top.align_down(16u64);
     }

@@ -92,8 +92,7 @@ pub fn cpu(index: usize) -> &'static PerCpu {
 /// Installs block `index` as this CPU's (writes the GS base).
 pub fn install(index: usize, apic_id: u32) {
     let c = &CPUS[index];
-    c.self_ptr
-        .store(c as *const PerCpu as u64, Ordering::Relaxed);
+    c.self_ptr.store(c as *const PerCpu as u64, Ordering::Relaxed);
     c.index.store(index as u32, Ordering::Relaxed);
     c.apic_id.store(apic_id, Ordering::Relaxed);
     // SAFETY: IA32_GS_BASE exists on every x86-64 CPU; Keel never uses GS for anything else.
@@ -109,9 +108,7 @@ pub fn this() -> &'static PerCpu {
     let p: u64;
     // SAFETY: once ACTIVE is set every running CPU has installed its GS base (APs do so first thing), and the
     // first word of the block is the block's own address.
-    unsafe {
-        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags))
-    };
+    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags)) };
     // SAFETY: `p` is the address of an element of the static CPUS array.
     unsafe { &*(p as *const PerCpu) }
 }

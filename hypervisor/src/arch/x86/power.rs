@@ -76,9 +76,7 @@ pub fn reboot() -> ! {
 unsafe fn inw(port: u16) -> u16 {
     let v: u16;
     // SAFETY: forwarded to the caller.
-    unsafe {
-        core::arch::asm!("in ax, dx", out("ax") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { core::arch::asm!("in ax, dx", out("ax") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
     v
 }
 

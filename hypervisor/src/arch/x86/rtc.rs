@@ -32,15 +32,7 @@ pub fn init() {
         while read_reg(0x0a) & 0x80 != 0 {
             core::hint::spin_loop();
         }
-        [
-            read_reg(0x00),
-            read_reg(0x02),
-            read_reg(0x04),
-            read_reg(0x07),
-            read_reg(0x08),
-            read_reg(0x09),
-            read_reg(0x32),
-        ]
+        [read_reg(0x00), read_reg(0x02), read_reg(0x04), read_reg(0x07), read_reg(0x08), read_reg(0x09), read_reg(0x32)]
     };
     let mut v = read();
     loop {
@@ -59,19 +51,12 @@ pub fn init() {
         hour = (hour % 12) + 12;
     }
     let (day, month, year) = (conv(v[3]), conv(v[4]), conv(v[5]));
-    let century = if v[6] != 0 && v[6] != 0xff {
-        conv(v[6]) as i64
-    } else {
-        20
-    };
+    let century = if v[6] != 0 && v[6] != 0xff { conv(v[6]) as i64 } else { 20 };
     let full_year = century * 100 + year as i64;
     let days = days_from_civil(full_year, month as u32, day as u32);
     let epoch_s = days * 86_400 + hour as i64 * 3600 + min as i64 * 60 + sec as i64;
     let now = super::time::now_ns();
-    BOOT_EPOCH_NS.store(
-        (epoch_s.max(0) as u64 * 1_000_000_000).saturating_sub(now),
-        Ordering::Relaxed,
-    );
+    BOOT_EPOCH_NS.store((epoch_s.max(0) as u64 * 1_000_000_000).saturating_sub(now), Ordering::Relaxed);
     crate::info!("RTC: {full_year:04}-{month:02}-{day:02} {hour:02}:{min:02}:{sec:02} UTC");
 }
 

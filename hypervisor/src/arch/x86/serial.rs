@@ -63,3 +63,26 @@ fn write(bytes: &[u8]) {
         }
     }
 }
+
+/// Reads the bytes COM1 has received (polled; Keel does not route the UART interrupt).
+pub fn read_available(buf: &mut [u8]) -> usize {
+    crate::console::with_exclusive(|| {
+        // SAFETY: under the console lock, the only place COM1 is accessed.
+        match unsafe { (*core::ptr::addr_of_mut!(COM1)).as_mut() } {
+            Some(uart) => {
+                let mut n = 0;
+                while n < buf.len() {
+                    match uart.try_receive_byte() {
+                        Ok(b) => {
+                            buf[n] = b;
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                n
+            }
+            None => 0,
+        }
+    })
+}

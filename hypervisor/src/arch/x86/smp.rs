@@ -36,35 +36,21 @@ fn slot(off: usize) -> &'static AtomicU64 {
 
 /// Starts every enabled CPU in `apic_ids` other than the boot CPU, one at a time, waiting for each to report
 /// itself online. Returns the number of CPUs online afterwards (boot CPU included).
-pub fn start_aps(
-    t: &Trampoline,
-    apic_ids: &[u32],
-    cr3: u64,
-    entry: ApEntry,
-    limit: usize,
-) -> usize {
+pub fn start_aps(t: &Trampoline, apic_ids: &[u32], cr3: u64, entry: ApEntry, limit: usize) -> usize {
     // SAFETY: the first megabyte is never handed out by the frame allocator, and nothing else lives at
     // TRAMPOLINE_PADDR; the image is smaller than the 28 KiB up to 0xF000.
     unsafe {
-        core::ptr::copy_nonoverlapping(
-            t.image.as_ptr(),
-            TRAMPOLINE_PADDR as *mut u8,
-            t.image.len(),
-        );
+        core::ptr::copy_nonoverlapping(t.image.as_ptr(), TRAMPOLINE_PADDR as *mut u8, t.image.len());
     }
     let bsp = apic::id();
     let mut online = 1;
     for &id in apic_ids.iter().filter(|&&id| id != bsp) {
         if online >= limit.min(MAX_CPUS) {
-            crate::info!(
-                "Not starting CPU with APIC id {id}: limit of {} CPUs reached",
-                limit.min(MAX_CPUS)
-            );
+            crate::info!("Not starting CPU with APIC id {id}: limit of {} CPUs reached", limit.min(MAX_CPUS));
             continue;
         }
         let index = online;
-        let stack: &'static mut [u8] =
-            alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_SIZE].into_boxed_slice());
+        let stack: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_SIZE].into_boxed_slice());
         let top = (stack.as_ptr() as u64 + AP_STACK_SIZE as u64) & !15;
         slot(t.cr3).store(cr3, Ordering::SeqCst);
         slot(t.stack).store(top, Ordering::SeqCst);
@@ -91,11 +77,7 @@ pub fn start_aps(
         } else {
             crate::error!(
                 "CPU with APIC id {id} did not come up (trampoline {})",
-                if slot(t.started).load(Ordering::SeqCst) != 0 {
-                    "entered"
-                } else {
-                    "never entered"
-                }
+                if slot(t.started).load(Ordering::SeqCst) != 0 { "entered" } else { "never entered" }
             );
         }
     }

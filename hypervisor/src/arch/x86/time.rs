@@ -68,33 +68,23 @@ fn pit_window() -> (u64, u64) {
 /// Calibrates TSC and APIC timer; call once on the boot CPU with its APIC enabled.
 pub fn calibrate() -> Calibration {
     let c = raw_cpuid::CpuId::new();
-    let from_cpuid = c
-        .get_tsc_info()
-        .and_then(|t| t.tsc_frequency().map(|hz| (hz, Source::Cpuid15)))
-        .or_else(|| {
-            c.get_processor_frequency_info()
-                .map(|f| f.processor_base_frequency() as u64 * 1_000_000)
-                .filter(|&hz| hz > 0)
-                .map(|hz| (hz, Source::Cpuid16))
-        });
+    let from_cpuid = c.get_tsc_info().and_then(|t| t.tsc_frequency().map(|hz| (hz, Source::Cpuid15))).or_else(|| {
+        c.get_processor_frequency_info()
+            .map(|f| f.processor_base_frequency() as u64 * 1_000_000)
+            .filter(|&hz| hz > 0)
+            .map(|hz| (hz, Source::Cpuid16))
+    });
     let (pit_tsc, apic_hz) = pit_window();
     let (tsc_hz, source) = from_cpuid.unwrap_or((pit_tsc, Source::Pit));
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
     apic::set_timer_hz(apic_hz);
-    Calibration {
-        tsc_hz,
-        apic_timer_hz: apic_hz,
-        source,
-    }
+    Calibration { tsc_hz, apic_timer_hz: apic_hz, source }
 }
 
 /// Nanoseconds since calibration, monotonic on every CPU (the TSCs are synchronised at reset).
 pub fn now_ns() -> u64 {
-    ticks_to_ns(
-        cpu::rdtsc().saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)),
-        TSC_HZ.load(Ordering::Relaxed),
-    )
+    ticks_to_ns(cpu::rdtsc().saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)), TSC_HZ.load(Ordering::Relaxed))
 }
 
 /// Converts TSC ticks to nanoseconds at `hz`.
@@ -120,10 +110,7 @@ pub fn tsc_hz() -> u64 {
 
 /// System time (ns since calibration) at TSC value `tsc`.
 pub fn tsc_to_ns(tsc: u64) -> u64 {
-    ticks_to_ns(
-        tsc.saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)),
-        TSC_HZ.load(Ordering::Relaxed),
-    )
+    ticks_to_ns(tsc.saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed)), TSC_HZ.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]

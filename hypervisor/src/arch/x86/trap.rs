@@ -185,15 +185,8 @@ const GATE_INTERRUPT: u8 = 0x8e;
 #[repr(C, align(16))]
 struct Idt([Gate; 256]);
 
-static mut IDT: Idt = Idt([Gate {
-    offset_low: 0,
-    selector: 0,
-    ist: 0,
-    type_attr: 0,
-    offset_mid: 0,
-    offset_high: 0,
-    reserved: 0,
-}; 256]);
+static mut IDT: Idt =
+    Idt([Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 }; 256]);
 
 /// Interrupt handlers by vector (0 = none).
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
@@ -241,14 +234,9 @@ pub fn load_idt() {
         limit: u16,
         base: u64,
     }
-    let idtr = Idtr {
-        limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: core::ptr::addr_of!(IDT) as u64,
-    };
+    let idtr = Idtr { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: core::ptr::addr_of!(IDT) as u64 };
     // SAFETY: the IDT is static, fully initialised by `init_idt`, and its gates point at the stubs above.
-    unsafe {
-        core::arch::asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags))
-    };
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags)) };
 }
 
 #[no_mangle]
@@ -263,11 +251,7 @@ extern "C" fn keel_trap_dispatch(frame: &mut TrapFrame) {
         let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(h) };
         handler(frame);
     } else {
-        crate::warning!(
-            "CPU{}: unexpected interrupt vector {:#x}",
-            percpu::current_index(),
-            vector
-        );
+        crate::warning!("CPU{}: unexpected interrupt vector {:#x}", percpu::current_index(), vector);
         super::apic::eoi();
     }
 }
@@ -276,11 +260,7 @@ extern "C" fn keel_trap_dispatch(frame: &mut TrapFrame) {
 pub fn describe_pf_error(e: u64) -> alloc::string::String {
     use alloc::string::String;
     let mut s = String::new();
-    s.push_str(if e & 1 != 0 {
-        "protection violation"
-    } else {
-        "not present"
-    });
+    s.push_str(if e & 1 != 0 { "protection violation" } else { "not present" });
     s.push_str(if e & 2 != 0 { ", write" } else { ", read" });
     if e & 16 != 0 {
         s.push_str(", instruction fetch");
@@ -296,61 +276,17 @@ fn fatal_exception(f: &TrapFrame) -> ! {
     let me = percpu::this();
     let n = me.index.load(Ordering::Relaxed);
     let v = f.vector as u8;
-    crate::error!(
-        "*** CPU{} EXCEPTION {} (vector {}) error={:#018x} ***",
-        n,
-        Exception::mnemonic(v),
-        v,
-        f.error
-    );
+    crate::error!("*** CPU{} EXCEPTION {} (vector {}) error={:#018x} ***", n, Exception::mnemonic(v), v, f.error);
     if v == Exception::PageFault as u8 {
         crate::error!("page fault: {}", describe_pf_error(f.error));
     }
-    crate::error!(
-        "RIP={:#018x} CS={:#06x} RFLAGS={:#018x}",
-        f.rip,
-        f.cs,
-        f.rflags
-    );
-    crate::error!(
-        "RSP={:#018x} SS={:#06x} CR2={:#018x}",
-        f.rsp,
-        f.ss,
-        cpu::read_cr2()
-    );
-    crate::error!(
-        "CR0={:#018x} CR3={:#018x} CR4={:#018x}",
-        cpu::read_cr0(),
-        cpu::read_cr3(),
-        cpu::read_cr4()
-    );
-    crate::error!(
-        "RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}",
-        f.rax,
-        f.rbx,
-        f.rcx,
-        f.rdx
-    );
-    crate::error!(
-        "RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}",
-        f.rsi,
-        f.rdi,
-        f.rbp,
-        f.r8
-    );
-    crate::error!(
-        "R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}",
-        f.r9,
-        f.r10,
-        f.r11,
-        f.r12
-    );
-    crate::error!(
-        "R13={:#018x} R14={:#018x} R15={:#018x}",
-        f.r13,
-        f.r14,
-        f.r15
-    );
+    crate::error!("RIP={:#018x} CS={:#06x} RFLAGS={:#018x}", f.rip, f.cs, f.rflags);
+    crate::error!("RSP={:#018x} SS={:#06x} CR2={:#018x}", f.rsp, f.ss, cpu::read_cr2());
+    crate::error!("CR0={:#018x} CR3={:#018x} CR4={:#018x}", cpu::read_cr0(), cpu::read_cr3(), cpu::read_cr4());
+    crate::error!("RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
+    crate::error!("RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}", f.rsi, f.rdi, f.rbp, f.r8);
+    crate::error!("R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}", f.r9, f.r10, f.r11, f.r12);
+    crate::error!("R13={:#018x} R14={:#018x} R15={:#018x}", f.r13, f.r14, f.r15);
     crate::error!("CPU{} halted after fatal exception", n);
     me.set_state(percpu::CpuState::Dead);
     cpu::halt_forever()
@@ -363,10 +299,7 @@ mod tests {
     #[test]
     fn page_fault_error_codes() {
         assert_eq!(describe_pf_error(0), "not present, read, supervisor");
-        assert_eq!(
-            describe_pf_error(0b10111),
-            "protection violation, write, instruction fetch, user"
-        );
+        assert_eq!(describe_pf_error(0b10111), "protection violation, write, instruction fetch, user");
     }
 
     #[test]

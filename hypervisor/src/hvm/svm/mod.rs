@@ -83,9 +83,7 @@ impl Capabilities {
             crate::info!("SVM: not available: {}", names(&lack));
         }
         if !self.npt {
-            crate::warning!(
-                "SVM: no nested paging (NPT): HVM/PVH guests need it and will be refused"
-            );
+            crate::warning!("SVM: no nested paging (NPT): HVM/PVH guests need it and will be refused");
         }
     }
 }
@@ -122,9 +120,7 @@ impl core::fmt::Display for EnableError {
 /// Decides from VM_CR whether SVM can be turned on.
 pub fn check_vm_cr(vm_cr: u64) -> Result<(), EnableError> {
     if vm_cr & VM_CR_SVMDIS != 0 {
-        return Err(EnableError::DisabledByFirmware {
-            locked: vm_cr & VM_CR_LOCK != 0,
-        });
+        return Err(EnableError::DisabledByFirmware { locked: vm_cr & VM_CR_LOCK != 0 });
     }
     Ok(())
 }
@@ -146,11 +142,7 @@ pub fn enable_this_cpu(caps: &Capabilities, cpu: u32) -> Result<(), String> {
     }
     crate::info!(
         "CPU{cpu}: SVM enabled (NPT: {}, ASIDs: {})",
-        if Capabilities::read().npt {
-            "yes"
-        } else {
-            "no"
-        },
+        if Capabilities::read().npt { "yes" } else { "no" },
         caps.asids
     );
     Ok(())
@@ -163,10 +155,7 @@ mod tests {
     #[test]
     fn vm_cr_decisions() {
         assert_eq!(check_vm_cr(0), Ok(()));
-        assert_eq!(
-            check_vm_cr(VM_CR_SVMDIS),
-            Err(EnableError::DisabledByFirmware { locked: false })
-        );
+        assert_eq!(check_vm_cr(VM_CR_SVMDIS), Err(EnableError::DisabledByFirmware { locked: false }));
         let e = check_vm_cr(VM_CR_SVMDIS | VM_CR_LOCK).unwrap_err();
         assert_eq!(e, EnableError::DisabledByFirmware { locked: true });
         assert!(format!("{e}").contains("BIOS"));

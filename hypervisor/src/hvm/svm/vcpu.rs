@@ -1,12 +1,10 @@
 //! One SVM vCPU: its VMCB, I/O and MSR permission maps, the VMRUN sequence and exit decoding.
 
-use super::vmcb::{
-    self, exit_code as ec, EventType, Intercept1, Intercept2, IoioInfo, Segment, TlbControl, Vmcb,
-};
+use super::vmcb::{self, exit_code as ec, EventType, Intercept1, Intercept2, IoioInfo, Segment, TlbControl, Vmcb};
 use super::Capabilities;
 use crate::arch::x86::cpu::efer;
 use crate::arch::x86::percpu;
-use crate::hvm::{Event, Exit, Gprs, PagingState};
+use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
 core::arch::global_asm!(
@@ -122,8 +120,7 @@ pub struct SvmVcpu {
 }
 
 fn alloc_zeroed(pages: u64) -> Result<u64, &'static str> {
-    crate::mm::alloc_contiguous_zeroed(pages)
-        .map_err(|_| "out of memory for SVM control structures")
+    crate::mm::alloc_contiguous_zeroed(pages).map_err(|_| "out of memory for SVM control structures")
 }
 
 impl SvmVcpu {
@@ -138,13 +135,8 @@ impl SvmVcpu {
         unsafe { &mut *(self.vmcb_pa as *mut Vmcb) }
     }
 
-    /// A vCPU at the PVH entry point.
-    pub fn new_pvh(
-        caps: &Capabilities,
-        p2m_root: u64,
-        entry: u32,
-        start_info: u32,
-    ) -> Result<Self, &'static str> {
+    /// A vCPU in the given initial state.
+    pub fn new(caps: &Capabilities, p2m_root: u64, init: InitState) -> Result<Self, &'static str> {
         if !caps.npt {
             return Err("HVM guests need nested paging (NPT), which this CPU lacks");
         }
@@ -171,7 +163,6 @@ impl SvmVcpu {
             flush_by_asid: caps.flush_by_asid,
             next_rip: None,
         };
-        v.gprs.rbx = start_info as u64;
         let (iopm, msrpm) = (iopm_pa, msrpm_pa);
         let c = v.vmcb_mut();
         c.intercept_exceptions = 1 << crate::hvm::vector::UD | 1 << 18; // #UD (VMCALL), #MC
@@ -208,38 +199,45 @@ impl SvmVcpu {
         c.vintr = vmcb::vintr::V_INTR_MASKING;
         c.np_control = 1;
         c.n_cr3 = p2m_root;
-        // PVH entry state (xen-abi.md §1.2).
-        c.cs = Segment::flat(0x08, 0xc9b);
-        for s in [&mut c.ds, &mut c.es, &mut c.ss, &mut c.fs, &mut c.gs] {
-            *s = Segment::flat(0x10, 0xc93);
-        }
-        c.tr = Segment {
-            selector: 0x18,
-            attrib: 0x8b,
-            limit: 0x67,
-            base: 0,
-        };
-        c.ldtr = Segment {
-            selector: 0,
-            attrib: 0x82,
-            limit: 0xffff,
-            base: 0,
-        };
-        c.gdtr = Segment {
-            limit: 0xffff,
-            ..Default::default()
-        };
-        c.idtr = Segment {
-            limit: 0xffff,
-            ..Default::default()
-        };
-        c.cr0 = 0x11; // PE | ET
+        c.ldtr = Segment { selector: 0, attrib: 0x82, limit: 0xffff, base: 0 };
+        c.gdtr = Segment { limit: 0xffff, ..Default::default() };
+        c.idtr = Segment { limit: 0xffff, ..Default::default() };
         c.cr4 = 0;
         c.cr3 = 0;
         c.efer = efer::SVME;
         c.rflags = 0x2;
-        c.rip = entry as u64;
         c.rsp = 0;
+        match init {
+            InitState::Pvh { entry, .. } => {
+                // PVH entry state (xen-abi.md §1.2).
+                c.cs = Segment::flat(0x08, 0xc9b);
+                for s in [&mut c.ds, &mut c.es, &mut c.ss, &mut c.fs, &mut c.gs] {
+                    *s = Segment::flat(0x10, 0xc93);
+                }
+                c.tr = Segment { selector: 0x18, attrib: 0x8b, limit: 0x67, base: 0 };
+                c.cr0 = 0x11; // PE | ET
+                c.rip = entry as u64;
+            }
+            InitState::Sipi { vector } => {
+                // Real mode at vector:0000, as after INIT-SIPI on hardware.
+                c.cs = Segment {
+                    selector: (vector as u16) << 8,
+                    attrib: 0x9b,
+                    limit: 0xffff,
+                    base: (vector as u64) << 12,
+                };
+                for s in [&mut c.ds, &mut c.es, &mut c.ss, &mut c.fs, &mut c.gs] {
+                    *s = Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
+                }
+                c.tr = Segment { selector: 0, attrib: 0x8b, limit: 0xffff, base: 0 };
+                c.cr0 = 0x6000_0010; // CD | NW | ET: the reset value
+                c.rip = 0;
+            }
+        }
+        if let InitState::Pvh { start_info, .. } = init {
+            v.gprs.rbx = start_info as u64;
+        }
+        let c = v.vmcb_mut();
         c.dr6 = 0xffff_0ff0;
         c.dr7 = 0x400;
         c.g_pat = 0x0007_0406_0007_0406;
@@ -266,48 +264,26 @@ impl SvmVcpu {
             0
         };
         self.gprs.rax = rax;
-        let (code, info1, info2) = (
-            self.vmcb().exit_code,
-            self.vmcb().exit_info1,
-            self.vmcb().exit_info2,
-        );
-        self.next_rip = if self.nrip {
-            Some(self.vmcb().next_rip)
-        } else {
-            None
-        };
+        let (code, info1, info2) = (self.vmcb().exit_code, self.vmcb().exit_info1, self.vmcb().exit_info2);
+        self.next_rip = if self.nrip { Some(self.vmcb().next_rip) } else { None };
         match code {
             ec::CPUID => Exit::Cpuid,
             ec::HLT => Exit::Hlt,
             ec::VMMCALL => Exit::Hypercall,
-            ec::MSR => Exit::Msr {
-                write: info1 & 1 != 0,
-            },
+            ec::MSR => Exit::Msr { write: info1 & 1 != 0 },
             ec::IOIO => {
                 let io = IoioInfo::decode(info1);
                 self.next_rip = Some(info2);
-                Exit::Io {
-                    port: io.port,
-                    size: io.size,
-                    input: io.input,
-                    string: io.string,
-                    rep: io.rep,
-                }
+                Exit::Io { port: io.port, size: io.size, input: io.input, string: io.string, rep: io.rep }
             }
-            ec::NPF => Exit::NestedPageFault {
-                gpa: info2,
-                write: info1 & 2 != 0,
-                fetch: info1 & 16 != 0,
-            },
+            ec::NPF => Exit::NestedPageFault { gpa: info2, write: info1 & 2 != 0, fetch: info1 & 16 != 0 },
             ec::INTR => Exit::ExternalInterrupt,
             ec::NMI => Exit::Nmi,
             ec::VINTR => Exit::InterruptWindow,
             ec::INIT => Exit::Init,
             ec::SHUTDOWN => Exit::TripleFault,
             ec::SMI => Exit::ExternalInterrupt,
-            ec::VMRUN | ec::VMLOAD | ec::VMSAVE | ec::STGI | ec::CLGI | ec::SKINIT => {
-                Exit::VirtInstruction
-            }
+            ec::VMRUN | ec::VMLOAD | ec::VMSAVE | ec::STGI | ec::CLGI | ec::SKINIT => Exit::VirtInstruction,
             ec::INVALID => Exit::InvalidState { detail: code },
             c if (ec::EXCP_BASE..ec::EXCP_BASE + 32).contains(&c) => {
                 let vector = (c - ec::EXCP_BASE) as u8;
@@ -315,10 +291,7 @@ impl SvmVcpu {
                     Exit::InvalidOpcode
                 } else {
                     let has_error = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
-                    Exit::Exception {
-                        vector,
-                        error: has_error.then_some(info1 as u32),
-                    }
+                    Exit::Exception { vector, error: has_error.then_some(info1 as u32) }
                 }
             }
             other => Exit::Unknown { code: other },
@@ -358,9 +331,7 @@ impl SvmVcpu {
     }
 
     pub fn skip_instruction(&mut self, len: u64) {
-        let next = self
-            .next_rip
-            .unwrap_or_else(|| self.rip().wrapping_add(len));
+        let next = self.next_rip.unwrap_or_else(|| self.rip().wrapping_add(len));
         let c = self.vmcb_mut();
         c.rip = next;
         c.interrupt_shadow = 0;
@@ -371,9 +342,7 @@ impl SvmVcpu {
             return false;
         }
         self.vmcb_mut().event_inj = match e {
-            Event::Exception { vector, error } => {
-                vmcb::event_inj(vector, EventType::Exception, error)
-            }
+            Event::Exception { vector, error } => vmcb::event_inj(vector, EventType::Exception, error),
             Event::Interrupt(v) => vmcb::event_inj(v, EventType::Intr, None),
             Event::Nmi => vmcb::event_inj(2, EventType::Nmi, None),
         };
@@ -392,19 +361,15 @@ impl SvmVcpu {
             c.vintr |= vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT;
             c.intercept1 |= Intercept1::VINTR.bits();
         } else {
-            c.vintr &=
-                !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT);
+            c.vintr &= !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT);
             c.intercept1 &= !Intercept1::VINTR.bits();
         }
     }
 
     pub fn flush_tlb(&mut self) {
         let flush_by_asid = self.flush_by_asid;
-        self.vmcb_mut().tlb_control = if flush_by_asid {
-            TlbControl::FlushAsid as u8
-        } else {
-            TlbControl::FlushAll as u8
-        };
+        self.vmcb_mut().tlb_control =
+            if flush_by_asid { TlbControl::FlushAsid as u8 } else { TlbControl::FlushAll as u8 };
     }
 
     pub fn read_msr(&self, msr: u32) -> Option<u64> {

@@ -22,12 +22,7 @@ pub struct Segment {
 impl Segment {
     /// A flat segment with the given selector and attributes.
     pub const fn flat(selector: u16, attrib: u16) -> Self {
-        Self {
-            selector,
-            attrib,
-            limit: 0xffff_ffff,
-            base: 0,
-        }
+        Self { selector, attrib, limit: 0xffff_ffff, base: 0 }
     }
 }
 
@@ -330,16 +325,7 @@ mod tests {
     #[test]
     fn ioio_decoding() {
         let i = IoioInfo::decode(0x00e9_0010);
-        assert_eq!(
-            i,
-            IoioInfo {
-                port: 0xe9,
-                input: false,
-                string: false,
-                rep: false,
-                size: 1
-            }
-        );
+        assert_eq!(i, IoioInfo { port: 0xe9, input: false, string: false, rep: false, size: 1 });
         let i = IoioInfo::decode(0x0cf8_0041);
         assert_eq!((i.port, i.input, i.size), (0xcf8, true, 4));
     }

@@ -1,0 +1,127 @@
+//! Start of day, the result report and shutdown.
+
+use crate::hypercall::{self, Insn};
+use crate::{arch, smp, traps, xen, Outcome, TestResult};
+use core::sync::atomic::{AtomicU32, Ordering};
+use keel_abi::hypercall::ShutdownReason;
+use keel_abi::start_info::{HvmStartInfo, HVM_START_MAGIC};
+
+#[cfg(target_os = "none")]
+core::arch::global_asm!(
+    include_str!("entry.S"),
+    max_vcpus = const crate::MAX_VCPUS,
+    stack_size = const crate::STACK_SIZE,
+    stacks = sym smp::STACKS,
+    rust_start = sym rust_start,
+    trap_dispatch = sym traps::dispatch,
+    options(att_syntax)
+);
+
+/// Guest-physical address of `hvm_start_info` (EBX at entry).
+static START_INFO: AtomicU32 = AtomicU32::new(0);
+
+/// Every vCPU arrives here from src/entry.S, in long mode on its own stack.
+#[cfg(target_os = "none")]
+extern "C" fn rust_start(vcpu: u32, start_info: u32) -> ! {
+    extern "C" {
+        /// Defined by [`crate::guest!`] in the test binary.
+        fn xtf_guest_main() -> !;
+    }
+    if vcpu != 0 {
+        smp::ap_main(vcpu);
+    }
+    traps::init();
+    traps::load();
+    START_INFO.store(start_info, Ordering::Relaxed);
+    // Settle these before anyone else can ask.
+    xen::under_xen();
+    hypercall::insn();
+    smp::RUNTIME_READY.store(true, Ordering::Release);
+    // SAFETY: `guest!` defines it with this signature; every test binary uses `guest!`.
+    unsafe { xtf_guest_main() }
+}
+
+/// A copy of `hvm_start_info`, if EBX pointed at one.
+pub fn start_info() -> Option<HvmStartInfo> {
+    let addr = START_INFO.load(Ordering::Relaxed) as usize;
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: the loader put the structure at this guest-physical (= identity-mapped) address; a bad address
+    // gives junk, which the magic check rejects.
+    let si = unsafe { core::ptr::read_volatile(addr as *const HvmStartInfo) };
+    (si.magic == HVM_START_MAGIC).then_some(si)
+}
+
+/// The body of every guest (called by [`crate::guest!`] on vCPU 0): banner, Xen check, the test, the report.
+pub fn run(name: &str, main: fn() -> TestResult) -> ! {
+    crate::println!("--- Keel XTF guest: {name} ---");
+    let Some(x) = xen::detect() else {
+        report(Err(crate::skip!("not running under Xen")));
+    };
+    crate::println!(
+        "Environment: PVH 64-bit, Xen {}.{} (max leaf {:#x}), {:?} CPU, hypercalls by {}, start_info {}",
+        x.version >> 16,
+        x.version & 0xffff,
+        x.max_leaf,
+        arch::vendor(),
+        match hypercall::insn() {
+            Insn::Vmcall => "VMCALL",
+            Insn::Vmmcall => "VMMCALL",
+        },
+        if start_info().is_some() { "ok" } else { "missing" }
+    );
+    report(main())
+}
+
+/// The value written to isa-debug-exit (port 0xf4) when there is no Xen to shut down through: 0 SUCCESS,
+/// 1 SKIP, 2 ERROR, 3 FAILURE, 4 crash (QEMU then exits with `value << 1 | 1`).
+pub fn debug_exit_value(result: &TestResult) -> u32 {
+    match result {
+        Ok(()) => 0,
+        Err(Outcome::Skip(_)) => 1,
+        Err(Outcome::Error(_)) => 2,
+        Err(Outcome::Failure(_)) => 3,
+    }
+}
+
+/// Prints the detail line (if any) and `Test result: <WORD>`, then shuts the domain down (poweroff).
+pub fn report(result: TestResult) -> ! {
+    match &result {
+        Ok(()) => crate::println!("Test result: SUCCESS"),
+        Err(o) => {
+            let label = match o {
+                Outcome::Skip(_) => "Skip",
+                Outcome::Error(_) => "Error",
+                Outcome::Failure(_) => "Failure",
+            };
+            crate::println!("{label}: {}", o.msg());
+            crate::println!("Test result: {}", o.word());
+        }
+    }
+    shutdown(ShutdownReason::Poweroff, debug_exit_value(&result))
+}
+
+/// Ends the domain: `SCHEDOP_shutdown(reason)` under Xen; otherwise (QEMU without a hypervisor) writes
+/// `exit_value` to isa-debug-exit. Halts if neither takes effect.
+pub fn shutdown(reason: ShutdownReason, exit_value: u32) -> ! {
+    if xen::under_xen() {
+        let rc = hypercall::sched_shutdown(reason);
+        crate::println!("SCHEDOP_shutdown({}) returned {rc}", reason.name());
+    } else {
+        // SAFETY: port 0xf4 is QEMU's isa-debug-exit in the test set-up (nothing, otherwise).
+        unsafe { arch::outl(0xf4, exit_value) };
+    }
+    arch::halt_forever()
+}
+
+/// Panics print `PANIC: …` and crash the domain (XTF's way; Keel reports it as CRASHED).
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    static PANICKING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !PANICKING.swap(true, Ordering::AcqRel) {
+        crate::println!("PANIC on vCPU {}: {info}", smp::vcpu_id());
+    }
+    shutdown(ShutdownReason::Crash, 4)
+}
