@@ -293,7 +293,23 @@ pub fn serial_input(bytes: &[u8]) {
 /// Keel's own debug keys.
 fn keel_key(b: u8) {
     match b {
-        b'h' => crate::info!("'h' help, 'q' domain list, 'r' run queues"),
+        b'h' => crate::info!("'h' help, 'q' domain list, 'r' run queues, 'v' vCPUs"),
+        b'v' => {
+            for d in domain::all() {
+                for v in &d.vcpus {
+                    crate::info!(
+                        "d{}v{}: {:?} exits {} last {:?} at RIP {:#x}, last hypercall {:#x}",
+                        d.id,
+                        v.id,
+                        v.state(),
+                        v.exits.load(Ordering::Relaxed),
+                        *v.last_exit.lock(),
+                        v.last_rip.load(Ordering::Relaxed),
+                        v.last_hypercall.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
         b'q' => {
             for d in domain::all() {
                 crate::info!(
@@ -308,6 +324,19 @@ fn keel_key(b: u8) {
             }
         }
         b'r' => crate::info!("run queue lengths: {:?}", crate::sched::queue_lengths()),
+        b'c' => {
+            let base = CONSOLE_RING_HPA.load(Ordering::Acquire);
+            if base != 0 {
+                crate::info!(
+                    "console ring: out cons {} prod {}, in cons {} prod {}, port {}",
+                    ring_u32(base, ring::OUT_CONS).load(Ordering::Relaxed),
+                    ring_u32(base, ring::OUT_PROD).load(Ordering::Relaxed),
+                    ring_u32(base, ring::IN_CONS).load(Ordering::Relaxed),
+                    ring_u32(base, ring::IN_PROD).load(Ordering::Relaxed),
+                    CONSOLE_PORT.load(Ordering::Relaxed)
+                );
+            }
+        }
         _ => {}
     }
 }

@@ -188,6 +188,7 @@ pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u
             b = (b & 0x00ff_ffff) | (v.id << 24);
             b = (b & 0xff00_ffff) | ((dom.vcpus.len() as u32 & 0xff) << 16);
             d |= 1 << 28; // HTT: the logical-processor count in EBX is valid
+            d &= !(1 << 7 | 1 << 14); // MCE, MCA: no virtual machine-check architecture
         }
         0xb | 0xd | 0x1f => (a, b, c, d) = (0, 0, 0, 0),
         0x8000_0001 => c &= !(1 << 2), // SVM
@@ -210,6 +211,10 @@ const MSR_TSC: u32 = 0x10;
 const MSR_APIC_BASE: u32 = 0x1b;
 const MSR_MTRR_CAP: u32 = 0xfe;
 const MSR_MISC_ENABLE: u32 = 0x1a0;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+/// E (bit 11) set, default memory type 6 (write-back).
+const MTRR_DEF_TYPE_WB_ENABLED: u64 = 1 << 11 | 6;
+const MSR_AMD_SYSCFG: u32 = 0xc001_0010;
 
 fn msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, write: bool) -> Outcome {
     let (index, value) = {
@@ -248,7 +253,11 @@ fn read_msr(v: &Vcpu, hw: &HwVcpu, index: u32) -> Option<u64> {
         MSR_APIC_BASE => Some(0xfee0_0000 | 1 << 11 | 1 << 10 | if v.id == 0 { 1 << 8 } else { 0 }),
         MSR_MTRR_CAP => Some(0x508), // 8 variable ranges, fixed ranges, write-combining
         MSR_MISC_ENABLE => Some(1),
+        // MTRRs: enabled, default type write-back, nothing else set until the guest writes it (Linux keeps PAT
+        // only when MTRRs are on).
+        MSR_MTRR_DEF_TYPE => Some(v.msrs.lock().get(&index).copied().unwrap_or(MTRR_DEF_TYPE_WB_ENABLED)),
         0x200..=0x2ff => Some(v.msrs.lock().get(&index).copied().unwrap_or(0)),
+        MSR_AMD_SYSCFG => Some(0),
         xcpuid::HYPERCALL_PAGE_MSR => Some(0),
         _ => None,
     }
@@ -281,7 +290,7 @@ fn write_msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, index: u32, valu
                 false
             }
         },
-        MSR_TSC | MSR_APIC_BASE | MSR_MISC_ENABLE => true,
+        MSR_TSC | MSR_APIC_BASE | MSR_MISC_ENABLE | MSR_AMD_SYSCFG => true,
         0x200..=0x2ff => {
             v.msrs.lock().insert(index, value);
             true

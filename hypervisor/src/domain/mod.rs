@@ -238,6 +238,14 @@ pub struct Vcpu {
     pub window_requested: AtomicBool,
     /// The virtual local APIC.
     pub lapic: Mutex<Vlapic>,
+    /// Exits taken (for statistics and the 'v' debug key).
+    pub exits: AtomicU64,
+    /// RIP at the last exit.
+    pub last_rip: AtomicU64,
+    /// Number and first argument of the last hypercall.
+    pub last_hypercall: AtomicU64,
+    /// Last exit, as text for debugging.
+    pub last_exit: Mutex<Option<crate::hvm::Exit>>,
     /// An NMI is waiting to be injected.
     pub nmi_pending: AtomicBool,
     /// INIT received; a start-up IPI will start the vCPU.
@@ -535,6 +543,10 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     last_cpu: AtomicU32::new(u32::MAX),
                     window_requested: AtomicBool::new(false),
                     lapic: Mutex::new(Vlapic::new(i)),
+                    exits: AtomicU64::new(0),
+                    last_rip: AtomicU64::new(0),
+                    last_hypercall: AtomicU64::new(0),
+                    last_exit: Mutex::new(None),
                     nmi_pending: AtomicBool::new(false),
                     wait_for_sipi: AtomicBool::new(false),
                     runstate_hpa: [const { AtomicU64::new(0) }; 2],

@@ -42,6 +42,8 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
             let p = c.dom.evtchn.lock().get(port)?;
             match p.binding {
                 Binding::Ipi => evtchn::set_pending(c.dom, port),
+                // The console port of the initial domain: Keel itself is the backend.
+                Binding::Interdomain { remote: crate::dom0::DOMID_XEN, .. } => crate::dom0::console_kick(c.dom),
                 Binding::Interdomain { remote, remote_port } => {
                     if let Some(r) = crate::domain::get(remote) {
                         evtchn::set_pending(&r, remote_port);

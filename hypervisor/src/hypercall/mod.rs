@@ -73,6 +73,7 @@ impl Ctx<'_> {
 /// Decodes and runs the hypercall in the vCPU's registers (64-bit ABI).
 pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
     let g = *hw.gprs();
+    v.last_hypercall.store(g.rax << 32 | (g.rdi & 0xffff_ffff), core::sync::atomic::Ordering::Relaxed);
     let mut ctx = Ctx { dom, v, hw, args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8] };
     let r = match g.rax {
         nr::XEN_VERSION => version::xen_version(&mut ctx),

@@ -426,6 +426,9 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         let credit_end = if credit_left > 0 { now + credit_left as u64 } else { u64::MAX };
         arm_timer(now, slice_end.min(next_timer).min(credit_end));
         let exit = hw.run();
+        v.exits.fetch_add(1, Ordering::Relaxed);
+        v.last_rip.store(hw.rip(), Ordering::Relaxed);
+        *v.last_exit.lock() = Some(exit);
         let out = vmexit::handle(&dom, v, hw, exit);
         if !matches!(out, Outcome::Continue) {
             break out;
