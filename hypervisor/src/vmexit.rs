@@ -30,6 +30,7 @@ pub enum Outcome {
 /// take one now.
 pub fn deliver_events(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) {
     if v.nmi_pending.load(Ordering::Acquire) && hw.inject(Event::Nmi) {
+        *v.last_injected.lock() = Some(Event::Nmi);
         v.nmi_pending.store(false, Ordering::Release);
         return;
     }
@@ -45,6 +46,7 @@ pub fn deliver_events(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) {
         }
         Some(vec) if hw.interruptible() => {
             if hw.inject(Event::Interrupt(vec)) {
+                *v.last_injected.lock() = Some(Event::Interrupt(vec));
                 if lapic_vec.is_some() {
                     v.lapic.lock().accept(vec);
                 }
@@ -104,7 +106,13 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
             Outcome::Stop
         }
         Exit::TripleFault => {
-            dom.crash(&format!("triple fault (vCPU {}, RIP {:#x})", v.id, hw.rip()));
+            dom.crash(&format!(
+                "triple fault (vCPU {}, RIP {:#x}, last injected {:?})",
+                v.id,
+                hw.rip(),
+                *v.last_injected.lock()
+            ));
+            crate::debug!("d{}v{} state: {}", dom.id, v.id, hw.describe());
             Outcome::Stop
         }
         Exit::ExternalInterrupt | Exit::Nmi | Exit::InterruptWindow | Exit::Init => Outcome::Continue,

@@ -114,6 +114,14 @@ pub fn set_pending(dom: &Arc<Domain>, port: u32) {
     }
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let was = word(dom, si::EVTCHN_PENDING_OFFSET, idx).fetch_or(bit, Ordering::AcqRel);
+    // A vCPU blocked in SCHEDOP_poll on this port wakes up even when the port is masked (that is how PV
+    // spinlocks wait).
+    for v in &dom.vcpus {
+        if v.polls(port) {
+            v.stop_polling();
+            crate::sched::kick(v);
+        }
+    }
     if was & bit != 0 || word(dom, si::EVTCHN_MASK_OFFSET, idx).load(Ordering::Acquire) & bit != 0 {
         return;
     }

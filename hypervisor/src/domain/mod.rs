@@ -224,8 +224,10 @@ pub struct Vcpu {
     pub runstate_time: [AtomicU64; 4],
     /// System time the current runstate began.
     pub runstate_entry: AtomicU64,
-    /// Ports this vCPU polls in SCHEDOP_poll (bitmask of the first 64) and its deadline.
+    /// Ports this vCPU polls in SCHEDOP_poll: a bitmask of the first 64, and one port of any number.
     pub poll_mask: AtomicU64,
+    /// The single polled port (u32::MAX: none).
+    pub poll_port: AtomicU32,
     /// VIRQ → port bindings for this vCPU.
     pub virq_ports: [AtomicU32; keel_abi::shared_info::virq::NR as usize],
     /// MTRR and other MSR values the guest wrote that Keel only stores.
@@ -244,6 +246,8 @@ pub struct Vcpu {
     pub last_rip: AtomicU64,
     /// Number and first argument of the last hypercall.
     pub last_hypercall: AtomicU64,
+    /// The last event injected (for crash reports).
+    pub last_injected: Mutex<Option<crate::hvm::Event>>,
     /// Last exit, as text for debugging.
     pub last_exit: Mutex<Option<crate::hvm::Exit>>,
     /// An NMI is waiting to be injected.
@@ -277,6 +281,19 @@ impl Vcpu {
         let idx = runstate_index(old);
         self.runstate_time[idx].fetch_add(now.saturating_sub(since), Ordering::Relaxed);
         self.publish_runstate();
+    }
+
+    /// Whether the vCPU is blocked in SCHEDOP_poll waiting for `port`.
+    pub fn polls(&self, port: u32) -> bool {
+        self.poll_port.load(Ordering::Acquire) == port
+            || (port < 64 && self.poll_mask.load(Ordering::Acquire) & (1 << port) != 0)
+    }
+
+    /// Ends a SCHEDOP_poll wait.
+    pub fn stop_polling(&self) {
+        self.poll_mask.store(0, Ordering::Release);
+        self.poll_port.store(u32::MAX, Ordering::Release);
+        self.sched.poll_deadline.store(0, Ordering::Release);
     }
 
     /// Copies the runstate into the guest's registered area, if any.
@@ -537,6 +554,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     runstate_time: [const { AtomicU64::new(0) }; 4],
                     runstate_entry: AtomicU64::new(crate::arch::x86::time::now_ns()),
                     poll_mask: AtomicU64::new(0),
+                    poll_port: AtomicU32::new(u32::MAX),
                     virq_ports: [const { AtomicU32::new(0) }; keel_abi::shared_info::virq::NR as usize],
                     msrs: Mutex::new(BTreeMap::new()),
                     fpu: Mutex::new(crate::arch::x86::fpu::FpuState::new()),
@@ -546,6 +564,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     exits: AtomicU64::new(0),
                     last_rip: AtomicU64::new(0),
                     last_hypercall: AtomicU64::new(0),
+                    last_injected: Mutex::new(None),
                     last_exit: Mutex::new(None),
                     nmi_pending: AtomicBool::new(false),
                     wait_for_sipi: AtomicBool::new(false),

@@ -237,6 +237,11 @@ impl HwVcpu {
         dispatch!(self, v => v.write_msr(msr, value))
     }
 
+    /// The guest state as text, for crash reports.
+    pub fn describe(&self) -> alloc::string::String {
+        dispatch!(self, v => v.describe())
+    }
+
     /// Physical addresses of the pages this vCPU's hardware state occupies (freed by the caller on destroy).
     pub fn frames(&self) -> alloc::vec::Vec<u64> {
         dispatch!(self, v => v.frames())

@@ -33,6 +33,7 @@ pub fn sched_op(c: &mut Ctx) -> HResult {
                 return Err(EINVAL);
             }
             let mut mask = 0u64;
+            let mut single = u32::MAX;
             for i in 0..p.nr_ports as u64 {
                 let port: u32 = c.read(p.ports.wrapping_add(i * 4))?;
                 if evtchn::is_pending(c.dom, port) {
@@ -40,10 +41,21 @@ pub fn sched_op(c: &mut Ctx) -> HResult {
                 }
                 if port < 64 {
                     mask |= 1 << port;
+                } else {
+                    single = port;
                 }
             }
             c.v.poll_mask.store(mask, Ordering::Release);
+            c.v.poll_port.store(single, Ordering::Release);
             c.v.sched.poll_deadline.store(p.timeout, Ordering::Release);
+            // An event that arrived while the ports were being read must not be missed.
+            for i in 0..p.nr_ports as u64 {
+                let port: u32 = c.read(p.ports.wrapping_add(i * 4))?;
+                if evtchn::is_pending(c.dom, port) {
+                    c.v.stop_polling();
+                    return Ok(Action::Return(0));
+                }
+            }
             Ok(Action::Block)
         }
         _ => Err(ENOSYS),

@@ -317,7 +317,7 @@ fn run_timers(now: u64) -> u64 {
             let p = v.sched.poll_deadline.load(Ordering::Acquire);
             if p != 0 {
                 if p <= now {
-                    v.sched.poll_deadline.store(0, Ordering::Release);
+                    v.stop_polling();
                     kick(v);
                 } else {
                     next = next.min(p);
@@ -395,6 +395,8 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
     if !v.transition(VcpuState::Runnable, VcpuState::Running) {
         return;
     }
+    // Whatever it was polling for, it runs now.
+    v.stop_polling();
     let mut guard = v.hw.lock();
     let Some(hw) = guard.as_mut() else {
         v.set_state(VcpuState::Offline);
@@ -402,7 +404,10 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
     };
     v.sched.processor.store(cpu, Ordering::Relaxed);
     RUNQ[cpu as usize].current_priority.store(v.sched.priority() as u8, Ordering::Relaxed);
-    if v.last_cpu.swap(cpu, Ordering::Relaxed) != cpu || percpu::this().last_vcpu_swap(Arc::as_ptr(v) as u64) {
+    // All vCPUs share one ASID: flush when this CPU last ran another vCPU, or this vCPU last ran elsewhere.
+    let moved = v.last_cpu.swap(cpu, Ordering::Relaxed) != cpu;
+    let switched = percpu::this().last_vcpu_swap(Arc::as_ptr(v) as u64);
+    if moved || switched {
         hw.flush_tlb();
     }
     v.fpu.lock().restore();
@@ -419,6 +424,16 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         let now = time::now_ns();
         domain::pvclock::update(&dom, v);
         vmexit::deliver_events(&dom, v, hw);
+        // This vCPU's own timers may have been re-armed by its last hypercall.
+        for t in [
+            v.timer_deadline.load(Ordering::Acquire),
+            v.lapic.lock().timer_deadline.load(Ordering::Acquire),
+            if v.periodic_period.load(Ordering::Acquire) != 0 { v.periodic_next.load(Ordering::Acquire) } else { 0 },
+        ] {
+            if t != 0 {
+                next_timer = next_timer.min(t);
+            }
+        }
         // Wake up when the slice ends, a guest timer is due, or this vCPU's credit runs out (so that a waiting
         // UNDER vCPU gets its turn on time).
         burn(&mut debited, now);
@@ -496,7 +511,9 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
 
 fn poll_satisfied(dom: &Domain, v: &Vcpu) -> bool {
     let mask = v.poll_mask.load(Ordering::Acquire);
-    mask != 0 && (0..64).any(|p| mask & (1 << p) != 0 && evtchn::is_pending(dom, p))
+    let single = v.poll_port.load(Ordering::Acquire);
+    (mask != 0 && (0..64).any(|p| mask & (1 << p) != 0 && evtchn::is_pending(dom, p)))
+        || (single != u32::MAX && evtchn::is_pending(dom, single))
 }
 
 fn higher_priority_waiting(cpu: u32, mine: Priority) -> bool {

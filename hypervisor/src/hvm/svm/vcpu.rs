@@ -393,6 +393,42 @@ impl SvmVcpu {
         true
     }
 
+    /// A one-paragraph dump of the guest state, for crash reports.
+    pub fn describe(&self) -> alloc::string::String {
+        let c = self.vmcb();
+        alloc::format!(
+            "CS={:#x}/{:#x} RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR2={:#x} CR3={:#x} CR4={:#x} EFER={:#x} \
+             IDTR={:#x}/{:#x} GDTR={:#x}/{:#x} TR={:#x}/{:#x}/{:#x} SS={:#x}/{:#x} CPL={} shadow={:#x} \
+             exit_int_info={:#x} event_inj={:#x} vintr={:#x} GS.base={:#x} KGS={:#x}",
+            c.cs.selector,
+            c.cs.attrib,
+            c.rip,
+            c.rsp,
+            c.rflags,
+            c.cr0,
+            c.cr2,
+            c.cr3,
+            c.cr4,
+            c.efer,
+            c.idtr.base,
+            c.idtr.limit,
+            c.gdtr.base,
+            c.gdtr.limit,
+            c.tr.selector,
+            c.tr.attrib,
+            c.tr.base,
+            c.ss.selector,
+            c.ss.attrib,
+            c.cpl,
+            c.interrupt_shadow,
+            c.exit_int_info,
+            c.event_inj,
+            c.vintr,
+            c.gs.base,
+            c.kernel_gs_base
+        )
+    }
+
     pub fn frames(&self) -> Vec<u64> {
         let mut v = alloc::vec![self.vmcb_pa];
         v.extend((0..IOPM_PAGES).map(|i| self.iopm_pa + i * 4096));
