@@ -24,6 +24,13 @@ pub const DOMID_XEN: u16 = 0x7ff2;
 
 static CONSOLE_RING_HPA: AtomicU64 = AtomicU64::new(0);
 static CONSOLE_PORT: AtomicU32 = AtomicU32::new(0);
+static STORE_RING_HPA: AtomicU64 = AtomicU64::new(0);
+static STORE_PORT: AtomicU32 = AtomicU32::new(0);
+/// Keel's built-in xenstore and the replies that did not fit in the ring yet.
+static STORE: spin::Mutex<Option<(crate::xenstore::Store, Vec<u8>)>> = spin::Mutex::new(None);
+/// `remote_port` values of the ports whose peer is Keel itself.
+const BACKEND_CONSOLE: u32 = 0;
+const BACKEND_STORE: u32 = 1;
 
 fn module_bytes(m: &Module) -> &'static [u8] {
     // SAFETY: boot modules stay identity-mapped and reserved from the allocator for Keel's whole life.
@@ -123,18 +130,19 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     }
 }
 
-/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][console ring][ACPI tables][start_info ×3].
+/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][console ring][ACPI tables][start_info ×3].
 fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u64) -> Result<(u32, u32), String> {
     let entry = load_kernel(dom, module_bytes(kernel))?;
     let low_top = memory.min(1 << 30);
     let start_info_at = low_top - 3 * PAGE_SIZE;
     let acpi_at = start_info_at - PAGE_SIZE;
     let console_at = acpi_at - PAGE_SIZE;
+    let store_at = console_at - PAGE_SIZE;
     let mut mods = Vec::new();
     let mem = dom.mem.lock();
     if let Some(rd) = initrd {
         let bytes = module_bytes(rd);
-        let at = console_at.checked_sub(bytes.len() as u64).ok_or("the initrd does not fit")? & !(PAGE_SIZE - 1);
+        let at = store_at.checked_sub(bytes.len() as u64).ok_or("the initrd does not fit")? & !(PAGE_SIZE - 1);
         if at < 32 << 20 {
             return Err(format!(
                 "the initrd ({} KiB) does not fit above the kernel in {} MiB",
@@ -162,10 +170,26 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     }
     CONSOLE_RING_HPA.store(ring_hpa, Ordering::Release);
     CONSOLE_PORT.store(port, Ordering::Release);
+    // The xenstore ring, served by Keel's built-in store.
+    mem.write(store_at, &[0u8; PAGE_SIZE as usize]).map_err(|_| "store ring: unmapped")?;
+    let store_hpa = mem.translate(store_at, true).map_err(|_| "store ring: unmapped")?;
+    let store_port = dom
+        .evtchn
+        .lock()
+        .alloc(Binding::Interdomain { remote: DOMID_XEN, remote_port: BACKEND_STORE }, 0)
+        .map_err(|_| "no store port")?;
+    {
+        let mut p = dom.params.lock();
+        p[hvm_param::STORE_PFN as usize] = store_at / PAGE_SIZE;
+        p[hvm_param::STORE_EVTCHN as usize] = store_port as u64;
+    }
+    STORE_RING_HPA.store(store_hpa, Ordering::Release);
+    STORE_PORT.store(store_port, Ordering::Release);
+    *STORE.lock() = Some((crate::xenstore::Store::new(dom.id, &dom.name), Vec::new()));
     let e = |addr: u64, size: u64, typ: u32| HvmMemmapEntry { addr, size, typ, reserved: 0 };
     let mut map = alloc::vec![
-        e(0, console_at, si::HVM_MEMMAP_TYPE_RAM),
-        e(console_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
+        e(0, store_at, si::HVM_MEMMAP_TYPE_RAM),
+        e(store_at, 2 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
         e(acpi_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_ACPI),
         e(start_info_at, 3 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
     ];
@@ -194,6 +218,89 @@ fn ring_u32(base: u64, off: usize) -> &'static AtomicU32 {
     // `off` is one of the aligned index fields inside it; the guest updates them concurrently, hence atomics.
     unsafe { &*((base as usize + off) as *const AtomicU32) }
 }
+
+/// Looks at the xenstore ring between notifications: Linux signals only when the ring was empty, so the rest
+/// of a request that was written in pieces arrives silently. CPU 0 calls this on every scheduler pass.
+pub fn poll_backends() {
+    let base = STORE_RING_HPA.load(Ordering::Acquire);
+    if base == 0 {
+        return;
+    }
+    let has_work = ring_u32(base, xs_ring::REQ_CONS).load(Ordering::Acquire)
+        != ring_u32(base, xs_ring::REQ_PROD).load(Ordering::Acquire)
+        || STORE.try_lock().is_some_and(|s| s.as_ref().is_some_and(|x| !x.1.is_empty()));
+    if has_work {
+        if let Some(d) = domain::get(0) {
+            store_kick(&d);
+        }
+    }
+}
+
+/// The guest signalled a port whose peer is Keel: its console or its xenstore ring.
+pub fn backend_kick(dom: &Arc<Domain>, remote_port: u32) {
+    match remote_port {
+        BACKEND_CONSOLE => console_kick(dom),
+        BACKEND_STORE => store_kick(dom),
+        _ => {}
+    }
+}
+
+/// Takes requests off the xenstore ring, answers them, and signals the guest.
+fn store_kick(dom: &Arc<Domain>) {
+    let base = STORE_RING_HPA.load(Ordering::Acquire);
+    if base == 0 || dom.id != 0 {
+        return;
+    }
+    let mut guard = STORE.lock();
+    let Some((store, pending)) = guard.as_mut() else { return };
+    let rd = |idx: u32| -> u8 {
+        // SAFETY: `idx % SIZE` is inside the req[] array of the ring page (a frame of the domain, identity-mapped).
+        unsafe {
+            core::ptr::read_volatile((base as usize + xs_ring::REQ + (idx % xs_ring::SIZE) as usize) as *const u8)
+        }
+    };
+    loop {
+        let cons = ring_u32(base, xs_ring::REQ_CONS).load(Ordering::Acquire);
+        let prod = ring_u32(base, xs_ring::REQ_PROD).load(Ordering::Acquire);
+        let avail = prod.wrapping_sub(cons);
+        if avail < 16 || avail > xs_ring::SIZE {
+            break;
+        }
+        let word =
+            |off: u32| u32::from_le_bytes([rd(cons + off), rd(cons + off + 1), rd(cons + off + 2), rd(cons + off + 3)]);
+        let (typ, req_id, tx_id, len) = (word(0), word(4), word(8), word(12));
+        if len as usize > crate::xenstore::PAYLOAD_MAX {
+            dom.crash("xenstore request longer than XENSTORE_PAYLOAD_MAX");
+            return;
+        }
+        if avail < 16 + len {
+            break;
+        }
+        let payload: Vec<u8> = (0..len).map(|i| rd(cons + 16 + i)).collect();
+        ring_u32(base, xs_ring::REQ_CONS).store(cons.wrapping_add(16 + len), Ordering::Release);
+        for r in store.handle(typ, req_id, tx_id, &payload) {
+            pending.extend_from_slice(&crate::xenstore::encode(&r));
+        }
+    }
+    // Replies go out as far as the response ring has room; the rest waits for the next kick.
+    let cons = ring_u32(base, xs_ring::RSP_CONS).load(Ordering::Acquire);
+    let mut prod = ring_u32(base, xs_ring::RSP_PROD).load(Ordering::Acquire);
+    let room = xs_ring::SIZE.saturating_sub(prod.wrapping_sub(cons)) as usize;
+    let n = room.min(pending.len());
+    for &b in &pending[..n] {
+        // SAFETY: inside the rsp[] array of the ring page.
+        unsafe {
+            core::ptr::write_volatile((base as usize + xs_ring::RSP + (prod % xs_ring::SIZE) as usize) as *mut u8, b)
+        };
+        prod = prod.wrapping_add(1);
+    }
+    pending.drain(..n);
+    ring_u32(base, xs_ring::RSP_PROD).store(prod, Ordering::Release);
+    drop(guard);
+    crate::domain::evtchn::set_pending(dom, STORE_PORT.load(Ordering::Acquire));
+}
+
+use crate::xenstore::ring as xs_ring;
 
 /// Copies what the guest wrote to its console ring to Keel's console (on EVTCHNOP_send to the console port).
 pub fn console_kick(dom: &Domain) {
@@ -334,6 +441,18 @@ fn keel_key(b: u8) {
                     ring_u32(base, ring::IN_CONS).load(Ordering::Relaxed),
                     ring_u32(base, ring::IN_PROD).load(Ordering::Relaxed),
                     CONSOLE_PORT.load(Ordering::Relaxed)
+                );
+            }
+            let sb = STORE_RING_HPA.load(Ordering::Acquire);
+            if sb != 0 {
+                crate::info!(
+                    "store ring: req cons {} prod {}, rsp cons {} prod {}, port {}, pending {:?}",
+                    ring_u32(sb, xs_ring::REQ_CONS).load(Ordering::Relaxed),
+                    ring_u32(sb, xs_ring::REQ_PROD).load(Ordering::Relaxed),
+                    ring_u32(sb, xs_ring::RSP_CONS).load(Ordering::Relaxed),
+                    ring_u32(sb, xs_ring::RSP_PROD).load(Ordering::Relaxed),
+                    STORE_PORT.load(Ordering::Relaxed),
+                    STORE.try_lock().map(|s| s.as_ref().map(|x| x.1.len()))
                 );
             }
         }

@@ -19,6 +19,7 @@ pub mod loader;
 pub mod mm;
 pub mod sched;
 pub mod vmexit;
+pub mod xenstore;
 pub mod xtf;
 
 /// Address the `selftest=pagefault` CPU reads: beyond every mapping Keel makes.

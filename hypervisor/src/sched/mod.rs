@@ -374,7 +374,9 @@ fn reap(v: &Arc<Vcpu>) {
     if let Some(d) = v.domain.upgrade() {
         if d.is_finished() && domain::all_vcpus_stopped(&d) {
             let cpu_ms = d.cpu_time_ns() / 1_000_000;
+            let exits: u64 = d.vcpus.iter().map(|v| v.exits.load(Ordering::Relaxed)).sum();
             if domain::destroy(&d) {
+                crate::info!("domain {} ({}) exits {}", d.id, d.name, exits);
                 crate::info!("domain {} ({}) cpu time {} ms", d.id, d.name, cpu_ms);
                 if let Some(f) = ON_DOMAIN_END.get() {
                     f(&d);
@@ -554,4 +556,5 @@ fn poll_serial() {
     if n > 0 {
         crate::dom0::serial_input(&buf[..n]);
     }
+    crate::dom0::poll_backends();
 }
