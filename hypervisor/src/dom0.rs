@@ -263,7 +263,7 @@ fn store_kick(dom: &Arc<Domain>) {
         let cons = ring_u32(base, xs_ring::REQ_CONS).load(Ordering::Acquire);
         let prod = ring_u32(base, xs_ring::REQ_PROD).load(Ordering::Acquire);
         let avail = prod.wrapping_sub(cons);
-        if avail < 16 || avail > xs_ring::SIZE {
+        if !(16..=xs_ring::SIZE).contains(&avail) {
             break;
         }
         let word =
