@@ -254,7 +254,7 @@ mod tests {
             req(&mut s, xs::READ, b"device\0")[0],
             Reply { typ: xs::ERROR, req_id: 7, tx_id: 0, payload: b"ENOENT\0".to_vec() }
         );
-        req(&mut s, xs::WRITE, b"memory/target\0524288");
+        req(&mut s, xs::WRITE, b"memory/target\x00524288");
         assert_eq!(req(&mut s, xs::READ, b"/local/domain/0/memory/target\0")[0].payload, b"524288");
         let d = req(&mut s, xs::DIRECTORY, b"/local/domain/0\0");
         assert_eq!(d[0].payload, b"domid\0memory\0name\0");
