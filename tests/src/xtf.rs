@@ -50,6 +50,8 @@ pub const GUESTS: &[Guest] = &[
     Guest { timeout: 600, ..guest("hostile_hypercalls", "", Expect::Success) },
     guest("spin", "vcpus=2", Expect::Success),
     guest("sched_second", "", Expect::Success),
+    // 2 × 3 × 100,000 exits: ~1 minute under TCG.
+    Guest { timeout: 600, ..guest("bench", "", Expect::Success) },
 ];
 
 /// The listed guest called `name`.
@@ -246,6 +248,7 @@ mod tests {
             log: log.into(),
             qemu_output: String::new(),
             elapsed: std::time::Duration::ZERO,
+            timed_lines: Vec::new(),
         }
     }
 

@@ -44,6 +44,7 @@ alone!(
     hostile_hypercalls,
     spin,
     sched_second,
+    bench,
 );
 
 #[test]
