@@ -5,7 +5,7 @@ pub mod evtchn;
 pub mod pvclock;
 
 use crate::hvm::{vlapic::Vlapic, HwVcpu, InitState, PagingState, Support};
-use crate::mm::p2m::{MapError, Npt, P2m, PageSize, Perms};
+use crate::mm::p2m::{GuestP2m, MapError, PageSize, Perms};
 use crate::mm::{MachineFrames, PAGE_SIZE};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -51,7 +51,7 @@ pub struct DomainConfig {
 /// Guest physical memory of a domain.
 pub struct Memory {
     /// The nested page table.
-    pub p2m: P2m<Npt>,
+    pub p2m: GuestP2m,
     /// RAM pages currently populated (4 KiB units).
     pub tot_pages: u64,
     /// Limit.
@@ -523,7 +523,8 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
     if cfg.memory < 2 << 20 || !cfg.memory.is_multiple_of(PAGE_SIZE) {
         return Err(CreateError("memory must be at least 2 MiB and a multiple of 4 KiB".into()));
     }
-    let p2m = P2m::<Npt>::new(&mut MachineFrames).map_err(|_| CreateError("out of memory".into()))?;
+    let ept = matches!(support, Support::Vmx(_));
+    let p2m = GuestP2m::new(&mut MachineFrames, ept).map_err(|_| CreateError("out of memory".into()))?;
     let mut mem = Memory { p2m, tot_pages: 0, max_pages: cfg.memory / PAGE_SIZE, ram_end: 0 };
     if let Err(e) = mem.populate(cfg.memory) {
         mem.p2m.destroy(&mut MachineFrames);
@@ -622,7 +623,7 @@ pub fn destroy(dom: &Arc<Domain>) -> bool {
     crate::mm::free_frame(dom.shared_info);
     {
         let mut mem = dom.mem.lock();
-        let p2m = core::mem::replace(&mut mem.p2m, P2m::detached());
+        let p2m = core::mem::replace(&mut mem.p2m, GuestP2m::detached());
         p2m.destroy(&mut MachineFrames);
         mem.tot_pages = 0;
     }

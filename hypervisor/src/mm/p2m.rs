@@ -322,6 +322,73 @@ impl<F: PteFormat> P2m<F> {
     }
 }
 
+/// A domain's p2m in whichever format its vendor's nested paging uses (chosen when the domain is built).
+pub enum GuestP2m {
+    /// AMD nested page tables.
+    Npt(P2m<Npt>),
+    /// Intel extended page tables.
+    Ept(P2m<Ept>),
+}
+
+macro_rules! each {
+    ($self:expr, $p:ident => $e:expr) => {
+        match $self {
+            GuestP2m::Npt($p) => $e,
+            GuestP2m::Ept($p) => $e,
+        }
+    };
+}
+
+impl GuestP2m {
+    /// An empty map in EPT format when `ept`, NPT format otherwise.
+    pub fn new(src: &mut impl FrameSource, ept: bool) -> Result<Self, OutOfFrames> {
+        Ok(if ept { Self::Ept(P2m::new(src)?) } else { Self::Npt(P2m::new(src)?) })
+    }
+
+    /// A map without tables (what is left after `destroy`).
+    pub fn detached() -> Self {
+        Self::Npt(P2m::detached())
+    }
+
+    /// Physical address of the top-level table.
+    pub fn root(&self) -> u64 {
+        each!(self, p => p.root())
+    }
+
+    /// Table frames used.
+    pub fn table_frames(&self) -> u64 {
+        each!(self, p => p.table_frames())
+    }
+
+    /// See [`P2m::map`].
+    pub fn map(
+        &mut self,
+        src: &mut impl FrameSource,
+        gpa: u64,
+        hpa: u64,
+        size: PageSize,
+        perms: Perms,
+        owned: bool,
+    ) -> Result<(), MapError> {
+        each!(self, p => p.map(src, gpa, hpa, size, perms, owned))
+    }
+
+    /// See [`P2m::lookup`].
+    pub fn lookup(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, Perms)> {
+        each!(self, p => p.lookup(src, gpa))
+    }
+
+    /// See [`P2m::unmap_4k`].
+    pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Option<Unmapped> {
+        each!(self, p => p.unmap_4k(src, gpa))
+    }
+
+    /// See [`P2m::destroy`].
+    pub fn destroy(self, src: &mut impl FrameSource) -> u64 {
+        each!(self, p => p.destroy(src))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
