@@ -510,12 +510,12 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
     if DOMAINS.lock().contains_key(&id) {
         return Err(CreateError(alloc::format!("domain id {id} is in use")));
     }
-    if !matches!(support, Support::Svm(c) if c.npt) {
-        return Err(CreateError(match support {
-            Support::Svm(_) => "HVM/PVH guests need nested paging (NPT), which this CPU lacks".into(),
-            Support::Vmx(_) => "the VMX backend cannot run guests yet".into(),
-            Support::Unavailable(why) => alloc::format!("HVM/PVH guests are unavailable: {why}"),
-        }));
+    match support {
+        Support::Svm(c) if !c.npt => {
+            return Err(CreateError("HVM/PVH guests need nested paging (NPT), which this CPU lacks".into()))
+        }
+        Support::Unavailable(why) => return Err(CreateError(alloc::format!("HVM/PVH guests are unavailable: {why}"))),
+        _ => {}
     }
     if cfg.vcpus == 0 || cfg.vcpus > 64 {
         return Err(CreateError(alloc::format!("{} vCPUs requested; 1 to 64 are supported", cfg.vcpus)));

@@ -146,12 +146,15 @@ pub mod vector {
 pub enum HwVcpu {
     /// AMD SVM.
     Svm(alloc::boxed::Box<svm::SvmVcpu>),
+    /// Intel VMX.
+    Vmx(alloc::boxed::Box<vmx::VmxVcpu>),
 }
 
 macro_rules! dispatch {
     ($self:ident, $v:ident => $e:expr) => {
         match $self {
             HwVcpu::Svm($v) => $e,
+            HwVcpu::Vmx($v) => $e,
         }
     };
 }
@@ -161,8 +164,22 @@ impl HwVcpu {
     pub fn new(support: &Support, p2m_root: u64, init: InitState) -> Result<Self, &'static str> {
         match support {
             Support::Svm(caps) => Ok(HwVcpu::Svm(alloc::boxed::Box::new(svm::SvmVcpu::new(caps, p2m_root, init)?))),
-            Support::Vmx(_) => Err("the VMX backend cannot run guests yet"),
+            Support::Vmx(caps) => Ok(HwVcpu::Vmx(alloc::boxed::Box::new(vmx::VmxVcpu::new(caps, p2m_root, init)?))),
             Support::Unavailable(_) => Err("hardware virtualization is unavailable"),
+        }
+    }
+
+    /// Prepares this CPU to run the vCPU (VMX: VMPTRLD); called when a scheduling slice starts.
+    pub fn load(&mut self) {
+        if let HwVcpu::Vmx(v) = self {
+            v.load();
+        }
+    }
+
+    /// Releases the vCPU from this CPU (VMX: VMCLEAR) so that another CPU can run it next.
+    pub fn unload(&mut self) {
+        if let HwVcpu::Vmx(v) = self {
+            v.unload();
         }
     }
 

@@ -412,6 +412,7 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
     if moved || switched {
         hw.flush_tlb();
     }
+    hw.load();
     v.fpu.lock().restore();
     let start = time::now_ns();
     // Credit is burnt as the vCPU runs (not only when it stops), so that accounting sees the truth.
@@ -470,6 +471,7 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         }
     };
     v.fpu.lock().save();
+    hw.unload();
     burn(&mut debited, time::now_ns());
     if v.sched.priority() == Priority::Boost {
         v.sched.priority.store(Priority::Under as u8, Ordering::Relaxed);

@@ -26,6 +26,15 @@ const IST_STACK_SIZE: usize = 16 * 1024;
 pub const KERNEL_CS: u16 = 0x08;
 /// Kernel data selector.
 pub const KERNEL_DS: u16 = 0x10;
+/// TSS selector.
+pub const TSS_SEL: u16 = 0x18;
+
+/// Linear bases of this CPU's GDT and IDT (for the VMX host state).
+pub fn descriptor_table_bases() -> (u64, u64) {
+    let gdt = x86_64::instructions::tables::sgdt();
+    let idt = x86_64::instructions::tables::sidt();
+    (gdt.base.as_u64(), idt.base.as_u64())
+}
 
 /// Builds and loads this CPU's GDT and TSS. The tables live as long as Keel (they are leaked on purpose).
 pub fn init_this_cpu() {
@@ -36,6 +45,7 @@ pub fn init_this_cpu() {
         tss.interrupt_stack_table[slot as usize - 1] = top.align_down(16u64);
     }
     let tss: &'static TaskStateSegment = tss;
+    super::percpu::this().set_tss_base(tss as *const TaskStateSegment as u64);
     let gdt: &'static mut GlobalDescriptorTable = Box::leak(Box::new(GlobalDescriptorTable::new()));
     let code = gdt.append(Descriptor::kernel_code_segment());
     let data = gdt.append(Descriptor::kernel_data_segment());

@@ -35,6 +35,8 @@ pub struct PerCpu {
     svm_host_vmcb: AtomicU64,
     /// Identity of the vCPU that last ran here (its address), to know when TLBs must be flushed.
     last_vcpu: AtomicU64,
+    /// Linear address of this CPU's TSS.
+    tss_base: AtomicU64,
 }
 
 impl PerCpu {
@@ -48,7 +50,18 @@ impl PerCpu {
             fault_request: AtomicBool::new(false),
             svm_host_vmcb: AtomicU64::new(0),
             last_vcpu: AtomicU64::new(0),
+            tss_base: AtomicU64::new(0),
         }
+    }
+
+    /// Linear address of this CPU's TSS.
+    pub fn tss_base(&self) -> u64 {
+        self.tss_base.load(Ordering::Relaxed)
+    }
+
+    /// Records this CPU's TSS.
+    pub fn set_tss_base(&self, base: u64) {
+        self.tss_base.store(base, Ordering::Relaxed);
     }
 
     /// Records `id` as the vCPU running here; true if it differs from the previous one.

@@ -1,7 +1,12 @@
-//! Intel VMX: capabilities, IA32_FEATURE_CONTROL handling and VMXON.
+//! Intel VMX: capabilities, IA32_FEATURE_CONTROL handling and VMXON; the typed VMCS (`vmcs`).
 //!
 //! QEMU's TCG cannot emulate VMX; this path is exercised under Bochs (see testing.md). The decisions are pure
 //! functions with unit tests; the instructions are confined to `enable_this_cpu`.
+
+pub mod vcpu;
+pub mod vmcs;
+
+pub use vcpu::VmxVcpu;
 
 use crate::arch::x86::cpu::{self, cr4, Msr};
 use alloc::format;

@@ -1,0 +1,685 @@
+//! One VMX vCPU: its VMCS (typed fields in `vmcs`), I/O and MSR bitmaps, controls computed from the (true)
+//! capability MSRs, EPT, unrestricted guest (real-mode AP start), VMLAUNCH/VMRESUME, exit decoding, event
+//! injection. Entry failures are diagnosed by error name or by the failing guest-state check.
+
+use super::vmcs::{self, *};
+use super::Capabilities;
+use crate::arch::x86::cpu::{self, Msr};
+use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
+use alloc::vec::Vec;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.vmx, "ax"
+    .global keel_vmx_run
+// rdi = &mut Gprs, rsi = launched (0: VMLAUNCH, else VMRESUME). Returns 0 after a VM exit, 1 if the
+// instruction failed (VMfail).
+keel_vmx_run:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    pushq %rdi
+    movq $0x6c14, %rdx
+    vmwrite %rsp, %rdx
+    movq %rdi, %rax
+    testq %rsi, %rsi
+    movq 8(%rax), %rbx
+    movq 16(%rax), %rcx
+    movq 24(%rax), %rdx
+    movq 32(%rax), %rsi
+    movq 40(%rax), %rdi
+    movq 48(%rax), %rbp
+    movq 56(%rax), %r8
+    movq 64(%rax), %r9
+    movq 72(%rax), %r10
+    movq 80(%rax), %r11
+    movq 88(%rax), %r12
+    movq 96(%rax), %r13
+    movq 104(%rax), %r14
+    movq 112(%rax), %r15
+    movq 0(%rax), %rax
+    jnz 1f
+    vmlaunch
+    jmp 2f
+1:  vmresume
+2:  addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    movl $1, %eax
+    ret
+
+    .global keel_vmx_exit
+keel_vmx_exit:
+    pushq %rax
+    movq 8(%rsp), %rax
+    movq %rbx, 8(%rax)
+    movq %rcx, 16(%rax)
+    movq %rdx, 24(%rax)
+    movq %rsi, 32(%rax)
+    movq %rdi, 40(%rax)
+    movq %rbp, 48(%rax)
+    movq %r8, 56(%rax)
+    movq %r9, 64(%rax)
+    movq %r10, 72(%rax)
+    movq %r11, 80(%rax)
+    movq %r12, 88(%rax)
+    movq %r13, 96(%rax)
+    movq %r14, 104(%rax)
+    movq %r15, 112(%rax)
+    popq %rbx
+    movq %rbx, 0(%rax)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    xorl %eax, %eax
+    ret
+    .text
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn keel_vmx_run(gprs: *mut Gprs, launched: u64) -> u64;
+    fn keel_vmx_exit();
+}
+
+/// Control bits Keel sets.
+mod ctl {
+    pub const PIN_EXT_INT: u32 = 1 << 0;
+    pub const PIN_NMI: u32 = 1 << 3;
+    pub const PROC_INTR_WINDOW: u32 = 1 << 2;
+    pub const PROC_HLT: u32 = 1 << 7;
+    pub const PROC_CR3_LOAD: u32 = 1 << 15;
+    pub const PROC_CR3_STORE: u32 = 1 << 16;
+    pub const PROC_IO_BITMAPS: u32 = 1 << 25;
+    pub const PROC_MSR_BITMAPS: u32 = 1 << 28;
+    pub const PROC_MONITOR: u32 = 1 << 29;
+    pub const PROC_MWAIT: u32 = 1 << 10;
+    pub const PROC_SECONDARY: u32 = 1 << 31;
+    pub const SEC_EPT: u32 = 1 << 1;
+    pub const SEC_UNRESTRICTED: u32 = 1 << 7;
+    pub const EXIT_HOST_64: u32 = 1 << 9;
+    pub const EXIT_SAVE_PAT: u32 = 1 << 18;
+    pub const EXIT_LOAD_PAT: u32 = 1 << 19;
+    pub const EXIT_SAVE_EFER: u32 = 1 << 20;
+    pub const EXIT_LOAD_EFER: u32 = 1 << 21;
+    pub const ENTRY_IA32E: u32 = 1 << 9;
+    pub const ENTRY_LOAD_PAT: u32 = 1 << 14;
+    pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
+}
+
+/// Capability MSR numbers.
+const MSR_PINBASED: u32 = 0x481;
+const MSR_PROCBASED: u32 = 0x482;
+const MSR_EXIT: u32 = 0x483;
+const MSR_ENTRY: u32 = 0x484;
+const MSR_PROCBASED2: u32 = 0x48b;
+const MSR_TRUE_PINBASED: u32 = 0x48d;
+const MSR_TRUE_PROCBASED: u32 = 0x48e;
+const MSR_TRUE_EXIT: u32 = 0x48f;
+const MSR_TRUE_ENTRY: u32 = 0x490;
+
+/// Applies a capability MSR to a wanted control value: allowed-0 bits forced on, allowed-1 bits kept.
+pub fn adjust(wanted: u32, cap: u64) -> u32 {
+    (wanted | cap as u32) & (cap >> 32) as u32
+}
+
+fn cap(msr: u32) -> u64 {
+    // SAFETY: the VMX capability MSRs exist on every CPU that reports VMX (checked before any vCPU exists).
+    unsafe { cpu::rdmsr_raw(msr) }
+}
+
+/// MSRs whose state VMX does not switch; Keel swaps them when vCPUs change CPUs.
+const SWAPPED_MSRS: [u32; 5] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084];
+
+/// One VMX vCPU.
+pub struct VmxVcpu {
+    vmcs_pa: u64,
+    io_a: u64,
+    io_b: u64,
+    msr_bitmap: u64,
+    eptp: u64,
+    gprs: Gprs,
+    launched: bool,
+    exit_len: u64,
+    flush: bool,
+    cr0_fixed: (u64, u64),
+    cr4_fixed: (u64, u64),
+    swapped: [u64; 5],
+}
+
+fn alloc(pages: u64) -> Result<u64, &'static str> {
+    crate::mm::alloc_contiguous_zeroed(pages).map_err(|_| "out of memory for VMX control structures")
+}
+
+fn set_bitmap_bit(base: u64, bit: u64, on: bool) {
+    let p = (base + bit / 8) as *mut u8;
+    // SAFETY: `base` is a bitmap page owned by this vCPU; `bit / 8` stays inside it (callers pass < 32768).
+    unsafe {
+        if on {
+            *p |= 1 << (bit % 8);
+        } else {
+            *p &= !(1 << (bit % 8));
+        }
+    }
+}
+
+impl VmxVcpu {
+    /// A vCPU in `init` state, with the nested page table at `ept_root`.
+    pub fn new(caps: &Capabilities, ept_root: u64, init: InitState) -> Result<Self, &'static str> {
+        let vmcs_pa = alloc(1)?;
+        let io_a = alloc(1)?;
+        let io_b = alloc(1)?;
+        let msr_bitmap = alloc(1)?;
+        // SAFETY: fresh pages, exclusively ours, identity-mapped.
+        unsafe {
+            core::ptr::write_bytes(io_a as *mut u8, 0xff, 4096);
+            core::ptr::write_bytes(io_b as *mut u8, 0xff, 4096);
+            core::ptr::write_bytes(msr_bitmap as *mut u8, 0xff, 4096);
+            core::ptr::write_volatile(vmcs_pa as *mut u32, caps.revision);
+        }
+        for msr in [
+            0xc000_0100u32,
+            0xc000_0101,
+            0xc000_0102,
+            0xc000_0081,
+            0xc000_0082,
+            0xc000_0083,
+            0xc000_0084,
+            0x174,
+            0x175,
+            0x176,
+        ] {
+            let (read_base, idx) = if msr >= 0xc000_0000 { (1024u64, msr - 0xc000_0000) } else { (0, msr) };
+            set_bitmap_bit(msr_bitmap, read_base * 8 + idx as u64, false);
+            set_bitmap_bit(msr_bitmap, (read_base + 2048) * 8 + idx as u64, false);
+        }
+        let mut v = Self {
+            vmcs_pa,
+            io_a,
+            io_b,
+            msr_bitmap,
+            eptp: ept_root | 3 << 3 | 6,
+            gprs: Gprs::default(),
+            launched: false,
+            exit_len: 0,
+            flush: true,
+            cr0_fixed: (cap(0x486), cap(0x487)),
+            cr4_fixed: (cap(0x488), cap(0x489)),
+            swapped: [0; 5],
+        };
+        // The vCPU may be built while another vCPU's VMCS is current on this CPU (a start-up IPI handled in
+        // its exit): build this one, then make the other current again.
+        let mut previous = u64::MAX;
+        // SAFETY: VMPTRST stores the current-VMCS pointer (all ones when none) into `previous`.
+        unsafe { core::arch::asm!("vmptrst [{}]", in(reg) &mut previous, options(nostack)) };
+        let pa = v.vmcs_pa;
+        // SAFETY: VMCLEAR initialises the new region's launch state; VMPTRLD makes it current; both on our
+        // own freshly allocated region carrying the right revision id.
+        unsafe {
+            core::arch::asm!("vmclear [{}]", in(reg) &pa, options(nostack));
+            core::arch::asm!("vmptrld [{}]", in(reg) &pa, options(nostack));
+        }
+        let r = v.setup(caps, init);
+        // SAFETY: flushes the new VMCS to memory; then restores the previous current VMCS, if any (still valid:
+        // it belongs to the vCPU this CPU is running).
+        unsafe {
+            core::arch::asm!("vmclear [{}]", in(reg) &pa, options(nostack));
+            if previous != u64::MAX {
+                core::arch::asm!("vmptrld [{}]", in(reg) &previous, options(nostack));
+            }
+        }
+        r.map_err(|_| "VMWRITE failed while building the VMCS")?;
+        Ok(v)
+    }
+
+    fn setup(&mut self, caps: &Capabilities, init: InitState) -> Result<(), VmFail> {
+        let t = caps.true_ctls;
+        let pin = adjust(ctl::PIN_EXT_INT | ctl::PIN_NMI, cap(if t { MSR_TRUE_PINBASED } else { MSR_PINBASED }));
+        let proc_caps = cap(if t { MSR_TRUE_PROCBASED } else { MSR_PROCBASED });
+        let proc = adjust(
+            ctl::PROC_HLT
+                | ctl::PROC_IO_BITMAPS
+                | ctl::PROC_MSR_BITMAPS
+                | ctl::PROC_SECONDARY
+                | ctl::PROC_MONITOR
+                | ctl::PROC_MWAIT,
+            proc_caps,
+        ) & !(ctl::PROC_CR3_LOAD | ctl::PROC_CR3_STORE);
+        let sec = adjust(ctl::SEC_EPT | ctl::SEC_UNRESTRICTED, cap(MSR_PROCBASED2));
+        let exit = adjust(
+            ctl::EXIT_HOST_64 | ctl::EXIT_SAVE_PAT | ctl::EXIT_LOAD_PAT | ctl::EXIT_SAVE_EFER | ctl::EXIT_LOAD_EFER,
+            cap(if t { MSR_TRUE_EXIT } else { MSR_EXIT }),
+        );
+        let entry = adjust(ctl::ENTRY_LOAD_PAT | ctl::ENTRY_LOAD_EFER, cap(if t { MSR_TRUE_ENTRY } else { MSR_ENTRY }));
+        Control32::PinBased.write(pin as u64)?;
+        Control32::PrimaryProc.write(proc as u64)?;
+        Control32::SecondaryProc.write(sec as u64)?;
+        Control32::ExitControls.write(exit as u64)?;
+        Control32::EntryControls.write(entry as u64)?;
+        Control32::ExceptionBitmap.write(1 << crate::hvm::vector::UD | 1 << 18)?;
+        Control32::Cr3TargetCount.write(0)?;
+        for f in [Control32::ExitMsrStoreCount, Control32::ExitMsrLoadCount, Control32::EntryMsrLoadCount] {
+            f.write(0)?;
+        }
+        Control64::IoBitmapA.write(self.io_a)?;
+        Control64::IoBitmapB.write(self.io_b)?;
+        Control64::MsrBitmap.write(self.msr_bitmap)?;
+        Control64::EptPointer.write(self.eptp)?;
+        // CR0/CR4 bits the guest may not change on its own: the fixed ones (PE/PG excepted under unrestricted
+        // guest) and VMXE; the guest sees its own values through the read shadows.
+        let cr0_mask = (self.cr0_fixed.0 | !self.cr0_fixed.1) & !(1 | 1 << 31);
+        let cr4_mask = self.cr4_fixed.0 | !self.cr4_fixed.1 | cpu::cr4::VMXE;
+        ControlN::Cr0Mask.write(cr0_mask)?;
+        ControlN::Cr4Mask.write(cr4_mask)?;
+        self.setup_host()?;
+        Guest64::VmcsLinkPointer.write(u64::MAX)?;
+        Guest64::Pat.write(0x0007_0406_0007_0406)?;
+        Guest64::DebugCtl.write(0)?;
+        Guest32::Interruptibility.write(0)?;
+        Guest32::ActivityState.write(0)?;
+        Guest32::SysenterCs.write(0)?;
+        GuestN::SysenterEsp.write(0)?;
+        GuestN::SysenterEip.write(0)?;
+        GuestN::Dr7.write(0x400)?;
+        GuestN::Rflags.write(2)?;
+        GuestN::Rsp.write(0)?;
+        GuestN::PendingDebug.write(0)?;
+        GuestN::GdtrBase.write(0)?;
+        GuestN::IdtrBase.write(0)?;
+        Guest32::GdtrLimit.write(0xffff)?;
+        Guest32::IdtrLimit.write(0xffff)?;
+        Guest16::Ldtr.write(0)?;
+        GuestN::LdtrBase.write(0)?;
+        Guest32::LdtrLimit.write(0xffff)?;
+        Guest32::LdtrAr.write(0x82)?;
+        GuestN::Cr3.write(0)?;
+        Guest64::Efer.write(0)?;
+        let segs = [
+            (Guest16::Es, GuestN::EsBase, Guest32::EsLimit, Guest32::EsAr),
+            (Guest16::Ss, GuestN::SsBase, Guest32::SsLimit, Guest32::SsAr),
+            (Guest16::Ds, GuestN::DsBase, Guest32::DsLimit, Guest32::DsAr),
+            (Guest16::Fs, GuestN::FsBase, Guest32::FsLimit, Guest32::FsAr),
+            (Guest16::Gs, GuestN::GsBase, Guest32::GsLimit, Guest32::GsAr),
+        ];
+        match init {
+            InitState::Pvh { entry, start_info } => {
+                Guest16::Cs.write(0x08)?;
+                GuestN::CsBase.write(0)?;
+                Guest32::CsLimit.write(0xffff_ffff)?;
+                Guest32::CsAr.write(vmcs::ar_from_attrib(0xc9b))?;
+                for (sel, base, limit, ar) in segs {
+                    sel.write(0x10)?;
+                    base.write(0)?;
+                    limit.write(0xffff_ffff)?;
+                    ar.write(vmcs::ar_from_attrib(0xc93))?;
+                }
+                Guest16::Tr.write(0x18)?;
+                GuestN::TrBase.write(0)?;
+                Guest32::TrLimit.write(0x67)?;
+                Guest32::TrAr.write(0x8b)?;
+                self.set_cr0(0x11)?;
+                GuestN::Rip.write(entry as u64)?;
+                self.gprs.rbx = start_info as u64;
+            }
+            InitState::Sipi { vector } => {
+                Guest16::Cs.write((vector as u64) << 8)?;
+                GuestN::CsBase.write((vector as u64) << 12)?;
+                Guest32::CsLimit.write(0xffff)?;
+                Guest32::CsAr.write(0x9b)?;
+                for (sel, base, limit, ar) in segs {
+                    sel.write(0)?;
+                    base.write(0)?;
+                    limit.write(0xffff)?;
+                    ar.write(0x93)?;
+                }
+                Guest16::Tr.write(0)?;
+                GuestN::TrBase.write(0)?;
+                Guest32::TrLimit.write(0xffff)?;
+                Guest32::TrAr.write(0x8b)?;
+                self.set_cr0(0x10)?;
+                GuestN::Rip.write(0)?;
+            }
+        }
+        self.set_cr4(0)?;
+        Ok(())
+    }
+
+    /// Host state: Keel's own segments, tables and control registers on the CPU that loads the VMCS.
+    fn setup_host(&self) -> Result<(), VmFail> {
+        HostN::Cr0.write(cpu::read_cr0())?;
+        HostN::Cr3.write(cpu::read_cr3())?;
+        HostN::Cr4.write(cpu::read_cr4())?;
+        Host16::Cs.write(crate::arch::x86::gdt::KERNEL_CS as u64)?;
+        for f in [Host16::Ss, Host16::Ds, Host16::Es] {
+            f.write(crate::arch::x86::gdt::KERNEL_DS as u64)?;
+        }
+        Host16::Fs.write(0)?;
+        Host16::Gs.write(0)?;
+        Host16::Tr.write(crate::arch::x86::gdt::TSS_SEL as u64)?;
+        let (gdt, idt) = crate::arch::x86::gdt::descriptor_table_bases();
+        HostN::GdtrBase.write(gdt)?;
+        HostN::IdtrBase.write(idt)?;
+        HostN::TrBase.write(crate::arch::x86::percpu::this().tss_base())?;
+        HostN::FsBase.write(0)?;
+        // SAFETY: IA32_GS_BASE holds this CPU's per-CPU pointer; reading it has no side effects.
+        HostN::GsBase.write(unsafe { cpu::rdmsr(Msr::GsBase) })?;
+        Host32::SysenterCs.write(0)?;
+        HostN::SysenterEsp.write(0)?;
+        HostN::SysenterEip.write(0)?;
+        // SAFETY: EFER and PAT exist on every x86-64 CPU.
+        Host64::Efer.write(unsafe { cpu::rdmsr(Msr::Efer) })?;
+        // SAFETY: as above.
+        Host64::Pat.write(unsafe { cpu::rdmsr_raw(0x277) })?;
+        HostN::Rip.write(keel_vmx_exit as *const () as usize as u64)?;
+        Ok(())
+    }
+
+    fn set_cr0(&mut self, guest: u64) -> Result<(), VmFail> {
+        let actual = ((guest | self.cr0_fixed.0) & self.cr0_fixed.1) & !(self.cr0_fixed.0 & (1 | 1 << 31) & !guest)
+            | (guest & (1 | 1 << 31));
+        ControlN::Cr0ReadShadow.write(guest)?;
+        GuestN::Cr0.write(actual)?;
+        // Long mode follows CR0.PG with EFER.LME (the CPU only does this itself when CR0 writes do not exit).
+        let efer = Guest64::Efer.read();
+        let lma = guest & (1 << 31) != 0 && efer & (1 << 8) != 0;
+        Guest64::Efer.write(if lma { efer | 1 << 10 } else { efer & !(1 << 10) })?;
+        let entry = Control32::EntryControls.read() as u32;
+        Control32::EntryControls.write(if lma { entry | ctl::ENTRY_IA32E } else { entry & !ctl::ENTRY_IA32E } as u64)
+    }
+
+    fn set_cr4(&mut self, guest: u64) -> Result<(), VmFail> {
+        ControlN::Cr4ReadShadow.write(guest)?;
+        GuestN::Cr4.write(((guest | self.cr4_fixed.0) & self.cr4_fixed.1) | cpu::cr4::VMXE)
+    }
+
+    /// Makes the VMCS current on this CPU (when the vCPU starts a run on it).
+    pub fn load(&mut self) {
+        let pa = self.vmcs_pa;
+        // SAFETY: `pa` is this vCPU's VMCS region with the right revision id, cleared from any other CPU by
+        // `unload`; VMPTRLD only makes it current.
+        unsafe { core::arch::asm!("vmptrld [{}]", in(reg) &pa, options(nostack)) };
+        let _ = self.setup_host();
+        for (i, m) in SWAPPED_MSRS.iter().enumerate() {
+            // SAFETY: these MSRs exist on every x86-64 CPU; Keel itself does not use them.
+            unsafe { cpu::wrmsr_raw(*m, self.swapped[i]) };
+        }
+        self.flush = true;
+    }
+
+    /// Flushes the VMCS to memory so another CPU can load it; the next entry is a VMLAUNCH.
+    pub fn unload(&mut self) {
+        for (i, m) in SWAPPED_MSRS.iter().enumerate() {
+            // SAFETY: as in `load`.
+            self.swapped[i] = unsafe { cpu::rdmsr_raw(*m) };
+        }
+        let pa = self.vmcs_pa;
+        // SAFETY: VMCLEAR of this vCPU's own VMCS region.
+        unsafe { core::arch::asm!("vmclear [{}]", in(reg) &pa, options(nostack)) };
+        self.launched = false;
+    }
+
+    /// Enters the guest and decodes the exit; exits handled here (CR0/CR4 writes) re-enter at once.
+    pub fn run(&mut self) -> Exit {
+        loop {
+            match self.run_once() {
+                None => continue,
+                Some(e) => return e,
+            }
+        }
+    }
+
+    fn run_once(&mut self) -> Option<Exit> {
+        if self.flush {
+            let desc = [self.eptp, 0u64];
+            // SAFETY: single-context INVEPT for this vCPU's EPTP; only invalidates cached translations.
+            unsafe { core::arch::asm!("invept {}, [{}]", in(reg) 1u64, in(reg) &desc, options(nostack)) };
+            self.flush = false;
+        }
+        // SAFETY: the VMCS is current on this CPU and fully built; `gprs` is exclusively borrowed.
+        let failed = unsafe { keel_vmx_run(&mut self.gprs, self.launched as u64) };
+        crate::arch::x86::cpu::enable_interrupts();
+        if failed != 0 {
+            let err = Exit32::InstructionError.read();
+            crate::error!("VM entry failed: VM-instruction error {err} ({})", vmcs::instruction_error_name(err));
+            return Some(Exit::InvalidState { detail: err });
+        }
+        self.launched = true;
+        let reason = Exit32::Reason.read();
+        self.exit_len = Exit32::InstructionLength.read();
+        // An event being delivered when the exit happened is delivered again.
+        let idt = Exit32::IdtVectoringInfo.read();
+        if idt & (1 << 31) != 0 {
+            let _ = Control32::EntryInterruptionInfo.write(idt & !(1 << 12));
+            let _ = Control32::EntryExceptionError.write(Exit32::IdtVectoringError.read());
+            let _ = Control32::EntryInstructionLength.write(self.exit_len);
+        }
+        if reason & (1 << 31) != 0 {
+            let basic = reason & 0xffff;
+            crate::error!(
+                "VM entry failed: exit reason {basic} ({}) at guest RIP {:#x}",
+                match basic {
+                    33 => "invalid guest state",
+                    34 => "MSR loading",
+                    41 => "machine-check event",
+                    _ => "unknown",
+                },
+                GuestN::Rip.read()
+            );
+            return Some(Exit::InvalidState { detail: reason });
+        }
+        let q = ExitN::Qualification.read();
+        Some(match reason & 0xffff {
+            0 => {
+                let info = Exit32::InterruptionInfo.read();
+                let vector = info as u8;
+                if (info >> 8) & 7 == 2 {
+                    Exit::Nmi
+                } else if vector == crate::hvm::vector::UD {
+                    Exit::InvalidOpcode
+                } else {
+                    let error = (info & (1 << 11) != 0).then(|| Exit32::InterruptionError.read() as u32);
+                    Exit::Exception { vector, error }
+                }
+            }
+            1 => Exit::ExternalInterrupt,
+            2 => Exit::TripleFault,
+            3 | 4 => Exit::Init,
+            7 => Exit::InterruptWindow,
+            10 => Exit::Cpuid,
+            12 => Exit::Hlt,
+            18 => Exit::Hypercall,
+            19..=27 | 50 | 53 => Exit::VirtInstruction,
+            28 => return self.cr_access(q),
+            30 => Exit::Io {
+                port: (q >> 16) as u16,
+                size: (q & 7) as u8 + 1,
+                input: q & 8 != 0,
+                string: q & 16 != 0,
+                rep: q & 32 != 0,
+            },
+            31 => Exit::Msr { write: false },
+            32 => Exit::Msr { write: true },
+            48 => {
+                Exit::NestedPageFault { gpa: Exit64::GuestPhysicalAddress.read(), write: q & 2 != 0, fetch: q & 4 != 0 }
+            }
+            other => Exit::Unknown { code: other },
+        })
+    }
+
+    /// MOV to CR0/CR4 of a masked bit: update the shadow and the real value and re-enter (`None`); any other
+    /// control-register access is unexpected (CR3 and CR8 are not intercepted).
+    fn cr_access(&mut self, q: u64) -> Option<Exit> {
+        let (cr, access, gpr) = (q & 15, (q >> 4) & 3, (q >> 8) & 15);
+        let value = match gpr {
+            0 => self.gprs.rax,
+            1 => self.gprs.rcx,
+            2 => self.gprs.rdx,
+            3 => self.gprs.rbx,
+            4 => GuestN::Rsp.read(),
+            5 => self.gprs.rbp,
+            6 => self.gprs.rsi,
+            7 => self.gprs.rdi,
+            8 => self.gprs.r8,
+            9 => self.gprs.r9,
+            10 => self.gprs.r10,
+            11 => self.gprs.r11,
+            12 => self.gprs.r12,
+            13 => self.gprs.r13,
+            14 => self.gprs.r14,
+            _ => self.gprs.r15,
+        };
+        let ok = match (access, cr) {
+            (0, 0) => self.set_cr0(value).is_ok(),
+            (0, 4) => self.set_cr4(value).is_ok(),
+            _ => false,
+        };
+        if ok {
+            self.skip_instruction(0);
+            None
+        } else {
+            Some(Exit::Unknown { code: 28 })
+        }
+    }
+
+    pub fn gprs(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+
+    pub fn rip(&self) -> u64 {
+        GuestN::Rip.read()
+    }
+
+    pub fn set_rip(&mut self, rip: u64) {
+        let _ = GuestN::Rip.write(rip);
+    }
+
+    pub fn rflags(&self) -> u64 {
+        GuestN::Rflags.read()
+    }
+
+    pub fn paging(&self) -> PagingState {
+        PagingState {
+            cr0: ControlN::Cr0ReadShadow.read() | (GuestN::Cr0.read() & (1 << 31 | 1)),
+            cr3: GuestN::Cr3.read(),
+            cr4: GuestN::Cr4.read() & !cpu::cr4::VMXE,
+            efer: Guest64::Efer.read(),
+            long_mode_code: Guest32::CsAr.read() & (1 << 13) != 0,
+            cpl: ((Guest32::SsAr.read() >> 5) & 3) as u8,
+        }
+    }
+
+    pub fn hw_next_rip(&self) -> Option<u64> {
+        Some(self.rip() + self.exit_len)
+    }
+
+    pub fn skip_instruction(&mut self, _len: u64) {
+        let rip = self.rip() + self.exit_len;
+        let _ = GuestN::Rip.write(rip);
+        let st = Guest32::Interruptibility.read();
+        let _ = Guest32::Interruptibility.write(st & !3);
+    }
+
+    pub fn inject(&mut self, e: Event) -> bool {
+        if Control32::EntryInterruptionInfo.read() & (1 << 31) != 0 {
+            return false;
+        }
+        let info = match e {
+            Event::Exception { vector, error } => {
+                if let Some(code) = error {
+                    let _ = Control32::EntryExceptionError.write(code as u64);
+                }
+                vector as u64 | 3 << 8 | (error.is_some() as u64) << 11 | 1 << 31
+            }
+            Event::Interrupt(v) => v as u64 | 1 << 31,
+            Event::Nmi => 2 | 2 << 8 | 1 << 31,
+        };
+        Control32::EntryInterruptionInfo.write(info).is_ok()
+    }
+
+    pub fn interruptible(&self) -> bool {
+        self.rflags() & (1 << 9) != 0
+            && Guest32::Interruptibility.read() & 3 == 0
+            && Control32::EntryInterruptionInfo.read() & (1 << 31) == 0
+    }
+
+    pub fn request_interrupt_window(&mut self, on: bool) {
+        let p = Control32::PrimaryProc.read() as u32;
+        let _ = Control32::PrimaryProc
+            .write(if on { p | ctl::PROC_INTR_WINDOW } else { p & !ctl::PROC_INTR_WINDOW } as u64);
+    }
+
+    pub fn flush_tlb(&mut self) {
+        self.flush = true;
+    }
+
+    pub fn read_msr(&self, msr: u32) -> Option<u64> {
+        Some(match msr {
+            0xc000_0080 => Guest64::Efer.read(),
+            0x277 => Guest64::Pat.read(),
+            _ => return None,
+        })
+    }
+
+    pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        match msr {
+            0xc000_0080 => {
+                // LMA follows CR0.PG and LME.
+                let pg = GuestN::Cr0.read() & (1 << 31) != 0;
+                let lma = pg && value & (1 << 8) != 0;
+                let _ = Guest64::Efer.write(if lma { value | 1 << 10 } else { value & !(1 << 10) });
+                let entry = Control32::EntryControls.read() as u32;
+                let _ = Control32::EntryControls.write(if lma {
+                    entry | ctl::ENTRY_IA32E
+                } else {
+                    entry & !ctl::ENTRY_IA32E
+                } as u64);
+                true
+            }
+            0x277 => Guest64::Pat.write(value).is_ok(),
+            _ => false,
+        }
+    }
+
+    pub fn describe(&self) -> alloc::string::String {
+        alloc::format!(
+            "CS={:#x} RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x}",
+            Guest16::Cs.read(),
+            self.rip(),
+            GuestN::Rsp.read(),
+            self.rflags(),
+            GuestN::Cr0.read(),
+            GuestN::Cr3.read(),
+            GuestN::Cr4.read(),
+            Guest64::Efer.read()
+        )
+    }
+
+    pub fn frames(&self) -> Vec<u64> {
+        alloc::vec![self.vmcs_pa, self.io_a, self.io_b, self.msr_bitmap]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_adjustment() {
+        // allowed-0 = bit 1 (must be 1), allowed-1 = bits 0..=3 (may be 1)
+        let cap = 0x0000_000f_0000_0002u64;
+        assert_eq!(adjust(0b1001, cap), 0b1011);
+        assert_eq!(adjust(0b1_0000, cap), 0b0010);
+    }
+}
