@@ -251,6 +251,9 @@ mod bare {
                     info!("ACPI: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
                 }
                 power::init(h.power.clone());
+                if let Some((port, wide)) = h.power.pm_timer {
+                    time::set_pm_timer(port, wide);
+                }
                 h
             }
             Err(e) => {

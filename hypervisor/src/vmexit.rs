@@ -200,6 +200,8 @@ pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u
         }
         0xb | 0xd | 0x1f => (a, b, c, d) = (0, 0, 0, 0),
         0x8000_0001 => c &= !(1 << 2), // SVM
+        // Invariant TSC: every vCPU reads the host's synchronised TSC, which the pvclock is built on.
+        0x8000_0007 => d |= 1 << 8,
         0x8000_000a => (a, b, c, d) = (0, 0, 0, 0),
         _ => {}
     }

@@ -55,6 +55,46 @@ pub fn mkrescue(stage: &Path, out: &Path) -> Result<(), String> {
     }
 }
 
+/// A GRUB ISO booting Keel like Xen: `multiboot2 /boot/keel.elf <keel_cmdline>`, `module2 --nounzip
+/// /boot/vmlinuz <kernel_cmdline>` and, given one, `module2 --nounzip /boot/initrd.img`. Stages the files in a
+/// directory beside `out` (removed afterwards). Used by the Linux boot tests and `cargo xtask bench`.
+pub fn dom0_iso(
+    keel: &Path,
+    keel_cmdline: &str,
+    kernel: &Path,
+    kernel_cmdline: &str,
+    initrd: Option<&Path>,
+    out: &Path,
+) -> Result<(), String> {
+    if [keel_cmdline, kernel_cmdline].iter().any(|c| c.contains(['\n', '\r'])) {
+        return Err("command lines must be one line each".into());
+    }
+    let mut stage = out.as_os_str().to_owned();
+    stage.push(".stage");
+    let stage = PathBuf::from(stage);
+    let _ = std::fs::remove_dir_all(&stage);
+    let boot = stage.join("boot");
+    let made = (|| {
+        std::fs::create_dir_all(boot.join("grub")).map_err(|e| format!("cannot create {}: {e}", boot.display()))?;
+        let copy = |from: &Path, name: &str| {
+            std::fs::copy(from, boot.join(name)).map(drop).map_err(|e| format!("cannot copy {}: {e}", from.display()))
+        };
+        copy(keel, "keel.elf")?;
+        copy(kernel, "vmlinuz")?;
+        let mut modules = vec![format!("--nounzip /boot/vmlinuz {kernel_cmdline}").trim_end().to_string()];
+        if let Some(initrd) = initrd {
+            copy(initrd, "initrd.img")?;
+            modules.push("--nounzip /boot/initrd.img".into());
+        }
+        let template = std::fs::read_to_string(template_path()).map_err(|e| format!("boot/grub.cfg.in: {e}"))?;
+        std::fs::write(boot.join("grub/grub.cfg"), render_grub_cfg(&template, keel_cmdline, Some(&modules)))
+            .map_err(|e| format!("cannot write grub.cfg: {e}"))?;
+        mkrescue(&stage, out)
+    })();
+    let _ = std::fs::remove_dir_all(&stage);
+    made
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,11 @@
 //! QEMU harness for Keel's boot tests.
 //!
 //! [`Qemu`] builds a command line (accelerator, CPU model, `-smp`, `-m`, a `-kernel` PVH boot or a
-//! GRUB `-cdrom` boot), runs it under `timeout -k 5 <secs>` with the serial port in a file, and
-//! returns a [`Run`]: exit status plus the serial log. Every assertion goes through [`Run`] (or the
-//! free functions, which take the log), so a failing test always prints the complete serial log.
+//! GRUB `-cdrom` boot), runs it under `timeout -k 5 <secs>` with the serial port in a file (or, with
+//! [`Qemu::timed`], on a pipe whose lines are timestamped on the host as they arrive: [`run_timed`], which
+//! `cargo xtask bench` uses too), and returns a [`Run`]: exit status plus the serial log. Every assertion
+//! goes through [`Run`] (or the free functions, which take the log), so a failing test always prints the
+//! complete serial log.
 //!
 //! Environment: `KEEL_ACCEL` (tcg, the default, or kvm), `KEEL_QEMU` (the QEMU binary),
 //! `KEEL_LOG_DIR` (keep each run's serial log there as `<name>.log`). `cargo xtask test` also sets the
@@ -14,10 +16,11 @@ pub mod iso;
 pub mod xtf;
 
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Serial lines Keel prints start with this.
 pub const PREFIX: &str = "(KEEL) ";
@@ -66,6 +69,7 @@ pub struct Qemu {
     boot: Boot,
     timeout: Duration,
     extra: Vec<String>,
+    timed: bool,
 }
 
 impl Qemu {
@@ -82,6 +86,7 @@ impl Qemu {
             boot,
             timeout: Duration::from_secs(90),
             extra: Vec::new(),
+            timed: false,
         }
     }
 
@@ -148,8 +153,16 @@ impl Qemu {
         self
     }
 
-    /// QEMU's arguments, with the serial port written to `serial`.
+    /// Serial port on QEMU's stdout (a pipe) instead of a file: every line is timestamped on the host as it
+    /// arrives ([`Run::timed_lines`], [`Run::assert_timed_line`]).
+    pub fn timed(mut self) -> Self {
+        self.timed = true;
+        self
+    }
+
+    /// QEMU's arguments, with the serial port written to `serial` (to stdout when [`Qemu::timed`]).
     pub fn args(&self, serial: &Path) -> Vec<String> {
+        let serial = if self.timed { "stdio".to_string() } else { format!("file:{}", serial.display()) };
         let mut a: Vec<String> = [
             "-accel",
             &self.accel,
@@ -167,7 +180,7 @@ impl Qemu {
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
             "-serial",
-            &format!("file:{}", serial.display()),
+            &serial,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -205,19 +218,32 @@ impl Qemu {
         let command = describe(&cmd);
         eprintln!("[{}] $ {command}", self.name);
 
-        let start = Instant::now();
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
-        let elapsed = start.elapsed();
-        let bytes = std::fs::read(&serial).unwrap_or_default();
-        let _ = std::fs::remove_file(&serial);
-        let log = String::from_utf8_lossy(&bytes).replace('\r', "");
+        let (exit_code, log, qemu_output, timed_lines, elapsed) = if self.timed {
+            let t = run_timed(&mut cmd).unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+            let log: String = t.lines.iter().map(|l| format!("{}\n", l.text)).collect();
+            (t.status.code(), log, t.stderr, t.lines, t.elapsed)
+        } else {
+            let start = Instant::now();
+            let out = cmd.output().unwrap_or_else(|e| panic!("cannot start `{command}`: {e}"));
+            let elapsed = start.elapsed();
+            let bytes = std::fs::read(&serial).unwrap_or_default();
+            let _ = std::fs::remove_file(&serial);
+            let mut qemu_output = String::from_utf8_lossy(&out.stdout).into_owned();
+            qemu_output.push_str(&String::from_utf8_lossy(&out.stderr));
+            (out.status.code(), String::from_utf8_lossy(&bytes).replace('\r', ""), qemu_output, Vec::new(), elapsed)
+        };
         if let Some(dir) = std::env::var_os("KEEL_LOG_DIR") {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::write(Path::new(&dir).join(format!("{}.log", self.name)), &log);
+            if self.timed {
+                let stamped: String = timed_lines
+                    .iter()
+                    .map(|l| format!("{:9.3} {:.3} {}\n", l.at.as_secs_f64(), l.unix_secs(), l.text))
+                    .collect();
+                let _ = std::fs::write(Path::new(&dir).join(format!("{}.timed.log", self.name)), stamped);
+            }
         }
-        let mut qemu_output = String::from_utf8_lossy(&out.stdout).into_owned();
-        qemu_output.push_str(&String::from_utf8_lossy(&out.stderr));
-        let run = Run { name: self.name, command, exit_code: out.status.code(), log, qemu_output, elapsed };
+        let run = Run { name: self.name, command, exit_code, log, qemu_output, elapsed, timed_lines };
         eprintln!(
             "[{}] {}, {:.1} s, {} serial lines",
             run.name,
@@ -245,6 +271,72 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// One serial line and when it reached the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedLine {
+    /// Since the program was spawned.
+    pub at: Duration,
+    /// The host's clock when the line arrived.
+    pub wall: SystemTime,
+    /// The line without its `\n` and with `\r` removed.
+    pub text: String,
+}
+
+impl TimedLine {
+    /// Host wall-clock time of arrival in seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> f64 {
+        self.wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// A program run by [`run_timed`].
+#[derive(Debug)]
+pub struct Timed {
+    pub status: ExitStatus,
+    /// Its stdout, line by line, each timestamped as it arrived.
+    pub lines: Vec<TimedLine>,
+    /// Its stderr.
+    pub stderr: String,
+    /// From spawning to its exit.
+    pub elapsed: Duration,
+}
+
+/// Reads `reader` to its end, timestamping each line (relative to `start`) as it arrives; a last line
+/// without `\n` counts too.
+pub fn read_timed_lines(reader: impl Read, start: Instant) -> std::io::Result<Vec<TimedLine>> {
+    let mut reader = BufReader::new(reader);
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(lines);
+        }
+        let (at, wall) = (start.elapsed(), SystemTime::now());
+        let text = String::from_utf8_lossy(&buf).replace(['\r', '\n'], "");
+        lines.push(TimedLine { at, wall, text });
+    }
+}
+
+/// Runs `cmd` (stdin from /dev/null, stdout and stderr piped) to its end, timestamping each line of its
+/// stdout on arrival: for QEMU with `-serial stdio`, each serial line.
+pub fn run_timed(cmd: &mut Command) -> std::io::Result<Timed> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut err = child.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let lines = read_timed_lines(child.stdout.take().expect("piped"), start);
+    let status = child.wait()?;
+    let elapsed = start.elapsed();
+    let stderr = stderr.join().unwrap_or_default();
+    Ok(Timed { status, lines: lines?, stderr, elapsed })
+}
+
 /// A finished QEMU run: how it ended and what Keel printed.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -257,6 +349,8 @@ pub struct Run {
     /// What QEMU itself wrote to stdout/stderr.
     pub qemu_output: String,
     pub elapsed: Duration,
+    /// The serial lines with their host arrival times ([`Qemu::timed`] runs; empty otherwise).
+    pub timed_lines: Vec<TimedLine>,
 }
 
 impl Run {
@@ -376,6 +470,37 @@ impl Run {
         self
     }
 
+    /// The rest of the first line containing `head`, after `head`, trimmed.
+    #[track_caller]
+    pub fn assert_value(&self, head: &str) -> &str {
+        match self.lines().find_map(|l| l.find(head).map(|i| l[i + head.len()..].trim())) {
+            Some(v) => v,
+            None => self.fail(&format!("no serial line contains {head:?}")),
+        }
+    }
+
+    /// The rest of the first line containing `head`, parsed as a `T`.
+    #[track_caller]
+    pub fn assert_parsed<T: std::str::FromStr>(&self, head: &str) -> T {
+        let value = self.assert_value(head);
+        match value.parse() {
+            Ok(v) => v,
+            Err(_) => self.fail(&format!("{head:?} is followed by {value:?}, not a {}", std::any::type_name::<T>())),
+        }
+    }
+
+    /// The first timestamped line containing `needle` (the run must be [`Qemu::timed`]).
+    #[track_caller]
+    pub fn assert_timed_line(&self, needle: &str) -> &TimedLine {
+        if self.timed_lines.is_empty() {
+            self.fail("no timestamped lines: the run needs Qemu::timed()");
+        }
+        match self.timed_lines.iter().find(|l| l.text.contains(needle)) {
+            Some(l) => l,
+            None => self.fail(&format!("no serial line contains {needle:?}")),
+        }
+    }
+
     /// Each needle first appears on a later line than the needle before it.
     #[track_caller]
     pub fn assert_order(&self, needles: &[&str]) -> &Self {
@@ -440,6 +565,7 @@ mod tests {
             log: log.into(),
             qemu_output: String::new(),
             elapsed: Duration::ZERO,
+            timed_lines: Vec::new(),
         }
     }
 
@@ -531,5 +657,39 @@ mod tests {
         assert!(a.contains(&"console=com1 selftest=boot".to_string()));
         let iso = Qemu::cdrom("/k.iso").args(Path::new("/tmp/s")).join(" ");
         assert!(iso.contains("-cdrom /k.iso -boot d"));
+        let timed = Qemu::cdrom("/k.iso").timed().args(Path::new("/tmp/s")).join(" ");
+        assert!(timed.contains("-serial stdio") && !timed.contains("file:"));
+    }
+
+    #[test]
+    fn timed_lines_are_split_and_stamped() {
+        let start = Instant::now();
+        let lines = read_timed_lines(&b"(KEEL) one\r\n\n(KEEL) (d0) two\nthree"[..], start).unwrap();
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["(KEEL) one", "", "(KEEL) (d0) two", "three"]);
+        assert!(lines.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(lines[0].unix_secs() > 1.0e9);
+
+        let t = run_timed(Command::new("sh").args(["-c", "echo a; sleep 0.3; echo b; echo oops >&2; exit 3"])).unwrap();
+        assert_eq!(t.status.code(), Some(3));
+        assert_eq!(t.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let gap = t.lines[1].at - t.lines[0].at;
+        assert!(gap >= Duration::from_millis(250), "{gap:?}");
+        assert_eq!(t.stderr, "oops\n");
+    }
+
+    #[test]
+    fn values_are_read_after_their_head() {
+        let r = run("(KEEL) (d0) KEEL-CHECK: nproc 4 \n(KEEL) (d0) KEEL-CHECK: steal x\n", 0);
+        assert_eq!(r.assert_value("KEEL-CHECK: nproc "), "4");
+        assert_eq!(r.assert_parsed::<u32>("KEEL-CHECK: nproc "), 4);
+        let text = panic_text(|| {
+            r.assert_parsed::<u64>("KEEL-CHECK: steal ");
+        });
+        assert!(text.contains("not a u64"), "{text}");
+        let text = panic_text(|| {
+            r.assert_timed_line("nproc");
+        });
+        assert!(text.contains("needs Qemu::timed()"), "{text}");
     }
 }

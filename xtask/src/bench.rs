@@ -1,15 +1,18 @@
 //! `cargo xtask bench`: how long Keel takes to boot under QEMU TCG, measured on this host.
 //!
 //! Boots `qemu -kernel keel -append "console=com1 selftest=boot"` (PVH, `-smp 4`, SVM+NPT CPU model)
-//! several times, timestamps every serial line on the host as it arrives, and writes the figures to
-//! a section of docs/benchmarks.md. Nothing is written unless every run finished properly.
+//! several times; then Debian's stock kernel as dom0 from a GRUB ISO (Xen-style `multiboot2`/`module2`
+//! lines, 2 CPUs and 2 vCPUs, busybox `/init` with `keel.init=poweroff`), a few times. Every serial line is
+//! timestamped on the host as it arrives ([`keel_tests::run_timed`]); the figures go to two marked sections
+//! of docs/benchmarks.md. Nothing is written unless every run finished properly.
 
 use crate::qemu::{self, Accel};
-use crate::util::{self, Context, Result};
-use crate::{deps, elf, image, ElfArg};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::util::{self, Result};
+use crate::{deps, elf, image, initramfs, kernel, ElfArg};
+use keel_tests::TimedLine;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 const CMDLINE: &str = "console=com1 selftest=boot";
 const CPUS: u32 = 4;
@@ -19,11 +22,23 @@ const DOC: &str = "docs/benchmarks.md";
 const BEGIN: &str = "<!-- xtask-bench:boot begin (written by `cargo xtask bench`; edits here are lost) -->";
 const END: &str = "<!-- xtask-bench:boot end -->";
 
+/// The Linux boot: Keel's command line (as one would give Xen), the kernel's, the machine.
+const LINUX_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2";
+const LINUX_KERNEL_CMDLINE: &str = "console=hvc0 keel.init=poweroff";
+const LINUX_CPUS: u32 = 2;
+const LINUX_MEM: &str = "2048M";
+const LINUX_TIMEOUT_SECS: u32 = 180;
+const LINUX_BEGIN: &str = "<!-- xtask-bench:linux begin (written by `cargo xtask bench`; edits here are lost) -->";
+const LINUX_END: &str = "<!-- xtask-bench:linux end -->";
+
 #[derive(clap::Args, Clone)]
 pub struct Args {
     /// How many boots to time.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// How many Linux (dom0) boots to time; 0 skips them and leaves their section alone.
+    #[arg(long, default_value_t = 3)]
+    pub linux_runs: usize,
     /// Measure only; leave docs/benchmarks.md alone (implied by --elf: the doc records `keel` only).
     #[arg(long)]
     pub no_write: bool,
@@ -56,39 +71,34 @@ impl Marks {
     }
 }
 
-fn boot_once(elf: &std::path::Path) -> Result<Marks> {
+/// Runs `qemu_cmd` (which must send the serial port to stdout) under `timeout`, timestamping each serial line.
+/// Returns the lines, or an error with the whole log when QEMU did not exit 0.
+fn timed_qemu(qemu_cmd: &Command, timeout_secs: u32) -> Result<keel_tests::Timed> {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", &timeout_secs.to_string()]).arg(qemu_cmd.get_program()).args(qemu_cmd.get_args());
+    let t = keel_tests::run_timed(&mut cmd).map_err(|e| format!("cannot start {}: {e}", util::describe(&cmd)))?;
+    if !t.status.success() {
+        return Err(failed(&cmd, &format!("QEMU ended with {} (124: timed out)", t.status), &t.lines));
+    }
+    Ok(t)
+}
+
+/// A failed bench boot: what went wrong, the command and the serial log.
+fn failed(cmd: &Command, problem: &str, lines: &[TimedLine]) -> util::Error {
+    let log: String = lines.iter().map(|l| format!("{}\n", l.text)).collect();
+    format!("bench boot failed: {problem}\n$ {}\n--- serial log ---\n{log}--- end ---", util::describe(cmd)).into()
+}
+
+fn boot_once(elf: &Path) -> Result<Marks> {
     let mut qemu_cmd = qemu::machine(Accel::Tcg, CPUS, MEM);
     qemu::boot_kernel(&mut qemu_cmd, elf, CMDLINE);
     qemu_cmd.args(["-serial", "stdio", "-monitor", "none"]);
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "5", &TIMEOUT_SECS.to_string()])
-        .arg(qemu_cmd.get_program())
-        .args(qemu_cmd.get_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-
-    let start = Instant::now();
-    let mut child = cmd.spawn().context(format!("cannot start {}", util::describe(&cmd)))?;
-    let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    let mut marks = Marks::default();
-    let mut log = String::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if out.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        let t = start.elapsed();
-        let text = String::from_utf8_lossy(&line);
-        marks.see(&text, t);
-        log.push_str(&text);
+    let t = timed_qemu(&qemu_cmd, TIMEOUT_SECS)?;
+    let mut marks = Marks { exit: t.elapsed, ..Marks::default() };
+    for l in &t.lines {
+        marks.see(&l.text, l.at);
     }
-    let status = child.wait()?;
-    marks.exit = start.elapsed();
-
-    let problem = if !status.success() {
-        Some(format!("QEMU ended with {status} (124: timed out)"))
-    } else if marks.power_off.is_none() {
+    let problem = if marks.power_off.is_none() {
         Some("no `Powering off` line".to_string())
     } else if marks.svm_lines != CPUS as usize {
         Some(format!("{} `SVM enabled` lines for {CPUS} CPUs", marks.svm_lines))
@@ -97,10 +107,71 @@ fn boot_once(elf: &std::path::Path) -> Result<Marks> {
     };
     match problem {
         None => Ok(marks),
-        Some(p) => {
-            Err(format!("bench boot failed: {p}\n$ {}\n--- serial log ---\n{log}--- end ---", util::describe(&cmd))
-                .into())
+        Some(p) => Err(failed(&qemu_cmd, &p, &t.lines)),
+    }
+}
+
+/// Host times (from spawning QEMU) of a Linux boot's milestones, and Keel's end-of-domain figures for dom0.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct LinuxMarks {
+    /// Keel's `dom0: <n> MiB, <n> vCPUs, kernel entry …` line: the kernel is unpacked and starts.
+    dom0_start: Option<Duration>,
+    linux_version: Option<Duration>,
+    init_reached: Option<Duration>,
+    power_off: Option<Duration>,
+    exit: Duration,
+    /// `(KEEL) domain 0 (Domain-0) exits <n>`, where Keel prints it.
+    exits: Option<u64>,
+    /// `(KEEL) domain 0 (Domain-0) cpu time <ms> ms`.
+    cpu_ms: Option<u64>,
+}
+
+impl LinuxMarks {
+    fn see(&mut self, line: &str, t: Duration) {
+        if line.contains("(KEEL) dom0: ") && line.contains(" kernel entry ") && self.dom0_start.is_none() {
+            self.dom0_start = Some(t);
         }
+        if line.contains("Linux version") && self.linux_version.is_none() {
+            self.linux_version = Some(t);
+        }
+        if line.contains("KEEL-INIT: busybox init reached") && self.init_reached.is_none() {
+            self.init_reached = Some(t);
+        }
+        if line.contains("(KEEL) Powering off") {
+            self.power_off = Some(t);
+        }
+        if let Some(n) = dom0_figure(line, "exits ", "") {
+            self.exits = Some(n);
+        }
+        if let Some(ms) = dom0_figure(line, "cpu time ", " ms") {
+            self.cpu_ms = Some(ms);
+        }
+    }
+}
+
+/// The number in `(KEEL) domain 0 (Domain-0) <head><n><tail>`.
+fn dom0_figure(line: &str, head: &str, tail: &str) -> Option<u64> {
+    let rest = &line[line.find("(KEEL) domain 0 (Domain-0) ")? + "(KEEL) domain 0 (Domain-0) ".len()..];
+    rest.trim_end().strip_prefix(head)?.strip_suffix(tail)?.trim().parse().ok()
+}
+
+fn linux_boot_once(iso: &Path) -> Result<LinuxMarks> {
+    let mut qemu_cmd = qemu::machine(Accel::Tcg, LINUX_CPUS, LINUX_MEM);
+    qemu::boot_cdrom(&mut qemu_cmd, iso);
+    qemu_cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    let t = timed_qemu(&qemu_cmd, LINUX_TIMEOUT_SECS)?;
+    let mut marks = LinuxMarks { exit: t.elapsed, ..LinuxMarks::default() };
+    for l in &t.lines {
+        marks.see(&l.text, l.at);
+    }
+    let missing = [
+        (marks.linux_version.is_none(), "`Linux version`"),
+        (marks.init_reached.is_none(), "`KEEL-INIT: busybox init reached`"),
+        (marks.power_off.is_none(), "`Powering off`"),
+    ];
+    match missing.iter().find(|(absent, _)| *absent) {
+        Some((_, what)) => Err(failed(&qemu_cmd, &format!("no {what} line"), &t.lines)),
+        None => Ok(marks),
     }
 }
 
@@ -125,11 +196,11 @@ fn host_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Replaces the marked section of `doc` with `section`, or appends it.
-fn splice(doc: &str, section: &str) -> String {
-    match (doc.find(BEGIN), doc.find(END)) {
+/// Replaces the section of `doc` between the `begin` and `end` markers with `section`, or appends it.
+fn splice(doc: &str, section: &str, begin: &str, end: &str) -> String {
+    match (doc.find(begin), doc.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &doc[..b], section, &doc[e + END.len()..])
+            format!("{}{}{}", &doc[..b], section, &doc[e + end.len()..])
         }
         _ => {
             let mut out = doc.trim_end().to_string();
@@ -164,27 +235,15 @@ pub fn cmd(args: &Args) -> Result<()> {
         runs.push(m);
     }
 
-    type Pick = fn(&Marks) -> Option<Duration>;
-    let rows: [(&str, Pick); 4] = [
+    let linux = if args.linux_runs == 0 { None } else { Some(linux_section(&elf, args.linux_runs)?) };
+
+    let rows: [Row<Marks>; 4] = [
         ("first Keel line (banner)", |m| m.banner),
         ("last `CPU<n>: SVM enabled` line", |m| m.last_svm),
         ("`Powering off`", |m| m.power_off),
         ("QEMU exited", |m| Some(m.exit)),
     ];
-    let mut table = String::from("| QEMU start → | median | min | max |\n|---|---:|---:|---:|\n");
-    for (what, pick) in rows {
-        let Some(times) = runs.iter().map(pick).collect::<Option<Vec<_>>>() else {
-            table.push_str(&format!("| {what} | not seen in every run | | |\n"));
-            continue;
-        };
-        let (med, min, max) = stats(times);
-        table.push_str(&format!(
-            "| {what} | {:.3} s | {:.3} s | {:.3} s |\n",
-            med.as_secs_f64(),
-            min.as_secs_f64(),
-            max.as_secs_f64()
-        ));
-    }
+    let table = time_table(&runs, &rows);
 
     let (load_file, load_mem) = elf::load_sizes(&elf)?;
     let sizes = format!(
@@ -213,6 +272,9 @@ pub fn cmd(args: &Args) -> Result<()> {
         n = args.runs,
     );
     println!("{section}");
+    if let Some(linux) = &linux {
+        println!("\n{linux}");
+    }
 
     if args.no_write || args.elf.elf.is_some() {
         eprintln!("bench: docs/benchmarks.md left alone (--no-write or --elf)");
@@ -229,9 +291,109 @@ pub fn cmd(args: &Args) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&path, splice(&doc, &section))?;
+    let mut doc = splice(&doc, &section, BEGIN, END);
+    if let Some(linux) = &linux {
+        doc = splice(&doc, linux, LINUX_BEGIN, LINUX_END);
+    }
+    std::fs::write(&path, doc)?;
     eprintln!("bench: wrote {DOC}");
     Ok(())
+}
+
+/// A table row: its label, and how to pick its time out of one run's marks.
+type Row<'a, M> = (&'a str, fn(&M) -> Option<Duration>);
+
+/// `| QEMU start → | median | min | max |` rows, one per picked time.
+fn time_table<M>(runs: &[M], rows: &[Row<M>]) -> String {
+    let mut table = String::from("| QEMU start → | median | min | max |\n|---|---:|---:|---:|\n");
+    for (what, pick) in rows {
+        let Some(times) = runs.iter().map(pick).collect::<Option<Vec<_>>>() else {
+            table.push_str(&format!("| {what} | not seen in every run | | |\n"));
+            continue;
+        };
+        let (med, min, max) = stats(times);
+        table.push_str(&format!(
+            "| {what} | {:.3} s | {:.3} s | {:.3} s |\n",
+            med.as_secs_f64(),
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        ));
+    }
+    table
+}
+
+/// `median (min–max)` of a count every run reported, else `n/a`.
+fn count_cell(values: &[Option<u64>], unit: &str) -> String {
+    match values.iter().copied().collect::<Option<Vec<u64>>>() {
+        Some(mut v) if !v.is_empty() => {
+            v.sort_unstable();
+            let n = v.len();
+            let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2 };
+            format!("{median}{unit} ({}–{}{unit})", v[0], v[n - 1])
+        }
+        _ => "n/a".into(),
+    }
+}
+
+/// Boots the stock kernel as dom0 `runs` times and returns the docs/benchmarks.md section.
+fn linux_section(elf: &Path, runs: usize) -> Result<String> {
+    let k = kernel::ensure()?;
+    let initrd = initramfs::build()?;
+    let iso = util::target_dir().join("bench-linux.iso");
+    keel_tests::iso::dom0_iso(elf, LINUX_KEEL_CMDLINE, &k.vmlinuz, LINUX_KERNEL_CMDLINE, Some(&initrd), &iso)?;
+
+    let mut marks = Vec::new();
+    for i in 1..=runs {
+        let m = linux_boot_once(&iso)?;
+        let secs = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64();
+        eprintln!(
+            "bench: linux run {i}/{runs}: dom0 start {:.3} s, Linux version {:.3} s, busybox init {:.3} s, \
+             Powering off {:.3} s, exit {:.3} s, dom0 exits {}, dom0 cpu time {}",
+            secs(m.dom0_start),
+            secs(m.linux_version),
+            secs(m.init_reached),
+            secs(m.power_off),
+            m.exit.as_secs_f64(),
+            m.exits.map_or("n/a".into(), |n| n.to_string()),
+            m.cpu_ms.map_or("n/a".into(), |ms| format!("{ms} ms")),
+        );
+        marks.push(m);
+    }
+    let _ = std::fs::remove_file(&iso);
+
+    let rows: [Row<LinuxMarks>; 5] = [
+        ("Keel starts dom0 (`dom0: … kernel entry …`)", |m| m.dom0_start),
+        ("first `Linux version` line", |m| m.linux_version),
+        ("`KEEL-INIT: busybox init reached`", |m| m.init_reached),
+        ("`Powering off`", |m| m.power_off),
+        ("QEMU exited", |m| Some(m.exit)),
+    ];
+    let table = time_table(&marks, &rows);
+    let exits = count_cell(&marks.iter().map(|m| m.exits).collect::<Vec<_>>(), "");
+    let cpu = count_cell(&marks.iter().map(|m| m.cpu_ms).collect::<Vec<_>>(), " ms");
+    let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    Ok(format!(
+        "{LINUX_BEGIN}\n## Debian's stock Linux as dom0 under QEMU TCG\n\n\
+         Measured {date} by `cargo xtask bench` on {cpu_model} ({ncpu} host CPUs), {qemu}; kernel {kpkg} \
+         ({kver}).\n\n\
+         `qemu-system-x86_64 -accel tcg -cpu {tcg} -smp {LINUX_CPUS} -m {LINUX_MEM} -cdrom <iso> -boot d`, GRUB \
+         `multiboot2 /boot/keel.elf {LINUX_KEEL_CMDLINE}`, `module2 --nounzip /boot/vmlinuz \
+         {LINUX_KERNEL_CMDLINE}`, `module2 --nounzip /boot/initrd.img` (busybox `/init` powers off once it \
+         has run); {runs} boots, each serial line timestamped on the host as it arrives, from the moment QEMU is \
+         spawned. The times include GRUB reading the modules and Keel unpacking the XZ kernel; the kernel's first \
+         messages (`Linux version` among them) are buffered until its console comes up, so they arrive later \
+         than they were logged.\n\n{table}\n\
+         | dom0 over the whole boot (Keel's end-of-domain report) | median (min–max) |\n|---|---:|\n\
+         | VM exits | {exits} |\n\
+         | CPU time | {cpu} |\n{LINUX_END}",
+        date = date.trim(),
+        cpu_model = cpu_model(),
+        ncpu = host_cpus(),
+        qemu = deps::qemu_version_line()?,
+        kpkg = k.package,
+        kver = k.version,
+        tcg = qemu::TCG_CPU,
+    ))
 }
 
 #[cfg(test)]
@@ -249,12 +411,44 @@ mod tests {
 
     #[test]
     fn splice_replaces_only_its_section() {
-        let first = splice("# Benchmarks\n\nintro\n", &format!("{BEGIN}\nA\n{END}"));
+        let first = splice("# Benchmarks\n\nintro\n", &format!("{BEGIN}\nA\n{END}"), BEGIN, END);
         assert_eq!(first, format!("# Benchmarks\n\nintro\n\n{BEGIN}\nA\n{END}\n"));
         let doc = format!("{first}\n## Other\nkeep\n");
-        let second = splice(&doc, &format!("{BEGIN}\nB\n{END}"));
+        let second = splice(&doc, &format!("{BEGIN}\nB\n{END}"), BEGIN, END);
         assert!(second.contains("\nB\n") && !second.contains("\nA\n"));
         assert!(second.ends_with("## Other\nkeep\n"));
+        // The Linux section goes after, and replacing it leaves the boot section alone.
+        let third = splice(&second, &format!("{LINUX_BEGIN}\nL1\n{LINUX_END}"), LINUX_BEGIN, LINUX_END);
+        assert!(third.ends_with(&format!("keep\n\n{LINUX_BEGIN}\nL1\n{LINUX_END}\n")));
+        let fourth = splice(&third, &format!("{LINUX_BEGIN}\nL2\n{LINUX_END}"), LINUX_BEGIN, LINUX_END);
+        assert!(fourth.contains("\nB\n") && fourth.contains("\nL2\n") && !fourth.contains("L1"));
+    }
+
+    #[test]
+    fn linux_marks_follow_the_serial_lines() {
+        let mut m = LinuxMarks::default();
+        let s = Duration::from_secs;
+        m.see("(KEEL) dom0: 512 MiB, 2 vCPUs, kernel entry 0x1000850, command line \"console=hvc0\"", s(11));
+        m.see("(KEEL) (d0) [    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)", s(14));
+        m.see("(KEEL) (d0) [    3.000000] Linux version again", s(15));
+        m.see("(KEEL) (d0) KEEL-INIT: busybox init reached", s(18));
+        m.see("(KEEL) domain 0 (Domain-0) shut down: poweroff", s(19));
+        assert_eq!(m.exits, None);
+        m.see("(KEEL) domain 0 (Domain-0) exits 161749", s(19));
+        m.see("(KEEL) domain 0 (Domain-0) cpu time 50719 ms", s(19));
+        m.see("(KEEL) domain 1 (other) exits 5", s(19));
+        m.see("(KEEL) Powering off", s(20));
+        assert_eq!(m.dom0_start, Some(s(11)));
+        assert_eq!((m.linux_version, m.init_reached, m.power_off), (Some(s(14)), Some(s(18)), Some(s(20))));
+        assert_eq!((m.exits, m.cpu_ms), (Some(161749), Some(50719)));
+    }
+
+    #[test]
+    fn counts_need_every_run() {
+        assert_eq!(count_cell(&[Some(30), Some(10), Some(20)], ""), "20 (10–30)");
+        assert_eq!(count_cell(&[Some(3), Some(1)], " ms"), "2 ms (1–3 ms)");
+        assert_eq!(count_cell(&[Some(3), None], ""), "n/a");
+        assert_eq!(count_cell(&[], ""), "n/a");
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub struct PowerInfo {
     pub acpi_enable: Option<(u16, u8)>,
     /// FADT reset register (I/O port) and value, when the FADT says it works.
     pub reset: Option<(u16, u8)>,
+    /// ACPI PM timer I/O port and whether it is 32 bits wide (else 24).
+    pub pm_timer: Option<(u16, bool)>,
 }
 
 /// Everything Keel takes from the host's ACPI tables.
@@ -201,6 +203,13 @@ pub fn read(root: AcpiRoot) -> Result<HostAcpi, String> {
             if smi != 0 && en != 0 {
                 p.acpi_enable = u16::try_from(smi).ok().map(|port| (port, en));
             }
+            p.pm_timer = fadt
+                .pm_timer_block()
+                .ok()
+                .flatten()
+                .as_ref()
+                .and_then(io_port)
+                .map(|port| (port, { fadt.flags }.pm_timer_is_32_bit()));
             let flags = fadt.flags;
             if flags.supports_system_reset_via_fadt() {
                 if let Some(port) = fadt.reset_register().ok().as_ref().and_then(io_port) {

@@ -34,13 +34,13 @@ pub fn init() {
         }
         [read_reg(0x00), read_reg(0x02), read_reg(0x04), read_reg(0x07), read_reg(0x08), read_reg(0x09), read_reg(0x32)]
     };
-    let mut v = read();
-    loop {
-        let again = read();
-        if again == v {
-            break;
-        }
-        v = again;
+    // Wait for the seconds to tick over, so that the reading is exact to the RTC's own precision rather than
+    // up to a second late (at most one second of waiting, once, at boot).
+    let first = read();
+    let deadline = super::time::now_ns() + 1_100_000_000;
+    let mut v = first;
+    while v[0] == first[0] && super::time::now_ns() < deadline {
+        v = read();
     }
     let status_b = read_reg(0x0b);
     let bcd = status_b & 0x04 == 0;

@@ -16,6 +16,8 @@ pub enum Source {
     Cpuid16,
     /// Counted against the 8254 PIT.
     Pit,
+    /// Counted against the ACPI PM timer.
+    PmTimer,
 }
 
 /// Result of calibration.
@@ -65,6 +67,48 @@ fn pit_window() -> (u64, u64) {
     (per_s(t1 - t0), per_s(a0.wrapping_sub(a1) as u64))
 }
 
+/// ACPI PM timer frequency.
+const PM_TIMER_HZ: u64 = 3_579_545;
+/// PM-timer calibration window.
+const PM_CAL_MS: u64 = 200;
+
+/// Counts TSC and APIC-timer ticks over `PM_CAL_MS` of the ACPI PM timer (free-running, 24 or 32 bits): a
+/// longer and steadier window than the PIT's 16-bit countdown allows.
+fn pm_timer_window(port: u16, wide: bool) -> (u64, u64) {
+    let mask: u64 = if wide { 0xffff_ffff } else { 0x00ff_ffff };
+    let read = || -> u64 {
+        let v: u32;
+        // SAFETY: the FADT's PM timer port; reading it has no side effects.
+        unsafe {
+            core::arch::asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags))
+        };
+        v as u64 & mask
+    };
+    let want = PM_TIMER_HZ * PM_CAL_MS / 1000;
+    apic::timer_start_calibration();
+    let p0 = read();
+    let (t0, a0) = (cpu::rdtsc(), apic::timer_current());
+    let mut p1;
+    loop {
+        p1 = read();
+        if (p1.wrapping_sub(p0) & mask) >= want {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let (t1, a1) = (cpu::rdtsc(), apic::timer_current());
+    let ticks = (p1.wrapping_sub(p0) & mask).max(1);
+    let per_s = |d: u64| (d as u128 * PM_TIMER_HZ as u128 / ticks as u128) as u64;
+    (per_s(t1 - t0), per_s(a0.wrapping_sub(a1) as u64))
+}
+
+static PM_TIMER: spin::Once<(u16, bool)> = spin::Once::new();
+
+/// Offers the ACPI PM timer for calibration (from the FADT).
+pub fn set_pm_timer(port: u16, wide: bool) {
+    PM_TIMER.call_once(|| (port, wide));
+}
+
 /// Calibrates TSC and APIC timer; call once on the boot CPU with its APIC enabled.
 pub fn calibrate() -> Calibration {
     let c = raw_cpuid::CpuId::new();
@@ -74,8 +118,17 @@ pub fn calibrate() -> Calibration {
             .filter(|&hz| hz > 0)
             .map(|hz| (hz, Source::Cpuid16))
     });
-    let (pit_tsc, apic_hz) = pit_window();
-    let (tsc_hz, source) = from_cpuid.unwrap_or((pit_tsc, Source::Pit));
+    let (counted_tsc, apic_hz, counted_source) = match PM_TIMER.get() {
+        Some(&(port, wide)) => {
+            let (t, a) = pm_timer_window(port, wide);
+            (t, a, Source::PmTimer)
+        }
+        None => {
+            let (t, a) = pit_window();
+            (t, a, Source::Pit)
+        }
+    };
+    let (tsc_hz, source) = from_cpuid.unwrap_or((counted_tsc, counted_source));
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
     apic::set_timer_hz(apic_hz);

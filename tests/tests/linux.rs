@@ -1,0 +1,221 @@
+//! Debian's stock Linux 6.1 as Keel's initial domain, booted from a GRUB ISO exactly like Xen
+//! (`multiboot2 keel.elf …`, `module2 --nounzip vmlinuz console=hvc0 …`, `module2 --nounzip initrd.img`),
+//! judged by the serial log: the busybox `/init` (xtask/assets/init.sh) prints `KEEL-CHECK:` lines in
+//! `keel.init=checks` mode. Each boot takes 40-60 s under TCG, so there are few of them. Run them with
+//! `cargo xtask test --no-lint --no-unit -- linux::` (it builds Keel, fetches the kernel, builds the initramfs
+//! and passes their paths in as `KEEL_ELF`, `KEEL_VMLINUZ`, `KEEL_INITRD`).
+
+/// `linux::` in the test names, for a filter that picks these three.
+mod linux {
+    use keel_tests::{env_path, iso, Qemu, Run};
+    use std::path::{Path, PathBuf};
+
+    /// Seconds before `timeout` stops QEMU: GRUB reads ~9 MB, Keel unpacks the XZ kernel (6-10 s), Linux boots
+    /// (20-30 s), then the checks run (~15 s).
+    const CHECKS_TIMEOUT: u64 = 180;
+    const BOOT_TIMEOUT: u64 = 150;
+    /// Keel's command line, as one would give Xen.
+    const XEN_LIKE: &str = "console=com1 dom0_mem=512M";
+
+    /// A temporary file name for this test.
+    fn temp(name: &str, ext: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("keel-linux-{}-{name}.{ext}", std::process::id()))
+    }
+
+    /// Builds the ISO (Keel's and the kernel's command lines, `kernel` as module 0, the test initramfs as
+    /// module 1), boots it on `smp` CPUs with 2 GiB, and returns the run; the ISO is removed afterwards.
+    fn boot(name: &str, keel_cmdline: &str, kernel: &Path, kernel_cmdline: &str, smp: u32, timeout: u64) -> Run {
+        let out = temp(name, "iso");
+        let initrd = env_path("KEEL_INITRD");
+        if let Err(e) = iso::dom0_iso(&env_path("KEEL_ELF"), keel_cmdline, kernel, kernel_cmdline, Some(&initrd), &out)
+        {
+            panic!("{e}");
+        }
+        let run = Qemu::cdrom(&out).smp(smp).mem("2048M").timeout_secs(timeout).timed().run();
+        let _ = std::fs::remove_file(&out);
+        run
+    }
+
+    /// The value of `KEEL-CHECK: <what> <value>`.
+    #[track_caller]
+    fn check<T: std::str::FromStr>(run: &Run, what: &str) -> T {
+        run.assert_parsed(&format!("KEEL-CHECK: {what} "))
+    }
+
+    /// The kernel boots as dom0 with 4 vCPUs on 2 CPUs, reaches busybox, and sees Xen as Xen: the hypervisor type,
+    /// its vCPUs each running a pinned loop, stolen time accounted, a wall clock that matches the host's and a
+    /// monotonic clock that ticks in real time, xenfs, no clocksource complaints; then it powers the machine off.
+    #[test]
+    fn stock_kernel_boots_to_busybox() {
+        let vmlinuz = env_path("KEEL_VMLINUZ");
+        let run = boot(
+            "checks",
+            &format!("{XEN_LIKE} dom0_max_vcpus=4"),
+            &vmlinuz,
+            "console=hvc0 keel.init=checks",
+            2,
+            CHECKS_TIMEOUT,
+        );
+        run.assert_order(&[
+            "Linux version 6.1",
+            // 6.1.192 says "Booting kernel on Xen PVH"; older kernels "Booting paravirtualized kernel on Xen PVH".
+            "kernel on Xen PVH",
+            "clocksource: Switched to clocksource xen",
+            "KEEL-INIT: busybox init reached",
+            "KEEL-CHECK: hypervisor-type ",
+            "KEEL-CHECK: done",
+            "(KEEL) domain 0 (Domain-0) shut down: poweroff",
+            "(KEEL) Powering off",
+        ]);
+        run.assert_no_line("EXCEPTION");
+
+        // Every check below is judged; the failure lists all that failed.
+        let mut problems = Vec::new();
+        let hv: String = check(&run, "hypervisor-type");
+        if hv != "xen" {
+            problems.push(format!("/sys/hypervisor/type is {hv:?}, not \"xen\""));
+        }
+        let nproc: u32 = check(&run, "nproc");
+        if nproc != 4 {
+            problems.push(format!("nproc is {nproc}, want the 4 vCPUs of dom0_max_vcpus=4"));
+        }
+        for n in 0..4 {
+            let done = run.count_lines_matching(&format!("KEEL-CHECK: cpu {n} loop done"));
+            if done != 1 {
+                problems.push(format!("{done} `cpu {n} loop done` lines, want 1"));
+            }
+        }
+        // Four busy vCPUs on two CPUs wait for each other: Linux must see that as steal time (runstate areas).
+        let steal: u64 = check(&run, "steal");
+        if steal == 0 {
+            problems.push("/proc/stat shows no steal time although 4 busy vCPUs shared 2 CPUs".into());
+        }
+        let warnings: u32 = check(&run, "clock-warnings");
+        if warnings != 0 {
+            let lines: Vec<&str> = run.lines().filter(|l| is_clock_warning(l)).collect();
+            problems.push(format!("{warnings} clocksource warnings in the kernel log: {lines:#?}"));
+        }
+
+        // The guest's wall clock (shared_info wallclock + its system time) against the host's when the line arrived.
+        eprintln!("[{}] clocks: {}", run.name, clock_diagnostics(&run));
+        // `date +%s` has whole seconds only; the microsecond reading taken right after it (busybox adjtimex) is
+        // the guest's clock at full precision, so that is what is compared.
+        let date: i64 = check(&run, "date");
+        let (guest, arrived) = match run.timed_lines.iter().find(|l| l.text.contains("KEEL-CHECK: wallclock ")) {
+            Some(l) => (
+                l.text
+                    .split("KEEL-CHECK: wallclock ")
+                    .nth(1)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(date as f64),
+                l.unix_secs(),
+            ),
+            None => (date as f64, run.assert_timed_line("KEEL-CHECK: date ").unix_secs()),
+        };
+        let off = arrived - guest;
+        if off.abs() > 2.0 {
+            problems.push(format!(
+                "guest clock {guest:.3} is {off:.3} s off the host clock at arrival ({arrived:.3}); {}",
+                clock_diagnostics(&run)
+            ));
+        }
+        // `sleep 5` in the guest takes 5 s of host time (±5%).
+        let slept =
+            run.assert_timed_line("KEEL-CHECK: sleep-end").at - run.assert_timed_line("KEEL-CHECK: sleep-start").at;
+        let secs = slept.as_secs_f64();
+        if !(4.75..=5.25).contains(&secs) {
+            problems.push(format!("`sleep 5` in dom0 took {secs:.3} s of host time (want 5 s ± 5%)"));
+        }
+        // Needs the hypervisor side of xenfs (privcmd, xenbus).
+        if run.count_lines_matching("KEEL-CHECK: xenfs mounted") == 0 {
+            problems.push(format!("xenfs: {:?}", run.assert_line("KEEL-CHECK: xenfs ")));
+        }
+        if !problems.is_empty() {
+            run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
+        }
+        run.assert_success();
+    }
+
+    /// What the diagnostic lines of init.sh's checks say about the guest's clocks, for failure messages: the wall
+    /// clock to the microsecond against the host's at arrival, and the monotonic clock (`/proc/uptime`) against the
+    /// kernel's sched_clock (the `[timestamp]` of the kernel-log line that carries it).
+    fn clock_diagnostics(run: &Run) -> String {
+        let mut out = Vec::new();
+        if let Some(l) = run.timed_lines.iter().find(|l| l.text.contains("KEEL-CHECK: wallclock ")) {
+            if let Some(Ok(wc)) = l.text.split("KEEL-CHECK: wallclock ").nth(1).map(|v| v.trim().parse::<f64>()) {
+                out.push(format!("wall clock {wc:.6} is {:.3} s behind the host", l.unix_secs() - wc));
+            }
+        }
+        if let Some(l) = run.lines().find(|l| l.contains("KEEL-CHECK: kmsg-uptime ")) {
+            let stamp =
+                l.split_once('[').and_then(|(_, r)| r.split_once(']')).and_then(|(t, _)| t.trim().parse::<f64>().ok());
+            let uptime = l.rsplit(' ').next().and_then(|u| u.trim().parse::<f64>().ok());
+            if let (Some(stamp), Some(uptime)) = (stamp, uptime) {
+                out.push(format!(
+                    "/proc/uptime {uptime:.2} s vs sched_clock {stamp:.3} s (monotonic clock {:.3} s behind)",
+                    stamp - uptime
+                ));
+            }
+        }
+        if out.is_empty() {
+            "no clock diagnostics in the log".into()
+        } else {
+            out.join("; ")
+        }
+    }
+
+    /// What init.sh counts as a clock warning (`grep -i -E "clocksource.*unstable|tsc.*unstable|clocksource.*skew"`).
+    fn is_clock_warning(line: &str) -> bool {
+        let l = line.to_ascii_lowercase();
+        let after = |a: &str, b: &str| l.find(a).is_some_and(|i| l[i..].contains(b));
+        after("clocksource", "unstable") || after("tsc", "unstable") || after("clocksource", "skew")
+    }
+
+    /// `reboot -f` in dom0 (SCHEDOP_shutdown reboot) reboots the machine; QEMU's -no-reboot turns that into an exit.
+    #[test]
+    fn guest_reboot_reboots_the_machine() {
+        let vmlinuz = env_path("KEEL_VMLINUZ");
+        let run = boot(
+            "reboot",
+            &format!("{XEN_LIKE} dom0_max_vcpus=1"),
+            &vmlinuz,
+            "console=hvc0 keel.init=reboot",
+            2,
+            BOOT_TIMEOUT,
+        );
+        run.assert_order(&[
+            "KEEL-INIT: busybox init reached",
+            "KEEL-INIT: rebooting",
+            "(KEEL) domain 0 (Domain-0) shut down: reboot",
+            "(KEEL) Rebooting",
+        ]);
+        run.assert_no_line("EXCEPTION").assert_no_line("Powering off");
+        run.assert_success();
+    }
+
+    /// A bzImage cut in half: Keel names the problem, gives up on dom0 and reboots, without faulting.
+    #[test]
+    fn hypervisor_survives_broken_kernel() {
+        let whole = std::fs::read(env_path("KEEL_VMLINUZ")).expect("read KEEL_VMLINUZ");
+        let broken = temp("half", "vmlinuz");
+        std::fs::write(&broken, &whole[..whole.len() / 2]).expect("write the truncated kernel");
+        let run = boot("broken", &format!("{XEN_LIKE} dom0_max_vcpus=1"), &broken, "console=hvc0", 2, BOOT_TIMEOUT);
+        let _ = std::fs::remove_file(&broken);
+
+        let line = run.assert_line("(KEEL) dom0: cannot build the initial domain: bzImage: ");
+        let reason = &line[line.find("bzImage: ").unwrap_or(0)..];
+        if reason.trim_end() == "bzImage:" {
+            run.fail(&format!("the error does not say what is wrong: {line:?}"));
+        }
+        run.assert_order(&[
+            "(KEEL) dom0: cannot build the initial domain: bzImage: ",
+            "(KEEL) Could not set up the initial domain: rebooting",
+            "(KEEL) Rebooting",
+        ]);
+        run.assert_no_line("EXCEPTION").assert_no_line("Linux version").assert_no_line("Powering off");
+        if run.timed_out() {
+            run.fail("QEMU did not exit: Keel should have reset the machine (-no-reboot makes that an exit)");
+        }
+        run.assert_success();
+    }
+}
