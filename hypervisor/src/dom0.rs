@@ -196,6 +196,7 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     if memory > low_top {
         map.push(e(low_top, memory - low_top, si::HVM_MEMMAP_TYPE_RAM));
     }
+    *dom.memmap.lock() = map.clone();
     let si_gpa = loader::write_start_info(&mem, start_info_at, 0, &kernel.cmdline, &mods, &map, acpi.rsdp_gpa)
         .map_err(|e| e.0)?;
     Ok((entry, si_gpa))

@@ -66,6 +66,7 @@ fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
         let mem = dom.mem.lock();
         let entry = loader::load_pvh(&mem, image).map_err(|e| e.0)?;
         let map = loader::memory_map(memory, START_INFO_GPA);
+        *dom.memmap.lock() = map.clone();
         let si = loader::write_start_info(&mem, START_INFO_GPA, 0, "", &[], &map, 0).map_err(|e| e.0)?;
         Ok((entry, si))
     };

@@ -236,6 +236,7 @@ pub fn cmd(args: &Args) -> Result<()> {
     }
 
     let linux = if args.linux_runs == 0 { None } else { Some(linux_section(&elf, args.linux_runs)?) };
+    let roundtrips = roundtrip_section(&elf)?;
 
     let rows: [Row<Marks>; 4] = [
         ("first Keel line (banner)", |m| m.banner),
@@ -275,6 +276,7 @@ pub fn cmd(args: &Args) -> Result<()> {
     if let Some(linux) = &linux {
         println!("\n{linux}");
     }
+    println!("\n{roundtrips}");
 
     if args.no_write || args.elf.elf.is_some() {
         eprintln!("bench: docs/benchmarks.md left alone (--no-write or --elf)");
@@ -295,9 +297,47 @@ pub fn cmd(args: &Args) -> Result<()> {
     if let Some(linux) = &linux {
         doc = splice(&doc, linux, LINUX_BEGIN, LINUX_END);
     }
+    doc = splice(&doc, &roundtrips, EXITS_BEGIN, EXITS_END);
     std::fs::write(&path, doc)?;
     eprintln!("bench: wrote {DOC}");
     Ok(())
+}
+
+const EXITS_BEGIN: &str = "<!-- xtask-bench:exits begin (written by `cargo xtask bench`; edits here are lost) -->";
+const EXITS_END: &str = "<!-- xtask-bench:exits end -->";
+
+/// Round trips measured inside the `bench` test guest (tests/guests/src/bin/bench.rs): a null hypercall and a
+/// CPUID exit, 100,000 each per run, median of 3 runs, in guest TSC cycles and ns of Xen system time.
+fn roundtrip_section(elf: &Path) -> Result<String> {
+    let guests = crate::build::guests()?;
+    std::env::set_var("KEEL_ELF", elf);
+    std::env::set_var("KEEL_GUESTS", &guests);
+    let run = keel_tests::xtf::boot(&[keel_tests::xtf::Module::listed("bench")], 2, 600);
+    run.assert_success();
+    let pick = |what: &str| -> Result<(String, String)> {
+        let line = run.assert_line(&format!("BENCH: {what} "));
+        let field = |k: &str| {
+            line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string).unwrap_or_else(|| "n/a".into())
+        };
+        Ok((field("cycles="), field("ns=")))
+    };
+    let (hc_cycles, hc_ns) = pick("null-hypercall")?;
+    let (id_cycles, id_ns) = pick("cpuid-exit")?;
+    let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    Ok(format!(
+        "{EXITS_BEGIN}\n## Exit and hypercall round trips under QEMU TCG\n\n\
+         Measured {date} by `cargo xtask bench` on {cpu} ({ncpu} host CPUs), {qemu}: the `bench` test guest on \
+         Keel (`xtf`, `-cpu {tcg} -smp 2`), 100,000 calls per run, median of 3 runs. Under TCG these figures only \
+         compare Keel with itself over time.\n\n\
+         | Round trip | guest TSC cycles | ns (Xen system time) |\n|---|---:|---:|\n\
+         | null hypercall (`xen_version`, VMMCALL) | {hc_cycles} | {hc_ns} |\n\
+         | CPUID exit (leaf 0) | {id_cycles} | {id_ns} |\n{EXITS_END}",
+        date = date.trim(),
+        cpu = cpu_model(),
+        ncpu = host_cpus(),
+        qemu = deps::qemu_version_line()?,
+        tcg = qemu::TCG_CPU,
+    ))
 }
 
 /// A table row: its label, and how to pick its time out of one run's marks.

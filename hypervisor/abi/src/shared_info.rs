@@ -267,3 +267,65 @@ const _: () = {
     assert!(size_of::<SchedPoll>() == 24);
     assert!(offset_of!(SchedPoll, timeout) == 16);
 };
+
+/// `grant_table_op` commands and structures (grant table v1 set-up).
+pub mod gnttab {
+    pub const SETUP_TABLE: u64 = 2;
+    pub const QUERY_SIZE: u64 = 6;
+    pub const SET_VERSION: u64 = 8;
+    pub const GET_VERSION: u64 = 10;
+    /// Grant frames a domain may have (Xen's default `max_grant_frames`).
+    pub const MAX_FRAMES: u32 = 64;
+}
+
+/// `struct gnttab_query_size`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabQuerySize {
+    pub dom: u16,
+    pub pad: u16,
+    pub nr_frames: u32,
+    pub max_nr_frames: u32,
+    pub status: i16,
+    pub pad2: u16,
+}
+
+/// `struct gnttab_set_version` / `gnttab_get_version` (version in/out).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabSetVersion {
+    pub version: u32,
+}
+
+/// `struct xen_memory_map`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryMap {
+    /// In: capacity of the buffer in entries; out: entries written.
+    pub nr_entries: u32,
+    pub pad: u32,
+    /// Guest pointer to 20-byte packed E820 entries.
+    pub buffer: u64,
+}
+
+/// `struct evtchn_bind_interdomain`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindInterdomain {
+    pub remote_dom: u16,
+    pub pad: u16,
+    pub remote_port: u32,
+    pub local_port: u32,
+}
+
+const _: () = {
+    assert!(size_of::<GnttabQuerySize>() == 16);
+    assert!(offset_of!(GnttabQuerySize, nr_frames) == 4);
+    assert!(offset_of!(GnttabQuerySize, max_nr_frames) == 8);
+    assert!(offset_of!(GnttabQuerySize, status) == 12);
+    assert!(size_of::<XenMemoryMap>() == 16);
+    assert!(offset_of!(XenMemoryMap, buffer) == 8);
+    assert!(size_of::<EvtchnBindInterdomain>() == 12);
+    assert!(offset_of!(EvtchnBindInterdomain, remote_port) == 4);
+    assert!(offset_of!(EvtchnBindInterdomain, local_port) == 8);
+};

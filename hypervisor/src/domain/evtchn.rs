@@ -77,6 +77,13 @@ impl Table {
         Ok(())
     }
 
+    /// Changes what an in-use port is bound to.
+    pub fn rebind(&mut self, port: u32, binding: Binding) -> Result<(), i64> {
+        self.get(port)?;
+        self.ports[port as usize].binding = binding;
+        Ok(())
+    }
+
     /// Frees a port; returns what it was.
     pub fn close(&mut self, port: u32) -> Result<Port, i64> {
         let p = self.get(port)?;

@@ -401,6 +401,10 @@ pub struct Domain {
     pub test_result: Mutex<Option<String>>,
     /// Set once teardown has started.
     pub dying: AtomicBool,
+    /// Grant-table frames (host addresses), created on demand by XENMEM_add_to_physmap.
+    pub grant_frames: Mutex<Vec<u64>>,
+    /// The memory map the domain was built with (for XENMEM_memory_map).
+    pub memmap: Mutex<Vec<keel_abi::start_info::HvmMemmapEntry>>,
 }
 
 static DOMAINS: Mutex<BTreeMap<DomId, Arc<Domain>>> = Mutex::new(BTreeMap::new());
@@ -589,6 +593,8 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             console: Mutex::new(Vec::new()),
             test_result: Mutex::new(None),
             dying: AtomicBool::new(false),
+            grant_frames: Mutex::new(Vec::new()),
+            memmap: Mutex::new(Vec::new()),
         }
     });
     pvclock::init_shared_info(&dom);
@@ -621,6 +627,9 @@ pub fn destroy(dom: &Arc<Domain>) -> bool {
         }
     }
     crate::mm::free_frame(dom.shared_info);
+    for f in dom.grant_frames.lock().drain(..) {
+        crate::mm::free_frame(f);
+    }
     {
         let mut mem = dom.mem.lock();
         let p2m = core::mem::replace(&mut mem.p2m, GuestP2m::detached());

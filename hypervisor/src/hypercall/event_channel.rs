@@ -4,7 +4,10 @@ use super::{Action, Ctx, HResult};
 use crate::domain::evtchn::{self, Binding};
 use core::sync::atomic::Ordering;
 use keel_abi::hypercall::errno::*;
-use keel_abi::shared_info::{evtchnop, virq, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq, EvtchnStatus};
+use keel_abi::shared_info::{
+    evtchnop, virq, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnStatus,
+};
 
 pub fn event_channel_op(c: &mut Ctx) -> HResult {
     let (cmd, arg) = (c.args[0], c.args[1]);
@@ -64,11 +67,48 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
         evtchnop::CLOSE => {
             let port: u32 = c.read(arg)?;
             let p = c.dom.evtchn.lock().close(port)?;
+            if let Binding::Interdomain { remote, remote_port } = p.binding {
+                // The other end goes back to waiting for a connection from us.
+                if let Some(r) = crate::domain::get(remote) {
+                    let _ = r.evtchn.lock().rebind(remote_port, Binding::Unbound { remote: c.dom.id });
+                }
+            }
             if let Binding::Virq(n) = p.binding {
                 if let Some(v) = c.dom.vcpus.get(p.vcpu as usize) {
                     let _ = v.virq_ports[n as usize].compare_exchange(port, 0, Ordering::AcqRel, Ordering::Relaxed);
                 }
             }
+            Ok(Action::Return(0))
+        }
+        evtchnop::ALLOC_UNBOUND => {
+            let mut a: EvtchnAllocUnbound = c.read(arg)?;
+            if a.dom != keel_abi::DOMID_SELF && a.dom != c.dom.id {
+                return Err(EPERM);
+            }
+            let remote = if a.remote_dom == keel_abi::DOMID_SELF { c.dom.id } else { a.remote_dom };
+            a.port = c.dom.evtchn.lock().alloc(Binding::Unbound { remote }, 0)?;
+            c.write(arg, &a)?;
+            Ok(Action::Return(0))
+        }
+        evtchnop::BIND_INTERDOMAIN => {
+            let mut b: EvtchnBindInterdomain = c.read(arg)?;
+            let remote_id = if b.remote_dom == keel_abi::DOMID_SELF { c.dom.id } else { b.remote_dom };
+            let remote = crate::domain::get(remote_id).ok_or(ESRCH)?;
+            // The remote port must be waiting for us.
+            let rp = remote.evtchn.lock().get(b.remote_port)?;
+            if rp.binding != (Binding::Unbound { remote: c.dom.id }) {
+                return Err(EINVAL);
+            }
+            let local =
+                c.dom.evtchn.lock().alloc(Binding::Interdomain { remote: remote_id, remote_port: b.remote_port }, 0)?;
+            remote
+                .evtchn
+                .lock()
+                .rebind(b.remote_port, Binding::Interdomain { remote: c.dom.id, remote_port: local })?;
+            b.local_port = local;
+            c.write(arg, &b)?;
+            // Xen raises the local port once so that both ends notice the connection.
+            evtchn::set_pending(c.dom, local);
             Ok(Action::Return(0))
         }
         evtchnop::STATUS => {

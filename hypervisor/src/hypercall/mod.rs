@@ -3,6 +3,7 @@
 
 mod console;
 mod event_channel;
+mod grant_table;
 mod hvm;
 mod memory;
 mod sched;
@@ -84,6 +85,7 @@ pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
         nr::MEMORY_OP => memory::memory_op(&mut ctx),
         nr::HVM_OP => hvm::hvm_op(&mut ctx),
         nr::EVENT_CHANNEL_OP => event_channel::event_channel_op(&mut ctx),
+        nr::GRANT_TABLE_OP => grant_table::grant_table_op(&mut ctx),
         _ => Err(ENOSYS),
     };
     let (rax, out) = match r {
