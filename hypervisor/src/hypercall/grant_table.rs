@@ -2,7 +2,6 @@
 //! XENMEM_add_to_physmap (see `memory`).
 
 use super::{Action, Ctx, HResult};
-use core::sync::atomic::Ordering;
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{gnttab, GnttabQuerySize, GnttabSetVersion};
 
@@ -33,7 +32,6 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
                 return Err(EINVAL);
             }
             c.write(arg, &v)?;
-            let _ = Ordering::Relaxed;
             Ok(Action::Return(0))
         }
         gnttab::GET_VERSION => {
