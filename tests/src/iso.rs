@@ -55,6 +55,18 @@ pub fn mkrescue(stage: &Path, out: &Path) -> Result<(), String> {
     }
 }
 
+/// Copies ELF `from` to `to` without its debug sections (`objcopy --strip-debug`, from binutils).
+pub fn strip_debug(from: &Path, to: &Path) -> Result<(), String> {
+    let mut cmd = Command::new("objcopy");
+    cmd.arg("--strip-debug").arg(from).arg(to).stdin(Stdio::null());
+    let out = cmd.output().map_err(|e| format!("cannot start objcopy (package binutils): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({}):\n{}", crate::describe(&cmd), out.status, String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
 /// A GRUB ISO booting Keel like Xen: `multiboot2 /boot/keel.elf <keel_cmdline>`, `module2 --nounzip
 /// /boot/vmlinuz <kernel_cmdline>` and, given one, `module2 --nounzip /boot/initrd.img`. Stages the files in a
 /// directory beside `out` (removed afterwards). Used by the Linux boot tests and `cargo xtask bench`.

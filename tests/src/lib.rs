@@ -1,4 +1,4 @@
-//! QEMU harness for Keel's boot tests.
+//! QEMU harness for Keel's boot tests (and, in [`bochs`], the Bochs one, which returns the same [`Run`]).
 //!
 //! [`Qemu`] builds a command line (accelerator, CPU model, `-smp`, `-m`, a `-kernel` PVH boot or a
 //! GRUB `-cdrom` boot), runs it under `timeout -k 5 <secs>` with the serial port in a file (or, with
@@ -12,6 +12,7 @@
 //! artifact paths read by [`env_path`]: `KEEL_ELF`, `KEEL_ISO`, `KEEL_VMLINUZ`, `KEEL_INITRD`, and
 //! `KEEL_GUESTS`, the directory of the test-guest ELFs that [`xtf`] puts on GRUB ISOs ([`iso`]).
 
+pub mod bochs;
 pub mod iso;
 pub mod xtf;
 
@@ -243,7 +244,7 @@ impl Qemu {
                 let _ = std::fs::write(Path::new(&dir).join(format!("{}.timed.log", self.name)), stamped);
             }
         }
-        let run = Run { name: self.name, command, exit_code, log, qemu_output, elapsed, timed_lines };
+        let run = Run { name: self.name, emulator: "QEMU", command, exit_code, log, qemu_output, elapsed, timed_lines };
         eprintln!(
             "[{}] {}, {:.1} s, {} serial lines",
             run.name,
@@ -337,16 +338,19 @@ pub fn run_timed(cmd: &mut Command) -> std::io::Result<Timed> {
     Ok(Timed { status, lines: lines?, stderr, elapsed })
 }
 
-/// A finished QEMU run: how it ended and what Keel printed.
+/// A finished QEMU (or Bochs) run: how it ended and what Keel printed.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub name: String,
+    /// "QEMU" or "Bochs", for messages.
+    pub emulator: &'static str,
     pub command: String,
-    /// QEMU's (or `timeout`'s) exit status; `None` if killed by a signal.
+    /// QEMU's (or `timeout`'s) exit status; `None` if killed by a signal. Bochs runs translate theirs into
+    /// QEMU's terms ([`bochs`]): 0 for an ACPI power-off, `(v << 1) | 1` for Keel's debug exit with `v`.
     pub exit_code: Option<i32>,
     /// The serial log, `\r` removed.
     pub log: String,
-    /// What QEMU itself wrote to stdout/stderr.
+    /// What QEMU itself wrote to stdout/stderr (for Bochs: the harness's notes and Bochs's panics and errors).
     pub qemu_output: String,
     pub elapsed: Duration,
     /// The serial lines with their host arrival times ([`Qemu::timed`] runs; empty otherwise).
@@ -369,20 +373,21 @@ impl Run {
         }
     }
 
-    /// Panics with `msg`, the command, how QEMU ended, its own output and the whole serial log.
+    /// Panics with `msg`, the command, how the emulator ended, its own output and the whole serial log.
     #[track_caller]
     pub fn fail(&self, msg: &str) -> ! {
         let mut report = format!("[{}] {msg}\n", self.name);
         let _ = writeln!(report, "--- command ---\n{}", self.command);
-        let _ = writeln!(report, "--- QEMU {} after {:.1} s ---", self.status_text(), self.elapsed.as_secs_f64());
+        let (emulator, took) = (self.emulator, self.elapsed.as_secs_f64());
+        let _ = writeln!(report, "--- {emulator} {} after {took:.1} s ---", self.status_text());
         if !self.qemu_output.trim().is_empty() {
-            let _ = writeln!(report, "--- QEMU's own output ---\n{}", self.qemu_output.trim_end());
+            let _ = writeln!(report, "--- {emulator}'s own output ---\n{}", self.qemu_output.trim_end());
         }
         let _ = write!(report, "{}", log_block(&self.log));
         panic!("{report}");
     }
 
-    /// QEMU exited with status 0 (Keel powered off through ACPI).
+    /// The emulator exited with status 0 (Keel powered off through ACPI).
     #[track_caller]
     pub fn assert_success(&self) -> &Self {
         self.assert_exit_code(0)
@@ -391,7 +396,7 @@ impl Run {
     #[track_caller]
     pub fn assert_exit_code(&self, code: i32) -> &Self {
         if self.exit_code != Some(code) {
-            self.fail(&format!("expected QEMU exit status {code}, got {}", self.status_text()));
+            self.fail(&format!("expected {} exit status {code}, got {}", self.emulator, self.status_text()));
         }
         self
     }
@@ -560,6 +565,7 @@ mod tests {
     fn run(log: &str, code: i32) -> Run {
         Run {
             name: "unit".into(),
+            emulator: "QEMU",
             command: "qemu".into(),
             exit_code: Some(code),
             log: log.into(),

@@ -106,6 +106,16 @@ pub fn guest_elf(elf: &str) -> PathBuf {
 
 /// Builds a GRUB ISO of Keel (`KEEL_ELF`) in `xtf` mode with `modules`; returns its path (in the temp dir).
 pub fn xtf_iso(modules: &[Module]) -> PathBuf {
+    build_xtf_iso(modules, false)
+}
+
+/// [`xtf_iso`] with the debug info taken off Keel and the guests (`objcopy --strip-debug`): 0.4 MB instead of
+/// 10 MB for Keel, for Bochs, where GRUB reads slowly.
+pub fn small_xtf_iso(modules: &[Module]) -> PathBuf {
+    build_xtf_iso(modules, true)
+}
+
+fn build_xtf_iso(modules: &[Module], strip: bool) -> PathBuf {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let tag = format!("keel-xtf-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
     let stage = std::env::temp_dir().join(&tag);
@@ -113,7 +123,12 @@ pub fn xtf_iso(modules: &[Module]) -> PathBuf {
     let boot = stage.join("boot");
     std::fs::create_dir_all(boot.join("grub")).expect("create the ISO staging directory");
     let copy = |from: &Path, to: &Path| {
-        std::fs::copy(from, to).unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+        if strip {
+            iso::strip_debug(from, to).unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            std::fs::copy(from, to)
+                .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", from.display(), to.display()));
+        }
     };
     copy(&env_path("KEEL_ELF"), &boot.join("keel.elf"));
     for m in modules {
@@ -243,6 +258,7 @@ mod tests {
     fn run(log: &str) -> Run {
         Run {
             name: "unit".into(),
+            emulator: "QEMU",
             command: "qemu".into(),
             exit_code: Some(0),
             log: log.into(),

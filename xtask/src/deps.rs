@@ -1,6 +1,8 @@
 //! `cargo xtask deps`: the host packages Keel's build and tests need, installed when missing.
 //!
 //! The check is cheap (a few `stat`s and two short QEMU runs), so every other command starts with it.
+//! [`BOCHS_NEEDS`] is an optional group: only the Bochs runs (`cargo xtask test`'s last step, `tests/tests/bochs.rs`)
+//! need it, so only they ask for it ([`ensure_bochs`], or `cargo xtask deps --bochs`).
 
 use crate::elf;
 use crate::util::{self, Result};
@@ -41,6 +43,39 @@ const NEEDS: &[Need] = &[
     Need { package: "cpio", why: "cpio to pack the initramfs", check: || program("cpio") },
 ];
 
+/// What the Bochs runs need besides [`NEEDS`]: Bochs 2.7 with its BIOS, VGA BIOS and text-terminal display
+/// (the Debian build has no `nogui` display), objcopy to take the debug info off the ELFs they boot (GRUB reads
+/// only ~140 KB/s under Bochs), and kill. (`script` and `timeout` come with every Debian.)
+const BOCHS_NEEDS: &[Need] = &[
+    Need { package: "bochs", why: "the Bochs emulator", check: || program("bochs") },
+    Need {
+        package: "bochsbios",
+        why: "Bochs's BIOS, /usr/share/bochs/BIOS-bochs-latest",
+        check: || file_exists("/usr/share/bochs/BIOS-bochs-latest"),
+    },
+    Need {
+        package: "vgabios",
+        why: "/usr/share/vgabios/vgabios.bin",
+        check: || file_exists("/usr/share/vgabios/vgabios.bin"),
+    },
+    Need {
+        package: "bochs-term",
+        why: "Bochs's text-terminal display (display_library: term)",
+        check: check_bochs_term,
+    },
+    Need {
+        package: "binutils",
+        why: "objcopy (strips the debug info off the ELFs on Bochs ISOs)",
+        check: || program("objcopy"),
+    },
+    Need { package: "procps", why: "kill (stops Bochs's process group once Keel is done)", check: || program("kill") },
+];
+
+/// The package names of a group, for messages.
+fn names(needs: &[Need]) -> String {
+    needs.iter().map(|n| n.package).collect::<Vec<_>>().join(", ")
+}
+
 fn program(name: &str) -> Result<(), String> {
     if util::have_program(name) {
         Ok(())
@@ -54,6 +89,21 @@ fn file_exists(path: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{path} is missing"))
+    }
+}
+
+/// The term display plugin, wherever the multiarch plugin directory is.
+fn check_bochs_term() -> Result<(), String> {
+    let dirs = ["/usr/lib/x86_64-linux-gnu/bochs/plugins", "/usr/lib/bochs/plugins", "/usr/lib64/bochs/plugins"];
+    let found = dirs.iter().any(|d| {
+        std::fs::read_dir(d)
+            .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libbx_term_gui.so")))
+            .unwrap_or(false)
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(format!("no libbx_term_gui.so in {}", dirs.join(" or ")))
     }
 }
 
@@ -127,9 +177,9 @@ fn backports_configured() -> bool {
     })
 }
 
-/// Checks every package; installs what is missing when root, else prints the commands and fails.
-pub fn ensure() -> Result<()> {
-    let missing: Vec<&Need> = NEEDS
+/// The packages of `group` whose check fails, each reported.
+fn missing(group: &[Need]) -> Vec<&Need> {
+    group
         .iter()
         .filter(|n| match (n.check)() {
             Ok(()) => false,
@@ -138,7 +188,22 @@ pub fn ensure() -> Result<()> {
                 true
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Checks every package Keel's build and QEMU tests need; installs what is missing when root, else prints the
+/// commands and fails.
+pub fn ensure() -> Result<()> {
+    install(NEEDS)
+}
+
+/// The same for the optional Bochs group ([`BOCHS_NEEDS`]), which only the Bochs runs need.
+pub fn ensure_bochs() -> Result<()> {
+    install(BOCHS_NEEDS)
+}
+
+fn install(group: &[Need]) -> Result<()> {
+    let missing = missing(group);
     if missing.is_empty() {
         return Ok(());
     }
@@ -182,20 +247,43 @@ pub fn ensure() -> Result<()> {
     }
 
     let still: Vec<String> =
-        NEEDS.iter().filter_map(|n| (n.check)().err().map(|e| format!("{}: {e}", n.package))).collect();
+        group.iter().filter_map(|n| (n.check)().err().map(|e| format!("{}: {e}", n.package))).collect();
     if still.is_empty() {
-        eprintln!("deps: all host packages present");
+        eprintln!("deps: all host packages present ({})", names(group));
         Ok(())
     } else {
         Err(format!("still missing after apt-get: {}", still.join("; ")).into())
     }
 }
 
-/// `cargo xtask deps`: [`ensure`] plus a report of what is there.
-pub fn cmd() -> Result<()> {
+#[derive(clap::Args, Clone, Default)]
+pub struct Args {
+    /// Also check (and, as root, install) the optional group the Bochs runs need: bochs, bochsbios, vgabios,
+    /// bochs-term, binutils, procps.
+    #[arg(long)]
+    pub bochs: bool,
+}
+
+/// `cargo xtask deps`: [`ensure`] plus a report of what is there; the Bochs group is installed with `--bochs`,
+/// otherwise only reported.
+pub fn cmd(args: &Args) -> Result<()> {
     ensure()?;
     println!("deps: {}", qemu_version_line()?);
-    println!("deps: ok ({})", NEEDS.iter().map(|n| n.package).collect::<Vec<_>>().join(", "));
+    println!("deps: ok ({})", names(NEEDS));
+    if args.bochs {
+        ensure_bochs()?;
+        println!("deps: Bochs group ok ({})", names(BOCHS_NEEDS));
+    } else {
+        let lacking: Vec<&str> = BOCHS_NEEDS.iter().filter(|n| (n.check)().is_err()).map(|n| n.package).collect();
+        if lacking.is_empty() {
+            println!("deps: Bochs group ok ({})", names(BOCHS_NEEDS));
+        } else {
+            println!(
+                "deps: Bochs group (optional, for the Bochs runs) lacks {}: `cargo xtask deps --bochs` installs it",
+                lacking.join(", ")
+            );
+        }
+    }
     Ok(())
 }
 

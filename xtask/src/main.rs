@@ -27,8 +27,8 @@ enum Cmd {
     /// Build the hypervisor (release, x86_64-unknown-none) and the dom0 tools.
     Build,
     /// Check the host packages (QEMU with SVM+NPT under TCG, GRUB, xorriso, mtools, busybox-static, cpio);
-    /// install the missing ones when root.
-    Deps,
+    /// install the missing ones when root. `--bochs` adds the optional group the Bochs runs need.
+    Deps(deps::Args),
     /// Fetch Debian's stock amd64 kernel into target/debian/ (cached).
     Kernel,
     /// Build target/initramfs.cpio.gz from busybox-static (plus Xen modules if the kernel is fetched).
@@ -39,7 +39,8 @@ enum Cmd {
     Run(qemu::RunArgs),
     /// rustfmt and clippy (warnings denied), for the host and for the bare-metal crates.
     Lint,
-    /// Lint, host unit tests, then boot tests and test guests under QEMU (the CI entry point).
+    /// Lint, host unit tests, boot tests and test guests under QEMU, then the quick guests under Bochs (SVM with NRIP
+    /// save and flush-by-ASID, VMX): the CI entry point.
     Test(test::Args),
     /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md.
     Bench(bench::Args),
@@ -64,11 +65,11 @@ impl ElfArg {
 }
 
 fn dispatch(cmd: Cmd) -> util::Result<()> {
-    if !matches!(cmd, Cmd::Deps | Cmd::Lint) {
+    if !matches!(cmd, Cmd::Deps(_) | Cmd::Lint) {
         deps::ensure()?;
     }
     match cmd {
-        Cmd::Deps => deps::cmd(),
+        Cmd::Deps(args) => deps::cmd(&args),
         Cmd::Build => build::cmd(),
         Cmd::Kernel => kernel::cmd(),
         Cmd::Initramfs => initramfs::cmd(),

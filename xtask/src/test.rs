@@ -1,8 +1,9 @@
-//! `cargo xtask test`: lint, host unit tests, then the boot tests and test guests of `keel-tests` under QEMU.
+//! `cargo xtask test`: lint, host unit tests, then the boot tests and test guests of `keel-tests` under QEMU, then
+//! the quick test guests under Bochs (`tests/tests/bochs.rs`: AMD SVM with NRIP save and flush-by-ASID, Intel VMX).
 
 use crate::qemu::Accel;
 use crate::util::{self, Result};
-use crate::{build, image, initramfs, kernel, lint, ElfArg};
+use crate::{build, deps, image, initramfs, kernel, lint, ElfArg};
 use std::time::{Duration, Instant};
 
 /// Keel's command line in the test ISO; `keel-tests` reads it from `KEEL_ISO_CMDLINE`.
@@ -18,6 +19,12 @@ pub struct Args {
     /// Skip the host unit tests (`cargo test --workspace`, less keel-tests and keel-test-guests).
     #[arg(long)]
     pub no_unit: bool,
+    /// Skip the Bochs runs (tests/tests/bochs.rs), the last step.
+    #[arg(long, conflicts_with = "only_bochs")]
+    pub no_bochs: bool,
+    /// Of the boot tests, run only the Bochs ones (no Debian kernel, initramfs or QEMU runs).
+    #[arg(long)]
+    pub only_bochs: bool,
     #[command(flatten)]
     pub elf: ElfArg,
     /// Passed to the boot-test harness, e.g. a test name filter.
@@ -80,33 +87,62 @@ fn all(args: &Args, steps: &mut Steps) -> Result<()> {
     }
     let elf = steps.run("build hypervisor", || args.elf.get())?;
     let guests = steps.run("build test guests", build::guests)?;
+    let logs = util::target_dir().join("test-logs");
+    util::remove_dir(&logs)?;
+    std::fs::create_dir_all(&logs)?;
+    eprintln!("serial logs of the boot tests go to {}", util::show(&logs));
+    let qemu = if args.only_bochs { Ok(()) } else { qemu_tests(args, steps, &elf, &guests, &logs) };
+    // The Bochs runs go on after a QEMU failure: they test other branches, and CI shows both.
+    let bochs = if args.no_bochs {
+        Ok(())
+    } else {
+        steps.run("bochs deps", deps::ensure_bochs).and_then(|()| {
+            steps.run("bochs tests (svm, vmx)", || {
+                util::run(
+                    util::cargo()
+                        .args(["test", "-p", "keel-tests", "--test", "bochs", "--", "--test-threads=1"])
+                        .args(&args.harness_args)
+                        .env("KEEL_ELF", &elf)
+                        .env("KEEL_GUESTS", &guests)
+                        .env("KEEL_LOG_DIR", &logs),
+                )
+            })
+        })
+    };
+    qemu.and(bochs)
+}
+
+/// The Debian kernel, the initramfs and the test ISO, then every `keel-tests` test but the Bochs ones.
+fn qemu_tests(
+    args: &Args,
+    steps: &mut Steps,
+    elf: &std::path::Path,
+    guests: &std::path::Path,
+    logs: &std::path::Path,
+) -> Result<()> {
     let k = steps.run("debian kernel", kernel::ensure)?;
     let initrd = steps.run("initramfs", initramfs::build)?;
     let iso = util::target_dir().join("keel-test.iso");
     steps.run("grub iso", || {
         image::write_iso(
-            &image::Contents { elf: elf.clone(), modules: Some((k.vmlinuz.clone(), initrd.clone())) },
+            &image::Contents { elf: elf.to_path_buf(), modules: Some((k.vmlinuz.clone(), initrd.clone())) },
             ISO_CMDLINE,
             &iso,
         )
     })?;
-    let logs = util::target_dir().join("test-logs");
-    util::remove_dir(&logs)?;
-    std::fs::create_dir_all(&logs)?;
-    eprintln!("serial logs of the boot tests go to {}", util::show(&logs));
     steps.run("boot tests (qemu)", || {
         util::run(
             util::cargo()
-                .args(["test", "-p", "keel-tests", "--", "--test-threads=1"])
+                .args(["test", "-p", "keel-tests", "--", "--test-threads=1", "--skip", "on_bochs::"])
                 .args(&args.harness_args)
-                .env("KEEL_ELF", &elf)
+                .env("KEEL_ELF", elf)
                 .env("KEEL_ISO", &iso)
                 .env("KEEL_ISO_CMDLINE", ISO_CMDLINE)
                 .env("KEEL_ACCEL", args.accel.name())
                 .env("KEEL_VMLINUZ", &k.vmlinuz)
                 .env("KEEL_INITRD", &initrd)
-                .env("KEEL_GUESTS", &guests)
-                .env("KEEL_LOG_DIR", &logs),
+                .env("KEEL_GUESTS", guests)
+                .env("KEEL_LOG_DIR", logs),
         )
     })
 }
