@@ -73,16 +73,15 @@ fn all(args: &Args, steps: &mut Steps) -> Result<()> {
         steps.run("lint (rustfmt, clippy)", lint::cmd)?;
     }
     if !args.no_unit {
+        // The bzImage unit test decompresses Debian's real kernel: fetch it first (cached under target/).
+        let k = steps.run("debian kernel (for unit tests)", kernel::ensure)?;
         // keel-tests boots QEMU (below); the test guests only build for bare metal.
         steps.run("host unit tests", || {
-            util::run(util::cargo().args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "keel-tests",
-                "--exclude",
-                build::GUESTS_PACKAGE,
-            ]))
+            util::run(
+                util::cargo()
+                    .args(["test", "--workspace", "--exclude", "keel-tests", "--exclude", build::GUESTS_PACKAGE])
+                    .env("KEEL_VMLINUZ", &k.vmlinuz),
+            )
         })?;
     }
     let elf = steps.run("build hypervisor", || args.elf.get())?;
