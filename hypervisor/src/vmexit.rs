@@ -317,27 +317,35 @@ fn io(dom: &Arc<Domain>, hw: &mut HwVcpu, port: u16, size: u8, input: bool, stri
     if string {
         // INS/OUTS: only the debug port is given data; everything else is dropped or reads all-ones.
         let count = if rep { hw.gprs().rcx & 0xffff_ffff } else { 1 }.min(4096);
-        let (reg, dir) = if input { (hw.gprs().rdi, 1) } else { (hw.gprs().rsi, 1) };
+        let reg = if input { hw.gprs().rdi } else { hw.gprs().rsi };
         let len = count * size as u64;
+        // RFLAGS.DF set: the string runs downwards (the buffer is then the `len` bytes ending at `reg`).
+        let down = hw.rflags() & (1 << 10) != 0;
+        let base = if down { reg.wrapping_sub(len.saturating_sub(size as u64)) } else { reg };
         if !input && port == DEBUG_PORT {
             let mut buf = alloc::vec![0u8; len as usize];
             let ok = {
                 let mem = dom.mem.lock();
-                domain::read_linear(&mem, &hw.paging(), reg, &mut buf).is_ok()
+                domain::read_linear(&mem, &hw.paging(), base, &mut buf).is_ok()
             };
             if ok {
+                if down {
+                    // Elements went out from the highest address down.
+                    buf.reverse();
+                }
                 dom.console_write(&buf);
             }
         } else if input {
             let buf = alloc::vec![0xffu8; len as usize];
             let mem = dom.mem.lock();
-            let _ = domain::write_linear(&mem, &hw.paging(), reg, &buf);
+            let _ = domain::write_linear(&mem, &hw.paging(), base, &buf);
         }
         let g = hw.gprs();
+        let step = |r: u64| if down { r.wrapping_sub(len) } else { r.wrapping_add(len) };
         if input {
-            g.rdi = g.rdi.wrapping_add(len * dir);
+            g.rdi = step(g.rdi);
         } else {
-            g.rsi = g.rsi.wrapping_add(len * dir);
+            g.rsi = step(g.rsi);
         }
         if rep {
             g.rcx = 0;

@@ -218,8 +218,6 @@ pub struct Vcpu {
     pub periodic_next: AtomicU64,
     /// Host address of the registered vcpu_info (0: the shared_info slot, when mapped).
     pub vcpu_info_hpa: AtomicU64,
-    /// Guest-linear address of the registered runstate area (0 = none).
-    pub runstate_area: AtomicU64,
     /// Runstate accounting: ns per state, and when the current state started.
     pub runstate_time: [AtomicU64; 4],
     /// System time the current runstate began.
@@ -555,7 +553,6 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     periodic_period: AtomicU64::new(0),
                     periodic_next: AtomicU64::new(0),
                     vcpu_info_hpa: AtomicU64::new(0),
-                    runstate_area: AtomicU64::new(0),
                     runstate_time: [const { AtomicU64::new(0) }; 4],
                     runstate_entry: AtomicU64::new(crate::arch::x86::time::now_ns()),
                     poll_mask: AtomicU64::new(0),

@@ -49,7 +49,9 @@ pub fn update(dom: &Domain, v: &Vcpu) {
     let Some(p) = vcpu_info_ptr(dom, v) else {
         return;
     };
-    let (mul, shift) = scale(time::tsc_hz());
+    // The TSC frequency is fixed after boot calibration: compute the scale once.
+    static SCALE: spin::Once<(u32, i8)> = spin::Once::new();
+    let &(mul, shift) = SCALE.call_once(|| scale(time::tsc_hz()));
     let tsc = cpu::rdtsc();
     let now = time::tsc_to_ns(tsc);
     // SAFETY: `p` points at a 64-byte vcpu_info inside a frame mapped to this domain (checked at registration

@@ -69,7 +69,6 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             // The area is given by guest-virtual address; it is translated once, now (with page-table
             // isolation the user CR3 of a later exit may not map it).
             let addr: u64 = c.read(arg)?;
-            target.runstate_area.store(addr, Ordering::Release);
             if addr == 0 {
                 target.runstate_hpa[0].store(0, Ordering::Release);
                 return Ok(Action::Return(0));
