@@ -17,6 +17,8 @@ pub enum Outcome {
     Continue,
     /// Give up the CPU, stay runnable.
     Yield,
+    /// Give up the CPU to every other runnable vCPU first (a PAUSE loop, SCHEDOP_yield), stay runnable.
+    YieldToOthers,
     /// Block until an event or timer.
     Block,
     /// The vCPU went offline (HLT with interrupts off).
@@ -87,6 +89,13 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
             } else {
                 Outcome::Block
             }
+        }
+        // The exit comes before the PAUSE completes: step over it (a hint, nothing to emulate), or a CPU that
+        // exits on every PAUSE would take the same exit forever; the spinning vCPU yields so that whatever it
+        // waits for can run.
+        Exit::Pause => {
+            hw.skip_instruction(2);
+            Outcome::YieldToOthers
         }
         Exit::Msr { write } => msr(dom, v, hw, write),
         Exit::Io { port, size, input, string, rep } => io(dom, hw, port, size, input, string, rep),

@@ -16,10 +16,14 @@ use core::sync::atomic::{AtomicU32, Ordering};
 pub struct GuestSpec {
     /// Domain config.
     pub config: DomainConfig,
+    /// The guest's own command line (in its `hvm_start_info`): the `guest.<key>=<value>` settings, as
+    /// `<key>=<value>`, space-separated.
+    pub guest_cmdline: String,
 }
 
-/// Parses `name=<n> [vcpus=<n>] [memory=<MiB>] [weight=<w>] [cap=<pct>] [expect=crash]`.
+/// Parses `name=<n> [vcpus=<n>] [memory=<MiB>] [weight=<w>] [cap=<pct>] [expect=crash] [guest.<key>=<value>...]`.
 pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
+    let mut guest_cmdline = String::new();
     let mut cfg = DomainConfig {
         name: String::new(),
         vcpus: 1,
@@ -38,13 +42,19 @@ pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
             "weight" => cfg.weight = num(v)?.clamp(1, 65535),
             "cap" => cfg.cap = num(v)?,
             "expect" if v == "crash" => cfg.expect_crash = true,
+            _ if k.starts_with("guest.") && k.len() > "guest.".len() => {
+                if !guest_cmdline.is_empty() {
+                    guest_cmdline.push(' ');
+                }
+                guest_cmdline.push_str(&word["guest.".len()..]);
+            }
             _ => return Err(format!("unknown setting '{word}'")),
         }
     }
     if cfg.name.is_empty() {
         return Err("a test guest needs name=<name>".into());
     }
-    Ok(GuestSpec { config: cfg })
+    Ok(GuestSpec { config: cfg, guest_cmdline })
 }
 
 static REMAINING: AtomicU32 = AtomicU32::new(0);
@@ -67,7 +77,8 @@ fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
         let entry = loader::load_pvh(&mem, image).map_err(|e| e.0)?;
         let map = loader::memory_map(memory, START_INFO_GPA);
         *dom.memmap.lock() = map.clone();
-        let si = loader::write_start_info(&mem, START_INFO_GPA, 0, "", &[], &map, 0).map_err(|e| e.0)?;
+        let si =
+            loader::write_start_info(&mem, START_INFO_GPA, 0, &spec.guest_cmdline, &[], &map, 0).map_err(|e| e.0)?;
         Ok((entry, si))
     };
     match setup() {
@@ -160,5 +171,9 @@ mod tests {
         assert!(parse_spec("vcpus=2").unwrap_err().contains("name="));
         assert!(parse_spec("name=x vcpus=two").unwrap_err().contains("not a number"));
         assert!(parse_spec("name=x colour=red").unwrap_err().contains("unknown"));
+        assert!(parse_spec("name=x guest.=1").unwrap_err().contains("unknown"));
+        let g = parse_spec("name=h guest.calls=2000 vcpus=1 guest.seed=7").unwrap();
+        assert_eq!(g.guest_cmdline, "calls=2000 seed=7");
+        assert_eq!(parse_spec("name=h").unwrap().guest_cmdline, "");
     }
 }

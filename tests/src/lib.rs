@@ -216,6 +216,14 @@ impl Qemu {
         let secs = self.timeout.as_secs().max(1).to_string();
         let mut cmd = Command::new("timeout");
         cmd.args(["-k", "5", &secs, &qemu]).args(self.args(&serial)).stdin(Stdio::null());
+        // With a log directory, QEMU also logs CPU resets (a triple fault of Keel itself ends QEMU with status 0
+        // under -no-reboot, like a power-off) and guest errors; a triple fault's dump joins the failure report.
+        let debug_log =
+            std::env::var_os("KEEL_LOG_DIR").map(|dir| Path::new(&dir).join(format!("{}.qemu.log", self.name)));
+        if let Some(path) = &debug_log {
+            let _ = std::fs::create_dir_all(path.parent().expect("a file in a directory"));
+            cmd.args(["-d", "cpu_reset,guest_errors", "-D"]).arg(path);
+        }
         let command = describe(&cmd);
         eprintln!("[{}] $ {command}", self.name);
 
@@ -233,6 +241,10 @@ impl Qemu {
             qemu_output.push_str(&String::from_utf8_lossy(&out.stderr));
             (out.status.code(), String::from_utf8_lossy(&bytes).replace('\r', ""), qemu_output, Vec::new(), elapsed)
         };
+        let mut qemu_output = qemu_output;
+        if let Some(tail) = debug_log.as_deref().and_then(triple_fault_dump) {
+            qemu_output.push_str(&tail);
+        }
         if let Some(dir) = std::env::var_os("KEEL_LOG_DIR") {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::write(Path::new(&dir).join(format!("{}.log", self.name)), &log);
@@ -254,6 +266,14 @@ impl Qemu {
         );
         run
     }
+}
+
+/// From QEMU's `-d cpu_reset` log: the lines from the first triple fault on (at most 60), if there was one.
+fn triple_fault_dump(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let at = text.find("Triple fault")?;
+    let dump: Vec<&str> = text[at..].lines().take(60).collect();
+    Some(format!("\nQEMU's -d cpu_reset log ({}):\n{}\n", path.display(), dump.join("\n")))
 }
 
 /// The shell form of a command, for messages.
@@ -384,7 +404,25 @@ impl Run {
             let _ = writeln!(report, "--- {emulator}'s own output ---\n{}", self.qemu_output.trim_end());
         }
         let _ = write!(report, "{}", log_block(&self.log));
+        self.keep_failure(msg);
         panic!("{report}");
+    }
+
+    /// With `KEEL_LOG_DIR`, writes `<name>.failed` there: the failure, how the emulator ended and the last serial
+    /// lines. `cargo xtask test` prints these files after its summary, where a shortened CI log still shows them.
+    fn keep_failure(&self, msg: &str) {
+        const TAIL: usize = 25;
+        let Some(dir) = std::env::var_os("KEEL_LOG_DIR") else { return };
+        let lines: Vec<&str> = self.log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(TAIL)..];
+        let mut text =
+            format!("{msg}\n{} {} after {:.1} s\n", self.emulator, self.status_text(), self.elapsed.as_secs_f64());
+        if !self.qemu_output.trim().is_empty() {
+            let _ = writeln!(text, "{}'s own output:\n{}", self.emulator, self.qemu_output.trim_end());
+        }
+        let _ = writeln!(text, "last {} of {} serial lines:\n{}", tail.len(), lines.len(), tail.join("\n"));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(Path::new(&dir).join(format!("{}.failed", self.name)), text);
     }
 
     /// The emulator exited with status 0 (Keel powered off through ACPI).

@@ -1,8 +1,9 @@
-//! Keel under Bochs 2.7 (keel_tests::bochs): the quick test guests on the CPU models QEMU's TCG cannot give, AMD SVM
+//! Keel under Bochs 2.7 (keel_tests::bochs): every test guest on the CPU models QEMU's TCG cannot give, AMD SVM
 //! with NRIP save and flush-by-ASID (`trinity_apu`) and Intel VMX (`corei7_sandy_bridge_2600k`), each model booted
-//! once (~15 s) and its run shared by the tests below. Exits cost ~200 µs each under Bochs, so the slow guests
-//! (hostile_hypercalls, bench, spin) stay on QEMU. Run them with `cargo xtask test` (the last step, after the
-//! QEMU tests), or alone with `cargo xtask test --no-lint --no-unit --only-bochs`.
+//! once with all the guests at once and its run shared by the tests below. Exits cost ~200 µs each under Bochs, so
+//! the guests that loop on exits run shorter there (`guest.` settings in [`BOCHS_ARGS`]). Run them with
+//! `cargo xtask test` (the last step, after the QEMU tests), or alone with
+//! `cargo xtask test --no-lint --no-unit --only-bochs`.
 
 /// `on_bochs::` in the test names, for a filter that picks these (`cargo xtask test` skips them in its QEMU step).
 mod on_bochs {
@@ -11,37 +12,46 @@ mod on_bochs {
     use keel_tests::Run;
     use std::sync::OnceLock;
 
-    /// The guests every model boots, all at once on 2 CPUs.
-    const QUICK: &[&str] = &[
-        "cpuid",
-        "hypercall_page",
-        "inline_vmcall",
-        "exceptions",
-        "timer",
-        "triple_fault",
-        "unmapped_write",
-        "sched_second",
+    /// Shorter runs of the guests that loop on exits (~200 µs each under Bochs against ~30 µs under QEMU TCG).
+    const BOCHS_ARGS: &[(&str, &str)] = &[
+        ("hostile_hypercalls", "guest.calls=20000"),
+        ("bench", "guest.iterations=2000"),
+        ("spin", "guest.spin_ms=1000"),
     ];
 
-    /// Boots the quick guests under `model` as run `name`.
+    /// Every listed guest (keel_tests::xtf::GUESTS), with the Bochs settings above.
+    fn modules() -> Vec<Module> {
+        xtf::GUESTS
+            .iter()
+            .map(|g| {
+                let mut m = Module::listed(g.name);
+                if let Some((_, extra)) = BOCHS_ARGS.iter().find(|(n, _)| *n == g.name) {
+                    m.args = format!("{} {extra}", m.args).trim().to_string();
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// Boots every guest under `model` as run `name`.
     fn boot(name: &str, model: &str) -> Run {
-        let modules: Vec<Module> = QUICK.iter().map(|n| Module::listed(n)).collect();
-        bochs::boot_xtf(name, model, &modules, bochs::DEFAULT_TIMEOUT)
+        bochs::boot_xtf(name, model, &modules(), bochs::DEFAULT_TIMEOUT)
     }
 
     fn svm_run() -> &'static Run {
         static RUN: OnceLock<Run> = OnceLock::new();
-        RUN.get_or_init(|| boot("bochs_svm_quick_guests", SVM_MODEL))
+        RUN.get_or_init(|| boot("bochs_svm_guests", SVM_MODEL))
     }
 
     fn vmx_run() -> &'static Run {
         static RUN: OnceLock<Run> = OnceLock::new();
-        RUN.get_or_init(|| boot("bochs_vmx_quick_guests", VMX_MODEL))
+        RUN.get_or_init(|| boot("bochs_vmx_guests", VMX_MODEL))
     }
 
-    /// Each quick guest's `(KEEL) xtf: <name>: ...` line, the summary, and a clean power-off.
-    fn assert_quick_guests_pass(run: &Run) {
-        for g in QUICK.iter().map(|n| xtf::listed(n)) {
+    /// Each guest's `(KEEL) xtf: <name>: ...` line, what the looping guests printed, the summary, and a clean
+    /// power-off.
+    fn assert_guests_pass(run: &Run) {
+        for g in xtf::GUESTS {
             match g.expect {
                 Expect::Success => run.assert_xtf(g.name, "SUCCESS"),
                 Expect::Crash => run.assert_xtf(g.name, "CRASHED"),
@@ -52,7 +62,15 @@ mod on_bochs {
         if !line.contains("gpa 0xdead0000") {
             run.fail(&format!("the crash line does not name gpa 0xdead0000: {line:?}"));
         }
-        run.assert_no_line("EXCEPTION").assert_all_passed(QUICK.len());
+        // The shortened guests took their settings and did real work.
+        run.assert_line("20000 calls returned: ");
+        run.assert_line("BENCH: null-hypercall cycles=");
+        run.assert_line("BENCH: cpuid-exit cycles=");
+        let spin = run.assert_line("spin: ");
+        if !spin.contains(" on 2 vCPUs over ") {
+            run.fail(&format!("spin did not run on its 2 vCPUs: {spin:?}"));
+        }
+        run.assert_no_line("EXCEPTION").assert_all_passed(xtf::GUESTS.len());
     }
 
     /// Keel finds the SVM features TCG lacks, and enables SVM on both CPUs.
@@ -71,10 +89,10 @@ mod on_bochs {
         }
     }
 
-    /// The quick guests pass on SVM with NRIP save and flush-by-ASID (Keel's branches that TCG cannot reach).
+    /// Every guest passes on SVM with NRIP save and flush-by-ASID (Keel's branches that TCG cannot reach).
     #[test]
     fn svm_guests_on_trinity_apu() {
-        assert_quick_guests_pass(svm_run());
+        assert_guests_pass(svm_run());
     }
 
     /// VMX comes up on both CPUs of the Intel model.
@@ -87,10 +105,10 @@ mod on_bochs {
         }
     }
 
-    /// The same quick guests on VMX.
+    /// The same guests on VMX.
     #[test]
     fn vmx_guests_on_sandy_bridge() {
-        assert_quick_guests_pass(vmx_run());
+        assert_guests_pass(vmx_run());
     }
 
     /// A failing guest (a triple fault without `expect=crash`): Keel writes its failure status to port 0xf4, which

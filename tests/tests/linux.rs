@@ -112,10 +112,15 @@ mod linux {
             ),
             None => (date as f64, run.assert_timed_line("KEEL-CHECK: date ").unix_secs()),
         };
+        // The guest may lag: QEMU starts its RTC at the host's whole second (0-1 s behind, and Keel, like Xen,
+        // reads the RTC), and Linux keeps wall time on jiffies until its Xen clocksource takes over, losing the
+        // ticks of early boot (~1 s under TCG, measured 0.95-1.75 s in all; 2.2 s with the host overloaded).
+        // Ahead of the host it may not be.
         let off = arrived - guest;
-        if off.abs() > 2.0 {
+        if !(-0.5..=3.0).contains(&off) {
             problems.push(format!(
-                "guest clock {guest:.3} is {off:.3} s off the host clock at arrival ({arrived:.3}); {}",
+                "guest clock {guest:.3} is {off:.3} s behind the host clock at arrival ({arrived:.3}), want -0.5..3 s; \
+                 {}",
                 clock_diagnostics(&run)
             ));
         }

@@ -65,7 +65,31 @@ pub fn cmd(args: &Args) -> Result<()> {
     let mut steps = Steps::default();
     let result = all(args, &mut steps);
     steps.summary(start.elapsed());
+    if result.is_err() {
+        print_failures(&util::target_dir().join("test-logs"));
+    }
     result
+}
+
+/// The `<name>.failed` notes the boot-test harness leaves in the log directory (the failure and the last serial
+/// lines of that run), printed last so that a CI log cut short in the middle still shows them.
+fn print_failures(logs: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(logs) else { return };
+    let mut failed: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "failed"))
+        .collect();
+    failed.sort();
+    for path in failed {
+        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        eprintln!(
+            "\n== failed run {name} (full serial log: {}) ==\n{}",
+            util::show(&path.with_extension("log")),
+            text.trim_end()
+        );
+    }
 }
 
 fn all(args: &Args, steps: &mut Steps) -> Result<()> {

@@ -11,6 +11,8 @@ pub enum Exit {
     Io { port: u16, size: u8, input: bool, string: bool, rep: bool },
     /// HLT.
     Hlt,
+    /// The guest spun on PAUSE past the pause filter (SVM) or the PAUSE-loop window (VMX).
+    Pause,
     /// VMMCALL/VMCALL: a hypercall.
     Hypercall,
     /// #UD raised in the guest (VMCALL on AMD, VMMCALL on Intel, or a real invalid opcode).

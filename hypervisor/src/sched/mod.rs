@@ -46,6 +46,9 @@ pub struct VcpuSched {
     queued: AtomicBool,
     /// Capped and out of credit: not to run until the next accounting.
     parked: AtomicBool,
+    /// Gave up its CPU spinning on PAUSE or by SCHEDOP_yield: every other runnable vCPU goes first, once (as
+    /// Xen's credit scheduler treats a yield).
+    yielded: AtomicBool,
     /// CPU whose queue it belongs to.
     pub processor: AtomicU32,
     /// Hard affinity: bit n = may run on CPU n.
@@ -68,6 +71,7 @@ impl VcpuSched {
             credit: AtomicI64::new(0),
             queued: AtomicBool::new(false),
             parked: AtomicBool::new(false),
+            yielded: AtomicBool::new(false),
             processor: AtomicU32::new(0),
             affinity: AtomicU64::new(u64::MAX),
             poll_deadline: AtomicU64::new(0),
@@ -178,21 +182,22 @@ pub fn domain_destroyed(dom: &Arc<Domain>) {
 /// than OVER.
 fn pick(cpu: u32) -> Option<Arc<Vcpu>> {
     // Best priority first; among equals, the vCPU with the most credit left (the one furthest behind its
-    // share), which keeps shares proportional to weight even with coarse time slices.
+    // share), which keeps shares proportional to weight even with coarse time slices. A vCPU that yielded
+    // while spinning comes after every other one.
     let take_best = |q: &mut VecDeque<Arc<Vcpu>>, max: Priority| -> Option<Arc<Vcpu>> {
-        let mut best: Option<(usize, Priority, i64)> = None;
+        let mut best: Option<(usize, (bool, Priority, i64))> = None;
         for (i, v) in q.iter().enumerate() {
             let dead = v.state() == VcpuState::Dead;
             if !cpu_allowed(v, cpu) || (v.sched.parked.load(Ordering::Relaxed) && !dead) {
                 continue;
             }
             let p = if dead { Priority::Boost } else { v.sched.priority() };
-            let c = v.sched.credit.load(Ordering::Relaxed);
-            if p <= max && best.is_none_or(|(_, bp, bc)| p < bp || (p == bp && c > bc)) {
-                best = Some((i, p, c));
+            let key = (v.sched.yielded.load(Ordering::Relaxed) && !dead, p, -v.sched.credit.load(Ordering::Relaxed));
+            if p <= max && best.is_none_or(|(_, b)| key < b) {
+                best = Some((i, key));
             }
         }
-        best.and_then(|(i, _, _)| q.remove(i))
+        best.and_then(|(i, _)| q.remove(i))
     };
     let local = take_best(&mut RUNQ[cpu as usize].q.lock(), Priority::Over);
     if let Some(v) = &local {
@@ -352,6 +357,7 @@ pub fn cpu_loop() -> ! {
             Some(v) => {
                 RUNQ[cpu as usize].idle.store(false, Ordering::Release);
                 v.sched.queued.store(false, Ordering::Release);
+                v.sched.yielded.store(false, Ordering::Relaxed);
                 run_vcpu(cpu, &v, next_timer);
             }
             None => {
@@ -484,7 +490,8 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
     }
     drop(guard);
     match outcome {
-        Outcome::Continue | Outcome::Yield => {
+        Outcome::Continue | Outcome::Yield | Outcome::YieldToOthers => {
+            v.sched.yielded.store(matches!(outcome, Outcome::YieldToOthers), Ordering::Relaxed);
             if v.transition(VcpuState::Running, VcpuState::Runnable) {
                 enqueue(v);
             }

@@ -53,6 +53,34 @@ pub fn start_info() -> Option<HvmStartInfo> {
     (si.magic == HVM_START_MAGIC).then_some(si)
 }
 
+/// The guest's command line (`guest.<key>=<value>` in its module string becomes `<key>=<value>` here), or "".
+pub fn cmdline() -> &'static str {
+    let Some(si) = start_info() else { return "" };
+    if si.cmdline_paddr == 0 || si.cmdline_paddr >= 1 << 32 {
+        return "";
+    }
+    let base = si.cmdline_paddr as usize as *const u8;
+    let mut len = 0;
+    // SAFETY: the loader wrote a NUL-terminated string at this identity-mapped address, below 4 GiB (checked);
+    // the scan stops at 4 KiB whatever it finds.
+    while len < 4096 && unsafe { core::ptr::read_volatile(base.add(len)) } != 0 {
+        len += 1;
+    }
+    // SAFETY: `len` bytes from `base` were just read; they are never written again.
+    let bytes = unsafe { core::slice::from_raw_parts(base, len) };
+    core::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// `<key>=<number>` from the guest's command line, or `default` when it is absent or not a number.
+pub fn arg_u64(key: &str, default: u64) -> u64 {
+    cmdline()
+        .split_ascii_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The body of every guest (called by [`crate::guest!`] on vCPU 0): banner, Xen check, the test, the report.
 pub fn run(name: &str, main: fn() -> TestResult) -> ! {
     crate::println!("--- Keel XTF guest: {name} ---");

@@ -79,6 +79,8 @@ extern "C" {
     fn keel_svm_vmrun(vmcb: u64, gprs: *mut Gprs, host_vmcb: u64);
 }
 
+/// PAUSEs before a pause-filter exit (Xen's initial value).
+const PAUSE_FILTER_COUNT: u16 = 4000;
 const IOPM_PAGES: u64 = 3;
 const MSRPM_PAGES: u64 = 2;
 
@@ -192,6 +194,12 @@ impl SvmVcpu {
             | Intercept2::MWAIT
             | Intercept2::XSETBV)
             .bits();
+        if caps.pause_filter {
+            // A guest spinning on PAUSE (a lock holder descheduled, an AP parked with interrupts off) exits after
+            // this many PAUSEs and gives its CPU away, as Xen does with the pause filter.
+            c.pause_filter_count = PAUSE_FILTER_COUNT;
+            c.intercept1 |= Intercept1::PAUSE.bits();
+        }
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
         c.guest_asid = 1;
@@ -269,6 +277,7 @@ impl SvmVcpu {
         match code {
             ec::CPUID => Exit::Cpuid,
             ec::HLT => Exit::Hlt,
+            ec::PAUSE => Exit::Pause,
             ec::VMMCALL => Exit::Hypercall,
             ec::MSR => Exit::Msr { write: info1 & 1 != 0 },
             ec::IOIO => {

@@ -21,7 +21,18 @@ pub struct Capabilities {
     pub region_size: u32,
     /// The "true" capability MSRs exist (bit 55).
     pub true_ctls: bool,
+    /// Secondary processor-based controls that may be 1 (0 when there are none).
+    pub secondary: u32,
 }
+
+/// Secondary controls worth naming in the summary.
+const SECONDARY_NAMES: [(u32, &str); 5] = [
+    (1 << 1, "EPT"),
+    (1 << 5, "VPID"),
+    (1 << 7, "unrestricted-guest"),
+    (1 << 10, "PAUSE-loop-exiting"),
+    (1 << 13, "VMFUNC"),
+];
 
 const BASIC_TRUE_CTLS: u64 = 1 << 55;
 
@@ -32,13 +43,27 @@ impl Capabilities {
             revision: (basic & 0x7fff_ffff) as u32,
             region_size: ((basic >> 32) & 0x1fff) as u32,
             true_ctls: basic & BASIC_TRUE_CTLS != 0,
+            secondary: 0,
         }
     }
 
     /// Reads the capability MSRs on this CPU.
     pub fn read() -> Self {
         // SAFETY: IA32_VMX_BASIC exists on every CPU whose CPUID reports VMX (checked by `detect`).
-        Self::from_basic(unsafe { cpu::rdmsr(Msr::VmxBasic) })
+        let mut c = Self::from_basic(unsafe { cpu::rdmsr(Msr::VmxBasic) });
+        // SAFETY: IA32_VMX_PROCBASED_CTLS exists with VMX; IA32_VMX_PROCBASED_CTLS2 exists when its bit 63 (the
+        // allowed-1 bit of "activate secondary controls") is set.
+        unsafe {
+            if cpu::rdmsr_raw(0x482) >> 63 != 0 {
+                c.secondary = (cpu::rdmsr_raw(0x48b) >> 32) as u32;
+            }
+        }
+        c
+    }
+
+    /// The names of the notable secondary controls this CPU offers.
+    pub fn secondary_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        SECONDARY_NAMES.iter().filter(|(bit, _)| self.secondary & bit != 0).map(|(_, name)| *name)
     }
 
     /// Logs the summary.
@@ -49,6 +74,12 @@ impl Capabilities {
             self.region_size,
             if self.true_ctls { "yes" } else { "no" }
         );
+        let mut names = alloc::string::String::new();
+        for n in self.secondary_names() {
+            names.push(' ');
+            names.push_str(n);
+        }
+        crate::info!("VMX: secondary controls:{}", if names.is_empty() { " none" } else { &names });
     }
 }
 

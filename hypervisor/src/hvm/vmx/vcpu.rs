@@ -105,10 +105,12 @@ mod ctl {
     pub const PROC_IO_BITMAPS: u32 = 1 << 25;
     pub const PROC_MSR_BITMAPS: u32 = 1 << 28;
     pub const PROC_MONITOR: u32 = 1 << 29;
+    pub const PROC_PAUSE: u32 = 1 << 30;
     pub const PROC_MWAIT: u32 = 1 << 10;
     pub const PROC_SECONDARY: u32 = 1 << 31;
     pub const SEC_EPT: u32 = 1 << 1;
     pub const SEC_UNRESTRICTED: u32 = 1 << 7;
+    pub const SEC_PAUSE_LOOP: u32 = 1 << 10;
     pub const EXIT_HOST_64: u32 = 1 << 9;
     pub const EXIT_SAVE_PAT: u32 = 1 << 18;
     pub const EXIT_LOAD_PAT: u32 = 1 << 19;
@@ -134,6 +136,11 @@ const MSR_TRUE_ENTRY: u32 = 0x490;
 pub fn adjust(wanted: u32, cap: u64) -> u32 {
     (wanted | cap as u32) & (cap >> 32) as u32
 }
+
+/// PAUSE-loop exiting: PAUSEs closer together than this many TSC cycles are one loop (Xen's default)...
+const PLE_GAP: u64 = 128;
+/// ...and a loop longer than this many cycles exits (Xen's default).
+const PLE_WINDOW: u64 = 4096;
 
 fn cap(msr: u32) -> u64 {
     // SAFETY: the VMX capability MSRs exist on every CPU that reports VMX (checked before any vCPU exists).
@@ -257,7 +264,10 @@ impl VmxVcpu {
                 | ctl::PROC_MWAIT,
             proc_caps,
         ) & !(ctl::PROC_CR3_LOAD | ctl::PROC_CR3_STORE);
-        let sec = adjust(ctl::SEC_EPT | ctl::SEC_UNRESTRICTED, cap(MSR_PROCBASED2));
+        let sec = adjust(ctl::SEC_EPT | ctl::SEC_UNRESTRICTED | ctl::SEC_PAUSE_LOOP, cap(MSR_PROCBASED2));
+        // Without PAUSE-loop exiting, every PAUSE exits (where the CPU allows it): a vCPU spinning with interrupts
+        // off must still give its CPU away on emulators (Bochs) that hold host interrupts while guest IF is 0.
+        let proc = if sec & ctl::SEC_PAUSE_LOOP == 0 { adjust(proc | ctl::PROC_PAUSE, proc_caps) } else { proc };
         let exit = adjust(
             ctl::EXIT_HOST_64 | ctl::EXIT_SAVE_PAT | ctl::EXIT_LOAD_PAT | ctl::EXIT_SAVE_EFER | ctl::EXIT_LOAD_EFER,
             cap(if t { MSR_TRUE_EXIT } else { MSR_EXIT }),
@@ -270,6 +280,12 @@ impl VmxVcpu {
         Control32::EntryControls.write(entry as u64)?;
         Control32::ExceptionBitmap.write(1 << crate::hvm::vector::UD | 1 << 18)?;
         Control32::Cr3TargetCount.write(0)?;
+        if sec & ctl::SEC_PAUSE_LOOP != 0 {
+            // A guest spinning on PAUSE (a lock holder descheduled, an AP parked with interrupts off) exits once
+            // its PAUSE loop outlasts the window and gives its CPU away, as Xen does with PAUSE-loop exiting.
+            Control32::PleGap.write(PLE_GAP)?;
+            Control32::PleWindow.write(PLE_WINDOW)?;
+        }
         for f in [Control32::ExitMsrStoreCount, Control32::ExitMsrLoadCount, Control32::EntryMsrLoadCount] {
             f.write(0)?;
         }
@@ -499,6 +515,7 @@ impl VmxVcpu {
             7 => Exit::InterruptWindow,
             10 => Exit::Cpuid,
             12 => Exit::Hlt,
+            40 => Exit::Pause,
             18 => Exit::Hypercall,
             19..=27 | 50 | 53 => Exit::VirtInstruction,
             28 => return self.cr_access(q),

@@ -97,6 +97,8 @@ rw_fields!(
         EntryExceptionError = 0x4018,
         EntryInstructionLength = 0x401a,
         SecondaryProc = 0x401e,
+        PleGap = 0x4020,
+        PleWindow = 0x4022,
     }
 );
 ro_fields!(

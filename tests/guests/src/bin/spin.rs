@@ -1,4 +1,4 @@
-//! Scheduler load: every vCPU spins for the same 4 s of Xen system time, counting loop iterations; vCPU 0 then
+//! Scheduler load: every vCPU spins for the same 4 s (`spin_ms=` on the guest's command line) of Xen system time, counting loop iterations; vCPU 0 then
 //! prints the totals. Keel logs the domain's CPU time when it ends, which the weight and cap tests compare.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -29,9 +29,10 @@ fn spin(vcpu: u32) {
 
 fn test_main() -> xtf::TestResult {
     let vcpus = smp::vcpu_count().map_err(|e| error!("counting vCPUs with VCPUOP_get_runstate_info: {e}"))?;
+    let spin_ns = xtf::rt::arg_u64("spin_ms", SPIN_NS / 1_000_000) * 1_000_000;
     let start = xen_system_time_ns();
-    DEADLINE.store(start + SPIN_NS, Ordering::Release);
-    xtf::println!("spinning on {vcpus} vCPUs for {} ms", SPIN_NS / 1_000_000);
+    DEADLINE.store(start + spin_ns, Ordering::Release);
+    xtf::println!("spinning on {vcpus} vCPUs for {} ms", spin_ns / 1_000_000);
     smp::start_aps(spin);
     spin(0);
     if let Err(done) = smp::wait_aps(vcpus - 1, 10 * SECOND) {
