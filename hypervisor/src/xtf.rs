@@ -19,11 +19,16 @@ pub struct GuestSpec {
     /// The guest's own command line (in its `hvm_start_info`): the `guest.<key>=<value>` settings, as
     /// `<key>=<value>`, space-separated.
     pub guest_cmdline: String,
+    /// `corrupt=guest-state`: vCPU 0's first entry fails its consistency checks (how Keel reports and contains
+    /// an entry failure is then under test).
+    pub corrupt_guest_state: bool,
 }
 
-/// Parses `name=<n> [vcpus=<n>] [memory=<MiB>] [weight=<w>] [cap=<pct>] [expect=crash] [guest.<key>=<value>...]`.
+/// Parses `name=<n> [vcpus=<n>] [memory=<MiB>] [weight=<w>] [cap=<pct>] [expect=crash] [corrupt=guest-state]
+/// [guest.<key>=<value>...]`.
 pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
     let mut guest_cmdline = String::new();
+    let mut corrupt_guest_state = false;
     let mut cfg = DomainConfig {
         name: String::new(),
         vcpus: 1,
@@ -42,6 +47,7 @@ pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
             "weight" => cfg.weight = num(v)?.clamp(1, 65535),
             "cap" => cfg.cap = num(v)?,
             "expect" if v == "crash" => cfg.expect_crash = true,
+            "corrupt" if v == "guest-state" => corrupt_guest_state = true,
             _ if k.starts_with("guest.") && k.len() > "guest.".len() => {
                 if !guest_cmdline.is_empty() {
                     guest_cmdline.push(' ');
@@ -54,7 +60,7 @@ pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
     if cfg.name.is_empty() {
         return Err("a test guest needs name=<name>".into());
     }
-    Ok(GuestSpec { config: cfg, guest_cmdline })
+    Ok(GuestSpec { config: cfg, guest_cmdline, corrupt_guest_state })
 }
 
 static REMAINING: AtomicU32 = AtomicU32::new(0);
@@ -86,6 +92,11 @@ fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
             for v in &dom.vcpus {
                 domain::start_vcpu(v, support, crate::hvm::InitState::Pvh { entry, start_info: si })
                     .map_err(|e| e.0)?;
+            }
+            if spec.corrupt_guest_state {
+                if let Some(hw) = dom.vcpus[0].hw.lock().as_mut() {
+                    hw.corrupt_for_test();
+                }
             }
             Ok(dom)
         }
@@ -175,5 +186,7 @@ mod tests {
         let g = parse_spec("name=h guest.calls=2000 vcpus=1 guest.seed=7").unwrap();
         assert_eq!(g.guest_cmdline, "calls=2000 seed=7");
         assert_eq!(parse_spec("name=h").unwrap().guest_cmdline, "");
+        assert!(parse_spec("name=h corrupt=guest-state").unwrap().corrupt_guest_state);
+        assert!(parse_spec("name=h corrupt=rip").is_err());
     }
 }

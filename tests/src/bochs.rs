@@ -49,7 +49,7 @@ pub const SVM_MODEL: &str = "trinity_apu";
 pub const VMX_MODEL: &str = "corei7_sandy_bridge_2600k";
 /// Emulated instructions per emulated second (see the module notes).
 pub const IPS: u64 = 100_000_000;
-/// Seconds before a Bochs boot is stopped; GRUB, Keel and the quick guests take ~15 s.
+/// Seconds before a Bochs boot is stopped; GRUB, Keel and all the test guests take ~25 s.
 pub const DEFAULT_TIMEOUT: u64 = 180;
 /// How long after the xtf summary line Bochs may take to power off before the harness stops it.
 pub const SUMMARY_GRACE: Duration = Duration::from_secs(10);

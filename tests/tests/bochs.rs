@@ -19,9 +19,13 @@ mod on_bochs {
         ("spin", "guest.spin_ms=1000"),
     ];
 
-    /// Every listed guest (keel_tests::xtf::GUESTS), with the Bochs settings above.
+    /// A domain whose first VM entry fails its consistency checks (Keel's `corrupt=guest-state` test setting):
+    /// VMX clears RFLAGS bit 1, SVM clears EFER.SVME.
+    const BAD_STATE: &str = "bad_state";
+
+    /// Every listed guest (keel_tests::xtf::GUESTS), with the Bochs settings above, and [`BAD_STATE`].
     fn modules() -> Vec<Module> {
-        xtf::GUESTS
+        let mut modules: Vec<Module> = xtf::GUESTS
             .iter()
             .map(|g| {
                 let mut m = Module::listed(g.name);
@@ -30,7 +34,9 @@ mod on_bochs {
                 }
                 m
             })
-            .collect()
+            .collect();
+        modules.push(Module::new("cpuid", BAD_STATE, "corrupt=guest-state expect=crash"));
+        modules
     }
 
     /// Boots every guest under `model` as run `name`.
@@ -70,7 +76,13 @@ mod on_bochs {
         if !spin.contains(" on 2 vCPUs over ") {
             run.fail(&format!("spin did not run on its 2 vCPUs: {spin:?}"));
         }
-        run.assert_no_line("EXCEPTION").assert_all_passed(xtf::GUESTS.len());
+        // The broken entry ended its own domain only.
+        let line = run.assert_crashed(BAD_STATE);
+        if !line.contains("VM entry failed") {
+            run.fail(&format!("{BAD_STATE} did not crash on its failed VM entry: {line:?}"));
+        }
+        run.assert_xtf(BAD_STATE, "CRASHED");
+        run.assert_no_line("EXCEPTION").assert_all_passed(xtf::GUESTS.len() + 1);
     }
 
     /// Keel finds the SVM features TCG lacks, and enables SVM on both CPUs.
@@ -109,6 +121,15 @@ mod on_bochs {
     #[test]
     fn vmx_guests_on_sandy_bridge() {
         assert_guests_pass(vmx_run());
+    }
+
+    /// The failed VM entry is diagnosed: the processor's exit reason, then the field Keel's own guest-state check
+    /// finds at fault.
+    #[test]
+    fn vmx_entry_failure_names_the_field() {
+        let run = vmx_run();
+        run.assert_line("(KEEL) VM entry failed: exit reason 33 (invalid guest state) at guest RIP ");
+        run.assert_exact_line("(KEEL) VM entry failed: Keel's guest-state check: RFLAGS: bit 1 must be 1");
     }
 
     /// A failing guest (a triple fault without `expect=crash`): Keel writes its failure status to port 0xf4, which

@@ -87,6 +87,20 @@ fn triple_fault_leaves_the_other_domain_alone() {
     run.assert_xtf("triple_fault", "CRASHED").assert_xtf("sched_second", "SUCCESS").assert_all_passed(2);
 }
 
+/// A domain whose VM entry fails (SVM: VMRUN refuses a state without EFER.SVME, Keel's `corrupt=guest-state` test
+/// setting) is crashed with the failure named; the domain beside it carries on.
+#[test]
+fn failed_vm_entry_ends_only_its_domain() {
+    let modules =
+        [Module::new("cpuid", "bad_state", "corrupt=guest-state expect=crash"), Module::listed("sched_second")];
+    let run = xtf::boot(&modules, 2, xtf::DEFAULT_TIMEOUT);
+    let line = run.assert_crashed("bad_state");
+    if !line.contains("VM entry failed: invalid guest state") {
+        run.fail(&format!("the crash line does not name the failed entry: {line:?}"));
+    }
+    run.assert_xtf("bad_state", "CRASHED").assert_xtf("sched_second", "SUCCESS").assert_all_passed(2);
+}
+
 #[test]
 fn unmapped_write_is_reported_with_its_address() {
     let run = xtf::boot(&[Module::listed("unmapped_write"), Module::listed("sched_second")], 2, xtf::DEFAULT_TIMEOUT);

@@ -1,5 +1,5 @@
 //! `cargo xtask test`: lint, host unit tests, then the boot tests and test guests of `keel-tests` under QEMU, then
-//! the quick test guests under Bochs (`tests/tests/bochs.rs`: AMD SVM with NRIP save and flush-by-ASID, Intel VMX).
+//! every test guest under Bochs (`tests/tests/bochs.rs`: AMD SVM with NRIP save and flush-by-ASID, Intel VMX).
 
 use crate::qemu::Accel;
 use crate::util::{self, Result};

@@ -244,6 +244,13 @@ impl HwVcpu {
         dispatch!(self, v => v.flush_tlb())
     }
 
+    /// Test mode only (a test guest's `corrupt=guest-state`): makes the next entry fail its consistency checks, so
+    /// that the tests see how an entry failure is diagnosed and contained. VMX clears RFLAGS bit 1, SVM clears
+    /// EFER.SVME.
+    pub fn corrupt_for_test(&mut self) {
+        dispatch!(self, v => v.corrupt_for_test())
+    }
+
     /// Reads a guest MSR that the hardware keeps in its control structure, or None.
     pub fn read_msr(&self, msr: u32) -> Option<u64> {
         dispatch!(self, v => v.read_msr(msr))

@@ -293,7 +293,7 @@ impl SvmVcpu {
             ec::SHUTDOWN => Exit::TripleFault,
             ec::SMI => Exit::ExternalInterrupt,
             ec::VMRUN | ec::VMLOAD | ec::VMSAVE | ec::STGI | ec::CLGI | ec::SKINIT => Exit::VirtInstruction,
-            ec::INVALID => Exit::InvalidState { detail: code },
+            ec::INVALID | ec::INVALID_32 => Exit::InvalidState { detail: code },
             c if (ec::EXCP_BASE..ec::EXCP_BASE + 32).contains(&c) => {
                 let vector = (c - ec::EXCP_BASE) as u8;
                 if vector == crate::hvm::vector::UD {
@@ -373,6 +373,11 @@ impl SvmVcpu {
             c.vintr &= !(vmcb::vintr::V_IRQ | vmcb::vintr::V_IGN_TPR | 0xf << vmcb::vintr::PRIO_SHIFT);
             c.intercept1 &= !Intercept1::VINTR.bits();
         }
+    }
+
+    /// See [`crate::hvm::HwVcpu::corrupt_for_test`]: EFER.SVME, which VMRUN requires, is cleared.
+    pub fn corrupt_for_test(&mut self) {
+        self.vmcb_mut().efer &= !efer::SVME;
     }
 
     pub fn flush_tlb(&mut self) {

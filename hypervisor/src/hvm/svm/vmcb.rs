@@ -125,6 +125,8 @@ pub mod exit_code {
     pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
+    /// VMEXIT_INVALID as QEMU's TCG writes it (-1 in 32 bits).
+    pub const INVALID_32: u64 = u32::MAX as u64;
 }
 
 /// Interrupt control word (offset 0x060).

@@ -3,6 +3,7 @@
 //! QEMU's TCG cannot emulate VMX; this path is exercised under Bochs (see testing.md). The decisions are pure
 //! functions with unit tests; the instructions are confined to `enable_this_cpu`.
 
+pub mod guest_state;
 pub mod vcpu;
 pub mod vmcs;
 

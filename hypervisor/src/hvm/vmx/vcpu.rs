@@ -2,6 +2,7 @@
 //! capability MSRs, EPT, unrestricted guest (real-mode AP start), VMLAUNCH/VMRESUME, exit decoding, event
 //! injection. Entry failures are diagnosed by error name or by the failing guest-state check.
 
+use super::guest_state::{self, GuestState, Seg};
 use super::vmcs::{self, *};
 use super::Capabilities;
 use crate::arch::x86::cpu::{self, Msr};
@@ -164,6 +165,8 @@ pub struct VmxVcpu {
     cr0_fixed: (u64, u64),
     cr4_fixed: (u64, u64),
     swapped: [u64; 5],
+    /// Break the guest state before the next entry ([`Self::corrupt_for_test`]).
+    corrupt: bool,
 }
 
 fn alloc(pages: u64) -> Result<u64, &'static str> {
@@ -225,6 +228,7 @@ impl VmxVcpu {
             cr0_fixed: (cap(0x486), cap(0x487)),
             cr4_fixed: (cap(0x488), cap(0x489)),
             swapped: [0; 5],
+            corrupt: false,
         };
         // The vCPU may be built while another vCPU's VMCS is current on this CPU (a start-up IPI handled in
         // its exit): build this one, then make the other current again.
@@ -463,6 +467,9 @@ impl VmxVcpu {
             unsafe { core::arch::asm!("invept {}, [{}]", in(reg) 1u64, in(reg) &desc, options(nostack)) };
             self.flush = false;
         }
+        if core::mem::take(&mut self.corrupt) {
+            let _ = GuestN::Rflags.write(GuestN::Rflags.read() & !2);
+        }
         // SAFETY: the VMCS is current on this CPU and fully built; `gprs` is exclusively borrowed.
         let failed = unsafe { keel_vmx_run(&mut self.gprs, self.launched as u64) };
         crate::arch::x86::cpu::enable_interrupts();
@@ -493,6 +500,12 @@ impl VmxVcpu {
                 },
                 GuestN::Rip.read()
             );
+            if basic == 33 {
+                match guest_state::check(&self.guest_state()) {
+                    Err(v) => crate::error!("VM entry failed: Keel's guest-state check: {v}"),
+                    Ok(()) => crate::error!("VM entry failed: Keel's guest-state check finds no fault"),
+                }
+            }
             return Some(Exit::InvalidState { detail: reason });
         }
         let q = ExitN::Qualification.read();
@@ -533,6 +546,48 @@ impl VmxVcpu {
             }
             other => Exit::Unknown { code: other },
         })
+    }
+
+    /// See [`crate::hvm::HwVcpu::corrupt_for_test`]: RFLAGS bit 1, which must be 1, is cleared before the next entry.
+    pub fn corrupt_for_test(&mut self) {
+        self.corrupt = true;
+    }
+
+    /// The guest-state area of the current VMCS, for [`guest_state::check`].
+    fn guest_state(&self) -> GuestState {
+        let seg = |sel: Guest16, base: GuestN, limit: Guest32, ar: Guest32| Seg {
+            selector: sel.read() as u16,
+            base: base.read(),
+            limit: limit.read() as u32,
+            ar: ar.read() as u32,
+        };
+        GuestState {
+            cr0: GuestN::Cr0.read(),
+            cr4: GuestN::Cr4.read(),
+            dr7: GuestN::Dr7.read(),
+            efer: Guest64::Efer.read(),
+            rflags: GuestN::Rflags.read(),
+            rip: GuestN::Rip.read(),
+            cs: seg(Guest16::Cs, GuestN::CsBase, Guest32::CsLimit, Guest32::CsAr),
+            ss: seg(Guest16::Ss, GuestN::SsBase, Guest32::SsLimit, Guest32::SsAr),
+            ds: seg(Guest16::Ds, GuestN::DsBase, Guest32::DsLimit, Guest32::DsAr),
+            es: seg(Guest16::Es, GuestN::EsBase, Guest32::EsLimit, Guest32::EsAr),
+            fs: seg(Guest16::Fs, GuestN::FsBase, Guest32::FsLimit, Guest32::FsAr),
+            gs: seg(Guest16::Gs, GuestN::GsBase, Guest32::GsLimit, Guest32::GsAr),
+            tr: seg(Guest16::Tr, GuestN::TrBase, Guest32::TrLimit, Guest32::TrAr),
+            ldtr: seg(Guest16::Ldtr, GuestN::LdtrBase, Guest32::LdtrLimit, Guest32::LdtrAr),
+            gdtr_base: GuestN::GdtrBase.read(),
+            gdtr_limit: Guest32::GdtrLimit.read() as u32,
+            idtr_base: GuestN::IdtrBase.read(),
+            idtr_limit: Guest32::IdtrLimit.read() as u32,
+            activity: Guest32::ActivityState.read() as u32,
+            interruptibility: Guest32::Interruptibility.read() as u32,
+            vmcs_link: Guest64::VmcsLinkPointer.read(),
+            ia32e_guest: Control32::EntryControls.read() as u32 & ctl::ENTRY_IA32E != 0,
+            unrestricted: Control32::SecondaryProc.read() as u32 & ctl::SEC_UNRESTRICTED != 0,
+            cr0_fixed: self.cr0_fixed,
+            cr4_fixed: self.cr4_fixed,
+        }
     }
 
     /// MOV to CR0/CR4 of a masked bit: update the shadow and the real value and re-enter (`None`); any other
