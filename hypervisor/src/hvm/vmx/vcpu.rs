@@ -110,6 +110,7 @@ mod ctl {
     pub const PROC_MWAIT: u32 = 1 << 10;
     pub const PROC_SECONDARY: u32 = 1 << 31;
     pub const SEC_EPT: u32 = 1 << 1;
+    pub const SEC_VPID: u32 = 1 << 5;
     pub const SEC_UNRESTRICTED: u32 = 1 << 7;
     pub const SEC_PAUSE_LOOP: u32 = 1 << 10;
     pub const EXIT_HOST_64: u32 = 1 << 9;
@@ -138,6 +139,8 @@ pub fn adjust(wanted: u32, cap: u64) -> u32 {
     (wanted | cap as u32) & (cap >> 32) as u32
 }
 
+/// The VPID every guest vCPU runs with (0 is the host's).
+const VPID: u64 = 1;
 /// PAUSE-loop exiting: PAUSEs closer together than this many TSC cycles are one loop (Xen's default)...
 const PLE_GAP: u64 = 128;
 /// ...and a loop longer than this many cycles exits (Xen's default).
@@ -167,6 +170,8 @@ pub struct VmxVcpu {
     swapped: [u64; 5],
     /// Break the guest state before the next entry ([`Self::corrupt_for_test`]).
     corrupt: bool,
+    /// Guest translations are tagged with [`VPID`].
+    vpid: bool,
 }
 
 fn alloc(pages: u64) -> Result<u64, &'static str> {
@@ -229,6 +234,7 @@ impl VmxVcpu {
             cr4_fixed: (cap(0x488), cap(0x489)),
             swapped: [0; 5],
             corrupt: false,
+            vpid: false,
         };
         // The vCPU may be built while another vCPU's VMCS is current on this CPU (a start-up IPI handled in
         // its exit): build this one, then make the other current again.
@@ -268,7 +274,8 @@ impl VmxVcpu {
                 | ctl::PROC_MWAIT,
             proc_caps,
         ) & !(ctl::PROC_CR3_LOAD | ctl::PROC_CR3_STORE);
-        let sec = adjust(ctl::SEC_EPT | ctl::SEC_UNRESTRICTED | ctl::SEC_PAUSE_LOOP, cap(MSR_PROCBASED2));
+        let sec =
+            adjust(ctl::SEC_EPT | ctl::SEC_VPID | ctl::SEC_UNRESTRICTED | ctl::SEC_PAUSE_LOOP, cap(MSR_PROCBASED2));
         // Without PAUSE-loop exiting, every PAUSE exits (where the CPU allows it): a vCPU spinning with interrupts
         // off must still give its CPU away on emulators (Bochs) that hold host interrupts while guest IF is 0.
         let proc = if sec & ctl::SEC_PAUSE_LOOP == 0 { adjust(proc | ctl::PROC_PAUSE, proc_caps) } else { proc };
@@ -284,6 +291,12 @@ impl VmxVcpu {
         Control32::EntryControls.write(entry as u64)?;
         Control32::ExceptionBitmap.write(1 << crate::hvm::vector::UD | 1 << 18)?;
         Control32::Cr3TargetCount.write(0)?;
+        // Guest translations tagged with a VPID survive VM exits and entries. All vCPUs share one (as they share
+        // one ASID on SVM): the scheduler flushes when a CPU switches vCPUs or a vCPU moves CPUs.
+        self.vpid = sec & ctl::SEC_VPID != 0;
+        if self.vpid {
+            Control16::Vpid.write(VPID)?;
+        }
         if sec & ctl::SEC_PAUSE_LOOP != 0 {
             // A guest spinning on PAUSE (a lock holder descheduled, an AP parked with interrupts off) exits once
             // its PAUSE loop outlasts the window and gives its CPU away, as Xen does with PAUSE-loop exiting.
@@ -465,6 +478,12 @@ impl VmxVcpu {
             let desc = [self.eptp, 0u64];
             // SAFETY: single-context INVEPT for this vCPU's EPTP; only invalidates cached translations.
             unsafe { core::arch::asm!("invept {}, [{}]", in(reg) 1u64, in(reg) &desc, options(nostack)) };
+            if self.vpid {
+                let desc = [VPID, 0u64];
+                // SAFETY: single-context INVVPID for Keel's guest VPID (supported: VPID is enabled); it only
+                // invalidates cached translations.
+                unsafe { core::arch::asm!("invvpid {}, [{}]", in(reg) 1u64, in(reg) &desc, options(nostack)) };
+            }
             self.flush = false;
         }
         if core::mem::take(&mut self.corrupt) {

@@ -58,6 +58,10 @@ macro_rules! ro_fields {
 }
 
 rw_fields!(
+    /// 16-bit control fields.
+    Control16 { Vpid = 0x0000, }
+);
+rw_fields!(
     /// 16-bit guest-state fields.
     Guest16 { Es = 0x800, Cs = 0x802, Ss = 0x804, Ds = 0x806, Fs = 0x808, Gs = 0x80a, Ldtr = 0x80c, Tr = 0x80e, }
 );
