@@ -65,7 +65,8 @@ checks() {
 }
 
 # keel.init=poweroff on the kernel command line: stop here (for tests); keel.init=checks: run the checks
-# above, then stop; keel.init=reboot: reboot the machine; otherwise a shell.
+# above, then stop; keel.init=bench: time null hypercalls, then stop; keel.init=reboot: reboot the machine;
+# otherwise a shell.
 cmdline=" $(cat /proc/cmdline) "
 case "$cmdline" in
 *" keel.check.loop="*)
@@ -80,6 +81,24 @@ case "$cmdline" in
     ;;
 *" keel.init=checks "*)
     checks
+    echo "KEEL-INIT: powering off"
+    poweroff -f
+    ;;
+*" keel.init=bench "*)
+    # `cargo xtask bench --vs-xen`: null-hypercall round trips through privcmd (/bin/hcbench, when the
+    # initramfs carries it; keel.bench.calls=N sets the count), then power off.
+    calls=20000
+    case "$cmdline" in
+    *" keel.bench.calls="*)
+        calls=${cmdline##* keel.bench.calls=}
+        calls=${calls%% *}
+        ;;
+    esac
+    if [ -x /bin/hcbench ]; then
+        /bin/hcbench "$calls"
+    else
+        echo "KEEL-BENCH: hypercall failed: no /bin/hcbench in this initramfs"
+    fi
     echo "KEEL-INIT: powering off"
     poweroff -f
     ;;

@@ -42,6 +42,13 @@ pub struct Args {
     /// Measure only; leave docs/benchmarks.md alone (implied by --elf: the doc records `keel` only).
     #[arg(long)]
     pub no_write: bool,
+    /// Instead: Keel side by side with Debian's Xen 4.17 under the same QEMU (guest boot, null hypercall, whole
+    /// boot, footprint), into its own section of docs/benchmarks.md.
+    #[arg(long)]
+    pub vs_xen: bool,
+    /// With --vs-xen: runs of each side, alternated.
+    #[arg(long, default_value_t = 5)]
+    pub vs_xen_runs: usize,
     #[command(flatten)]
     pub elf: ElfArg,
 }
@@ -183,7 +190,7 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     (median, v[0], v[n - 1])
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -192,7 +199,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn host_cpus() -> usize {
+pub(crate) fn host_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -215,6 +222,9 @@ fn splice(doc: &str, section: &str, begin: &str, end: &str) -> String {
 }
 
 pub fn cmd(args: &Args) -> Result<()> {
+    if args.vs_xen {
+        return crate::vs_xen::cmd(args);
+    }
     if args.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
@@ -282,8 +292,18 @@ pub fn cmd(args: &Args) -> Result<()> {
         eprintln!("bench: docs/benchmarks.md left alone (--no-write or --elf)");
         return Ok(());
     }
+    let mut sections = vec![(section.as_str(), BEGIN, END)];
+    if let Some(linux) = &linux {
+        sections.push((linux, LINUX_BEGIN, LINUX_END));
+    }
+    sections.push((&roundtrips, EXITS_BEGIN, EXITS_END));
+    write_sections(&sections)
+}
+
+/// Puts each `(section, begin, end)` between its markers in docs/benchmarks.md (created if absent).
+fn write_sections(sections: &[(&str, &str, &str)]) -> Result<()> {
     let path = util::root().join(DOC);
-    let doc = match std::fs::read_to_string(&path) {
+    let mut doc = match std::fs::read_to_string(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             "# Benchmarks\n\nFigures measured on real runs; each section says how and where.\n".into()
@@ -293,14 +313,17 @@ pub fn cmd(args: &Args) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut doc = splice(&doc, &section, BEGIN, END);
-    if let Some(linux) = &linux {
-        doc = splice(&doc, linux, LINUX_BEGIN, LINUX_END);
+    for (section, begin, end) in sections {
+        doc = splice(&doc, section, begin, end);
     }
-    doc = splice(&doc, &roundtrips, EXITS_BEGIN, EXITS_END);
     std::fs::write(&path, doc)?;
     eprintln!("bench: wrote {DOC}");
     Ok(())
+}
+
+/// One marked section of docs/benchmarks.md.
+pub(crate) fn write_section(section: &str, begin: &str, end: &str) -> Result<()> {
+    write_sections(&[(section, begin, end)])
 }
 
 const EXITS_BEGIN: &str = "<!-- xtask-bench:exits begin (written by `cargo xtask bench`; edits here are lost) -->";

@@ -11,6 +11,8 @@ mod lint;
 mod qemu;
 mod test;
 mod util;
+mod vs_xen;
+mod xen;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -42,7 +44,7 @@ enum Cmd {
     /// Lint, host unit tests, boot tests and test guests under QEMU, then the quick guests under Bochs (SVM with NRIP
     /// save and flush-by-ASID, VMX): the CI entry point.
     Test(test::Args),
-    /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md.
+    /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md; `--vs-xen`: side by side with Xen 4.17.
     Bench(bench::Args),
 }
 

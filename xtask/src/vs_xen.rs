@@ -1,0 +1,515 @@
+//! `cargo xtask bench --vs-xen`: Keel side by side with Debian's Xen 4.17 under the same QEMU.
+//!
+//! Both sides boot a GRUB ISO on the same machine (`-accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 2048M`) with
+//! Debian's stock kernel and the same busybox initramfs (plus `/bin/hcbench`), run alternately (Keel, Xen,
+//! Keel, …). The measured guest boots with `keel.init=bench`: it times null hypercalls (`xen_version` through
+//! privcmd's hypercall ioctl) and powers off.
+//! - Keel: the guest is dom0 (PVH), as Keel boots it today; Keel cannot create a domU yet.
+//! - Xen: a PV dom0 (`rdinit=/xen-init`, xtask/assets/xen-dom0-init.sh) brings up xenstored, xen-init-dom0 and
+//!   xenconsoled, then `xl create -c` starts the same kernel and initramfs as a PVH domU with its console on
+//!   dom0's, and powers the machine off when the domU has gone.
+//!
+//! Every serial line is timestamped on the host as it arrives; one run failing (or a whole side) is reported
+//! and the other side's figures are still printed. The table goes to a marked section of docs/benchmarks.md.
+
+use crate::bench::{self, Args};
+use crate::qemu::{self, Accel};
+use crate::util::{self, Result};
+use crate::{deps, elf, initramfs, kernel, xen};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const CPUS: u32 = 2;
+const MEM: &str = "2048M";
+/// Both guests get 512 MiB and 2 vCPUs.
+const GUEST_MEM_MIB: u32 = 512;
+const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2";
+/// The shared testing notes' recipe, with dom0 held to the same 512 MiB and 2 vCPUs.
+const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=2 loglvl=all";
+const GUEST_CMDLINE: &str = "console=hvc0 keel.init=bench keel.bench.calls=20000";
+const XEN_DOM0_CMDLINE: &str = "console=hvc0 rdinit=/xen-init";
+const KEEL_TIMEOUT_SECS: u32 = 240;
+const XEN_TIMEOUT_SECS: u32 = 420;
+const BEGIN: &str = "<!-- xtask-bench:vs-xen begin (written by `cargo xtask bench --vs-xen`; edits here are lost) -->";
+const END: &str = "<!-- xtask-bench:vs-xen end -->";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Keel,
+    Xen,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Keel => "Keel",
+            Side::Xen => "Xen",
+        }
+    }
+}
+
+/// One run's milestones (host time from spawning QEMU) and figures.
+#[derive(Debug, Default, Clone)]
+struct Marks {
+    /// The hypervisor's first line: `(KEEL) Keel v…` / `(XEN) Xen version …`.
+    hv_first: Option<Duration>,
+    /// The dom0 kernel's first `Linux version` line (on Keel, dom0 is the measured guest).
+    dom0_first: Option<Duration>,
+    /// Xen: `/xen-init` has brought the toolstack up (`XEN-DOM0: toolstack up`).
+    toolstack: Option<Duration>,
+    /// The measured guest is started: Keel's `dom0: … kernel entry …` line; Xen: `XEN-DOM0: xl create`.
+    guest_start: Option<Duration>,
+    /// The measured guest's first `Linux version` line.
+    guest_first: Option<Duration>,
+    /// `KEEL-INIT: busybox init reached` in the measured guest.
+    init: Option<Duration>,
+    hypercall_ns: Option<u64>,
+    syscall_ns: Option<u64>,
+    /// `KEEL-BENCH: hypercall failed: …`.
+    hypercall_failure: Option<String>,
+    /// RAM the hypervisor keeps for itself, in MiB (see [`Marks::see`]).
+    kept_mib: Option<u64>,
+    /// Keel: `Memory: <n> MiB usable, …`, and `Memory: <n> MiB free after start-up`.
+    usable_mib: Option<u64>,
+    free_mib: Option<u64>,
+    exit: Duration,
+}
+
+/// The number after `key` (up to the next space) in `line`.
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+impl Marks {
+    fn see(&mut self, side: Side, line: &str, t: Duration) {
+        let first = |slot: &mut Option<Duration>| {
+            if slot.is_none() {
+                *slot = Some(t);
+            }
+        };
+        if line.contains("(KEEL) Keel v") || line.contains("(XEN) Xen version") {
+            first(&mut self.hv_first);
+        }
+        if line.contains("Linux version") {
+            first(&mut self.dom0_first);
+            // On Xen the measured guest is the domU, started after `xl create`.
+            if side == Side::Keel || self.guest_start.is_some() {
+                first(&mut self.guest_first);
+            }
+        }
+        if line.contains("(KEEL) dom0: ") && line.contains(" kernel entry ") {
+            first(&mut self.guest_start);
+        }
+        if line.contains("XEN-DOM0: toolstack up") {
+            first(&mut self.toolstack);
+        }
+        if line.contains("XEN-DOM0: xl create") {
+            first(&mut self.guest_start);
+        }
+        if line.contains("KEEL-INIT: busybox init reached") {
+            first(&mut self.init);
+        }
+        if line.contains("KEEL-BENCH: hypercall via=privcmd ") {
+            self.hypercall_ns = field(line, " ns=");
+        }
+        if line.contains("KEEL-BENCH: syscall ") {
+            self.syscall_ns = field(line, " ns=");
+        }
+        if let Some((_, why)) = line.split_once("KEEL-BENCH: hypercall failed: ") {
+            self.hypercall_failure = Some(why.trim().to_string());
+        }
+        // Keel: RAM not free once the hypervisor has started, before dom0 is built (the GRUB modules included).
+        if line.contains("(KEEL) Memory: ") && line.contains(" MiB usable") {
+            self.usable_mib = field(line, "(KEEL) Memory: ");
+        }
+        if line.contains("(KEEL) Memory: ") && line.contains(" MiB free after start-up") {
+            self.free_mib = field(line, "(KEEL) Memory: ");
+        }
+        if let (Some(u), Some(f)) = (self.usable_mib, self.free_mib) {
+            self.kept_mib = u.checked_sub(f);
+        }
+        // Xen: `xl info`'s total_memory less free_memory less dom0's allocation, before the domU exists.
+        if line.contains("XEN-DOM0: memory ") {
+            if let (Some(t), Some(f), Some(d)) = (field(line, "total="), field(line, "free="), field(line, "dom0=")) {
+                self.kept_mib = t.checked_sub(f + d);
+            }
+        }
+    }
+
+    /// What a run must have shown to count.
+    fn problem(&self) -> Option<String> {
+        let missing = [
+            (self.hv_first.is_none(), "no first hypervisor line"),
+            (self.guest_first.is_none(), "no `Linux version` line from the measured guest"),
+            (self.init.is_none(), "no `KEEL-INIT: busybox init reached` line from the measured guest"),
+        ];
+        missing.iter().find(|(absent, _)| *absent).map(|(_, what)| what.to_string())
+    }
+}
+
+/// One run: its marks, or why it failed (with the serial log's tail on stderr).
+struct Run {
+    marks: Marks,
+    failure: Option<String>,
+}
+
+fn boot(side: Side, iso: &Path) -> Result<Run> {
+    let mut qemu_cmd = qemu::machine(Accel::Tcg, CPUS, MEM);
+    qemu::boot_cdrom(&mut qemu_cmd, iso);
+    qemu_cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    let timeout = if side == Side::Keel { KEEL_TIMEOUT_SECS } else { XEN_TIMEOUT_SECS };
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", &timeout.to_string()]).arg(qemu_cmd.get_program()).args(qemu_cmd.get_args());
+    let t = keel_tests::run_timed(&mut cmd).map_err(|e| format!("cannot start {}: {e}", util::describe(&cmd)))?;
+    let mut marks = Marks { exit: t.elapsed, ..Marks::default() };
+    for l in &t.lines {
+        marks.see(side, &l.text, l.at);
+    }
+    let failure = if !t.status.success() {
+        Some(format!("QEMU ended with {} (124: timed out after {timeout} s)", t.status))
+    } else {
+        marks.problem()
+    };
+    if let Some(f) = &failure {
+        let tail: String = t.lines.iter().rev().take(40).rev().map(|l| format!("  | {}\n", l.text)).collect();
+        eprintln!("bench: {} run failed: {f}\n  last serial lines:\n{tail}", side.name());
+        let log = util::target_dir().join(format!("xen-bench/{}-failed.log", side.name().to_lowercase()));
+        let all: String = t.lines.iter().map(|l| format!("{:9.3} {}\n", l.at.as_secs_f64(), l.text)).collect();
+        let _ = std::fs::write(&log, all);
+        eprintln!("bench: whole log in {}", util::show(&log));
+    }
+    Ok(Run { marks, failure })
+}
+
+/// The images one side boots, or why they could not be made.
+struct Prepared {
+    iso: PathBuf,
+    /// The hypervisor image as booted, and unpacked.
+    image: u64,
+    image_unpacked: u64,
+    image_note: String,
+}
+
+fn prepare_keel(args: &Args, vmlinuz: &Path, guest_initrd: &Path) -> Result<Prepared> {
+    let elf = args.elf.get()?;
+    let iso = util::target_dir().join("xen-bench/keel.iso");
+    keel_tests::iso::dom0_iso(&elf, KEEL_CMDLINE, vmlinuz, GUEST_CMDLINE, Some(guest_initrd), &iso)?;
+    // GRUB loads the ELF as it is; what it loads is the loadable segments. Gzip'd, for comparison with xen.gz.
+    let stripped = util::target_dir().join("xen-bench/keel.stripped");
+    keel_tests::iso::strip_debug(&elf, &stripped)?;
+    let (load_file, load_mem) = elf::load_sizes(&elf)?;
+    Ok(Prepared {
+        iso,
+        image: xen::gzipped_size(&stripped)?,
+        image_unpacked: util::file_size(&stripped)?,
+        image_note: format!(
+            "`keel` without debug info, gzip -9 / as booted (loadable segments {load_file} bytes in the file, \
+             {load_mem} in memory)"
+        ),
+    })
+}
+
+fn prepare_xen(vmlinuz: &Path, base: &Path, guest_initrd: &Path) -> Result<Prepared> {
+    let x = xen::ensure()?;
+    let domu_cfg = format!(
+        "name = \"bench\"\ntype = \"pvh\"\nkernel = \"/domu/vmlinuz\"\nramdisk = \"/domu/initrd.img\"\n\
+         extra = \"{GUEST_CMDLINE}\"\nmemory = {GUEST_MEM_MIB}\nvcpus = {CPUS}\n\
+         on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n"
+    );
+    let dom0_initrd = xen::dom0_initramfs(&x, base, vmlinuz, guest_initrd, &domu_cfg)?;
+    let iso = util::target_dir().join("xen-bench/xen.iso");
+    keel_tests::iso::dom0_iso(&x.hypervisor, XEN_CMDLINE, vmlinuz, XEN_DOM0_CMDLINE, Some(&dom0_initrd), &iso)?;
+    Ok(Prepared {
+        iso,
+        image: util::file_size(&x.hypervisor)?,
+        image_unpacked: xen::gunzipped_size(&x.hypervisor)?,
+        image_note: format!("`xen-4.17-amd64.gz` ({}), as booted / gunzipped", x.version),
+    })
+}
+
+/// `median (min–max)` of the runs that have the figure, `n of m` when some lack it.
+fn cell(values: &[Option<f64>], unit: &str, digits: usize) -> (String, Option<f64>) {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    if v.is_empty() {
+        return ("n/a".into(), None);
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    let mut s = format!("{median:.digits$}{unit} ({:.digits$}–{:.digits$})", v[0], v[n - 1]);
+    if n < values.len() {
+        s.push_str(&format!(", {n} of {} runs", values.len()));
+    }
+    (s, Some(median))
+}
+
+fn ratio(keel: Option<f64>, xen: Option<f64>) -> String {
+    match (keel, xen) {
+        (Some(k), Some(x)) if x > 0.0 => format!("{:.2}", k / x),
+        _ => "n/a".into(),
+    }
+}
+
+type Pick = fn(&Marks) -> Option<f64>;
+
+fn secs_between(from: Option<Duration>, to: Option<Duration>) -> Option<f64> {
+    Some(to?.checked_sub(from?)?.as_secs_f64())
+}
+
+/// The table's timed rows: label, unit, digits, Keel's pick, Xen's pick, a note on what each side measures.
+fn rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
+    fn s(d: Option<Duration>) -> Option<f64> {
+        d.map(|d| d.as_secs_f64())
+    }
+    vec![
+        (
+            "1. Guest boot: first guest kernel line (`Linux version`) → init marker",
+            " s",
+            2,
+            |m| secs_between(m.guest_first, m.init),
+            |m| secs_between(m.guest_first, m.init),
+        ),
+        (
+            "1. Guest boot: guest started → init marker (Keel: `dom0: … kernel entry`; Xen: `xl create` issued)",
+            " s",
+            2,
+            |m| secs_between(m.guest_start, m.init),
+            |m| secs_between(m.guest_start, m.init),
+        ),
+        (
+            "2. Null hypercall (`xen_version` via privcmd ioctl), ns per call",
+            " ns",
+            0,
+            |m| m.hypercall_ns.map(|n| n as f64),
+            |m| m.hypercall_ns.map(|n| n as f64),
+        ),
+        (
+            "2. (reference) `getppid` system call in the same guest, ns per call",
+            " ns",
+            0,
+            |m| m.syscall_ns.map(|n| n as f64),
+            |m| m.syscall_ns.map(|n| n as f64),
+        ),
+        ("3. Whole boot: QEMU start → hypervisor's first line", " s", 2, |m| s(m.hv_first), |m| s(m.hv_first)),
+        (
+            "3. Whole boot: QEMU start → dom0 kernel's first line (on Keel dom0 is the guest)",
+            " s",
+            2,
+            |m| s(m.dom0_first),
+            |m| s(m.dom0_first),
+        ),
+        ("3. Whole boot: QEMU start → Xen dom0 toolstack up", " s", 2, |_| None, |m| s(m.toolstack)),
+        (
+            "3. Whole boot: QEMU start → measured guest's first line (Xen: the domU's)",
+            " s",
+            2,
+            |m| s(m.guest_first),
+            |m| s(m.guest_first),
+        ),
+        ("3. Whole boot: QEMU start → guest init marker", " s", 2, |m| s(m.init), |m| s(m.init)),
+        (
+            "3. Whole boot: QEMU start → QEMU exited",
+            " s",
+            2,
+            |m| Some(m.exit.as_secs_f64()),
+            |m| Some(m.exit.as_secs_f64()),
+        ),
+        (
+            "4. RAM the hypervisor keeps, MiB (Keel: usable − free after start-up; Xen: total − free − dom0)",
+            " MiB",
+            0,
+            |m| m.kept_mib.map(|n| n as f64),
+            |m| m.kept_mib.map(|n| n as f64),
+        ),
+    ]
+}
+
+fn table(keel: &[Run], xen: &[Run], keel_img: Option<&Prepared>, xen_img: Option<&Prepared>) -> String {
+    let ok = |runs: &[Run]| runs.iter().filter(|r| r.failure.is_none()).map(|r| r.marks.clone()).collect::<Vec<_>>();
+    let (k, x) = (ok(keel), ok(xen));
+    let mut t = String::from(
+        "| Measure | Keel median (min–max) | Xen 4.17 median (min–max) | Keel/Xen |\n|---|---:|---:|---:|\n",
+    );
+    for (label, unit, digits, pick_k, pick_x) in rows() {
+        let (kc, km) = cell(&k.iter().map(pick_k).collect::<Vec<_>>(), unit, digits);
+        let (xc, xm) = cell(&x.iter().map(pick_x).collect::<Vec<_>>(), unit, digits);
+        let _ = writeln!(t, "| {label} | {kc} | {xc} | {} |", ratio(km, xm));
+    }
+    let size = |p: Option<&Prepared>, f: fn(&Prepared) -> u64| p.map(|p| f(p) as f64);
+    let kb = |v: Option<f64>| v.map_or("n/a".into(), |b| format!("{:.0} KiB", b / 1024.0));
+    for (label, f) in [
+        ("4. Hypervisor image, compressed (gzip)", (|p: &Prepared| p.image) as fn(&Prepared) -> u64),
+        ("4. Hypervisor image, uncompressed", |p: &Prepared| p.image_unpacked),
+    ] {
+        let (ks, xs) = (size(keel_img, f), size(xen_img, f));
+        let _ = writeln!(t, "| {label} | {} | {} | {} |", kb(ks), kb(xs), ratio(ks, xs));
+    }
+    t
+}
+
+fn failures(side: Side, runs: &[Run]) -> String {
+    let mut s = String::new();
+    for (i, r) in runs.iter().enumerate() {
+        if let Some(f) = &r.failure {
+            let _ = writeln!(s, "- {} run {}: failed: {f}", side.name(), i + 1);
+        }
+        if let Some(h) = &r.marks.hypercall_failure {
+            let _ = writeln!(s, "- {} run {}: hypercall program: {h}", side.name(), i + 1);
+        }
+    }
+    s
+}
+
+pub fn cmd(args: &Args) -> Result<()> {
+    let started = std::time::Instant::now();
+    let runs = args.vs_xen_runs.max(1);
+    let k = kernel::ensure()?;
+    let base = initramfs::build()?;
+    let hcbench = xen::hcbench()?;
+    let guest_initrd = xen::guest_initramfs(&base, &hcbench)?;
+
+    let keel_img = prepare_keel(args, &k.vmlinuz, &guest_initrd).map_err(|e| eprintln!("bench: Keel: {e}")).ok();
+    let xen_img = match prepare_xen(&k.vmlinuz, &base, &guest_initrd) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("bench: Xen side cannot run: {e}");
+            None
+        }
+    };
+    let mut side_errors = String::new();
+    for (side, img) in [(Side::Keel, &keel_img), (Side::Xen, &xen_img)] {
+        if img.is_none() {
+            let _ = writeln!(side_errors, "- {}: images could not be built (see the command's output)", side.name());
+        }
+    }
+
+    let (mut keel_runs, mut xen_runs) = (Vec::new(), Vec::new());
+    for i in 1..=runs {
+        for (side, img, out) in [(Side::Keel, &keel_img, &mut keel_runs), (Side::Xen, &xen_img, &mut xen_runs)] {
+            let Some(img) = img else { continue };
+            let run = boot(side, &img.iso).unwrap_or_else(|e| Run { marks: Marks::default(), failure: Some(e.msg) });
+            let m = &run.marks;
+            let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
+            eprintln!(
+                "bench: {} run {i}/{runs}: hv {} s, dom0 Linux {} s, guest start {} s, guest Linux {} s, init {} s, \
+                 exit {:.2} s, hypercall {} ns, syscall {} ns, kept {} MiB{}",
+                side.name(),
+                secs(m.hv_first),
+                secs(m.dom0_first),
+                secs(m.guest_start),
+                secs(m.guest_first),
+                secs(m.init),
+                m.exit.as_secs_f64(),
+                m.hypercall_ns.map_or("-".into(), |n| n.to_string()),
+                m.syscall_ns.map_or("-".into(), |n| n.to_string()),
+                m.kept_mib.map_or("-".into(), |n| n.to_string()),
+                run.failure.as_ref().map_or(String::new(), |f| format!(" — FAILED: {f}")),
+            );
+            out.push(run);
+        }
+    }
+
+    let table = table(&keel_runs, &xen_runs, keel_img.as_ref(), xen_img.as_ref());
+    let notes = format!("{side_errors}{}{}", failures(Side::Keel, &keel_runs), failures(Side::Xen, &xen_runs));
+    let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let elapsed = started.elapsed().as_secs_f64() / 60.0;
+    let count = |v: &[Run]| v.iter().filter(|r| r.failure.is_none()).count();
+    let section = format!(
+        "{BEGIN}\n## Keel against Debian's Xen 4.17 under the same QEMU\n\n\
+         Measured {date} by `cargo xtask bench --vs-xen` (`--vs-xen-runs {runs}`) on {cpu} ({ncpu} host CPUs), \
+         {qemu}; kernel {kpkg} ({kver}) for every guest. Runs alternate Keel, Xen, Keel, …; Keel {kn} of \
+         {kt} runs and Xen {xn} of {xt} runs finished; the whole command took {elapsed:.1} min.\n\n\
+         Machine: `qemu-system-x86_64 -accel tcg -cpu {tcg} -smp {CPUS} -m {MEM} -cdrom <iso> -boot d`, GRUB \
+         (multiboot2). Every serial line is timestamped on the host as it arrives, from the moment QEMU is spawned.\n\
+         - **Keel**: `multiboot2 keel.elf {KEEL_CMDLINE}`, `module2 vmlinuz {GUEST_CMDLINE}`, the initramfs. The \
+         guest is **dom0** (PVH): Keel cannot create a domU yet, so the \"guest\" rows are its dom0 boot.\n\
+         - **Xen**: `multiboot2 xen.gz {XEN_CMDLINE}`, `module2 vmlinuz {XEN_DOM0_CMDLINE}`, a dom0 initramfs \
+         (the same busybox one plus Xen's tools). Dom0 is **PV** (Xen's default); its `/xen-init` starts \
+         xenstored, xen-init-dom0 and xenconsoled, then `xl create -c` a **PVH domU** (`type=\"pvh\"`, \
+         {GUEST_MEM_MIB} MiB, {CPUS} vCPUs) running the same vmlinuz and initramfs with `{GUEST_CMDLINE}`. \
+         Xen's whole boot is its PV dom0 plus the domU; \"guest started\" includes libxl building the domain \
+         (unpacking the XZ bzImage in dom0 user space).\n\
+         - Guest: busybox `/init`, then `/bin/hcbench` (xtask/assets/hcbench.c, static) issues `xen_version` \
+         (hypercall 17, `XENVER_version`) through `/dev/xen/privcmd`'s `IOCTL_PRIVCMD_HYPERCALL` 20,000 times and \
+         reports ns per call (CLOCK_MONOTONIC; under TCG guest time is emulated, so compare only side by side), \
+         then 20,000 `getppid` system calls for the system-call share; then the guest powers off.\n\
+         - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
+         it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
+         {table}\n{img_notes}{notes_block}{END}",
+        date = date.trim(),
+        cpu = bench::cpu_model(),
+        ncpu = bench::host_cpus(),
+        qemu = deps::qemu_version_line()?,
+        kpkg = k.package,
+        kver = k.version,
+        tcg = qemu::TCG_CPU,
+        kn = count(&keel_runs),
+        kt = keel_runs.len(),
+        xn = count(&xen_runs),
+        xt = xen_runs.len(),
+        img_notes = [(Side::Keel, &keel_img), (Side::Xen, &xen_img)]
+            .iter()
+            .filter_map(|(s, p)| p.as_ref().map(|p| format!("Image, {}: {}.\n", s.name(), p.image_note)))
+            .collect::<String>(),
+        notes_block = if notes.is_empty() { String::new() } else { format!("\nFailures:\n{notes}") },
+    );
+    println!("{section}");
+    if args.no_write || args.elf.elf.is_some() {
+        eprintln!("bench: docs/benchmarks.md left alone (--no-write or --elf)");
+        return Ok(());
+    }
+    bench::write_section(&section, BEGIN, END)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keel_marks_follow_the_serial_lines() {
+        let s = Duration::from_secs;
+        let mut m = Marks::default();
+        m.see(Side::Keel, "(KEEL) Keel v0.1.0", s(1));
+        m.see(Side::Keel, "(KEEL) Memory: 2047 MiB usable, image 900 KiB at 0x200000, 2030 MiB free", s(1));
+        m.see(Side::Keel, "(KEEL) Memory: 2020 MiB free after start-up", s(2));
+        m.see(Side::Keel, "(KEEL) dom0: 512 MiB, 2 vCPUs, kernel entry 0x1000850, command line \"x\"", s(3));
+        m.see(Side::Keel, "(KEEL) (d0) [    0.000000] Linux version 6.1.0-56-amd64", s(5));
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-INIT: busybox init reached", s(9));
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: hypercall via=privcmd calls=20000 ns=4321 version=4.17", s(10));
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: syscall calls=20000 ns=999", s(10));
+        assert_eq!(
+            (m.hv_first, m.guest_start, m.guest_first, m.init),
+            (Some(s(1)), Some(s(3)), Some(s(5)), Some(s(9)))
+        );
+        assert_eq!((m.hypercall_ns, m.syscall_ns, m.kept_mib), (Some(4321), Some(999), Some(27)));
+        assert_eq!(m.problem(), None);
+    }
+
+    #[test]
+    fn xen_guest_is_the_domu() {
+        let s = Duration::from_secs;
+        let mut m = Marks::default();
+        m.see(Side::Xen, "(XEN) Xen version 4.17.7 (Debian)", s(4));
+        m.see(Side::Xen, "[    0.000000] Linux version 6.1.0-56-amd64", s(20));
+        assert_eq!((m.dom0_first, m.guest_first), (Some(s(20)), None));
+        m.see(Side::Xen, "XEN-DOM0: memory total=2047 free=1510 dom0=512", s(30));
+        m.see(Side::Xen, "XEN-DOM0: xl create", s(31));
+        m.see(Side::Xen, "[    0.000000] Linux version 6.1.0-56-amd64", s(50));
+        m.see(Side::Xen, "KEEL-BENCH: hypercall failed: ioctl: Operation not permitted", s(60));
+        assert_eq!((m.guest_start, m.guest_first, m.kept_mib), (Some(s(31)), Some(s(50)), Some(25)));
+        assert_eq!(m.hypercall_failure.as_deref(), Some("ioctl: Operation not permitted"));
+        assert!(m.problem().unwrap().contains("KEEL-INIT"));
+    }
+
+    #[test]
+    fn cells_and_ratios() {
+        assert_eq!(cell(&[Some(3.0), Some(1.0), Some(2.0)], " s", 1), ("2.0 s (1.0–3.0)".into(), Some(2.0)));
+        assert_eq!(cell(&[Some(4.0), None], " ns", 0).0, "4 ns (4–4), 1 of 2 runs");
+        assert_eq!(cell(&[None], " s", 2), ("n/a".into(), None));
+        assert_eq!(ratio(Some(1.0), Some(4.0)), "0.25");
+        assert_eq!(ratio(Some(1.0), None), "n/a");
+    }
+}

@@ -1,0 +1,227 @@
+//! Debian's Xen 4.17, the reference `cargo xtask bench --vs-xen` measures Keel against, and the images both
+//! sides boot.
+//!
+//! Cached under `target/xen/` (nothing is fetched when it is there): `root/` holds the unpacked packages
+//! (`root/boot/xen-4.17-amd64.gz`, `root/usr/lib/xen-4.17/bin/xl`, …), `VERSION` their version.
+//!
+//! Built here, afresh each time (a few seconds):
+//! - `target/xen-bench/hcbench`: xtask/assets/hcbench.c, `gcc -static`: null hypercalls through privcmd.
+//! - `target/xen-bench/guest.cpio.gz`: the test initramfs plus `/bin/hcbench`, one gzip stream (Xen's domain
+//!   builder cannot inflate concatenated gzip members). Keel's dom0 and Xen's domU both boot it.
+//! - `target/xen-bench/dom0.cpio.gz`: that initramfs plus Xen's tools (xl, xenstored, xenconsoled, xenconsole,
+//!   xen-init-dom0 and every library `ldd` names), xtask/assets/xen-dom0-init.sh as `/xen-init` (run it with
+//!   `rdinit=/xen-init`), and the domU's kernel, initramfs and `/etc/xen/domu.cfg`.
+
+use crate::util::{self, Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The hypervisor and the tools its PV dom0 needs to create a domU (docs: shared testing.md).
+pub const PACKAGES: &[&str] = &[
+    "xen-hypervisor-4.17-amd64",
+    "xen-utils-4.17",
+    "xen-utils-common",
+    "libxenmisc4.17",
+    "libxencall1",
+    "libxendevicemodel1",
+    "libxenevtchn1",
+    "libxenforeignmemory1",
+    "libxengnttab1",
+    "libxenhypfs1",
+    "libxenstore4",
+    "libxentoollog1",
+    "libxentoolcore1",
+    "libyajl2",
+    "xenstore-utils",
+];
+/// Where the packages put the hypervisor and the tools.
+const HYPERVISOR: &str = "boot/xen-4.17-amd64.gz";
+const TOOLS_DIR: &str = "usr/lib/xen-4.17/bin";
+/// The tools `/xen-init` runs.
+const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-init-dom0"];
+/// Loaded by glibc at run time (xl's threads), so `ldd` does not name it.
+const DLOPENED: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
+const DOM0_INIT: &str = include_str!("../assets/xen-dom0-init.sh");
+
+/// The unpacked packages.
+pub struct Xen {
+    pub root: PathBuf,
+    /// `xen.gz`, as GRUB's `multiboot2` line takes it.
+    pub hypervisor: PathBuf,
+    pub version: String,
+}
+
+pub fn dir() -> PathBuf {
+    util::target_dir().join("xen")
+}
+
+fn work_dir() -> PathBuf {
+    util::target_dir().join("xen-bench")
+}
+
+pub fn cached() -> Option<Xen> {
+    let dir = dir();
+    let info = std::fs::read_to_string(dir.join("VERSION")).ok()?;
+    let version = info.lines().find_map(|l| l.strip_prefix("version="))?.to_string();
+    let root = dir.join("root");
+    let xen = Xen { hypervisor: root.join(HYPERVISOR), root, version };
+    (xen.hypervisor.is_file() && TOOLS.iter().all(|t| xen.root.join(TOOLS_DIR).join(t).is_file())).then_some(xen)
+}
+
+/// Downloads (`apt-get download`) and unpacks (`dpkg -x`) the packages unless they are cached.
+pub fn ensure() -> Result<Xen> {
+    if let Some(x) = cached() {
+        eprintln!("xen: cached {} ({})", x.version, util::show(&x.hypervisor));
+        return Ok(x);
+    }
+    eprintln!("xen: fetching {}", PACKAGES.join(" "));
+    // A scratch directory renamed at the end: a half-done fetch is never "cached".
+    let work = util::target_dir().join("xen.partial");
+    util::remove_dir(&work)?;
+    let debs = work.join("debs");
+    std::fs::create_dir_all(&debs).context(format!("cannot create {}", debs.display()))?;
+    let mut download = Command::new("apt-get");
+    if util::is_root() {
+        // apt's `_apt` sandbox user cannot write into target/; as root it warns and goes on.
+        download.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    util::run(download.arg("download").args(PACKAGES).current_dir(&debs))?;
+    let mut version = None;
+    for entry in std::fs::read_dir(&debs)? {
+        let deb = entry?.path();
+        util::run(Command::new("dpkg").arg("-x").arg(&deb).arg(work.join("root")))?;
+        let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("xen-hypervisor-") {
+            let v = util::output(Command::new("dpkg-deb").args(["--field", &deb.to_string_lossy(), "Version"]))?;
+            version = Some(v.trim().to_string());
+        }
+    }
+    let version = version.ok_or("apt-get download left no xen-hypervisor-*.deb")?;
+    util::remove_dir(&debs)?;
+    std::fs::write(work.join("VERSION"), format!("version={version}\n"))?;
+    util::remove_dir(&dir())?;
+    std::fs::rename(&work, dir()).context("cannot move target/xen.partial to target/xen")?;
+    let x = cached().ok_or("target/xen incomplete after unpacking")?;
+    eprintln!("xen: {} → {}", x.version, util::show(&x.hypervisor));
+    Ok(x)
+}
+
+/// Compiles xtask/assets/hcbench.c into a static binary.
+pub fn hcbench() -> Result<PathBuf> {
+    let out = work_dir().join("hcbench");
+    std::fs::create_dir_all(work_dir())?;
+    let src = util::root().join("xtask/assets/hcbench.c");
+    util::run(Command::new("gcc").args(["-static", "-O2", "-s", "-Wall", "-o"]).arg(&out).arg(&src))
+        .map_err(|e| format!("{e}\n(hcbench needs gcc and libc6-dev for a static binary)"))?;
+    Ok(out)
+}
+
+/// `base` (a gzip'd cpio) with the files under `stage` added, as one gzip stream in `out`.
+fn extend_initramfs(base: &Path, stage: &Path, out: &Path) -> Result<()> {
+    let script = "{ gzip -dc \"$1\" && find . | sort | cpio -o -H newc -R 0:0 --quiet; } | gzip -6n > \"$2\"";
+    util::run(Command::new("sh").args(["-ec", script, "sh"]).arg(base).arg(out).current_dir(stage))
+}
+
+fn copy_exec(from: &Path, to: &Path) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(from, to).context(format!("cannot copy {}", from.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The guest initramfs: `base` plus `/bin/hcbench`.
+pub fn guest_initramfs(base: &Path, hcbench: &Path) -> Result<PathBuf> {
+    let stage = work_dir().join("guest-root");
+    util::remove_dir(&stage)?;
+    copy_exec(hcbench, &stage.join("bin/hcbench"))?;
+    let out = work_dir().join("guest.cpio.gz");
+    extend_initramfs(base, &stage, &out)?;
+    util::remove_dir(&stage)?;
+    Ok(out)
+}
+
+/// The shared libraries `ldd` names for `binaries`, finding the packages' own under `root`.
+fn libraries(root: &Path, binaries: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let lib_path = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"]
+        .iter()
+        .map(|d| root.join(d).to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut libs: Vec<PathBuf> = DLOPENED.iter().map(PathBuf::from).collect();
+    for bin in binaries {
+        let out = util::output(Command::new("ldd").arg(bin).env("LD_LIBRARY_PATH", &lib_path))?;
+        for line in out.lines() {
+            if line.contains("not found") {
+                return Err(format!("ldd {}: {}", bin.display(), line.trim()).into());
+            }
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                libs.push(PathBuf::from(p));
+            }
+        }
+    }
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+/// The dom0 initramfs: `base`, Xen's tools and libraries, `/xen-init`, and the domU's kernel (`/domu/vmlinuz`),
+/// initramfs (`/domu/initrd.img`) and configuration (`/etc/xen/domu.cfg`, `domu_cfg`).
+pub fn dom0_initramfs(xen: &Xen, base: &Path, vmlinuz: &Path, guest_initrd: &Path, domu_cfg: &str) -> Result<PathBuf> {
+    let stage = work_dir().join("dom0-root");
+    util::remove_dir(&stage)?;
+    let tools: Vec<PathBuf> = TOOLS.iter().map(|t| xen.root.join(TOOLS_DIR).join(t)).collect();
+    for tool in &tools {
+        copy_exec(tool, &stage.join(TOOLS_DIR).join(tool.file_name().expect("a file")))?;
+    }
+    for lib in libraries(&xen.root, &tools)? {
+        let name = lib.file_name().expect("a library file");
+        // The loader must sit where the binaries' PT_INTERP names it; the rest go in one directory.
+        let dest = if lib.starts_with("/lib64") { stage.join("lib64") } else { stage.join("lib/x86_64-linux-gnu") };
+        copy_exec(&lib, &dest.join(name))?;
+    }
+    copy_exec(vmlinuz, &stage.join("domu/vmlinuz"))?;
+    std::fs::copy(guest_initrd, stage.join("domu/initrd.img"))?;
+    std::fs::create_dir_all(stage.join("etc/xen"))?;
+    std::fs::write(stage.join("etc/xen/domu.cfg"), domu_cfg)?;
+    // xl reads it, and complains on every call when it is missing.
+    std::fs::write(stage.join("etc/xen/xl.conf"), "")?;
+    std::fs::write(stage.join("xen-init"), DOM0_INIT)?;
+    std::fs::set_permissions(stage.join("xen-init"), std::fs::Permissions::from_mode(0o755))?;
+    let out = work_dir().join("dom0.cpio.gz");
+    extend_initramfs(base, &stage, &out)?;
+    util::remove_dir(&stage)?;
+    Ok(out)
+}
+
+/// `gzip -dc`'s output size: the uncompressed hypervisor image.
+pub fn gunzipped_size(path: &Path) -> Result<u64> {
+    let out = util::output(Command::new("sh").args(["-ec", "gzip -dc \"$1\" | wc -c", "sh"]).arg(path))?;
+    out.trim().parse().map_err(|_| format!("cannot size the unpacked {}", path.display()).into())
+}
+
+/// `gzip -9`'s output size, to compare an uncompressed image with a gzip'd one.
+pub fn gzipped_size(path: &Path) -> Result<u64> {
+    let out = util::output(Command::new("sh").args(["-ec", "gzip -9c \"$1\" | wc -c", "sh"]).arg(path))?;
+    out.trim().parse().map_err(|_| format!("cannot size the gzip'd {}", path.display()).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dom0_script_runs_the_tools_it_is_given() {
+        for tool in ["xenstored", "xen-init-dom0", "xenconsoled", "xl create -c /etc/xen/domu.cfg"] {
+            assert!(DOM0_INIT.contains(tool), "{tool}");
+        }
+        assert!(TOOLS.iter().all(|t| DOM0_INIT.contains(t)));
+    }
+}
