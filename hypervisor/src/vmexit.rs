@@ -121,7 +121,7 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
                 hw.rip(),
                 *v.last_injected.lock()
             ));
-            crate::debug!("d{}v{} state: {}", dom.id, v.id, hw.describe());
+            crate::error!("d{}v{} state: {}", dom.id, v.id, hw.describe());
             Outcome::Stop
         }
         Exit::ExternalInterrupt | Exit::Nmi | Exit::InterruptWindow | Exit::Init => Outcome::Continue,
@@ -172,6 +172,7 @@ fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
         }
         return hypercall::dispatch(dom, v, hw);
     }
+    crate::debug!("d{}v{}: #UD at RIP {:#x} (bytes {:02x?}), reflected", dom.id, v.id, hw.rip(), insn);
     hw.inject(Event::Exception { vector: vector::UD, error: None });
     Outcome::Continue
 }
@@ -197,6 +198,7 @@ pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u
         };
     }
     let (mut a, mut b, mut c, mut d) = native_cpuid(leaf, sub);
+    let (rdtscp, invpcid) = crate::hvm::support().map_or((false, false), |s| s.guest_rdtscp_invpcid());
     match leaf {
         1 => {
             c |= xcpuid::LEAF1_ECX_HYPERVISOR;
@@ -208,7 +210,13 @@ pub fn cpuid_values(dom: &Domain, v: &Vcpu, leaf: u32, sub: u32) -> (u32, u32, u
             d &= !(1 << 7 | 1 << 14); // MCE, MCA: no virtual machine-check architecture
         }
         0xb | 0xd | 0x1f => (a, b, c, d) = (0, 0, 0, 0),
-        0x8000_0001 => c &= !(1 << 2), // SVM
+        7 if sub == 0 && !invpcid => b &= !(1 << 10),
+        0x8000_0001 => {
+            c &= !(1 << 2); // SVM
+            if !rdtscp {
+                d &= !(1 << 27);
+            }
+        }
         // Invariant TSC: every vCPU reads the host's synchronised TSC, which the pvclock is built on.
         0x8000_0007 => d |= 1 << 8,
         0x8000_000a => (a, b, c, d) = (0, 0, 0, 0),

@@ -120,13 +120,18 @@ fn all(args: &Args, steps: &mut Steps) -> Result<()> {
         Ok(())
     } else {
         steps.run("bochs deps", deps::ensure_bochs).and_then(|()| {
-            steps.run("bochs tests (svm, vmx)", || {
+            // The Linux run under Bochs VMX needs the Debian kernel and the initramfs (cached after the QEMU step).
+            let k = steps.run("debian kernel", kernel::ensure)?;
+            let initrd = steps.run("initramfs", initramfs::build)?;
+            steps.run("bochs tests (svm, vmx, linux)", || {
                 util::run(
                     util::cargo()
                         .args(["test", "-p", "keel-tests", "--test", "bochs", "--", "--test-threads=1"])
                         .args(&args.harness_args)
                         .env("KEEL_ELF", &elf)
                         .env("KEEL_GUESTS", &guests)
+                        .env("KEEL_VMLINUZ", &k.vmlinuz)
+                        .env("KEEL_INITRD", &initrd)
                         .env("KEEL_LOG_DIR", &logs),
                 )
             })

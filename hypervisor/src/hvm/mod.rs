@@ -37,6 +37,21 @@ pub fn support() -> Option<&'static Support> {
     SUPPORT.get()
 }
 
+impl Support {
+    /// Whether guests may execute RDTSCP and INVPCID natively. SVM never intercepts them; VMX raises #UD unless
+    /// the matching secondary control is on, which Keel sets wherever the CPU allows it. What a guest may not
+    /// execute, its CPUID does not offer.
+    pub fn guest_rdtscp_invpcid(&self) -> (bool, bool) {
+        match self {
+            Support::Svm(_) => (true, true),
+            Support::Vmx(c) => {
+                (c.secondary & vmx::vcpu::ctl::SEC_RDTSCP != 0, c.secondary & vmx::vcpu::ctl::SEC_INVPCID != 0)
+            }
+            Support::Unavailable(_) => (false, false),
+        }
+    }
+}
+
 /// Detects the extension on the boot CPU. `allowed` is the `hvm=` option.
 pub fn detect(vendor: Vendor, allowed: bool) -> Support {
     if !allowed {

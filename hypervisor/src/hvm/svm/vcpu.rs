@@ -85,7 +85,7 @@ const IOPM_PAGES: u64 = 3;
 const MSRPM_PAGES: u64 = 2;
 
 /// MSRs the guest reads and writes directly (their state is switched by VMLOAD/VMSAVE or lives in the VMCB).
-const PASSTHROUGH_MSRS: [u32; 9] = [
+const PASSTHROUGH_MSRS: [u32; 10] = [
     0xc000_0100, // FS_BASE
     0xc000_0101, // GS_BASE
     0xc000_0102, // KERNEL_GS_BASE
@@ -95,6 +95,7 @@ const PASSTHROUGH_MSRS: [u32; 9] = [
     0xc000_0084, // SFMASK
     0x174,       // SYSENTER_CS
     0x175,       // SYSENTER_ESP
+    MSR_TSC_AUX, // switched by Keel around VMRUN
 ];
 
 /// Byte offset and bit of an MSR's read-intercept bit in the MSR permission map (write bit follows it).
@@ -119,6 +120,20 @@ pub struct SvmVcpu {
     flush_by_asid: bool,
     /// Next RIP from hardware for the last exit (NRIP save, or IOIO's EXITINFO2).
     next_rip: Option<u64>,
+    /// The guest's IA32_TSC_AUX (what RDTSCP returns in ECX), which VMRUN does not switch: loaded before each
+    /// entry and read back after it, where the CPU has RDTSCP.
+    tsc_aux: u64,
+}
+
+/// IA32_TSC_AUX.
+const MSR_TSC_AUX: u32 = 0xc000_0103;
+
+/// Whether this machine has RDTSCP (and so IA32_TSC_AUX).
+fn host_rdtscp() -> bool {
+    static HAS: spin::Once<bool> = spin::Once::new();
+    *HAS.call_once(|| {
+        raw_cpuid::CpuId::new().get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_rdtscp())
+    })
 }
 
 fn alloc_zeroed(pages: u64) -> Result<u64, &'static str> {
@@ -164,6 +179,7 @@ impl SvmVcpu {
             nrip: caps.nrip_save,
             flush_by_asid: caps.flush_by_asid,
             next_rip: None,
+            tsc_aux: 0,
         };
         let (iopm, msrpm) = (iopm_pa, msrpm_pa);
         let c = v.vmcb_mut();
@@ -258,10 +274,19 @@ impl SvmVcpu {
         let host = percpu::this().svm_host_vmcb();
         let rax = self.gprs.rax;
         self.vmcb_mut().rax = rax;
+        let aux = host_rdtscp();
+        if aux {
+            // SAFETY: IA32_TSC_AUX exists with RDTSCP (checked); Keel itself never reads it.
+            unsafe { crate::arch::x86::cpu::wrmsr_raw(MSR_TSC_AUX, self.tsc_aux) };
+        }
         // SAFETY: the VMCB is fully initialised and consistent (EFER.SVME set, VMRUN intercepted), its permission
         // maps and nested page table are live for the vCPU's lifetime, `host` is this CPU's host-state page, SVM
         // is enabled on this CPU (VM_HSAVE_PA set), and `gprs` is exclusively borrowed.
         unsafe { keel_svm_vmrun(self.vmcb_pa, &mut self.gprs, host) };
+        if aux {
+            // SAFETY: IA32_TSC_AUX exists with RDTSCP (checked).
+            self.tsc_aux = unsafe { crate::arch::x86::cpu::rdmsr_raw(MSR_TSC_AUX) };
+        }
         let c = self.vmcb_mut();
         let rax = c.rax;
         c.tlb_control = TlbControl::None as u8;

@@ -27,11 +27,13 @@ pub struct Capabilities {
 }
 
 /// Secondary controls worth naming in the summary.
-const SECONDARY_NAMES: [(u32, &str); 5] = [
+const SECONDARY_NAMES: [(u32, &str); 7] = [
     (1 << 1, "EPT"),
+    (1 << 3, "RDTSCP"),
     (1 << 5, "VPID"),
     (1 << 7, "unrestricted-guest"),
     (1 << 10, "PAUSE-loop-exiting"),
+    (1 << 12, "INVPCID"),
     (1 << 13, "VMFUNC"),
 ];
 

@@ -96,7 +96,7 @@ extern "C" {
 }
 
 /// Control bits Keel sets.
-mod ctl {
+pub mod ctl {
     pub const PIN_EXT_INT: u32 = 1 << 0;
     pub const PIN_NMI: u32 = 1 << 3;
     pub const PROC_INTR_WINDOW: u32 = 1 << 2;
@@ -110,9 +110,11 @@ mod ctl {
     pub const PROC_MWAIT: u32 = 1 << 10;
     pub const PROC_SECONDARY: u32 = 1 << 31;
     pub const SEC_EPT: u32 = 1 << 1;
+    pub const SEC_RDTSCP: u32 = 1 << 3;
     pub const SEC_VPID: u32 = 1 << 5;
     pub const SEC_UNRESTRICTED: u32 = 1 << 7;
     pub const SEC_PAUSE_LOOP: u32 = 1 << 10;
+    pub const SEC_INVPCID: u32 = 1 << 12;
     pub const EXIT_HOST_64: u32 = 1 << 9;
     pub const EXIT_SAVE_PAT: u32 = 1 << 18;
     pub const EXIT_LOAD_PAT: u32 = 1 << 19;
@@ -152,7 +154,9 @@ fn cap(msr: u32) -> u64 {
 }
 
 /// MSRs whose state VMX does not switch; Keel swaps them when vCPUs change CPUs.
-const SWAPPED_MSRS: [u32; 5] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084];
+const SWAPPED_MSRS: [u32; 6] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, MSR_TSC_AUX];
+/// IA32_TSC_AUX (what RDTSCP returns in ECX); it exists where the RDTSCP control can be enabled.
+const MSR_TSC_AUX: u32 = 0xc000_0103;
 
 /// One VMX vCPU.
 pub struct VmxVcpu {
@@ -167,11 +171,13 @@ pub struct VmxVcpu {
     flush: bool,
     cr0_fixed: (u64, u64),
     cr4_fixed: (u64, u64),
-    swapped: [u64; 5],
+    swapped: [u64; 6],
     /// Break the guest state before the next entry ([`Self::corrupt_for_test`]).
     corrupt: bool,
     /// Guest translations are tagged with [`VPID`].
     vpid: bool,
+    /// Guests may run RDTSCP (and IA32_TSC_AUX is switched).
+    rdtscp: bool,
 }
 
 fn alloc(pages: u64) -> Result<u64, &'static str> {
@@ -215,6 +221,7 @@ impl VmxVcpu {
             0x174,
             0x175,
             0x176,
+            MSR_TSC_AUX,
         ] {
             let (read_base, idx) = if msr >= 0xc000_0000 { (1024u64, msr - 0xc000_0000) } else { (0, msr) };
             set_bitmap_bit(msr_bitmap, read_base * 8 + idx as u64, false);
@@ -232,9 +239,10 @@ impl VmxVcpu {
             flush: true,
             cr0_fixed: (cap(0x486), cap(0x487)),
             cr4_fixed: (cap(0x488), cap(0x489)),
-            swapped: [0; 5],
+            swapped: [0; 6],
             corrupt: false,
             vpid: false,
+            rdtscp: false,
         };
         // The vCPU may be built while another vCPU's VMCS is current on this CPU (a start-up IPI handled in
         // its exit): build this one, then make the other current again.
@@ -274,8 +282,16 @@ impl VmxVcpu {
                 | ctl::PROC_MWAIT,
             proc_caps,
         ) & !(ctl::PROC_CR3_LOAD | ctl::PROC_CR3_STORE);
-        let sec =
-            adjust(ctl::SEC_EPT | ctl::SEC_VPID | ctl::SEC_UNRESTRICTED | ctl::SEC_PAUSE_LOOP, cap(MSR_PROCBASED2));
+        // RDTSCP and INVPCID raise #UD in a guest unless enabled here (CPUID hides them where they cannot be).
+        let sec = adjust(
+            ctl::SEC_EPT
+                | ctl::SEC_VPID
+                | ctl::SEC_UNRESTRICTED
+                | ctl::SEC_PAUSE_LOOP
+                | ctl::SEC_RDTSCP
+                | ctl::SEC_INVPCID,
+            cap(MSR_PROCBASED2),
+        );
         // Without PAUSE-loop exiting, every PAUSE exits (where the CPU allows it): a vCPU spinning with interrupts
         // off must still give its CPU away on emulators (Bochs) that hold host interrupts while guest IF is 0.
         let proc = if sec & ctl::SEC_PAUSE_LOOP == 0 { adjust(proc | ctl::PROC_PAUSE, proc_caps) } else { proc };
@@ -294,6 +310,7 @@ impl VmxVcpu {
         // Guest translations tagged with a VPID survive VM exits and entries. All vCPUs share one (as they share
         // one ASID on SVM): the scheduler flushes when a CPU switches vCPUs or a vCPU moves CPUs.
         self.vpid = sec & ctl::SEC_VPID != 0;
+        self.rdtscp = sec & ctl::SEC_RDTSCP != 0;
         if self.vpid {
             Control16::Vpid.write(VPID)?;
         }
@@ -444,16 +461,26 @@ impl VmxVcpu {
         // `unload`; VMPTRLD only makes it current.
         unsafe { core::arch::asm!("vmptrld [{}]", in(reg) &pa, options(nostack)) };
         let _ = self.setup_host();
-        for (i, m) in SWAPPED_MSRS.iter().enumerate() {
-            // SAFETY: these MSRs exist on every x86-64 CPU; Keel itself does not use them.
+        for (i, m) in self.swapped_msrs().iter().enumerate() {
+            // SAFETY: these MSRs exist on every x86-64 CPU (IA32_TSC_AUX only where RDTSCP is on, which
+            // `swapped_msrs` checks); Keel itself does not use them.
             unsafe { cpu::wrmsr_raw(*m, self.swapped[i]) };
         }
         self.flush = true;
     }
 
+    /// The MSRs switched by `load`/`unload`: IA32_TSC_AUX only when guests may run RDTSCP.
+    fn swapped_msrs(&self) -> &'static [u32] {
+        if self.rdtscp {
+            &SWAPPED_MSRS
+        } else {
+            &SWAPPED_MSRS[..SWAPPED_MSRS.len() - 1]
+        }
+    }
+
     /// Flushes the VMCS to memory so another CPU can load it; the next entry is a VMLAUNCH.
     pub fn unload(&mut self) {
-        for (i, m) in SWAPPED_MSRS.iter().enumerate() {
+        for (i, m) in self.swapped_msrs().iter().enumerate() {
             // SAFETY: as in `load`.
             self.swapped[i] = unsafe { cpu::rdmsr_raw(*m) };
         }
