@@ -12,6 +12,13 @@ mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 echo "XEN-DOM0: init reached"
+cmdline=" $(cat /proc/cmdline) "
+case "$cmdline" in
+*" keel.bench.calls="*)
+    calls=${cmdline##* keel.bench.calls=}
+    calls=${calls%% *}
+    ;;
+esac
 
 for m in xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc; do
     insmod "/lib/modules/$m.ko" || echo "XEN-DOM0: insmod $m failed"
@@ -28,7 +35,9 @@ while [ ! -S /var/run/xenstored/socket ] && [ "$i" -lt 300 ]; do
 done
 [ -S /var/run/xenstored/socket ] || echo "XEN-DOM0: no xenstored socket"
 xen-init-dom0 || echo "XEN-DOM0: xen-init-dom0 failed"
-xenconsoled --pid-file=/var/run/xenconsoled.pid || echo "XEN-DOM0: xenconsoled failed"
+mkdir -p /var/log/xen/console
+xenconsoled --pid-file=/var/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console ||
+    echo "XEN-DOM0: xenconsoled failed"
 echo "XEN-DOM0: toolstack up"
 # RAM Xen keeps for itself: all of it, less what is free, less dom0's (MiB).
 total=$(xl info | awk '$1 == "total_memory" { print $3 }')
@@ -36,13 +45,32 @@ free=$(xl info | awk '$1 == "free_memory" { print $3 }')
 dom0=$(xl list 0 | awk 'NR == 2 { print $3 }')
 echo "XEN-DOM0: memory total=$total free=$free dom0=$dom0"
 
+# The same null-hypercall loop in this PV dom0 (syscall-based hypercalls), for reference.
+/bin/hcbench "${calls:-20000}"
+
+# The domU's console comes here through xenconsoled and `xl create -c` (in the background). Its configuration
+# preserves it when it stops, so that a domU which never reached its init can be examined: this loop polls its
+# state every 2 s, and once it has shut down, reports xl's reason code, dumps its VMCB ('v' debug key: RIP,
+# exit code) when its console log lacks the init marker, and destroys it, which ends `xl create -c`.
 echo "XEN-DOM0: xl create"
-if xl create -c /etc/xen/domu.cfg; then
-    echo "XEN-DOM0: domU gone"
-else
-    echo "XEN-DOM0: xl create failed"
-    xl dmesg | tail -n 30
-fi
-xl list
+xl create -c /etc/xen/domu.cfg &
+xl_pid=$!
+while kill -0 "$xl_pid" 2>/dev/null; do
+    sleep 2
+    # Name ID Mem VCPUs State Time(s) UUID Reason-Code ...
+    set -- $(xl list -v bench 2>/dev/null | awk 'NR == 2 { print $5, $8 }')
+    case "$1" in
+    *s*)
+        echo "XEN-DOM0: domU shut down, state $1, reason code $2 (0 poweroff, 1 reboot, 2 suspend, 3 crash)"
+        if ! grep -q "KEEL-INIT: busybox init reached" /var/log/xen/console/guest-bench.log 2>/dev/null; then
+            echo "XEN-DOM0: domU never reached its init; its VMCB:"
+            xl debug-keys v
+            sleep 1
+        fi
+        xl destroy bench
+        ;;
+    esac
+done
+wait "$xl_pid" && echo "XEN-DOM0: domU gone" || echo "XEN-DOM0: xl create failed"
 echo "XEN-DOM0: powering off"
 poweroff -f

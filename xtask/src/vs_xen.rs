@@ -57,17 +57,23 @@ struct Marks {
     hv_first: Option<Duration>,
     /// The dom0 kernel's first `Linux version` line (on Keel, dom0 is the measured guest).
     dom0_first: Option<Duration>,
-    /// Xen: `/xen-init` has brought the toolstack up (`XEN-DOM0: toolstack up`).
+    /// Xen: dom0's `/xen-init` has started (`XEN-DOM0: init reached`), and brought the toolstack up.
+    dom0_init: Option<Duration>,
     toolstack: Option<Duration>,
+    /// Xen: how the domU ended, from xl's log (`Domain 1 has shut down, reason code 0 0x0`).
+    domu_end: Option<String>,
+    /// Xen: from the VMCB dump of a domU that stopped before its init.
+    domu_vmcb: String,
     /// The measured guest is started: Keel's `dom0: … kernel entry …` line; Xen: `XEN-DOM0: xl create`.
     guest_start: Option<Duration>,
     /// The measured guest's first `Linux version` line.
     guest_first: Option<Duration>,
     /// `KEEL-INIT: busybox init reached` in the measured guest.
     init: Option<Duration>,
-    hypercall_ns: Option<u64>,
-    syscall_ns: Option<u64>,
-    /// `KEEL-BENCH: hypercall failed: …`.
+    /// The measured guest's hcbench figures, and (Xen) the PV dom0's.
+    guest_hc: Hc,
+    dom0_hc: Hc,
+    /// The guest's first `KEEL-BENCH: hypercall failed: …`.
     hypercall_failure: Option<String>,
     /// RAM the hypervisor keeps for itself, in MiB (see [`Marks::see`]).
     kept_mib: Option<u64>,
@@ -75,6 +81,17 @@ struct Marks {
     usable_mib: Option<u64>,
     free_mib: Option<u64>,
     exit: Duration,
+}
+
+/// ns per call from `/bin/hcbench` (xtask/assets/hcbench.c).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Hc {
+    /// xen_version through privcmd's hypercall ioctl.
+    privcmd: Option<u64>,
+    /// A `/sys/hypervisor/version/major` read (the kernel issues xen_version) less a `/sys/hypervisor/type` read.
+    sysfs: Option<u64>,
+    /// `getppid`.
+    syscall: Option<u64>,
 }
 
 /// The number after `key` (up to the next space) in `line`.
@@ -103,6 +120,21 @@ impl Marks {
         if line.contains("(KEEL) dom0: ") && line.contains(" kernel entry ") {
             first(&mut self.guest_start);
         }
+        if line.contains("XEN-DOM0: init reached") {
+            first(&mut self.dom0_init);
+        }
+        if let Some((_, msg)) = line.split_once("XEN-DOM0: domU shut down, ") {
+            self.domu_end = Some(msg.trim().to_string());
+        }
+        // The VMCB dump of a domU that never reached its init: where it stopped.
+        if self.domu_end.is_some() && self.init.is_none() {
+            for key in ["exitcode = ", "RIP = ", "RFLAGS="] {
+                if let Some((_, v)) = line.split_once(key) {
+                    let v = v.split_whitespace().next().unwrap_or_default();
+                    self.domu_vmcb.push_str(&format!("{} {v}; ", key.trim_end_matches([' ', '=']).trim()));
+                }
+            }
+        }
         if line.contains("XEN-DOM0: toolstack up") {
             first(&mut self.toolstack);
         }
@@ -112,14 +144,20 @@ impl Marks {
         if line.contains("KEEL-INIT: busybox init reached") {
             first(&mut self.init);
         }
+        // On Xen, hcbench runs in the PV dom0 first, then in the domU.
+        let in_guest = side == Side::Keel || self.guest_start.is_some();
+        let hc = if in_guest { &mut self.guest_hc } else { &mut self.dom0_hc };
         if line.contains("KEEL-BENCH: hypercall via=privcmd ") {
-            self.hypercall_ns = field(line, " ns=");
+            hc.privcmd = field(line, " ns=");
+        }
+        if line.contains("KEEL-BENCH: hypercall via=sysfs ") && !line.contains(" ns=-") {
+            hc.sysfs = field(line, " ns=");
         }
         if line.contains("KEEL-BENCH: syscall ") {
-            self.syscall_ns = field(line, " ns=");
+            hc.syscall = field(line, " ns=");
         }
-        if let Some((_, why)) = line.split_once("KEEL-BENCH: hypercall failed: ") {
-            self.hypercall_failure = Some(why.trim().to_string());
+        if let Some((_, why)) = line.split_once("KEEL-BENCH: hypercall failed: ").filter(|_| in_guest) {
+            self.hypercall_failure.get_or_insert_with(|| why.trim().to_string());
         }
         // Keel: RAM not free once the hypervisor has started, before dom0 is built (the GRUB modules included).
         if line.contains("(KEEL) Memory: ") && line.contains(" MiB usable") {
@@ -156,7 +194,7 @@ struct Run {
     failure: Option<String>,
 }
 
-fn boot(side: Side, iso: &Path) -> Result<Run> {
+fn boot(side: Side, iso: &Path, n: usize) -> Result<Run> {
     let mut qemu_cmd = qemu::machine(Accel::Tcg, CPUS, MEM);
     qemu::boot_cdrom(&mut qemu_cmd, iso);
     qemu_cmd.args(["-serial", "stdio", "-monitor", "none"]);
@@ -173,12 +211,13 @@ fn boot(side: Side, iso: &Path) -> Result<Run> {
     } else {
         marks.problem()
     };
+    // Every run's serial log, timestamped, for a look afterwards.
+    let log = util::target_dir().join(format!("xen-bench/{}-{n}.log", side.name().to_lowercase()));
+    let all: String = t.lines.iter().map(|l| format!("{:9.3} {}\n", l.at.as_secs_f64(), l.text)).collect();
+    let _ = std::fs::write(&log, all);
     if let Some(f) = &failure {
         let tail: String = t.lines.iter().rev().take(40).rev().map(|l| format!("  | {}\n", l.text)).collect();
         eprintln!("bench: {} run failed: {f}\n  last serial lines:\n{tail}", side.name());
-        let log = util::target_dir().join(format!("xen-bench/{}-failed.log", side.name().to_lowercase()));
-        let all: String = t.lines.iter().map(|l| format!("{:9.3} {}\n", l.at.as_secs_f64(), l.text)).collect();
-        let _ = std::fs::write(&log, all);
         eprintln!("bench: whole log in {}", util::show(&log));
     }
     Ok(Run { marks, failure })
@@ -212,14 +251,15 @@ fn prepare_keel(args: &Args, vmlinuz: &Path, guest_initrd: &Path) -> Result<Prep
     })
 }
 
-fn prepare_xen(vmlinuz: &Path, base: &Path, guest_initrd: &Path) -> Result<Prepared> {
+fn prepare_xen(vmlinuz: &Path, base: &Path, hcbench: &Path, guest_initrd: &Path) -> Result<Prepared> {
     let x = xen::ensure()?;
     let domu_cfg = format!(
         "name = \"bench\"\ntype = \"pvh\"\nkernel = \"/domu/vmlinuz\"\nramdisk = \"/domu/initrd.img\"\n\
          extra = \"{GUEST_CMDLINE}\"\nmemory = {GUEST_MEM_MIB}\nvcpus = {CPUS}\n\
-         on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n"
+         on_poweroff = \"preserve\"\non_reboot = \"preserve\"\non_crash = \"preserve\"\n"
     );
-    let dom0_initrd = xen::dom0_initramfs(&x, base, vmlinuz, guest_initrd, &domu_cfg)?;
+    let domu = xen::Domu { vmlinuz, initrd: guest_initrd, config: &domu_cfg };
+    let dom0_initrd = xen::dom0_initramfs(&x, base, hcbench, &domu)?;
     let iso = util::target_dir().join("xen-bench/xen.iso");
     keel_tests::iso::dom0_iso(&x.hypervisor, XEN_CMDLINE, vmlinuz, XEN_DOM0_CMDLINE, Some(&dom0_initrd), &iso)?;
     Ok(Prepared {
@@ -280,18 +320,42 @@ fn rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
             |m| secs_between(m.guest_start, m.init),
         ),
         (
-            "2. Null hypercall (`xen_version` via privcmd ioctl), ns per call",
+            "2. Null hypercall, kernel side: a `/sys/hypervisor/version/major` read (the kernel issues \
+             `xen_version`) less a `/sys/hypervisor/type` read, ns per call",
             " ns",
             0,
-            |m| m.hypercall_ns.map(|n| n as f64),
-            |m| m.hypercall_ns.map(|n| n as f64),
+            |m| m.guest_hc.sysfs.map(|n| n as f64),
+            |m| m.guest_hc.sysfs.map(|n| n as f64),
         ),
         (
-            "2. (reference) `getppid` system call in the same guest, ns per call",
+            "2. Null hypercall through privcmd's `IOCTL_PRIVCMD_HYPERCALL` in the guest, ns per call",
             " ns",
             0,
-            |m| m.syscall_ns.map(|n| n as f64),
-            |m| m.syscall_ns.map(|n| n as f64),
+            |m| m.guest_hc.privcmd.map(|n| n as f64),
+            |m| m.guest_hc.privcmd.map(|n| n as f64),
+        ),
+        (
+            "2. (reference) `getppid` system call in the guest, ns per call",
+            " ns",
+            0,
+            |m| m.guest_hc.syscall.map(|n| n as f64),
+            |m| m.guest_hc.syscall.map(|n| n as f64),
+        ),
+        (
+            "2. (reference) null hypercall in dom0, kernel side as above (Keel: the PVH dom0 above; Xen: its PV \
+             dom0), ns per call",
+            " ns",
+            0,
+            |m| m.guest_hc.sysfs.map(|n| n as f64),
+            |m| m.dom0_hc.sysfs.map(|n| n as f64),
+        ),
+        (
+            "2. (reference) null hypercall in dom0 through privcmd (Keel: the PVH dom0 above; Xen: its PV dom0), \
+             ns per call",
+            " ns",
+            0,
+            |m| m.guest_hc.privcmd.map(|n| n as f64),
+            |m| m.dom0_hc.privcmd.map(|n| n as f64),
         ),
         ("3. Whole boot: QEMU start → hypervisor's first line", " s", 2, |m| s(m.hv_first), |m| s(m.hv_first)),
         (
@@ -300,6 +364,20 @@ fn rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
             2,
             |m| s(m.dom0_first),
             |m| s(m.dom0_first),
+        ),
+        (
+            "3. Whole boot: QEMU start → dom0 init (Keel: the guest's init marker; Xen: PV dom0's `/xen-init`)",
+            " s",
+            2,
+            |m| s(m.init),
+            |m| s(m.dom0_init),
+        ),
+        (
+            "3. (reference) dom0 boot: dom0's first `Linux version` → dom0 init (Keel: PVH; Xen: PV)",
+            " s",
+            2,
+            |m| secs_between(m.guest_first, m.init),
+            |m| secs_between(m.dom0_first, m.dom0_init),
         ),
         ("3. Whole boot: QEMU start → Xen dom0 toolstack up", " s", 2, |_| None, |m| s(m.toolstack)),
         (
@@ -328,7 +406,8 @@ fn rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
 }
 
 fn table(keel: &[Run], xen: &[Run], keel_img: Option<&Prepared>, xen_img: Option<&Prepared>) -> String {
-    let ok = |runs: &[Run]| runs.iter().filter(|r| r.failure.is_none()).map(|r| r.marks.clone()).collect::<Vec<_>>();
+    // Every run counts for the figures it has; a cell says when some runs lack its figure.
+    let ok = |runs: &[Run]| runs.iter().map(|r| r.marks.clone()).collect::<Vec<_>>();
     let (k, x) = (ok(keel), ok(xen));
     let mut t = String::from(
         "| Measure | Keel median (min–max) | Xen 4.17 median (min–max) | Keel/Xen |\n|---|---:|---:|---:|\n",
@@ -356,6 +435,9 @@ fn failures(side: Side, runs: &[Run]) -> String {
         if let Some(f) = &r.failure {
             let _ = writeln!(s, "- {} run {}: failed: {f}", side.name(), i + 1);
         }
+        if let Some(end) = r.marks.domu_end.as_ref().filter(|_| r.failure.is_some()) {
+            let _ = writeln!(s, "- {} run {}: domU {end}; its VMCB: {}", side.name(), i + 1, r.marks.domu_vmcb.trim());
+        }
         if let Some(h) = &r.marks.hypercall_failure {
             let _ = writeln!(s, "- {} run {}: hypercall program: {h}", side.name(), i + 1);
         }
@@ -372,7 +454,7 @@ pub fn cmd(args: &Args) -> Result<()> {
     let guest_initrd = xen::guest_initramfs(&base, &hcbench)?;
 
     let keel_img = prepare_keel(args, &k.vmlinuz, &guest_initrd).map_err(|e| eprintln!("bench: Keel: {e}")).ok();
-    let xen_img = match prepare_xen(&k.vmlinuz, &base, &guest_initrd) {
+    let xen_img = match prepare_xen(&k.vmlinuz, &base, &hcbench, &guest_initrd) {
         Ok(p) => Some(p),
         Err(e) => {
             eprintln!("bench: Xen side cannot run: {e}");
@@ -390,12 +472,12 @@ pub fn cmd(args: &Args) -> Result<()> {
     for i in 1..=runs {
         for (side, img, out) in [(Side::Keel, &keel_img, &mut keel_runs), (Side::Xen, &xen_img, &mut xen_runs)] {
             let Some(img) = img else { continue };
-            let run = boot(side, &img.iso).unwrap_or_else(|e| Run { marks: Marks::default(), failure: Some(e.msg) });
+            let run = boot(side, &img.iso, i).unwrap_or_else(|e| Run { marks: Marks::default(), failure: Some(e.msg) });
             let m = &run.marks;
             let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
             eprintln!(
                 "bench: {} run {i}/{runs}: hv {} s, dom0 Linux {} s, guest start {} s, guest Linux {} s, init {} s, \
-                 exit {:.2} s, hypercall {} ns, syscall {} ns, kept {} MiB{}",
+                 exit {:.2} s, hypercall (sysfs) {} ns, (privcmd) {} ns, syscall {} ns, kept {} MiB{}",
                 side.name(),
                 secs(m.hv_first),
                 secs(m.dom0_first),
@@ -403,8 +485,9 @@ pub fn cmd(args: &Args) -> Result<()> {
                 secs(m.guest_first),
                 secs(m.init),
                 m.exit.as_secs_f64(),
-                m.hypercall_ns.map_or("-".into(), |n| n.to_string()),
-                m.syscall_ns.map_or("-".into(), |n| n.to_string()),
+                m.guest_hc.sysfs.map_or("-".into(), |n| n.to_string()),
+                m.guest_hc.privcmd.map_or("-".into(), |n| n.to_string()),
+                m.guest_hc.syscall.map_or("-".into(), |n| n.to_string()),
                 m.kept_mib.map_or("-".into(), |n| n.to_string()),
                 run.failure.as_ref().map_or(String::new(), |f| format!(" — FAILED: {f}")),
             );
@@ -429,13 +512,18 @@ pub fn cmd(args: &Args) -> Result<()> {
          - **Xen**: `multiboot2 xen.gz {XEN_CMDLINE}`, `module2 vmlinuz {XEN_DOM0_CMDLINE}`, a dom0 initramfs \
          (the same busybox one plus Xen's tools). Dom0 is **PV** (Xen's default); its `/xen-init` starts \
          xenstored, xen-init-dom0 and xenconsoled, then `xl create -c` a **PVH domU** (`type=\"pvh\"`, \
-         {GUEST_MEM_MIB} MiB, {CPUS} vCPUs) running the same vmlinuz and initramfs with `{GUEST_CMDLINE}`. \
+         {GUEST_MEM_MIB} MiB, {CPUS} vCPUs) running the same vmlinuz and initramfs with `{GUEST_CMDLINE}`; \
+         when the domU stops before its init, `/xen-init` reports xl's reason code and Xen's dump of its VMCB. \
          Xen's whole boot is its PV dom0 plus the domU; \"guest started\" includes libxl building the domain \
          (unpacking the XZ bzImage in dom0 user space).\n\
-         - Guest: busybox `/init`, then `/bin/hcbench` (xtask/assets/hcbench.c, static) issues `xen_version` \
-         (hypercall 17, `XENVER_version`) through `/dev/xen/privcmd`'s `IOCTL_PRIVCMD_HYPERCALL` 20,000 times and \
-         reports ns per call (CLOCK_MONOTONIC; under TCG guest time is emulated, so compare only side by side), \
-         then 20,000 `getppid` system calls for the system-call share; then the guest powers off.\n\
+         - Guest: busybox `/init`, then `/bin/hcbench` (xtask/assets/hcbench.c, static; 20,000 calls per \
+         figure, CLOCK_MONOTONIC in the guest; under TCG compare only side by side), then the guest powers off. \
+         It times `xen_version` (hypercall 17, `XENVER_version`) two ways: through `/dev/xen/privcmd`'s \
+         `IOCTL_PRIVCMD_HYPERCALL`, which this Linux (6.1.192) refuses outside a real dom0 (`xen_privcmd: No \
+         target domain found, blocking all hypercalls`: EPERM), and kernel-side, as the cost of reading \
+         `/sys/hypervisor/version/major` (each read issues `xen_version`) less that of reading \
+         `/sys/hypervisor/type` (no hypercall). It also times `getppid` (the bare system call). On Xen it runs \
+         in the PV dom0 too, before the domU, for reference.\n\
          - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
@@ -478,13 +566,16 @@ mod tests {
         m.see(Side::Keel, "(KEEL) dom0: 512 MiB, 2 vCPUs, kernel entry 0x1000850, command line \"x\"", s(3));
         m.see(Side::Keel, "(KEEL) (d0) [    0.000000] Linux version 6.1.0-56-amd64", s(5));
         m.see(Side::Keel, "(KEEL) (d0) KEEL-INIT: busybox init reached", s(9));
-        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: hypercall via=privcmd calls=20000 ns=4321 version=4.17", s(10));
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: hypercall failed: ioctl(…): Operation not permitted", s(10));
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: hypercall via=sysfs calls=20000 ns=4321 raw=5000 base=679", s(10));
         m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: syscall calls=20000 ns=999", s(10));
         assert_eq!(
             (m.hv_first, m.guest_start, m.guest_first, m.init),
             (Some(s(1)), Some(s(3)), Some(s(5)), Some(s(9)))
         );
-        assert_eq!((m.hypercall_ns, m.syscall_ns, m.kept_mib), (Some(4321), Some(999), Some(27)));
+        assert_eq!(m.guest_hc, Hc { privcmd: None, sysfs: Some(4321), syscall: Some(999) });
+        assert_eq!(m.kept_mib, Some(27));
+        assert_eq!(m.hypercall_failure.as_deref(), Some("ioctl(…): Operation not permitted"));
         assert_eq!(m.problem(), None);
     }
 
@@ -496,11 +587,23 @@ mod tests {
         m.see(Side::Xen, "[    0.000000] Linux version 6.1.0-56-amd64", s(20));
         assert_eq!((m.dom0_first, m.guest_first), (Some(s(20)), None));
         m.see(Side::Xen, "XEN-DOM0: memory total=2047 free=1510 dom0=512", s(30));
+        m.see(Side::Xen, "KEEL-BENCH: hypercall via=privcmd calls=20000 ns=777 version=4.17", s(30));
+        m.see(Side::Xen, "KEEL-BENCH: syscall calls=20000 ns=55", s(30));
         m.see(Side::Xen, "XEN-DOM0: xl create", s(31));
         m.see(Side::Xen, "[    0.000000] Linux version 6.1.0-56-amd64", s(50));
         m.see(Side::Xen, "KEEL-BENCH: hypercall failed: ioctl: Operation not permitted", s(60));
         assert_eq!((m.guest_start, m.guest_first, m.kept_mib), (Some(s(31)), Some(s(50)), Some(25)));
         assert_eq!(m.hypercall_failure.as_deref(), Some("ioctl: Operation not permitted"));
+        assert_eq!(m.dom0_hc, Hc { privcmd: Some(777), sysfs: None, syscall: Some(55) });
+        assert_eq!(m.guest_hc, Hc::default());
+        m.see(Side::Xen, "KEEL-BENCH: hypercall via=sysfs calls=20000 ns=-5 raw=5000 base=5005", s(60));
+        assert_eq!(m.guest_hc.sysfs, None);
+        m.see(Side::Xen, "XEN-DOM0: domU shut down, state ---s--, reason code 0 (0 poweroff)", s(61));
+        assert_eq!(m.domu_end.as_deref(), Some("state ---s--, reason code 0 (0 poweroff)"));
+        m.see(Side::Xen, "(XEN) exitcode = 0x78 exit_int_info = 0", s(62));
+        m.see(Side::Xen, "(XEN) RSP = 0xffffffff82a03e68  RIP = 0xffffffff81a592f9", s(62));
+        m.see(Side::Xen, "(XEN) RAX = 0x0000000000000000  RFLAGS=0x0000000000000082", s(62));
+        assert_eq!(m.domu_vmcb, "exitcode 0x78; RIP 0xffffffff81a592f9; RFLAGS 0x0000000000000082; ");
         assert!(m.problem().unwrap().contains("KEEL-INIT"));
     }
 

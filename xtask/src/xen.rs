@@ -172,11 +172,20 @@ fn libraries(root: &Path, binaries: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// The dom0 initramfs: `base`, Xen's tools and libraries, `/xen-init`, and the domU's kernel (`/domu/vmlinuz`),
-/// initramfs (`/domu/initrd.img`) and configuration (`/etc/xen/domu.cfg`, `domu_cfg`).
-pub fn dom0_initramfs(xen: &Xen, base: &Path, vmlinuz: &Path, guest_initrd: &Path, domu_cfg: &str) -> Result<PathBuf> {
+/// The images a Xen dom0 needs to start the domU.
+pub struct Domu<'a> {
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    /// `/etc/xen/domu.cfg`.
+    pub config: &'a str,
+}
+
+/// The dom0 initramfs: `base`, Xen's tools and libraries, `/xen-init`, `/bin/hcbench`, and the domU's kernel
+/// (`/domu/vmlinuz`), initramfs (`/domu/initrd.img`) and configuration (`/etc/xen/domu.cfg`).
+pub fn dom0_initramfs(xen: &Xen, base: &Path, hcbench: &Path, domu: &Domu) -> Result<PathBuf> {
     let stage = work_dir().join("dom0-root");
     util::remove_dir(&stage)?;
+    copy_exec(hcbench, &stage.join("bin/hcbench"))?;
     let tools: Vec<PathBuf> = TOOLS.iter().map(|t| xen.root.join(TOOLS_DIR).join(t)).collect();
     for tool in &tools {
         copy_exec(tool, &stage.join(TOOLS_DIR).join(tool.file_name().expect("a file")))?;
@@ -187,10 +196,10 @@ pub fn dom0_initramfs(xen: &Xen, base: &Path, vmlinuz: &Path, guest_initrd: &Pat
         let dest = if lib.starts_with("/lib64") { stage.join("lib64") } else { stage.join("lib/x86_64-linux-gnu") };
         copy_exec(&lib, &dest.join(name))?;
     }
-    copy_exec(vmlinuz, &stage.join("domu/vmlinuz"))?;
-    std::fs::copy(guest_initrd, stage.join("domu/initrd.img"))?;
+    copy_exec(domu.vmlinuz, &stage.join("domu/vmlinuz"))?;
+    std::fs::copy(domu.initrd, stage.join("domu/initrd.img"))?;
     std::fs::create_dir_all(stage.join("etc/xen"))?;
-    std::fs::write(stage.join("etc/xen/domu.cfg"), domu_cfg)?;
+    std::fs::write(stage.join("etc/xen/domu.cfg"), domu.config)?;
     // xl reads it, and complains on every call when it is missing.
     std::fs::write(stage.join("etc/xen/xl.conf"), "")?;
     std::fs::write(stage.join("xen-init"), DOM0_INIT)?;
