@@ -502,7 +502,7 @@ pub fn cmd(args: &Args) -> Result<()> {
     let count = |v: &[Run]| v.iter().filter(|r| r.failure.is_none()).count();
     let section = format!(
         "{BEGIN}\n## Keel against Debian's Xen 4.17 under the same QEMU\n\n\
-         Measured {date} by `cargo xtask bench --vs-xen` (`--vs-xen-runs {runs}`) on {cpu} ({ncpu} host CPUs), \
+         Measured {date} by `{command}` on {cpu} ({ncpu} host CPUs), \
          {qemu}; kernel {kpkg} ({kver}) for every guest. Runs alternate Keel, Xen, Keel, …; Keel {kn} of \
          {kt} runs and Xen {xn} of {xt} runs finished; the whole command took {elapsed:.1} min.\n\n\
          Machine: `qemu-system-x86_64 -accel tcg -cpu {tcg} -smp {CPUS} -m {MEM} -cdrom <iso> -boot d`, GRUB \
@@ -528,6 +528,7 @@ pub fn cmd(args: &Args) -> Result<()> {
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
         date = date.trim(),
+        command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" ")),
         cpu = bench::cpu_model(),
         ncpu = bench::host_cpus(),
         qemu = deps::qemu_version_line()?,
@@ -542,7 +543,7 @@ pub fn cmd(args: &Args) -> Result<()> {
             .iter()
             .filter_map(|(s, p)| p.as_ref().map(|p| format!("Image, {}: {}.\n", s.name(), p.image_note)))
             .collect::<String>(),
-        notes_block = if notes.is_empty() { String::new() } else { format!("\nFailures:\n{notes}") },
+        notes_block = if notes.is_empty() { String::new() } else { format!("\nFailures and refusals:\n{notes}") },
     );
     println!("{section}");
     if args.no_write || args.elf.elf.is_some() {
