@@ -500,9 +500,10 @@ pub fn cmd(args: &Args) -> Result<()> {
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     let elapsed = started.elapsed().as_secs_f64() / 60.0;
     let count = |v: &[Run]| v.iter().filter(|r| r.failure.is_none()).count();
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     let section = format!(
         "{BEGIN}\n## Keel against Debian's Xen 4.17 under the same QEMU\n\n\
-         Measured {date} by `{command}` on {cpu} ({ncpu} host CPUs), \
+         Measured {date} by `cargo xtask {command}` on {cpu} ({ncpu} host CPUs), \
          {qemu}; kernel {kpkg} ({kver}) for every guest. Runs alternate Keel, Xen, Keel, …; Keel {kn} of \
          {kt} runs and Xen {xn} of {xt} runs finished; the whole command took {elapsed:.1} min.\n\n\
          Machine: `qemu-system-x86_64 -accel tcg -cpu {tcg} -smp {CPUS} -m {MEM} -cdrom <iso> -boot d`, GRUB \
@@ -528,7 +529,6 @@ pub fn cmd(args: &Args) -> Result<()> {
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
         date = date.trim(),
-        command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" ")),
         cpu = bench::cpu_model(),
         ncpu = bench::host_cpus(),
         qemu = deps::qemu_version_line()?,
