@@ -85,7 +85,7 @@ case "$cmdline" in
     poweroff -f
     ;;
 *" keel.init=bench "*)
-    # `cargo xtask bench --vs-xen`: null-hypercall round trips through privcmd (/bin/hcbench, when the
+    # `cargo xtask bench --vs-xen`: null-hypercall round trips (/bin/hcbench: privcmd and /sys/hypervisor, when the
     # initramfs carries it; keel.bench.calls=N sets the count), then power off.
     calls=20000
     case "$cmdline" in
