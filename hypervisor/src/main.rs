@@ -64,10 +64,29 @@ mod bare {
         (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64)
     }
 
+    /// Fills the unused part of the boot stack with [`percpu::STACK_FILL`] and records it as CPU 0's stack.
+    fn fill_boot_stack() {
+        extern "C" {
+            static boot_stack_bottom: u8;
+            static boot_stack_top: u8;
+        }
+        let (bottom, top) = (core::ptr::addr_of!(boot_stack_bottom) as u64, core::ptr::addr_of!(boot_stack_top) as u64);
+        let rsp: u64;
+        // SAFETY: reads the stack pointer only.
+        unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
+        // Leave a margin below the live frames.
+        let end = rsp.saturating_sub(1024).max(bottom);
+        // SAFETY: [bottom, end) is the unused part of the boot stack (entry.S reserves it in .bss), below every
+        // live frame; nothing else uses it.
+        unsafe { core::ptr::write_bytes(bottom as *mut u8, percpu::STACK_FILL, (end - bottom) as usize) };
+        percpu::cpu(0).set_stack(bottom, top - bottom);
+    }
+
     /// Called by `boot/entry.S` on the boot CPU, in long mode on the boot stack.
     #[no_mangle]
     extern "C" fn keel_start_bsp(protocol: u32, info_paddr: u32) -> ! {
         percpu::install(0, 0);
+        fill_boot_stack();
         console::set_cpu_id_fn(percpu::current_index);
         // SAFETY: HEAP_AREA is used by nothing but the allocator, initialised exactly once, here.
         unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE) };

@@ -70,6 +70,31 @@ pub fn has_pending_interrupt(dom: &Domain, v: &Vcpu) -> bool {
     evtchn::upcall_pending(dom, v) || v.nmi_pending.load(Ordering::Acquire) || v.lapic.lock().pending().is_some()
 }
 
+/// After a triple fault: how the vCPU's page tables map its IDT (a fault delivering an event usually means the
+/// IDT or the stack is not mapped), and the other vCPUs' CR3s, for the log.
+fn log_idt_walk(dom: &Domain, v: &Vcpu, hw: &HwVcpu) {
+    let p = hw.paging();
+    let Some(idtr) = hw.idtr_base() else { return };
+    let chain = {
+        let mem = dom.mem.lock();
+        crate::hvm::walk::long_mode_chain(p.cr3, idtr, |g| mem.read_val::<u64>(g).ok())
+    };
+    let mut text = alloc::string::String::new();
+    for (level, idx, e) in chain {
+        text.push_str(&format!(" L{level}[{idx}]={e:#x}"));
+    }
+    crate::error!("d{}v{} IDT {idtr:#x} through CR3 {:#x}:{text}", dom.id, v.id, p.cr3);
+    for o in dom.vcpus.iter().filter(|o| o.id != v.id) {
+        crate::error!(
+            "d{}v{}: state {:?}, last RIP {:#x}",
+            dom.id,
+            o.id,
+            o.state(),
+            o.last_rip.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// Handles one exit.
 pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> Outcome {
     match exit {
@@ -122,6 +147,7 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
                 *v.last_injected.lock()
             ));
             crate::error!("d{}v{} state: {}", dom.id, v.id, hw.describe());
+            log_idt_walk(dom, v, hw);
             Outcome::Stop
         }
         Exit::ExternalInterrupt | Exit::Nmi | Exit::InterruptWindow | Exit::Init => Outcome::Continue,
@@ -131,6 +157,8 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
         }
         Exit::Exception { vector, error } => {
             dom.crash(&format!("unexpected exception {vector} (error {error:?}) at RIP {:#x}", hw.rip()));
+            crate::error!("d{}v{} state: {}", dom.id, v.id, hw.describe());
+            log_idt_walk(dom, v, hw);
             Outcome::Stop
         }
         Exit::InvalidState { detail } => {

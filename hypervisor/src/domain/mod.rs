@@ -165,6 +165,7 @@ impl Memory {
     /// (owned RAM that is replaced is freed).
     pub fn map_foreign_frame(&mut self, gpa: u64, hpa: u64) -> Result<(), &'static str> {
         if let Some(old) = self.p2m.unmap_4k(&mut MachineFrames, gpa) {
+            crate::debug!("p2m: gpa {gpa:#x} was mapped (owned: {}), now {hpa:#x}", old.owned);
             if old.owned {
                 crate::mm::free_frame(old.hpa);
                 self.tot_pages -= 1;
@@ -234,6 +235,8 @@ pub struct Vcpu {
     pub fpu: Mutex<crate::arch::x86::fpu::FpuState>,
     /// Last physical CPU the vCPU ran on (u32::MAX: never).
     pub last_cpu: AtomicU32,
+    /// The domain's guest-physical map changed: flush this vCPU's guest translations before its next entry.
+    pub tlb_flush_pending: AtomicBool,
     /// Set while an interrupt injection is waiting for a window.
     pub window_requested: AtomicBool,
     /// The virtual local APIC.
@@ -463,6 +466,18 @@ impl Domain {
     }
 
     /// The one place a misbehaving domain is ended: logs why, stops its vCPUs. The host carries on.
+    /// The guest-physical map changed (a frame replaced or added): every vCPU flushes its cached guest
+    /// translations before it next enters the guest, and those running now are made to exit first, so that none
+    /// keeps using a frame that has left the domain.
+    pub fn p2m_changed(&self) {
+        for v in &self.vcpus {
+            v.tlb_flush_pending.store(true, Ordering::Release);
+            if v.state() == VcpuState::Running {
+                crate::sched::kick(v);
+            }
+        }
+    }
+
     pub fn crash(&self, why: &str) {
         {
             let mut s = self.state.lock();
@@ -561,6 +576,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     msrs: Mutex::new(BTreeMap::new()),
                     fpu: Mutex::new(crate::arch::x86::fpu::FpuState::new()),
                     last_cpu: AtomicU32::new(u32::MAX),
+                    tlb_flush_pending: AtomicBool::new(false),
                     window_requested: AtomicBool::new(false),
                     lapic: Mutex::new(Vlapic::new(i)),
                     exits: AtomicU64::new(0),

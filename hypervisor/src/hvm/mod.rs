@@ -266,6 +266,11 @@ impl HwVcpu {
         dispatch!(self, v => v.corrupt_for_test())
     }
 
+    /// The guest's IDTR base (for diagnostics).
+    pub fn idtr_base(&self) -> Option<u64> {
+        dispatch!(self, v => v.idtr_base())
+    }
+
     /// Reads a guest MSR that the hardware keeps in its control structure, or None.
     pub fn read_msr(&self, msr: u32) -> Option<u64> {
         dispatch!(self, v => v.read_msr(msr))

@@ -2,6 +2,7 @@
 //! 32-bit, PAE, 4-level; 4 MiB/2 MiB/1 GiB pages). Guest memory is read through a closure so this stays pure.
 
 use super::PagingState;
+use alloc::vec::Vec;
 
 const CR0_PG: u64 = 1 << 31;
 const CR4_PSE: u64 = 1 << 4;
@@ -15,6 +16,24 @@ pub enum WalkError {
     NotPresent,
     /// A page table lies outside guest memory.
     BadTable(u64),
+}
+
+/// The 4-level page-table entries met on the way to `linear` (long mode only), top level first, each as
+/// (level, index, entry); the walk stops at a non-present or large entry, or an unreadable table. For diagnostics.
+pub fn long_mode_chain(cr3: u64, linear: u64, mut read_u64: impl FnMut(u64) -> Option<u64>) -> Vec<(u32, u64, u64)> {
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    let mut out = Vec::new();
+    let mut table = cr3 & ADDR;
+    for level in (1..=4u32).rev() {
+        let idx = (linear >> (12 + 9 * (level - 1))) & 511;
+        let Some(e) = read_u64(table + idx * 8) else { break };
+        out.push((level, idx, e));
+        if e & 1 == 0 || (level > 1 && level < 4 && e & (1 << 7) != 0) {
+            break;
+        }
+        table = e & ADDR;
+    }
+    out
 }
 
 /// Translates `linear` using the guest's paging state. `read_u64(gpa)` reads guest-physical memory.

@@ -21,7 +21,7 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
                     let gpa = a.gpfn.checked_mul(4096).filter(|g| *g < 1 << 52).ok_or(EINVAL)?;
                     c.dom.mem.lock().map_foreign_frame(gpa, c.dom.shared_info).map_err(|_| EINVAL)?;
                     c.dom.shared_info_gfn.store(a.gpfn, Ordering::Release);
-                    c.hw.flush_tlb();
+                    c.dom.p2m_changed();
                     for v in &c.dom.vcpus {
                         crate::domain::pvclock::update(c.dom, v);
                     }
@@ -44,7 +44,8 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
                         frames[idx]
                     };
                     c.dom.mem.lock().map_foreign_frame(gpa, frame).map_err(|_| EINVAL)?;
-                    c.hw.flush_tlb();
+                    crate::debug!("d{}: grant-table frame {idx} at gfn {:#x}", c.dom.id, a.gpfn);
+                    c.dom.p2m_changed();
                     Ok(Action::Return(0))
                 }
                 _ => Err(ENOSYS),

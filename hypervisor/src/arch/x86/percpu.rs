@@ -37,9 +37,35 @@ pub struct PerCpu {
     last_vcpu: AtomicU64,
     /// Linear address of this CPU's TSS.
     tss_base: AtomicU64,
+    /// Lowest address and size of this CPU's stack (filled with [`STACK_FILL`] at start, for [`Self::stack_used`]).
+    stack_bottom: AtomicU64,
+    stack_size: AtomicU64,
 }
 
+/// What an unused stack byte holds, so that the deepest use can be found afterwards.
+pub const STACK_FILL: u8 = 0x5a;
+
 impl PerCpu {
+    /// Records this CPU's stack (already filled with [`STACK_FILL`] below the part in use).
+    pub fn set_stack(&self, bottom: u64, size: u64) {
+        self.stack_bottom.store(bottom, Ordering::Relaxed);
+        self.stack_size.store(size, Ordering::Relaxed);
+    }
+
+    /// The deepest this CPU's stack has been, in bytes, and its size (None before `set_stack`).
+    pub fn stack_used(&self) -> Option<(u64, u64)> {
+        let (bottom, size) = (self.stack_bottom.load(Ordering::Relaxed), self.stack_size.load(Ordering::Relaxed));
+        if bottom == 0 {
+            return None;
+        }
+        // SAFETY: [bottom, bottom + size) is this CPU's stack, identity-mapped for Keel's whole life; bytes
+        // below the deepest use still hold STACK_FILL, and reading them races with nothing that matters.
+        let untouched = (0..size)
+            .take_while(|&i| unsafe { core::ptr::read_volatile((bottom + i) as *const u8) } == STACK_FILL)
+            .count() as u64;
+        Some((size - untouched, size))
+    }
+
     const fn new() -> Self {
         Self {
             self_ptr: AtomicU64::new(0),
@@ -51,6 +77,8 @@ impl PerCpu {
             svm_host_vmcb: AtomicU64::new(0),
             last_vcpu: AtomicU64::new(0),
             tss_base: AtomicU64::new(0),
+            stack_bottom: AtomicU64::new(0),
+            stack_size: AtomicU64::new(0),
         }
     }
 
@@ -98,6 +126,15 @@ static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// The block of CPU `index`.
+/// Logs how deep each CPU's stack has been.
+pub fn log_stack_use() {
+    for (i, c) in CPUS.iter().enumerate() {
+        if let Some((used, size)) = c.stack_used() {
+            crate::info!("CPU{i}: stack high-water {} of {} KiB", used.div_ceil(1024), size / 1024);
+        }
+    }
+}
+
 pub fn cpu(index: usize) -> &'static PerCpu {
     &CPUS[index]
 }

@@ -15,6 +15,7 @@ pub fn init(info: PowerInfo) {
 
 /// Powers the machine off. Returns only if every method failed.
 pub fn power_off() {
+    super::percpu::log_stack_use();
     crate::info!("Powering off");
     cpu::disable_interrupts();
     if let Some(p) = POWER.get() {
@@ -41,6 +42,7 @@ pub fn power_off() {
 
 /// Reboots the machine; never returns.
 pub fn reboot() -> ! {
+    super::percpu::log_stack_use();
     crate::info!("Rebooting");
     cpu::disable_interrupts();
     if let Some((port, value)) = POWER.get().and_then(|p| p.reset) {

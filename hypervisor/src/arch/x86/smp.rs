@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Physical address the trampoline is copied to (SIPI vector 8).
 pub const TRAMPOLINE_PADDR: u64 = 0x8000;
-const AP_STACK_SIZE: usize = 64 * 1024;
+const AP_STACK_SIZE: usize = 256 * 1024;
 
 /// The trampoline blob and the offsets of its data block (from `boot/ap_trampoline.S`).
 pub struct Trampoline {
@@ -50,8 +50,10 @@ pub fn start_aps(t: &Trampoline, apic_ids: &[u32], cr3: u64, entry: ApEntry, lim
             continue;
         }
         let index = online;
-        let stack: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_SIZE].into_boxed_slice());
+        let stack: &'static mut [u8] =
+            alloc::boxed::Box::leak(alloc::vec![percpu::STACK_FILL; AP_STACK_SIZE].into_boxed_slice());
         let top = (stack.as_ptr() as u64 + AP_STACK_SIZE as u64) & !15;
+        percpu::cpu(index).set_stack(stack.as_ptr() as u64, AP_STACK_SIZE as u64);
         slot(t.cr3).store(cr3, Ordering::SeqCst);
         slot(t.stack).store(top, Ordering::SeqCst);
         slot(t.entry).store(entry as usize as u64, Ordering::SeqCst);

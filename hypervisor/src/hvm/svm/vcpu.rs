@@ -405,6 +405,10 @@ impl SvmVcpu {
         self.vmcb_mut().efer &= !efer::SVME;
     }
 
+    pub fn idtr_base(&self) -> Option<u64> {
+        Some(self.vmcb().idtr.base)
+    }
+
     pub fn flush_tlb(&mut self) {
         let flush_by_asid = self.flush_by_asid;
         self.vmcb_mut().tlb_control =
