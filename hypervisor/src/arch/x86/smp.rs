@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Physical address the trampoline is copied to (SIPI vector 8).
 pub const TRAMPOLINE_PADDR: u64 = 0x8000;
-const AP_STACK_SIZE: usize = 256 * 1024;
+const AP_STACK_SIZE: usize = 64 * 1024;
 
 /// The trampoline blob and the offsets of its data block (from `boot/ap_trampoline.S`).
 pub struct Trampoline {
