@@ -17,7 +17,7 @@ pub enum Outcome {
     Continue,
     /// Give up the CPU, stay runnable.
     Yield,
-    /// Give up the CPU to every other runnable vCPU first (a PAUSE loop, SCHEDOP_yield), stay runnable.
+    /// Give up the CPU to the other runnable vCPUs of the same priority first (a PAUSE loop), stay runnable.
     YieldToOthers,
     /// Block until an event or timer.
     Block,

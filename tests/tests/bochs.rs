@@ -113,9 +113,9 @@ mod on_bochs {
     fn vmx_on_sandy_bridge() {
         let run = vmx_run();
         run.assert_no_line("HVM/PVH guests are unavailable");
-        // What Keel's VMX backend uses of the model: EPT, VPID, unrestricted guest (no PAUSE-loop exiting here,
+        // What Keel's VMX backend uses of the model: EPT, RDTSCP, VPID, unrestricted guest (no PAUSE-loop exiting here,
         // so every PAUSE exits).
-        run.assert_exact_line("(KEEL) VMX: secondary controls: EPT VPID unrestricted-guest");
+        run.assert_exact_line("(KEEL) VMX: secondary controls: EPT RDTSCP VPID unrestricted-guest");
         for n in 0..2 {
             run.assert_exact_line(&format!("(KEEL) CPU{n}: VMXON is done"));
         }

@@ -91,7 +91,7 @@ pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
     let (rax, out) = match r {
         Ok(Action::Return(x)) => (x, Outcome::Continue),
         Ok(Action::Block) => (0, Outcome::Block),
-        Ok(Action::Yield) => (0, Outcome::YieldToOthers),
+        Ok(Action::Yield) => (0, Outcome::Yield),
         Ok(Action::Stop) => (0, Outcome::Stop),
         Err(e) => ((-e) as u64, Outcome::Continue),
     };

@@ -46,8 +46,8 @@ pub struct VcpuSched {
     queued: AtomicBool,
     /// Capped and out of credit: not to run until the next accounting.
     parked: AtomicBool,
-    /// Gave up its CPU spinning on PAUSE or by SCHEDOP_yield: every other runnable vCPU goes first, once (as
-    /// Xen's credit scheduler treats a yield).
+    /// Gave up its CPU spinning on PAUSE: the other runnable vCPUs of its priority go first, once (as Xen's
+    /// credit scheduler treats a yield).
     yielded: AtomicBool,
     /// CPU whose queue it belongs to.
     pub processor: AtomicU32,
@@ -181,18 +181,18 @@ pub fn domain_destroyed(dom: &Arc<Domain>) {
 /// Takes the best vCPU this CPU may run: from its own queue, or stolen from another when it has nothing better
 /// than OVER.
 fn pick(cpu: u32) -> Option<Arc<Vcpu>> {
-    // Best priority first; among equals, the vCPU with the most credit left (the one furthest behind its
-    // share), which keeps shares proportional to weight even with coarse time slices. A vCPU that yielded
-    // while spinning comes after every other one.
+    // Best priority first; among equals, one that did not just yield (Xen's credit1 puts a yielding vCPU behind
+    // the others of its priority), then the one with the most credit left (the one furthest behind its share),
+    // which keeps shares proportional to weight even with coarse time slices.
     let take_best = |q: &mut VecDeque<Arc<Vcpu>>, max: Priority| -> Option<Arc<Vcpu>> {
-        let mut best: Option<(usize, (bool, Priority, i64))> = None;
+        let mut best: Option<(usize, (Priority, bool, i64))> = None;
         for (i, v) in q.iter().enumerate() {
             let dead = v.state() == VcpuState::Dead;
             if !cpu_allowed(v, cpu) || (v.sched.parked.load(Ordering::Relaxed) && !dead) {
                 continue;
             }
             let p = if dead { Priority::Boost } else { v.sched.priority() };
-            let key = (v.sched.yielded.load(Ordering::Relaxed) && !dead, p, -v.sched.credit.load(Ordering::Relaxed));
+            let key = (p, v.sched.yielded.load(Ordering::Relaxed) && !dead, -v.sched.credit.load(Ordering::Relaxed));
             if p <= max && best.is_none_or(|(_, b)| key < b) {
                 best = Some((i, key));
             }
