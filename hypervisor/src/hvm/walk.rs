@@ -130,6 +130,22 @@ mod tests {
     }
 
     #[test]
+    fn long_mode_chain_lists_each_level_and_stops_early() {
+        let mut m = BTreeMap::new();
+        m.insert(0x1000u64, 0x2003u64);
+        m.insert(0x2000, 0x3003);
+        m.insert(0x3000, 0x0020_0083); // 2 MiB page: the chain ends at level 2
+        m.insert(0x3008, 0x5003);
+        let r = |a: u64| m.get(&a).copied().or(Some(0));
+        assert_eq!(long_mode_chain(0x1000, 0x1234, r), [(4, 0, 0x2003), (3, 0, 0x3003), (2, 0, 0x0020_0083)]);
+        // PD[1] -> PT 0x5000, whose entry is not present: all four levels, the last one 0.
+        assert_eq!(long_mode_chain(0x1000, 0x20_0000, r), [(4, 0, 0x2003), (3, 0, 0x3003), (2, 1, 0x5003), (1, 0, 0)]);
+        // A top-level entry that is not present ends the chain there; an unreadable table gives nothing.
+        assert_eq!(long_mode_chain(0x1000, 1 << 39, r), [(4, 1, 0)]);
+        assert!(long_mode_chain(0x1000, 0, |_| None).is_empty());
+    }
+
+    #[test]
     fn legacy_32bit_with_4m_pages() {
         let mut m = BTreeMap::new();
         // PDE 1 (for 0x0040_0000..) is a 4 MiB page at 0x0c00_0000; stored as the high half of qword 0x1000.
