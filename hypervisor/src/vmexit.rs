@@ -74,7 +74,7 @@ pub fn has_pending_interrupt(dom: &Domain, v: &Vcpu) -> bool {
 /// IDT or the stack is not mapped), and the other vCPUs' CR3s, for the log.
 fn log_idt_walk(dom: &Domain, v: &Vcpu, hw: &HwVcpu) {
     let p = hw.paging();
-    let Some(idtr) = hw.idtr_base() else { return };
+    let idtr = hw.idtr_base();
     let chain = {
         let mem = dom.mem.lock();
         crate::hvm::walk::long_mode_chain(p.cr3, idtr, |g| mem.read_val::<u64>(g).ok())

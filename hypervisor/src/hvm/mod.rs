@@ -267,7 +267,7 @@ impl HwVcpu {
     }
 
     /// The guest's IDTR base (for diagnostics).
-    pub fn idtr_base(&self) -> Option<u64> {
+    pub fn idtr_base(&self) -> u64 {
         dispatch!(self, v => v.idtr_base())
     }
 

@@ -405,8 +405,8 @@ impl SvmVcpu {
         self.vmcb_mut().efer &= !efer::SVME;
     }
 
-    pub fn idtr_base(&self) -> Option<u64> {
-        Some(self.vmcb().idtr.base)
+    pub fn idtr_base(&self) -> u64 {
+        self.vmcb().idtr.base
     }
 
     pub fn flush_tlb(&mut self) {

@@ -738,8 +738,8 @@ impl VmxVcpu {
             .write(if on { p | ctl::PROC_INTR_WINDOW } else { p & !ctl::PROC_INTR_WINDOW } as u64);
     }
 
-    pub fn idtr_base(&self) -> Option<u64> {
-        Some(GuestN::IdtrBase.read())
+    pub fn idtr_base(&self) -> u64 {
+        GuestN::IdtrBase.read()
     }
 
     pub fn flush_tlb(&mut self) {
