@@ -10,6 +10,8 @@
 .set AP_BASE, 0x8000
 .set CR0_PE,   0x00000001
 .set CR0_WP,   0x00010000
+.set CR0_NW,   0x20000000
+.set CR0_CD,   0x40000000
 .set CR0_PG,   0x80000000
 .set CR4_PAE,  0x00000020
 .set MSR_EFER, 0xc0000080
@@ -29,6 +31,8 @@ ap_tramp_start:
     movw %ax, %ss
     lgdtl (ap_tramp_gdtr - ap_tramp_start + AP_BASE)
     movl %cr0, %eax
+    /* An AP comes out of INIT with caching disabled (CD and NW set): turn caching on, as the BIOS did on the BSP. */
+    andl $~(CR0_CD | CR0_NW), %eax
     orl $CR0_PE, %eax
     movl %eax, %cr0
     ljmpl $0x08, $(ap_tramp_32 - ap_tramp_start + AP_BASE)

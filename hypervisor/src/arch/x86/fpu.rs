@@ -42,12 +42,15 @@ impl FpuState {
     }
 }
 
-/// Enables FXSAVE/SSE state handling on this CPU (CR4.OSFXSR and OSXMMEXCPT), needed to save guest state.
+/// Enables FXSAVE/SSE state handling on this CPU (CR4.OSFXSR and OSXMMEXCPT), needed to save guest state, and
+/// makes sure caching is on (CR0.CD/NW clear).
 pub fn init_this_cpu() {
     // SAFETY: setting OSFXSR/OSXMMEXCPT only lets FXSAVE/FXRSTOR cover the SSE registers; Keel's code uses no SSE.
     unsafe { super::cpu::write_cr4(super::cpu::read_cr4() | super::cpu::cr4::OSFXSR | 1 << 10) };
     let cr0 = super::cpu::read_cr0();
+    // CD (bit 30) and NW (bit 29) are also cleared: an AP leaves INIT with caching disabled, and nothing else
+    // turns it on (the trampoline does too; this covers any other way in).
     // SAFETY: clearing EM and TS, setting MP and NE: FPU instructions execute natively, errors are reported by
-    // exception; paging and protection bits are untouched.
-    unsafe { super::cpu::write_cr0((cr0 & !(1 << 2 | 1 << 3)) | 1 << 1 | 1 << 5) };
+    // exception; clearing CD/NW turns normal caching on; paging and protection bits are untouched.
+    unsafe { super::cpu::write_cr0((cr0 & !(1 << 2 | 1 << 3 | 1 << 29 | 1 << 30)) | 1 << 1 | 1 << 5) };
 }
