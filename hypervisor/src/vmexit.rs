@@ -80,10 +80,23 @@ fn log_idt_walk(dom: &Domain, v: &Vcpu, hw: &HwVcpu) {
         crate::hvm::walk::long_mode_chain(p.cr3, idtr, |g| mem.read_val::<u64>(g).ok())
     };
     let mut text = alloc::string::String::new();
-    for (level, idx, e) in chain {
+    for &(level, idx, e) in &chain {
         text.push_str(&format!(" L{level}[{idx}]={e:#x}"));
     }
     crate::error!("d{}v{} IDT {idtr:#x} through CR3 {:#x}:{text}", dom.id, v.id, p.cr3);
+    // A last page fault inside the IDT page that the guest's tables map means the CPU failed to read a present
+    // gate: the guest's page tables did not cause it. Keel has seen this only under QEMU TCG's nested SVM (see
+    // docs/testing.md, "A QEMU defect").
+    let cr2 = hw.cr2();
+    let leaf_present = chain.last().is_some_and(|&(level, _, e)| e & 1 != 0 && (level == 1 || e & (1 << 7) != 0));
+    if cr2 & !0xfff == idtr & !0xfff && leaf_present {
+        crate::error!(
+            "d{}v{}: its last page fault (CR2 {cr2:#x}) was on its IDT, which its page tables map: the CPU did not \
+             read a present IDT",
+            dom.id,
+            v.id
+        );
+    }
     for o in dom.vcpus.iter().filter(|o| o.id != v.id) {
         crate::error!(
             "d{}v{}: state {:?}, last RIP {:#x}",

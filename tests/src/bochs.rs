@@ -263,6 +263,7 @@ impl Bochs {
             qemu_output: notes,
             elapsed,
             timed_lines,
+            cpu_triple_fault: false,
         };
         eprintln!(
             "[{}] {}, {:.1} s, {} serial lines",

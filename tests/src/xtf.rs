@@ -265,6 +265,7 @@ mod tests {
             qemu_output: String::new(),
             elapsed: std::time::Duration::ZERO,
             timed_lines: Vec::new(),
+            cpu_triple_fault: false,
         }
     }
 

@@ -271,6 +271,11 @@ impl HwVcpu {
         dispatch!(self, v => v.idtr_base())
     }
 
+    /// The guest's CR2, the address of its last page fault (for diagnostics).
+    pub fn cr2(&self) -> u64 {
+        dispatch!(self, v => v.cr2())
+    }
+
     /// Reads a guest MSR that the hardware keeps in its control structure, or None.
     pub fn read_msr(&self, msr: u32) -> Option<u64> {
         dispatch!(self, v => v.read_msr(msr))

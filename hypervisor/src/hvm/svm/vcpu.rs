@@ -409,6 +409,10 @@ impl SvmVcpu {
         self.vmcb().idtr.base
     }
 
+    pub fn cr2(&self) -> u64 {
+        self.vmcb().cr2
+    }
+
     pub fn flush_tlb(&mut self) {
         let flush_by_asid = self.flush_by_asid;
         self.vmcb_mut().tlb_control =

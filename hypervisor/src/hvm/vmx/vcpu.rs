@@ -742,6 +742,11 @@ impl VmxVcpu {
         GuestN::IdtrBase.read()
     }
 
+    /// VMX does not switch CR2: after an exit the register still holds the guest's (Keel takes no page faults).
+    pub fn cr2(&self) -> u64 {
+        crate::arch::x86::cpu::read_cr2()
+    }
+
     pub fn flush_tlb(&mut self) {
         self.flush = true;
     }
