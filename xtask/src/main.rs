@@ -9,6 +9,7 @@ mod initramfs;
 mod kernel;
 mod lint;
 mod qemu;
+mod qemu_defect;
 mod test;
 mod util;
 mod vs_xen;
@@ -46,6 +47,8 @@ enum Cmd {
     Test(test::Args),
     /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md; `--vs-xen`: side by side with Xen 4.17.
     Bench(bench::Args),
+    /// Run the reproducer of the QEMU TCG nested-SVM defect of docs/testing.md and report whether this QEMU has it.
+    QemuDefect(qemu_defect::Args),
 }
 
 /// `--elf PATH`: use this ELF instead of building the hypervisor.
@@ -80,6 +83,7 @@ fn dispatch(cmd: Cmd) -> util::Result<()> {
         Cmd::Run(args) => qemu::run(&args),
         Cmd::Test(args) => test::cmd(&args),
         Cmd::Bench(args) => bench::cmd(&args),
+        Cmd::QemuDefect(args) => qemu_defect::cmd(&args),
     }
 }
 

@@ -419,7 +419,12 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         hw.flush_tlb();
     }
     hw.load();
-    v.fpu.lock().restore();
+    // The FPU still holds this vCPU's registers when nothing else ran here since and it ran nowhere else (Keel itself
+    // uses no FPU or SSE), so FXRSTOR is needed only then. Besides the time, this spares QEMU TCG's nested SVM a
+    // racy update of CPU 0's state on every FXRSTOR (docs/testing.md, "A QEMU defect").
+    if moved || switched {
+        v.fpu.lock().restore();
+    }
     let start = time::now_ns();
     // Credit is burnt as the vCPU runs (not only when it stops), so that accounting sees the truth.
     let mut debited = start;
