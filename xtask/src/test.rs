@@ -66,45 +66,31 @@ pub fn cmd(args: &Args) -> Result<()> {
     let result = all(args, &mut steps);
     steps.summary(start.elapsed());
     let logs = util::target_dir().join("test-logs");
-    print_retries(&logs);
+    // Runs repeated because the QEMU defect of docs/testing.md ended them (`keel_tests::Run::emulator_defect`), whether
+    // or not the repeat passed, so that they are never silent.
+    print_notes(&logs, "retried", "repeated run", ("first run's serial log", "first.log"));
     if result.is_err() {
-        print_failures(&logs);
+        // The failure and the last serial lines of each failed run, printed last so that a CI log cut short in the
+        // middle still shows them.
+        print_notes(&logs, "failed", "failed run", ("full serial log", "log"));
     }
     result
 }
 
-/// The `<name>.retried` notes of runs repeated because the QEMU defect of docs/testing.md ended them (see
-/// `keel_tests::Run::emulator_defect`), printed whether or not the repeat passed, so that they are never silent.
-fn print_retries(logs: &std::path::Path) {
-    for path in notes(logs, "retried") {
-        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        eprintln!(
-            "\n== run {name} was repeated (first run's serial log: {}) ==\n{}",
-            util::show(&path.with_extension("first.log")),
-            text.trim_end()
-        );
-    }
-}
-
-/// The files in `logs` whose extension is `ext`, sorted.
-fn notes(logs: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(logs) else { return Vec::new() };
-    let mut found: Vec<_> =
+/// Prints each `<name>.<ext>` note the boot-test harness left in `logs` under a `== <title> <name> ==` heading that
+/// points at the run's serial log (`<name>.<log.1>`, described as `log.0`).
+fn print_notes(logs: &std::path::Path, ext: &str, title: &str, log: (&str, &str)) {
+    let Ok(entries) = std::fs::read_dir(logs) else { return };
+    let mut notes: Vec<_> =
         entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect();
-    found.sort();
-    found
-}
-
-/// The `<name>.failed` notes the boot-test harness leaves in the log directory (the failure and the last serial
-/// lines of that run), printed last so that a CI log cut short in the middle still shows them.
-fn print_failures(logs: &std::path::Path) {
-    for path in notes(logs, "failed") {
+    notes.sort();
+    for path in notes {
         let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let (what, log_ext) = log;
         eprintln!(
-            "\n== failed run {name} (full serial log: {}) ==\n{}",
-            util::show(&path.with_extension("log")),
+            "\n== {title} {name} ({what}: {}) ==\n{}",
+            util::show(&path.with_extension(log_ext)),
             text.trim_end()
         );
     }
