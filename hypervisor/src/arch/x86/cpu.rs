@@ -155,6 +155,15 @@ pub fn read_cr2() -> u64 {
     v
 }
 
+/// Writes CR2 (a guest's last page-fault address, which VMX does not switch).
+///
+/// # Safety
+/// Nothing in Keel relies on CR2 between its own page faults; the caller restores a guest's value before entry.
+pub unsafe fn write_cr2(v: u64) {
+    // SAFETY: see the function's contract; writing CR2 has no other effect.
+    unsafe { asm!("mov cr2, {}", in(reg) v, options(nomem, nostack, preserves_flags)) };
+}
+
 /// CR3: the current page-table root.
 pub fn read_cr3() -> u64 {
     let v;

@@ -174,6 +174,9 @@ pub struct VmxVcpu {
     swapped: [u64; 6],
     /// Break the guest state before the next entry ([`Self::corrupt_for_test`]).
     corrupt: bool,
+    /// The guest's CR2: VMX does not switch it, so it is put back before each entry (another vCPU may have run on
+    /// this CPU since) and read after each exit.
+    cr2: u64,
     /// Guest translations are tagged with [`VPID`].
     vpid: bool,
     /// Guests may run RDTSCP (and IA32_TSC_AUX is switched).
@@ -241,6 +244,7 @@ impl VmxVcpu {
             cr4_fixed: (cap(0x488), cap(0x489)),
             swapped: [0; 6],
             corrupt: false,
+            cr2: 0,
             vpid: false,
             rdtscp: false,
         };
@@ -516,8 +520,13 @@ impl VmxVcpu {
         if core::mem::take(&mut self.corrupt) {
             let _ = GuestN::Rflags.write(GuestN::Rflags.read() & !2);
         }
+        if crate::arch::x86::cpu::read_cr2() != self.cr2 {
+            // SAFETY: the guest's own CR2, put back for the entry below; Keel does not use CR2.
+            unsafe { crate::arch::x86::cpu::write_cr2(self.cr2) };
+        }
         // SAFETY: the VMCS is current on this CPU and fully built; `gprs` is exclusively borrowed.
         let failed = unsafe { keel_vmx_run(&mut self.gprs, self.launched as u64) };
+        self.cr2 = crate::arch::x86::cpu::read_cr2();
         crate::arch::x86::cpu::enable_interrupts();
         if failed != 0 {
             let err = Exit32::InstructionError.read();
@@ -742,9 +751,8 @@ impl VmxVcpu {
         GuestN::IdtrBase.read()
     }
 
-    /// VMX does not switch CR2: after an exit the register still holds the guest's (Keel takes no page faults).
     pub fn cr2(&self) -> u64 {
-        crate::arch::x86::cpu::read_cr2()
+        self.cr2
     }
 
     pub fn flush_tlb(&mut self) {
