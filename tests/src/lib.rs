@@ -219,9 +219,9 @@ impl Qemu {
         // QEMU also logs CPU resets (a triple fault of Keel itself ends QEMU with status 0 under -no-reboot, like
         // a power-off) and guest errors, into the log directory (or a temporary file); a triple fault's dump joins
         // the failure report.
-        let keep_debug_log = std::env::var_os("KEEL_LOG_DIR").is_some();
-        let debug_log = match std::env::var_os("KEEL_LOG_DIR") {
-            Some(dir) => Path::new(&dir).join(format!("{}.qemu.log", self.name)),
+        let log_dir = std::env::var_os("KEEL_LOG_DIR");
+        let debug_log = match &log_dir {
+            Some(dir) => Path::new(dir).join(format!("{}.qemu.log", self.name)),
             None => serial.with_extension("qemu.log"),
         };
         let _ = std::fs::create_dir_all(debug_log.parent().expect("a file in a directory"));
@@ -249,10 +249,10 @@ impl Qemu {
         if let Some(tail) = tail {
             qemu_output.push_str(&tail);
         }
-        if !keep_debug_log {
+        if log_dir.is_none() {
             let _ = std::fs::remove_file(&debug_log);
         }
-        if let Some(dir) = std::env::var_os("KEEL_LOG_DIR") {
+        if let Some(dir) = log_dir {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::write(Path::new(&dir).join(format!("{}.log", self.name)), &log);
             if self.timed {
@@ -397,7 +397,7 @@ pub struct Run {
 }
 
 /// What Keel logs when a guest's last page fault was on an IDT that the guest's page tables map.
-pub const UNREAD_IDT: &str = "the CPU did not read a present IDT";
+const UNREAD_IDT: &str = "the CPU did not read a present IDT";
 
 impl Run {
     /// Whether the run was ended by the defect of QEMU TCG's nested SVM that docs/testing.md describes ("A QEMU

@@ -28,24 +28,21 @@ pub fn cmd(args: &Args) -> Result<()> {
     let mut hit = 0;
     for i in 1..=args.runs {
         let run = xtf::boot(&[Module::new("fxrstor_race", "race", &module_args)], 2, 120);
-        let outcome = if run.cpu_triple_fault {
-            "Keel itself triple-faulted (QEMU logged `Triple fault`)".to_string()
-        } else if let Some(line) = run.keel_lines().find(|l| l.contains(keel_tests::UNREAD_IDT)) {
-            format!("the guest triple-faulted on its mapped IDT: {line}")
-        } else {
-            match xtf::xtf_result(&run.log, "race") {
-                Some("SUCCESS") => "no defect seen".to_string(),
-                other => format!("ended otherwise ({other:?}); serial log kept by the harness"),
+        let outcome = match run.emulator_defect() {
+            Some(why) => {
+                hit += 1;
+                why
             }
+            None => match xtf::xtf_result(&run.log, "race") {
+                Some("SUCCESS") => "no defect seen".to_string(),
+                other => format!("ended otherwise ({other:?}), not by the defect"),
+            },
         };
-        if outcome != "no defect seen" {
-            hit += 1;
-        }
         eprintln!("qemu-defect: run {i}/{}: {:.1} s: {outcome}", args.runs, run.elapsed.as_secs_f64());
     }
     let what = if args.without_fxrstor { "the control (no FXRSTOR)" } else { "the reproducer" };
     eprintln!(
-        "qemu-defect: {what} failed in {hit} of {} runs under {}",
+        "qemu-defect: the defect ended {what} in {hit} of {} runs under {}",
         args.runs,
         util::output(std::process::Command::new("qemu-system-x86_64").arg("--version"))
             .map(|v| v.lines().next().unwrap_or("").to_string())

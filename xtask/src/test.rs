@@ -78,7 +78,7 @@ pub fn cmd(args: &Args) -> Result<()> {
 }
 
 /// Prints each `<name>.<ext>` note the boot-test harness left in `logs` under a `== <title> <name> ==` heading that
-/// points at the run's serial log (`<name>.<log.1>`, described as `log.0`).
+/// points at a serial log: `log` is its description and its extension (`<name>.<extension>`).
 fn print_notes(logs: &std::path::Path, ext: &str, title: &str, log: (&str, &str)) {
     let Ok(entries) = std::fs::read_dir(logs) else { return };
     let mut notes: Vec<_> =
