@@ -71,6 +71,36 @@ const BOCHS_NEEDS: &[Need] = &[
     Need { package: "procps", why: "kill (stops Bochs's process group once Keel is done)", check: || program("kill") },
 ];
 
+/// The Rust targets the build needs besides the host's: the hypervisor and the test guests are
+/// `x86_64-unknown-none`. rust-toolchain.toml lists it, but a rustup that does not auto-install (or a toolchain
+/// directory laid down by hand) leaves it out, and the build then stops at "can't find crate for `core`".
+const RUST_TARGETS: &[&str] = &[crate::build::HV_TARGET];
+
+/// Adds each missing target in [`RUST_TARGETS`] to the toolchain `rustc` resolves to here, with rustup; without
+/// rustup, says exactly what to install.
+pub fn ensure_rust_targets() -> Result<()> {
+    let out = Command::new("rustc").args(["--print", "sysroot"]).current_dir(util::root()).output()?;
+    let sysroot = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let missing: Vec<&str> =
+        RUST_TARGETS.iter().copied().filter(|t| !sysroot.join("lib/rustlib").join(t).join("lib").is_dir()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let toolchain = sysroot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !util::have_program("rustup") {
+        return Err(format!(
+            "the Rust standard library for {} is missing from {} and there is no rustup to add it: install it \
+             (rustup target add {})",
+            missing.join(", "),
+            sysroot.display(),
+            missing.join(" ")
+        )
+        .into());
+    }
+    eprintln!("deps: adding the Rust target(s) {} to toolchain {toolchain}", missing.join(", "));
+    util::run(Command::new("rustup").args(["target", "add", "--toolchain", &toolchain]).args(&missing))
+}
+
 /// The package names of a group, for messages.
 fn names(needs: &[Need]) -> String {
     needs.iter().map(|n| n.package).collect::<Vec<_>>().join(", ")

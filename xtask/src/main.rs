@@ -70,6 +70,7 @@ impl ElfArg {
 }
 
 fn dispatch(cmd: Cmd) -> util::Result<()> {
+    deps::ensure_rust_targets()?;
     if !matches!(cmd, Cmd::Deps(_) | Cmd::Lint) {
         deps::ensure()?;
     }
