@@ -135,13 +135,9 @@ pub trait PhysMem {
     }
 }
 
-fn read_struct<T: Copy + Default>(mem: &dyn PhysMem, paddr: u64) -> Option<T> {
+fn read_struct<T: keel_abi::Pod>(mem: &dyn PhysMem, paddr: u64) -> Option<T> {
     let bytes = mem.bytes(paddr, core::mem::size_of::<T>())?;
-    let mut v = T::default();
-    // SAFETY: T is a plain-old-data `#[repr(C)]` ABI struct (integers only), `bytes` has exactly size_of::<T>()
-    // readable bytes, and the copy is unaligned-safe.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut v as *mut T).cast::<u8>(), bytes.len()) };
-    Some(v)
+    Some(bytemuck::pod_read_unaligned(bytes))
 }
 
 const MAX_STRING: usize = 4096;
@@ -359,10 +355,9 @@ mod tests {
     }
 
     impl Buf {
-        fn put<T: Copy>(&mut self, paddr: u64, v: &T) {
+        fn put<T: keel_abi::Pod>(&mut self, paddr: u64, v: &T) {
             let off = (paddr - self.base) as usize;
-            // SAFETY: T is a plain-old-data ABI struct; we view its bytes only to copy them.
-            let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
+            let bytes = bytemuck::bytes_of(v);
             self.data[off..off + bytes.len()].copy_from_slice(bytes);
         }
     }

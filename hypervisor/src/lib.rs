@@ -18,6 +18,8 @@ pub mod hypercall;
 pub mod loader;
 pub mod mm;
 pub mod sched;
+#[cfg(test)]
+pub mod testing;
 pub mod vmexit;
 pub mod xenstore;
 pub mod xtf;

@@ -188,7 +188,7 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
 fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, len: u64) -> Outcome {
     hw.skip_instruction(len);
     if hw.paging().cpl != 0 {
-        hw.gprs().rax = (-keel_abi::hypercall::errno::EPERM) as u64;
+        hw.gprs().rax = keel_abi::Errno::EPERM.to_return();
         return Outcome::Continue;
     }
     hypercall::dispatch(dom, v, hw)
@@ -208,7 +208,7 @@ fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
         // No hardware next-RIP for a #UD: the length is that of VMCALL/VMMCALL.
         hw.set_rip(hw.rip() + 3);
         if hw.paging().cpl != 0 {
-            hw.gprs().rax = (-keel_abi::hypercall::errno::EPERM) as u64;
+            hw.gprs().rax = keel_abi::Errno::EPERM.to_return();
             return Outcome::Continue;
         }
         return hypercall::dispatch(dom, v, hw);

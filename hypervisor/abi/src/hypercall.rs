@@ -3,6 +3,8 @@
 //! 64-bit calling convention: RAX = number; arguments in RDI, RSI, RDX, R10, R8; result in RAX as a negative
 //! errno on failure.
 
+use bytemuck::{Pod, Zeroable};
+
 /// Hypercall numbers (`__HYPERVISOR_*`).
 pub mod nr {
     pub const SET_TRAP_TABLE: u64 = 0;
@@ -49,25 +51,10 @@ pub mod nr {
     pub const HYPFS_OP: u64 = 42;
 }
 
-/// Xen errno values (Linux numbering); hypercalls return their negation.
+/// Xen errno values, as [`crate::Errno`] constants (kept here so that `use hypercall::errno::*` reads as before).
 pub mod errno {
-    pub const EPERM: i64 = 1;
-    pub const ENOENT: i64 = 2;
-    pub const ESRCH: i64 = 3;
-    pub const EINTR: i64 = 4;
-    pub const EIO: i64 = 5;
-    pub const E2BIG: i64 = 7;
-    pub const EBADF: i64 = 9;
-    pub const EAGAIN: i64 = 11;
-    pub const ENOMEM: i64 = 12;
-    pub const EACCES: i64 = 13;
-    pub const EFAULT: i64 = 14;
-    pub const EBUSY: i64 = 16;
-    pub const EEXIST: i64 = 17;
-    pub const ENODEV: i64 = 19;
-    pub const EINVAL: i64 = 22;
-    pub const ENOSPC: i64 = 28;
-    pub const ENOSYS: i64 = 38;
+    pub use crate::errno::consts::*;
+    pub use crate::errno::Errno;
 }
 
 /// `xen_version` sub-commands (`XENVER_*`).
@@ -165,7 +152,7 @@ pub mod vcpuop {
 
 /// `struct vcpu_set_singleshot_timer`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VcpuSetSingleshotTimer {
     /// Absolute Xen system time in ns.
     pub timeout_abs_ns: u64,
@@ -177,7 +164,7 @@ pub struct VcpuSetSingleshotTimer {
 
 /// `struct vcpu_set_periodic_timer`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VcpuSetPeriodicTimer {
     /// Period in ns.
     pub period_ns: u64,
@@ -185,7 +172,7 @@ pub struct VcpuSetPeriodicTimer {
 
 /// `struct sched_shutdown`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SchedShutdown {
     /// A [`ShutdownReason`] value.
     pub reason: u32,
@@ -193,7 +180,7 @@ pub struct SchedShutdown {
 
 /// `struct xen_feature_info`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct XenFeatureInfo {
     /// Which 32-bit word of the feature map.
     pub submap_idx: u32,

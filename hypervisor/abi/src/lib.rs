@@ -5,9 +5,13 @@
 #![no_std]
 
 pub mod cpuid;
+pub mod errno;
 pub mod hypercall;
 pub mod shared_info;
 pub mod start_info;
+
+pub use bytemuck::{Pod, Zeroable};
+pub use errno::Errno;
 
 /// Keel reports itself as this Xen version (major, minor) to guests.
 pub const XEN_VERSION: (u32, u32) = (4, 17);

@@ -1,11 +1,13 @@
 //! `shared_info` and `vcpu_info` (Xen `xen/include/public/xen.h`, `arch-x86/xen.h`), and the HVM parameters and
 //! memory/event-channel operations Keel implements.
 
+use bytemuck::{Pod, Zeroable};
+
 use core::mem::{offset_of, size_of};
 
 /// `struct vcpu_time_info` (pvclock).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VcpuTimeInfo {
     /// Odd while an update is in progress.
     pub version: u32,
@@ -28,7 +30,7 @@ pub const PVCLOCK_TSC_STABLE: u8 = 1 << 0;
 
 /// `struct vcpu_info` (64 bytes).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VcpuInfo {
     pub evtchn_upcall_pending: u8,
     pub evtchn_upcall_mask: u8,
@@ -59,7 +61,7 @@ pub const EVTCHN_2L_PORTS: u32 = 4096;
 
 /// `struct vcpu_runstate_info`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VcpuRunstateInfo {
     /// `RUNSTATE_*`.
     pub state: i32,
@@ -80,7 +82,7 @@ pub mod runstate {
 
 /// `struct vcpu_register_vcpu_info`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct VcpuRegisterVcpuInfo {
     /// Guest frame holding the area.
     pub mfn: u64,
@@ -110,7 +112,7 @@ pub mod hvmop {
 
 /// `struct xen_hvm_param`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct XenHvmParam {
     pub domid: u16,
     pub pad: u16,
@@ -132,7 +134,7 @@ pub mod xenmem {
 
 /// `struct xen_add_to_physmap`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct XenAddToPhysmap {
     pub domid: u16,
     pub size: u16,
@@ -159,7 +161,7 @@ pub mod evtchnop {
 
 /// `struct evtchn_bind_virq`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EvtchnBindVirq {
     pub virq: u32,
     pub vcpu: u32,
@@ -168,7 +170,7 @@ pub struct EvtchnBindVirq {
 
 /// `struct evtchn_bind_ipi`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EvtchnBindIpi {
     pub vcpu: u32,
     pub port: u32,
@@ -176,7 +178,7 @@ pub struct EvtchnBindIpi {
 
 /// `struct evtchn_bind_vcpu`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EvtchnBindVcpu {
     pub port: u32,
     pub vcpu: u32,
@@ -184,7 +186,7 @@ pub struct EvtchnBindVcpu {
 
 /// `struct evtchn_alloc_unbound`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EvtchnAllocUnbound {
     pub dom: u16,
     pub remote_dom: u16,
@@ -193,7 +195,7 @@ pub struct EvtchnAllocUnbound {
 
 /// `struct evtchn_status`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EvtchnStatus {
     pub dom: u16,
     pub pad: u16,
@@ -226,7 +228,7 @@ pub mod virq {
 
 /// `struct sched_poll`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SchedPoll {
     /// Guest pointer to an array of ports.
     pub ports: u64,
@@ -280,7 +282,7 @@ pub mod gnttab {
 
 /// `struct gnttab_query_size`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct GnttabQuerySize {
     pub dom: u16,
     pub pad: u16,
@@ -292,14 +294,14 @@ pub struct GnttabQuerySize {
 
 /// `struct gnttab_set_version` / `gnttab_get_version` (version in/out).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct GnttabSetVersion {
     pub version: u32,
 }
 
 /// `struct xen_memory_map`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct XenMemoryMap {
     /// In: capacity of the buffer in entries; out: entries written.
     pub nr_entries: u32,
@@ -310,7 +312,7 @@ pub struct XenMemoryMap {
 
 /// `struct evtchn_bind_interdomain`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EvtchnBindInterdomain {
     pub remote_dom: u16,
     pub pad: u16,

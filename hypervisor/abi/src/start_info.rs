@@ -1,6 +1,8 @@
 //! PVH start of day: `struct hvm_start_info` and the tables it points at
 //! (Xen `xen/include/public/arch-x86/hvm/start_info.h`).
 
+use bytemuck::{Pod, Zeroable};
+
 use core::mem::{offset_of, size_of};
 
 /// `XEN_HVM_START_MAGIC_VALUE`.
@@ -13,7 +15,7 @@ pub const SIF_INITDOMAIN: u32 = 1 << 1;
 
 /// `struct hvm_start_info`, handed to a PVH kernel in %ebx.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HvmStartInfo {
     /// [`HVM_START_MAGIC`].
     pub magic: u32,
@@ -39,7 +41,7 @@ pub struct HvmStartInfo {
 
 /// `struct hvm_modlist_entry`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HvmModlistEntry {
     /// Physical address of the module.
     pub paddr: u64,
@@ -53,7 +55,7 @@ pub struct HvmModlistEntry {
 
 /// `struct hvm_memmap_table_entry`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HvmMemmapEntry {
     /// Base address.
     pub addr: u64,

@@ -50,42 +50,42 @@ impl Table {
     }
 
     /// Allocates the lowest free port.
-    pub fn alloc(&mut self, binding: Binding, vcpu: u32) -> Result<u32, i64> {
+    pub fn alloc(&mut self, binding: Binding, vcpu: u32) -> Result<u32, Errno> {
         if let Some(i) = self.ports.iter().skip(1).position(|p| p.binding == Binding::Free) {
             self.ports[i + 1] = Port { binding, vcpu };
             return Ok(i as u32 + 1);
         }
         if self.ports.len() as u32 >= si::EVTCHN_2L_PORTS {
-            return Err(-ENOSPC);
+            return Err(ENOSPC);
         }
         self.ports.push(Port { binding, vcpu });
         Ok(self.ports.len() as u32 - 1)
     }
 
     /// The port, if it is in use.
-    pub fn get(&self, port: u32) -> Result<Port, i64> {
+    pub fn get(&self, port: u32) -> Result<Port, Errno> {
         match self.ports.get(port as usize) {
             Some(p) if port != 0 && p.binding != Binding::Free => Ok(*p),
-            _ => Err(-EINVAL),
+            _ => Err(EINVAL),
         }
     }
 
     /// Changes a port's notified vCPU.
-    pub fn set_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), i64> {
+    pub fn set_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), Errno> {
         self.get(port)?;
         self.ports[port as usize].vcpu = vcpu;
         Ok(())
     }
 
     /// Changes what an in-use port is bound to.
-    pub fn rebind(&mut self, port: u32, binding: Binding) -> Result<(), i64> {
+    pub fn rebind(&mut self, port: u32, binding: Binding) -> Result<(), Errno> {
         self.get(port)?;
         self.ports[port as usize].binding = binding;
         Ok(())
     }
 
     /// Frees a port; returns what it was.
-    pub fn close(&mut self, port: u32) -> Result<Port, i64> {
+    pub fn close(&mut self, port: u32) -> Result<Port, Errno> {
         let p = self.get(port)?;
         self.ports[port as usize].binding = Binding::Free;
         Ok(p)
@@ -169,7 +169,7 @@ pub fn upcall_pending(dom: &Domain, v: &Vcpu) -> bool {
 }
 
 /// `EVTCHNOP_unmask`: clears the mask bit and re-raises the event if it is pending.
-pub fn unmask(dom: &Arc<Domain>, port: u32) -> Result<(), i64> {
+pub fn unmask(dom: &Arc<Domain>, port: u32) -> Result<(), Errno> {
     let p = dom.evtchn.lock().get(port)?;
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let was = word(dom, si::EVTCHN_MASK_OFFSET, idx).fetch_and(!bit, Ordering::AcqRel);
@@ -206,15 +206,15 @@ mod tests {
         let mut t = Table::new();
         assert_eq!(t.alloc(Binding::Virq(0), 0), Ok(1));
         assert_eq!(t.alloc(Binding::Ipi, 1), Ok(2));
-        assert_eq!(t.get(0), Err(-EINVAL));
+        assert_eq!(t.get(0), Err(EINVAL));
         assert_eq!(t.close(1).unwrap().binding, Binding::Virq(0));
-        assert_eq!(t.get(1), Err(-EINVAL));
+        assert_eq!(t.get(1), Err(EINVAL));
         assert_eq!(t.alloc(Binding::Unbound { remote: 0 }, 0), Ok(1));
         assert_eq!(t.status(2), (evtchnstat::IPI, 1, [0, 0]));
         assert_eq!(t.status(99).0, evtchnstat::CLOSED);
         for _ in 3..si::EVTCHN_2L_PORTS {
             t.alloc(Binding::Ipi, 0).unwrap();
         }
-        assert_eq!(t.alloc(Binding::Ipi, 0), Err(-ENOSPC));
+        assert_eq!(t.alloc(Binding::Ipi, 0), Err(ENOSPC));
     }
 }

@@ -13,6 +13,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use keel_abi::hypercall::ShutdownReason;
+use keel_abi::Pod;
 use spin::Mutex;
 
 /// A domain id.
@@ -102,20 +103,15 @@ impl Memory {
     }
 
     /// Reads a plain-old-data value.
-    pub fn read_val<T: Copy + Default>(&self, gpa: u64) -> Result<T, BadGpa> {
-        let mut v = T::default();
-        // SAFETY: T is a `#[repr(C)]` ABI struct or integer: any byte pattern is a valid value.
-        let bytes =
-            unsafe { core::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), core::mem::size_of::<T>()) };
-        self.read(gpa, bytes)?;
+    pub fn read_val<T: Pod>(&self, gpa: u64) -> Result<T, BadGpa> {
+        let mut v = T::zeroed();
+        self.read(gpa, bytemuck::bytes_of_mut(&mut v))?;
         Ok(v)
     }
 
     /// Writes a plain-old-data value.
-    pub fn write_val<T: Copy>(&self, gpa: u64, v: &T) -> Result<(), BadGpa> {
-        // SAFETY: viewing a `#[repr(C)]` value's bytes for copying.
-        let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
-        self.write(gpa, bytes)
+    pub fn write_val<T: Pod>(&self, gpa: u64, v: &T) -> Result<(), BadGpa> {
+        self.write(gpa, bytemuck::bytes_of(v))
     }
 
     /// Populates [0, bytes) with RAM, using 2 MiB pages where possible.
@@ -304,13 +300,7 @@ impl Vcpu {
             return;
         }
         let r = self.runstate();
-        // SAFETY: viewing a `#[repr(C)]` ABI struct's bytes for copying.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                (&r as *const keel_abi::shared_info::VcpuRunstateInfo).cast::<u8>(),
-                core::mem::size_of_val(&r),
-            )
-        };
+        let bytes = bytemuck::bytes_of(&r);
         let in_first = core::cmp::min(bytes.len() as u64, PAGE_SIZE - (first & 0xfff)) as usize;
         // SAFETY: the host addresses were translated from the guest's registered area at registration; they
         // lie in frames owned by the domain (identity-mapped), `in_first` bytes in the first and the rest at

@@ -126,3 +126,47 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
         _ => Err(ENOSYS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{self, get, put};
+    use keel_abi::hypercall::{errno::*, nr};
+    use keel_abi::shared_info::{evtchnop, EvtchnAllocUnbound, EvtchnBindIpi, EVTCHN_2L_PORTS};
+
+    const ARG: u64 = 0x1000;
+
+    fn op(dom: &alloc::sync::Arc<crate::domain::Domain>, cmd: u64) -> i64 {
+        testing::hypercall(dom, 0, nr::EVENT_CHANNEL_OP, [cmd, ARG, 0, 0, 0])
+    }
+
+    /// Errors on a bad port come back negative, with Xen's values (they used to be +22 and +28).
+    #[test]
+    fn port_errors_are_negative_xen_errnos() {
+        let dom = testing::domain(1, 4);
+        for cmd in [evtchnop::SEND, evtchnop::UNMASK, evtchnop::CLOSE] {
+            put(&dom, ARG, &12345u32);
+            assert_eq!(op(&dom, cmd), EINVAL.negated(), "cmd {cmd}, port 12345");
+            put(&dom, ARG, &0u32);
+            assert_eq!(op(&dom, cmd), EINVAL.negated(), "cmd {cmd}, port 0");
+        }
+        put(&dom, ARG, &keel_abi::shared_info::EvtchnBindVcpu { port: 77, vcpu: 0 });
+        assert_eq!(op(&dom, evtchnop::BIND_VCPU), EINVAL.negated());
+        crate::domain::destroy(&dom);
+    }
+
+    /// A full table says -ENOSPC.
+    #[test]
+    fn full_table_is_enospc() {
+        let dom = testing::domain(1, 4);
+        for i in 1..EVTCHN_2L_PORTS {
+            put(&dom, ARG, &EvtchnBindIpi { vcpu: 0, port: 0 });
+            assert_eq!(op(&dom, evtchnop::BIND_IPI), 0, "bind {i}");
+            assert_eq!(get::<EvtchnBindIpi>(&dom, ARG).port, i);
+        }
+        put(&dom, ARG, &EvtchnBindIpi { vcpu: 0, port: 0 });
+        assert_eq!(op(&dom, evtchnop::BIND_IPI), ENOSPC.negated());
+        put(&dom, ARG, &EvtchnAllocUnbound { dom: keel_abi::DOMID_SELF, remote_dom: 0, port: 0 });
+        assert_eq!(op(&dom, evtchnop::ALLOC_UNBOUND), ENOSPC.negated());
+        crate::domain::destroy(&dom);
+    }
+}

@@ -11,10 +11,11 @@ mod vcpu;
 mod version;
 
 use crate::domain::{self, Domain, Vcpu};
-use crate::hvm::HwVcpu;
+use crate::hvm::{HwVcpu, PagingState};
 use crate::vmexit::Outcome;
 use alloc::sync::Arc;
 use keel_abi::hypercall::{errno::*, nr};
+use keel_abi::Pod;
 
 /// What a handler wants done besides returning a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,54 +30,59 @@ pub enum Action {
     Stop,
 }
 
-/// A handler's result: an action, or a (positive) errno returned negated.
-pub type HResult = Result<Action, i64>;
+/// A handler's result: an action, or an errno (the dispatcher returns it negated, once).
+pub type HResult = Result<Action, Errno>;
 
 /// The calling vCPU and its arguments.
 pub struct Ctx<'a> {
     pub dom: &'a Arc<Domain>,
     pub v: &'a Arc<Vcpu>,
-    pub hw: &'a mut HwVcpu,
+    /// The caller's paging state at the hypercall, for guest-linear pointers.
+    pub paging: PagingState,
     pub args: [u64; 5],
 }
 
 impl Ctx<'_> {
-    /// Copies a plain-old-data value from guest-linear memory.
-    pub fn read<T: Copy + Default>(&self, linear: u64) -> Result<T, i64> {
-        let mut v = T::default();
-        // SAFETY: T is a `#[repr(C)]` ABI struct or integer (any bytes are valid); we fill it from guest memory.
-        let bytes =
-            unsafe { core::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), core::mem::size_of::<T>()) };
-        self.read_bytes(linear, bytes)?;
+    /// Copies a plain-old-data value from guest-linear memory, once: handlers check and use this local copy, never
+    /// the guest's memory again (a guest's other vCPUs may change it in between).
+    pub fn read<T: Pod>(&self, linear: u64) -> Result<T, Errno> {
+        let mut v = T::zeroed();
+        self.read_bytes(linear, bytemuck::bytes_of_mut(&mut v))?;
         Ok(v)
     }
 
     /// Copies bytes from guest-linear memory.
-    pub fn read_bytes(&self, linear: u64, buf: &mut [u8]) -> Result<(), i64> {
+    pub fn read_bytes(&self, linear: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mem = self.dom.mem.lock();
-        domain::read_linear(&mem, &self.hw.paging(), linear, buf).map_err(|_| EFAULT)
+        domain::read_linear(&mem, &self.paging, linear, buf).map_err(|_| EFAULT)
     }
 
     /// Copies a value to guest-linear memory.
-    pub fn write<T: Copy>(&self, linear: u64, v: &T) -> Result<(), i64> {
-        // SAFETY: viewing a `#[repr(C)]` value's bytes for copying.
-        let bytes = unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) };
-        self.write_bytes(linear, bytes)
+    pub fn write<T: Pod>(&self, linear: u64, v: &T) -> Result<(), Errno> {
+        self.write_bytes(linear, bytemuck::bytes_of(v))
     }
 
     /// Copies bytes to guest-linear memory.
-    pub fn write_bytes(&self, linear: u64, buf: &[u8]) -> Result<(), i64> {
+    pub fn write_bytes(&self, linear: u64, buf: &[u8]) -> Result<(), Errno> {
         let mem = self.dom.mem.lock();
-        domain::write_linear(&mem, &self.hw.paging(), linear, buf).map_err(|_| EFAULT)
+        domain::write_linear(&mem, &self.paging, linear, buf).map_err(|_| EFAULT)
     }
 }
 
 /// Decodes and runs the hypercall in the vCPU's registers (64-bit ABI).
 pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
     let g = *hw.gprs();
-    v.last_hypercall.store(g.rax << 32 | (g.rdi & 0xffff_ffff), core::sync::atomic::Ordering::Relaxed);
-    let mut ctx = Ctx { dom, v, hw, args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8] };
-    let r = match g.rax {
+    let (rax, out) = call(dom, v, hw.paging(), g.rax, [g.rdi, g.rsi, g.rdx, g.r10, g.r8]);
+    hw.gprs().rax = rax;
+    out
+}
+
+/// Runs hypercall `number` with `args` for vCPU `v` whose paging state is `paging`; returns RAX (the result, or
+/// the negated errno) and what the scheduler does next. Host unit tests drive this directly.
+pub fn call(dom: &Arc<Domain>, v: &Arc<Vcpu>, paging: PagingState, number: u64, args: [u64; 5]) -> (u64, Outcome) {
+    v.last_hypercall.store(number << 32 | (args[0] & 0xffff_ffff), core::sync::atomic::Ordering::Relaxed);
+    let mut ctx = Ctx { dom, v, paging, args };
+    let r = match number {
         nr::XEN_VERSION => version::xen_version(&mut ctx),
         nr::CONSOLE_IO => console::console_io(&mut ctx),
         nr::SCHED_OP => sched::sched_op(&mut ctx),
@@ -88,15 +94,13 @@ pub fn dispatch(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
         nr::GRANT_TABLE_OP => grant_table::grant_table_op(&mut ctx),
         _ => Err(ENOSYS),
     };
-    let (rax, out) = match r {
+    match r {
         Ok(Action::Return(x)) => (x, Outcome::Continue),
         Ok(Action::Block) => (0, Outcome::Block),
         Ok(Action::Yield) => (0, Outcome::Yield),
         Ok(Action::Stop) => (0, Outcome::Stop),
-        Err(e) => ((-e) as u64, Outcome::Continue),
-    };
-    hw.gprs().rax = rax;
-    out
+        Err(e) => (e.to_return(), Outcome::Continue),
+    }
 }
 
 /// Fills the hypercall page the guest asked for with `mov eax, nr; vmmcall|vmcall; ret` stubs (`ud2` for

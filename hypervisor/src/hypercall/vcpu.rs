@@ -7,9 +7,6 @@ use core::sync::atomic::Ordering;
 use keel_abi::hypercall::{errno::*, vcpuop, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 use keel_abi::shared_info::VcpuRegisterVcpuInfo;
 
-/// Xen's -ETIME.
-const ETIME: i64 = 62;
-
 pub fn vcpu_op(c: &mut Ctx) -> HResult {
     let (cmd, id, arg) = (c.args[0], c.args[1], c.args[2]);
     let target = c.dom.vcpus.get(usize::try_from(id).map_err(|_| EINVAL)?).cloned().ok_or(ENOENT)?;
@@ -75,10 +72,10 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             }
             let size = core::mem::size_of::<keel_abi::shared_info::VcpuRunstateInfo>() as u64;
             let last = addr.checked_add(size - 1).ok_or(EFAULT)?;
-            let paging = c.hw.paging();
+            let paging = c.paging;
             let (first_hpa, second_hpa) = {
                 let mem = c.dom.mem.lock();
-                let tr = |lin: u64| -> Result<u64, i64> {
+                let tr = |lin: u64| -> Result<u64, Errno> {
                     let gpa = crate::hvm::walk::translate(&paging, lin, |g| mem.read_val::<u64>(g).ok())
                         .map_err(|_| EFAULT)?;
                     mem.translate(gpa, true).map_err(|_| EFAULT)

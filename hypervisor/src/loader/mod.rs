@@ -230,9 +230,8 @@ pub fn write_start_info(
     Ok(at as u32)
 }
 
-fn as_bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: viewing a `#[repr(C)]` ABI struct (integers only, no padding holes that matter) as bytes to copy.
-    unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
+fn as_bytes<T: keel_abi::Pod>(v: &T) -> &[u8] {
+    bytemuck::bytes_of(v)
 }
 
 /// The memory map of a PVH guest with `ram` bytes, whose last `reserved_tail` bytes below `min(ram, 1 GiB)` hold

@@ -36,6 +36,10 @@ pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> Option<R> {
 
 /// Allocates one zeroed frame (identity-mapped) and returns its physical address.
 pub fn alloc_frame() -> Result<u64, OutOfFrames> {
+    #[cfg(test)]
+    if FRAMES.lock().is_none() {
+        return host_frames::alloc();
+    }
     let p = with_frames(|a| a.alloc()).ok_or(OutOfFrames)??;
     // SAFETY: the frame was just allocated (exclusively ours) and all RAM is identity-mapped.
     unsafe { core::ptr::write_bytes(p as *mut u8, 0, PAGE_SIZE as usize) };
@@ -52,6 +56,10 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Result<u64, OutOfFrames> {
 
 /// Returns a frame to the allocator; a bad free is reported, not ignored.
 pub fn free_frame(paddr: u64) {
+    #[cfg(test)]
+    if host_frames::free(paddr) {
+        return;
+    }
     if let Some(Err(e)) = with_frames(|a| a.free(paddr)) {
         crate::error!("frame allocator: bad free of {paddr:#x}: {e:?}");
     }
@@ -76,5 +84,54 @@ impl p2m::FrameSource for MachineFrames {
         // SAFETY: the p2m only asks for tables it allocated from this source: page-aligned frames it owns,
         // identity-mapped.
         unsafe { &mut *(paddr as *mut [u64; 512]) }
+    }
+}
+
+/// Host unit tests: frames are page-aligned allocations of the host's heap, whose addresses stand in for physical
+/// ones (the pointer is the address, as under Keel's identity map), so domains, their p2m and guest RAM can be built
+/// and driven by the real hypercall code. [`host_frames::live`] counts what is allocated, for leak checks.
+#[cfg(test)]
+pub mod host_frames {
+    extern crate std;
+    use super::{OutOfFrames, PAGE_SIZE};
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+    fn layout() -> Layout {
+        Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).expect("page layout")
+    }
+
+    /// A zeroed host page.
+    pub fn alloc() -> Result<u64, OutOfFrames> {
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc_zeroed(layout()) } as u64;
+        if p == 0 {
+            return Err(OutOfFrames);
+        }
+        LIVE.lock().expect("host frames").insert(p);
+        Ok(p)
+    }
+
+    /// Frees a page [`alloc`] gave; false if it did not come from here.
+    pub fn free(paddr: u64) -> bool {
+        if !LIVE.lock().expect("host frames").remove(&paddr) {
+            return false;
+        }
+        // SAFETY: `paddr` came from `alloc` with this layout and was still live (removed from the set just now).
+        unsafe { dealloc(paddr as *mut u8, layout()) };
+        true
+    }
+
+    /// Whether `paddr` is a live host frame.
+    pub fn is_live(paddr: u64) -> bool {
+        LIVE.lock().expect("host frames").contains(&paddr)
+    }
+
+    /// How many host frames are allocated now (all tests of the process together).
+    pub fn live() -> usize {
+        LIVE.lock().expect("host frames").len()
     }
 }

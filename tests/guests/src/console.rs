@@ -27,7 +27,7 @@ pub fn write_bytes(bytes: &[u8]) {
         if rc >= 0 {
             return;
         }
-        if rc == -errno::ENOSYS {
+        if rc == errno::ENOSYS.negated() {
             NO_CONSOLE_IO.store(true, Ordering::Relaxed);
         }
         // Any other error: this text still goes out through the port.

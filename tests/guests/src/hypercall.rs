@@ -6,54 +6,18 @@
 
 use crate::arch::{self, Vendor};
 use core::arch::asm;
-use core::fmt;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use keel_abi::cpuid;
-use keel_abi::hypercall::{consoleio, errno, nr, schedop, vcpuop, xenver, SchedShutdown, ShutdownReason};
+use keel_abi::hypercall::{consoleio, nr, schedop, vcpuop, xenver, SchedShutdown, ShutdownReason};
 use keel_abi::shared_info::{hvmop, EvtchnBindVirq, XenAddToPhysmap, XenHvmParam};
 
-/// A hypercall's negative result, as a positive errno.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i64);
+pub use keel_abi::Errno;
 
-impl Errno {
-    /// `Ok(rc)` for a non-negative result, the errno otherwise.
-    pub fn check(rc: i64) -> Result<u64, Errno> {
-        if rc < 0 {
-            Err(Errno(-rc))
-        } else {
-            Ok(rc as u64)
-        }
-    }
-
-    /// The symbolic name of the common ones.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            errno::EPERM => "EPERM",
-            errno::ENOENT => "ENOENT",
-            errno::ESRCH => "ESRCH",
-            errno::EINTR => "EINTR",
-            errno::EIO => "EIO",
-            errno::E2BIG => "E2BIG",
-            errno::EBADF => "EBADF",
-            errno::EAGAIN => "EAGAIN",
-            errno::ENOMEM => "ENOMEM",
-            errno::EACCES => "EACCES",
-            errno::EFAULT => "EFAULT",
-            errno::EBUSY => "EBUSY",
-            errno::EEXIST => "EEXIST",
-            errno::ENODEV => "ENODEV",
-            errno::EINVAL => "EINVAL",
-            errno::ENOSPC => "ENOSPC",
-            errno::ENOSYS => "ENOSYS",
-            _ => "?",
-        }
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-{} ({})", self.0, self.name())
+/// `Ok(rc)` for a non-negative hypercall result, the errno otherwise.
+pub fn check(rc: i64) -> Result<u64, Errno> {
+    match Errno::from_return(rc) {
+        Some(e) => Err(e),
+        None => Ok(rc as u64),
     }
 }
 
@@ -195,7 +159,7 @@ pub fn sched_shutdown(reason: ShutdownReason) -> i64 {
 /// `set_timer_op(deadline)`: a VIRQ_TIMER event at Xen system time `deadline_ns` (0 cancels).
 pub fn set_timer_op(deadline_ns: u64) -> Result<(), Errno> {
     // SAFETY: the argument is a time, not a pointer.
-    Errno::check(unsafe { call(nr::SET_TIMER_OP, [deadline_ns, 0, 0, 0, 0]) }).map(drop)
+    check(unsafe { call(nr::SET_TIMER_OP, [deadline_ns, 0, 0, 0, 0]) }).map(drop)
 }
 
 /// `vcpu_op(cmd, vcpu, arg)` where `arg` is `cmd`'s structure (or `None` for commands without one).
@@ -205,7 +169,7 @@ pub fn set_timer_op(deadline_ns: u64) -> Result<(), Errno> {
 pub unsafe fn vcpu_op<T>(cmd: u64, vcpu: u32, arg: Option<&mut T>) -> Result<u64, Errno> {
     let p = arg.map_or(0, |a| a as *mut T as u64);
     // SAFETY: the caller vouches that `T` is what `cmd` expects.
-    Errno::check(unsafe { call(nr::VCPU_OP, [cmd, u64::from(vcpu), p, 0, 0]) })
+    check(unsafe { call(nr::VCPU_OP, [cmd, u64::from(vcpu), p, 0, 0]) })
 }
 
 /// `VCPUOP_set_singleshot_timer`: a VIRQ_TIMER event on `vcpu` at system time `deadline_ns`.
@@ -235,7 +199,7 @@ pub fn runstate_info(vcpu: u32) -> Result<keel_abi::shared_info::VcpuRunstateInf
 pub unsafe fn add_to_physmap(arg: &mut XenAddToPhysmap) -> Result<(), Errno> {
     let p = arg as *mut XenAddToPhysmap as u64;
     // SAFETY: the caller vouches for the frame; `arg` is a `struct xen_add_to_physmap`.
-    Errno::check(unsafe { call(nr::MEMORY_OP, [keel_abi::shared_info::xenmem::ADD_TO_PHYSMAP, p, 0, 0, 0]) }).map(drop)
+    check(unsafe { call(nr::MEMORY_OP, [keel_abi::shared_info::xenmem::ADD_TO_PHYSMAP, p, 0, 0, 0]) }).map(drop)
 }
 
 /// `hvm_op(HVMOP_set_param, {DOMID_SELF, index, value})`.
@@ -243,14 +207,14 @@ pub fn set_hvm_param(index: u32, value: u64) -> Result<(), Errno> {
     let mut p = XenHvmParam { domid: keel_abi::DOMID_SELF, pad: 0, index, value };
     // SAFETY: `p` is a `struct xen_hvm_param`; the parameters a test sets (the callback vector) only change how
     // events reach this guest.
-    Errno::check(unsafe { call(nr::HVM_OP, [hvmop::SET_PARAM, &raw mut p as u64, 0, 0, 0]) }).map(drop)
+    check(unsafe { call(nr::HVM_OP, [hvmop::SET_PARAM, &raw mut p as u64, 0, 0, 0]) }).map(drop)
 }
 
 /// `event_channel_op(EVTCHNOP_bind_virq)`: returns the port.
 pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32, Errno> {
     let mut b = EvtchnBindVirq { virq, vcpu, port: 0 };
     // SAFETY: `b` is a `struct evtchn_bind_virq`.
-    Errno::check(unsafe {
+    check(unsafe {
         call(nr::EVENT_CHANNEL_OP, [keel_abi::shared_info::evtchnop::BIND_VIRQ, &raw mut b as u64, 0, 0, 0])
     })?;
     Ok(b.port)
@@ -262,5 +226,5 @@ pub fn evtchn_port_op(cmd: u64, port: u32) -> Result<(), Errno> {
     assert!([CLOSE, SEND, UNMASK].contains(&cmd), "not a port-only command");
     let mut p = port;
     // SAFETY: `struct evtchn_close`, `evtchn_send` and `evtchn_unmask` are one `evtchn_port_t`.
-    Errno::check(unsafe { call(nr::EVENT_CHANNEL_OP, [cmd, &raw mut p as u64, 0, 0, 0]) }).map(drop)
+    check(unsafe { call(nr::EVENT_CHANNEL_OP, [cmd, &raw mut p as u64, 0, 0, 0]) }).map(drop)
 }

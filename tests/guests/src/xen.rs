@@ -84,12 +84,12 @@ pub fn shared_info() -> Result<SharedInfo, Errno> {
                 // SAFETY: the frame is ours, page-aligned, and only ever read as shared_info.
                 let r = unsafe { hypercall::add_to_physmap(&mut arg) };
                 if let Err(e) = r {
-                    MAP_ERROR.store(e.0, Ordering::Relaxed);
+                    MAP_ERROR.store(e.negated(), Ordering::Relaxed);
                 }
                 STATE.store(if r.is_ok() { MAPPED } else { FAILED }, Ordering::Release);
             }
             Err(MAPPED) => return Ok(page),
-            Err(FAILED) => return Err(Errno(MAP_ERROR.load(Ordering::Relaxed))),
+            Err(FAILED) => return Err(Errno::from_return(MAP_ERROR.load(Ordering::Relaxed)).unwrap_or(Errno::EIO)),
             Err(_) => core::hint::spin_loop(),
         }
     }
