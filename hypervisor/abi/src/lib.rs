@@ -6,6 +6,7 @@
 
 pub mod cpuid;
 pub mod hypercall;
+pub mod io;
 pub mod shared_info;
 pub mod start_info;
 
@@ -13,3 +14,5 @@ pub mod start_info;
 pub const XEN_VERSION: (u32, u32) = (4, 17);
 /// `DOMID_SELF`.
 pub const DOMID_SELF: u16 = 0x7ff0;
+/// `DOMID_XEN`: the hypervisor itself, as the peer of an event channel or the owner of a frame.
+pub const DOMID_XEN: u16 = 0x7ff2;
