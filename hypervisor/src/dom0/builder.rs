@@ -106,7 +106,6 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
             );
             crate::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)");
             crate::run::on_domain_end(super::power::domain_ended);
-            crate::run::add_poller(super::input::poll_serial);
             Some(dom)
         }
         Err(e) => {
