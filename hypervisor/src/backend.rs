@@ -115,10 +115,16 @@ impl RingPage for HostRing<'_> {
 }
 
 /// Runs `f` on the ring page at `gfn` of `dom`, translated now through the p2m and kept mapped by holding the
-/// domain's memory lock until `f` returns. None when the GFN is not writable RAM of the domain any more. `f` must
+/// domain's memory lock until `f` returns. None when the domain has finished (its p2m may be going) or the GFN is not
+/// writable RAM of the domain any more. `f` must
 /// not take the domain's memory lock (raising an event channel may: do that after).
 pub fn with_ring<R>(dom: &Domain, gfn: u64, f: impl FnOnce(&HostRing) -> R) -> Option<R> {
     let mem = dom.mem.lock();
+    // `destroy` marks the domain dying before it takes this lock to tear the p2m down: checked under the lock, a
+    // live domain's p2m stays whole until `f` returns.
+    if dom.is_finished() {
+        return None;
+    }
     let hpa = mem.translate(gfn.checked_mul(PAGE_SIZE)?, true).ok()?;
     let ring = HostRing { base: (hpa & !(PAGE_SIZE - 1)) as usize, _mem: &mem };
     Some(f(&ring))

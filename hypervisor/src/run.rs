@@ -56,25 +56,24 @@ impl sched::DomainId for Arc<Domain> {
 /// Called when a domain's last vCPU stopped and it was destroyed (the machine's power policy, test reporting).
 static ON_DOMAIN_END: spin::Once<fn(&Arc<Domain>)> = spin::Once::new();
 /// Run by CPU 0 on every pass and between guest entries (serial input, backend rings).
-static POLLERS: spin::Mutex<Vec<fn()>> = spin::Mutex::new(Vec::new());
+static POLLERS: spin::RwLock<Vec<fn()>> = spin::RwLock::new(Vec::new());
 
 /// Registers the hook run after a domain has been destroyed.
 pub fn on_domain_end(f: fn(&Arc<Domain>)) {
     ON_DOMAIN_END.call_once(|| f);
 }
 
-/// Registers a poller CPU 0 runs on every scheduler pass and between guest entries.
+/// Registers a poller CPU 0 runs on every scheduler pass and between guest entries (a poller must not register
+/// another).
 pub fn add_poller(f: fn()) {
-    let mut p = POLLERS.lock();
+    let mut p = POLLERS.write();
     if !p.iter().any(|&g| core::ptr::fn_addr_eq(g, f)) {
         p.push(f);
     }
 }
 
 fn run_pollers() {
-    // Copied out so that a poller may register another.
-    let list: Vec<fn()> = POLLERS.lock().clone();
-    for f in list {
+    for f in POLLERS.read().iter() {
         f();
     }
 }
