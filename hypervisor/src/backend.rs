@@ -168,3 +168,19 @@ impl RingPage for TestRing {
         self.0.borrow_mut()[off] = b;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_frames_are_known_per_domain() {
+        add_ring_frame(77, 0x3fffe);
+        add_ring_frame(77, 0x3fffe);
+        assert!(is_ring_frame(77, 0x3fffe));
+        assert!(!is_ring_frame(78, 0x3fffe));
+        assert!(!is_ring_frame(77, 0x3ffff));
+        forget_domain(77);
+        assert!(!is_ring_frame(77, 0x3fffe));
+    }
+}

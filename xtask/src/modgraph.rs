@@ -232,5 +232,10 @@ mod tests {
         assert!(g.contains_key("sched") && g["vmexit"].contains("hypercall"), "graph misread: {g:?}");
         let c = cycles(&g);
         assert!(c.is_empty(), "import cycles in hypervisor/src: {c:?}\ngraph: {g:#?}");
+        // The scheduler picks and accounts: it calls out only through hooks.
+        for up in ["domain", "dom0", "hypercall", "run", "timers", "vmexit"] {
+            assert!(!g["sched"].contains(up), "sched/ names {up}");
+        }
+        assert!(!g["hypercall"].contains("dom0"), "hypercall/ names dom0: use backend::kick");
     }
 }

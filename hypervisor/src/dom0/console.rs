@@ -80,3 +80,39 @@ pub(crate) fn describe() -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TestRing;
+
+    #[test]
+    fn output_is_drained_once_and_at_most_one_ring() {
+        let r = TestRing::new();
+        for (i, &b) in b"hello".iter().enumerate() {
+            r.write(ring::OUT + i, b);
+        }
+        r.store(ring::OUT_PROD, 5);
+        assert_eq!(drain_output(&r), b"hello");
+        assert_eq!(r.load(ring::OUT_CONS), 5);
+        assert!(drain_output(&r).is_empty());
+        // A producer index far ahead (the guest's to write) costs one ring's worth, not more.
+        r.store(ring::OUT_PROD, 5 + 100_000);
+        assert_eq!(drain_output(&r).len(), ring::OUT_SIZE as usize);
+    }
+
+    #[test]
+    fn input_stops_when_the_ring_is_full() {
+        let r = TestRing::new();
+        assert_eq!(fill_input(&r, b"ls\n"), 3);
+        assert_eq!(r.load(ring::IN_PROD), 3);
+        assert_eq!([r.read(ring::IN), r.read(ring::IN + 1), r.read(ring::IN + 2)], *b"ls\n");
+        let big = alloc::vec![b'x'; 2000];
+        assert_eq!(fill_input(&r, &big), ring::IN_SIZE as usize - 3);
+        assert_eq!(fill_input(&r, b"y"), 0);
+        // The guest consumed everything: there is room again, and the index wraps in the ring.
+        r.store(ring::IN_CONS, ring::IN_SIZE);
+        assert_eq!(fill_input(&r, b"z"), 1);
+        assert_eq!(r.read(ring::IN), b'z');
+    }
+}
