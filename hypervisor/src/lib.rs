@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod backend;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod console;
@@ -17,9 +18,11 @@ pub mod hvm;
 pub mod hypercall;
 pub mod loader;
 pub mod mm;
+pub mod run;
 pub mod sched;
 #[cfg(test)]
 pub mod testing;
+pub mod timers;
 pub mod vmexit;
 pub mod xenstore;
 pub mod xtf;

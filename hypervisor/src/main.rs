@@ -169,12 +169,14 @@ mod bare {
             Some(Selftest::Domains) => selftest_domains(support),
             None => {}
         }
+        // CPU 0 hands serial input to dom0's console or Keel's debug keys between guest entries.
+        keel::run::add_poller(keel::dom0::input::poll_serial);
         if opts.xtf {
             xtf::start(&boot.modules, support);
         } else if !boot.modules.is_empty() {
             keel::dom0::build(&boot.modules, opts, support, online as u32);
         }
-        sched::cpu_loop()
+        keel::run::cpu_loop()
     }
 
     fn read_boot_info(protocol: u32, info_paddr: u32) -> Result<BootInfo, bootinfo::Error> {
@@ -329,7 +331,7 @@ mod bare {
         apic::init_this_cpu();
         percpu::install(index as usize, apic::id());
         cpu_online(index as u32);
-        sched::cpu_loop()
+        keel::run::cpu_loop()
     }
 
     fn timer_tick(_: &mut trap::TrapFrame) {

@@ -10,22 +10,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use keel_abi::cpuid as xcpuid;
 
-/// What the scheduler does after an exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Enter the guest again.
-    Continue,
-    /// Give up the CPU, stay runnable.
-    Yield,
-    /// Give up the CPU to the other runnable vCPUs of the same priority first (a PAUSE loop), stay runnable.
-    YieldToOthers,
-    /// Block until an event or timer.
-    Block,
-    /// The vCPU went offline (HLT with interrupts off).
-    Offline,
-    /// The domain is finished.
-    Stop,
-}
+pub use crate::sched::Outcome;
 
 /// Injects what is pending, by priority: an NMI, the event-channel upcall (directly, bypassing the vLAPIC, as
 /// Xen does), then the highest deliverable vLAPIC interrupt. Asks for an interrupt window when the guest cannot
@@ -342,7 +327,7 @@ fn write_msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, index: u32, valu
                 WriteEffect::Fault => false,
                 WriteEffect::None => true,
                 WriteEffect::Timer => {
-                    crate::sched::lapic_timer_changed();
+                    crate::timers::lapic_timer_changed();
                     true
                 }
                 WriteEffect::Ipi(req) => {

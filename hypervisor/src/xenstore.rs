@@ -1,37 +1,37 @@
 //! Keel's built-in xenstore, serving the initial domain's xenbus ring until a xenstore daemon runs in dom0.
 //!
-//! It speaks the xs_wire protocol (xen-abi.md §2.4): READ, WRITE, MKDIR, RM, DIRECTORY, GET_PERMS, SET_PERMS,
-//! WATCH (which fires once at once), UNWATCH, TRANSACTION_START/END (transactions apply directly: the store
-//! has a single client), GET_DOMAIN_PATH, RESET_WATCHES; anything else is answered with `ENOSYS`. Relative
-//! paths are under `/local/domain/<domid>`.
+//! It speaks the xs_wire protocol (`keel_abi::io::xs_wire`, xen-abi.md §2.4): READ, WRITE, MKDIR, RM, DIRECTORY,
+//! GET_PERMS, SET_PERMS, WATCH (which fires once at once), UNWATCH, TRANSACTION_START/END (transactions apply
+//! directly: the store has a single client), GET_DOMAIN_PATH, RESET_WATCHES; anything else is answered with
+//! `ENOSYS`. Relative paths are under `/local/domain/<domid>`.
+//!
+//! What a guest can make it hold is bounded as C xenstored bounds it: [`NODE_QUOTA`] nodes, [`WATCH_QUOTA`]
+//! watches, [`NODE_SIZE_MAX`] bytes per value, paths of `XENSTORE_*_PATH_MAX`, DIRECTORY replies of one payload,
+//! and [`Conn`] queues at most [`OUTPUT_MAX`] bytes of replies and events. [`Conn::service`] consumes the request
+//! ring: indexes read once per pass, at most one ring's worth of bytes per pass, requests reassembled across ring
+//! fills, and a header announcing more than `XENSTORE_PAYLOAD_MAX` ends the connection (`XENSTORE_ERROR_PROTO`).
 
-use alloc::collections::BTreeMap;
+use crate::backend::RingPage;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use keel_abi::io::xenstore as ring;
+use keel_abi::io::xs_wire::{self as xs, XsdSockmsg, HEADER_SIZE, XENSTORE_PAYLOAD_MAX};
 
-/// Message types (`XS_*`).
-pub mod xs {
-    pub const CONTROL: u32 = 0;
-    pub const DIRECTORY: u32 = 1;
-    pub const READ: u32 = 2;
-    pub const GET_PERMS: u32 = 3;
-    pub const WATCH: u32 = 4;
-    pub const UNWATCH: u32 = 5;
-    pub const TRANSACTION_START: u32 = 6;
-    pub const TRANSACTION_END: u32 = 7;
-    pub const GET_DOMAIN_PATH: u32 = 10;
-    pub const WRITE: u32 = 11;
-    pub const MKDIR: u32 = 12;
-    pub const RM: u32 = 13;
-    pub const SET_PERMS: u32 = 14;
-    pub const WATCH_EVENT: u32 = 15;
-    pub const ERROR: u32 = 16;
-    pub const RESET_WATCHES: u32 = 21;
-}
+/// Nodes the client may own (C xenstored's `quota_nb_entry_per_domain`).
+pub const NODE_QUOTA: usize = 1000;
+/// Watches the client may hold (`quota_nb_watch_per_domain`).
+pub const WATCH_QUOTA: usize = 128;
+/// Longest value (`quota_max_entry_size`).
+pub const NODE_SIZE_MAX: usize = 2048;
+/// Replies and events queued for the response ring, at most; past it, requests wait in the ring and watch events
+/// are dropped.
+pub const OUTPUT_MAX: usize = 16 * 1024;
 
-/// Largest payload (`XENSTORE_PAYLOAD_MAX`).
-pub const PAYLOAD_MAX: usize = 4096;
+/// Requests are taken off the ring only while fewer bytes than this are queued, so that the reply to any request
+/// (at most a header and `XENSTORE_PAYLOAD_MAX` bytes) still fits under [`OUTPUT_MAX`].
+const OUTPUT_STOP: usize = OUTPUT_MAX - HEADER_SIZE - XENSTORE_PAYLOAD_MAX as usize;
 
 /// One reply (or event) to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,35 +54,65 @@ fn strings(payload: &[u8]) -> Vec<String> {
     payload.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
 }
 
+/// Xen's error strings (`xsd_errors`).
+type XsError = &'static str;
+
 impl Store {
     /// An empty store for domain `domid` (with its home directory and name).
     pub fn new(domid: u16, name: &str) -> Self {
         let mut s = Self { domid, nodes: BTreeMap::new(), watches: Vec::new(), next_tx: 1 };
         let home = format!("/local/domain/{domid}");
-        s.write(&format!("{home}/name"), name);
-        s.write(&format!("{home}/domid"), &domid.to_string());
+        let _ = s.write(&format!("{home}/name"), name);
+        let _ = s.write(&format!("{home}/domid"), &domid.to_string());
         s
     }
 
-    fn absolute(&self, path: &str) -> String {
-        let p = if path.starts_with('/') { path.to_string() } else { format!("/local/domain/{}/{path}", self.domid) };
-        let trimmed = p.trim_end_matches('/');
-        if trimmed.is_empty() {
-            "/".into()
-        } else {
-            trimmed.into()
-        }
+    /// Nodes in the store.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
-    /// Creates `path` with `value`, and every missing parent with an empty value.
-    pub fn write(&mut self, path: &str, value: &str) {
+    /// Watches the client holds.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
+    }
+
+    fn absolute(&self, path: &str) -> Result<String, XsError> {
+        let (p, max) = if path.starts_with('/') {
+            (path.to_string(), xs::XENSTORE_ABS_PATH_MAX)
+        } else {
+            (format!("/local/domain/{}/{path}", self.domid), xs::XENSTORE_REL_PATH_MAX)
+        };
+        if path.len() > max {
+            return Err("EINVAL");
+        }
+        let trimmed = p.trim_end_matches('/');
+        Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+    }
+
+    /// Creates `path` (absolute) with `value`, and every missing parent with an empty value; refuses a value over
+    /// [`NODE_SIZE_MAX`] and nodes beyond [`NODE_QUOTA`] (ENOSPC, as C xenstored), creating nothing then.
+    pub fn write(&mut self, path: &str, value: &str) -> Result<(), XsError> {
+        if value.len() > NODE_SIZE_MAX {
+            return Err("ENOSPC");
+        }
+        let mut missing = Vec::new();
         let mut at = String::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
             at.push('/');
             at.push_str(part);
-            self.nodes.entry(at.clone()).or_default();
+            if !self.nodes.contains_key(&at) {
+                missing.push(at.clone());
+            }
+        }
+        if self.nodes.len() + missing.len() > NODE_QUOTA {
+            return Err("ENOSPC");
+        }
+        for m in missing {
+            self.nodes.insert(m, String::new());
         }
         self.nodes.insert(path.into(), value.into());
+        Ok(())
     }
 
     fn children(&self, path: &str) -> Vec<String> {
@@ -97,17 +127,23 @@ impl Store {
         out
     }
 
+    /// Queues the events of the watches on `path` or above it, [`OUTPUT_MAX`] bytes of them at most.
     fn fire(&self, path: &str, out: &mut Vec<Reply>) {
+        let mut bytes = 0;
         for (w, token) in &self.watches {
-            let wabs = self.absolute(w);
-            if path == wabs || path.starts_with(&format!("{wabs}/")) {
+            let Ok(wabs) = self.absolute(w) else { continue };
+            if path == wabs || path.starts_with(&format!("{wabs}/")) || wabs == "/" {
                 let shown = if w.starts_with('/') { path.to_string() } else { self.relative(path) };
                 let mut payload = Vec::new();
                 payload.extend_from_slice(shown.as_bytes());
                 payload.push(0);
                 payload.extend_from_slice(token.as_bytes());
                 payload.push(0);
-                out.push(Reply { typ: xs::WATCH_EVENT, req_id: 0, tx_id: 0, payload });
+                bytes += HEADER_SIZE + payload.len();
+                if bytes > OUTPUT_MAX {
+                    break;
+                }
+                out.push(Reply { typ: xs::XS_WATCH_EVENT, req_id: 0, tx_id: 0, payload });
             }
         }
     }
@@ -117,172 +153,263 @@ impl Store {
         path.strip_prefix(&home).unwrap_or(path).to_string()
     }
 
-    /// Handles one request; returns the reply and any watch events it caused.
-    pub fn handle(&mut self, typ: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<Reply> {
-        let mut out = Vec::new();
-        let ok = |p: &[u8]| Reply { typ, req_id, tx_id, payload: p.to_vec() };
-        let err = |e: &str| {
-            let mut p = e.as_bytes().to_vec();
-            p.push(0);
-            Reply { typ: xs::ERROR, req_id, tx_id, payload: p }
-        };
+    fn request(&mut self, typ: u32, payload: &[u8], out: &mut Vec<Reply>) -> Result<Vec<u8>, XsError> {
         let args = strings(payload);
         let arg0 = args.first().cloned().unwrap_or_default();
-        let reply = match typ {
-            xs::READ => match self.nodes.get(&self.absolute(&arg0)) {
-                Some(v) => ok(v.as_bytes()),
-                None => err("ENOENT"),
-            },
-            xs::DIRECTORY => {
-                let p = self.absolute(&arg0);
+        Ok(match typ {
+            xs::XS_READ => self.nodes.get(&self.absolute(&arg0)?).ok_or("ENOENT")?.as_bytes().to_vec(),
+            xs::XS_DIRECTORY => {
+                let p = self.absolute(&arg0)?;
                 if !self.nodes.contains_key(&p) && p != "/" {
-                    err("ENOENT")
-                } else {
-                    let mut body = Vec::new();
-                    for c in self.children(&p) {
-                        body.extend_from_slice(c.as_bytes());
-                        body.push(0);
-                    }
-                    ok(&body)
+                    return Err("ENOENT");
                 }
+                let mut body = Vec::new();
+                for c in self.children(&p) {
+                    body.extend_from_slice(c.as_bytes());
+                    body.push(0);
+                }
+                // A reply carries one payload at most (C xenstored answers E2BIG; XS_DIRECTORY_PART is for more).
+                if body.len() > XENSTORE_PAYLOAD_MAX as usize {
+                    return Err("E2BIG");
+                }
+                body
             }
-            xs::WRITE => {
+            xs::XS_WRITE => {
                 let split = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
-                let path = self.absolute(&String::from_utf8_lossy(&payload[..split]));
-                let value = String::from_utf8_lossy(payload.get(split + 1..).unwrap_or(&[])).into_owned();
-                self.write(&path, &value);
-                self.fire(&path, &mut out);
-                ok(b"OK\0")
+                let path = self.absolute(&String::from_utf8_lossy(&payload[..split]))?;
+                let raw = payload.get(split + 1..).unwrap_or(&[]);
+                if raw.len() > NODE_SIZE_MAX {
+                    return Err("ENOSPC");
+                }
+                self.write(&path, &String::from_utf8_lossy(raw))?;
+                self.fire(&path, out);
+                b"OK\0".to_vec()
             }
-            xs::MKDIR => {
-                let path = self.absolute(&arg0);
+            xs::XS_MKDIR => {
+                let path = self.absolute(&arg0)?;
                 if !self.nodes.contains_key(&path) {
-                    self.write(&path, "");
-                    self.fire(&path, &mut out);
+                    self.write(&path, "")?;
+                    self.fire(&path, out);
                 }
-                ok(b"OK\0")
+                b"OK\0".to_vec()
             }
-            xs::RM => {
-                let path = self.absolute(&arg0);
+            xs::XS_RM => {
+                let path = self.absolute(&arg0)?;
                 if !self.nodes.contains_key(&path) {
-                    err("ENOENT")
-                } else {
-                    let prefix = format!("{path}/");
-                    self.nodes.retain(|k, _| k != &path && !k.starts_with(&prefix));
-                    self.fire(&path, &mut out);
-                    ok(b"OK\0")
+                    return Err("ENOENT");
                 }
+                let prefix = format!("{path}/");
+                self.nodes.retain(|k, _| k != &path && !k.starts_with(&prefix));
+                self.fire(&path, out);
+                b"OK\0".to_vec()
             }
-            xs::GET_PERMS => {
-                if self.nodes.contains_key(&self.absolute(&arg0)) {
-                    ok(format!("n{}\0", self.domid).as_bytes())
-                } else {
-                    err("ENOENT")
+            xs::XS_GET_PERMS => {
+                if !self.nodes.contains_key(&self.absolute(&arg0)?) {
+                    return Err("ENOENT");
                 }
+                format!("n{}\0", self.domid).into_bytes()
             }
-            xs::SET_PERMS => ok(b"OK\0"),
-            xs::WATCH => {
+            xs::XS_SET_PERMS => b"OK\0".to_vec(),
+            xs::XS_WATCH => {
                 let token = args.get(1).cloned().unwrap_or_default();
+                self.absolute(&arg0)?;
+                if self.watches.iter().any(|(p, t)| p == &arg0 && t == &token) {
+                    return Err("EEXIST");
+                }
+                if self.watches.len() >= WATCH_QUOTA {
+                    return Err("E2BIG");
+                }
                 self.watches.push((arg0.clone(), token.clone()));
-                let r = ok(b"OK\0");
                 // A new watch fires once straight away.
                 let mut p = arg0.into_bytes();
                 p.push(0);
                 p.extend_from_slice(token.as_bytes());
                 p.push(0);
-                out.push(r);
-                out.push(Reply { typ: xs::WATCH_EVENT, req_id: 0, tx_id: 0, payload: p });
-                return out;
+                out.push(Reply { typ: xs::XS_WATCH_EVENT, req_id: 0, tx_id: 0, payload: p });
+                b"OK\0".to_vec()
             }
-            xs::UNWATCH => {
+            xs::XS_UNWATCH => {
                 let token = args.get(1).cloned().unwrap_or_default();
                 self.watches.retain(|(p, t)| !(p == &arg0 && t == &token));
-                ok(b"OK\0")
+                b"OK\0".to_vec()
             }
-            xs::RESET_WATCHES => {
+            xs::XS_RESET_WATCHES => {
                 self.watches.clear();
-                ok(b"OK\0")
+                b"OK\0".to_vec()
             }
-            xs::TRANSACTION_START => {
+            xs::XS_TRANSACTION_START => {
                 let id = self.next_tx;
-                self.next_tx += 1;
-                ok(format!("{id}\0").as_bytes())
+                self.next_tx = self.next_tx.wrapping_add(1).max(1);
+                format!("{id}\0").into_bytes()
             }
-            xs::TRANSACTION_END => ok(b"OK\0"),
-            xs::GET_DOMAIN_PATH => ok(format!("/local/domain/{arg0}\0").as_bytes()),
-            _ => err("ENOSYS"),
+            xs::XS_TRANSACTION_END => b"OK\0".to_vec(),
+            xs::XS_GET_DOMAIN_PATH => {
+                format!("/local/domain/{}\0", arg0.parse::<u16>().map_err(|_| "EINVAL")?).into_bytes()
+            }
+            _ => return Err("ENOSYS"),
+        })
+    }
+
+    /// Handles one request; returns the reply first, then any watch events it caused.
+    pub fn handle(&mut self, typ: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<Reply> {
+        let mut events = Vec::new();
+        let reply = match self.request(typ, payload, &mut events) {
+            Ok(p) => Reply { typ, req_id, tx_id, payload: p },
+            Err(e) => {
+                let mut p = e.as_bytes().to_vec();
+                p.push(0);
+                events.clear();
+                Reply { typ: xs::XS_ERROR, req_id, tx_id, payload: p }
+            }
         };
-        out.insert(0, reply);
+        let mut out = Vec::with_capacity(1 + events.len());
+        out.push(reply);
+        out.extend(events);
         out
     }
 }
 
-/// Offsets in `struct xenstore_domain_interface`.
-pub mod ring {
-    pub const REQ: usize = 0;
-    pub const RSP: usize = 1024;
-    pub const SIZE: u32 = 1024;
-    pub const REQ_CONS: usize = 2048;
-    pub const REQ_PROD: usize = 2052;
-    pub const RSP_CONS: usize = 2056;
-    pub const RSP_PROD: usize = 2060;
-}
-
 /// Serialises a reply as the wire header plus payload.
 pub fn encode(r: &Reply) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + r.payload.len());
-    for x in [r.typ, r.req_id, r.tx_id, r.payload.len() as u32] {
-        v.extend_from_slice(&x.to_le_bytes());
-    }
+    let h = XsdSockmsg { typ: r.typ, req_id: r.req_id, tx_id: r.tx_id, len: r.payload.len() as u32 };
+    let mut v = Vec::with_capacity(HEADER_SIZE + r.payload.len());
+    v.extend_from_slice(&h.to_bytes());
     v.extend_from_slice(&r.payload);
     v
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What one [`Conn::service`] pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Serviced {
+    /// Requests were consumed or replies produced: signal the client.
+    pub notify: bool,
+    /// The connection was dropped on this pass, and why.
+    pub dropped: Option<&'static str>,
+}
 
-    fn req(s: &mut Store, typ: u32, payload: &[u8]) -> Vec<Reply> {
-        s.handle(typ, 7, 0, payload)
+/// One client's connection: its store, the request being assembled, and the output not yet in the ring.
+pub struct Conn {
+    /// The store it serves.
+    pub store: Store,
+    /// Header and payload of the request being assembled, across ring fills.
+    partial: Vec<u8>,
+    /// Encoded replies and events waiting for room in the response ring (at most [`OUTPUT_MAX`] bytes).
+    out: VecDeque<u8>,
+    /// Dropped for a protocol error (`XENSTORE_ERROR_*`): not served any more.
+    broken: Option<u32>,
+    /// Watch events dropped because the output queue was full.
+    pub dropped_events: u64,
+}
+
+impl Conn {
+    /// A fresh connection to `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store, partial: Vec::new(), out: VecDeque::new(), broken: None, dropped_events: 0 }
     }
 
-    #[test]
-    fn read_write_directory_rm() {
-        let mut s = Store::new(0, "Domain-0");
-        assert_eq!(req(&mut s, xs::READ, b"name\0")[0].payload, b"Domain-0");
-        assert_eq!(
-            req(&mut s, xs::READ, b"device\0")[0],
-            Reply { typ: xs::ERROR, req_id: 7, tx_id: 0, payload: b"ENOENT\0".to_vec() }
-        );
-        req(&mut s, xs::WRITE, b"memory/target\x00524288");
-        assert_eq!(req(&mut s, xs::READ, b"/local/domain/0/memory/target\0")[0].payload, b"524288");
-        let d = req(&mut s, xs::DIRECTORY, b"/local/domain/0\0");
-        assert_eq!(d[0].payload, b"domid\0memory\0name\0");
-        assert_eq!(req(&mut s, xs::RM, b"memory\0")[0].payload, b"OK\0");
-        assert_eq!(req(&mut s, xs::READ, b"memory/target\0")[0].typ, xs::ERROR);
-        assert_eq!(req(&mut s, xs::GET_DOMAIN_PATH, b"3\0")[0].payload, b"/local/domain/3\0");
-        assert_eq!(req(&mut s, 99, b"")[0].payload, b"ENOSYS\0");
+    /// Bytes of output queued.
+    pub fn queued(&self) -> usize {
+        self.out.len()
     }
 
-    #[test]
-    fn watches_fire_at_once_and_on_writes_below() {
-        let mut s = Store::new(0, "Domain-0");
-        let r = req(&mut s, xs::WATCH, b"control/shutdown\0tok\0");
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[1].typ, xs::WATCH_EVENT);
-        assert_eq!(r[1].payload, b"control/shutdown\0tok\0");
-        let r = req(&mut s, xs::WRITE, b"control/shutdown\0poweroff");
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[1].payload, b"control/shutdown\0tok\0");
-        let r = req(&mut s, xs::WRITE, b"control/other\0x");
-        assert_eq!(r.len(), 1);
-        req(&mut s, xs::UNWATCH, b"control/shutdown\0tok\0");
-        assert_eq!(req(&mut s, xs::WRITE, b"control/shutdown\0reboot").len(), 1);
+    /// The `XENSTORE_ERROR_*` it was dropped for, if it was.
+    pub fn broken(&self) -> Option<u32> {
+        self.broken
     }
 
-    #[test]
-    fn wire_encoding() {
-        let e = encode(&Reply { typ: 2, req_id: 3, tx_id: 0, payload: b"ab".to_vec() });
-        assert_eq!(e, [2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'a', b'b']);
+    /// Whether a pass would do anything: requests in the ring or output waiting.
+    pub fn has_work(&self, r: &impl RingPage) -> bool {
+        self.broken.is_none() && (r.load(ring::REQ_CONS) != r.load(ring::REQ_PROD) || !self.out.is_empty())
+    }
+
+    fn fail(&mut self, r: &impl RingPage, error: u32, why: &'static str) -> Serviced {
+        self.broken = Some(error);
+        self.partial = Vec::new();
+        self.out = VecDeque::new();
+        r.store(ring::ERROR, error);
+        Serviced { notify: true, dropped: Some(why) }
+    }
+
+    fn queue(&mut self, replies: Vec<Reply>) {
+        for (i, r) in replies.iter().enumerate() {
+            let bytes = encode(r);
+            // The reply itself always fits (requests stop at OUTPUT_STOP); events beyond the bound are dropped.
+            if i > 0 && self.out.len() + bytes.len() > OUTPUT_MAX {
+                self.dropped_events += 1;
+                continue;
+            }
+            self.out.extend(bytes);
+        }
+    }
+
+    /// One pass over the ring: takes at most one ring's worth of request bytes (indexes read once), answers
+    /// the requests completed, and moves queued output into the response ring as far as it has room.
+    pub fn service(&mut self, r: &impl RingPage) -> Serviced {
+        if self.broken.is_some() {
+            return Serviced::default();
+        }
+        let mut done = Serviced::default();
+        let cons = r.load(ring::REQ_CONS);
+        let prod = r.load(ring::REQ_PROD);
+        let avail = prod.wrapping_sub(cons);
+        if avail > ring::RING_SIZE {
+            return self.fail(r, ring::ERROR_RINGIDX, "request ring indexes out of range");
+        }
+        let mut taken = 0u32;
+        while taken < avail && self.out.len() < OUTPUT_STOP {
+            let want = if self.partial.len() < HEADER_SIZE {
+                HEADER_SIZE - self.partial.len()
+            } else {
+                HEADER_SIZE + self.header().len as usize - self.partial.len()
+            };
+            let n = (want as u32).min(avail - taken);
+            for i in 0..n {
+                let idx = cons.wrapping_add(taken + i) & (ring::RING_SIZE - 1);
+                self.partial.push(r.read(ring::REQ + idx as usize));
+            }
+            taken += n;
+            if self.partial.len() < HEADER_SIZE {
+                continue;
+            }
+            let h = self.header();
+            if h.len > XENSTORE_PAYLOAD_MAX {
+                r.store(ring::REQ_CONS, cons.wrapping_add(taken));
+                return self.fail(r, ring::ERROR_PROTO, "request longer than XENSTORE_PAYLOAD_MAX");
+            }
+            if self.partial.len() == HEADER_SIZE + h.len as usize {
+                let replies = self.store.handle(h.typ, h.req_id, h.tx_id, &self.partial[HEADER_SIZE..]);
+                self.partial.clear();
+                self.queue(replies);
+            }
+        }
+        if taken > 0 {
+            r.store(ring::REQ_CONS, cons.wrapping_add(taken));
+            done.notify = true;
+        }
+        let rcons = r.load(ring::RSP_CONS);
+        let mut rprod = r.load(ring::RSP_PROD);
+        let used = rprod.wrapping_sub(rcons);
+        if used > ring::RING_SIZE {
+            return self.fail(r, ring::ERROR_RINGIDX, "response ring indexes out of range");
+        }
+        let n = ((ring::RING_SIZE - used) as usize).min(self.out.len());
+        for b in self.out.drain(..n) {
+            r.write(ring::RSP + (rprod & (ring::RING_SIZE - 1)) as usize, b);
+            rprod = rprod.wrapping_add(1);
+        }
+        if n > 0 {
+            r.store(ring::RSP_PROD, rprod);
+            done.notify = true;
+        }
+        done
+    }
+
+    fn header(&self) -> XsdSockmsg {
+        let mut h = [0u8; HEADER_SIZE];
+        h.copy_from_slice(&self.partial[..HEADER_SIZE]);
+        XsdSockmsg::from_bytes(&h)
     }
 }
+
+#[cfg(test)]
+mod tests;

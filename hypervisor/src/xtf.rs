@@ -111,7 +111,7 @@ fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
 
 /// Creates every test guest. Returns how many started.
 pub fn start(modules: &[Module], support: &Support) -> usize {
-    crate::sched::on_domain_end(domain_ended);
+    crate::run::on_domain_end(domain_ended);
     TOTAL.store(modules.len() as u32, Ordering::Relaxed);
     REMAINING.store(modules.len() as u32, Ordering::Relaxed);
     let mut started = 0;

@@ -8,6 +8,7 @@ mod image;
 mod initramfs;
 mod kernel;
 mod lint;
+mod modgraph;
 mod qemu;
 mod qemu_defect;
 mod test;
@@ -47,6 +48,9 @@ enum Cmd {
     Test(test::Args),
     /// Time Keel's boot under QEMU TCG and record it in docs/benchmarks.md; `--vs-xen`: side by side with Xen 4.17.
     Bench(bench::Args),
+    /// Print the hypervisor's module graph (which top-level module names which) and its import cycles; fails on
+    /// a cycle.
+    Modgraph,
     /// Run the reproducer of the QEMU TCG nested-SVM defect of docs/testing.md and report whether this QEMU has it.
     QemuDefect(qemu_defect::Args),
 }
@@ -71,7 +75,7 @@ impl ElfArg {
 
 fn dispatch(cmd: Cmd) -> util::Result<()> {
     deps::ensure_rust_targets()?;
-    if !matches!(cmd, Cmd::Deps(_) | Cmd::Lint) {
+    if !matches!(cmd, Cmd::Deps(_) | Cmd::Lint | Cmd::Modgraph) {
         deps::ensure()?;
     }
     match cmd {
@@ -85,6 +89,7 @@ fn dispatch(cmd: Cmd) -> util::Result<()> {
         Cmd::Test(args) => test::cmd(&args),
         Cmd::Bench(args) => bench::cmd(&args),
         Cmd::QemuDefect(args) => qemu_defect::cmd(&args),
+        Cmd::Modgraph => modgraph::cmd(),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod cpuid;
 pub mod errno;
 pub mod hypercall;
+pub mod io;
 pub mod shared_info;
 pub mod start_info;
 
@@ -17,3 +18,5 @@ pub use errno::Errno;
 pub const XEN_VERSION: (u32, u32) = (4, 17);
 /// `DOMID_SELF`.
 pub const DOMID_SELF: u16 = 0x7ff0;
+/// `DOMID_XEN`: the hypervisor itself, as the peer of an event channel or the owner of a frame.
+pub const DOMID_XEN: u16 = 0x7ff2;

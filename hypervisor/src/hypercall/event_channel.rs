@@ -46,8 +46,8 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
             match p.binding {
                 Binding::Ipi => evtchn::set_pending(c.dom, port),
                 // The console port of the initial domain: Keel itself is the backend.
-                Binding::Interdomain { remote: crate::dom0::DOMID_XEN, remote_port } => {
-                    crate::dom0::backend_kick(c.dom, remote_port)
+                Binding::Interdomain { remote: keel_abi::DOMID_XEN, remote_port } => {
+                    crate::backend::kick(c.dom, remote_port)
                 }
                 Binding::Interdomain { remote, remote_port } => {
                     if let Some(r) = crate::domain::get(remote) {

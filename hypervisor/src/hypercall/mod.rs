@@ -12,7 +12,7 @@ mod version;
 
 use crate::domain::{self, Domain, Vcpu};
 use crate::hvm::{HwVcpu, PagingState};
-use crate::vmexit::Outcome;
+use crate::sched::Outcome;
 use alloc::sync::Arc;
 use keel_abi::hypercall::{errno::*, nr};
 use keel_abi::Pod;

@@ -1,6 +1,6 @@
 //! Guest FPU/SSE state kept while a vCPU is off the CPU. Keel itself is built without SSE, so the registers
 //! always hold the state of the vCPU that last ran: it is saved whenever a vCPU stops, and restored only when a
-//! different vCPU ran on the CPU since, or the vCPU ran on another CPU (the scheduler decides, in `run_vcpu`).
+//! different vCPU ran on the CPU since, or the vCPU ran on another CPU (the run loop decides, in `run::run_vcpu`).
 
 /// An FXSAVE area.
 #[repr(C, align(16))]

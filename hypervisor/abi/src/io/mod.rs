@@ -1,0 +1,5 @@
+//! Shared-ring protocols between a guest and its backends (Xen `xen/include/public/io/`).
+
+pub mod console;
+pub mod xenstore;
+pub mod xs_wire;

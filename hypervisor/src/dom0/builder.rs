@@ -1,0 +1,188 @@
+//! Building the initial domain: kernel load (bzImage or ELF), its guest-physical layout, the console and xenstore
+//! rings, and the PVH start_info, from the first two boot modules (kernel, initrd) as Xen does from its GRUB stanza,
+//! sized by `dom0_mem=` and `dom0_max_vcpus=`.
+
+use crate::backend;
+use crate::bootinfo::{Module, ModuleKind};
+use crate::cmdline::Options;
+use crate::domain::{self, evtchn::Binding, Domain, DomainConfig};
+use crate::hvm::{InitState, Support};
+use crate::loader::{self, GuestModule};
+use crate::mm::PAGE_SIZE;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use keel_abi::shared_info::hvm_param;
+use keel_abi::start_info::{self as si, HvmMemmapEntry};
+use keel_abi::DOMID_XEN;
+
+/// Default initial-domain memory when `dom0_mem=` is absent.
+const DEFAULT_MEM: u64 = 512 << 20;
+
+fn module_bytes(m: &Module) -> &'static [u8] {
+    // SAFETY: boot modules stay identity-mapped and reserved from the allocator for Keel's whole life.
+    unsafe { core::slice::from_raw_parts(m.start as *const u8, m.size() as usize) }
+}
+
+/// A region of machine frames borrowed for decompression and returned on drop.
+struct Scratch {
+    pa: u64,
+    pages: u64,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for i in 0..self.pages {
+            crate::mm::free_frame(self.pa + i * PAGE_SIZE);
+        }
+    }
+}
+
+/// Loads the kernel (bzImage with an XZ payload, or an ELF vmlinux) into `dom`; returns the PVH entry.
+fn load_kernel(dom: &Domain, image: &[u8]) -> Result<u32, String> {
+    match ModuleKind::guess(&image[..image.len().min(0x400)]) {
+        ModuleKind::Elf => loader::load_pvh(&dom.mem.lock(), image).map_err(|e| e.0),
+        ModuleKind::BzImage => {
+            let p = loader::bzimage::payload(image).map_err(|e| format!("bzImage: {e}"))?;
+            let size = p.buffer_size().map_err(|e| format!("bzImage: {e}"))? as u64;
+            let pages = size.div_ceil(PAGE_SIZE);
+            let pa = crate::mm::with_frames(|a| a.alloc_contiguous(pages, PAGE_SIZE, u64::MAX))
+                .unwrap_or(Err(crate::mm::frame::OutOfFrames))
+                .map_err(|_| format!("no {} MiB of contiguous memory to unpack the kernel", size >> 20))?;
+            let scratch = Scratch { pa, pages };
+            // SAFETY: the frames were just allocated for this buffer alone and are identity-mapped.
+            let out = unsafe { core::slice::from_raw_parts_mut(scratch.pa as *mut u8, size as usize) };
+            let t0 = crate::arch::x86::time::now_ns();
+            let n = loader::bzimage::decompress(&p, out).map_err(|e| format!("bzImage: {e}"))?;
+            crate::info!(
+                "dom0: unpacked a {} KiB {} payload to a {} KiB ELF in {} ms",
+                p.data.len() >> 10,
+                p.kind,
+                n >> 10,
+                (crate::arch::x86::time::now_ns() - t0) / 1_000_000
+            );
+            loader::load_pvh(&dom.mem.lock(), &out[..n]).map_err(|e| e.0)
+        }
+        other => Err(format!("the kernel module is {} data, not a bzImage or ELF kernel", other.name())),
+    }
+}
+
+/// Builds and starts the initial domain. Errors are logged; Keel carries on without it.
+pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -> Option<Arc<Domain>> {
+    let kernel = modules.first()?;
+    let initrd = modules.get(1);
+    let free = crate::mm::free_frames() * PAGE_SIZE;
+    let memory = opts.dom0_mem.unwrap_or(DEFAULT_MEM).min(free.saturating_sub(64 << 20)) & !(PAGE_SIZE - 1);
+    let vcpus = opts.dom0_max_vcpus.unwrap_or(cpus).clamp(1, 64);
+    let cfg = DomainConfig {
+        name: "Domain-0".into(),
+        vcpus,
+        memory,
+        weight: crate::sched::DEFAULT_WEIGHT,
+        cap: 0,
+        expect_crash: false,
+    };
+    let dom = match domain::create_with_id(0, cfg, support) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::error!("dom0: cannot create the initial domain: {}", e.0);
+            return None;
+        }
+    };
+    match setup(&dom, kernel, initrd, memory) {
+        Ok(entry_si) => {
+            let (entry, start_info) = entry_si;
+            if let Err(e) = domain::start_vcpu(&dom.vcpus[0], support, InitState::Pvh { entry, start_info }) {
+                crate::error!("dom0: cannot start vCPU 0: {}", e.0);
+                dom.crash("vCPU 0 could not start");
+                return None;
+            }
+            crate::info!(
+                "dom0: {} MiB, {} vCPUs, kernel entry {entry:#x}, command line \"{}\"",
+                memory >> 20,
+                vcpus,
+                kernel.cmdline
+            );
+            crate::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)");
+            crate::run::on_domain_end(super::power::domain_ended);
+            Some(dom)
+        }
+        Err(e) => {
+            crate::error!("dom0: cannot build the initial domain: {e}");
+            dom.crash(&e);
+            let _ = domain::destroy(&dom);
+            crate::error!("Could not set up the initial domain: rebooting");
+            crate::arch::x86::power::reboot()
+        }
+    }
+}
+
+/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][console ring][ACPI tables][start_info ×3].
+fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u64) -> Result<(u32, u32), String> {
+    let entry = load_kernel(dom, module_bytes(kernel))?;
+    let low_top = memory.min(1 << 30);
+    let start_info_at = low_top - 3 * PAGE_SIZE;
+    let acpi_at = start_info_at - PAGE_SIZE;
+    let console_at = acpi_at - PAGE_SIZE;
+    let store_at = console_at - PAGE_SIZE;
+    let mut mods = Vec::new();
+    let mem = dom.mem.lock();
+    if let Some(rd) = initrd {
+        let bytes = module_bytes(rd);
+        let at = store_at.checked_sub(bytes.len() as u64).ok_or("the initrd does not fit")? & !(PAGE_SIZE - 1);
+        if at < 32 << 20 {
+            return Err(format!(
+                "the initrd ({} KiB) does not fit above the kernel in {} MiB",
+                bytes.len() >> 10,
+                memory >> 20
+            ));
+        }
+        mem.write(at, bytes).map_err(|e| format!("initrd: gpa {:#x} unmapped", e.0))?;
+        mods.push(GuestModule { gpa: at, size: bytes.len() as u64, cmdline: &rd.cmdline });
+    }
+    let acpi = loader::acpi_tables::build(acpi_at, dom.vcpus.len() as u32);
+    mem.write(acpi_at, &acpi.bytes).map_err(|_| "ACPI tables: unmapped")?;
+    // The console ring: zeroed page, event channel bound to Keel.
+    mem.write(console_at, &[0u8; PAGE_SIZE as usize]).map_err(|_| "console ring: unmapped")?;
+    let port = dom
+        .evtchn
+        .lock()
+        .alloc(Binding::Interdomain { remote: DOMID_XEN, remote_port: backend::CONSOLE }, 0)
+        .map_err(|_| "no console port")?;
+    {
+        let mut p = dom.params.lock();
+        p[hvm_param::CONSOLE_PFN as usize] = console_at / PAGE_SIZE;
+        p[hvm_param::CONSOLE_EVTCHN as usize] = port as u64;
+    }
+    // The xenstore ring, served by Keel's built-in store.
+    mem.write(store_at, &[0u8; PAGE_SIZE as usize]).map_err(|_| "store ring: unmapped")?;
+    let store_port = dom
+        .evtchn
+        .lock()
+        .alloc(Binding::Interdomain { remote: DOMID_XEN, remote_port: backend::STORE }, 0)
+        .map_err(|_| "no store port")?;
+    {
+        let mut p = dom.params.lock();
+        p[hvm_param::STORE_PFN as usize] = store_at / PAGE_SIZE;
+        p[hvm_param::STORE_EVTCHN as usize] = store_port as u64;
+    }
+    let e = |addr: u64, size: u64, typ: u32| HvmMemmapEntry { addr, size, typ, reserved: 0 };
+    let mut map = alloc::vec![
+        e(0, store_at, si::HVM_MEMMAP_TYPE_RAM),
+        e(store_at, 2 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
+        e(acpi_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_ACPI),
+        e(start_info_at, 3 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
+    ];
+    if memory > low_top {
+        map.push(e(low_top, memory - low_top, si::HVM_MEMMAP_TYPE_RAM));
+    }
+    *dom.memmap.lock() = map.clone();
+    let si_gpa = loader::write_start_info(&mem, start_info_at, 0, &kernel.cmdline, &mods, &map, acpi.rsdp_gpa)
+        .map_err(|e| e.0)?;
+    drop(mem);
+    // The backends take the memory lock on each use of a ring.
+    super::console::attach(dom.id, console_at / PAGE_SIZE, port);
+    super::store::attach(dom, store_at / PAGE_SIZE, store_port);
+    Ok((entry, si_gpa))
+}
