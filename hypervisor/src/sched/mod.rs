@@ -292,9 +292,9 @@ fn run_timers(now: u64) -> u64 {
             if period != 0 {
                 let due = v.periodic_next.load(Ordering::Acquire);
                 if due <= now {
-                    let mut n = due + period;
+                    let mut n = due.saturating_add(period);
                     if n <= now {
-                        n = now + period;
+                        n = now.saturating_add(period);
                     }
                     v.periodic_next.store(n, Ordering::Release);
                     evtchn::send_virq(&d, v, virq::TIMER);
@@ -529,10 +529,7 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
 }
 
 fn poll_satisfied(dom: &Domain, v: &Vcpu) -> bool {
-    let mask = v.poll_mask.load(Ordering::Acquire);
-    let single = v.poll_port.load(Ordering::Acquire);
-    (mask != 0 && (0..64).any(|p| mask & (1 << p) != 0 && evtchn::is_pending(dom, p)))
-        || (single != u32::MAX && evtchn::is_pending(dom, single))
+    v.poll_satisfied(dom)
 }
 
 fn higher_priority_waiting(cpu: u32, mine: Priority) -> bool {
