@@ -1,6 +1,7 @@
 //! Domains and vCPUs: identity, state, memory (through the p2m) with accounting, the hypervisor's view of each
 //! vCPU, and the single place a misbehaving domain is crashed.
 
+pub mod console;
 pub mod evtchn;
 pub mod pvclock;
 
@@ -409,8 +410,8 @@ pub struct Domain {
     pub params: Mutex<[u64; keel_abi::shared_info::hvm_param::NR as usize]>,
     /// Event channels.
     pub evtchn: Mutex<evtchn::Table>,
-    /// Console line being assembled.
-    pub console: Mutex<Vec<u8>>,
+    /// Console output: the line being assembled and the rate limit.
+    pub console: Mutex<console::Console>,
     /// Last "Test result:" word the guest printed.
     pub test_result: Mutex<Option<String>>,
     /// Set once teardown has started.
@@ -510,22 +511,26 @@ impl Domain {
         }
     }
 
-    /// Appends guest console output; complete lines are printed as `(d<id>) text`.
+    /// Appends guest console output; complete lines are printed as `(d<id>) text`. A domain other than the
+    /// initial one is rate-limited ([`console`]): what exceeds its share is dropped, and counted in one line
+    /// when it may print again.
     pub fn console_write(&self, bytes: &[u8]) {
-        let mut buf = self.console.lock();
-        for &b in bytes {
-            if b == b'\n' || buf.len() >= 256 {
-                let line = String::from_utf8_lossy(&buf).into_owned();
-                buf.clear();
-                let line = line.trim_end_matches('\r');
-                crate::info!("(d{}) {}", self.id, line);
-                if let Some(r) = line.strip_prefix("Test result: ") {
-                    *self.test_result.lock() = Some(r.split_whitespace().next().unwrap_or("").into());
-                }
-            } else if b != 0 {
-                buf.push(b);
-            }
+        let mut con = self.console.lock();
+        let (allowed, earlier) = if self.id == 0 {
+            (bytes.len(), None)
+        } else {
+            let (n, earlier) = con.bucket.take(crate::arch::x86::time::now_ns(), bytes.len() as u64);
+            (n as usize, earlier)
+        };
+        if let Some(n) = earlier {
+            crate::info!("(d{}) ... {} bytes of console output suppressed", self.id, n);
         }
+        con.push(&bytes[..allowed], |line| {
+            crate::info!("(d{}) {}", self.id, line);
+            if let Some(r) = line.strip_prefix("Test result: ") {
+                *self.test_result.lock() = Some(r.split_whitespace().next().unwrap_or("").into());
+            }
+        });
     }
 }
 
@@ -615,7 +620,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             shared_info_gfn: AtomicU64::new(u64::MAX),
             params: Mutex::new([0; keel_abi::shared_info::hvm_param::NR as usize]),
             evtchn: Mutex::new(evtchn::Table::new()),
-            console: Mutex::new(Vec::new()),
+            console: Mutex::new(console::Console::new(crate::arch::x86::time::now_ns())),
             test_result: Mutex::new(None),
             dying: AtomicBool::new(false),
             grant_frames: Mutex::new(Vec::new()),
