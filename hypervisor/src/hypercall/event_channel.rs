@@ -159,32 +159,17 @@ fn send_interdomain(c: &Ctx, port: u32, remote_id: u16, remote_port: u32) {
     }
 }
 
-/// EVTCHNOP_close.
+/// EVTCHNOP_close. The port's binding is read and acted on under the table lock (so a port closed and re-bound
+/// by another vCPU meanwhile is never torn down as what it used to be); an interdomain port takes both tables.
 fn close(c: &Ctx, port: u32) -> Result<(), Errno> {
-    let p = c.dom.evtchn.lock().get(port)?;
+    let mut t = c.dom.evtchn.lock();
+    let p = t.get(port)?;
     match p.binding {
-        Binding::Interdomain { remote: remote_id, remote_port } if remote_id != crate::dom0::DOMID_XEN => {
-            let Some(remote) = domain_by_any_id(c, remote_id) else {
-                // The peer is gone: only this end is left.
-                c.dom.evtchn.lock().close(port)?;
-                return Ok(());
-            };
-            let mut pair = evtchn::Pair::lock(c.dom, &remote);
-            // The port may have changed while no lock was held; Xen answers -EINVAL then (it was closed).
-            if pair.local().get(port).map(|q| q.binding) != Ok(p.binding) {
-                return Err(EINVAL);
-            }
-            pair.local().close(port)?;
-            // The other end goes back to waiting for a connection from this domain, if it still is our other
-            // end and its domain is not being torn down.
-            let back = Binding::Interdomain { remote: c.dom.id, remote_port: port };
-            if !remote.dying.load(Ordering::Acquire) && pair.remote().get(remote_port).map(|q| q.binding) == Ok(back) {
-                pair.remote().rebind(remote_port, Binding::Unbound { remote: c.dom.id })?;
-            }
-            Ok(())
+        Binding::Interdomain { remote, remote_port } if remote != crate::dom0::DOMID_XEN => {
+            drop(t);
+            close_interdomain(c, port, p.binding, remote, remote_port)
         }
         Binding::Virq(n) => {
-            let mut t = c.dom.evtchn.lock();
             t.close(port)?;
             // Clear the VIRQ's binding wherever it is recorded (vCPU 0 for a global VIRQ, the bound vCPU for a
             // per-vCPU one): a port moved by BIND_VCPU must not leave the VIRQ bound to a closed port.
@@ -193,11 +178,33 @@ fn close(c: &Ctx, port: u32) -> Result<(), Errno> {
             }
             Ok(())
         }
-        _ => {
-            c.dom.evtchn.lock().close(port)?;
-            Ok(())
-        }
+        _ => t.close(port).map(|_| ()),
     }
+}
+
+/// Closes interdomain port `port` (bound as `was`, to `remote_port` of `remote_id`): the other end goes back to
+/// waiting for a connection from this domain if it still is this port's other end and its domain is not being
+/// torn down.
+fn close_interdomain(c: &Ctx, port: u32, was: Binding, remote_id: u16, remote_port: u32) -> Result<(), Errno> {
+    let Some(remote) = domain_by_any_id(c, remote_id) else {
+        // The peer is gone: only this end is left.
+        let mut t = c.dom.evtchn.lock();
+        if t.get(port)?.binding != was {
+            return Err(EINVAL);
+        }
+        return t.close(port).map(|_| ());
+    };
+    let mut pair = evtchn::Pair::lock(c.dom, &remote);
+    // The port may have changed while no lock was held; Xen answers -EINVAL then (it was closed meanwhile).
+    if pair.local().get(port)?.binding != was {
+        return Err(EINVAL);
+    }
+    pair.local().close(port)?;
+    let back = Binding::Interdomain { remote: c.dom.id, remote_port: port };
+    if !remote.dying.load(Ordering::Acquire) && pair.remote().get(remote_port).map(|q| q.binding) == Ok(back) {
+        pair.remote().rebind(remote_port, Binding::Unbound { remote: c.dom.id })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
