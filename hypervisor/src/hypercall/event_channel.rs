@@ -554,4 +554,35 @@ mod tests {
         crate::domain::destroy(&a);
         crate::domain::destroy(&b);
     }
+
+    /// Two vCPUs binding the same VIRQ at once: one port, the other caller -EEXIST (the check used to be made
+    /// outside the table lock, so both could allocate a port and one of them was leaked).
+    #[test]
+    fn racing_virq_binds() {
+        let d = testing::domain(2, 4);
+        let args = [0x1000u64, 0x2000];
+        for round in 0..300 {
+            let barrier = std::sync::Barrier::new(2);
+            let results: alloc::vec::Vec<i64> = std::thread::scope(|s| {
+                let hs: alloc::vec::Vec<_> = (0..2)
+                    .map(|v| {
+                        let (d, barrier) = (&d, &barrier);
+                        put(d, args[v], &EvtchnBindVirq { virq: virq::CONSOLE, vcpu: 0, port: 0 });
+                        s.spawn(move || {
+                            barrier.wait();
+                            op_at(d, v, evtchnop::BIND_VIRQ, args[v])
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut sorted = results.clone();
+            sorted.sort();
+            assert_eq!(sorted, [EEXIST.negated(), 0], "round {round}");
+            let won = get::<EvtchnBindVirq>(&d, args[results.iter().position(|&r| r == 0).unwrap()]).port;
+            assert_eq!(status(&d, won + 1).status, evtchnstat::CLOSED, "round {round}: a second port was allocated");
+            assert_eq!(port_op(&d, evtchnop::CLOSE, won), 0);
+        }
+        crate::domain::destroy(&d);
+    }
 }
