@@ -5,7 +5,7 @@
 
 use crate::arch::x86::percpu;
 use crate::arch::x86::{apic, cpu, time};
-use crate::domain::{self, evtchn, Domain, Vcpu, VcpuState};
+use crate::domain::{self, Domain, Vcpu, VcpuState};
 use crate::sched::{self, Entity, Outcome, RunState, Share, VcpuSched};
 use crate::{timers, vmexit};
 use alloc::sync::Arc;
@@ -279,8 +279,5 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
 }
 
 fn poll_satisfied(dom: &Domain, v: &Vcpu) -> bool {
-    let mask = v.poll_mask.load(Ordering::Acquire);
-    let single = v.poll_port.load(Ordering::Acquire);
-    (mask != 0 && (0..64).any(|p| mask & (1 << p) != 0 && evtchn::is_pending(dom, p)))
-        || (single != u32::MAX && evtchn::is_pending(dom, single))
+    v.poll_satisfied(dom)
 }

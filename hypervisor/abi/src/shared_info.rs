@@ -222,6 +222,8 @@ pub mod virq {
     pub const DEBUG: u32 = 1;
     pub const CONSOLE: u32 = 2;
     pub const DOM_EXC: u32 = 3;
+    pub const XENOPROF: u32 = 7;
+    pub const XENPMU: u32 = 13;
     /// Number of VIRQs.
     pub const NR: u32 = 24;
 }

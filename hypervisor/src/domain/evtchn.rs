@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{self as si, evtchnstat};
+use spin::MutexGuard;
 
 /// What a port is bound to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +33,13 @@ pub struct Port {
     pub vcpu: u32,
 }
 
+/// Whether VIRQ `virq` is global (bound once, on vCPU 0, and movable with EVTCHNOP_bind_vcpu) rather than per
+/// vCPU. As in Xen: TIMER, DEBUG, XENOPROF and XENPMU are per vCPU, every other VIRQ (the x86 arch ones too) is
+/// global.
+pub fn virq_is_global(virq: u32) -> bool {
+    !matches!(virq, si::virq::TIMER | si::virq::DEBUG | si::virq::XENOPROF | si::virq::XENPMU)
+}
+
 /// A domain's ports (port 0 is never used).
 pub struct Table {
     ports: Vec<Port>,
@@ -47,6 +55,12 @@ impl Table {
     /// No ports bound.
     pub fn new() -> Self {
         Self { ports: alloc::vec![Port { binding: Binding::Free, vcpu: 0 }] }
+    }
+
+    /// Whether `port` is a port number of the 2-level ABI (Xen's `port_is_valid`: an in-range number, bound or
+    /// not).
+    pub fn valid(port: u32) -> bool {
+        port < si::EVTCHN_2L_PORTS
     }
 
     /// Allocates the lowest free port.
@@ -70,9 +84,15 @@ impl Table {
         }
     }
 
-    /// Changes a port's notified vCPU.
+    /// `EVTCHNOP_bind_vcpu`: changes a port's notified vCPU, where Xen allows it: unbound and interdomain ports
+    /// and global VIRQs. Per-vCPU VIRQs and IPIs stay on their vCPU (-EINVAL), as does a free port.
     pub fn set_vcpu(&mut self, port: u32, vcpu: u32) -> Result<(), Errno> {
-        self.get(port)?;
+        let p = self.get(port)?;
+        match p.binding {
+            Binding::Virq(v) if virq_is_global(v) => {}
+            Binding::Unbound { .. } | Binding::Interdomain { .. } => {}
+            Binding::Virq(_) | Binding::Ipi | Binding::Free => return Err(EINVAL),
+        }
         self.ports[port as usize].vcpu = vcpu;
         Ok(())
     }
@@ -91,10 +111,14 @@ impl Table {
         Ok(p)
     }
 
-    /// `EVTCHNOP_status` values.
-    pub fn status(&self, port: u32) -> (u32, u32, [u32; 2]) {
-        match self.ports.get(port as usize) {
+    /// `EVTCHNOP_status` values, or -EINVAL for a port number outside the ABI's range.
+    pub fn status(&self, port: u32) -> Result<(u32, u32, [u32; 2]), Errno> {
+        if !Self::valid(port) {
+            return Err(EINVAL);
+        }
+        Ok(match self.ports.get(port as usize) {
             None | Some(Port { binding: Binding::Free, .. }) => (evtchnstat::CLOSED, 0, [0; 2]),
+            Some(p) if port == 0 => (evtchnstat::CLOSED, p.vcpu, [0; 2]),
             Some(p) => match p.binding {
                 Binding::Unbound { remote } => (evtchnstat::UNBOUND, p.vcpu, [remote as u32, 0]),
                 Binding::Interdomain { remote, remote_port } => {
@@ -104,6 +128,46 @@ impl Table {
                 Binding::Ipi => (evtchnstat::IPI, p.vcpu, [0; 2]),
                 Binding::Free => (evtchnstat::CLOSED, 0, [0; 2]),
             },
+        })
+    }
+}
+
+/// Two domains' port tables locked together, in a fixed order (the lower domain id first) so that two
+/// operations on the same pair never deadlock; one lock when both are the same domain. Interdomain bindings
+/// are only created, changed and torn down with both ends' tables held, so each end of a connected pair
+/// always points at the other.
+pub struct Pair<'a> {
+    first: MutexGuard<'a, Table>,
+    second: Option<MutexGuard<'a, Table>>,
+    local_first: bool,
+}
+
+impl<'a> Pair<'a> {
+    /// Locks `local`'s and `remote`'s tables.
+    pub fn lock(local: &'a Domain, remote: &'a Domain) -> Self {
+        if core::ptr::eq(local, remote) {
+            return Self { first: local.evtchn.lock(), second: None, local_first: true };
+        }
+        let local_first = (local.id, local as *const Domain) < (remote.id, remote as *const Domain);
+        let (a, b) = if local_first { (local, remote) } else { (remote, local) };
+        let first = a.evtchn.lock();
+        let second = Some(b.evtchn.lock());
+        Self { first, second, local_first }
+    }
+
+    /// The calling domain's table.
+    pub fn local(&mut self) -> &mut Table {
+        match (&mut self.second, self.local_first) {
+            (Some(s), false) => s,
+            _ => &mut self.first,
+        }
+    }
+
+    /// The other domain's table (the same one when the remote is the caller itself).
+    pub fn remote(&mut self) -> &mut Table {
+        match (&mut self.second, self.local_first) {
+            (Some(s), true) => s,
+            _ => &mut self.first,
         }
     }
 }
@@ -116,11 +180,22 @@ fn word(dom: &Domain, offset: usize, idx: usize) -> &AtomicU64 {
 
 /// Marks `port` pending and, unless masked, notifies its vCPU.
 pub fn set_pending(dom: &Arc<Domain>, port: u32) {
+    raise(dom, port, || dom.evtchn.lock().get(port).map(|p| p.vcpu).unwrap_or(0));
+}
+
+/// [`set_pending`] for a caller that already holds `dom`'s port table (`table`).
+pub fn set_pending_locked(dom: &Arc<Domain>, table: &Table, port: u32) {
+    raise(dom, port, || table.get(port).map(|p| p.vcpu).unwrap_or(0));
+}
+
+/// Sets the pending bit, wakes pollers, and notifies the vCPU `vcpu()` names unless the port is masked or was
+/// already pending.
+fn raise(dom: &Arc<Domain>, port: u32, vcpu: impl FnOnce() -> u32) {
     if port >= si::EVTCHN_2L_PORTS {
         return;
     }
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-    let was = word(dom, si::EVTCHN_PENDING_OFFSET, idx).fetch_or(bit, Ordering::AcqRel);
+    let was = word(dom, si::EVTCHN_PENDING_OFFSET, idx).fetch_or(bit, Ordering::SeqCst);
     // A vCPU blocked in SCHEDOP_poll on this port wakes up even when the port is masked (that is how PV
     // spinlocks wait).
     for v in &dom.vcpus {
@@ -132,8 +207,7 @@ pub fn set_pending(dom: &Arc<Domain>, port: u32) {
     if was & bit != 0 || word(dom, si::EVTCHN_MASK_OFFSET, idx).load(Ordering::Acquire) & bit != 0 {
         return;
     }
-    let vcpu = dom.evtchn.lock().get(port).map(|p| p.vcpu).unwrap_or(0);
-    if let Some(v) = dom.vcpus.get(vcpu as usize) {
+    if let Some(v) = dom.vcpus.get(vcpu() as usize) {
         mark_upcall(dom, v, idx);
     }
 }
@@ -168,23 +242,36 @@ pub fn upcall_pending(dom: &Domain, v: &Vcpu) -> bool {
     }
 }
 
-/// `EVTCHNOP_unmask`: clears the mask bit and re-raises the event if it is pending.
+/// `EVTCHNOP_unmask`: clears the mask bit and re-raises the event if it is pending. As in Xen, any port number
+/// of the ABI's range may be unmasked, bound or not (-EINVAL only beyond it).
 pub fn unmask(dom: &Arc<Domain>, port: u32) -> Result<(), Errno> {
-    let p = dom.evtchn.lock().get(port)?;
+    if !Table::valid(port) {
+        return Err(EINVAL);
+    }
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
     let was = word(dom, si::EVTCHN_MASK_OFFSET, idx).fetch_and(!bit, Ordering::AcqRel);
     if was & bit != 0 && word(dom, si::EVTCHN_PENDING_OFFSET, idx).load(Ordering::Acquire) & bit != 0 {
-        if let Some(v) = dom.vcpus.get(p.vcpu as usize) {
+        let vcpu = dom.evtchn.lock().get(port).map(|p| p.vcpu).unwrap_or(0);
+        if let Some(v) = dom.vcpus.get(vcpu as usize) {
             mark_upcall(dom, v, idx);
         }
     }
     Ok(())
 }
 
+/// The pending bits of ports `64 * idx .. 64 * idx + 64` (for SCHEDOP_poll).
+pub fn pending_word(dom: &Domain, idx: usize) -> u64 {
+    if idx < (si::EVTCHN_2L_PORTS / 64) as usize {
+        word(dom, si::EVTCHN_PENDING_OFFSET, idx).load(Ordering::SeqCst)
+    } else {
+        0
+    }
+}
+
 /// Whether `port` is pending (for SCHEDOP_poll).
 pub fn is_pending(dom: &Domain, port: u32) -> bool {
     port < si::EVTCHN_2L_PORTS
-        && word(dom, si::EVTCHN_PENDING_OFFSET, (port / 64) as usize).load(Ordering::Acquire) & (1 << (port % 64)) != 0
+        && word(dom, si::EVTCHN_PENDING_OFFSET, (port / 64) as usize).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
 }
 
 /// Raises VIRQ `virq` on vCPU `v` if the guest bound it.
@@ -210,11 +297,32 @@ mod tests {
         assert_eq!(t.close(1).unwrap().binding, Binding::Virq(0));
         assert_eq!(t.get(1), Err(EINVAL));
         assert_eq!(t.alloc(Binding::Unbound { remote: 0 }, 0), Ok(1));
-        assert_eq!(t.status(2), (evtchnstat::IPI, 1, [0, 0]));
-        assert_eq!(t.status(99).0, evtchnstat::CLOSED);
+        assert_eq!(t.status(2), Ok((evtchnstat::IPI, 1, [0, 0])));
+        assert_eq!(t.status(99).unwrap().0, evtchnstat::CLOSED);
+        assert_eq!(t.status(si::EVTCHN_2L_PORTS), Err(EINVAL));
         for _ in 3..si::EVTCHN_2L_PORTS {
             t.alloc(Binding::Ipi, 0).unwrap();
         }
         assert_eq!(t.alloc(Binding::Ipi, 0), Err(ENOSPC));
+    }
+
+    /// BIND_VCPU moves only what Xen lets move: unbound and interdomain ports and global VIRQs.
+    #[test]
+    fn bind_vcpu_follows_xen() {
+        let mut t = Table::new();
+        let timer = t.alloc(Binding::Virq(si::virq::TIMER), 0).unwrap();
+        let console = t.alloc(Binding::Virq(si::virq::CONSOLE), 0).unwrap();
+        let ipi = t.alloc(Binding::Ipi, 0).unwrap();
+        let unbound = t.alloc(Binding::Unbound { remote: 0 }, 0).unwrap();
+        let inter = t.alloc(Binding::Interdomain { remote: 0, remote_port: 1 }, 0).unwrap();
+        assert_eq!(t.set_vcpu(timer, 1), Err(EINVAL), "VIRQ_TIMER is per vCPU");
+        assert_eq!(t.set_vcpu(ipi, 1), Err(EINVAL));
+        assert_eq!(t.set_vcpu(console, 1), Ok(()));
+        assert_eq!(t.set_vcpu(unbound, 1), Ok(()));
+        assert_eq!(t.set_vcpu(inter, 1), Ok(()));
+        assert_eq!(t.get(timer).unwrap().vcpu, 0);
+        assert_eq!(t.get(console).unwrap().vcpu, 1);
+        assert!(!virq_is_global(si::virq::TIMER) && !virq_is_global(si::virq::DEBUG));
+        assert!(virq_is_global(si::virq::CONSOLE) && virq_is_global(si::virq::DOM_EXC));
     }
 }

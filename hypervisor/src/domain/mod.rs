@@ -1,6 +1,7 @@
 //! Domains and vCPUs: identity, state, memory (through the p2m) with accounting, the hypervisor's view of each
 //! vCPU, and the single place a misbehaving domain is crashed.
 
+pub mod console;
 pub mod evtchn;
 pub mod pvclock;
 
@@ -194,6 +195,9 @@ pub enum VcpuState {
     Dead = 4,
 }
 
+/// Words of a vCPU's SCHEDOP_poll port bitmap (one bit per 2-level port).
+pub const POLL_WORDS: usize = (keel_abi::shared_info::EVTCHN_2L_PORTS / 64) as usize;
+
 /// One virtual CPU.
 pub struct Vcpu {
     /// vCPU number inside its domain.
@@ -219,10 +223,8 @@ pub struct Vcpu {
     pub runstate_time: [AtomicU64; 4],
     /// System time the current runstate began.
     pub runstate_entry: AtomicU64,
-    /// Ports this vCPU polls in SCHEDOP_poll: a bitmask of the first 64, and one port of any number.
-    pub poll_mask: AtomicU64,
-    /// The single polled port (u32::MAX: none).
-    pub poll_port: AtomicU32,
+    /// Ports this vCPU waits on in SCHEDOP_poll, one bit per port of the 2-level ABI (all clear: not polling).
+    pub poll_ports: [AtomicU64; POLL_WORDS],
     /// VIRQ → port bindings for this vCPU.
     pub virq_ports: [AtomicU32; keel_abi::shared_info::virq::NR as usize],
     /// MTRR and other MSR values the guest wrote that Keel only stores.
@@ -282,15 +284,37 @@ impl Vcpu {
 
     /// Whether the vCPU is blocked in SCHEDOP_poll waiting for `port`.
     pub fn polls(&self, port: u32) -> bool {
-        self.poll_port.load(Ordering::Acquire) == port
-            || (port < 64 && self.poll_mask.load(Ordering::Acquire) & (1 << port) != 0)
+        self.poll_ports.get((port / 64) as usize).is_some_and(|w| w.load(Ordering::SeqCst) & (1 << (port % 64)) != 0)
+    }
+
+    /// Starts a SCHEDOP_poll wait on `ports` (numbers beyond the 2-level ABI's range are never raised and are
+    /// left out).
+    pub fn start_polling(&self, ports: &[u32]) {
+        for &p in ports {
+            if let Some(w) = self.poll_ports.get((p / 64) as usize) {
+                // A locked RMW, ordered against the event sender's pending-bit RMW: either the sender sees this
+                // bit, or the poller's re-check after this sees the pending bit.
+                w.fetch_or(1 << (p % 64), Ordering::SeqCst);
+            }
+        }
     }
 
     /// Ends a SCHEDOP_poll wait.
     pub fn stop_polling(&self) {
-        self.poll_mask.store(0, Ordering::Release);
-        self.poll_port.store(u32::MAX, Ordering::Release);
+        for w in &self.poll_ports {
+            if w.load(Ordering::Relaxed) != 0 {
+                w.store(0, Ordering::Release);
+            }
+        }
         self.sched.poll_deadline.store(0, Ordering::Release);
+    }
+
+    /// Whether one of the ports this vCPU polls is pending in `dom` (its domain).
+    pub fn poll_satisfied(&self, dom: &Domain) -> bool {
+        self.poll_ports.iter().enumerate().any(|(i, w)| {
+            let want = w.load(Ordering::SeqCst);
+            want != 0 && want & evtchn::pending_word(dom, i) != 0
+        })
     }
 
     /// Copies the runstate into the guest's registered area, if any.
@@ -386,8 +410,8 @@ pub struct Domain {
     pub params: Mutex<[u64; keel_abi::shared_info::hvm_param::NR as usize]>,
     /// Event channels.
     pub evtchn: Mutex<evtchn::Table>,
-    /// Console line being assembled.
-    pub console: Mutex<Vec<u8>>,
+    /// Console output: the line being assembled and the rate limit.
+    pub console: Mutex<console::Console>,
     /// Last "Test result:" word the guest printed.
     pub test_result: Mutex<Option<String>>,
     /// Set once teardown has started.
@@ -487,22 +511,26 @@ impl Domain {
         }
     }
 
-    /// Appends guest console output; complete lines are printed as `(d<id>) text`.
+    /// Appends guest console output; complete lines are printed as `(d<id>) text`. A domain other than the
+    /// initial one is rate-limited ([`console`]): what exceeds its share is dropped, and counted in one line
+    /// when it may print again.
     pub fn console_write(&self, bytes: &[u8]) {
-        let mut buf = self.console.lock();
-        for &b in bytes {
-            if b == b'\n' || buf.len() >= 256 {
-                let line = String::from_utf8_lossy(&buf).into_owned();
-                buf.clear();
-                let line = line.trim_end_matches('\r');
-                crate::info!("(d{}) {}", self.id, line);
-                if let Some(r) = line.strip_prefix("Test result: ") {
-                    *self.test_result.lock() = Some(r.split_whitespace().next().unwrap_or("").into());
-                }
-            } else if b != 0 {
-                buf.push(b);
-            }
+        let mut con = self.console.lock();
+        let (allowed, earlier) = if self.id == 0 {
+            (bytes.len(), None)
+        } else {
+            let (n, earlier) = con.bucket.take(crate::arch::x86::time::now_ns(), bytes.len() as u64);
+            (n as usize, earlier)
+        };
+        if let Some(n) = earlier {
+            crate::info!("(d{}) ... {} bytes of console output suppressed", self.id, n);
         }
+        con.push(&bytes[..allowed], |line| {
+            crate::info!("(d{}) {}", self.id, line);
+            if let Some(r) = line.strip_prefix("Test result: ") {
+                *self.test_result.lock() = Some(r.split_whitespace().next().unwrap_or("").into());
+            }
+        });
     }
 }
 
@@ -560,8 +588,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     vcpu_info_hpa: AtomicU64::new(0),
                     runstate_time: [const { AtomicU64::new(0) }; 4],
                     runstate_entry: AtomicU64::new(crate::arch::x86::time::now_ns()),
-                    poll_mask: AtomicU64::new(0),
-                    poll_port: AtomicU32::new(u32::MAX),
+                    poll_ports: [const { AtomicU64::new(0) }; POLL_WORDS],
                     virq_ports: [const { AtomicU32::new(0) }; keel_abi::shared_info::virq::NR as usize],
                     msrs: Mutex::new(BTreeMap::new()),
                     fpu: Mutex::new(crate::arch::x86::fpu::FpuState::new()),
@@ -593,7 +620,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             shared_info_gfn: AtomicU64::new(u64::MAX),
             params: Mutex::new([0; keel_abi::shared_info::hvm_param::NR as usize]),
             evtchn: Mutex::new(evtchn::Table::new()),
-            console: Mutex::new(Vec::new()),
+            console: Mutex::new(console::Console::new(crate::arch::x86::time::now_ns())),
             test_result: Mutex::new(None),
             dying: AtomicBool::new(false),
             grant_frames: Mutex::new(Vec::new()),

@@ -5,40 +5,123 @@ use super::{Action, Ctx, HResult};
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{gnttab, GnttabQuerySize, GnttabSetVersion};
 
+/// `GNTST_bad_domain`: the status QUERY_SIZE reports for a domain that does not exist.
+const GNTST_BAD_DOMAIN: i16 = -2;
+/// `GNTST_permission_denied`: the status QUERY_SIZE reports for another domain.
+const GNTST_PERMISSION_DENIED: i16 = -8;
+
+/// Whether `domid` names the caller; Err(status or errno) otherwise, as `bad` and `perm` say.
+fn own<E>(c: &Ctx, domid: u16, bad: E, perm: E) -> Result<(), E> {
+    if domid == keel_abi::DOMID_SELF || domid == c.dom.id {
+        Ok(())
+    } else if crate::domain::get(domid).is_some() {
+        Err(perm)
+    } else {
+        Err(bad)
+    }
+}
+
 pub fn grant_table_op(c: &mut Ctx) -> HResult {
-    let (cmd, arg, count) = (c.args[0], c.args[1], c.args[2]);
-    if count != 1 {
+    // Xen takes the command and the count as 32-bit values.
+    let (cmd, arg, count) = (c.args[0] as u32, c.args[1], c.args[2] as u32);
+    match u64::from(cmd) {
+        gnttab::QUERY_SIZE | gnttab::SET_VERSION | gnttab::GET_VERSION => {}
+        // Commands an HVM guest may use that Keel does not implement, and the rest: -ENOSYS, as Xen says for
+        // the commands it does not offer HVM guests (Xen checks the whole command word here, so one with
+        // continuation bits set is -ENOSYS too).
+        _ => return Err(ENOSYS),
+    }
+    if (count as i32) < 0 {
         return Err(EINVAL);
     }
-    match cmd {
+    match u64::from(cmd) {
         gnttab::QUERY_SIZE => {
+            if count != 1 {
+                return Err(EINVAL);
+            }
             let mut q: GnttabQuerySize = c.read(arg)?;
-            if q.dom != keel_abi::DOMID_SELF && q.dom != c.dom.id {
-                q.status = -3; // GNTST_bad_domain
-            } else {
-                q.nr_frames = c.dom.grant_frames.lock().len() as u32;
-                q.max_nr_frames = gnttab::MAX_FRAMES;
-                q.status = 0;
+            match own(c, q.dom, GNTST_BAD_DOMAIN, GNTST_PERMISSION_DENIED) {
+                Err(status) => q.status = status,
+                Ok(()) => {
+                    q.nr_frames = c.dom.grant_frames.lock().len() as u32;
+                    q.max_nr_frames = gnttab::MAX_FRAMES;
+                    q.status = 0;
+                }
             }
             c.write(arg, &q)?;
             Ok(Action::Return(0))
         }
         gnttab::SET_VERSION => {
             let mut v: GnttabSetVersion = c.read(arg)?;
-            if v.version != 1 {
-                // Only the v1 layout is offered; the guest is told which one is in force.
-                v.version = 1;
-                c.write(arg, &v)?;
-                return Err(EINVAL);
-            }
+            // Only the v1 layout is offered (Xen with max_grant_version=1: v2 is -ENOSYS, anything else
+            // -EINVAL); the guest is told which version is in force either way.
+            let r = match v.version {
+                1 => Ok(Action::Return(0)),
+                2 => Err(ENOSYS),
+                _ => Err(EINVAL),
+            };
+            v.version = 1;
             c.write(arg, &v)?;
-            Ok(Action::Return(0))
+            r
         }
         gnttab::GET_VERSION => {
-            let v = GnttabSetVersion { version: 1 };
-            c.write(arg.wrapping_add(4), &v)?;
+            // `struct gnttab_get_version`: domid (u16), pad, version (u32, out).
+            let dom: u16 = c.read(arg)?;
+            own(c, dom, ESRCH, EPERM)?;
+            c.write(arg.wrapping_add(4), &GnttabSetVersion { version: 1 })?;
             Ok(Action::Return(0))
         }
         _ => Err(ENOSYS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, get, put};
+    use keel_abi::hypercall::nr;
+    use keel_abi::DOMID_SELF;
+
+    const ARG: u64 = 0x1000;
+
+    fn op(dom: &alloc::sync::Arc<crate::domain::Domain>, cmd: u64, count: u64) -> i64 {
+        testing::hypercall(dom, 0, nr::GRANT_TABLE_OP, [cmd, ARG, count, 0, 0])
+    }
+
+    fn query(dom: &alloc::sync::Arc<crate::domain::Domain>, domid: u16) -> GnttabQuerySize {
+        put(dom, ARG, &GnttabQuerySize { dom: domid, ..Default::default() });
+        assert_eq!(op(dom, gnttab::QUERY_SIZE, 1), 0);
+        get(dom, ARG)
+    }
+
+    #[test]
+    fn grant_table_errors_follow_xen() {
+        let dom = testing::domain(1, 4);
+        let other = testing::domain(1, 4);
+        // Commands Keel does not implement (map, unmap, setup_table, copy, ...) and unknown ones: -ENOSYS.
+        for cmd in [0, 1, gnttab::SETUP_TABLE, 5, 11, 13, 99, 0x1006] {
+            assert_eq!(op(&dom, cmd, 1), ENOSYS.negated(), "cmd {cmd}");
+        }
+        put(&dom, ARG, &GnttabQuerySize { dom: DOMID_SELF, ..Default::default() });
+        assert_eq!(op(&dom, gnttab::QUERY_SIZE, 2), EINVAL.negated());
+        assert_eq!(op(&dom, gnttab::QUERY_SIZE, 0), EINVAL.negated());
+        assert_eq!(op(&dom, gnttab::SET_VERSION, 0x8000_0000), EINVAL.negated(), "a negative count");
+        let q = query(&dom, DOMID_SELF);
+        assert_eq!((q.status, q.nr_frames, q.max_nr_frames), (0, 0, gnttab::MAX_FRAMES));
+        assert_eq!(query(&dom, 0x7000).status, GNTST_BAD_DOMAIN);
+        assert_eq!(query(&dom, other.id).status, GNTST_PERMISSION_DENIED);
+        assert_eq!(testing::hypercall(&dom, 0, nr::GRANT_TABLE_OP, [6, 0x4000_0000, 1, 0, 0]), EFAULT.negated());
+        for (version, rc) in [(1, 0), (2, ENOSYS.negated()), (0, EINVAL.negated()), (3, EINVAL.negated())] {
+            put(&dom, ARG, &GnttabSetVersion { version });
+            assert_eq!(op(&dom, gnttab::SET_VERSION, 1), rc, "version {version}");
+            assert_eq!(get::<GnttabSetVersion>(&dom, ARG).version, 1, "the version in force is reported");
+        }
+        for (domid, rc) in [(DOMID_SELF, 0), (dom.id, 0), (0x7000, ESRCH.negated()), (other.id, EPERM.negated())] {
+            put(&dom, ARG, &[domid as u32, 0]);
+            assert_eq!(op(&dom, gnttab::GET_VERSION, 1), rc, "domid {domid:#x}");
+            assert_eq!(get::<[u32; 2]>(&dom, ARG)[1], if rc == 0 { 1 } else { 0 });
+        }
+        crate::domain::destroy(&dom);
+        crate::domain::destroy(&other);
     }
 }

@@ -7,6 +7,22 @@ use core::sync::atomic::Ordering;
 use keel_abi::hypercall::{errno::*, vcpuop, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 use keel_abi::shared_info::VcpuRegisterVcpuInfo;
 
+/// Shortest period VCPUOP_set_periodic_timer accepts (1 ms, as Xen).
+pub const MIN_PERIOD_NS: u64 = 1_000_000;
+
+/// Longest period, and in general the longest time delta Xen's timers take (`STIME_DELTA_MAX`, 2^62 - 1 ns).
+pub const STIME_DELTA_MAX: u64 = u64::MAX >> 2;
+
+/// The deadline a single-shot timer at `timeout_abs_ns` gets: system time is signed in Xen, so a value with bit
+/// 63 set lies in the past and fires at once, like 0 (Keel's 0 means "no timer", so 1 stands for it).
+pub fn singleshot_deadline(timeout_abs_ns: u64) -> u64 {
+    if (timeout_abs_ns as i64) < 0 {
+        1
+    } else {
+        timeout_abs_ns.max(1)
+    }
+}
+
 pub fn vcpu_op(c: &mut Ctx) -> HResult {
     let (cmd, id, arg) = (c.args[0], c.args[1], c.args[2]);
     let target = c.dom.vcpus.get(usize::try_from(id).map_err(|_| EINVAL)?).cloned().ok_or(ENOENT)?;
@@ -20,7 +36,7 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             if t.flags & vcpuop::SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < time::now_ns() {
                 return Err(ETIME);
             }
-            c.v.timer_deadline.store(t.timeout_abs_ns.max(1), Ordering::Release);
+            c.v.timer_deadline.store(singleshot_deadline(t.timeout_abs_ns), Ordering::Release);
             Ok(Action::Return(0))
         }
         vcpuop::STOP_SINGLESHOT_TIMER => {
@@ -32,10 +48,10 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
         }
         vcpuop::SET_PERIODIC_TIMER => {
             let t: VcpuSetPeriodicTimer = c.read(arg)?;
-            if t.period_ns < 1_000_000 {
+            if !(MIN_PERIOD_NS..=STIME_DELTA_MAX).contains(&t.period_ns) {
                 return Err(EINVAL);
             }
-            target.periodic_next.store(time::now_ns() + t.period_ns, Ordering::Release);
+            target.periodic_next.store(time::now_ns().saturating_add(t.period_ns), Ordering::Release);
             target.periodic_period.store(t.period_ns, Ordering::Release);
             Ok(Action::Return(0))
         }
