@@ -7,11 +7,16 @@
 //! - [`store`]: the tree, connections with their watches and transactions, quotas, and [`store::Store::handle`],
 //!   which turns one request into its reply plus the watch events and effects it causes.
 //!
-//! Everything here is plain data and logic, without I/O, so every message type, permission rule, transaction
-//! conflict and quota is unit-tested; the daemon adds transports (the dom0 Unix socket, guests' rings).
+//! - [`server`]: dom0's Unix-socket transport (`/run/xenstored/socket`); [`client`]: the client side, used by the
+//!   `xenstore-*` commands.
+//!
+//! The store itself is plain data and logic, without I/O, so every message type, permission rule, transaction
+//! conflict and quota is unit-tested; the transports are tested over real sockets, with hostile clients too.
 
+pub mod client;
 pub mod path;
 pub mod perms;
+pub mod server;
 pub mod store;
 pub mod wire;
 

@@ -382,6 +382,11 @@ impl Store {
         self.conns.get(&conn).map_or(0, |c| c.watches.len())
     }
 
+    /// Watches of every connection together.
+    pub fn total_watches(&self) -> usize {
+        self.conns.values().map(|c| c.watches.len()).sum()
+    }
+
     /// Handles one request from `conn`.
     pub fn handle(&mut self, conn: ConnId, msg: &Msg) -> Output {
         let mut out = Output::default();
