@@ -12,9 +12,15 @@ fn main() {
     let mut pid_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        // Xen's xenstored also takes `--opt=value`.
+        let (a, inline) = match a.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
+            _ => (a, None),
+        };
+        let mut value = || inline.clone().or_else(|| args.next()).unwrap_or_else(|| usage());
         match a.as_str() {
-            "--socket" => socket = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
-            "--pid-file" => pid_file = Some(args.next().map(PathBuf::from).unwrap_or_else(|| usage())),
+            "--socket" => socket = PathBuf::from(value()),
+            "--pid-file" | "-F" => pid_file = Some(PathBuf::from(value())),
             "-h" | "--help" => {
                 println!("usage: xenstored [--socket PATH] [--pid-file PATH]");
                 return;
