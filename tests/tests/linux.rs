@@ -1,6 +1,6 @@
 //! Debian's stock Linux 6.1 as Keel's initial domain, booted from a GRUB ISO exactly like Xen
 //! (`multiboot2 keel.elf …`, `module2 --nounzip vmlinuz console=hvc0 …`, `module2 --nounzip initrd.img`),
-//! judged by the serial log: the busybox `/init` (xtask/assets/init.sh) prints `KEEL-CHECK:` lines in
+//! judged by the serial log: dom0's `/etc/init.d/S99keel` (xtask/assets/keel-init) prints `KEEL-CHECK:` lines in
 //! `keel.init=checks` mode. Each boot takes 40-60 s under TCG, so there are few of them. Run them with
 //! `cargo xtask test --no-lint --no-unit -- linux::` (it builds Keel, fetches the kernel, builds the initramfs
 //! and passes their paths in as `KEEL_ELF`, `KEEL_VMLINUZ`, `KEEL_INITRD`).
@@ -143,6 +143,11 @@ mod linux {
         // Needs the hypervisor side of xenfs (privcmd, xenbus).
         if run.count_lines_matching("KEEL-CHECK: xenfs mounted") == 0 {
             problems.push(format!("xenfs: {:?}", run.assert_line("KEEL-CHECK: xenfs ")));
+        }
+        // dom0's own xenstored (started by /etc/init.d/S30xencommons) answers the xenstore-* commands.
+        let xs = run.assert_line("KEEL-CHECK: xenstore ");
+        if !xs.trim_end().ends_with("KEEL-CHECK: xenstore written-and-read") {
+            problems.push(format!("dom0's xenstored: {xs:?}"));
         }
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));

@@ -2,7 +2,8 @@
 # /xen-init of the Xen dom0 initramfs for `cargo xtask bench --vs-xen` (xtask/assets/xen-dom0-init.sh): brings up
 # Xen's toolstack in Debian's PV dom0 (Xen 4.17), creates the PVH domU of /etc/xen/domu.cfg with its console on
 # this one, and powers off when the domU has gone. The host times the `XEN-DOM0:` lines as they arrive.
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin
+# Xen's own tools first: the base initramfs carries Keel's xenstored and xenstore-* too.
+export PATH=/usr/lib/xen-4.17/bin:/bin:/sbin:/usr/bin:/usr/sbin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 
 mount -t devtmpfs devtmpfs /dev 2>/dev/null

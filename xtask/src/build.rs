@@ -29,6 +29,28 @@ pub fn guests() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The dom0 programs the initramfs carries, each (name, directory it goes to).
+pub const DOM0_PROGRAMS: &[(&str, &str)] = &[("xm", "usr/sbin"), ("xenstored", "usr/sbin"), ("xenstore", "usr/bin")];
+/// The target dom0's static programs are built for (glibc with crt-static: no other Rust target needed).
+pub const DOM0_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds dom0's programs as static executables (they run in dom0's busybox initramfs, which has no libc) and
+/// returns the directory that holds them.
+pub fn dom0_static() -> Result<PathBuf> {
+    util::run(
+        util::cargo()
+            .args(["build", "--release", "-p", "dom0-tools", "-p", "keel-xenstore", "--target", DOM0_TARGET])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=symbols"),
+    )?;
+    let dir = util::target_dir().join(DOM0_TARGET).join("release");
+    for (name, _) in DOM0_PROGRAMS {
+        if !dir.join(name).is_file() {
+            return Err(format!("cargo built no {}", dir.join(name).display()).into());
+        }
+    }
+    Ok(dir)
+}
+
 /// Builds the host tools (`xm` and friends).
 pub fn dom0_tools() -> Result<()> {
     util::run(util::cargo().args(["build", "--release", "-p", "dom0-tools"]))

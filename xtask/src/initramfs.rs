@@ -1,18 +1,32 @@
-//! `cargo xtask initramfs`: a ~1 MB busybox initramfs, `target/initramfs.cpio.gz`.
+//! `cargo xtask initramfs`: dom0's system, a small busybox initramfs, `target/initramfs.cpio.gz`.
 //!
-//! Contents: busybox-static's `/bin/busybox` with a symlink for every applet, `/init`
-//! (xtask/assets/init.sh: mounts, prints `KEEL-INIT: busybox init reached`, insmods the Xen drivers),
-//! `/dev/console` when we may create device nodes, and — when `cargo xtask kernel` has fetched the
-//! kernel — the Xen driver modules `/init` loads, as `/lib/modules/<name>.ko`.
+//! Contents: busybox-static's `/bin/busybox` with a symlink for every applet; `/init` (xtask/assets/init.sh:
+//! mounts, prints `KEEL-INIT: busybox init reached`, hands over to busybox init); `/etc/inittab` (a root shell on
+//! the console) and `/etc/init.d/rcS`, which starts each `/etc/init.d/S??*` in order (Buildroot's convention):
+//! `S30xencommons` (the Xen drivers, xenfs on /proc/xen, xenstored) and `S99keel` (the test and benchmark modes
+//! chosen with `keel.init=` on dom0's command line); dom0's static programs (`xm`, `xenstored`, `xenstore` and
+//! its `xenstore-*` names); `/etc/xen`, `/var/lib/xen`, `/var/log/xen`; `/dev/console` when we may create device
+//! nodes; and — when `cargo xtask kernel` has fetched the kernel — the Xen driver modules, as
+//! `/lib/modules/<name>.ko`.
 
-use crate::kernel;
 use crate::util::{self, Context, Result};
+use crate::{build, kernel};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const BUSYBOX: &str = "/bin/busybox";
 const INIT: &str = include_str!("../assets/init.sh");
+/// `/etc/...` files: (path, contents, executable).
+const ETC: &[(&str, &str, bool)] = &[
+    ("etc/inittab", include_str!("../assets/inittab"), false),
+    ("etc/init.d/rcS", include_str!("../assets/rcS"), true),
+    ("etc/init.d/rcK", include_str!("../assets/rcK"), true),
+    ("etc/init.d/S30xencommons", include_str!("../assets/xencommons"), true),
+    ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
+];
+/// The names the `xenstore` program answers to, as xenstore-utils installs them.
+const XENSTORE_NAMES: &[&str] = &["read", "write", "rm", "exists", "list", "ls", "watch", "chmod"];
 /// The modules `/init` loads, in dependency order (xenfs needs xen-privcmd).
 pub const XEN_MODULES: &[&str] =
     &["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-blkback", "xen-netback"];
@@ -25,10 +39,26 @@ pub fn path() -> PathBuf {
 pub fn build() -> Result<PathBuf> {
     let stage = util::target_dir().join("initramfs-root");
     util::remove_dir(&stage)?;
-    for dir in ["bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc", "lib/modules"]
-    {
+    for dir in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "etc/init.d",
+        "etc/xen",
+        "var/lib/xen",
+        "var/log/xen",
+        "lib/modules",
+    ] {
         std::fs::create_dir_all(stage.join(dir))?;
     }
+    symlink("../run", stage.join("var/run")).context("cannot link /var/run")?;
 
     std::fs::copy(BUSYBOX, stage.join("bin/busybox")).context(format!("cannot copy {BUSYBOX}"))?;
     let applets = util::output(Command::new(BUSYBOX).arg("--list-full"))?;
@@ -46,6 +76,20 @@ pub fn build() -> Result<PathBuf> {
     let init = stage.join("init");
     std::fs::write(&init, INIT)?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    for (path, text, exec) in ETC {
+        let f = stage.join(path);
+        std::fs::write(&f, text)?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if *exec { 0o755 } else { 0o644 }))?;
+    }
+
+    let programs = build::dom0_static()?;
+    for (name, dir) in build::DOM0_PROGRAMS {
+        let src = programs.join(name);
+        std::fs::copy(&src, stage.join(dir).join(name)).context(format!("cannot copy {}", src.display()))?;
+    }
+    for n in XENSTORE_NAMES {
+        symlink("xenstore", stage.join(format!("usr/bin/xenstore-{n}")))?;
+    }
 
     // The kernel opens /dev/console before /init runs; creating the node needs root,
     // and /init reopens the console after mounting devtmpfs when it is absent.

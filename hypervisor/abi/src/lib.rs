@@ -5,11 +5,13 @@
 #![no_std]
 
 pub mod cpuid;
+pub mod domctl;
 pub mod errno;
 pub mod hypercall;
 pub mod io;
 pub mod shared_info;
 pub mod start_info;
+pub mod sysctl;
 
 pub use bytemuck::{Pod, Zeroable};
 pub use errno::Errno;

@@ -1,0 +1,306 @@
+//! dom0's way into the hypervisor, as Xen's libxencall and libxenctrl: hypercalls through Linux's privcmd driver
+//! (`IOCTL_PRIVCMD_HYPERCALL`), with every structure the hypervisor reads or writes bounced through a hypercall
+//! buffer (pages from `/dev/xen/hypercall`, or locked anonymous memory), and typed sysctl, domctl and xen_version
+//! calls over keel-abi's layouts.
+//!
+//! The hypervisor sees the buffers' user-space addresses and copies through dom0's page tables, so they must stay
+//! mapped and present for the call: that is what the hypercall device (or `mlock` and touching every page)
+//! guarantees (shared/docs/xen417-toolstack.md §1.3).
+
+mod buffer;
+
+pub use buffer::HcBuf;
+use keel_abi::domctl::{self, XenDomctl};
+use keel_abi::hypercall::{nr, xenver};
+use keel_abi::sysctl::{self, XenSysctl};
+use keel_abi::{Errno, Pod, Zeroable};
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+/// `IOCTL_PRIVCMD_HYPERCALL`: `_IOC(_IOC_NONE, 'P', 0, sizeof(privcmd_hypercall_t))`.
+const IOCTL_PRIVCMD_HYPERCALL: libc::c_ulong = 0x0030_5000;
+
+/// `privcmd_hypercall_t`.
+#[repr(C)]
+struct PrivcmdHypercall {
+    op: u64,
+    arg: [u64; 5],
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The hypervisor (or privcmd) refused it with this errno.
+    Xen(Errno),
+    /// A device could not be opened or mapped.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Xen(e) => write!(f, "the hypervisor refused: {e}"),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An open privcmd.
+pub struct Xc {
+    privcmd: File,
+    hypercall_dev: Option<File>,
+}
+
+impl Xc {
+    /// Opens `/dev/xen/privcmd` (or `/proc/xen/privcmd`) and, where it exists, `/dev/xen/hypercall`.
+    pub fn open() -> Result<Xc> {
+        let rw = |p: &str| File::options().read(true).write(true).open(p);
+        let privcmd = rw("/dev/xen/privcmd").or_else(|_| rw("/proc/xen/privcmd")).map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot open /dev/xen/privcmd ({e}): is this dom0 with xen-privcmd loaded?"),
+            ))
+        })?;
+        Ok(Xc { privcmd, hypercall_dev: rw("/dev/xen/hypercall").ok() })
+    }
+
+    /// A zeroed hypercall buffer of at least `len` bytes.
+    pub fn buffer(&self, len: usize) -> Result<HcBuf> {
+        Ok(HcBuf::new(len, self.hypercall_dev.as_ref())?)
+    }
+
+    /// Issues hypercall `op`. Pointer arguments must point into [`HcBuf`]s (or be 0).
+    pub fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<i64> {
+        let mut call = PrivcmdHypercall { op, arg: args };
+        // SAFETY: the ioctl reads a `privcmd_hypercall_t` from `call`, which lives across the call; the hypervisor
+        // touches only memory the arguments name, which callers keep in hypercall buffers alive for the call.
+        let r = unsafe { libc::ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut call) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            let code = e.raw_os_error().unwrap_or(0) as i64;
+            return Err(Errno::from_return(-code).map_or(Error::Io(e), Error::Xen));
+        }
+        Ok(r as i64)
+    }
+
+    fn bounce<T: Pod>(&self, v: &mut T, op: u64) -> Result<i64> {
+        let mut b = self.buffer(size_of::<T>())?;
+        b.put(0, v);
+        let r = self.hypercall(op, [b.addr(), 0, 0, 0, 0]);
+        *v = b.get(0);
+        r
+    }
+
+    /// A sysctl, with the interface version filled in.
+    pub fn sysctl(&self, s: &mut XenSysctl) -> Result<()> {
+        s.interface_version = sysctl::INTERFACE_VERSION;
+        self.bounce(s, nr::SYSCTL).map(drop)
+    }
+
+    /// A domctl, with the interface version filled in.
+    pub fn domctl(&self, d: &mut XenDomctl) -> Result<()> {
+        d.interface_version = domctl::INTERFACE_VERSION;
+        self.bounce(d, nr::DOMCTL).map(drop)
+    }
+
+    fn sysctl_member<T: Pod>(&self, cmd: u32, member: &T) -> Result<T> {
+        let mut s = XenSysctl::zeroed();
+        s.cmd = cmd;
+        s.set(member);
+        self.sysctl(&mut s)?;
+        Ok(s.get())
+    }
+
+    fn domctl_member<T: Pod>(&self, cmd: u32, domid: u16, member: &T) -> Result<T> {
+        let mut d = XenDomctl::zeroed();
+        d.cmd = cmd;
+        d.domain = domid;
+        d.set(member);
+        self.domctl(&mut d)?;
+        Ok(d.get())
+    }
+
+    /// `xen_version` with an optional out-buffer of `len` bytes: the return value and the buffer.
+    pub fn xen_version(&self, cmd: u64, len: usize) -> Result<(i64, Vec<u8>)> {
+        if len == 0 {
+            return Ok((self.hypercall(nr::XEN_VERSION, [cmd, 0, 0, 0, 0])?, Vec::new()));
+        }
+        let b = self.buffer(len)?;
+        let r = self.hypercall(nr::XEN_VERSION, [cmd, b.addr(), 0, 0, 0])?;
+        Ok((r, b.bytes()[..len].to_vec()))
+    }
+
+    /// `XENVER_version`: (major, minor).
+    pub fn version(&self) -> Result<(u32, u32)> {
+        let v = self.xen_version(xenver::VERSION, 0)?.0 as u32;
+        Ok((v >> 16, v & 0xffff))
+    }
+
+    /// A string sub-op of `xen_version` (extraversion, capabilities, changeset, commandline), NUL-trimmed.
+    pub fn version_string(&self, cmd: u64) -> Result<String> {
+        let len = match cmd {
+            xenver::EXTRAVERSION => 16,
+            xenver::CHANGESET => 64,
+            _ => 1024,
+        };
+        let (_, b) = self.xen_version(cmd, len)?;
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        Ok(String::from_utf8_lossy(&b[..end]).into_owned())
+    }
+
+    /// `XEN_SYSCTL_physinfo`.
+    pub fn physinfo(&self) -> Result<sysctl::PhysInfo> {
+        self.sysctl_member(sysctl::cmd::PHYSINFO, &sysctl::PhysInfo::default())
+    }
+
+    /// `XEN_SYSCTL_sched_id`.
+    pub fn sched_id(&self) -> Result<u32> {
+        Ok(self.sysctl_member(sysctl::cmd::SCHED_ID, &sysctl::SchedId::default())?.sched_id)
+    }
+
+    /// `XEN_SYSCTL_getdomaininfolist`: up to `max` domains with ids from `first` on, in id order.
+    pub fn domain_info_list(&self, first: u16, max: u32) -> Result<Vec<domctl::GetDomainInfo>> {
+        let each = size_of::<domctl::GetDomainInfo>();
+        let buf = self.buffer(each * max as usize)?;
+        let l = sysctl::GetDomainInfoList {
+            first_domain: first,
+            max_domains: max,
+            buffer: buf.addr(),
+            ..Default::default()
+        };
+        let out = self.sysctl_member(sysctl::cmd::GETDOMAININFOLIST, &l)?;
+        Ok((0..out.num_domains.min(max) as usize).map(|i| buf.get(i * each)).collect())
+    }
+
+    /// Every domain, in id order.
+    pub fn domains(&self) -> Result<Vec<domctl::GetDomainInfo>> {
+        let mut all = Vec::new();
+        let mut first = 0u16;
+        loop {
+            let batch = self.domain_info_list(first, 1024)?;
+            let Some(last) = batch.last() else { return Ok(all) };
+            first = last.domain.saturating_add(1);
+            let done = batch.len() < 1024 || last.domain >= keel_abi::DOMID_SELF - 1;
+            all.extend(batch);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One domain's information, `None` if there is no such domain.
+    pub fn domain_info(&self, domid: u16) -> Result<Option<domctl::GetDomainInfo>> {
+        Ok(self.domain_info_list(domid, 1)?.into_iter().find(|d| d.domain == domid))
+    }
+
+    /// `XEN_SYSCTL_readconsole`: reads from `index` (incremental) into a buffer of `len` bytes; returns the bytes
+    /// and the new index.
+    pub fn read_console(&self, clear: bool, index: u32, len: usize) -> Result<(Vec<u8>, u32)> {
+        let buf = self.buffer(len)?;
+        let r = sysctl::ReadConsole {
+            clear: clear as u8,
+            incremental: 1,
+            index,
+            buffer: buf.addr(),
+            count: len as u32,
+            ..Default::default()
+        };
+        let out = self.sysctl_member(sysctl::cmd::READCONSOLE, &r)?;
+        Ok((buf.bytes()[..(out.count as usize).min(len)].to_vec(), out.index))
+    }
+
+    /// `XEN_DOMCTL_getvcpuinfo`.
+    pub fn vcpu_info(&self, domid: u16, vcpu: u32) -> Result<domctl::GetVcpuInfo> {
+        self.domctl_member(domctl::cmd::GETVCPUINFO, domid, &domctl::GetVcpuInfo { vcpu, ..Default::default() })
+    }
+
+    /// `XEN_DOMCTL_getvcpuaffinity`: (hard, soft) CPU bitmaps of `bytes` bytes each.
+    pub fn vcpu_affinity(&self, domid: u16, vcpu: u32, bytes: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+        let hard = self.buffer(bytes)?;
+        let soft = self.buffer(bytes)?;
+        let bits = (bytes * 8) as u32;
+        let a = domctl::VcpuAffinity {
+            vcpu,
+            flags: domctl::vcpuaffinity::HARD | domctl::vcpuaffinity::SOFT,
+            cpumap_hard: domctl::XenctlBitmap { bitmap: hard.addr(), nr_bits: bits, pad: 0 },
+            cpumap_soft: domctl::XenctlBitmap { bitmap: soft.addr(), nr_bits: bits, pad: 0 },
+        };
+        self.domctl_member(domctl::cmd::GETVCPUAFFINITY, domid, &a)?;
+        Ok((hard.bytes()[..bytes].to_vec(), soft.bytes()[..bytes].to_vec()))
+    }
+
+    /// `XEN_DOMCTL_setvcpuaffinity` of the hard (and, if given, soft) map; returns the effective hard map.
+    pub fn set_vcpu_affinity(&self, domid: u16, vcpu: u32, hard: &[u8], soft: Option<&[u8]>) -> Result<Vec<u8>> {
+        let hb = self.buffer(hard.len().max(1))?;
+        hb.bytes_mut()[..hard.len()].copy_from_slice(hard);
+        let sb = self.buffer(soft.map_or(1, |s| s.len().max(1)))?;
+        let mut flags = domctl::vcpuaffinity::HARD;
+        let mut soft_map = domctl::XenctlBitmap::default();
+        if let Some(s) = soft {
+            sb.bytes_mut()[..s.len()].copy_from_slice(s);
+            flags |= domctl::vcpuaffinity::SOFT;
+            soft_map = domctl::XenctlBitmap { bitmap: sb.addr(), nr_bits: (s.len() * 8) as u32, pad: 0 };
+        }
+        let a = domctl::VcpuAffinity {
+            vcpu,
+            flags,
+            cpumap_hard: domctl::XenctlBitmap { bitmap: hb.addr(), nr_bits: (hard.len() * 8) as u32, pad: 0 },
+            cpumap_soft: soft_map,
+        };
+        self.domctl_member(domctl::cmd::SETVCPUAFFINITY, domid, &a)?;
+        Ok(hb.bytes()[..hard.len()].to_vec())
+    }
+
+    /// Credit scheduler parameters of a domain: (weight, cap).
+    pub fn sched_credit(&self, domid: u16) -> Result<(u16, u16)> {
+        let op = domctl::SchedulerOp {
+            sched_id: domctl::sched_id::CREDIT,
+            cmd: domctl::schedop::GETINFO,
+            ..Default::default()
+        };
+        let r = self.domctl_member(domctl::cmd::SCHEDULER_OP, domid, &op)?;
+        Ok((r.weight, r.cap))
+    }
+
+    /// Sets a domain's credit weight and/or cap (`None` keeps the current value).
+    pub fn set_sched_credit(&self, domid: u16, weight: Option<u16>, cap: Option<u16>) -> Result<()> {
+        let op = domctl::SchedulerOp {
+            sched_id: domctl::sched_id::CREDIT,
+            cmd: domctl::schedop::PUTINFO,
+            weight: weight.unwrap_or(0),
+            cap: cap.unwrap_or(0xffff),
+            rest: [0; 3],
+        };
+        self.domctl_member(domctl::cmd::SCHEDULER_OP, domid, &op).map(drop)
+    }
+
+    /// The credit scheduler's global parameters of pool 0 (`XEN_SYSCTL_scheduler_op` getinfo).
+    pub fn sched_credit_global(&self) -> Result<sysctl::SchedulerOp> {
+        let op = sysctl::SchedulerOp {
+            cpupool_id: 0,
+            sched_id: domctl::sched_id::CREDIT,
+            cmd: sysctl::schedop::GETINFO,
+            ..Default::default()
+        };
+        self.sysctl_member(sysctl::cmd::SCHEDULER_OP, &op)
+    }
+
+    /// Sets the credit scheduler's global parameters of pool 0; returns what was applied.
+    pub fn set_sched_credit_global(&self, mut p: sysctl::SchedulerOp) -> Result<sysctl::SchedulerOp> {
+        p.cpupool_id = 0;
+        p.sched_id = domctl::sched_id::CREDIT;
+        p.cmd = sysctl::schedop::PUTINFO;
+        self.sysctl_member(sysctl::cmd::SCHEDULER_OP, &p)
+    }
+}

@@ -1,0 +1,420 @@
+//! `domctl` (hypercall 36): the toolstack's per-domain operations, Xen 4.17's layouts (interface version 0x15,
+//! `xen/include/public/domctl.h`). The request is a 144-byte [`XenDomctl`]: a header and a 128-byte union whose
+//! member depends on the command; each member is its own [`Pod`] struct, read from and written into the union with
+//! [`XenDomctl::get`] and [`XenDomctl::set`].
+
+use bytemuck::{Pod, Zeroable};
+use core::mem::{offset_of, size_of};
+
+/// `XEN_DOMCTL_INTERFACE_VERSION` of Xen 4.17. Any other value is refused with -EACCES.
+pub const INTERFACE_VERSION: u32 = 0x15;
+
+/// Command numbers (`XEN_DOMCTL_*`).
+pub mod cmd {
+    pub const CREATEDOMAIN: u32 = 1;
+    pub const DESTROYDOMAIN: u32 = 2;
+    pub const PAUSEDOMAIN: u32 = 3;
+    pub const UNPAUSEDOMAIN: u32 = 4;
+    pub const GETDOMAININFO: u32 = 5;
+    pub const SETVCPUAFFINITY: u32 = 9;
+    pub const SHADOW_OP: u32 = 10;
+    pub const MAX_MEM: u32 = 11;
+    pub const SETVCPUCONTEXT: u32 = 12;
+    pub const GETVCPUCONTEXT: u32 = 13;
+    pub const GETVCPUINFO: u32 = 14;
+    pub const MAX_VCPUS: u32 = 15;
+    pub const SCHEDULER_OP: u32 = 16;
+    pub const SETDOMAINHANDLE: u32 = 17;
+    pub const SETTIMEOFFSET: u32 = 24;
+    pub const GETVCPUAFFINITY: u32 = 25;
+    pub const GETHVMCONTEXT: u32 = 33;
+    pub const SETHVMCONTEXT: u32 = 34;
+    pub const GETTSCINFO: u32 = 59;
+    pub const SETTSCINFO: u32 = 60;
+    pub const SETNODEAFFINITY: u32 = 68;
+    pub const GETNODEAFFINITY: u32 = 69;
+    pub const GET_CPU_POLICY: u32 = 82;
+    pub const SET_CPU_POLICY: u32 = 83;
+    pub const GET_PAGING_MEMPOOL_SIZE: u32 = 85;
+    pub const SET_PAGING_MEMPOOL_SIZE: u32 = 86;
+}
+
+/// `struct xen_domctl`: the header and the union (as bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenDomctl {
+    pub cmd: u32,
+    pub interface_version: u32,
+    /// `domid_t`.
+    pub domain: u16,
+    /// Unused; libxc leaves stack garbage here (never checked).
+    pub pad: [u16; 3],
+    /// The command's member.
+    pub u: [u8; 128],
+}
+
+impl XenDomctl {
+    /// The union read as member `T` (its first `size_of::<T>()` bytes).
+    pub fn get<T: Pod>(&self) -> T {
+        bytemuck::pod_read_unaligned(&self.u[..size_of::<T>()])
+    }
+
+    /// Writes member `T` into the union (the rest is left as it was, as Xen copies the whole struct back).
+    pub fn set<T: Pod>(&mut self, v: &T) {
+        self.u[..size_of::<T>()].copy_from_slice(bytemuck::bytes_of(v));
+    }
+}
+
+/// `XEN_DOMCTL_CDF_*`: createdomain flags.
+pub mod cdf {
+    pub const HVM: u32 = 1 << 0;
+    pub const HAP: u32 = 1 << 1;
+    pub const S3_INTEGRITY: u32 = 1 << 2;
+    pub const OOS_OFF: u32 = 1 << 3;
+    pub const XS_DOMAIN: u32 = 1 << 4;
+    pub const IOMMU: u32 = 1 << 5;
+    pub const NESTED_VIRT: u32 = 1 << 6;
+    pub const VPMU: u32 = 1 << 7;
+}
+
+/// `XEN_X86_EMU_*`: emulated devices of an x86 domain.
+pub mod emu {
+    pub const LAPIC: u32 = 1 << 0;
+    pub const HPET: u32 = 1 << 1;
+    pub const PM: u32 = 1 << 2;
+    pub const RTC: u32 = 1 << 3;
+    pub const IOAPIC: u32 = 1 << 4;
+    pub const PIC: u32 = 1 << 5;
+    pub const VGA: u32 = 1 << 6;
+    pub const IOMMU: u32 = 1 << 7;
+    pub const PIT: u32 = 1 << 8;
+    pub const USE_PIRQ: u32 = 1 << 9;
+    pub const VPCI: u32 = 1 << 10;
+}
+
+/// `struct xen_arch_domainconfig` (x86).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ArchDomainConfig {
+    pub emulation_flags: u32,
+    pub misc_flags: u32,
+}
+
+/// `struct xen_domctl_createdomain`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CreateDomain {
+    pub ssidref: u32,
+    pub handle: [u8; 16],
+    /// [`cdf`] bits.
+    pub flags: u32,
+    pub iommu_opts: u32,
+    pub max_vcpus: u32,
+    pub max_evtchn_port: u32,
+    pub max_grant_frames: i32,
+    pub max_maptrack_frames: i32,
+    /// Bits 0–3: the highest grant-table version allowed.
+    pub grant_opts: u32,
+    pub vmtrace_size: u32,
+    pub cpupool_id: u32,
+    pub arch: ArchDomainConfig,
+}
+
+/// `XEN_DOMINF_*`: getdomaininfo flags.
+pub mod dominf {
+    pub const DYING: u32 = 1 << 0;
+    pub const HVM_GUEST: u32 = 1 << 1;
+    pub const SHUTDOWN: u32 = 1 << 2;
+    pub const PAUSED: u32 = 1 << 3;
+    pub const BLOCKED: u32 = 1 << 4;
+    pub const RUNNING: u32 = 1 << 5;
+    pub const DEBUGGED: u32 = 1 << 6;
+    pub const XS_DOMAIN: u32 = 1 << 7;
+    pub const HAP: u32 = 1 << 8;
+    /// The shutdown code sits in bits 16–23 (`XEN_DOMINF_shutdownshift`).
+    pub const SHUTDOWN_SHIFT: u32 = 16;
+    pub const SHUTDOWN_MASK: u32 = 0xff;
+}
+
+/// `struct xen_domctl_getdomaininfo` (also the element of sysctl getdomaininfolist's buffer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GetDomainInfo {
+    pub domain: u16,
+    pub pad1: u16,
+    /// [`dominf`] bits.
+    pub flags: u32,
+    pub tot_pages: u64,
+    pub max_pages: u64,
+    pub outstanding_pages: u64,
+    pub shr_pages: u64,
+    pub paged_pages: u64,
+    /// GFN of shared_info.
+    pub shared_info_frame: u64,
+    /// Running time of all vCPUs, ns.
+    pub cpu_time: u64,
+    pub nr_online_vcpus: u32,
+    /// Highest vCPU id (u32::MAX: none).
+    pub max_vcpu_id: u32,
+    pub ssidref: u32,
+    pub handle: [u8; 16],
+    pub cpupool: u32,
+    pub gpaddr_bits: u8,
+    pub pad2: [u8; 7],
+    pub arch_config: ArchDomainConfig,
+}
+
+/// `struct xen_domctl_getvcpuinfo`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GetVcpuInfo {
+    /// IN.
+    pub vcpu: u32,
+    pub online: u8,
+    pub blocked: u8,
+    pub running: u8,
+    pub pad: u8,
+    /// Running time, ns.
+    pub cpu_time: u64,
+    /// The physical CPU it runs on or last ran on.
+    pub cpu: u32,
+    pub pad2: u32,
+}
+
+/// `struct xenctl_bitmap`: a guest handle to a bitmap and its length in bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenctlBitmap {
+    /// Guest-linear address of the bytes (0: none).
+    pub bitmap: u64,
+    pub nr_bits: u32,
+    pub pad: u32,
+}
+
+/// `XEN_VCPUAFFINITY_*`.
+pub mod vcpuaffinity {
+    pub const HARD: u32 = 1 << 0;
+    pub const SOFT: u32 = 1 << 1;
+    pub const FORCE: u32 = 1 << 2;
+}
+
+/// `struct xen_domctl_vcpuaffinity` (setvcpuaffinity and getvcpuaffinity).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VcpuAffinity {
+    pub vcpu: u32,
+    /// [`vcpuaffinity`] bits.
+    pub flags: u32,
+    pub cpumap_hard: XenctlBitmap,
+    pub cpumap_soft: XenctlBitmap,
+}
+
+/// `struct xen_domctl_nodeaffinity`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NodeAffinity {
+    pub nodemap: XenctlBitmap,
+}
+
+/// Scheduler ids (`XEN_SCHEDULER_*`).
+pub mod sched_id {
+    pub const CREDIT: u32 = 5;
+    pub const CREDIT2: u32 = 6;
+    pub const ARINC653: u32 = 7;
+    pub const RTDS: u32 = 8;
+    pub const NULL: u32 = 9;
+}
+
+/// `XEN_DOMCTL_SCHEDOP_*`.
+pub mod schedop {
+    pub const PUTINFO: u32 = 0;
+    pub const GETINFO: u32 = 1;
+    pub const PUTVCPUINFO: u32 = 2;
+    pub const GETVCPUINFO: u32 = 3;
+}
+
+/// `struct xen_domctl_scheduler_op` with its credit member (`struct xen_domctl_sched_credit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SchedulerOp {
+    pub sched_id: u32,
+    /// [`schedop`].
+    pub cmd: u32,
+    /// Credit: weight (putinfo: 0 leaves it unchanged).
+    pub weight: u16,
+    /// Credit: cap in percent of one CPU (putinfo: 0xffff leaves it unchanged).
+    pub cap: u16,
+    pub rest: [u32; 3],
+}
+
+/// `struct xen_domctl_max_mem`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MaxMem {
+    pub max_memkb: u64,
+}
+
+/// `struct xen_domctl_max_vcpus`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MaxVcpus {
+    pub max: u32,
+}
+
+/// `struct xen_domctl_setdomainhandle`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SetDomainHandle {
+    pub handle: [u8; 16],
+}
+
+/// `struct xen_domctl_settimeoffset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SetTimeOffset {
+    pub time_offset_seconds: i64,
+}
+
+/// `struct xen_domctl_hvmcontext`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HvmContext {
+    pub size: u32,
+    pub pad: u32,
+    /// Guest handle of the buffer (0: ask for the size).
+    pub buffer: u64,
+}
+
+/// `struct xen_domctl_tsc_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct TscInfo {
+    pub tsc_mode: u32,
+    pub gtsc_khz: u32,
+    pub incarnation: u32,
+    pub pad: u32,
+    pub elapsed_nsec: u64,
+}
+
+/// `struct xen_domctl_shadow_op` (with its stats).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ShadowOp {
+    pub op: u32,
+    pub mode: u32,
+    pub mb: u32,
+    pub pad: u32,
+    pub dirty_bitmap: u64,
+    pub pages: u64,
+    pub fault_count: u32,
+    pub dirty_count: u32,
+}
+
+/// `struct xen_domctl_paging_mempool`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PagingMempool {
+    pub size: u64,
+}
+
+/// `struct xen_cpuid_leaf`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CpuidLeaf {
+    pub leaf: u32,
+    /// u32::MAX: the leaf has no subleaves.
+    pub subleaf: u32,
+    pub a: u32,
+    pub b: u32,
+    pub c: u32,
+    pub d: u32,
+}
+
+/// `struct xen_msr_entry`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MsrEntry {
+    pub idx: u32,
+    pub flags: u32,
+    pub val: u64,
+}
+
+/// `struct xen_domctl_cpu_policy`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CpuPolicy {
+    pub nr_leaves: u32,
+    pub nr_msrs: u32,
+    pub leaves: u64,
+    pub msrs: u64,
+    pub err_leaf: u32,
+    pub err_subleaf: u32,
+    pub err_msr: u32,
+    pub pad: u32,
+}
+
+const _: () = {
+    assert!(size_of::<XenDomctl>() == 144);
+    assert!(offset_of!(XenDomctl, domain) == 8);
+    assert!(offset_of!(XenDomctl, u) == 16);
+    assert!(size_of::<CreateDomain>() == 64);
+    assert!(offset_of!(CreateDomain, flags) == 20);
+    assert!(offset_of!(CreateDomain, max_vcpus) == 28);
+    assert!(offset_of!(CreateDomain, grant_opts) == 44);
+    assert!(offset_of!(CreateDomain, cpupool_id) == 52);
+    assert!(offset_of!(CreateDomain, arch) == 56);
+    assert!(size_of::<GetDomainInfo>() == 112);
+    assert!(offset_of!(GetDomainInfo, flags) == 4);
+    assert!(offset_of!(GetDomainInfo, tot_pages) == 8);
+    assert!(offset_of!(GetDomainInfo, shared_info_frame) == 48);
+    assert!(offset_of!(GetDomainInfo, cpu_time) == 56);
+    assert!(offset_of!(GetDomainInfo, nr_online_vcpus) == 64);
+    assert!(offset_of!(GetDomainInfo, max_vcpu_id) == 68);
+    assert!(offset_of!(GetDomainInfo, ssidref) == 72);
+    assert!(offset_of!(GetDomainInfo, handle) == 76);
+    assert!(offset_of!(GetDomainInfo, cpupool) == 92);
+    assert!(offset_of!(GetDomainInfo, gpaddr_bits) == 96);
+    assert!(offset_of!(GetDomainInfo, arch_config) == 104);
+    assert!(size_of::<GetVcpuInfo>() == 24);
+    assert!(offset_of!(GetVcpuInfo, online) == 4);
+    assert!(offset_of!(GetVcpuInfo, cpu_time) == 8);
+    assert!(offset_of!(GetVcpuInfo, cpu) == 16);
+    assert!(size_of::<XenctlBitmap>() == 16);
+    assert!(size_of::<VcpuAffinity>() == 40);
+    assert!(offset_of!(VcpuAffinity, cpumap_hard) == 8);
+    assert!(offset_of!(VcpuAffinity, cpumap_soft) == 24);
+    assert!(size_of::<SchedulerOp>() == 24);
+    assert!(offset_of!(SchedulerOp, weight) == 8);
+    assert!(offset_of!(SchedulerOp, cap) == 10);
+    assert!(size_of::<HvmContext>() == 16);
+    assert!(offset_of!(HvmContext, buffer) == 8);
+    assert!(size_of::<TscInfo>() == 24);
+    assert!(offset_of!(TscInfo, elapsed_nsec) == 16);
+    assert!(size_of::<ShadowOp>() == 40);
+    assert!(offset_of!(ShadowOp, dirty_bitmap) == 16);
+    assert!(offset_of!(ShadowOp, pages) == 24);
+    assert!(offset_of!(ShadowOp, fault_count) == 32);
+    assert!(size_of::<CpuidLeaf>() == 24);
+    assert!(size_of::<MsrEntry>() == 16);
+    assert!(size_of::<CpuPolicy>() == 40);
+    assert!(offset_of!(CpuPolicy, err_leaf) == 24);
+    assert!(offset_of!(CpuPolicy, err_msr) == 32);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_members_round_trip() {
+        let mut d = XenDomctl::zeroed();
+        let info = GetDomainInfo { domain: 7, tot_pages: 1024, max_vcpu_id: u32::MAX, ..Default::default() };
+        d.set(&info);
+        assert_eq!(d.get::<GetDomainInfo>(), info);
+        assert_eq!(&d.u[0..2], &[7, 0]);
+        assert_eq!(&d.u[68..72], &[0xff; 4]);
+        let s = SchedulerOp { sched_id: sched_id::CREDIT, cmd: schedop::GETINFO, weight: 512, cap: 0, rest: [0; 3] };
+        d.set(&s);
+        assert_eq!(d.get::<SchedulerOp>().weight, 512);
+    }
+}
