@@ -3,6 +3,7 @@
 //! The vendor is chosen once at boot from CPUID; common code sees only [`Support`]. The VMCB/VMCS live in the
 //! vendor modules and nowhere else.
 
+mod entry_asm;
 pub mod exit;
 pub mod svm;
 pub mod vlapic;

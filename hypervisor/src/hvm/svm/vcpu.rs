@@ -7,11 +7,14 @@ use crate::arch::x86::percpu;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
-core::arch::global_asm!(
+use crate::hvm::entry_asm::{guest_entry_asm, load_guest_gprs, store_guest_gprs};
+
+guest_entry_asm!(
     r#"
     .section .text.svm, "ax"
     .global keel_svm_vmrun
-// rdi = guest VMCB (physical), rsi = &mut Gprs, rdx = host-state VMCB (physical).
+// rdi = guest VMCB (physical), rsi = &mut Gprs, rdx = host-state VMCB (physical). The guest's RAX (Gprs offset
+// {g_rax}) is not loaded here: VMRUN takes it from the VMCB, where `run` copies it.
 keel_svm_vmrun:
     pushq %rbp
     pushq %rbx
@@ -26,39 +29,17 @@ keel_svm_vmrun:
     movq %rdx, %rax
     vmsave %rax
     movq %rsi, %rax
-    movq 8(%rax), %rbx
-    movq 16(%rax), %rcx
-    movq 24(%rax), %rdx
-    movq 40(%rax), %rdi
-    movq 48(%rax), %rbp
-    movq 56(%rax), %r8
-    movq 64(%rax), %r9
-    movq 72(%rax), %r10
-    movq 80(%rax), %r11
-    movq 88(%rax), %r12
-    movq 96(%rax), %r13
-    movq 104(%rax), %r14
-    movq 112(%rax), %r15
-    movq 32(%rax), %rsi
+"#,
+    load_guest_gprs!(),
+    r#"
     movq 8(%rsp), %rax
     vmload %rax
     vmrun %rax
     vmsave %rax
     movq 16(%rsp), %rax
-    movq %rbx, 8(%rax)
-    movq %rcx, 16(%rax)
-    movq %rdx, 24(%rax)
-    movq %rsi, 32(%rax)
-    movq %rdi, 40(%rax)
-    movq %rbp, 48(%rax)
-    movq %r8, 56(%rax)
-    movq %r9, 64(%rax)
-    movq %r10, 72(%rax)
-    movq %r11, 80(%rax)
-    movq %r12, 88(%rax)
-    movq %r13, 96(%rax)
-    movq %r14, 104(%rax)
-    movq %r15, 112(%rax)
+"#,
+    store_guest_gprs!(),
+    r#"
     movq 0(%rsp), %rax
     vmload %rax
     stgi
@@ -72,7 +53,6 @@ keel_svm_vmrun:
     ret
     .text
 "#,
-    options(att_syntax)
 );
 
 extern "C" {

@@ -9,7 +9,9 @@ use crate::arch::x86::cpu::{self, Msr};
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
-core::arch::global_asm!(
+use crate::hvm::entry_asm::{guest_entry_asm, load_guest_gprs, store_guest_gprs};
+
+guest_entry_asm!(
     r#"
     .section .text.vmx, "ax"
     .global keel_vmx_run
@@ -27,21 +29,11 @@ keel_vmx_run:
     vmwrite %rsp, %rdx
     movq %rdi, %rax
     testq %rsi, %rsi
-    movq 8(%rax), %rbx
-    movq 16(%rax), %rcx
-    movq 24(%rax), %rdx
-    movq 32(%rax), %rsi
-    movq 40(%rax), %rdi
-    movq 48(%rax), %rbp
-    movq 56(%rax), %r8
-    movq 64(%rax), %r9
-    movq 72(%rax), %r10
-    movq 80(%rax), %r11
-    movq 88(%rax), %r12
-    movq 96(%rax), %r13
-    movq 104(%rax), %r14
-    movq 112(%rax), %r15
-    movq 0(%rax), %rax
+"#,
+    // MOVs leave the flags of the TEST above alone.
+    load_guest_gprs!(),
+    r#"
+    movq {g_rax}(%rax), %rax
     jnz 1f
     vmlaunch
     jmp 2f
@@ -60,22 +52,11 @@ keel_vmx_run:
 keel_vmx_exit:
     pushq %rax
     movq 8(%rsp), %rax
-    movq %rbx, 8(%rax)
-    movq %rcx, 16(%rax)
-    movq %rdx, 24(%rax)
-    movq %rsi, 32(%rax)
-    movq %rdi, 40(%rax)
-    movq %rbp, 48(%rax)
-    movq %r8, 56(%rax)
-    movq %r9, 64(%rax)
-    movq %r10, 72(%rax)
-    movq %r11, 80(%rax)
-    movq %r12, 88(%rax)
-    movq %r13, 96(%rax)
-    movq %r14, 104(%rax)
-    movq %r15, 112(%rax)
+"#,
+    store_guest_gprs!(),
+    r#"
     popq %rbx
-    movq %rbx, 0(%rax)
+    movq %rbx, {g_rax}(%rax)
     addq $8, %rsp
     popq %r15
     popq %r14
@@ -87,7 +68,6 @@ keel_vmx_exit:
     ret
     .text
 "#,
-    options(att_syntax)
 );
 
 extern "C" {
