@@ -4,6 +4,7 @@ use super::vmcb::{self, exit_code as ec, EventType, Intercept1, Intercept2, Ioio
 use super::Capabilities;
 use crate::arch::x86::cpu::efer;
 use crate::arch::x86::percpu;
+use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
@@ -104,6 +105,9 @@ pub struct SvmVcpu {
     /// entry and read back after it, where the CPU has RDTSCP.
     tsc_aux: u64,
 }
+
+/// EFER.LMA: long mode active.
+const EFER_LMA: u64 = 1 << 10;
 
 /// IA32_TSC_AUX.
 const MSR_TSC_AUX: u32 = 0xc000_0103;
@@ -340,15 +344,19 @@ impl SvmVcpu {
         }
     }
 
-    pub fn hw_next_rip(&self) -> Option<u64> {
+    pub fn next_rip(&self) -> Option<u64> {
         self.next_rip
     }
 
-    pub fn skip_instruction(&mut self, len: u64) {
-        let next = self.next_rip.unwrap_or_else(|| self.rip().wrapping_add(len));
+    pub fn advance_to(&mut self, next: u64) {
         let c = self.vmcb_mut();
         c.rip = next;
         c.interrupt_shadow = 0;
+    }
+
+    pub fn code_segment(&self) -> CodeSegment {
+        let c = self.vmcb();
+        CodeSegment::new(c.cs.base, c.cs.attrib & (1 << 9) != 0, c.cs.attrib & (1 << 10) != 0, c.efer & EFER_LMA != 0)
     }
 
     pub fn inject(&mut self, e: Event) -> bool {

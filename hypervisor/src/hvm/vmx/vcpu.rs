@@ -6,6 +6,7 @@ use super::guest_state::{self, GuestState, Seg};
 use super::vmcs::{self, *};
 use super::Capabilities;
 use crate::arch::x86::cpu::{self, Msr};
+use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
@@ -653,7 +654,7 @@ impl VmxVcpu {
             _ => false,
         };
         if ok {
-            self.skip_instruction(0);
+            self.advance_to(self.rip().wrapping_add(self.exit_len));
             None
         } else {
             Some(Exit::Unknown { code: 28 })
@@ -687,15 +688,22 @@ impl VmxVcpu {
         }
     }
 
-    pub fn hw_next_rip(&self) -> Option<u64> {
-        Some(self.rip() + self.exit_len)
+    /// RIP plus the exit's instruction length (valid for every instruction exit Keel emulates: CPUID, HLT,
+    /// PAUSE, RDMSR/WRMSR, VMCALL, I/O, MOV to CR).
+    pub fn next_rip(&self) -> Option<u64> {
+        Some(self.rip().wrapping_add(self.exit_len))
     }
 
-    pub fn skip_instruction(&mut self, _len: u64) {
-        let rip = self.rip() + self.exit_len;
-        let _ = GuestN::Rip.write(rip);
+    pub fn advance_to(&mut self, next: u64) {
+        let _ = GuestN::Rip.write(next);
         let st = Guest32::Interruptibility.read();
         let _ = Guest32::Interruptibility.write(st & !3);
+    }
+
+    pub fn code_segment(&self) -> CodeSegment {
+        let ar = Guest32::CsAr.read();
+        let lma = Guest64::Efer.read() & (1 << 10) != 0;
+        CodeSegment::new(GuestN::CsBase.read(), ar & (1 << 13) != 0, ar & (1 << 14) != 0, lma)
     }
 
     pub fn inject(&mut self, e: Event) -> bool {
