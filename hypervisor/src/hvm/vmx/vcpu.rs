@@ -4,7 +4,7 @@
 
 use super::guest_state::{self, GuestState, Seg};
 use super::vmcs::{self, *};
-use super::Capabilities;
+use super::{Capabilities, Controls, FixedMsr};
 use crate::arch::x86::cpu::{self, Msr};
 use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
@@ -106,17 +106,6 @@ pub mod ctl {
     pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
 }
 
-/// Capability MSR numbers.
-const MSR_PINBASED: u32 = 0x481;
-const MSR_PROCBASED: u32 = 0x482;
-const MSR_EXIT: u32 = 0x483;
-const MSR_ENTRY: u32 = 0x484;
-const MSR_PROCBASED2: u32 = 0x48b;
-const MSR_TRUE_PINBASED: u32 = 0x48d;
-const MSR_TRUE_PROCBASED: u32 = 0x48e;
-const MSR_TRUE_EXIT: u32 = 0x48f;
-const MSR_TRUE_ENTRY: u32 = 0x490;
-
 /// Applies a capability MSR to a wanted control value: allowed-0 bits forced on, allowed-1 bits kept.
 pub fn adjust(wanted: u32, cap: u64) -> u32 {
     (wanted | cap as u32) & (cap >> 32) as u32
@@ -128,11 +117,6 @@ const VPID: u64 = 1;
 const PLE_GAP: u64 = 128;
 /// ...and a loop longer than this many cycles exits (Xen's default).
 const PLE_WINDOW: u64 = 4096;
-
-fn cap(msr: u32) -> u64 {
-    // SAFETY: the VMX capability MSRs exist on every CPU that reports VMX (checked before any vCPU exists).
-    unsafe { cpu::rdmsr_raw(msr) }
-}
 
 /// MSRs whose state VMX does not switch; Keel swaps them when vCPUs change CPUs.
 const SWAPPED_MSRS: [u32; 6] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, MSR_TSC_AUX];
@@ -221,8 +205,8 @@ impl VmxVcpu {
             launched: false,
             exit_len: 0,
             flush: true,
-            cr0_fixed: (cap(0x486), cap(0x487)),
-            cr4_fixed: (cap(0x488), cap(0x489)),
+            cr0_fixed: (caps.fixed(FixedMsr::Cr0Fixed0), caps.fixed(FixedMsr::Cr0Fixed1)),
+            cr4_fixed: (caps.fixed(FixedMsr::Cr4Fixed0), caps.fixed(FixedMsr::Cr4Fixed1)),
             swapped: [0; 6],
             corrupt: false,
             cr2: 0,
@@ -255,9 +239,8 @@ impl VmxVcpu {
     }
 
     fn setup(&mut self, caps: &Capabilities, init: InitState) -> Result<(), VmFail> {
-        let t = caps.true_ctls;
-        let pin = adjust(ctl::PIN_EXT_INT | ctl::PIN_NMI, cap(if t { MSR_TRUE_PINBASED } else { MSR_PINBASED }));
-        let proc_caps = cap(if t { MSR_TRUE_PROCBASED } else { MSR_PROCBASED });
+        let pin = adjust(ctl::PIN_EXT_INT | ctl::PIN_NMI, caps.controls(Controls::PinBased));
+        let proc_caps = caps.controls(Controls::PrimaryProc);
         let proc = adjust(
             ctl::PROC_HLT
                 | ctl::PROC_IO_BITMAPS
@@ -275,16 +258,16 @@ impl VmxVcpu {
                 | ctl::SEC_PAUSE_LOOP
                 | ctl::SEC_RDTSCP
                 | ctl::SEC_INVPCID,
-            cap(MSR_PROCBASED2),
+            caps.controls(Controls::SecondaryProc),
         );
         // Without PAUSE-loop exiting, every PAUSE exits (where the CPU allows it): a vCPU spinning with interrupts
         // off must still give its CPU away on emulators (Bochs) that hold host interrupts while guest IF is 0.
         let proc = if sec & ctl::SEC_PAUSE_LOOP == 0 { adjust(proc | ctl::PROC_PAUSE, proc_caps) } else { proc };
         let exit = adjust(
             ctl::EXIT_HOST_64 | ctl::EXIT_SAVE_PAT | ctl::EXIT_LOAD_PAT | ctl::EXIT_SAVE_EFER | ctl::EXIT_LOAD_EFER,
-            cap(if t { MSR_TRUE_EXIT } else { MSR_EXIT }),
+            caps.controls(Controls::Exit),
         );
-        let entry = adjust(ctl::ENTRY_LOAD_PAT | ctl::ENTRY_LOAD_EFER, cap(if t { MSR_TRUE_ENTRY } else { MSR_ENTRY }));
+        let entry = adjust(ctl::ENTRY_LOAD_PAT | ctl::ENTRY_LOAD_EFER, caps.controls(Controls::Entry));
         Control32::PinBased.write(pin as u64)?;
         Control32::PrimaryProc.write(proc as u64)?;
         Control32::SecondaryProc.write(sec as u64)?;
