@@ -17,7 +17,7 @@ static COM1_BASE: AtomicU16 = AtomicU16::new(0);
 /// port is absent or the settings are invalid (the console then stays in memory only).
 pub fn init(cfg: &ComConfig) -> Result<(), &'static str> {
     // SAFETY: `io_base` names a 16550 Keel owns for its whole life (COM1 by default, or the `com1=` base); no
-    // other code drives those eight ports.
+    // code outside this module drives those eight ports.
     let mut uart = unsafe { Uart16550::new_port(cfg.io_base) }.map_err(|_| "invalid I/O base")?;
     let mut config = Config::DEFAULT;
     if let Some(baud) = cfg.baud {
