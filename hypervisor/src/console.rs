@@ -95,7 +95,9 @@ struct State {
     out: Option<Output>,
 }
 
-const NO_OWNER: u32 = u32::MAX;
+/// `owner` when no CPU holds the lock; a holder is stored as its CPU number + 1, so that the whole `Console`
+/// starts as zeroes (in .bss, not 64 KiB of .data in the image).
+const NO_OWNER: u32 = 0;
 
 /// The console's state behind a per-CPU lock. A CPU that finds the lock already its own (it was interrupted
 /// while printing, and the handler prints) never touches the state: it gets `None` and takes the nested path, so
@@ -107,7 +109,7 @@ pub struct Console {
     nested_out: spin::Once<Sink>,
 }
 
-// SAFETY: `state` is reached only through `with_state`, which hands out its `&mut` to the one CPU whose number
+// SAFETY: `state` is reached only through `with_state`, which hands out its `&mut` to the one CPU whose number + 1
 // `owner` holds, and to no nested caller on that CPU; everything else is atomic or `spin::Once`.
 unsafe impl Sync for Console {}
 
@@ -121,9 +123,10 @@ impl Console {
         }
     }
 
-    /// Runs `f` with the state locked by CPU `me`; `None` (and `f` not run) when `me` already holds the lock, i.e.
+    /// Runs `f` with the state locked by CPU `cpu`; `None` (and `f` not run) when `cpu` already holds the lock, i.e.
     /// this is a print from an exception or NMI handler that interrupted the holder.
-    fn with_state<R>(&self, me: u32, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    fn with_state<R>(&self, cpu: u32, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        let me = cpu.wrapping_add(1);
         if self.owner.load(Ordering::Acquire) == me {
             return None;
         }
