@@ -197,17 +197,7 @@ fn step_over(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) -> Outcome {
     }
     let cs = hw.code_segment();
     let rip = hw.rip();
-    let linear = cs.linear(rip);
-    let mut buf = [0u8; decode::MAX_INSN_LEN];
-    // The whole window, or (when the page after the instruction is not mapped) up to the end of its page.
-    let to_page_end = (0x1000 - (linear & 0xfff)) as usize;
-    let n = if fetch_linear(dom, hw, linear, &mut buf) {
-        buf.len()
-    } else if to_page_end < buf.len() && fetch_linear(dom, hw, linear, &mut buf[..to_page_end]) {
-        to_page_end
-    } else {
-        0
-    };
+    let (buf, n) = fetch_at_rip(dom, hw);
     match decode::insn_len(&buf[..n], cs.bitness) {
         Some(len) => {
             hw.advance_to(cs.advance(rip, len));
@@ -235,9 +225,20 @@ fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
     hypercall::dispatch(dom, v, hw)
 }
 
-/// Bytes of the instruction at the guest's RIP.
-fn fetch_insn(dom: &Domain, hw: &HwVcpu, buf: &mut [u8]) -> bool {
-    fetch_linear(dom, hw, hw.code_segment().linear(hw.rip()), buf)
+/// Up to [`decode::MAX_INSN_LEN`] bytes at the guest's CS:RIP and how many could be read: the whole window, or
+/// (when the page after the instruction's is not mapped) up to the end of its page, or none.
+fn fetch_at_rip(dom: &Domain, hw: &HwVcpu) -> ([u8; decode::MAX_INSN_LEN], usize) {
+    let linear = hw.code_segment().linear(hw.rip());
+    let mut buf = [0u8; decode::MAX_INSN_LEN];
+    let to_page_end = (0x1000 - (linear & 0xfff)) as usize;
+    let n = if fetch_linear(dom, hw, linear, &mut buf) {
+        buf.len()
+    } else if to_page_end < buf.len() && fetch_linear(dom, hw, linear, &mut buf[..to_page_end]) {
+        to_page_end
+    } else {
+        0
+    };
+    (buf, n)
 }
 
 /// Guest memory at a linear address, through the vCPU's page tables.
@@ -249,10 +250,12 @@ fn fetch_linear(dom: &Domain, hw: &HwVcpu, linear: u64, buf: &mut [u8]) -> bool 
 /// #UD: the "other vendor's" hypercall instruction is accepted (Linux may pick either); anything else is the
 /// guest's own #UD and goes back to it.
 fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
-    let mut insn = [0u8; 3];
-    if fetch_insn(dom, hw, &mut insn) && (insn == [0x0f, 0x01, 0xc1] || insn == [0x0f, 0x01, 0xd9]) {
-        // No hardware next-RIP for a #UD: the length is that of VMCALL/VMMCALL.
-        hw.set_rip(hw.rip() + 3);
+    let (buf, n) = fetch_at_rip(dom, hw);
+    let insn = &buf[..n];
+    let cs = hw.code_segment();
+    if let Some(len) = decode::hypercall_len(insn, cs.bitness) {
+        // No hardware next-RIP for a #UD: step over the VMCALL/VMMCALL as decoded, prefixes included.
+        hw.advance_to(cs.advance(hw.rip(), len));
         if hw.paging().cpl != 0 {
             hw.gprs().rax = (-keel_abi::hypercall::errno::EPERM) as u64;
             return Outcome::Continue;

@@ -2,7 +2,7 @@
 //! (SVM without NRIP save, as QEMU's TCG offers it): the instruction is decoded with `iced-x86`, so prefixes
 //! (operand size `66`, segment overrides, REX, …) are counted instead of assuming the bare opcode's length.
 
-use iced_x86::{Decoder, DecoderOptions};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
 
 /// The longest x86 instruction, in bytes.
 pub const MAX_INSN_LEN: usize = 15;
@@ -52,16 +52,22 @@ impl CodeSegment {
 /// The length of the instruction at the start of `bytes` in code of `bitness` (16, 32 or 64), or None if
 /// `bytes` does not start with a whole valid instruction.
 pub fn insn_len(bytes: &[u8], bitness: u32) -> Option<usize> {
+    decode(bytes, bitness).map(|i| i.len())
+}
+
+/// The length of the instruction at the start of `bytes` if it is VMCALL or VMMCALL (a hypercall by either
+/// vendor's instruction, prefixes included), else None.
+pub fn hypercall_len(bytes: &[u8], bitness: u32) -> Option<usize> {
+    decode(bytes, bitness).filter(|i| matches!(i.code(), Code::Vmcall | Code::Vmmcall)).map(|i| i.len())
+}
+
+fn decode(bytes: &[u8], bitness: u32) -> Option<Instruction> {
     if !matches!(bitness, 16 | 32 | 64) {
         return None;
     }
     let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
-    let mut decoder = Decoder::new(bitness, bytes, DecoderOptions::NONE);
-    let insn = decoder.decode();
-    if insn.is_invalid() {
-        return None;
-    }
-    Some(insn.len())
+    let insn = Decoder::new(bitness, bytes, DecoderOptions::NONE).decode();
+    (!insn.is_invalid()).then_some(insn)
 }
 
 #[cfg(test)]
@@ -90,6 +96,18 @@ mod tests {
         assert_eq!(insn_len(&[0x3e, 0x3e, 0x3e, 0x0f, 0x01, 0xd9], 64), Some(6)); // VMMCALL, 3 DS overrides
         assert_eq!(insn_len(&[0x66, 0x0f, 0xa2], 16), Some(3)); // 16-bit code (a real-mode trampoline)
         assert_eq!(insn_len(&[0x66, 0xe5, 0x70], 32), Some(3)); // IN AX, 0x70
+    }
+
+    #[test]
+    fn hypercall_instructions() {
+        assert_eq!(hypercall_len(&[0x0f, 0x01, 0xc1, 0xc3], 64), Some(3)); // VMCALL; RET
+        assert_eq!(hypercall_len(&[0x0f, 0x01, 0xd9], 32), Some(3)); // VMMCALL
+        assert_eq!(hypercall_len(&[0x2e, 0x0f, 0x01, 0xd9], 64), Some(4));
+        assert_eq!(hypercall_len(&[0x3e, 0x48, 0x0f, 0x01, 0xc1], 64), Some(5));
+        assert_eq!(hypercall_len(&[0x0f, 0x0b], 64), None); // UD2
+        assert_eq!(hypercall_len(&[0x0f, 0x01, 0xd8], 64), None); // VMRUN
+        assert_eq!(hypercall_len(&[0x0f, 0x01], 64), None);
+        assert_eq!(hypercall_len(&[0xf0, 0x0f, 0x01, 0xc1], 64), None); // LOCK VMCALL: #UD on hardware too
     }
 
     #[test]

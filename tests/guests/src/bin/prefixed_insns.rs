@@ -1,14 +1,16 @@
-//! Intercepted instructions with prefixes are stepped over whole: CPUID, RDMSR, WRMSR and IN, each encoded with
-//! operand-size (`66`), segment-override (`2e`, `3e`) and REX prefixes, give the hypervisor's results and the
-//! guest continues at the very next instruction (a marker `mov` right after each must run). Keel once assumed
-//! CPUID and RDMSR/WRMSR were 2 bytes long where SVM does not report the next RIP (QEMU's TCG lacks NRIP save),
-//! which resumed a prefixed one in the middle of its own opcode.
+//! Intercepted instructions with prefixes are stepped over whole: CPUID, RDMSR, WRMSR, IN and the hypercall
+//! instructions, each encoded with operand-size (`66`), segment-override (`2e`, `3e`) and REX prefixes, give the
+//! hypervisor's results and the guest continues at the very next instruction (a marker `mov` right after each
+//! must run). Keel once assumed CPUID and RDMSR/WRMSR were 2 bytes long and VMCALL/VMMCALL 3 where SVM does not
+//! report the next RIP (QEMU's TCG lacks NRIP save), which resumed a prefixed one in the middle of its opcode.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use core::arch::asm;
 use keel_abi::cpuid::{BASE, MAX_LEAF, SIGNATURE};
+use keel_abi::hypercall::{nr, xenver};
 use xtf::arch::{rdmsr, wrmsr};
 use xtf::ensure;
+use xtf::hypercall::{self, Insn};
 
 xtf::guest!(test_main);
 
@@ -90,6 +92,32 @@ macro_rules! wrmsr_as {
     }};
 }
 
+/// `xen_version(XENVER_version)` through the encoding `$bytes` of a hypercall instruction; `(result, r11)`.
+macro_rules! xen_version_as {
+    ($bytes:literal) => {{
+        let (rc, mark): (i64, u32);
+        // SAFETY: XENVER_version takes no buffer; the five argument registers are clobbered as for any hypercall,
+        // R11 is declared.
+        unsafe {
+            asm!(
+                "xor r11d, r11d",
+                concat!(".byte ", $bytes),
+                "mov r11d, {mark}",
+                mark = const MARK,
+                inlateout("rax") nr::XEN_VERSION => rc,
+                inlateout("rdi") xenver::VERSION => _,
+                inlateout("rsi") 0u64 => _,
+                inlateout("rdx") 0u64 => _,
+                inlateout("r10") 0u64 => _,
+                inlateout("r8") 0u64 => _,
+                out("r11d") mark,
+                options(nostack),
+            )
+        };
+        (rc, mark)
+    }};
+}
+
 fn check_mark(what: &str, mark: u32) -> xtf::TestResult {
     ensure!(
         mark == MARK,
@@ -168,8 +196,31 @@ fn io_probe() -> xtf::TestResult {
     Ok(())
 }
 
+fn hypercall_probes() -> xtf::TestResult {
+    let (major, minor) = keel_abi::XEN_VERSION;
+    let want = i64::from(major << 16 | minor);
+    // This vendor's instruction exits as a hypercall; on AMD Intel's VMCALL raises #UD, which Keel also takes.
+    let probes = match hypercall::insn() {
+        Insn::Vmmcall => [
+            ("2e vmmcall", xen_version_as!("0x2e, 0x0f, 0x01, 0xd9")),
+            ("3e 48 vmcall (#UD on AMD)", xen_version_as!("0x3e, 0x48, 0x0f, 0x01, 0xc1")),
+        ],
+        Insn::Vmcall => [
+            ("2e vmcall", xen_version_as!("0x2e, 0x0f, 0x01, 0xc1")),
+            ("3e 48 vmcall", xen_version_as!("0x3e, 0x48, 0x0f, 0x01, 0xc1")),
+        ],
+    };
+    for (what, (rc, mark)) in probes {
+        check_mark(what, mark)?;
+        ensure!(rc == want, "xen_version by {what}: {rc:#x}, want {want:#x}");
+        xtf::println!("{what}: xen_version {}.{}, resumed after it", rc >> 16, rc & 0xffff);
+    }
+    Ok(())
+}
+
 fn test_main() -> xtf::TestResult {
     cpuid_probes()?;
     msr_probes()?;
-    io_probe()
+    io_probe()?;
+    hypercall_probes()
 }
