@@ -7,13 +7,14 @@
  * Both paths record which protocol they came through, identity-map the first 4 GiB with 2 MiB pages, switch to
  * long mode and call `keel_start_bsp(protocol, info_paddr)` on the boot stack.
  *
- * Assembled by rustc's integrated assembler (AT&T syntax) through `global_asm!` in hypervisor/src/arch/x86/boot.rs.
+ * Assembled by rustc's integrated assembler (AT&T syntax) through `global_asm!` in hypervisor/src/main.rs, which
+ * substitutes the named operands (ABI numbers from keel-abi).
  */
 
 .set MB2_MAGIC,          0xe85250d6
 .set MB2_ARCH_I386,      0
 .set MB2_LOADER_MAGIC,   0x36d76289
-.set XEN_ELFNOTE_PHYS32_ENTRY, 18
+.set XEN_ELFNOTE_PHYS32_ENTRY, {xen_elfnote_phys32_entry}   /* keel_abi::elfnote::PHYS32_ENTRY */
 
 .set BOOT_PROTO_MULTIBOOT2, 1
 .set BOOT_PROTO_PVH,        2

@@ -4,12 +4,9 @@
 //! domain id or a domain name. A string made only of ASCII digits is
 //! always read as an id, which is why a domain name may not be all digits.
 
+use keel_abi::{DomId, DOMID_FIRST_RESERVED};
 use std::fmt;
 use std::str::FromStr;
-
-/// The first domain id that is reserved for special domains
-/// (Xen's `DOMID_FIRST_RESERVED`): real domains have ids below it.
-pub const DOMID_FIRST_RESERVED: u32 = 0x7ff0;
 
 /// The longest domain name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -17,16 +14,16 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Characters, besides ASCII letters and digits, allowed in a domain name.
 pub const NAME_PUNCTUATION: &[char] = &['-', '_', '.', ':', '+'];
 
-/// A numeric domain id (`0` is dom0).
+/// A numeric domain id (`0` is dom0): a Xen `domid_t` below `DOMID_FIRST_RESERVED` (keel-abi).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DomainId(u32);
+pub struct DomainId(DomId);
 
 impl DomainId {
     /// dom0, the control domain.
     pub const DOM0: DomainId = DomainId(0);
 
     /// The id as a number.
-    pub fn get(self) -> u32 {
+    pub fn get(self) -> DomId {
         self.0
     }
 }
@@ -35,10 +32,9 @@ impl TryFrom<u32> for DomainId {
     type Error = DomainError;
 
     fn try_from(id: u32) -> Result<Self, Self::Error> {
-        if id < DOMID_FIRST_RESERVED {
-            Ok(DomainId(id))
-        } else {
-            Err(DomainError::IdOutOfRange(id.to_string()))
+        match DomId::try_from(id) {
+            Ok(id) if id < DOMID_FIRST_RESERVED => Ok(DomainId(id)),
+            _ => Err(DomainError::IdOutOfRange(id.to_string())),
         }
     }
 }
@@ -59,7 +55,7 @@ impl FromStr for DomainId {
         if !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(DomainError::NotAnId(s.to_owned()));
         }
-        match s.parse::<u32>() {
+        match s.parse::<DomId>() {
             Ok(id) if id < DOMID_FIRST_RESERVED => Ok(DomainId(id)),
             _ => Err(DomainError::IdOutOfRange(s.to_owned())),
         }
@@ -147,7 +143,7 @@ pub enum DomainError {
     EmptyName,
     /// A domain id that is not a plain decimal number.
     NotAnId(String),
-    /// A domain id at or above [`DOMID_FIRST_RESERVED`].
+    /// A domain id at or above `DOMID_FIRST_RESERVED`.
     IdOutOfRange(String),
     /// A domain name longer than [`MAX_NAME_LEN`] bytes (holds the length).
     NameTooLong(usize),
@@ -210,7 +206,11 @@ mod tests {
             "99999999999999999999".parse::<DomainId>(),
             Err(DomainError::IdOutOfRange("99999999999999999999".into()))
         );
-        assert!(DomainId::try_from(DOMID_FIRST_RESERVED).is_err());
+        assert!(DomainId::try_from(u32::from(DOMID_FIRST_RESERVED)).is_err());
+        assert!(DomainId::try_from(u32::from(keel_abi::DOMID_SELF)).is_err());
+        // Above u16: no wrap-around onto a real domain (65536 + 5 is not domain 5).
+        assert!(DomainId::try_from(0x1_0005).is_err());
+        assert_eq!("65541".parse::<DomainId>(), Err(DomainError::IdOutOfRange("65541".into())));
         assert_eq!(DomainId::try_from(5).map(DomainId::get), Ok(5));
     }
 

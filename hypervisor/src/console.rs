@@ -1,9 +1,11 @@
 //! Keel's console: every line is prefixed `(KEEL) `, filtered by `loglvl=`, kept in an in-memory ring (what
 //! `xm dmesg` will read) and written to the registered output (COM1).
 //!
-//! The console lock is re-entrant per CPU, so a CPU that faults while printing can still print its dump.
+//! A CPU that faults while printing can still print its dump: the handler's lines go straight to the device's
+//! stateless nested writer (they skip the ring), never through a second reference to the state or the device.
 
 use crate::cmdline::LogLevel;
+use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -78,51 +80,120 @@ impl<const N: usize> LogRing<N> {
 /// Where console output goes (COM1 once it is set up).
 pub type Sink = fn(&[u8]);
 
-struct State {
-    ring: LogRing<RING_SIZE>,
-    sink: Option<Sink>,
+/// The output device: its writer, and a stateless writer for output that arrives while the first is busy.
+#[derive(Clone, Copy)]
+pub struct Output {
+    /// The device's writer; called only by the CPU holding the console lock, never re-entered.
+    pub write: Sink,
+    /// A writer that keeps no state of its own (raw port I/O): what a nested print on the CPU that holds the
+    /// lock (an exception or NMI taken while printing) goes to, since `write` is then in the middle of a call.
+    pub write_nested: Sink,
 }
 
-static mut STATE: State = State { ring: LogRing::new(), sink: None };
-const NO_OWNER: u32 = u32::MAX;
-static OWNER: AtomicU32 = AtomicU32::new(NO_OWNER);
+struct State {
+    ring: LogRing<RING_SIZE>,
+    out: Option<Output>,
+}
+
+/// `owner` when no CPU holds the lock; a holder is stored as its CPU number + 1, so that the whole `Console`
+/// starts as zeroes (in .bss, not 64 KiB of .data in the image).
+const NO_OWNER: u32 = 0;
+
+/// The console's state behind a per-CPU lock. A CPU that finds the lock already its own (it was interrupted
+/// while printing, and the handler prints) never touches the state: it gets `None` and takes the nested path, so
+/// at most one `&mut State` exists at any time.
+pub struct Console {
+    state: UnsafeCell<State>,
+    owner: AtomicU32,
+    /// Set once with the output; read without the lock by the nested path.
+    nested_out: spin::Once<Sink>,
+}
+
+// SAFETY: `state` is reached only through `with_state`, which hands out its `&mut` to the one CPU whose number + 1
+// `owner` holds, and to no nested caller on that CPU; everything else is atomic or `spin::Once`.
+unsafe impl Sync for Console {}
+
+impl Console {
+    /// An empty console with no output.
+    pub const fn new() -> Self {
+        Console {
+            state: UnsafeCell::new(State { ring: LogRing::new(), out: None }),
+            owner: AtomicU32::new(NO_OWNER),
+            nested_out: spin::Once::new(),
+        }
+    }
+
+    /// Runs `f` with the state locked by CPU `cpu`; `None` (and `f` not run) when `cpu` already holds the lock, i.e.
+    /// this is a print from an exception or NMI handler that interrupted the holder.
+    fn with_state<R>(&self, cpu: u32, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        let me = cpu.wrapping_add(1);
+        if self.owner.load(Ordering::Acquire) == me {
+            return None;
+        }
+        while self.owner.compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        // SAFETY: `owner` is `me` from the exchange above to the store below, so no other CPU is in here; a nested
+        // call on this CPU returns `None` above without touching `state`. This is the only `&mut State`.
+        let r = f(unsafe { &mut *self.state.get() });
+        self.owner.store(NO_OWNER, Ordering::Release);
+        Some(r)
+    }
+
+    /// Appends a message to the ring and writes it out; a nested message goes to the nested writer only.
+    fn emit(&self, me: u32, bytes: &[u8]) {
+        let done = self.with_state(me, |s| {
+            s.ring.push(bytes);
+            if let Some(out) = s.out {
+                (out.write)(bytes);
+            }
+        });
+        if done.is_none() {
+            if let Some(write_nested) = self.nested_out.get() {
+                write_nested(bytes);
+            }
+        }
+    }
+
+    /// Registers the output; whatever the ring already holds is replayed to it. False when called nested.
+    fn set_output(&self, me: u32, out: Output) -> bool {
+        self.nested_out.call_once(|| out.write_nested);
+        self.with_state(me, |s| {
+            s.out = Some(out);
+            let (a, b) = s.ring.slices();
+            (out.write)(a);
+            (out.write)(b);
+        })
+        .is_some()
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static CONSOLE: Console = Console::new();
 static THRESHOLD: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 static CPU_ID: spin::Once<fn() -> u32> = spin::Once::new();
 
-/// Runs `f` with the console state locked. Re-entrant on the same CPU (an exception taken while printing).
-fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    let me = CPU_ID.get().map_or(0, |id| id());
-    let nested = OWNER.load(Ordering::Acquire) == me;
-    if !nested {
-        while OWNER.compare_exchange_weak(NO_OWNER, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            core::hint::spin_loop();
-        }
-    }
-    // SAFETY: OWNER grants one CPU at a time access to STATE; a nested call on the owning CPU interrupted the
-    // outer one, which does not run again until the nested call returns, so no two live borrows are used at once.
-    let r = f(unsafe { &mut *core::ptr::addr_of_mut!(STATE) });
-    if !nested {
-        OWNER.store(NO_OWNER, Ordering::Release);
-    }
-    r
+fn this_cpu() -> u32 {
+    CPU_ID.get().map_or(0, |id| id())
 }
 
-/// Runs `f` while holding the console lock (for the output device's own set-up).
-pub fn with_exclusive<R>(f: impl FnOnce() -> R) -> R {
-    with_state(|_| f())
+/// Runs `f` while holding the console lock (for the output device's own set-up and input), or returns `None`
+/// without running it when this CPU already holds the lock (a handler that interrupted a print).
+pub fn with_exclusive<R>(f: impl FnOnce() -> R) -> Option<R> {
+    CONSOLE.with_state(this_cpu(), |_| f())
 }
 
 /// Registers the output device. Whatever the ring already holds is replayed to it.
-pub fn set_sink(sink: Sink) {
-    with_state(|s| {
-        s.sink = Some(sink);
-        let (a, b) = s.ring.slices();
-        sink(a);
-        sink(b);
-    });
+pub fn set_output(out: Output) {
+    CONSOLE.set_output(this_cpu(), out);
 }
 
-/// Tells the console how to find the current CPU's number (for the re-entrant lock).
+/// Tells the console how to find the current CPU's number (for the lock).
 pub fn set_cpu_id_fn(f: fn() -> u32) {
     CPU_ID.call_once(|| f);
 }
@@ -137,9 +208,9 @@ pub fn enabled(level: LogLevel) -> bool {
     level as u8 <= THRESHOLD.load(Ordering::Relaxed)
 }
 
-/// Copies the log ring (oldest first) into `out`.
+/// Copies the log ring (oldest first) into `out` (nothing from a handler that interrupted a print).
 pub fn read_ring(out: &mut [u8]) -> usize {
-    with_state(|s| s.ring.read(out))
+    CONSOLE.with_state(this_cpu(), |s| s.ring.read(out)).unwrap_or(0)
 }
 
 /// A fixed line buffer that truncates instead of failing.
@@ -183,13 +254,7 @@ pub fn log(level: LogLevel, args: fmt::Arguments) {
     let _ = line.write_fmt(args);
     line.buf[line.len] = b'\n';
     line.len += 1;
-    let bytes = &line.buf[..line.len];
-    with_state(|s| {
-        s.ring.push(bytes);
-        if let Some(sink) = s.sink {
-            sink(bytes);
-        }
-    });
+    CONSOLE.emit(this_cpu(), &line.buf[..line.len]);
 }
 
 /// Prints an informational line.
@@ -234,6 +299,53 @@ mod tests {
         let n = r.read(&mut out);
         assert_eq!(&out[..n], b"second\nthird\n");
         assert_eq!(r.total_written(), 24);
+    }
+
+    /// A device that counts how deep its writer is entered and keeps what each writer got.
+    mod device {
+        use core::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Mutex;
+
+        pub static DEPTH: AtomicU32 = AtomicU32::new(0);
+        pub static MAX_DEPTH: AtomicU32 = AtomicU32::new(0);
+        pub static WRITTEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+        pub static NESTED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+        /// The writer; on the word "fault" it prints from "inside" itself, as an exception handler would.
+        pub fn write(bytes: &[u8]) {
+            let depth = DEPTH.fetch_add(1, Ordering::SeqCst) + 1;
+            MAX_DEPTH.fetch_max(depth, Ordering::SeqCst);
+            WRITTEN.lock().unwrap().extend_from_slice(bytes);
+            if bytes.windows(5).any(|w| w == b"fault") {
+                super::CONSOLE_UNDER_TEST.emit(7, b"handler's dump\n");
+            }
+            DEPTH.fetch_sub(1, Ordering::SeqCst);
+        }
+
+        pub fn write_nested(bytes: &[u8]) {
+            NESTED.lock().unwrap().extend_from_slice(bytes);
+        }
+    }
+
+    static CONSOLE_UNDER_TEST: Console = Console::new();
+
+    /// A print from a handler that interrupted a print on the same CPU never re-enters the device's writer
+    /// (which would hold two `&mut` to it) nor the state: it goes to the nested writer.
+    #[test]
+    fn nested_print_goes_to_the_nested_writer() {
+        let c = &CONSOLE_UNDER_TEST;
+        c.emit(7, b"early\n");
+        assert!(c.set_output(7, Output { write: device::write, write_nested: device::write_nested }));
+        c.emit(7, b"a fault while printing\n");
+        c.emit(7, b"after\n");
+        assert_eq!(device::MAX_DEPTH.load(Ordering::SeqCst), 1, "the device writer was re-entered");
+        assert_eq!(&device::WRITTEN.lock().unwrap()[..], b"early\na fault while printing\nafter\n");
+        assert_eq!(&device::NESTED.lock().unwrap()[..], b"handler's dump\n");
+        let mut out = [0u8; 128];
+        let n = c.with_state(7, |s| s.ring.read(&mut out)).unwrap();
+        assert_eq!(&out[..n], b"early\na fault while printing\nafter\n");
+        // The lock is free again, for any CPU.
+        assert_eq!(c.with_state(3, |_| 1), Some(1));
     }
 
     #[test]

@@ -21,7 +21,11 @@ mod bare {
     use keel::{console, error, info, warning};
     use keel::{hvm, sched, xtf};
 
-    core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
+    core::arch::global_asm!(
+        include_str!("../../boot/entry.S"),
+        xen_elfnote_phys32_entry = const keel_abi::elfnote::PHYS32_ENTRY,
+        options(att_syntax)
+    );
     core::arch::global_asm!(include_str!("../../boot/ap_trampoline.S"), options(att_syntax));
 
     extern "C" {

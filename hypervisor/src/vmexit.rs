@@ -3,7 +3,7 @@
 
 use crate::domain::{self, evtchn, Domain, Vcpu};
 use crate::hvm::vlapic::{self, Dest, IpiRequest, WriteEffect};
-use crate::hvm::{vector, Event, Exit, HwVcpu, InitState};
+use crate::hvm::{decode, vector, Event, Exit, HwVcpu, InitState};
 use crate::hypercall;
 use alloc::format;
 use alloc::sync::Arc;
@@ -98,13 +98,14 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
     match exit {
         Exit::Cpuid => {
             cpuid(dom, v, hw);
-            hw.skip_instruction(2);
-            Outcome::Continue
+            step_over(dom, v, hw)
         }
-        Exit::Hypercall => hypercall_exit(dom, v, hw, 3),
+        Exit::Hypercall => hypercall_exit(dom, v, hw),
         Exit::InvalidOpcode => invalid_opcode(dom, v, hw),
         Exit::Hlt => {
-            hw.skip_instruction(1);
+            if step_over(dom, v, hw) == Outcome::Stop {
+                return Outcome::Stop;
+            }
             if hw.rflags() & (1 << 9) == 0 {
                 Outcome::Offline
             } else if has_pending_interrupt(dom, v) {
@@ -116,12 +117,12 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
         // The exit comes before the PAUSE completes: step over it (a hint, nothing to emulate), or a CPU that
         // exits on every PAUSE would take the same exit forever; the spinning vCPU yields so that whatever it
         // waits for can run.
-        Exit::Pause => {
-            hw.skip_instruction(2);
-            Outcome::YieldToOthers
-        }
+        Exit::Pause => match step_over(dom, v, hw) {
+            Outcome::Continue => Outcome::YieldToOthers,
+            stop => stop,
+        },
         Exit::Msr { write } => msr(dom, v, hw, write),
-        Exit::Io { port, size, input, string, rep } => io(dom, hw, port, size, input, string, rep),
+        Exit::Io { port, size, input, string, rep } => io(dom, v, hw, port, size, input, string, rep),
         Exit::NestedPageFault { gpa, write, fetch } => {
             let kind = if fetch {
                 "instruction fetch"
@@ -170,8 +171,38 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
     }
 }
 
-fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, len: u64) -> Outcome {
-    hw.skip_instruction(len);
+/// Moves the guest past the instruction that exited (it has been emulated): to the next RIP the hardware
+/// reported, or else past the instruction decoded at RIP, prefixes included. `Continue`, or `Stop` with the
+/// domain crashed when the instruction cannot be read back or decoded (its code was unmapped or rewritten by
+/// another vCPU since the exit).
+fn step_over(dom: &Domain, v: &Vcpu, hw: &mut HwVcpu) -> Outcome {
+    if let Some(next) = hw.next_rip() {
+        hw.advance_to(next);
+        return Outcome::Continue;
+    }
+    let cs = hw.code_segment();
+    let rip = hw.rip();
+    let (buf, n) = fetch_at_rip(dom, hw);
+    match decode::insn_len(&buf[..n], cs.bitness) {
+        Some(len) => {
+            hw.advance_to(cs.advance(rip, len));
+            Outcome::Continue
+        }
+        None => {
+            dom.crash(&format!(
+                "vCPU {}: cannot decode the instruction at RIP {rip:#x} to step over it (bytes {:02x?})",
+                v.id,
+                &buf[..n]
+            ));
+            Outcome::Stop
+        }
+    }
+}
+
+fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
+    if step_over(dom, v, hw) == Outcome::Stop {
+        return Outcome::Stop;
+    }
     if hw.paging().cpl != 0 {
         hw.gprs().rax = keel_abi::Errno::EPERM.to_return();
         return Outcome::Continue;
@@ -179,19 +210,37 @@ fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, len: u64) -
     hypercall::dispatch(dom, v, hw)
 }
 
-/// Bytes of the instruction at the guest's RIP.
-fn fetch_insn(dom: &Domain, hw: &HwVcpu, buf: &mut [u8]) -> bool {
+/// Up to [`decode::MAX_INSN_LEN`] bytes at the guest's CS:RIP and how many could be read: the whole window, or
+/// (when the page after the instruction's is not mapped) up to the end of its page, or none.
+fn fetch_at_rip(dom: &Domain, hw: &HwVcpu) -> ([u8; decode::MAX_INSN_LEN], usize) {
+    let linear = hw.code_segment().linear(hw.rip());
+    let mut buf = [0u8; decode::MAX_INSN_LEN];
+    let to_page_end = (0x1000 - (linear & 0xfff)) as usize;
+    let n = if fetch_linear(dom, hw, linear, &mut buf) {
+        buf.len()
+    } else if to_page_end < buf.len() && fetch_linear(dom, hw, linear, &mut buf[..to_page_end]) {
+        to_page_end
+    } else {
+        0
+    };
+    (buf, n)
+}
+
+/// Guest memory at a linear address, through the vCPU's page tables.
+fn fetch_linear(dom: &Domain, hw: &HwVcpu, linear: u64, buf: &mut [u8]) -> bool {
     let mem = dom.mem.lock();
-    domain::read_linear(&mem, &hw.paging(), hw.rip(), buf).is_ok()
+    domain::read_linear(&mem, &hw.paging(), linear, buf).is_ok()
 }
 
 /// #UD: the "other vendor's" hypercall instruction is accepted (Linux may pick either); anything else is the
 /// guest's own #UD and goes back to it.
 fn invalid_opcode(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome {
-    let mut insn = [0u8; 3];
-    if fetch_insn(dom, hw, &mut insn) && (insn == [0x0f, 0x01, 0xc1] || insn == [0x0f, 0x01, 0xd9]) {
-        // No hardware next-RIP for a #UD: the length is that of VMCALL/VMMCALL.
-        hw.set_rip(hw.rip() + 3);
+    let (buf, n) = fetch_at_rip(dom, hw);
+    let insn = &buf[..n];
+    let cs = hw.code_segment();
+    if let Some(len) = decode::hypercall_len(insn, cs.bitness) {
+        // No hardware next-RIP for a #UD: step over the VMCALL/VMMCALL as decoded, prefixes included.
+        hw.advance_to(cs.advance(hw.rip(), len));
         if hw.paging().cpl != 0 {
             hw.gprs().rax = keel_abi::Errno::EPERM.to_return();
             return Outcome::Continue;
@@ -288,11 +337,11 @@ fn msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, write: bool) -> Outcom
         }
     };
     if ok {
-        hw.skip_instruction(2);
+        step_over(dom, v, hw)
     } else {
         hw.inject(Event::Exception { vector: vector::GP, error: Some(0) });
+        Outcome::Continue
     }
-    Outcome::Continue
 }
 
 fn read_msr(v: &Vcpu, hw: &HwVcpu, index: u32) -> Option<u64> {
@@ -356,7 +405,16 @@ fn write_msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, index: u32, valu
 const DEBUG_PORT: u16 = 0xe9;
 
 #[allow(clippy::too_many_arguments)]
-fn io(dom: &Arc<Domain>, hw: &mut HwVcpu, port: u16, size: u8, input: bool, string: bool, rep: bool) -> Outcome {
+fn io(
+    dom: &Arc<Domain>,
+    v: &Vcpu,
+    hw: &mut HwVcpu,
+    port: u16,
+    size: u8,
+    input: bool,
+    string: bool,
+    rep: bool,
+) -> Outcome {
     if string {
         // INS/OUTS: only the debug port is given data; everything else is dropped or reads all-ones.
         let count = if rep { hw.gprs().rcx & 0xffff_ffff } else { 1 }.min(4096);
@@ -405,8 +463,7 @@ fn io(dom: &Arc<Domain>, hw: &mut HwVcpu, port: u16, size: u8, input: bool, stri
         let b = hw.gprs().rax as u8;
         dom.console_write(&[b]);
     }
-    hw.skip_instruction(0);
-    Outcome::Continue
+    step_over(dom, v, hw)
 }
 
 /// Delivers an IPI a vCPU sent through its vLAPIC.

@@ -37,6 +37,7 @@ alone!(
     cpuid,
     hypercall_page,
     inline_vmcall,
+    prefixed_insns,
     timer,
     exceptions,
     triple_fault,

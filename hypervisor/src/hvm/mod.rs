@@ -3,6 +3,8 @@
 //! The vendor is chosen once at boot from CPUID; common code sees only [`Support`]. The VMCB/VMCS live in the
 //! vendor modules and nowhere else.
 
+pub mod decode;
+mod entry_asm;
 pub mod exit;
 pub mod svm;
 pub mod vlapic;
@@ -228,15 +230,22 @@ impl HwVcpu {
         dispatch!(self, v => v.paging())
     }
 
-    /// Moves RIP past the instruction that caused the last exit; `len` is its length when the hardware did not
-    /// report the next RIP.
-    pub fn skip_instruction(&mut self, len: u64) {
-        dispatch!(self, v => v.skip_instruction(len))
+    /// The RIP after the instruction that caused the last exit, where the hardware reports it (VMX: the exit's
+    /// instruction length; SVM: NRIP save, and always for I/O exits). `None` means the caller must decode the
+    /// instruction at RIP ([`decode`]) to step over it; nobody guesses a length.
+    pub fn next_rip(&self) -> Option<u64> {
+        dispatch!(self, v => v.next_rip())
     }
 
-    /// The next RIP as reported by hardware for the last exit, if it does.
-    pub fn hw_next_rip(&self) -> Option<u64> {
-        dispatch!(self, v => v.hw_next_rip())
+    /// Completes an emulated instruction: RIP becomes `next` and the interrupt shadow (STI / MOV SS blocking),
+    /// which lasts for one instruction, ends.
+    pub fn advance_to(&mut self, next: u64) {
+        dispatch!(self, v => v.advance_to(next))
+    }
+
+    /// The code segment the guest runs in (base and 16/32/64-bit), for decoding the instruction at RIP.
+    pub fn code_segment(&self) -> decode::CodeSegment {
+        dispatch!(self, v => v.code_segment())
     }
 
     /// Queues an event for the next entry. Returns false if an event is already queued.

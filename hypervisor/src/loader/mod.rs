@@ -54,8 +54,7 @@ pub struct ElfImage {
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const EM_X86_64: u16 = 62;
-/// `XEN_ELFNOTE_PHYS32_ENTRY`.
-pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+use keel_abi::elfnote;
 
 /// Parses a 64-bit x86 ELF image.
 pub fn parse_elf(b: &[u8]) -> Result<ElfImage, LoadError> {
@@ -102,7 +101,7 @@ pub fn parse_elf(b: &[u8]) -> Result<ElfImage, LoadError> {
             }
             PT_NOTE if in_file => {
                 let notes = &b[offset as usize..(offset + filesz) as usize];
-                if let Some(e) = find_note(notes, b"Xen", XEN_ELFNOTE_PHYS32_ENTRY) {
+                if let Some(e) = find_note(notes, elfnote::NAME, elfnote::PHYS32_ENTRY) {
                     img.pvh_entry = e.get(..4).and_then(|d| d.try_into().ok()).map(u32::from_le_bytes);
                 }
             }
@@ -275,7 +274,7 @@ mod tests {
         ph(&mut b, 120, PT_NOTE, 0x180, 0, 20, 20);
         b[0x180..0x184].copy_from_slice(&4u32.to_le_bytes());
         b[0x184..0x188].copy_from_slice(&4u32.to_le_bytes());
-        b[0x188..0x18c].copy_from_slice(&XEN_ELFNOTE_PHYS32_ENTRY.to_le_bytes());
+        b[0x188..0x18c].copy_from_slice(&elfnote::PHYS32_ENTRY.to_le_bytes());
         b[0x18c..0x190].copy_from_slice(b"Xen\0");
         b[0x190..0x194].copy_from_slice(&entry.to_le_bytes());
         b

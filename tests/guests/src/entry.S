@@ -10,13 +10,14 @@
  * calls the Rust entry with (vcpu id, start_info address). The 256 exception/interrupt stubs live here too.
  */
 
-.set XEN_ELFNOTE_PHYS32_ENTRY, 18
-.set XEN_CPUID_BASE,  0x40000000
-.set XEN_CPUID_HVM,   0x40000004
-.set XEN_SIG_EBX,     0x566e6558        /* "XenV" */
-.set XEN_SIG_ECX,     0x65584d4d        /* "MMXe" */
-.set XEN_SIG_EDX,     0x4d4d566e        /* "nVMM" */
-.set VCPU_ID_PRESENT, 0x8
+/* ABI numbers, from keel-abi (elfnote, cpuid). */
+.set XEN_ELFNOTE_PHYS32_ENTRY, {xen_elfnote_phys32_entry}
+.set XEN_CPUID_BASE,  {xen_cpuid_base}
+.set XEN_CPUID_HVM,   {xen_cpuid_hvm}
+.set XEN_SIG_EBX,     {xen_sig_ebx}        /* "XenV" */
+.set XEN_SIG_ECX,     {xen_sig_ecx}        /* "MMXe" */
+.set XEN_SIG_EDX,     {xen_sig_edx}        /* "nVMM" */
+.set VCPU_ID_PRESENT, {vcpu_id_present}
 
 .set MAX_VCPUS,  {max_vcpus}
 .set STACK_SIZE, {stack_size}

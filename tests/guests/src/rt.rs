@@ -9,6 +9,13 @@ use keel_abi::start_info::{HvmStartInfo, HVM_START_MAGIC};
 #[cfg(target_os = "none")]
 core::arch::global_asm!(
     include_str!("entry.S"),
+    xen_elfnote_phys32_entry = const keel_abi::elfnote::PHYS32_ENTRY,
+    xen_cpuid_base = const keel_abi::cpuid::BASE,
+    xen_cpuid_hvm = const keel_abi::cpuid::BASE + 4,
+    xen_sig_ebx = const keel_abi::cpuid::SIGNATURE[0],
+    xen_sig_ecx = const keel_abi::cpuid::SIGNATURE[1],
+    xen_sig_edx = const keel_abi::cpuid::SIGNATURE[2],
+    vcpu_id_present = const keel_abi::cpuid::hvm_flags::VCPU_ID_PRESENT,
     max_vcpus = const crate::MAX_VCPUS,
     stack_size = const crate::STACK_SIZE,
     stacks = sym smp::STACKS,

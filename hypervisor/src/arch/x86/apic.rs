@@ -4,18 +4,17 @@
 use super::cpu::{self, Msr};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-/// Local APIC registers (xAPIC MMIO offsets; the x2APIC MSR is 0x800 + offset/16).
+/// Local APIC registers Keel reads: each readable in both modes (xAPIC MMIO offsets; the x2APIC MSR is
+/// 0x800 + offset/16). Write-only registers (EOI, self-IPI) are not here, so a read of one, which faults in x2APIC
+/// mode, cannot be written; nor is the ICR, whose layout differs between the modes ([`send_ipi`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Reg {
+pub enum ReadReg {
     Id = 0x20,
     Version = 0x30,
     Tpr = 0x80,
-    Eoi = 0xb0,
     Spurious = 0xf0,
     Esr = 0x280,
-    IcrLow = 0x300,
-    IcrHigh = 0x310,
     LvtTimer = 0x320,
     LvtLint0 = 0x350,
     LvtLint1 = 0x360,
@@ -23,6 +22,34 @@ pub enum Reg {
     TimerInitial = 0x380,
     TimerCurrent = 0x390,
     TimerDivide = 0x3e0,
+}
+
+/// Local APIC registers Keel writes: each writable in both modes. Read-only registers (ID, which x2APIC makes
+/// read-only, version, current count) are not here; nor is the ICR ([`send_ipi`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum WriteReg {
+    Tpr = 0x80,
+    Eoi = 0xb0,
+    Spurious = 0xf0,
+    Esr = 0x280,
+    LvtTimer = 0x320,
+    LvtLint0 = 0x350,
+    LvtLint1 = 0x360,
+    LvtError = 0x370,
+    TimerInitial = 0x380,
+    TimerDivide = 0x3e0,
+}
+
+/// xAPIC ICR offsets (MMIO only: x2APIC has one 64-bit ICR MSR instead).
+const XAPIC_ICR_LOW: u64 = 0x300;
+const XAPIC_ICR_HIGH: u64 = 0x310;
+/// The x2APIC ICR MSR.
+const X2APIC_ICR: u32 = 0x830;
+
+/// The x2APIC MSR of a register at xAPIC offset `offset`.
+const fn x2apic_msr(offset: u32) -> u32 {
+    0x800 + (offset >> 4)
 }
 
 /// Vector of the spurious interrupt.
@@ -78,27 +105,40 @@ pub fn is_x2apic() -> bool {
     MODE.load(Ordering::Relaxed) == MODE_X2APIC
 }
 
-fn read(reg: Reg) -> u32 {
+fn read(reg: ReadReg) -> u32 {
     if is_x2apic() {
-        // SAFETY: x2APIC mode is enabled, so the 0x800-0x8ff MSR range exists; these registers are readable.
-        unsafe { cpu::rdmsr_raw(0x800 + (reg as u32 >> 4)) as u32 }
+        // SAFETY: x2APIC mode is enabled, so the 0x800-0x8ff MSR range exists, and every `ReadReg` is readable
+        // there (no write-only register is one).
+        unsafe { cpu::rdmsr_raw(x2apic_msr(reg as u32)) as u32 }
     } else {
-        let addr = XAPIC_BASE.load(Ordering::Relaxed) + reg as u64;
-        // SAFETY: the xAPIC page is identity-mapped uncached by Keel's page tables; a 32-bit aligned read of a
-        // defined register has no effect on memory.
-        unsafe { core::ptr::read_volatile(addr as *const u32) }
+        xapic_read(reg as u64)
     }
 }
 
-fn write(reg: Reg, v: u32) {
+fn write(reg: WriteReg, v: u32) {
     if is_x2apic() {
-        // SAFETY: x2APIC mode is enabled; these registers are writable and only affect interrupt delivery.
-        unsafe { cpu::wrmsr_raw(0x800 + (reg as u32 >> 4), v as u64) };
+        // SAFETY: x2APIC mode is enabled; every `WriteReg` is writable there (no read-only register is one), and
+        // these registers only affect interrupt delivery.
+        unsafe { cpu::wrmsr_raw(x2apic_msr(reg as u32), v as u64) };
     } else {
-        let addr = XAPIC_BASE.load(Ordering::Relaxed) + reg as u64;
-        // SAFETY: as in `read`; the write goes to an APIC register, not to RAM.
-        unsafe { core::ptr::write_volatile(addr as *mut u32, v) };
+        xapic_write(reg as u64, v);
     }
+}
+
+/// Reads the xAPIC register at `offset` (one of the `ReadReg` offsets or the ICR).
+fn xapic_read(offset: u64) -> u32 {
+    let addr = XAPIC_BASE.load(Ordering::Relaxed) + offset;
+    // SAFETY: the xAPIC page is identity-mapped uncached by Keel's page tables; callers pass the offset of a
+    // defined readable register, and a 32-bit aligned read of it has no effect on memory.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+/// Writes the xAPIC register at `offset` (one of the `WriteReg` offsets or the ICR).
+fn xapic_write(offset: u64, v: u32) {
+    let addr = XAPIC_BASE.load(Ordering::Relaxed) + offset;
+    // SAFETY: as in `xapic_read`; callers pass a writable register's offset, and the write goes to the APIC, not
+    // to RAM.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) };
 }
 
 /// Chooses the mode on the boot CPU: x2APIC when CPUID offers it, xAPIC at `mmio_base` otherwise.
@@ -119,38 +159,38 @@ pub fn init_this_cpu() {
         }
         cpu::wrmsr(Msr::ApicBase, base);
     }
-    write(Reg::Tpr, 0);
-    write(Reg::LvtTimer, LVT_MASKED);
-    write(Reg::LvtLint0, LVT_MASKED);
-    write(Reg::LvtLint1, LVT_MASKED);
-    write(Reg::LvtError, ERROR_VECTOR as u32);
-    write(Reg::Esr, 0);
-    write(Reg::Spurious, SVR_ENABLE | SPURIOUS_VECTOR as u32);
+    write(WriteReg::Tpr, 0);
+    write(WriteReg::LvtTimer, LVT_MASKED);
+    write(WriteReg::LvtLint0, LVT_MASKED);
+    write(WriteReg::LvtLint1, LVT_MASKED);
+    write(WriteReg::LvtError, ERROR_VECTOR as u32);
+    write(WriteReg::Esr, 0);
+    write(WriteReg::Spurious, SVR_ENABLE | SPURIOUS_VECTOR as u32);
 }
 
 /// This CPU's APIC id.
 pub fn id() -> u32 {
     if is_x2apic() {
-        read(Reg::Id)
+        read(ReadReg::Id)
     } else {
-        read(Reg::Id) >> 24
+        read(ReadReg::Id) >> 24
     }
 }
 
 /// Signals end of interrupt.
 pub fn eoi() {
-    write(Reg::Eoi, 0);
+    write(WriteReg::Eoi, 0);
 }
 
 /// Sends an IPI to the CPU with APIC id `dest` and waits until the APIC has accepted it (xAPIC).
 pub fn send_ipi(dest: u32, ipi: Ipi) {
     if is_x2apic() {
-        // SAFETY: x2APIC mode; the ICR MSR (0x830) takes destination and command in one write.
-        unsafe { cpu::wrmsr_raw(0x830, (dest as u64) << 32 | ipi.icr_low() as u64) };
+        // SAFETY: x2APIC mode; the ICR MSR takes destination and command in one write.
+        unsafe { cpu::wrmsr_raw(X2APIC_ICR, (dest as u64) << 32 | ipi.icr_low() as u64) };
     } else {
-        write(Reg::IcrHigh, dest << 24);
-        write(Reg::IcrLow, ipi.icr_low());
-        while read(Reg::IcrLow) & ICR_PENDING != 0 {
+        xapic_write(XAPIC_ICR_HIGH, dest << 24);
+        xapic_write(XAPIC_ICR_LOW, ipi.icr_low());
+        while xapic_read(XAPIC_ICR_LOW) & ICR_PENDING != 0 {
             core::hint::spin_loop();
         }
     }
@@ -158,14 +198,14 @@ pub fn send_ipi(dest: u32, ipi: Ipi) {
 
 /// Starts a one-shot countdown from the maximum count, masked, for calibration.
 pub fn timer_start_calibration() {
-    write(Reg::TimerDivide, DIVIDE_BY_16);
-    write(Reg::LvtTimer, LVT_MASKED);
-    write(Reg::TimerInitial, u32::MAX);
+    write(WriteReg::TimerDivide, DIVIDE_BY_16);
+    write(WriteReg::LvtTimer, LVT_MASKED);
+    write(WriteReg::TimerInitial, u32::MAX);
 }
 
 /// The current countdown value.
 pub fn timer_current() -> u32 {
-    read(Reg::TimerCurrent)
+    read(ReadReg::TimerCurrent)
 }
 
 /// Records the calibrated timer frequency (ticks per second at divide-by-16).
@@ -181,12 +221,25 @@ pub fn timer_hz() -> u64 {
 /// Arms this CPU's timer to interrupt once, `ns` from now, on [`TIMER_VECTOR`].
 pub fn timer_oneshot_ns(ns: u64) {
     let count = (ns as u128 * timer_hz() as u128 / 1_000_000_000).clamp(1, u32::MAX as u128) as u32;
-    write(Reg::TimerDivide, DIVIDE_BY_16);
-    write(Reg::LvtTimer, TIMER_VECTOR as u32 & !LVT_TIMER_PERIODIC);
-    write(Reg::TimerInitial, count);
+    write(WriteReg::TimerDivide, DIVIDE_BY_16);
+    write(WriteReg::LvtTimer, TIMER_VECTOR as u32 & !LVT_TIMER_PERIODIC);
+    write(WriteReg::TimerInitial, count);
 }
 
 /// The APIC version register (for the log).
 pub fn version() -> u32 {
-    read(Reg::Version)
+    read(ReadReg::Version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x2apic_msrs() {
+        assert_eq!(x2apic_msr(ReadReg::Id as u32), 0x802);
+        assert_eq!(x2apic_msr(WriteReg::Eoi as u32), 0x80b);
+        assert_eq!(x2apic_msr(ReadReg::TimerCurrent as u32), 0x839);
+        assert_eq!(x2apic_msr(XAPIC_ICR_LOW as u32), X2APIC_ICR);
+    }
 }

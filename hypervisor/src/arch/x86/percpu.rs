@@ -53,13 +53,19 @@ impl PerCpu {
     }
 
     /// The deepest this CPU's stack has been, in bytes, and its size (None before `set_stack`).
-    pub fn stack_used(&self) -> Option<(u64, u64)> {
+    ///
+    /// # Safety
+    /// Nothing may grow the stack below its deepest point so far while it is measured: it must be the calling
+    /// CPU's own stack (interrupts on it are not concurrent), or a stack whose CPU has stopped for good
+    /// ([`CpuState::Dead`]: it halts with interrupts off, NMIs run on their own IST stack).
+    unsafe fn stack_used(&self) -> Option<(u64, u64)> {
         let (bottom, size) = (self.stack_bottom.load(Ordering::Relaxed), self.stack_size.load(Ordering::Relaxed));
         if bottom == 0 {
             return None;
         }
-        // SAFETY: [bottom, bottom + size) is this CPU's stack, identity-mapped for Keel's whole life; bytes
-        // below the deepest use still hold STACK_FILL, and reading them races with nothing that matters.
+        // SAFETY: [bottom, bottom + size) is a CPU stack, identity-mapped for Keel's whole life. The scan reads
+        // upwards only while bytes still hold STACK_FILL, i.e. below the deepest point the stack ever reached,
+        // plus the first byte above; the caller guarantees nothing writes there meanwhile, so no read races.
         let untouched = (0..size)
             .take_while(|&i| unsafe { core::ptr::read_volatile((bottom + i) as *const u8) } == STACK_FILL)
             .count() as u64;
@@ -126,10 +132,20 @@ static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// The block of CPU `index`.
-/// Logs how deep each CPU's stack has been.
+/// Logs how deep the calling CPU's stack, and those of CPUs that stopped for good, have been. Another running
+/// CPU's stack is not read: it could grow into the bytes being scanned.
 pub fn log_stack_use() {
+    let me = this() as *const PerCpu;
     for (i, c) in CPUS.iter().enumerate() {
-        if let Some((used, size)) = c.stack_used() {
+        let measurable = core::ptr::eq(c, me) || c.state() == CpuState::Dead;
+        if !measurable {
+            if c.state() == CpuState::Online {
+                crate::info!("CPU{i}: still running, stack high-water not measured");
+            }
+            continue;
+        }
+        // SAFETY: `c` is this CPU's own block, or its CPU is Dead (halted for good), as `stack_used` requires.
+        if let Some((used, size)) = unsafe { c.stack_used() } {
             crate::info!("CPU{i}: stack high-water {} of {} KiB", used.div_ceil(1024), size / 1024);
         }
     }

@@ -200,12 +200,19 @@ pub fn register_handler(vector: u8, handler: Handler) {
     HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
 }
 
-/// Fills the IDT (once, on the boot CPU, before any CPU loads it).
+/// Set once the IDT is filled; `init_idt` fills it only while this is unset.
+static IDT_FILLED: spin::Once<()> = spin::Once::new();
+
+/// Fills the IDT (on the boot CPU, before any CPU loads it); later calls do nothing.
 pub fn init_idt() {
+    IDT_FILLED.call_once(fill_idt);
+}
+
+fn fill_idt() {
     // Only the address of the stub table (defined in the global_asm block above) is taken.
     let base = core::ptr::addr_of!(keel_trap_stubs) as u64;
-    // SAFETY: called once on the boot CPU before any CPU loads the IDT or enables interrupts, so nothing else
-    // reads it concurrently.
+    // SAFETY: runs once (`IDT_FILLED`), and `load_idt` refuses to load the IDT before that has finished, so no
+    // CPU reads it meanwhile; nothing else writes it.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
     for (v, gate) in idt.0.iter_mut().enumerate() {
         let addr = base + v as u64 * 16;
@@ -227,15 +234,17 @@ pub fn init_idt() {
     }
 }
 
-/// Loads the IDT on this CPU.
+/// Loads the IDT on this CPU (after `init_idt`).
 pub fn load_idt() {
+    assert!(IDT_FILLED.is_completed(), "load_idt before init_idt");
     #[repr(C, packed)]
     struct Idtr {
         limit: u16,
         base: u64,
     }
     let idtr = Idtr { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: core::ptr::addr_of!(IDT) as u64 };
-    // SAFETY: the IDT is static, fully initialised by `init_idt`, and its gates point at the stubs above.
+    // SAFETY: the IDT is static, filled by `init_idt` (asserted above) and never written again; its gates point at
+    // the stubs above.
     unsafe { core::arch::asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags)) };
 }
 

@@ -4,14 +4,18 @@ use super::vmcb::{self, exit_code as ec, EventType, Intercept1, Intercept2, Ioio
 use super::Capabilities;
 use crate::arch::x86::cpu::efer;
 use crate::arch::x86::percpu;
+use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
-core::arch::global_asm!(
+use crate::hvm::entry_asm::{guest_entry_asm, load_guest_gprs, store_guest_gprs};
+
+guest_entry_asm!(
     r#"
     .section .text.svm, "ax"
     .global keel_svm_vmrun
-// rdi = guest VMCB (physical), rsi = &mut Gprs, rdx = host-state VMCB (physical).
+// rdi = guest VMCB (physical), rsi = &mut Gprs, rdx = host-state VMCB (physical). The guest's RAX (Gprs offset
+// {g_rax}) is not loaded here: VMRUN takes it from the VMCB, where `run` copies it.
 keel_svm_vmrun:
     pushq %rbp
     pushq %rbx
@@ -26,39 +30,17 @@ keel_svm_vmrun:
     movq %rdx, %rax
     vmsave %rax
     movq %rsi, %rax
-    movq 8(%rax), %rbx
-    movq 16(%rax), %rcx
-    movq 24(%rax), %rdx
-    movq 40(%rax), %rdi
-    movq 48(%rax), %rbp
-    movq 56(%rax), %r8
-    movq 64(%rax), %r9
-    movq 72(%rax), %r10
-    movq 80(%rax), %r11
-    movq 88(%rax), %r12
-    movq 96(%rax), %r13
-    movq 104(%rax), %r14
-    movq 112(%rax), %r15
-    movq 32(%rax), %rsi
+"#,
+    load_guest_gprs!(),
+    r#"
     movq 8(%rsp), %rax
     vmload %rax
     vmrun %rax
     vmsave %rax
     movq 16(%rsp), %rax
-    movq %rbx, 8(%rax)
-    movq %rcx, 16(%rax)
-    movq %rdx, 24(%rax)
-    movq %rsi, 32(%rax)
-    movq %rdi, 40(%rax)
-    movq %rbp, 48(%rax)
-    movq %r8, 56(%rax)
-    movq %r9, 64(%rax)
-    movq %r10, 72(%rax)
-    movq %r11, 80(%rax)
-    movq %r12, 88(%rax)
-    movq %r13, 96(%rax)
-    movq %r14, 104(%rax)
-    movq %r15, 112(%rax)
+"#,
+    store_guest_gprs!(),
+    r#"
     movq 0(%rsp), %rax
     vmload %rax
     stgi
@@ -72,7 +54,6 @@ keel_svm_vmrun:
     ret
     .text
 "#,
-    options(att_syntax)
 );
 
 extern "C" {
@@ -124,6 +105,9 @@ pub struct SvmVcpu {
     /// entry and read back after it, where the CPU has RDTSCP.
     tsc_aux: u64,
 }
+
+/// EFER.LMA: long mode active.
+const EFER_LMA: u64 = 1 << 10;
 
 /// IA32_TSC_AUX.
 const MSR_TSC_AUX: u32 = 0xc000_0103;
@@ -360,15 +344,19 @@ impl SvmVcpu {
         }
     }
 
-    pub fn hw_next_rip(&self) -> Option<u64> {
+    pub fn next_rip(&self) -> Option<u64> {
         self.next_rip
     }
 
-    pub fn skip_instruction(&mut self, len: u64) {
-        let next = self.next_rip.unwrap_or_else(|| self.rip().wrapping_add(len));
+    pub fn advance_to(&mut self, next: u64) {
         let c = self.vmcb_mut();
         c.rip = next;
         c.interrupt_shadow = 0;
+    }
+
+    pub fn code_segment(&self) -> CodeSegment {
+        let c = self.vmcb();
+        CodeSegment::new(c.cs.base, c.cs.attrib & (1 << 9) != 0, c.cs.attrib & (1 << 10) != 0, c.efer & EFER_LMA != 0)
     }
 
     pub fn inject(&mut self, e: Event) -> bool {

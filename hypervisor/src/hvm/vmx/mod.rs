@@ -39,6 +39,46 @@ const SECONDARY_NAMES: [(u32, &str); 7] = [
 
 const BASIC_TRUE_CTLS: u64 = 1 << 55;
 
+/// A set of VMX controls whose allowed settings a capability MSR reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Controls {
+    PinBased,
+    PrimaryProc,
+    SecondaryProc,
+    Exit,
+    Entry,
+}
+
+/// The VMX fixed-bit MSRs for CR0 and CR4 (architectural on every CPU with VMX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FixedMsr {
+    Cr0Fixed0 = 0x486,
+    Cr0Fixed1 = 0x487,
+    Cr4Fixed0 = 0x488,
+    Cr4Fixed1 = 0x489,
+}
+
+/// IA32_VMX_PROCBASED_CTLS and IA32_VMX_PROCBASED_CTLS2.
+const MSR_PROCBASED: u32 = 0x482;
+const MSR_PROCBASED2: u32 = 0x48b;
+
+/// The capability MSR that reports `ctl`: a TRUE_* MSR only when `true_ctls` (IA32_VMX_BASIC bit 55 says those
+/// exist; reading one otherwise raises #GP).
+pub fn controls_msr(ctl: Controls, true_ctls: bool) -> u32 {
+    match (ctl, true_ctls) {
+        (Controls::PinBased, false) => 0x481,
+        (Controls::PrimaryProc, false) => MSR_PROCBASED,
+        (Controls::Exit, false) => 0x483,
+        (Controls::Entry, false) => 0x484,
+        (Controls::PinBased, true) => 0x48d,
+        (Controls::PrimaryProc, true) => 0x48e,
+        (Controls::Exit, true) => 0x48f,
+        (Controls::Entry, true) => 0x490,
+        (Controls::SecondaryProc, _) => MSR_PROCBASED2,
+    }
+}
+
 impl Capabilities {
     /// Decodes IA32_VMX_BASIC.
     pub fn from_basic(basic: u64) -> Self {
@@ -57,11 +97,31 @@ impl Capabilities {
         // SAFETY: IA32_VMX_PROCBASED_CTLS exists with VMX; IA32_VMX_PROCBASED_CTLS2 exists when its bit 63 (the
         // allowed-1 bit of "activate secondary controls") is set.
         unsafe {
-            if cpu::rdmsr_raw(0x482) >> 63 != 0 {
-                c.secondary = (cpu::rdmsr_raw(0x48b) >> 32) as u32;
+            if cpu::rdmsr_raw(MSR_PROCBASED) >> 63 != 0 {
+                c.secondary = (cpu::rdmsr_raw(MSR_PROCBASED2) >> 32) as u32;
             }
         }
         c
+    }
+
+    /// The capability MSR for `ctl` on this CPU (allowed-0 settings in the low half, allowed-1 in the high half):
+    /// the TRUE_* MSR where IA32_VMX_BASIC bit 55 says it exists, the plain one otherwise; for the secondary
+    /// controls, 0 (none allowed) where the CPU has no IA32_VMX_PROCBASED_CTLS2.
+    pub fn controls(&self, ctl: Controls) -> u64 {
+        if ctl == Controls::SecondaryProc && self.secondary == 0 {
+            // No secondary control may be 1 (or there is no such MSR); its allowed-0 half is 0 by definition.
+            return 0;
+        }
+        // SAFETY: the plain control MSRs exist on every CPU with VMX (`read` ran because CPUID reports it); the
+        // TRUE_* ones are chosen only when `true_ctls`, i.e. IA32_VMX_BASIC bit 55 is set; IA32_VMX_PROCBASED_CTLS2
+        // only when `secondary` is not 0, which `read` sets only after seeing the MSR exists (PROCBASED bit 63).
+        unsafe { cpu::rdmsr_raw(controls_msr(ctl, self.true_ctls)) }
+    }
+
+    /// A CR0/CR4 fixed-bit MSR.
+    pub fn fixed(&self, msr: FixedMsr) -> u64 {
+        // SAFETY: IA32_VMX_CR0_FIXED0/1 and IA32_VMX_CR4_FIXED0/1 exist on every CPU with VMX.
+        unsafe { cpu::rdmsr_raw(msr as u32) }
     }
 
     /// The names of the notable secondary controls this CPU offers.
@@ -158,6 +218,22 @@ pub fn enable_this_cpu(caps: &Capabilities, cpu_index: u32) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn true_control_msrs_only_with_basic_bit_55() {
+        let caps = Capabilities::from_basic(0x00da_0400_0000_0004);
+        assert!(caps.true_ctls);
+        let no_true = Capabilities::from_basic(0x0058_0400_0000_0004);
+        assert!(!no_true.true_ctls);
+        for ctl in [Controls::PinBased, Controls::PrimaryProc, Controls::SecondaryProc, Controls::Exit, Controls::Entry]
+        {
+            let plain = controls_msr(ctl, false);
+            assert!(!(0x48d..=0x490).contains(&plain), "{ctl:?} read {plain:#x} without bit 55");
+        }
+        assert_eq!(controls_msr(Controls::Entry, true), 0x490);
+        assert_eq!(controls_msr(Controls::Entry, false), 0x484);
+        assert_eq!(controls_msr(Controls::SecondaryProc, true), 0x48b);
+    }
 
     #[test]
     fn feature_control_cases() {

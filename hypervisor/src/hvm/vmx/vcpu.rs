@@ -4,12 +4,15 @@
 
 use super::guest_state::{self, GuestState, Seg};
 use super::vmcs::{self, *};
-use super::Capabilities;
+use super::{Capabilities, Controls, FixedMsr};
 use crate::arch::x86::cpu::{self, Msr};
+use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
 
-core::arch::global_asm!(
+use crate::hvm::entry_asm::{guest_entry_asm, load_guest_gprs, store_guest_gprs};
+
+guest_entry_asm!(
     r#"
     .section .text.vmx, "ax"
     .global keel_vmx_run
@@ -27,21 +30,11 @@ keel_vmx_run:
     vmwrite %rsp, %rdx
     movq %rdi, %rax
     testq %rsi, %rsi
-    movq 8(%rax), %rbx
-    movq 16(%rax), %rcx
-    movq 24(%rax), %rdx
-    movq 32(%rax), %rsi
-    movq 40(%rax), %rdi
-    movq 48(%rax), %rbp
-    movq 56(%rax), %r8
-    movq 64(%rax), %r9
-    movq 72(%rax), %r10
-    movq 80(%rax), %r11
-    movq 88(%rax), %r12
-    movq 96(%rax), %r13
-    movq 104(%rax), %r14
-    movq 112(%rax), %r15
-    movq 0(%rax), %rax
+"#,
+    // MOVs leave the flags of the TEST above alone.
+    load_guest_gprs!(),
+    r#"
+    movq {g_rax}(%rax), %rax
     jnz 1f
     vmlaunch
     jmp 2f
@@ -60,22 +53,11 @@ keel_vmx_run:
 keel_vmx_exit:
     pushq %rax
     movq 8(%rsp), %rax
-    movq %rbx, 8(%rax)
-    movq %rcx, 16(%rax)
-    movq %rdx, 24(%rax)
-    movq %rsi, 32(%rax)
-    movq %rdi, 40(%rax)
-    movq %rbp, 48(%rax)
-    movq %r8, 56(%rax)
-    movq %r9, 64(%rax)
-    movq %r10, 72(%rax)
-    movq %r11, 80(%rax)
-    movq %r12, 88(%rax)
-    movq %r13, 96(%rax)
-    movq %r14, 104(%rax)
-    movq %r15, 112(%rax)
+"#,
+    store_guest_gprs!(),
+    r#"
     popq %rbx
-    movq %rbx, 0(%rax)
+    movq %rbx, {g_rax}(%rax)
     addq $8, %rsp
     popq %r15
     popq %r14
@@ -87,7 +69,6 @@ keel_vmx_exit:
     ret
     .text
 "#,
-    options(att_syntax)
 );
 
 extern "C" {
@@ -125,17 +106,6 @@ pub mod ctl {
     pub const ENTRY_LOAD_EFER: u32 = 1 << 15;
 }
 
-/// Capability MSR numbers.
-const MSR_PINBASED: u32 = 0x481;
-const MSR_PROCBASED: u32 = 0x482;
-const MSR_EXIT: u32 = 0x483;
-const MSR_ENTRY: u32 = 0x484;
-const MSR_PROCBASED2: u32 = 0x48b;
-const MSR_TRUE_PINBASED: u32 = 0x48d;
-const MSR_TRUE_PROCBASED: u32 = 0x48e;
-const MSR_TRUE_EXIT: u32 = 0x48f;
-const MSR_TRUE_ENTRY: u32 = 0x490;
-
 /// Applies a capability MSR to a wanted control value: allowed-0 bits forced on, allowed-1 bits kept.
 pub fn adjust(wanted: u32, cap: u64) -> u32 {
     (wanted | cap as u32) & (cap >> 32) as u32
@@ -147,11 +117,6 @@ const VPID: u64 = 1;
 const PLE_GAP: u64 = 128;
 /// ...and a loop longer than this many cycles exits (Xen's default).
 const PLE_WINDOW: u64 = 4096;
-
-fn cap(msr: u32) -> u64 {
-    // SAFETY: the VMX capability MSRs exist on every CPU that reports VMX (checked before any vCPU exists).
-    unsafe { cpu::rdmsr_raw(msr) }
-}
 
 /// MSRs whose state VMX does not switch; Keel swaps them when vCPUs change CPUs.
 const SWAPPED_MSRS: [u32; 6] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, MSR_TSC_AUX];
@@ -240,8 +205,8 @@ impl VmxVcpu {
             launched: false,
             exit_len: 0,
             flush: true,
-            cr0_fixed: (cap(0x486), cap(0x487)),
-            cr4_fixed: (cap(0x488), cap(0x489)),
+            cr0_fixed: (caps.fixed(FixedMsr::Cr0Fixed0), caps.fixed(FixedMsr::Cr0Fixed1)),
+            cr4_fixed: (caps.fixed(FixedMsr::Cr4Fixed0), caps.fixed(FixedMsr::Cr4Fixed1)),
             swapped: [0; 6],
             corrupt: false,
             cr2: 0,
@@ -274,9 +239,8 @@ impl VmxVcpu {
     }
 
     fn setup(&mut self, caps: &Capabilities, init: InitState) -> Result<(), VmFail> {
-        let t = caps.true_ctls;
-        let pin = adjust(ctl::PIN_EXT_INT | ctl::PIN_NMI, cap(if t { MSR_TRUE_PINBASED } else { MSR_PINBASED }));
-        let proc_caps = cap(if t { MSR_TRUE_PROCBASED } else { MSR_PROCBASED });
+        let pin = adjust(ctl::PIN_EXT_INT | ctl::PIN_NMI, caps.controls(Controls::PinBased));
+        let proc_caps = caps.controls(Controls::PrimaryProc);
         let proc = adjust(
             ctl::PROC_HLT
                 | ctl::PROC_IO_BITMAPS
@@ -294,16 +258,16 @@ impl VmxVcpu {
                 | ctl::SEC_PAUSE_LOOP
                 | ctl::SEC_RDTSCP
                 | ctl::SEC_INVPCID,
-            cap(MSR_PROCBASED2),
+            caps.controls(Controls::SecondaryProc),
         );
         // Without PAUSE-loop exiting, every PAUSE exits (where the CPU allows it): a vCPU spinning with interrupts
         // off must still give its CPU away on emulators (Bochs) that hold host interrupts while guest IF is 0.
         let proc = if sec & ctl::SEC_PAUSE_LOOP == 0 { adjust(proc | ctl::PROC_PAUSE, proc_caps) } else { proc };
         let exit = adjust(
             ctl::EXIT_HOST_64 | ctl::EXIT_SAVE_PAT | ctl::EXIT_LOAD_PAT | ctl::EXIT_SAVE_EFER | ctl::EXIT_LOAD_EFER,
-            cap(if t { MSR_TRUE_EXIT } else { MSR_EXIT }),
+            caps.controls(Controls::Exit),
         );
-        let entry = adjust(ctl::ENTRY_LOAD_PAT | ctl::ENTRY_LOAD_EFER, cap(if t { MSR_TRUE_ENTRY } else { MSR_ENTRY }));
+        let entry = adjust(ctl::ENTRY_LOAD_PAT | ctl::ENTRY_LOAD_EFER, caps.controls(Controls::Entry));
         Control32::PinBased.write(pin as u64)?;
         Control32::PrimaryProc.write(proc as u64)?;
         Control32::SecondaryProc.write(sec as u64)?;
@@ -673,7 +637,7 @@ impl VmxVcpu {
             _ => false,
         };
         if ok {
-            self.skip_instruction(0);
+            self.advance_to(self.rip().wrapping_add(self.exit_len));
             None
         } else {
             Some(Exit::Unknown { code: 28 })
@@ -707,15 +671,22 @@ impl VmxVcpu {
         }
     }
 
-    pub fn hw_next_rip(&self) -> Option<u64> {
-        Some(self.rip() + self.exit_len)
+    /// RIP plus the exit's instruction length (valid for every instruction exit Keel emulates: CPUID, HLT,
+    /// PAUSE, RDMSR/WRMSR, VMCALL, I/O, MOV to CR).
+    pub fn next_rip(&self) -> Option<u64> {
+        Some(self.rip().wrapping_add(self.exit_len))
     }
 
-    pub fn skip_instruction(&mut self, _len: u64) {
-        let rip = self.rip() + self.exit_len;
-        let _ = GuestN::Rip.write(rip);
+    pub fn advance_to(&mut self, next: u64) {
+        let _ = GuestN::Rip.write(next);
         let st = Guest32::Interruptibility.read();
         let _ = Guest32::Interruptibility.write(st & !3);
+    }
+
+    pub fn code_segment(&self) -> CodeSegment {
+        let ar = Guest32::CsAr.read();
+        let lma = Guest64::Efer.read() & (1 << 10) != 0;
+        CodeSegment::new(GuestN::CsBase.read(), ar & (1 << 13) != 0, ar & (1 << 14) != 0, lma)
     }
 
     pub fn inject(&mut self, e: Event) -> bool {
