@@ -208,6 +208,28 @@ pub fn enabled(level: LogLevel) -> bool {
     level as u8 <= THRESHOLD.load(Ordering::Relaxed)
 }
 
+/// Reads the log ring by free-running byte index, as Xen's `readconsole` does: from `index` when `incremental`
+/// and it lies within what the ring still holds and at or past `consumed`, else from the oldest byte kept (or
+/// `consumed`, if later). Returns where reading started and how many bytes were copied into `out` (nothing from a
+/// handler that interrupted a print).
+pub fn read_ring_from(consumed: u64, incremental: bool, index: u32, out: &mut [u8]) -> (u64, usize) {
+    CONSOLE
+        .with_state(this_cpu(), |s| {
+            let written = s.ring.total_written();
+            let oldest = written.saturating_sub(RING_SIZE as u64).max(consumed.min(written));
+            // The caller's 32-bit index, placed in the ring's 64-bit count (the nearest value not after `written`).
+            let wanted = (written & !0xffff_ffff) | index as u64;
+            let wanted = if wanted > written { wanted.wrapping_sub(1 << 32) } else { wanted };
+            let start = if incremental && (oldest..=written).contains(&wanted) { wanted } else { oldest };
+            let (a, b) = s.ring.slices();
+            let kept_from = written - (a.len() + b.len()) as u64;
+            let skip = (start - kept_from) as usize;
+            let n = a.iter().chain(b.iter()).skip(skip).zip(out.iter_mut()).map(|(x, o)| *o = *x).count();
+            (start, n)
+        })
+        .unwrap_or((consumed, 0))
+}
+
 /// Copies the log ring (oldest first) into `out` (nothing from a handler that interrupted a print).
 pub fn read_ring(out: &mut [u8]) -> usize {
     CONSOLE.with_state(this_cpu(), |s| s.ring.read(out)).unwrap_or(0)

@@ -202,7 +202,7 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         v.sched.burn(now.saturating_sub(*debited));
         *debited = now;
     };
-    let slice_end = start + sched::TIMESLICE_NS;
+    let slice_end = start + sched::timeslice_ns();
     let mut next_timer = next_timer;
     let outcome = loop {
         let now = time::now_ns();

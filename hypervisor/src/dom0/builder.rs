@@ -90,6 +90,8 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
             return None;
         }
     };
+    // The initial domain is Keel's control domain: it may use domctl, sysctl and platform_op.
+    dom.privileged.store(true, core::sync::atomic::Ordering::Release);
     match setup(&dom, kernel, initrd, memory) {
         Ok(entry_si) => {
             let (entry, start_info) = entry_si;

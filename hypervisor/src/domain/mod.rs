@@ -416,6 +416,9 @@ pub struct Domain {
     pub test_result: Mutex<Option<String>>,
     /// Set once teardown has started.
     pub dying: AtomicBool,
+    /// May use the toolstack's hypercalls (domctl, sysctl, platform_op): the initial domain, as Xen's hardware
+    /// and control domain.
+    pub privileged: AtomicBool,
     /// Grant-table frames (host addresses), created on demand by XENMEM_add_to_physmap.
     pub grant_frames: Mutex<Vec<u64>>,
     /// The memory map the domain was built with (for XENMEM_memory_map).
@@ -459,6 +462,11 @@ impl Domain {
     /// Host pointer to `shared_info`.
     pub fn shared_info_ptr(&self) -> *mut u8 {
         self.shared_info as *mut u8
+    }
+
+    /// Whether the domain may use the toolstack's hypercalls.
+    pub fn is_privileged(&self) -> bool {
+        self.privileged.load(Ordering::Acquire)
     }
 
     /// Sum of the vCPUs' running time.
@@ -623,6 +631,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             console: Mutex::new(console::Console::new(crate::arch::x86::time::now_ns())),
             test_result: Mutex::new(None),
             dying: AtomicBool::new(false),
+            privileged: AtomicBool::new(false),
             grant_frames: Mutex::new(Vec::new()),
             memmap: Mutex::new(Vec::new()),
         }

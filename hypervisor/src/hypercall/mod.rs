@@ -2,11 +2,14 @@
 //! Each handler is decode → check → act and returns a Xen errno on failure; nothing a guest passes panics Keel.
 
 mod console;
+mod domctl;
 mod event_channel;
 mod grant_table;
 mod hvm;
 mod memory;
+mod platform;
 mod sched;
+mod sysctl;
 mod vcpu;
 mod version;
 
@@ -92,6 +95,9 @@ pub fn call(dom: &Arc<Domain>, v: &Arc<Vcpu>, paging: PagingState, number: u64, 
         nr::HVM_OP => hvm::hvm_op(&mut ctx),
         nr::EVENT_CHANNEL_OP => event_channel::event_channel_op(&mut ctx),
         nr::GRANT_TABLE_OP => grant_table::grant_table_op(&mut ctx),
+        nr::PLATFORM_OP => platform::platform_op(&mut ctx),
+        nr::SYSCTL => sysctl::sysctl(&mut ctx),
+        nr::DOMCTL => domctl::domctl(&mut ctx),
         _ => Err(ENOSYS),
     };
     match r {

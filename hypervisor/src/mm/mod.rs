@@ -65,6 +65,11 @@ pub fn free_frame(paddr: u64) {
     }
 }
 
+/// Frames of usable RAM the allocator manages (free or in use).
+pub fn total_frames() -> u64 {
+    with_frames(|a| a.total_frames()).unwrap_or(0)
+}
+
 /// Free frames now.
 pub fn free_frames() -> u64 {
     with_frames(|a| a.free_frames()).unwrap_or(0)

@@ -21,6 +21,18 @@ mod tests;
 
 /// Time slice.
 pub const TIMESLICE_NS: u64 = 30_000_000;
+
+static TIMESLICE: AtomicU64 = AtomicU64::new(TIMESLICE_NS);
+
+/// The time slice in force (`xl sched-credit -s -t` sets it).
+pub fn timeslice_ns() -> u64 {
+    TIMESLICE.load(Ordering::Relaxed)
+}
+
+/// Sets the time slice (callers check the range).
+pub fn set_timeslice_ns(ns: u64) {
+    TIMESLICE.store(ns, Ordering::Relaxed);
+}
 /// Accounting period.
 pub const ACCOUNT_PERIOD_NS: u64 = 30_000_000;
 /// Scheduler tick when nothing nearer is due.
@@ -116,6 +128,8 @@ pub struct VcpuSched {
     pub processor: AtomicU32,
     /// Hard affinity: bit n = may run on CPU n.
     pub affinity: AtomicU64,
+    /// Soft affinity (preferred CPUs), kept for the toolstack; the scheduler honours hard affinity only.
+    pub soft_affinity: AtomicU64,
     /// Poll timeout (system ns, 0 = none).
     pub poll_deadline: AtomicU64,
 }
@@ -137,6 +151,7 @@ impl VcpuSched {
             yielded: AtomicBool::new(false),
             processor: AtomicU32::new(0),
             affinity: AtomicU64::new(u64::MAX),
+            soft_affinity: AtomicU64::new(u64::MAX),
             poll_deadline: AtomicU64::new(0),
         }
     }
