@@ -17,6 +17,7 @@ mod bare {
     use keel::arch::x86::{acpi, apic, cpu, fpu, gdt, paging, percpu, power, rtc, serial, smp, time, trap};
     use keel::bootinfo::{self, BootInfo, MemKind, ModuleKind, PhysMem, Protocol};
     use keel::cmdline::{self, Options, Selftest};
+    use keel::mm::heap::{self, GrowingHeap, MachineChunks};
     use keel::mm::{self, frame::FrameAllocator};
     use keel::{console, error, info, warning};
     use keel::{hvm, sched, xtf};
@@ -36,13 +37,14 @@ mod bare {
         static ap_tramp_started: u8;
     }
 
-    const HEAP_SIZE: usize = 16 << 20;
+    /// The bootstrap heap: enough until the frame allocator is installed; the heap then grows from it.
+    const BOOT_HEAP_SIZE: usize = 1 << 20;
     #[repr(C, align(4096))]
-    struct HeapArea([u8; HEAP_SIZE]);
-    static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
+    struct HeapArea([u8; BOOT_HEAP_SIZE]);
+    static mut HEAP_AREA: HeapArea = HeapArea([0; BOOT_HEAP_SIZE]);
 
     #[global_allocator]
-    static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+    static HEAP: GrowingHeap<MachineChunks> = GrowingHeap::new(MachineChunks, heap::MIN_CHUNK, heap::CHUNK_ALIGN);
 
     static OPTIONS: spin::Once<Options> = spin::Once::new();
 
@@ -88,8 +90,8 @@ mod bare {
         percpu::install(0, 0);
         fill_boot_stack();
         console::set_cpu_id_fn(percpu::current_index);
-        // SAFETY: HEAP_AREA is used by nothing but the allocator, initialised exactly once, here.
-        unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE) };
+        // SAFETY: HEAP_AREA is used by nothing but the allocator, given to it exactly once, here.
+        unsafe { HEAP.add_region(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), BOOT_HEAP_SIZE) };
 
         let boot = match read_boot_info(protocol, info_paddr) {
             Ok(b) => b,
@@ -161,7 +163,15 @@ mod bare {
         info!("Brought up {} CPUs", online);
         sched::set_online_cpus(online as u32);
         let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
-        info!("Memory: {} MiB free after start-up", (free * mm::PAGE_SIZE) >> 20);
+        let h = HEAP.stats();
+        info!(
+            "Memory: {} MiB free after start-up; heap {} KiB in {} region(s) ({} KiB taken from free frames), {} KiB used",
+            (free * mm::PAGE_SIZE) >> 20,
+            h.size >> 10,
+            h.regions,
+            h.grown >> 10,
+            h.used >> 10
+        );
 
         match opts.selftest {
             Some(Selftest::Boot) => selftest_boot(online),
@@ -199,15 +209,16 @@ mod bare {
             info!(" {:016x} - {:016x} ({kind})", r.start, r.end);
         }
         let top = boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| r.end).max().unwrap_or(0);
+        // The first megabyte (real-mode IVT, BDA, EBDA, AP trampoline), the image, the boot data.
+        let (img_start, img_end) = image_range();
+        let mut reserved = boot.occupied_ranges();
+        reserved.extend([(0, 0x10_0000), (img_start, img_end)]);
+        let early = early_heap_region(boot, top, &reserved);
         let mut frames = FrameAllocator::new(top);
         for r in boot.memory.iter().filter(|r| r.kind == MemKind::Usable) {
             frames.add_free_range(r.start, r.end);
         }
-        // The first megabyte (real-mode IVT, BDA, EBDA, AP trampoline), the image, the boot data.
-        frames.reserve_range(0, 0x10_0000);
-        let (img_start, img_end) = image_range();
-        frames.reserve_range(img_start, img_end);
-        for (s, e) in boot.occupied_ranges() {
+        for &(s, e) in reserved.iter().chain(&early) {
             frames.reserve_range(s, e);
         }
         info!(
@@ -229,6 +240,27 @@ mod bare {
         unsafe { cpu::write_cr3(cr3) };
         mm::install_frames(frames);
         cr3
+    }
+
+    /// Gives the heap a region of free RAM (below 4 GiB, which the boot page tables map) big enough for the frame
+    /// allocator's bitmap, which the small bootstrap heap could not hold on a large machine. Returns its range, for
+    /// the frame allocator to reserve.
+    fn early_heap_region(boot: &BootInfo, top: u64, reserved: &[(u64, u64)]) -> Option<(u64, u64)> {
+        let bitmap = mm::align_up(top, mm::PAGE_SIZE) / mm::PAGE_SIZE / 8;
+        let size = mm::align_up(bitmap, mm::PAGE_SIZE) + (64 << 10);
+        let usable: Vec<(u64, u64)> =
+            boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| (r.start, r.end)).collect();
+        let Some(start) = heap::find_free_range(&usable, reserved, size, mm::PAGE_SIZE, 1 << 32) else {
+            warning!("heap: no {} KiB of free RAM below 4 GiB for the frame bitmap", size >> 10);
+            return None;
+        };
+        // SAFETY: the range is usable RAM below 4 GiB (identity-mapped by the boot page tables) that holds neither
+        // the image nor the boot data, and the frame allocator reserves it before it hands out any frame.
+        if !unsafe { HEAP.add_region(start as *mut u8, size as usize) } {
+            return None;
+        }
+        info!("Heap: {} KiB early region at {start:#x} for the frame bitmap", size >> 10);
+        Some((start, start + size))
     }
 
     fn list_modules(boot: &BootInfo) {
