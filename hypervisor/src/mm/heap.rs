@@ -274,6 +274,20 @@ pub fn try_filled(len: usize, fill: u8) -> Result<alloc::vec::Vec<u8>, alloc::co
     Ok(v)
 }
 
+/// Holds `count` buffers of `piece` bytes at once, each filled with its own pattern and checked after all are
+/// allocated, then frees them: the bytes held, or the first allocation that failed (for `selftest=heap`).
+pub fn exercise(count: usize, piece: usize) -> Result<usize, &'static str> {
+    let mut held = alloc::vec::Vec::new();
+    held.try_reserve_exact(count).map_err(|_| "no room for the list")?;
+    for i in 0..count {
+        held.push(try_filled(piece, i as u8).map_err(|_| "a buffer could not be allocated")?);
+    }
+    if held.iter().enumerate().any(|(i, b)| b.iter().any(|&x| x != i as u8)) {
+        return Err("a buffer was overwritten");
+    }
+    Ok(held.iter().map(|b| b.len()).sum())
+}
+
 /// The highest `align`-aligned start of `size` bytes that lie inside one of the `usable` ranges, below `limit`, and
 /// touch none of the `reserved` ones: where the early heap region goes before the frame allocator exists.
 pub fn find_free_range(
@@ -504,6 +518,11 @@ mod tests {
         unsafe { h.dealloc(core::ptr::addr_of_mut!(x).cast(), Layout::new::<u64>()) };
         assert_eq!(h.bad_frees(), 1);
         assert_eq!(x, 0);
+    }
+
+    #[test]
+    fn exercise_holds_what_it_asked_for() {
+        assert_eq!(exercise(3, 1000), Ok(3000));
     }
 
     #[test]
