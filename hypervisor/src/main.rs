@@ -17,7 +17,7 @@ mod bare {
     use keel::arch::x86::{acpi, apic, cpu, fpu, gdt, paging, percpu, power, rtc, serial, smp, time, trap};
     use keel::bootinfo::{self, BootInfo, MemKind, ModuleKind, PhysMem, Protocol};
     use keel::cmdline::{self, Options, Selftest};
-    use keel::mm::heap::{self, GrowingHeap, MachineChunks};
+    use keel::mm::heap::{self, HEAP};
     use keel::mm::{self, frame::FrameAllocator};
     use keel::{console, error, info, warning};
     use keel::{hvm, sched, xtf};
@@ -42,9 +42,6 @@ mod bare {
     #[repr(C, align(4096))]
     struct HeapArea([u8; BOOT_HEAP_SIZE]);
     static mut HEAP_AREA: HeapArea = HeapArea([0; BOOT_HEAP_SIZE]);
-
-    #[global_allocator]
-    static HEAP: GrowingHeap<MachineChunks> = GrowingHeap::new(MachineChunks, heap::MIN_CHUNK, heap::CHUNK_ALIGN);
 
     static OPTIONS: spin::Once<Options> = spin::Once::new();
 

@@ -60,6 +60,24 @@ impl ChunkSource for MachineChunks {
     }
 }
 
+/// Keel's global allocator on bare metal. `main.rs` gives it the bootstrap area and the early region; it grows
+/// from the frame allocator once that is installed.
+#[cfg(target_os = "none")]
+#[global_allocator]
+pub static HEAP: GrowingHeap<MachineChunks> = GrowingHeap::new(MachineChunks, MIN_CHUNK, CHUNK_ALIGN);
+
+/// The global heap's figures.
+#[cfg(target_os = "none")]
+pub fn stats() -> Option<HeapStats> {
+    Some(HEAP.stats())
+}
+
+/// The global heap's figures: none on the host, whose own allocator is the global one.
+#[cfg(not(target_os = "none"))]
+pub fn stats() -> Option<HeapStats> {
+    None
+}
+
 /// Figures for the start-up log and the debug keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapStats {
