@@ -138,6 +138,9 @@ pub enum Selftest {
     PageFault,
     /// Create and destroy 100 domains; every frame must come back.
     Domains,
+    /// Allocate three times the old fixed 16 MiB heap and free it; the heap must grow, and a request it cannot
+    /// meet must fail as a value.
+    Heap,
 }
 
 /// A memory size as Xen writes it: a number with an optional `B`, `K`, `M`, `G` or `T` suffix (default KiB).
@@ -181,7 +184,7 @@ pub struct Options {
     pub loglvl: LogLevel,
     /// `hvm=<bool>`: allow HVM/PVH guests (enables VMX/SVM).
     pub hvm: bool,
-    /// `selftest=boot|pagefault`
+    /// `selftest=boot|pagefault|domains|heap`
     pub selftest: Option<Selftest>,
     /// `dom0_mem=<size>` in bytes.
     pub dom0_mem: Option<u64>,
@@ -252,6 +255,7 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 "boot" => o.selftest = Some(Selftest::Boot),
                 "pagefault" => o.selftest = Some(Selftest::PageFault),
                 "domains" => o.selftest = Some(Selftest::Domains),
+                "heap" => o.selftest = Some(Selftest::Heap),
                 _ => bad("self tests are 'boot', 'pagefault' and 'domains'"),
             },
             ("dom0_mem", Some(v)) => {
@@ -356,6 +360,7 @@ mod tests {
     fn selftests() {
         assert_eq!(parse("selftest=boot").0.selftest, Some(Selftest::Boot));
         assert_eq!(parse("selftest=pagefault").0.selftest, Some(Selftest::PageFault));
+        assert_eq!(parse("selftest=heap").0.selftest, Some(Selftest::Heap));
         assert_eq!(parse("selftest=nope").1.len(), 1);
     }
 

@@ -17,6 +17,7 @@ mod bare {
     use keel::arch::x86::{acpi, apic, cpu, fpu, gdt, paging, percpu, power, rtc, serial, smp, time, trap};
     use keel::bootinfo::{self, BootInfo, MemKind, ModuleKind, PhysMem, Protocol};
     use keel::cmdline::{self, Options, Selftest};
+    use keel::mm::heap::{self, HEAP};
     use keel::mm::{self, frame::FrameAllocator};
     use keel::{console, error, info, warning};
     use keel::{hvm, sched, xtf};
@@ -40,13 +41,11 @@ mod bare {
         static ap_tramp_started: u8;
     }
 
-    const HEAP_SIZE: usize = 16 << 20;
+    /// The bootstrap heap: enough until the frame allocator is installed; the heap then grows from it.
+    const BOOT_HEAP_SIZE: usize = 1 << 20;
     #[repr(C, align(4096))]
-    struct HeapArea([u8; HEAP_SIZE]);
-    static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
-
-    #[global_allocator]
-    static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+    struct HeapArea([u8; BOOT_HEAP_SIZE]);
+    static mut HEAP_AREA: HeapArea = HeapArea([0; BOOT_HEAP_SIZE]);
 
     static OPTIONS: spin::Once<Options> = spin::Once::new();
 
@@ -92,8 +91,8 @@ mod bare {
         percpu::install(0, 0);
         fill_boot_stack();
         console::set_cpu_id_fn(percpu::current_index);
-        // SAFETY: HEAP_AREA is used by nothing but the allocator, initialised exactly once, here.
-        unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), HEAP_SIZE) };
+        // SAFETY: HEAP_AREA is used by nothing but the allocator, given to it exactly once, here.
+        unsafe { HEAP.add_region(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), BOOT_HEAP_SIZE) };
 
         let boot = match read_boot_info(protocol, info_paddr) {
             Ok(b) => b,
@@ -165,12 +164,21 @@ mod bare {
         info!("Brought up {} CPUs", online);
         sched::set_online_cpus(online as u32);
         let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
-        info!("Memory: {} MiB free after start-up", (free * mm::PAGE_SIZE) >> 20);
+        let h = HEAP.stats();
+        info!(
+            "Memory: {} MiB free after start-up; heap {} KiB in {} region(s) ({} KiB taken from free frames), {} KiB used",
+            (free * mm::PAGE_SIZE) >> 20,
+            h.size >> 10,
+            h.regions,
+            h.grown >> 10,
+            h.used >> 10
+        );
 
         match opts.selftest {
             Some(Selftest::Boot) => selftest_boot(online),
             Some(Selftest::PageFault) => selftest_pagefault(),
             Some(Selftest::Domains) => selftest_domains(support),
+            Some(Selftest::Heap) => selftest_heap(),
             None => {}
         }
         // CPU 0 hands serial input to dom0's console or Keel's debug keys between guest entries.
@@ -205,15 +213,16 @@ mod bare {
             info!(" {:016x} - {:016x} ({kind})", r.start, r.end);
         }
         let top = boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| r.end).max().unwrap_or(0);
+        // The first megabyte (real-mode IVT, BDA, EBDA, AP trampoline), the image, the boot data.
+        let (img_start, img_end) = image_range();
+        let mut reserved = boot.occupied_ranges();
+        reserved.extend([(0, 0x10_0000), (img_start, img_end)]);
+        let early = early_heap_region(boot, top, &reserved);
         let mut frames = FrameAllocator::new(top);
         for r in boot.memory.iter().filter(|r| r.kind == MemKind::Usable) {
             frames.add_free_range(r.start, r.end);
         }
-        // The first megabyte (real-mode IVT, BDA, EBDA, AP trampoline), the image, the boot data.
-        frames.reserve_range(0, 0x10_0000);
-        let (img_start, img_end) = image_range();
-        frames.reserve_range(img_start, img_end);
-        for (s, e) in boot.occupied_ranges() {
+        for &(s, e) in reserved.iter().chain(&early) {
             frames.reserve_range(s, e);
         }
         info!(
@@ -235,6 +244,27 @@ mod bare {
         unsafe { cpu::write_cr3(cr3) };
         mm::install_frames(frames);
         cr3
+    }
+
+    /// Gives the heap a region of free RAM (below 4 GiB, which the boot page tables map) big enough for the frame
+    /// allocator's bitmap, which the small bootstrap heap could not hold on a large machine. Returns its range, for
+    /// the frame allocator to reserve.
+    fn early_heap_region(boot: &BootInfo, top: u64, reserved: &[(u64, u64)]) -> Option<(u64, u64)> {
+        let bitmap = mm::align_up(top, mm::PAGE_SIZE) / mm::PAGE_SIZE / 8;
+        let size = mm::align_up(bitmap, mm::PAGE_SIZE) + (64 << 10);
+        let usable: Vec<(u64, u64)> =
+            boot.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| (r.start, r.end)).collect();
+        let Some(start) = heap::find_free_range(&usable, reserved, size, mm::PAGE_SIZE, 1 << 32) else {
+            warning!("heap: no {} KiB of free RAM below 4 GiB for the frame bitmap", size >> 10);
+            return None;
+        };
+        // SAFETY: the range is usable RAM below 4 GiB (identity-mapped by the boot page tables) that holds neither
+        // the image nor the boot data, and the frame allocator reserves it before it hands out any frame.
+        if !unsafe { HEAP.add_region(start as *mut u8, size as usize) } {
+            return None;
+        }
+        info!("Heap: {} KiB early region at {start:#x} for the frame bitmap", size >> 10);
+        Some((start, start + size))
     }
 
     fn list_modules(boot: &BootInfo) {
@@ -426,6 +456,33 @@ mod bare {
     }
 
     /// Ends a self test: power off, or halt if that fails.
+    /// Holds 48 MiB of 1 MiB buffers (three times the old fixed heap), frees them, and asks for more than the
+    /// machine has: the heap must grow, and the impossible request must fail as a value.
+    fn selftest_heap() -> ! {
+        let before = HEAP.stats();
+        match heap::exercise(48, 1 << 20) {
+            Ok(held) => {
+                let s = HEAP.stats();
+                info!(
+                    "selftest: heap held {} MiB: grew from {} KiB in {} region(s) to {} MiB in {}; {} KiB used after",
+                    held >> 20,
+                    before.size >> 10,
+                    before.regions,
+                    s.size >> 20,
+                    s.regions,
+                    s.used >> 10
+                );
+            }
+            Err(e) => error!("selftest: heap could not hold 48 MiB: {e}"),
+        }
+        let too_much = (mm::free_frames() * mm::PAGE_SIZE + (1 << 30)) as usize;
+        match heap::try_filled(too_much, 0) {
+            Ok(_) => error!("selftest: heap gave {} MiB, more than the machine has", too_much >> 20),
+            Err(_) => info!("selftest: heap refused {} MiB as a value", too_much >> 20),
+        }
+        finish()
+    }
+
     fn finish() -> ! {
         power::power_off();
         cpu::halt_forever()

@@ -5,6 +5,7 @@ use crate::domain::{self, evtchn, Domain, Vcpu};
 use crate::hvm::vlapic::{self, Dest, IpiRequest, WriteEffect};
 use crate::hvm::{decode, vector, Event, Exit, HwVcpu, InitState};
 use crate::hypercall;
+use crate::mm::heap::try_filled;
 use alloc::format;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -423,23 +424,26 @@ fn io(
         // RFLAGS.DF set: the string runs downwards (the buffer is then the `len` bytes ending at `reg`).
         let down = hw.rflags() & (1 << 10) != 0;
         let base = if down { reg.wrapping_sub(len.saturating_sub(size as u64)) } else { reg };
+        // A buffer the heap cannot give drops the data, as for any other port.
         if !input && port == DEBUG_PORT {
-            let mut buf = alloc::vec![0u8; len as usize];
-            let ok = {
-                let mem = dom.mem.lock();
-                domain::read_linear(&mem, &hw.paging(), base, &mut buf).is_ok()
-            };
-            if ok {
-                if down {
-                    // Elements went out from the highest address down.
-                    buf.reverse();
+            if let Ok(mut buf) = try_filled(len as usize, 0) {
+                let ok = {
+                    let mem = dom.mem.lock();
+                    domain::read_linear(&mem, &hw.paging(), base, &mut buf).is_ok()
+                };
+                if ok {
+                    if down {
+                        // Elements went out from the highest address down.
+                        buf.reverse();
+                    }
+                    dom.console_write(&buf);
                 }
-                dom.console_write(&buf);
             }
         } else if input {
-            let buf = alloc::vec![0xffu8; len as usize];
-            let mem = dom.mem.lock();
-            let _ = domain::write_linear(&mem, &hw.paging(), base, &buf);
+            if let Ok(buf) = try_filled(len as usize, 0xff) {
+                let mem = dom.mem.lock();
+                let _ = domain::write_linear(&mem, &hw.paging(), base, &buf);
+            }
         }
         let g = hw.gprs();
         let step = |r: u64| if down { r.wrapping_sub(len) } else { r.wrapping_add(len) };

@@ -128,6 +128,18 @@ fn hundred_domains_leak_nothing() {
 }
 
 #[test]
+fn heap_grows_past_its_bootstrap_region() {
+    // Regression (issue 10): the heap was a fixed 16 MiB; running out panicked. Now it grows from the frame
+    // allocator, and a request larger than the machine fails as a value.
+    let run = pvh("console=com1 selftest=heap").run();
+    run.assert_success();
+    run.assert_line("(KEEL) selftest: heap held 48 MiB: grew from ");
+    run.assert_line("(KEEL) selftest: heap refused ");
+    run.assert_line("(KEEL) heap exhausted: ");
+    run.assert_no_line("PANIC").assert_line("(KEEL) Powering off");
+}
+
+#[test]
 fn guests_refused_without_npt() {
     // `selftest=domains` tries to create domains; without NPT Keel must refuse them cleanly.
     let run = pvh("console=com1 selftest=domains").cpu("qemu64").smp(2).run();

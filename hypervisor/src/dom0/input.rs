@@ -52,7 +52,7 @@ pub fn serial_input(bytes: &[u8]) {
 /// Keel's own debug keys.
 fn keel_key(b: u8) {
     match b {
-        b'h' => crate::info!("'h' help, 'q' domain list, 'r' run queues, 'v' vCPUs, 'c' dom0 rings"),
+        b'h' => crate::info!("'h' help, 'q' domains and heap, 'r' run queues, 'v' vCPUs, 'c' dom0 rings"),
         b'v' => {
             for d in domain::all() {
                 for v in &d.vcpus {
@@ -81,6 +81,7 @@ fn keel_key(b: u8) {
                     d.cpu_time_ns() / 1_000_000
                 );
             }
+            crate::info!("heap: {:?}", crate::mm::heap::stats());
         }
         b'r' => crate::info!("run queue lengths: {:?}", crate::sched::queue_lengths()),
         b'c' => {

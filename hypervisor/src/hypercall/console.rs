@@ -13,7 +13,7 @@ pub fn console_io(c: &mut Ctx) -> HResult {
     match cmd {
         consoleio::WRITE => {
             let n = count.min(MAX_WRITE) as usize;
-            let mut data = alloc::vec![0u8; n];
+            let mut data = crate::mm::heap::try_filled(n, 0).map_err(|_| ENOMEM)?;
             c.read_bytes(buf, &mut data)?;
             c.dom.console_write(&data);
             Ok(Action::Return(0))

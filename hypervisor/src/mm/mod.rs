@@ -1,6 +1,7 @@
 //! Memory management: physical frames, and (on hardware) the heap and Keel's page tables.
 
 pub mod frame;
+pub mod heap;
 pub mod p2m;
 
 /// Size of a base page.
