@@ -116,7 +116,8 @@ fn word(dom: &Domain, offset: usize, idx: usize) -> &AtomicU64 {
 
 /// Marks `port` pending and, unless masked, notifies its vCPU.
 pub fn set_pending(dom: &Arc<Domain>, port: u32) {
-    if port >= si::EVTCHN_2L_PORTS {
+    // A dying domain is reached only through a reference from before its destruction: leave its memory alone.
+    if port >= si::EVTCHN_2L_PORTS || dom.dying.load(Ordering::Acquire) {
         return;
     }
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));
