@@ -215,6 +215,8 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         let credit_left = v.sched.credit();
         let credit_end = if credit_left > 0 { now + credit_left as u64 } else { u64::MAX };
         arm_timer(now, slice_end.min(next_timer).min(credit_end));
+        // Before the flush check below (see `Vcpu::ack_flush`): frames waiting for this vCPU's flush may go.
+        v.ack_flush(&dom);
         if v.tlb_flush_pending.swap(false, Ordering::AcqRel) {
             hw.flush_tlb();
         }

@@ -191,7 +191,8 @@ pub fn set_pending_locked(dom: &Arc<Domain>, table: &Table, port: u32) {
 /// Sets the pending bit, wakes pollers, and notifies the vCPU `vcpu()` names unless the port is masked or was
 /// already pending.
 fn raise(dom: &Arc<Domain>, port: u32, vcpu: impl FnOnce() -> u32) {
-    if port >= si::EVTCHN_2L_PORTS {
+    // A dying domain is reached only through a reference from before its destruction: leave its memory alone.
+    if port >= si::EVTCHN_2L_PORTS || dom.dying.load(Ordering::Acquire) {
         return;
     }
     let (idx, bit) = ((port / 64) as usize, 1u64 << (port % 64));

@@ -6,14 +6,14 @@ pub mod evtchn;
 pub mod pvclock;
 
 use crate::hvm::{vlapic::Vlapic, HwVcpu, InitState, PagingState, Support};
-use crate::mm::p2m::{GuestP2m, MapError, PageSize, Perms};
+use crate::mm::p2m::{self, GuestP2m, MapError, PageSize, Perms};
 use crate::mm::{MachineFrames, PAGE_SIZE};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use keel_abi::hypercall::ShutdownReason;
+use keel_abi::hypercall::{errno::*, ShutdownReason};
 use keel_abi::Pod;
 use spin::Mutex;
 
@@ -51,6 +51,17 @@ pub struct DomainConfig {
 }
 
 /// Guest physical memory of a domain.
+///
+/// Three rules keep Keel's own accesses to guest frames sound:
+/// - *Pinned frames.* A guest frame Keel writes through a cached host address (a registered vcpu_info or runstate
+///   area, a ring Keel serves) is pinned by GFN ([`Memory::pin`]); while pinned, its mapping cannot be replaced
+///   ([`Domain::map_foreign_frame`] answers -EBUSY), so the host frame behind it stays the domain's until it is
+///   unpinned or the domain is freed.
+/// - *Deferred frees.* A RAM frame removed from the p2m is not freed at once: other vCPUs may still hold its
+///   translation. It waits in a list tagged with the domain's flush generation and is freed once every vCPU that
+///   could be in the guest has acknowledged a flush of that generation ([`Vcpu::ack_flush`]).
+/// - *Bounded p2m.* GFNs lie below [`Memory::max_gpa`] and the nested page tables are capped at what the RAM needs
+///   plus [`P2M_EXTRA_TABLES`], so no sequence of hypercalls makes Keel allocate page tables without bound.
 pub struct Memory {
     /// The nested page table.
     pub p2m: GuestP2m,
@@ -60,13 +71,72 @@ pub struct Memory {
     pub max_pages: u64,
     /// End of the RAM range [0, ram_end).
     pub ram_end: u64,
+    /// Pinned GFNs and how many users pinned each.
+    pinned: BTreeMap<u64, u32>,
+    /// Frames removed from the p2m, with the flush generation every vCPU must reach before they are freed.
+    deferred: Vec<(u64, u64)>,
 }
+
+/// Table frames a domain's p2m may use beyond what its RAM can need (fully split into 4 KiB pages): enough for
+/// shared_info and every grant-table frame mapped each in its own 1 GiB region of its own 512 GiB region (3 tables
+/// each, 195 for 65 frames), rounded up. 256 frames = 1 MiB per domain.
+pub const P2M_EXTRA_TABLES: u64 = 256;
+
+/// How far above its RAM (or 4 GiB, whichever is higher) a domain may place frames with XENMEM_add_to_physmap:
+/// 1 TiB. Linux puts grant frames in unused physical ranges (holes below 4 GiB or just above RAM); the window only
+/// keeps GFNs to a sane range, the table cap is what bounds memory.
+pub const GPA_WINDOW: u64 = 1 << 40;
 
 /// Why a guest-memory access failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadGpa(pub u64);
 
 impl Memory {
+    fn new(p2m: GuestP2m, max_pages: u64) -> Self {
+        Self { p2m, tot_pages: 0, max_pages, ram_end: 0, pinned: BTreeMap::new(), deferred: Vec::new() }
+    }
+
+    /// End (exclusive) of the guest-physical range the domain may map frames into: RAM's end or 4 GiB, whichever
+    /// is higher, rounded up to 1 GiB, plus [`GPA_WINDOW`]; never beyond the p2m's 48-bit reach.
+    pub fn max_gpa(&self) -> u64 {
+        let base = crate::mm::align_up(core::cmp::max(self.ram_end, 4 << 30), 1 << 30);
+        core::cmp::min(base.saturating_add(GPA_WINDOW), p2m::GPA_LIMIT)
+    }
+
+    /// The guest-physical address of `gfn`, if the domain may map a frame there (-EINVAL otherwise).
+    pub fn gfn_to_gpa(&self, gfn: u64) -> Result<u64, Errno> {
+        gfn.checked_mul(PAGE_SIZE).filter(|&g| g < self.max_gpa()).ok_or(EINVAL)
+    }
+
+    /// Pins the guest frame `gfn` (mapped writable) so that its mapping cannot be replaced until as many
+    /// [`Self::unpin`] calls; returns the host address of the frame. -EINVAL if nothing writable is mapped there.
+    pub fn pin(&mut self, gfn: u64) -> Result<u64, Errno> {
+        let gpa = gfn.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+        let hpa = self.translate(gpa, true).map_err(|_| EINVAL)?;
+        *self.pinned.entry(gfn).or_insert(0) += 1;
+        Ok(hpa)
+    }
+
+    /// Drops one pin of `gfn` (taken with [`Self::pin`]).
+    pub fn unpin(&mut self, gfn: u64) {
+        if let Some(n) = self.pinned.get_mut(&gfn) {
+            *n -= 1;
+            if *n == 0 {
+                self.pinned.remove(&gfn);
+            }
+        }
+    }
+
+    /// Whether `gfn` is pinned.
+    pub fn is_pinned(&self, gfn: u64) -> bool {
+        self.pinned.contains_key(&gfn)
+    }
+
+    /// Frames removed from the p2m and not yet freed.
+    pub fn deferred_frames(&self) -> usize {
+        self.deferred.len()
+    }
+
     /// Host address of guest-physical `gpa`, if mapped (writable when `write`).
     pub fn translate(&self, gpa: u64, write: bool) -> Result<u64, BadGpa> {
         match self.p2m.lookup(&mut MachineFrames, gpa) {
@@ -153,24 +223,40 @@ impl Memory {
                     MapError::OutOfFrames => "out of memory for nested page tables",
                     MapError::Busy => "guest-physical address already mapped",
                     MapError::Unaligned => "unaligned guest mapping",
+                    MapError::OutOfRange => "guest-physical address beyond the nested page table's reach",
+                    MapError::TableLimit => "nested page-table cap reached",
                 })
             }
         }
     }
 
-    /// Maps a frame the domain does not own (e.g. its shared_info page) at `gpa`, replacing what was there
-    /// (owned RAM that is replaced is freed).
-    pub fn map_foreign_frame(&mut self, gpa: u64, hpa: u64) -> Result<(), &'static str> {
-        if let Some(old) = self.p2m.unmap_4k(&mut MachineFrames, gpa) {
-            crate::debug!("p2m: gpa {gpa:#x} was mapped (owned: {}), now {hpa:#x}", old.owned);
-            if old.owned {
-                crate::mm::free_frame(old.hpa);
-                self.tot_pages -= 1;
-            }
+    /// Puts the frame `hpa`, which the domain does not own, at `gfn` in place of what was there; returns the owned
+    /// RAM frame it replaced (for the caller to free once no vCPU can still use it).
+    fn replace_4k(&mut self, gfn: u64, hpa: u64) -> Result<Option<u64>, Errno> {
+        let gpa = self.gfn_to_gpa(gfn)?;
+        if self.is_pinned(gfn) {
+            return Err(EBUSY);
         }
-        self.p2m
-            .map(&mut MachineFrames, gpa, hpa, PageSize::Size4K, Perms::RAM, false)
-            .map_err(|_| "cannot map the frame into the guest")
+        let old = self.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)?;
+        let mapped = self.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size4K, Perms::RAM, false);
+        match (old, mapped) {
+            (old, Ok(())) => {
+                let Some(old) = old else { return Ok(None) };
+                crate::debug!("p2m: gpa {gpa:#x} was mapped (owned: {}), now {hpa:#x}", old.owned);
+                if !old.owned {
+                    return Ok(None);
+                }
+                self.tot_pages -= 1;
+                Ok(Some(old.hpa))
+            }
+            (Some(old), Err(_)) => {
+                // Cannot happen (the slot and its tables were there a moment ago), but never lose the old frame.
+                let _ = self.p2m.map(&mut MachineFrames, gpa, old.hpa, PageSize::Size4K, Perms::RAM, old.owned);
+                Err(ENOMEM)
+            }
+            (None, Err(MapError::OutOfRange)) => Err(EINVAL),
+            (None, Err(_)) => Err(ENOMEM),
+        }
     }
 }
 
@@ -235,6 +321,8 @@ pub struct Vcpu {
     pub last_cpu: AtomicU32,
     /// The domain's guest-physical map changed: flush this vCPU's guest translations before its next entry.
     pub tlb_flush_pending: AtomicBool,
+    /// The domain's flush generation this vCPU last acknowledged ([`Vcpu::ack_flush`]).
+    flush_ack: AtomicU64,
     /// Set while an interrupt injection is waiting for a window.
     pub window_requested: AtomicBool,
     /// The virtual local APIC.
@@ -253,8 +341,18 @@ pub struct Vcpu {
     pub nmi_pending: AtomicBool,
     /// INIT received; a start-up IPI will start the vCPU.
     pub wait_for_sipi: AtomicBool,
-    /// Host addresses of the registered runstate area (two when it crosses a page; 0 = none).
-    pub runstate_hpa: [AtomicU64; 2],
+    /// The registered runstate area.
+    pub runstate_area: Mutex<RunstateArea>,
+}
+
+/// Where a vCPU's runstate is published: host addresses translated at registration, and the GFNs pinned for them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunstateArea {
+    /// Host address of the area's first byte (0 = none registered) and of the start of the second page it
+    /// reaches into (0 = it does not cross a page).
+    pub hpa: [u64; 2],
+    /// The pinned guest frames behind `hpa` (meaningful where `hpa` is non-zero).
+    pub gfn: [u64; 2],
 }
 
 impl Vcpu {
@@ -319,22 +417,36 @@ impl Vcpu {
 
     /// Copies the runstate into the guest's registered area, if any.
     pub fn publish_runstate(&self) {
-        let first = self.runstate_hpa[0].load(Ordering::Acquire);
+        let area = self.runstate_area.lock();
+        let [first, second] = area.hpa;
         if first == 0 {
             return;
         }
         let r = self.runstate();
         let bytes = bytemuck::bytes_of(&r);
         let in_first = core::cmp::min(bytes.len() as u64, PAGE_SIZE - (first & 0xfff)) as usize;
-        // SAFETY: the host addresses were translated from the guest's registered area at registration; they
-        // lie in frames owned by the domain (identity-mapped), `in_first` bytes in the first and the rest at
-        // the start of the second.
+        // SAFETY: the host addresses were translated from the guest's registered area at registration and their
+        // GFNs pinned (`area.gfn`), so the frames stay mapped to the domain, and so allocated, while registered; the
+        // lock keeps them registered during the copy. `in_first` bytes go to the first frame, the rest to the start
+        // of the second.
         unsafe {
             core::ptr::copy_nonoverlapping(bytes.as_ptr(), first as *mut u8, in_first);
-            let second = self.runstate_hpa[1].load(Ordering::Acquire);
             if in_first < bytes.len() && second != 0 {
                 core::ptr::copy_nonoverlapping(bytes[in_first..].as_ptr(), second as *mut u8, bytes.len() - in_first);
             }
+        }
+    }
+
+    /// Called by the run loop outside the guest, before it checks `tlb_flush_pending` and enters: records that
+    /// every p2m change made so far is flushed from this vCPU's translations by its next entry, and frees the
+    /// domain's deferred frames that no vCPU can reach any more.
+    pub fn ack_flush(&self, dom: &Domain) {
+        let gen = dom.flush_gen.load(Ordering::SeqCst);
+        if self.flush_ack.load(Ordering::Relaxed) != gen {
+            self.flush_ack.store(gen, Ordering::SeqCst);
+        }
+        if dom.deferred_pending.load(Ordering::Relaxed) {
+            dom.free_deferred();
         }
     }
 
@@ -423,6 +535,10 @@ pub struct Domain {
     pub grant_frames: Mutex<Vec<u64>>,
     /// The memory map the domain was built with (for XENMEM_memory_map).
     pub memmap: Mutex<Vec<keel_abi::start_info::HvmMemmapEntry>>,
+    /// Generation of the guest-physical map: bumped by every [`Domain::p2m_changed`].
+    flush_gen: AtomicU64,
+    /// Frames wait in `Memory::deferred`.
+    deferred_pending: AtomicBool,
 }
 
 static DOMAINS: Mutex<BTreeMap<DomId, Arc<Domain>>> = Mutex::new(BTreeMap::new());
@@ -487,19 +603,82 @@ impl Domain {
         self.stop_vcpus();
     }
 
-    /// The one place a misbehaving domain is ended: logs why, stops its vCPUs. The host carries on.
     /// The guest-physical map changed (a frame replaced or added): every vCPU flushes its cached guest
     /// translations before it next enters the guest, and those running now are made to exit first, so that none
-    /// keeps using a frame that has left the domain.
-    pub fn p2m_changed(&self) {
+    /// keeps using a frame that has left the domain. Returns the new flush generation: a frame removed before
+    /// this call is unreachable once every vCPU has acknowledged it (see [`Vcpu::ack_flush`]).
+    pub fn p2m_changed(&self) -> u64 {
         for v in &self.vcpus {
-            v.tlb_flush_pending.store(true, Ordering::Release);
+            v.tlb_flush_pending.store(true, Ordering::SeqCst);
+        }
+        // After the flags: a vCPU that reads this generation in `ack_flush` then sees its flag set.
+        let gen = self.flush_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        for v in &self.vcpus {
             if v.state() == VcpuState::Running {
                 crate::sched::kick(v);
             }
         }
+        gen
     }
 
+    /// Whether every vCPU is past flush generation `gen`: it acknowledged it, or it is outside the guest and
+    /// will flush before it enters (blocked or offline; its flag was set before `gen` was published).
+    fn flushed(&self, gen: u64) -> bool {
+        core::sync::atomic::fence(Ordering::SeqCst);
+        self.vcpus.iter().all(|v| {
+            v.flush_ack.load(Ordering::SeqCst) >= gen || matches!(v.state(), VcpuState::Blocked | VcpuState::Offline)
+        })
+    }
+
+    /// Frees the deferred frames every vCPU is past (see [`Memory`]). Skips the work if the memory lock is busy:
+    /// a later acknowledgement retries.
+    pub fn free_deferred(&self) {
+        let Some(mut mem) = self.mem.try_lock() else { return };
+        let mut i = 0;
+        while i < mem.deferred.len() {
+            let (gen, hpa) = mem.deferred[i];
+            if self.flushed(gen) {
+                mem.deferred.swap_remove(i);
+                crate::mm::free_frame(hpa);
+            } else {
+                i += 1;
+            }
+        }
+        self.deferred_pending.store(!mem.deferred.is_empty(), Ordering::Relaxed);
+    }
+
+    /// XENMEM_add_to_physmap: maps `hpa`, a frame the domain does not own (its shared_info page, a grant-table
+    /// frame), at `gfn` in place of what was there. Owned RAM that is replaced leaves the domain and is freed once
+    /// no vCPU can reach it. Errors: -EINVAL for a GFN beyond [`Memory::max_gpa`], -EBUSY for a pinned GFN,
+    /// -ENOMEM when the p2m's table cap (or the machine) has no frame for a new table.
+    pub fn map_foreign_frame(&self, gfn: u64, hpa: u64) -> Result<(), Errno> {
+        let old = self.mem.lock().replace_4k(gfn, hpa)?;
+        let gen = self.p2m_changed();
+        if let Some(old) = old {
+            self.mem.lock().deferred.push((gen, old));
+            self.deferred_pending.store(true, Ordering::Relaxed);
+            self.free_deferred();
+        }
+        Ok(())
+    }
+
+    /// Pins guest frame `gfn` (see [`Memory::pin`]) for a ring or area Keel reads or writes through its host
+    /// address; returns that address.
+    pub fn pin_frame(&self, gfn: u64) -> Result<u64, Errno> {
+        self.mem.lock().pin(gfn)
+    }
+
+    /// Drops a pin taken with [`Self::pin_frame`].
+    pub fn unpin_frame(&self, gfn: u64) {
+        self.mem.lock().unpin(gfn)
+    }
+
+    /// Whether guest frame `gfn` is pinned.
+    pub fn is_pinned(&self, gfn: u64) -> bool {
+        self.mem.lock().is_pinned(gfn)
+    }
+
+    /// The one place a misbehaving domain is ended: logs why, stops its vCPUs. The host carries on.
     pub fn crash(&self, why: &str) {
         {
             let mut s = self.state.lock();
@@ -568,7 +747,8 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
     }
     let ept = matches!(support, Support::Vmx(_));
     let p2m = GuestP2m::new(&mut MachineFrames, ept).map_err(|_| CreateError("out of memory".into()))?;
-    let mut mem = Memory { p2m, tot_pages: 0, max_pages: cfg.memory / PAGE_SIZE, ram_end: 0 };
+    let mut mem = Memory::new(p2m, cfg.memory / PAGE_SIZE);
+    mem.p2m.set_table_limit(p2m::tables_for(cfg.memory) + P2M_EXTRA_TABLES);
     if let Err(e) = mem.populate(cfg.memory) {
         mem.p2m.destroy(&mut MachineFrames);
         return Err(CreateError(e.into()));
@@ -602,6 +782,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     fpu: Mutex::new(crate::arch::x86::fpu::FpuState::new()),
                     last_cpu: AtomicU32::new(u32::MAX),
                     tlb_flush_pending: AtomicBool::new(false),
+                    flush_ack: AtomicU64::new(0),
                     window_requested: AtomicBool::new(false),
                     lapic: Mutex::new(Vlapic::new(i)),
                     exits: AtomicU64::new(0),
@@ -611,7 +792,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     last_exit: Mutex::new(None),
                     nmi_pending: AtomicBool::new(false),
                     wait_for_sipi: AtomicBool::new(false),
-                    runstate_hpa: [const { AtomicU64::new(0) }; 2],
+                    runstate_area: Mutex::new(RunstateArea::default()),
                 })
             })
             .collect();
@@ -634,6 +815,8 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             privileged: AtomicBool::new(false),
             grant_frames: Mutex::new(Vec::new()),
             memmap: Mutex::new(Vec::new()),
+            flush_gen: AtomicU64::new(0),
+            deferred_pending: AtomicBool::new(false),
         }
     });
     pvclock::init_shared_info(&dom);
@@ -652,12 +835,17 @@ pub fn start_vcpu(v: &Arc<Vcpu>, support: &Support, init: InitState) -> Result<(
     Ok(())
 }
 
-/// Frees everything a finished domain holds and removes it. Only the first caller does the work and gets
-/// `true`; racing callers get `false`.
+/// Takes a finished domain down: marks it dying, removes it from the registry (so that nobody new finds it),
+/// then frees its vCPUs' hardware contexts. Its memory (RAM and p2m, shared_info, grant-table and deferred frames)
+/// is freed when the last reference goes (`Drop`): whoever still holds an `Arc` from before (an event-channel send
+/// from another domain, a vCPU still leaving its run loop) keeps valid memory, and sees `dying` to stay away from
+/// it. Only the first caller does the work and gets `true`; racing callers get `false`.
 pub fn destroy(dom: &Arc<Domain>) -> bool {
     if dom.dying.swap(true, Ordering::AcqRel) {
         return false;
     }
+    let unpublished = DOMAINS.lock().remove(&dom.id);
+    drop(unpublished);
     for v in &dom.vcpus {
         if let Some(hw) = v.hw.lock().take() {
             for f in hw.frames() {
@@ -665,19 +853,33 @@ pub fn destroy(dom: &Arc<Domain>) -> bool {
             }
         }
     }
-    crate::mm::free_frame(dom.shared_info);
-    for f in dom.grant_frames.lock().drain(..) {
-        crate::mm::free_frame(f);
-    }
-    {
-        let mut mem = dom.mem.lock();
+    crate::sched::domain_destroyed(dom);
+    true
+}
+
+impl Drop for Domain {
+    /// Frees the domain's memory once nothing refers to it any more.
+    fn drop(&mut self) {
+        // No CPU runs a vCPU of a domain nobody refers to (the run loop holds a reference).
+        for v in &self.vcpus {
+            if let Some(hw) = v.hw.lock().take() {
+                for f in hw.frames() {
+                    crate::mm::free_frame(f);
+                }
+            }
+        }
+        let mem = self.mem.get_mut();
+        for (_, f) in mem.deferred.drain(..) {
+            crate::mm::free_frame(f);
+        }
         let p2m = core::mem::replace(&mut mem.p2m, GuestP2m::detached());
         p2m.destroy(&mut MachineFrames);
         mem.tot_pages = 0;
+        crate::mm::free_frame(self.shared_info);
+        for f in self.grant_frames.get_mut().drain(..) {
+            crate::mm::free_frame(f);
+        }
     }
-    DOMAINS.lock().remove(&dom.id);
-    crate::sched::domain_destroyed(dom);
-    true
 }
 
 /// Whether any vCPU of `dom` can still run.
@@ -709,4 +911,46 @@ pub fn write_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &[u8])
         done += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evtchn;
+    use crate::mm::host_frames;
+    use crate::testing::{self, get, put};
+    use keel_abi::hypercall::nr;
+    use keel_abi::shared_info::{evtchnop, EvtchnAllocUnbound, EvtchnBindInterdomain};
+
+    const ARG: u64 = 0x1000;
+
+    /// Defect 7: `destroy` freed shared_info and the p2m while the domain was still in the registry and while
+    /// others held references, and a send to it wrote into freed memory. Now it is unpublished first, its memory
+    /// lives as long as a reference does, and events sent to it are dropped without touching that memory.
+    #[test]
+    fn destroyed_domain_is_unpublished_and_left_alone() {
+        let a = testing::domain(1, 4);
+        let b = testing::domain(1, 4);
+        put(&b, ARG, &EvtchnAllocUnbound { dom: keel_abi::DOMID_SELF, remote_dom: a.id, port: 0 });
+        assert_eq!(testing::hypercall(&b, 0, nr::EVENT_CHANNEL_OP, [evtchnop::ALLOC_UNBOUND, ARG, 0, 0, 0]), 0);
+        let b_port = get::<EvtchnAllocUnbound>(&b, ARG).port;
+        put(&a, ARG, &EvtchnBindInterdomain { remote_dom: b.id, pad: 0, remote_port: b_port, local_port: 0 });
+        assert_eq!(testing::hypercall(&a, 0, nr::EVENT_CHANNEL_OP, [evtchnop::BIND_INTERDOMAIN, ARG, 0, 0, 0]), 0);
+        let a_port = get::<EvtchnBindInterdomain>(&a, ARG).local_port;
+        let (shared_info, ram) = (b.shared_info, b.mem.lock().translate(0, false).unwrap());
+
+        assert!(super::destroy(&b));
+        assert!(super::get(b.id).is_none(), "still published");
+        assert!(host_frames::is_live(shared_info), "shared_info freed while referenced");
+        assert!(host_frames::is_live(ram), "RAM freed while referenced");
+        // A send from the peer finds nobody and touches nothing.
+        put(&a, ARG, &a_port);
+        assert_eq!(testing::hypercall(&a, 0, nr::EVENT_CHANNEL_OP, [evtchnop::SEND, ARG, 0, 0, 0]), 0);
+        // A reference held from before sees `dying` and stays away.
+        evtchn::set_pending(&b, b_port);
+        assert!(!evtchn::is_pending(&b, b_port), "an event was written into a dying domain");
+        drop(b);
+        assert!(!host_frames::is_live(shared_info), "shared_info leaked");
+        assert!(!host_frames::is_live(ram), "RAM leaked");
+        super::destroy(&a);
+    }
 }

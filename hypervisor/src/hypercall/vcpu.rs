@@ -2,7 +2,8 @@
 
 use super::{Action, Ctx, HResult};
 use crate::arch::x86::time;
-use crate::domain::{pvclock, VcpuState};
+use crate::domain::{pvclock, RunstateArea, VcpuState};
+use crate::mm::PAGE_SIZE;
 use core::sync::atomic::Ordering;
 use keel_abi::hypercall::{errno::*, vcpuop, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 use keel_abi::shared_info::VcpuRegisterVcpuInfo;
@@ -60,48 +61,69 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             Ok(Action::Return(0))
         }
         vcpuop::REGISTER_VCPU_INFO => {
+            // The frame is pinned for good (vcpu_info cannot be unregistered): its mapping cannot be replaced, so
+            // the cached host address stays the domain's frame for the domain's life.
             let r: VcpuRegisterVcpuInfo = c.read(arg)?;
-            if r.offset as u64 + 64 > 4096 {
+            let size = core::mem::size_of::<keel_abi::shared_info::VcpuInfo>() as u64;
+            if r.offset as u64 + size > PAGE_SIZE || !r.offset.is_multiple_of(8) {
                 return Err(EINVAL);
             }
+            let mut mem = c.dom.mem.lock();
             if target.vcpu_info_hpa.load(Ordering::Acquire) != 0 {
                 return Err(EINVAL);
             }
-            let gpa = (r.mfn << 12) + r.offset as u64;
-            let hpa = c.dom.mem.lock().translate(gpa, true).map_err(|_| EINVAL)?;
+            mem.gfn_to_gpa(r.mfn)?;
+            let hpa = mem.pin(r.mfn)? + r.offset as u64;
             // Carry over what the shared_info slot held (pending upcall, selector, time).
             if let Some(old) = pvclock::vcpu_info_ptr(c.dom, &target) {
                 // SAFETY: both areas are 64-byte vcpu_info structures in frames mapped to this domain.
-                unsafe { core::ptr::copy(old.cast::<u8>(), hpa as *mut u8, 64) };
+                unsafe { core::ptr::copy(old.cast::<u8>(), hpa as *mut u8, size as usize) };
             }
             target.vcpu_info_hpa.store(hpa, Ordering::Release);
+            drop(mem);
             pvclock::update(c.dom, &target);
             Ok(Action::Return(0))
         }
         vcpuop::REGISTER_RUNSTATE_MEMORY_AREA => {
             // The area is given by guest-virtual address; it is translated once, now (with page-table
-            // isolation the user CR3 of a later exit may not map it).
+            // isolation the user CR3 of a later exit may not map it), and its frames are pinned until the area is
+            // replaced or unregistered, so that the cached host addresses stay the domain's frames.
             let addr: u64 = c.read(arg)?;
-            if addr == 0 {
-                target.runstate_hpa[0].store(0, Ordering::Release);
-                return Ok(Action::Return(0));
-            }
-            let size = core::mem::size_of::<keel_abi::shared_info::VcpuRunstateInfo>() as u64;
-            let last = addr.checked_add(size - 1).ok_or(EFAULT)?;
-            let paging = c.paging;
-            let (first_hpa, second_hpa) = {
-                let mem = c.dom.mem.lock();
-                let tr = |lin: u64| -> Result<u64, Errno> {
+            let mut mem = c.dom.mem.lock();
+            let mut new = RunstateArea::default();
+            if addr != 0 {
+                let size = core::mem::size_of::<keel_abi::shared_info::VcpuRunstateInfo>() as u64;
+                let last = addr.checked_add(size - 1).ok_or(EFAULT)?;
+                let paging = c.paging;
+                let gfn = |lin: u64| -> Result<u64, Errno> {
                     let gpa = crate::hvm::walk::translate(&paging, lin, |g| mem.read_val::<u64>(g).ok())
                         .map_err(|_| EFAULT)?;
-                    mem.translate(gpa, true).map_err(|_| EFAULT)
+                    mem.translate(gpa, true).map_err(|_| EFAULT)?;
+                    Ok(gpa >> 12)
                 };
-                let first = tr(addr)?;
-                let second = if last >> 12 != addr >> 12 { tr(last & !0xfff)? } else { 0 };
-                (first, second)
-            };
-            target.runstate_hpa[1].store(second_hpa, Ordering::Release);
-            target.runstate_hpa[0].store(first_hpa, Ordering::Release);
+                new.gfn[0] = gfn(addr)?;
+                let crosses = last >> 12 != addr >> 12;
+                if crosses {
+                    new.gfn[1] = gfn(last & !0xfff)?;
+                }
+                new.hpa[0] = mem.pin(new.gfn[0]).map_err(|_| EFAULT)? + (addr & 0xfff);
+                if crosses {
+                    match mem.pin(new.gfn[1]) {
+                        Ok(h) => new.hpa[1] = h,
+                        Err(_) => {
+                            mem.unpin(new.gfn[0]);
+                            return Err(EFAULT);
+                        }
+                    }
+                }
+            }
+            let old = core::mem::replace(&mut *target.runstate_area.lock(), new);
+            for i in 0..2 {
+                if old.hpa[i] != 0 {
+                    mem.unpin(old.gfn[i]);
+                }
+            }
+            drop(mem);
             target.publish_runstate();
             Ok(Action::Return(0))
         }

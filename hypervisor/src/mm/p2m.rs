@@ -1,6 +1,11 @@
 //! Guest physical memory: the physical-to-machine map of a domain, kept directly in the nested page-table format
 //! of the CPU (AMD NPT entries are ordinary x86-64 entries; Intel EPT entries differ). The walk, the allocation
 //! and the accounting are common; only the entry encoding comes from a [`PteFormat`].
+//!
+//! Four levels of 512 entries reach 48 bits of guest-physical address: a GPA at or above [`GPA_LIMIT`] is refused
+//! by every entry point (map, lookup, unmap) instead of being truncated onto a lower one. The table frames a map
+//! uses are counted and capped ([`P2m::set_table_limit`]), so that a guest cannot make Keel allocate page tables
+//! without bound by mapping frames at scattered addresses.
 
 use super::frame::OutOfFrames;
 use super::PAGE_SIZE;
@@ -54,6 +59,15 @@ pub trait PteFormat {
     fn addr(e: u64) -> u64;
     /// The rights of a leaf.
     fn perms(e: u64) -> Perms;
+}
+
+/// Guest-physical addresses the 4-level nested page table reaches: `[0, GPA_LIMIT)` (48 bits).
+pub const GPA_LIMIT: u64 = 1 << 48;
+
+/// Table frames (the root included) that map `[0, bytes)` entirely with 4 KiB leaves: the most a range of RAM
+/// starting at 0 can ever need, however many of its 2 MiB leaves are later split.
+pub const fn tables_for(bytes: u64) -> u64 {
+    1 + bytes.div_ceil(1 << 39) + bytes.div_ceil(1 << 30) + bytes.div_ceil(2 << 20)
 }
 
 /// Software bit 11 (ignored by the MMU in both NPT and EPT entries): the frame belongs to the domain.
@@ -168,6 +182,10 @@ pub enum MapError {
     Busy,
     /// Not aligned to the page size.
     Unaligned,
+    /// The guest-physical address lies beyond [`GPA_LIMIT`].
+    OutOfRange,
+    /// The map already uses as many table frames as it may.
+    TableLimit,
 }
 
 /// A domain's nested page table.
@@ -175,6 +193,8 @@ pub struct P2m<F: PteFormat> {
     root: u64,
     /// Table frames in use (for accounting).
     tables: u64,
+    /// Most table frames the map may use.
+    table_limit: u64,
     _f: core::marker::PhantomData<F>,
 }
 
@@ -185,12 +205,33 @@ fn index(gpa: u64, level: u32) -> usize {
 impl<F: PteFormat> P2m<F> {
     /// An empty map.
     pub fn new(src: &mut impl FrameSource) -> Result<Self, OutOfFrames> {
-        Ok(Self { root: src.alloc()?, tables: 1, _f: core::marker::PhantomData })
+        Ok(Self { root: src.alloc()?, tables: 1, table_limit: u64::MAX, _f: core::marker::PhantomData })
     }
 
     /// A map with no tables at all (what is left once a domain's map has been destroyed).
     pub fn detached() -> Self {
-        Self { root: 0, tables: 0, _f: core::marker::PhantomData }
+        Self { root: 0, tables: 0, table_limit: 0, _f: core::marker::PhantomData }
+    }
+
+    /// Caps the table frames the map may use (the root included); a mapping or split that needs more fails with
+    /// [`MapError::TableLimit`].
+    pub fn set_table_limit(&mut self, frames: u64) {
+        self.table_limit = frames;
+    }
+
+    /// The cap set with [`Self::set_table_limit`].
+    pub fn table_limit(&self) -> u64 {
+        self.table_limit
+    }
+
+    /// A new, zeroed table frame, counted against the limit.
+    fn alloc_table(&mut self, src: &mut impl FrameSource) -> Result<u64, MapError> {
+        if self.tables >= self.table_limit {
+            return Err(MapError::TableLimit);
+        }
+        let t = src.alloc().map_err(|_| MapError::OutOfFrames)?;
+        self.tables += 1;
+        Ok(t)
     }
 
     /// Physical address of the top-level table (nCR3 / EPTP base).
@@ -216,14 +257,16 @@ impl<F: PteFormat> P2m<F> {
         if !gpa.is_multiple_of(size.bytes()) || !hpa.is_multiple_of(size.bytes()) {
             return Err(MapError::Unaligned);
         }
+        if gpa >= GPA_LIMIT || self.root == 0 {
+            return Err(MapError::OutOfRange);
+        }
         let leaf_level = if size == PageSize::Size2M { 2 } else { 1 };
         let mut table = self.root;
         for level in (leaf_level + 1..=4).rev() {
             let i = index(gpa, level);
             let e = src.table(table)[i];
             if !F::present(e) {
-                let t = src.alloc().map_err(|_| MapError::OutOfFrames)?;
-                self.tables += 1;
+                let t = self.alloc_table(src)?;
                 src.table(table)[i] = F::table(t);
                 table = t;
             } else if F::is_large(e) && level <= 3 {
@@ -243,6 +286,9 @@ impl<F: PteFormat> P2m<F> {
 
     /// Translates a guest-physical address.
     pub fn lookup(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, Perms)> {
+        if gpa >= GPA_LIMIT || self.root == 0 {
+            return None;
+        }
         let mut table = self.root;
         for level in (1..=4).rev() {
             let e = src.table(table)[index(gpa, level)];
@@ -259,19 +305,22 @@ impl<F: PteFormat> P2m<F> {
     }
 
     /// Removes the 4 KiB mapping at `gpa`, splitting a 2 MiB leaf that covers it into 4 KiB leaves first.
-    /// Returns what was mapped there.
-    pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Option<Unmapped> {
+    /// Returns what was mapped there (`None`: nothing, or `gpa` is beyond the map's reach); fails only when a
+    /// split needs a table frame it cannot have.
+    pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Result<Option<Unmapped>, MapError> {
+        if gpa >= GPA_LIMIT || self.root == 0 {
+            return Ok(None);
+        }
         let mut table = self.root;
         for level in (2..=4).rev() {
             let i = index(gpa, level);
             let e = src.table(table)[i];
             if !F::present(e) {
-                return None;
+                return Ok(None);
             }
             if level == 2 && F::is_large(e) {
                 // Split: a new table of 512 leaves with the same rights and ownership.
-                let t = src.alloc().ok()?;
-                self.tables += 1;
+                let t = self.alloc_table(src)?;
                 let (base, perms, owned) = (F::addr(e) & !((2 << 20) - 1), F::perms(e), F::owned(e));
                 for k in 0..512u64 {
                     src.table(t)[k as usize] = F::leaf(base + k * PAGE_SIZE, perms, PageSize::Size4K, owned);
@@ -285,10 +334,10 @@ impl<F: PteFormat> P2m<F> {
         let slot = &mut src.table(table)[index(gpa, 1)];
         let e = *slot;
         if !F::present(e) {
-            return None;
+            return Ok(None);
         }
         *slot = 0;
-        Some(Unmapped { hpa: F::addr(e), owned: F::owned(e) })
+        Ok(Some(Unmapped { hpa: F::addr(e), owned: F::owned(e) }))
     }
 
     /// Frees every owned frame and every table; returns the number of owned 4 KiB frames freed.
@@ -360,6 +409,16 @@ impl GuestP2m {
         each!(self, p => p.table_frames())
     }
 
+    /// See [`P2m::set_table_limit`].
+    pub fn set_table_limit(&mut self, frames: u64) {
+        each!(self, p => p.set_table_limit(frames))
+    }
+
+    /// See [`P2m::table_limit`].
+    pub fn table_limit(&self) -> u64 {
+        each!(self, p => p.table_limit())
+    }
+
     /// See [`P2m::map`].
     pub fn map(
         &mut self,
@@ -379,7 +438,7 @@ impl GuestP2m {
     }
 
     /// See [`P2m::unmap_4k`].
-    pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Option<Unmapped> {
+    pub fn unmap_4k(&mut self, src: &mut impl FrameSource, gpa: u64) -> Result<Option<Unmapped>, MapError> {
         each!(self, p => p.unmap_4k(src, gpa))
     }
 
@@ -435,7 +494,7 @@ mod tests {
         assert_eq!(p.map(&mut f, 0x20_1000, 0x9000, PageSize::Size4K, Perms::RAM, true), Err(MapError::Busy));
         assert_eq!(p.map(&mut f, 0x1000, 0x9000, PageSize::Size2M, Perms::RAM, true), Err(MapError::Unaligned));
         // Unmapping inside the 2 MiB page splits it; the other 511 frames stay mapped and owned.
-        let u = p.unmap_4k(&mut f, 0x20_3000).unwrap();
+        let u = p.unmap_4k(&mut f, 0x20_3000).unwrap().unwrap();
         assert_eq!(u, Unmapped { hpa: 0x8_0000_3000, owned: true });
         assert_eq!(p.lookup(&mut f, 0x20_3000), None);
         assert_eq!(p.lookup(&mut f, 0x20_4000).map(|x| x.0), Some(0x8_0000_4000));
@@ -444,6 +503,62 @@ mod tests {
         assert_eq!(freed, 512);
         assert!(f.live.is_empty(), "every table freed");
         assert_eq!(f.data_frames, 0, "every owned frame freed once");
+    }
+
+    /// Bits 48-51 of a GPA used to be dropped by the index computation, so GFN 1<<36 aliased GFN 0.
+    #[test]
+    fn gpas_beyond_48_bits_are_refused_not_aliased() {
+        let mut f = Fake::default();
+        let mut p = P2m::<Ept>::new(&mut f).unwrap();
+        p.map(&mut f, 0, 0x5000, PageSize::Size4K, Perms::RAM, false).unwrap();
+        assert_eq!(p.lookup(&mut f, GPA_LIMIT), None, "GFN 1<<36 must not read GFN 0");
+        assert_eq!(p.lookup(&mut f, GPA_LIMIT | 0x123), None);
+        assert_eq!(p.lookup(&mut f, !0xfff), None);
+        assert_eq!(p.map(&mut f, GPA_LIMIT, 0x6000, PageSize::Size4K, Perms::RAM, false), Err(MapError::OutOfRange));
+        assert_eq!(p.map(&mut f, 1 << 51, 0x6000, PageSize::Size4K, Perms::RAM, false), Err(MapError::OutOfRange));
+        assert_eq!(p.unmap_4k(&mut f, GPA_LIMIT), Ok(None));
+        assert_eq!(p.lookup(&mut f, 0), Some((0x5000, Perms::RAM)), "GFN 0 untouched");
+        // The highest reachable frame works.
+        p.map(&mut f, GPA_LIMIT - PAGE_SIZE, 0x7000, PageSize::Size4K, Perms::RAM, false).unwrap();
+        assert_eq!(p.lookup(&mut f, GPA_LIMIT - 1).map(|x| x.0), Some(0x7fff));
+        p.destroy(&mut f);
+        assert!(f.live.is_empty());
+    }
+
+    /// Table frames are counted and capped: mappings at scattered addresses stop with `TableLimit`, and a split
+    /// that would need one more table fails without changing the map.
+    #[test]
+    fn table_frames_are_capped() {
+        let mut f = Fake::default();
+        let mut p = P2m::<Npt>::new(&mut f).unwrap();
+        p.set_table_limit(10);
+        let mut mapped = 0;
+        for i in 1..100u64 {
+            match p.map(&mut f, i << 30, 0x1000, PageSize::Size4K, Perms::RAM, false) {
+                Ok(()) => mapped += 1,
+                Err(e) => {
+                    assert_eq!(e, MapError::TableLimit);
+                    break;
+                }
+            }
+        }
+        // Root + L3, then an L2 and an L1 per GiB: 4 regions fit in 10 frames.
+        assert_eq!(mapped, 4);
+        assert_eq!(p.table_frames(), 10);
+        assert_eq!(f.live.len(), 10, "no table allocated past the cap");
+        // Inside an existing region, no table is needed.
+        p.map(&mut f, (1 << 30) + 0x1000, 0x2000, PageSize::Size4K, Perms::RAM, false).unwrap();
+        // Splitting a 2 MiB leaf needs a table: refused at the cap, the leaf is still there.
+        p.set_table_limit(u64::MAX);
+        f.data_frames = 512;
+        p.map(&mut f, 0x20_0000, 0x8_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
+        p.set_table_limit(p.table_frames());
+        assert_eq!(p.unmap_4k(&mut f, 0x20_1000), Err(MapError::TableLimit));
+        assert_eq!(p.lookup(&mut f, 0x20_1000).map(|x| x.0), Some(0x8_0000_1000));
+        assert_eq!(p.destroy(&mut f), 512);
+        assert!(f.live.is_empty());
+        assert_eq!(tables_for(4 << 20), 1 + 1 + 1 + 2);
+        assert_eq!(tables_for(0), 1);
     }
 
     #[test]
