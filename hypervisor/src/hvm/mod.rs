@@ -4,6 +4,7 @@
 //! vendor modules and nowhere else.
 
 pub mod exit;
+pub mod msr;
 pub mod svm;
 pub mod vlapic;
 pub mod vmx;

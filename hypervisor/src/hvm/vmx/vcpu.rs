@@ -768,12 +768,20 @@ impl VmxVcpu {
     }
 
     pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        use crate::hvm::msr;
         match msr {
-            0xc000_0080 => {
-                // LMA follows CR0.PG and LME.
-                let pg = GuestN::Cr0.read() & (1 << 31) != 0;
-                let lma = pg && value & (1 << 8) != 0;
-                let _ = Guest64::Efer.write(if lma { value | 1 << 10 } else { value & !(1 << 10) });
+            msr::EFER => {
+                // LMA follows CR0.PG and LME. A refused value is a #GP (false), never a failed VM entry.
+                let (old, cr0) = (Guest64::Efer.read(), GuestN::Cr0.read());
+                let value = match msr::check_efer_write(old, value, cr0, msr::guest_efer_bits()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        crate::debug!("guest EFER write {value:#x} refused: {e:?}");
+                        return false;
+                    }
+                };
+                let lma = value & msr::efer::LMA != 0;
+                let _ = Guest64::Efer.write(value);
                 let entry = Control32::EntryControls.read() as u32;
                 let _ = Control32::EntryControls.write(if lma {
                     entry | ctl::ENTRY_IA32E
@@ -782,7 +790,7 @@ impl VmxVcpu {
                 } as u64);
                 true
             }
-            0x277 => Guest64::Pat.write(value).is_ok(),
+            msr::PAT => msr::pat_valid(value) && Guest64::Pat.write(value).is_ok(),
             _ => false,
         }
     }
