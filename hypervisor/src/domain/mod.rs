@@ -4,6 +4,7 @@
 pub mod evtchn;
 pub mod pvclock;
 
+use crate::hvm::walk::{self, Access};
 use crate::hvm::{vlapic::Vlapic, HwVcpu, InitState, PagingState, Support};
 use crate::mm::p2m::{GuestP2m, MapError, PageSize, Perms};
 use crate::mm::{MachineFrames, PAGE_SIZE};
@@ -664,7 +665,8 @@ pub fn read_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &mut [u
     let mut done = 0;
     while done < buf.len() {
         let lin = linear.wrapping_add(done as u64);
-        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
+        let gpa =
+            walk::translate(paging, lin, Access::Read, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
         let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
         mem.read(gpa, &mut buf[done..done + n])?;
         done += n;
@@ -677,7 +679,8 @@ pub fn write_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &[u8])
     let mut done = 0;
     while done < buf.len() {
         let lin = linear.wrapping_add(done as u64);
-        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
+        let gpa =
+            walk::translate(paging, lin, Access::Write, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
         let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
         mem.write(gpa, &buf[done..done + n])?;
         done += n;

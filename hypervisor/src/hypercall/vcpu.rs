@@ -79,8 +79,10 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             let (first_hpa, second_hpa) = {
                 let mem = c.dom.mem.lock();
                 let tr = |lin: u64| -> Result<u64, i64> {
-                    let gpa = crate::hvm::walk::translate(&paging, lin, |g| mem.read_val::<u64>(g).ok())
-                        .map_err(|_| EFAULT)?;
+                    let gpa = crate::hvm::walk::translate(&paging, lin, crate::hvm::walk::Access::Write, |g| {
+                        mem.read_val::<u64>(g).ok()
+                    })
+                    .map_err(|_| EFAULT)?;
                     mem.translate(gpa, true).map_err(|_| EFAULT)
                 };
                 let first = tr(addr)?;

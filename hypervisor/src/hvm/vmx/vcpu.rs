@@ -698,7 +698,9 @@ impl VmxVcpu {
 
     pub fn paging(&self) -> PagingState {
         PagingState {
-            cr0: ControlN::Cr0ReadShadow.read() | (GuestN::Cr0.read() & (1 << 31 | 1)),
+            // The guest's CR0: masked bits from the read shadow, the rest (WP, PE, PG, ...) as the guest set them.
+            cr0: (ControlN::Cr0ReadShadow.read() & ControlN::Cr0Mask.read())
+                | (GuestN::Cr0.read() & !ControlN::Cr0Mask.read()),
             cr3: GuestN::Cr3.read(),
             cr4: GuestN::Cr4.read() & !cpu::cr4::VMXE,
             efer: Guest64::Efer.read(),
