@@ -754,6 +754,8 @@ mod tests {
         assert!(elf.starts_with(b"\x7fELF"));
         let image = super::super::parse_elf(elf).unwrap();
         assert!(image.pvh_entry.is_some(), "no XEN_ELFNOTE_PHYS32_ENTRY");
+        // Its entry point lies in a loaded segment, and it fits the 512 MiB dom0 the tests give it.
+        assert_eq!(image.check_pvh(512 << 20).map(Some), Ok(image.pvh_entry));
 
         // Byte for byte what xz(1) makes of the same stream.
         let tmp = std::env::temp_dir().join(alloc::format!("keel-bzimage-{}.xz", std::process::id()));
