@@ -17,8 +17,6 @@ use keel_abi::hypercall::ShutdownReason;
 use keel_abi::shared_info::hvm_param;
 use keel_abi::start_info::{self as si, HvmMemmapEntry};
 
-/// Default initial-domain memory when `dom0_mem=` is absent.
-const DEFAULT_MEM: u64 = 512 << 20;
 /// DOMID_XEN: the console port's peer is Keel itself.
 pub const DOMID_XEN: u16 = 0x7ff2;
 
@@ -85,7 +83,7 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     let kernel = modules.first()?;
     let initrd = modules.get(1);
     let free = crate::mm::free_frames() * PAGE_SIZE;
-    let memory = opts.dom0_mem.unwrap_or(DEFAULT_MEM).min(free.saturating_sub(64 << 20)) & !(PAGE_SIZE - 1);
+    let memory = opts.dom0_mem.resolve(free, loader::bzimage::unpack_room(module_bytes(kernel)));
     let vcpus = opts.dom0_max_vcpus.unwrap_or(cpus).clamp(1, 64);
     let cfg = DomainConfig {
         name: "Domain-0".into(),
