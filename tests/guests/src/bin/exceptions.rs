@@ -1,7 +1,8 @@
 //! Exceptions reach the guest's own IDT and the guest resumes: #UD from `ud2`, #BP from `int3`, #GP(0) from a
 //! non-canonical load, and #GP(0) from RDMSR of an MSR that does not exist (which the hypervisor intercepts
-//! and must reflect as #GP). Invalid EFER and PAT writes (reserved bits, SVME, clearing LME with paging on, a
-//! reserved memory type) are #GP(0) too, never a failed VM entry, and leave the MSR as it was. And the
+//! and must reflect as #GP). Invalid EFER writes (reserved bits, SVME, clearing LME with paging on) are #GP(0)
+//! too, never a failed VM entry, and leave EFER as it was. (PAT is not intercepted on SVM, and QEMU's TCG does
+//! not check PAT types, so the PAT check is unit-tested only.) And the
 //! hypervisor honours the guest's page protections: a hypercall asked to write its result into a read-only
 //! mapping (CR0.WP is on) fails with -EFAULT and leaves the memory alone.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -28,28 +29,24 @@ fn expect<T: core::fmt::Debug>(what: &str, got: Result<T, Fault>, vector: u8, er
 }
 
 const EFER: u32 = 0xc000_0080;
-const PAT: u32 = 0x277;
 const EFER_LME: u64 = 1 << 8;
 const EFER_SVME: u64 = 1 << 12;
 
 fn msr_writes() -> xtf::TestResult {
     let efer = exinfo::rdmsr(EFER).map_err(|f| failure!("rdmsr EFER: {f}"))?;
-    let pat = exinfo::rdmsr(PAT).map_err(|f| failure!("rdmsr PAT: {f}"))?;
     // SAFETY: each value is refused (the point of the test), or, for the write-backs, the current value.
     unsafe {
         expect("wrmsr EFER with reserved bit 1", exinfo::wrmsr(EFER, efer | 1 << 1), Fault::GP, 0)?;
         expect("wrmsr EFER with reserved bit 63", exinfo::wrmsr(EFER, efer | 1 << 63), Fault::GP, 0)?;
         expect("wrmsr EFER with SVME", exinfo::wrmsr(EFER, efer | EFER_SVME), Fault::GP, 0)?;
         expect("wrmsr EFER clearing LME with paging on", exinfo::wrmsr(EFER, efer & !EFER_LME), Fault::GP, 0)?;
-        expect("wrmsr PAT with reserved type 2", exinfo::wrmsr(PAT, (pat & !0xff) | 2), Fault::GP, 0)?;
         exinfo::wrmsr(EFER, efer).map_err(|f| failure!("wrmsr EFER {efer:#x} (unchanged): {f}"))?;
-        exinfo::wrmsr(PAT, pat).map_err(|f| failure!("wrmsr PAT {pat:#x} (unchanged): {f}"))?;
     }
-    let (efer_now, pat_now) = (exinfo::rdmsr(EFER), exinfo::rdmsr(PAT));
-    if efer_now != Ok(efer) || pat_now != Ok(pat) {
-        return Err(failure!("EFER {efer_now:x?} / PAT {pat_now:x?} after refused writes, want {efer:#x} / {pat:#x}"));
+    let now = exinfo::rdmsr(EFER);
+    if now != Ok(efer) {
+        return Err(failure!("EFER {now:x?} after the refused writes, want {efer:#x}"));
     }
-    xtf::println!("EFER {efer:#x} and PAT {pat:#x} unchanged by the refused writes");
+    xtf::println!("EFER {efer:#x} unchanged by the refused writes");
     Ok(())
 }
 
