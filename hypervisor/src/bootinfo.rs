@@ -63,9 +63,9 @@ pub struct Module {
 }
 
 impl Module {
-    /// Size in bytes.
+    /// Size in bytes (0 for a module [`BootInfo::check_modules`] would drop for ending below its start).
     pub fn size(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
 }
 
@@ -103,6 +103,40 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
+    /// Drops the modules Keel cannot use safely, returning one line per module dropped saying why: a module
+    /// that ends below its start (or wraps around the address space), one not wholly in usable RAM (past the end
+    /// of RAM, in a hole or a reserved range), one overlapping Keel's own `image` or the boot information. Call
+    /// it before anything reserves or reads the modules; the boot goes on with the others.
+    pub fn check_modules(&mut self, image: (u64, u64)) -> Vec<String> {
+        let mut why = Vec::new();
+        let mut index = 0;
+        let memory = &self.memory;
+        let info = self.info_range;
+        self.modules.retain(|m| {
+            let i = index;
+            index += 1;
+            let problem = if m.end < m.start {
+                Some("its end lies below its start".to_string())
+            } else if !in_usable_ram(memory, m.start, m.end) {
+                Some("it is not wholly in usable RAM (past the end of RAM, or in a hole or reserved range)".into())
+            } else if overlaps((m.start, m.end), image) {
+                Some(format!("it overlaps Keel's image at {:#x}-{:#x}", image.0, image.1))
+            } else if overlaps((m.start, m.end), info) {
+                Some("it overlaps the boot information".into())
+            } else {
+                None
+            };
+            match problem {
+                Some(p) => {
+                    why.push(format!("module {i} at {:#x}-{:#x} (\"{}\") ignored: {p}", m.start, m.end, m.cmdline));
+                    false
+                }
+                None => true,
+            }
+        });
+        why
+    }
+
     /// Ranges of physical memory that hold boot data: the information block, the modules.
     pub fn occupied_ranges(&self) -> Vec<(u64, u64)> {
         let mut v = Vec::with_capacity(self.modules.len() + 1);
@@ -110,6 +144,28 @@ impl BootInfo {
         v.extend(self.modules.iter().map(|m| (m.start, m.end)));
         v
     }
+}
+
+/// Whether the half-open ranges `a` and `b` share a byte.
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// Whether `[start, end)` lies wholly in usable RAM (adjacent usable regions count as one).
+fn in_usable_ram(memory: &[MemRegion], start: u64, end: u64) -> bool {
+    let mut usable: Vec<(u64, u64)> =
+        memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| (r.start, r.end)).collect();
+    usable.sort_unstable();
+    let mut at = start;
+    for (s, e) in usable {
+        if at >= end {
+            break;
+        }
+        if s <= at && at < e {
+            at = e;
+        }
+    }
+    at >= end
 }
 
 /// Why boot information could not be read.
@@ -162,8 +218,8 @@ pub fn from_pvh(mem: &dyn PhysMem, paddr: u64) -> Result<BootInfo, Error> {
             0 => String::new(),
             p => mem.c_str(p, MAX_STRING).unwrap_or_default(),
         };
-        let end = m.paddr.checked_add(m.size).ok_or_else(|| Error(format!("module {i} wraps around")))?;
-        modules.push(Module { start: m.paddr, end, cmdline });
+        // A size that wraps the address space gives an end below the start: `check_modules` drops it.
+        modules.push(Module { start: m.paddr, end: m.paddr.wrapping_add(m.size), cmdline });
     }
     let mut memory = Vec::new();
     if info.version >= 1 {
@@ -339,6 +395,63 @@ mod tests {
         assert_eq!(info.modules[1].cmdline, "");
         assert_eq!(info.acpi, None);
         assert_eq!(info.info_range, (addr, addr + mbi.as_bytes().len() as u64));
+    }
+
+    #[test]
+    fn bad_multiboot2_modules_are_dropped_with_a_reason() {
+        let mbi = Builder::new()
+            .mmap(MemoryMapTag::new(&[
+                MemoryArea::new(0, 0x9fc00, MemoryAreaType::Available),
+                MemoryArea::new(0x100000, 0x3ff0_0000, MemoryAreaType::Available), // RAM up to 1 GiB
+            ]))
+            .add_module(ModuleTag::new(0x0100_0000, 0x0180_0000, "good kernel"))
+            .add_module(ModuleTag::new(0x0200_0000, 0x0200_1234, "end below start")) // patched below
+            .add_module(ModuleTag::new(0x3ff0_0000, 0x4010_0000, "past the end of RAM"))
+            .add_module(ModuleTag::new(0x0000_9000, 0x000a_1000, "into the hole below 1 MiB"))
+            .add_module(ModuleTag::new(0x0020_0000, 0x0030_0000, "over Keel"))
+            .add_module(ModuleTag::new(0x0180_0000, 0x0190_0000, "good initrd"))
+            .build();
+        // The builder refuses an end below the start, as a loader may not: patch it into a copy (8-aligned, as
+        // multiboot2 information is).
+        let bytes = mbi.as_bytes();
+        let mut copy = alloc::vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `copy` has at least `bytes.len()` bytes; u64 has no invalid bit patterns.
+        let buf = unsafe { core::slice::from_raw_parts_mut(copy.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        buf.copy_from_slice(&bytes);
+        let tag: Vec<u8> = [0x0200_0000u32.to_le_bytes(), 0x0200_1234u32.to_le_bytes()].concat();
+        let at = buf.windows(8).position(|w| w == tag.as_slice()).unwrap();
+        buf[at + 4..at + 8].copy_from_slice(&0x0100_0000u32.to_le_bytes());
+        let addr = buf.as_ptr() as u64;
+        // SAFETY: `copy` holds a well-formed multiboot2 information block (one module's end changed) alive for the
+        // whole call.
+        let mut info = unsafe { from_multiboot2(addr) }.unwrap();
+        assert_eq!(info.modules.len(), 6);
+        // Before the check, the bad module's size does not underflow.
+        assert_eq!(info.modules[1].size(), 0);
+        let why = info.check_modules((0x0020_0000, 0x0028_0000));
+        let names: Vec<&str> = info.modules.iter().map(|m| m.cmdline.as_str()).collect();
+        assert_eq!(names, ["good kernel", "good initrd"]);
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(why[0].starts_with("module 1 at 0x2000000-0x1000000") && why[0].contains("end lies below its start"));
+        assert!(why[1].starts_with("module 2 ") && why[1].contains("not wholly in usable RAM"), "{}", why[1]);
+        assert!(why[2].starts_with("module 3 ") && why[2].contains("not wholly in usable RAM"), "{}", why[2]);
+        assert!(why[3].starts_with("module 4 ") && why[3].contains("overlaps Keel's image"), "{}", why[3]);
+        // What is left is reserved as before.
+        assert_eq!(info.occupied_ranges()[1..], [(0x0100_0000, 0x0180_0000), (0x0180_0000, 0x0190_0000)]);
+    }
+
+    #[test]
+    fn pvh_module_wrapping_the_address_space_is_dropped() {
+        let mut b = pvh_image();
+        b.put(0x1100, &HvmModlistEntry { paddr: 0x200_0000, size: u64::MAX - 0x100, cmdline_paddr: 0, reserved: 0 });
+        let mut info = from_pvh(&b, 0x1000).unwrap();
+        let why = info.check_modules((0x10_0000, 0x20_0000));
+        assert!(info.modules.is_empty());
+        assert!(why[0].contains("end lies below its start"), "{why:?}");
+        // A good module in RAM stays.
+        let mut info = from_pvh(&pvh_image(), 0x1000).unwrap();
+        assert!(info.check_modules((0x10_0000, 0x20_0000)).is_empty());
+        assert_eq!(info.modules.len(), 1);
     }
 
     /// A fake physical memory: one buffer at a base address.

@@ -165,6 +165,125 @@ pub fn parse_number(s: &str) -> Option<u64> {
     }
 }
 
+/// One `<sz>` of `dom0_mem=`: `[-]<size>`, `[-]<frac>%` or `[-]<size>+<frac>%` (a fraction of the memory
+/// available to dom0; a leading `-` means "all available memory but this much").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemSize {
+    /// The absolute part in bytes.
+    pub bytes: u64,
+    /// The percentage of available memory added to it (below 100).
+    pub percent: u8,
+    /// Whether the size is subtracted from the available memory.
+    pub minus: bool,
+}
+
+impl MemSize {
+    /// Plain bytes.
+    pub const fn bytes(bytes: u64) -> Self {
+        Self { bytes, percent: 0, minus: false }
+    }
+
+    /// Parses `[-]<size>`, `[-]<frac>%` or `[-]<size>+<frac>%`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (minus, s) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (size, frac) = match s.strip_suffix('%') {
+            Some(f) => match f.rsplit_once('+') {
+                Some((size, frac)) => (Some(size), Some(frac)),
+                None => (None, Some(f)),
+            },
+            None => (Some(s), None),
+        };
+        let bytes = match size {
+            Some(sz) => parse_size(sz)?,
+            None => 0,
+        };
+        let percent = match frac {
+            Some(f) => u8::try_from(parse_number(f)?).ok().filter(|&p| p < 100)?,
+            None => 0,
+        };
+        Some(Self { bytes, percent, minus })
+    }
+
+    /// The size in bytes, given `avail` bytes available to dom0.
+    pub fn resolve(self, avail: u64) -> u64 {
+        let n = self.bytes.saturating_add((u128::from(avail) * u128::from(self.percent) / 100) as u64);
+        if self.minus {
+            avail.saturating_sub(n)
+        } else {
+            n
+        }
+    }
+}
+
+/// `dom0_mem=[min:<sz>,][max:<sz>,][<sz>]`, with Xen's meaning: `<sz>` is the initial allocation (all available
+/// memory when absent), `min:` and `max:` bound it (`max:` wins over `min:`), and the result never exceeds what
+/// is available. Without the option Keel gives dom0 [`Dom0Mem::DEFAULT_BYTES`] (Xen would give it everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dom0Mem {
+    /// The plain `<sz>`.
+    pub initial: Option<MemSize>,
+    /// `min:<sz>`.
+    pub min: Option<MemSize>,
+    /// `max:<sz>`.
+    pub max: Option<MemSize>,
+}
+
+impl Default for Dom0Mem {
+    fn default() -> Self {
+        Self { initial: Some(MemSize::bytes(Self::DEFAULT_BYTES)), min: None, max: None }
+    }
+}
+
+impl Dom0Mem {
+    /// dom0's memory when `dom0_mem=` is absent.
+    pub const DEFAULT_BYTES: u64 = 512 << 20;
+    /// The most Keel keeps for itself (Xen's dom0 reserve: 1/16 of memory, at most 128 MiB).
+    pub const MAX_RESERVE: u64 = 128 << 20;
+
+    /// Parses the value of `dom0_mem=`; a list of items separated by commas, later ones winning.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let mut d = Self { initial: None, min: None, max: None };
+        for item in v.split(',') {
+            let (slot, size) = if let Some(s) = item.strip_prefix("min:") {
+                (&mut d.min, s)
+            } else if let Some(s) = item.strip_prefix("max:") {
+                (&mut d.max, s)
+            } else {
+                (&mut d.initial, item)
+            };
+            match MemSize::parse(size) {
+                Some(sz) if sz != MemSize::bytes(0) => *slot = Some(sz),
+                _ => {
+                    return Err(format!(
+                        "'{item}' is not a size such as 512M, -1G, 25% or 1G+25% (with an optional min: or max:)"
+                    ))
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// dom0's memory in bytes (a whole number of pages) when `free` bytes are free and the kernel needs
+    /// `unpack` bytes of scratch memory besides dom0's own to be unpacked. What is available to dom0 is `free`
+    /// less Keel's reserve (1/16 of `free`, at most [`Self::MAX_RESERVE`]) and `unpack`; every size is clamped
+    /// to that, so a `dom0_mem=` larger than the machine still boots.
+    pub fn resolve(&self, free: u64, unpack: u64) -> u64 {
+        let reserve = (free / 16).min(Self::MAX_RESERVE);
+        let avail = free.saturating_sub(reserve).saturating_sub(unpack);
+        let mut n = self.initial.map_or(avail, |s| s.resolve(avail));
+        if let Some(min) = self.min {
+            n = n.max(min.resolve(avail));
+        }
+        if let Some(max) = self.max {
+            n = n.min(max.resolve(avail));
+        }
+        n.min(avail) & !0xfff
+    }
+}
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "on" | "yes" | "true" | "enable" => Some(true),
@@ -186,8 +305,8 @@ pub struct Options {
     pub hvm: bool,
     /// `selftest=boot|pagefault|domains|heap`
     pub selftest: Option<Selftest>,
-    /// `dom0_mem=<size>` in bytes.
-    pub dom0_mem: Option<u64>,
+    /// `dom0_mem=[min:<sz>,][max:<sz>,][<sz>]`.
+    pub dom0_mem: Dom0Mem,
     /// `dom0_max_vcpus=<n>`
     pub dom0_max_vcpus: Option<u32>,
     /// `maxcpus=<n>`: bring up at most this many CPUs.
@@ -204,7 +323,7 @@ impl Default for Options {
             loglvl: LogLevel::Info,
             hvm: true,
             selftest: None,
-            dom0_mem: None,
+            dom0_mem: Dom0Mem::default(),
             dom0_max_vcpus: None,
             maxcpus: None,
             xtf: false,
@@ -258,14 +377,10 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 "heap" => o.selftest = Some(Selftest::Heap),
                 _ => bad("self tests are 'boot', 'pagefault' and 'domains'"),
             },
-            ("dom0_mem", Some(v)) => {
-                // Xen allows `dom0_mem=512M,max:1G`; the first plain size is the initial allocation.
-                let first = v.split(',').find(|p| !p.contains(':')).unwrap_or("");
-                match parse_size(first) {
-                    Some(s) if s > 0 => o.dom0_mem = Some(s),
-                    _ => bad("expected a size such as 512M"),
-                }
-            }
+            ("dom0_mem", Some(v)) => match Dom0Mem::parse(v) {
+                Ok(d) => o.dom0_mem = d,
+                Err(e) => bad(&e),
+            },
             ("dom0_max_vcpus", Some(v)) => {
                 // `dom0_max_vcpus=<min>-<max>` is accepted; the maximum is used.
                 let max = v.rsplit('-').next().unwrap_or("");
@@ -350,10 +465,70 @@ mod tests {
     fn dom0_options() {
         let (o, w) = parse("dom0_mem=512M,max:1G dom0_max_vcpus=1-4 maxcpus=2");
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(o.dom0_mem, Some(512 << 20));
+        let sz = |b: u64| Some(MemSize::bytes(b));
+        assert_eq!(o.dom0_mem, Dom0Mem { initial: sz(512 << 20), min: None, max: sz(1 << 30) });
         assert_eq!(o.dom0_max_vcpus, Some(4));
         assert_eq!(o.maxcpus, Some(2));
-        assert_eq!(parse("dom0_mem=262144").0.dom0_mem, Some(256 << 20));
+        assert_eq!(parse("dom0_mem=262144").0.dom0_mem.initial, sz(256 << 20));
+    }
+
+    #[test]
+    fn dom0_mem_syntax() {
+        let d = |v: &str| Dom0Mem::parse(v);
+        let sz = |b: u64| Some(MemSize::bytes(b));
+        assert_eq!(d("min:1G,max:2G"), Ok(Dom0Mem { initial: None, min: sz(1 << 30), max: sz(2 << 30) }));
+        assert_eq!(d("max:1G,768M").unwrap().initial, sz(768 << 20));
+        assert_eq!(d("-512M").unwrap().initial, Some(MemSize { bytes: 512 << 20, percent: 0, minus: true }));
+        assert_eq!(d("25%").unwrap().initial, Some(MemSize { bytes: 0, percent: 25, minus: false }));
+        assert_eq!(d("1G+25%").unwrap().initial, Some(MemSize { bytes: 1 << 30, percent: 25, minus: false }));
+        assert_eq!(d("min:-2048m").unwrap().min, Some(MemSize { bytes: 2 << 30, percent: 0, minus: true }));
+        for bad in ["", "0", "max:", "512X", "100%", "1G+", "foo:1G", "1G,,2G"] {
+            assert!(d(bad).is_err(), "{bad:?} accepted");
+        }
+        // A bad value is a warning and keeps the default.
+        let (o, w) = parse("dom0_mem=lots");
+        assert_eq!(o.dom0_mem, Dom0Mem::default());
+        assert!(w[0].0.contains("'lots' is not a size"), "{w:?}");
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn dom0_mem_larger_than_the_machine_is_clamped_and_leaves_room() {
+        // A 2 GiB machine with about 1.9 GiB free, and Debian's bzImage needing 94 MiB to unpack.
+        let free = 1900 * MIB;
+        let unpack = 94 * MIB;
+        let reserve = free / 16; // under the 128 MiB cap
+        let got = Dom0Mem::parse("4096M").unwrap().resolve(free, unpack);
+        assert_eq!(got, (free - reserve - unpack) & !0xfff);
+        assert!(free - got >= unpack + reserve, "room to unpack the kernel and Keel's reserve are kept");
+        // The reserve is capped at 128 MiB on large machines.
+        let free = 64 << 30;
+        assert_eq!(Dom0Mem::parse("1T").unwrap().resolve(free, unpack), free - 128 * MIB - unpack);
+        // A request that fits is given as is.
+        assert_eq!(Dom0Mem::parse("512M").unwrap().resolve(free, unpack), 512 * MIB);
+        // Nothing free: nothing to give (domain creation then says so).
+        assert_eq!(Dom0Mem::parse("512M").unwrap().resolve(50 * MIB, unpack), 0);
+    }
+
+    #[test]
+    fn dom0_mem_min_max_and_relative_sizes() {
+        let free = 4096 * MIB;
+        let avail = free - 128 * MIB; // 1/16 of 4 GiB is 256 MiB: the reserve is the 128 MiB cap
+        let r = |v: &str| Dom0Mem::parse(v).unwrap().resolve(free, 0);
+        assert_eq!(r("min:1G"), avail, "no initial size: everything available, at least the minimum");
+        assert_eq!(r("max:1G"), 1024 * MIB);
+        assert_eq!(r("512M,max:256M"), 256 * MIB);
+        assert_eq!(r("512M,min:1G"), 1024 * MIB);
+        assert_eq!(r("min:1G,max:512M"), 512 * MIB, "max wins over min");
+        assert_eq!(r("min:8G"), avail, "a minimum beyond the machine is clamped too");
+        assert_eq!(r("-1G"), avail - 1024 * MIB);
+        assert_eq!(r("-8G"), 0);
+        assert_eq!(r("25%"), (avail / 4) & !0xfff);
+        assert_eq!(r("1G+25%"), (1024 * MIB + avail / 4) & !0xfff);
+        assert_eq!(r("max:-1G"), avail - 1024 * MIB);
+        // Without the option: Keel's default.
+        assert_eq!(Dom0Mem::default().resolve(free, 0), Dom0Mem::DEFAULT_BYTES);
     }
 
     #[test]

@@ -94,7 +94,7 @@ mod bare {
         // SAFETY: HEAP_AREA is used by nothing but the allocator, given to it exactly once, here.
         unsafe { HEAP.add_region(core::ptr::addr_of_mut!(HEAP_AREA).cast::<u8>(), BOOT_HEAP_SIZE) };
 
-        let boot = match read_boot_info(protocol, info_paddr) {
+        let mut boot = match read_boot_info(protocol, info_paddr) {
             Ok(b) => b,
             Err(e) => {
                 // No command line yet: use COM1 at its defaults so the reason is seen.
@@ -115,6 +115,9 @@ mod bare {
         info!("Command line: {}", boot.cmdline);
         for w in &warnings {
             warning!("{}", w.0);
+        }
+        for why in boot.check_modules(image_range()) {
+            warning!("{why}");
         }
         let opts = OPTIONS.call_once(|| opts);
 

@@ -2,7 +2,7 @@
 //! guest does wrong ends that guest through [`Domain::crash`], never the host.
 
 use crate::domain::{self, evtchn, Domain, Vcpu};
-use crate::hvm::vlapic::{self, Dest, IpiRequest, WriteEffect};
+use crate::hvm::vlapic::{self, IpiRequest, WriteEffect};
 use crate::hvm::{decode, vector, Event, Exit, HwVcpu, InitState};
 use crate::hypercall;
 use crate::mm::heap::try_filled;
@@ -478,12 +478,7 @@ fn send_ipi(dom: &Arc<Domain>, from: &Arc<Vcpu>, req: IpiRequest) {
         | IpiRequest::Init { dest }
         | IpiRequest::Startup { dest, .. } => dest,
     };
-    for t in dom.vcpus.iter().filter(|t| match dest {
-        Dest::One(id) => t.id == id,
-        Dest::SelfOnly => t.id == from.id,
-        Dest::All => true,
-        Dest::AllButSelf => t.id != from.id,
-    }) {
+    for t in dom.vcpus.iter().filter(|t| dest.includes(t.id, from.id)) {
         match req {
             IpiRequest::Fixed { vector, .. } => {
                 t.lapic.lock().set_irr(vector);

@@ -212,6 +212,33 @@ mod linux {
         run.assert_success();
     }
 
+    /// `dom0_mem=` beyond the machine (4 GiB asked of 2 GiB) is clamped as Xen clamps it, leaving Keel its
+    /// reserve and the room to unpack the XZ kernel (it used to leave too little: "no 94 MiB of contiguous
+    /// memory", and the machine did not boot): dom0 gets most of the memory and reaches busybox.
+    #[test]
+    fn dom0_mem_beyond_the_machine_still_boots() {
+        let vmlinuz = env_path("KEEL_VMLINUZ");
+        let run = boot(
+            "dom0-mem",
+            "console=com1 dom0_mem=4096M dom0_max_vcpus=1",
+            &vmlinuz,
+            "console=hvc0 keel.init=reboot",
+            2,
+            BOOT_TIMEOUT,
+        );
+        run.assert_order(&["(KEEL) dom0: unpacked a ", "KEEL-INIT: busybox init reached", "(KEEL) Rebooting"]);
+        let line = run.assert_line("(KEEL) dom0: ");
+        let mib: u64 = run
+            .lines()
+            .find_map(|l| l.split("(KEEL) dom0: ").nth(1)?.split(" MiB, ").next()?.parse().ok())
+            .unwrap_or_else(|| run.fail(&format!("no `dom0: <n> MiB, ...` line (first dom0 line: {line:?})")));
+        if !(1536..2048).contains(&mib) {
+            run.fail(&format!("dom0 got {mib} MiB of a 2 GiB machine with dom0_mem=4096M; want most of it"));
+        }
+        run.assert_no_line("EXCEPTION").assert_no_line("cannot build the initial domain");
+        run.assert_success();
+    }
+
     /// A bzImage cut in half: Keel names the problem, gives up on dom0 and reboots, without faulting.
     #[test]
     fn hypervisor_survives_broken_kernel() {

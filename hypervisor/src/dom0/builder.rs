@@ -17,9 +17,6 @@ use keel_abi::shared_info::hvm_param;
 use keel_abi::start_info::{self as si, HvmMemmapEntry};
 use keel_abi::DOMID_XEN;
 
-/// Default initial-domain memory when `dom0_mem=` is absent.
-const DEFAULT_MEM: u64 = 512 << 20;
-
 fn module_bytes(m: &Module) -> &'static [u8] {
     // SAFETY: boot modules stay identity-mapped and reserved from the allocator for Keel's whole life.
     unsafe { core::slice::from_raw_parts(m.start as *const u8, m.size() as usize) }
@@ -73,7 +70,7 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     let kernel = modules.first()?;
     let initrd = modules.get(1);
     let free = crate::mm::free_frames() * PAGE_SIZE;
-    let memory = opts.dom0_mem.unwrap_or(DEFAULT_MEM).min(free.saturating_sub(64 << 20)) & !(PAGE_SIZE - 1);
+    let memory = opts.dom0_mem.resolve(free, loader::bzimage::unpack_room(module_bytes(kernel)));
     let vcpus = opts.dom0_max_vcpus.unwrap_or(cpus).clamp(1, 64);
     let cfg = DomainConfig {
         name: "Domain-0".into(),

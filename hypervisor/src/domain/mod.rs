@@ -5,6 +5,7 @@ pub mod console;
 pub mod evtchn;
 pub mod pvclock;
 
+use crate::hvm::walk::{self, Access};
 use crate::hvm::{vlapic::Vlapic, HwVcpu, InitState, PagingState, Support};
 use crate::mm::p2m::{self, GuestP2m, MapError, PageSize, Perms};
 use crate::mm::{MachineFrames, PAGE_SIZE};
@@ -892,7 +893,8 @@ pub fn read_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &mut [u
     let mut done = 0;
     while done < buf.len() {
         let lin = linear.wrapping_add(done as u64);
-        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
+        let gpa =
+            walk::translate(paging, lin, Access::Read, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
         let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
         mem.read(gpa, &mut buf[done..done + n])?;
         done += n;
@@ -905,7 +907,8 @@ pub fn write_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &[u8])
     let mut done = 0;
     while done < buf.len() {
         let lin = linear.wrapping_add(done as u64);
-        let gpa = crate::hvm::walk::translate(paging, lin, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
+        let gpa =
+            walk::translate(paging, lin, Access::Write, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
         let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
         mem.write(gpa, &buf[done..done + n])?;
         done += n;

@@ -1,7 +1,7 @@
 //! The virtual local APIC a PVH guest needs (x2APIC mode only: vCPUs start with it enabled, as firmware
 //! would, so Linux never touches the xAPIC MMIO page): ID/version, TPR/PPR, SVR, ISR/IRR/TMR, EOI, LVTs, the
-//! timer registers, ICR (fixed, NMI, INIT, SIPI, shorthands) and SELF_IPI. Pure state and decisions; the
-//! caller delivers what it returns.
+//! timer registers, ICR (fixed, NMI, INIT, SIPI; physical and logical destinations, broadcast, shorthands) and
+//! SELF_IPI. Pure state and decisions; the caller delivers what it returns.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,14 +34,23 @@ mod reg {
 const LVT_MASK: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
 const SVR_ENABLE: u32 = 1 << 8;
+/// ESR bit 5: a fixed IPI with a vector below 16 was not sent.
+pub const ESR_SEND_ILLEGAL_VECTOR: u32 = 1 << 5;
+/// ICR bit 11: logical destination mode.
+const ICR_LOGICAL: u64 = 1 << 11;
+/// The x2APIC broadcast destination (both modes).
+const BROADCAST: u32 = 0xffff_ffff;
 /// Timer input clock the guest sees (1 GHz bus, as Xen's vLAPIC uses a 1 ns tick before the divider).
 pub const BUS_HZ: u64 = 1_000_000_000;
 
 /// Who an IPI goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dest {
-    /// One APIC id.
+    /// Physical mode: one x2APIC id.
     One(u32),
+    /// Logical mode: a cluster (bits 31:16) and a bitmap of its members (bits 15:0), matched against each
+    /// target's logical id ([`x2apic_ldr`]).
+    Logical(u32),
     /// The sender.
     SelfOnly,
     /// Everyone.
@@ -63,12 +72,38 @@ pub enum IpiRequest {
     Startup { dest: Dest, vector: u8 },
 }
 
-/// Decodes an x2APIC ICR value.
+/// The logical id (LDR) an x2APIC derives from its x2APIC id, as hardware does: cluster `id >> 4` in bits
+/// 31:16, bit `id & 15` set in bits 15:0.
+pub const fn x2apic_ldr(id: u32) -> u32 {
+    ((id >> 4) << 16) | (1 << (id & 0xf))
+}
+
+impl Dest {
+    /// Whether the vCPU with x2APIC id `target` receives an IPI sent by `sender` to this destination.
+    pub fn includes(self, target: u32, sender: u32) -> bool {
+        match self {
+            Dest::One(id) => target == id,
+            Dest::Logical(d) => {
+                let ldr = x2apic_ldr(target);
+                d >> 16 == ldr >> 16 && d & ldr & 0xffff != 0
+            }
+            Dest::SelfOnly => target == sender,
+            Dest::All => true,
+            Dest::AllButSelf => target != sender,
+        }
+    }
+}
+
+/// Decodes an x2APIC ICR value. Destination 0xffffffff is the broadcast in both destination modes.
 pub fn decode_icr(icr: u64) -> Option<IpiRequest> {
     let vector = icr as u8;
     let mode = (icr >> 8) & 7;
     let dest = match (icr >> 18) & 3 {
-        0 => Dest::One((icr >> 32) as u32),
+        0 => match (icr >> 32) as u32 {
+            BROADCAST => Dest::All,
+            d if icr & ICR_LOGICAL != 0 => Dest::Logical(d),
+            d => Dest::One(d),
+        },
         1 => Dest::SelfOnly,
         2 => Dest::All,
         _ => Dest::AllButSelf,
@@ -104,7 +139,10 @@ pub struct Vlapic {
     isr: [u64; 4],
     tpr: u32,
     svr: u32,
+    /// ESR as last latched by a write to it.
     esr: u32,
+    /// Errors seen since the last ESR write (latched into `esr` by the next one).
+    pending_esr: u32,
     lvt: [u32; 7], // CMCI, timer, thermal, perf, LINT0, LINT1, error
     timer_initial: u32,
     timer_divide: u32,
@@ -132,6 +170,7 @@ impl Vlapic {
             tpr: 0,
             svr: 0xff,
             esr: 0,
+            pending_esr: 0,
             lvt: [LVT_MASK; 7],
             timer_initial: 0,
             timer_divide: 0,
@@ -143,6 +182,28 @@ impl Vlapic {
     /// APIC id.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// Host nanoseconds for `count` timer ticks at the current divider (at most 2^32 × 128 ns, about 550 s; the
+    /// product is taken in 128 bits so that no count and divider can wrap it).
+    fn count_to_ns(&self, count: u32) -> u64 {
+        let ns = u128::from(count) * u128::from(self.divisor()) * 1_000_000_000 / u128::from(BUS_HZ);
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+
+    /// Timer ticks left in `ns` host nanoseconds at the current divider, as the current-count register shows them.
+    fn ns_to_count(&self, ns: u64) -> u64 {
+        let count = u128::from(ns) * u128::from(BUS_HZ) / 1_000_000_000 / u128::from(self.divisor());
+        count.min(u128::from(u32::MAX)) as u64
+    }
+
+    /// Records an APIC error (`ESR_*` bit) and raises the LVT error vector when it is unmasked.
+    fn error(&mut self, bit: u32) {
+        self.pending_esr |= bit;
+        let lvt = self.lvt[6];
+        if lvt & LVT_MASK == 0 {
+            self.set_irr(lvt as u8);
+        }
     }
 
     fn divisor(&self) -> u64 {
@@ -195,9 +256,9 @@ impl Vlapic {
     pub fn timer_expired(&mut self, now: u64) -> Option<u8> {
         let lvt = self.lvt[1];
         if lvt & LVT_PERIODIC != 0 && self.timer_initial != 0 {
-            let period = self.timer_initial as u64 * self.divisor() * 1_000_000_000 / BUS_HZ;
+            let period = self.count_to_ns(self.timer_initial);
             self.timer_start = now;
-            self.timer_deadline.store(now + period.max(1000), Ordering::Release);
+            self.timer_deadline.store(now.saturating_add(period.max(1000)), Ordering::Release);
         } else {
             self.timer_deadline.store(0, Ordering::Release);
         }
@@ -212,7 +273,7 @@ impl Vlapic {
             reg::VERSION => 0x0005_0014, // version 0x14, 6 LVT entries
             reg::TPR => self.tpr as u64,
             reg::PPR => self.ppr() as u64,
-            reg::LDR => (((self.id >> 4) << 16) | (1 << (self.id & 0xf))) as u64,
+            reg::LDR => x2apic_ldr(self.id) as u64,
             reg::SVR => self.svr as u64,
             0x10..=0x17 => ((self.isr[((r - reg::ISR0) / 2) as usize] >> (32 * ((r - reg::ISR0) % 2))) as u32) as u64,
             0x18..=0x1f => {
@@ -231,7 +292,7 @@ impl Vlapic {
                 if deadline == 0 || now >= deadline {
                     0
                 } else {
-                    ((deadline - now) * BUS_HZ / 1_000_000_000 / self.divisor()).min(u32::MAX as u64)
+                    self.ns_to_count(deadline - now)
                 }
             }
             reg::TIMER_DIVIDE => self.timer_divide as u64,
@@ -254,21 +315,29 @@ impl Vlapic {
                 }
             }
             reg::SVR => self.svr = v32 & 0x1ff,
-            reg::ESR => self.esr = 0,
+            // x2APIC: only 0 may be written; the write latches the errors seen since the last one.
+            reg::ESR if value != 0 => return WriteEffect::Fault,
+            reg::ESR => self.esr = core::mem::take(&mut self.pending_esr),
             reg::ICR => {
                 return match decode_icr(value) {
+                    // A fixed IPI with a vector below 16 is an illegal vector: not sent, the sender's ESR says so.
+                    Some(IpiRequest::Fixed { vector, .. }) if vector < 16 => {
+                        self.error(ESR_SEND_ILLEGAL_VECTOR);
+                        WriteEffect::None
+                    }
                     Some(req) => WriteEffect::Ipi(req),
                     None => WriteEffect::None,
-                }
+                };
             }
+            reg::SELF_IPI if (v32 as u8) < 16 => self.error(ESR_SEND_ILLEGAL_VECTOR),
             reg::SELF_IPI => {
                 return WriteEffect::Ipi(IpiRequest::Fixed { dest: Dest::SelfOnly, vector: v32 as u8 });
             }
             reg::TIMER_INITIAL => {
                 self.timer_initial = v32;
                 self.timer_start = now;
-                let ns = v32 as u64 * self.divisor() * 1_000_000_000 / BUS_HZ;
-                self.timer_deadline.store(if v32 == 0 { 0 } else { now + ns.max(1000) }, Ordering::Release);
+                let ns = self.count_to_ns(v32).max(1000);
+                self.timer_deadline.store(if v32 == 0 { 0 } else { now.saturating_add(ns) }, Ordering::Release);
                 return WriteEffect::Timer;
             }
             reg::TIMER_DIVIDE => self.timer_divide = v32 & 0xb,
@@ -298,6 +367,80 @@ mod tests {
         assert_eq!(decode_icr(0x0000_0003_0000_0699), Some(IpiRequest::Startup { dest: Dest::One(3), vector: 0x99 }));
         assert_eq!(decode_icr(0x000c_04fc), Some(IpiRequest::Nmi { dest: Dest::AllButSelf }));
         assert_eq!(decode_icr(0x0004_00f2), Some(IpiRequest::Fixed { dest: Dest::SelfOnly, vector: 0xf2 }));
+    }
+
+    #[test]
+    fn x2apic_broadcast_and_logical_destinations() {
+        // Destination 0xffffffff is everyone, in physical and in logical mode.
+        assert_eq!(decode_icr(0xffff_ffff_0000_00f3), Some(IpiRequest::Fixed { dest: Dest::All, vector: 0xf3 }));
+        assert_eq!(decode_icr(0xffff_ffff_0000_08f3), Some(IpiRequest::Fixed { dest: Dest::All, vector: 0xf3 }));
+        assert_eq!(decode_icr(0xffff_ffff_0000_0400), Some(IpiRequest::Nmi { dest: Dest::All }));
+        // Logical mode (bit 11): cluster 1, members 0 and 2 = x2APIC ids 16 and 18.
+        let req = decode_icr(0x0001_0005_0000_08f3);
+        assert_eq!(req, Some(IpiRequest::Fixed { dest: Dest::Logical(0x0001_0005), vector: 0xf3 }));
+        let Some(IpiRequest::Fixed { dest, .. }) = req else { unreachable!() };
+        let hit: Vec<u32> = (0..64).filter(|&t| dest.includes(t, 0)).collect();
+        assert_eq!(hit, [16, 18]);
+        // Cluster 0, members 1 and 3.
+        let hit: Vec<u32> = (0..64).filter(|&t| Dest::Logical(0xa).includes(t, 0)).collect();
+        assert_eq!(hit, [1, 3]);
+        // Physical mode reaches only the one id; shorthands as before.
+        assert!(Dest::One(5).includes(5, 0) && !Dest::One(5).includes(4, 0));
+        assert!(Dest::AllButSelf.includes(1, 0) && !Dest::AllButSelf.includes(0, 0));
+        assert!(Dest::SelfOnly.includes(3, 3) && !Dest::SelfOnly.includes(2, 3));
+        // The LDR the guest reads is the one logical destinations match.
+        let l = Vlapic::new(18);
+        assert_eq!(l.read(0x80d, 0), Some(0x0001_0004));
+        assert_eq!(x2apic_ldr(18), 0x0001_0004);
+    }
+
+    #[test]
+    fn fixed_ipi_with_vector_below_16_is_an_illegal_vector() {
+        let mut l = Vlapic::new(0);
+        l.write(0x80f, 0x1ff, 0);
+        l.write(0x837, 0xfe, 0); // LVT error: vector 0xfe, unmasked
+        for v in [0u64, 2, 15] {
+            assert_eq!(l.write(0x830, (1 << 32) | v, 0), WriteEffect::None, "vector {v} must not be sent");
+            assert_eq!(l.write(0x83f, v, 0), WriteEffect::None, "self IPI vector {v} must not be sent");
+        }
+        // The error is latched into ESR by the next ESR write, and the error interrupt is raised.
+        assert_eq!(l.read(0x828, 0), Some(0));
+        assert_eq!(l.write(0x828, 0, 0), WriteEffect::None);
+        assert_eq!(l.read(0x828, 0), Some(ESR_SEND_ILLEGAL_VECTOR as u64));
+        assert_eq!(l.pending(), Some(0xfe));
+        l.write(0x828, 0, 0);
+        assert_eq!(l.read(0x828, 0), Some(0));
+        assert_eq!(l.write(0x828, 1, 0), WriteEffect::Fault, "x2APIC ESR writes must be 0");
+        // Vector 16 is legal; NMI/INIT ignore the vector field.
+        let one = |v: u64| WriteEffect::Ipi(IpiRequest::Fixed { dest: Dest::One(1), vector: v as u8 });
+        assert_eq!(l.write(0x830, (1 << 32) | 16, 0), one(16));
+        assert_eq!(l.write(0x830, (1 << 32) | 0x400, 0), WriteEffect::Ipi(IpiRequest::Nmi { dest: Dest::One(1) }));
+    }
+
+    #[test]
+    fn timer_counts_do_not_wrap() {
+        // Linux calibrates with an initial count of 0xffffffff; every divider must give count × divider ns at
+        // the 1 GHz bus (divide by 16: 68.7 s, which 64-bit `count * divider * 1e9` wrapped to 13.4 s).
+        for (code, div) in [(0x0u64, 2u64), (0x1, 4), (0x2, 8), (0x3, 16), (0x8, 32), (0x9, 64), (0xa, 128), (0xb, 1)] {
+            let mut l = Vlapic::new(0);
+            l.write(0x83e, code, 0);
+            l.write(0x838, 0xffff_ffff, 1000);
+            let expect = 1000 + 0xffff_ffff * div; // 1 ns per bus tick
+            if div == 16 {
+                assert_eq!(expect - 1000, 68_719_476_720);
+            }
+            assert_eq!(l.timer_deadline.load(Ordering::Relaxed), expect, "divide by {div}");
+            // Read back: full count at the start, half way through about half of it.
+            assert_eq!(l.read(0x839, 1000), Some(0xffff_ffff), "divide by {div}");
+            let half = l.read(0x839, 1000 + (expect - 1000) / 2).unwrap();
+            assert!(half.abs_diff(0x7fff_ffff) <= 1, "divide by {div}: {half:#x}");
+            assert_eq!(l.read(0x839, expect), Some(0));
+            // Periodic re-arm uses the same arithmetic.
+            l.write(0x832, LVT_PERIODIC as u64 | 0xef, 0);
+            l.timer_expired(expect);
+            assert_eq!(l.timer_deadline.load(Ordering::Relaxed), expect + (expect - 1000), "divide by {div}");
+        }
+        assert_eq!(BUS_HZ, 1_000_000_000);
     }
 
     #[test]

@@ -96,8 +96,10 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
                 let last = addr.checked_add(size - 1).ok_or(EFAULT)?;
                 let paging = c.paging;
                 let gfn = |lin: u64| -> Result<u64, Errno> {
-                    let gpa = crate::hvm::walk::translate(&paging, lin, |g| mem.read_val::<u64>(g).ok())
-                        .map_err(|_| EFAULT)?;
+                    let gpa = crate::hvm::walk::translate(&paging, lin, crate::hvm::walk::Access::Write, |g| {
+                        mem.read_val::<u64>(g).ok()
+                    })
+                    .map_err(|_| EFAULT)?;
                     mem.translate(gpa, true).map_err(|_| EFAULT)?;
                     Ok(gpa >> 12)
                 };

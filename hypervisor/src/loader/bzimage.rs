@@ -262,6 +262,13 @@ impl Payload<'_> {
     }
 }
 
+/// Bytes of scratch memory [`decompress`] needs for `kernel`, rounded up to whole pages: what must stay free
+/// besides dom0's own memory to unpack it. 0 for anything that is not a bzImage with an xz payload (an ELF
+/// kernel is loaded in place).
+pub fn unpack_room(kernel: &[u8]) -> u64 {
+    payload(kernel).and_then(|p| p.buffer_size()).map_or(0, |n| (n as u64).div_ceil(4096) * 4096)
+}
+
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
@@ -746,6 +753,9 @@ mod tests {
         assert_eq!(xz_dict_size(p.data), Ok(32 << 20));
         let size = p.uncompressed_size.expect("size trailer") as usize;
         let mut out = vec![0u8; p.buffer_size().unwrap()];
+        assert_eq!(unpack_room(&bz), (out.len() as u64).div_ceil(4096) * 4096);
+        assert!(unpack_room(&bz) > 90 << 20, "Debian's kernel needs about 94 MiB to unpack");
+        assert_eq!(unpack_room(b"\x7fELF"), 0);
         let t = std::time::Instant::now();
         let n = decompress(&p, &mut out).unwrap();
         std::eprintln!("{}: {} -> {n} bytes in {:?}", path.display(), p.data.len(), t.elapsed());
@@ -754,6 +764,8 @@ mod tests {
         assert!(elf.starts_with(b"\x7fELF"));
         let image = super::super::parse_elf(elf).unwrap();
         assert!(image.pvh_entry.is_some(), "no XEN_ELFNOTE_PHYS32_ENTRY");
+        // Its entry point lies in a loaded segment, and it fits the 512 MiB dom0 the tests give it.
+        assert_eq!(image.check_pvh(512 << 20).map(Some), Ok(image.pvh_entry));
 
         // Byte for byte what xz(1) makes of the same stream.
         let tmp = std::env::temp_dir().join(alloc::format!("keel-bzimage-{}.xz", std::process::id()));

@@ -133,22 +133,37 @@ pub fn find_note<'a>(mut notes: &'a [u8], owner: &[u8], typ: u32) -> Option<&'a 
     None
 }
 
+impl ElfImage {
+    /// Checks that the image can be loaded into a guest with RAM `[0, ram_end)`: every segment ends inside it
+    /// (no `p_paddr + p_memsz` wrap) and the PVH entry point lies in a loaded segment. Returns the entry point.
+    pub fn check_pvh(&self, ram_end: u64) -> Result<u32, LoadError> {
+        let entry = self.pvh_entry.ok_or_else(|| {
+            LoadError("the ELF image has no XEN_ELFNOTE_PHYS32_ENTRY note: it is not a PVH kernel".into())
+        })?;
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.paddr.checked_add(s.memsz).is_none_or(|e| e > ram_end) {
+                return err(format!(
+                    "segment {i} ({:#x}..{:#x}) does not fit in the domain's {} MiB of RAM",
+                    s.paddr,
+                    s.paddr.saturating_add(s.memsz),
+                    ram_end >> 20
+                ));
+            }
+        }
+        // Segments end inside RAM now, so `paddr + memsz` cannot wrap.
+        if !self.segments.iter().any(|s| (s.paddr..s.paddr + s.memsz).contains(&u64::from(entry))) {
+            return err(format!("the PVH entry point {entry:#x} is outside every loaded segment"));
+        }
+        Ok(entry)
+    }
+}
+
 /// Copies the image's segments into guest memory. Returns the PVH entry point.
 pub fn load_pvh(mem: &Memory, image: &[u8]) -> Result<u32, LoadError> {
     let elf = parse_elf(image)?;
-    let entry = elf.pvh_entry.ok_or_else(|| {
-        LoadError("the ELF image has no XEN_ELFNOTE_PHYS32_ENTRY note: it is not a PVH kernel".into())
-    })?;
+    let entry = elf.check_pvh(mem.ram_end)?;
     for (i, s) in elf.segments.iter().enumerate() {
-        let end = s.paddr.checked_add(s.memsz).filter(|&e| e <= mem.ram_end);
-        if end.is_none() {
-            return err(format!(
-                "segment {i} ({:#x}..{:#x}) does not fit in the domain's {} MiB of RAM",
-                s.paddr,
-                s.paddr.saturating_add(s.memsz),
-                mem.ram_end >> 20
-            ));
-        }
+        // `parse_elf` checked that the file bytes lie in the image, `check_pvh` that the segment ends in RAM.
         let data = &image[s.offset as usize..(s.offset + s.filesz) as usize];
         mem.write(s.paddr, data).map_err(|e| LoadError(format!("segment {i}: guest address {:#x} unmapped", e.0)))?;
         let zeros = alloc::vec![0u8; 4096];
@@ -183,10 +198,20 @@ pub fn write_start_info(
     memmap: &[HvmMemmapEntry],
     rsdp: u64,
 ) -> Result<u32, LoadError> {
+    const AREA: u64 = 3 * 4096;
+    let too_big = || LoadError("start_info, module list and command lines need more than 12 KiB below 1 GiB".into());
+    if at.checked_add(AREA).is_none_or(|e| e > 1 << 30) {
+        return Err(too_big());
+    }
     let info_len = core::mem::size_of::<HvmStartInfo>() as u64;
     let modlist = at + info_len;
     let memmap_at = modlist + modules.len() as u64 * core::mem::size_of::<HvmModlistEntry>() as u64;
     let strings = memmap_at + memmap.len() as u64 * core::mem::size_of::<HvmMemmapEntry>() as u64;
+    // Everything must fit the reserved area before anything is written (the strings go last).
+    let string_bytes: u64 = modules.iter().filter(|m| !m.cmdline.is_empty()).map(|m| m.cmdline.len() as u64 + 1).sum();
+    if strings + cmdline.len() as u64 + 1 + string_bytes > at + AREA {
+        return Err(too_big());
+    }
     let mut next_str = strings;
     let mut put_str = |s: &str| -> Result<u64, LoadError> {
         let a = next_str;
@@ -202,9 +227,6 @@ pub fn write_start_info(
     for m in modules {
         let c = if m.cmdline.is_empty() { 0 } else { put_str(m.cmdline)? };
         entries.push(HvmModlistEntry { paddr: m.gpa, size: m.size, cmdline_paddr: c, reserved: 0 });
-    }
-    if next_str > at + 3 * 4096 || at + 3 * 4096 > 1 << 30 {
-        return err("start_info, module list and command lines need more than 12 KiB below 1 GiB");
     }
     let wr = |gpa: u64, bytes: &[u8]| mem.write(gpa, bytes).map_err(|_| LoadError("start_info area unmapped".into()));
     for (i, e) in entries.iter().enumerate() {
@@ -301,6 +323,39 @@ mod tests {
         let mut e = tiny_elf(1);
         e[0x188] = 7; // another note type
         assert_eq!(parse_elf(&e).unwrap().pvh_entry, None);
+    }
+
+    #[test]
+    fn pvh_entry_must_lie_in_a_loaded_segment() {
+        // The segment is 0x10_0000..0x10_2000 (memsz).
+        let img = parse_elf(&tiny_elf(0x10_0040)).unwrap();
+        assert_eq!(img.check_pvh(16 << 20), Ok(0x10_0040));
+        assert_eq!(parse_elf(&tiny_elf(0x10_1fff)).unwrap().check_pvh(16 << 20), Ok(0x10_1fff));
+        for entry in [0, 0xf_ffff, 0x10_2000, 0xffff_ffff] {
+            let e = parse_elf(&tiny_elf(entry)).unwrap().check_pvh(16 << 20).unwrap_err();
+            assert_eq!(e.0, format!("the PVH entry point {entry:#x} is outside every loaded segment"));
+        }
+        let mut e = tiny_elf(1);
+        e[0x188] = 7; // no PVH note
+        assert!(parse_elf(&e).unwrap().check_pvh(16 << 20).unwrap_err().0.contains("not a PVH kernel"));
+    }
+
+    #[test]
+    fn segments_must_fit_in_guest_ram() {
+        let set = |paddr: u64, memsz: u64| {
+            let mut e = tiny_elf(0x10_0040);
+            e[64 + 24..64 + 32].copy_from_slice(&paddr.to_le_bytes());
+            e[64 + 40..64 + 48].copy_from_slice(&memsz.to_le_bytes());
+            parse_elf(&e).unwrap().check_pvh(16 << 20)
+        };
+        // memsz beyond RAM, and p_paddr + p_memsz wrapping around.
+        assert!(set(0x10_0000, 16 << 20).unwrap_err().0.contains("does not fit in the domain's 16 MiB of RAM"));
+        assert!(set(u64::MAX - 0xfff, 0x2000).unwrap_err().0.contains("segment 0"));
+        assert!(set(0x10_0000, 0xf0_0000).is_ok());
+        // p_offset + p_filesz wrapping or beyond the file is refused by the parser.
+        let mut e = tiny_elf(0x10_0040);
+        e[64 + 8..64 + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(parse_elf(&e).unwrap_err().0.contains("truncated"));
     }
 
     #[test]

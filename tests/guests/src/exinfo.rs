@@ -119,6 +119,19 @@ pub fn rdmsr(msr: u32) -> Result<u64, Fault> {
     end().map(|()| (u64::from(hi) << 32) | u64::from(lo))
 }
 
+/// `wrmsr`.
+///
+/// # Safety
+/// The write, if it succeeds, must not break the guest (the caller writes values it can live with).
+pub unsafe fn wrmsr(msr: u32, value: u64) -> Result<(), Fault> {
+    begin();
+    // SAFETY: the caller vouches for the value; a #GP resumes at label 3 with nothing changed.
+    unsafe {
+        asm!("2: wrmsr", "3:", extable!(), in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32)
+    };
+    end()
+}
+
 /// A 64-bit load from `addr` (any address: unmapped, non-canonical...).
 pub fn read_u64(addr: u64) -> Result<u64, Fault> {
     begin();

@@ -418,11 +418,19 @@ impl SvmVcpu {
     }
 
     pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        use crate::hvm::msr;
         let c = self.vmcb_mut();
         match msr {
-            // The guest never sees or clears SVME; VMRUN requires it.
-            0xc000_0080 => c.efer = value | efer::SVME,
-            0x277 => c.g_pat = value,
+            // The guest never sees or clears SVME; VMRUN requires it. A refused value is a #GP (false), never a
+            // failed VMRUN.
+            msr::EFER => match msr::check_efer_write(c.efer & !efer::SVME, value, c.cr0, msr::guest_efer_bits()) {
+                Ok(v) => c.efer = v | efer::SVME,
+                Err(e) => {
+                    crate::debug!("guest EFER write {value:#x} refused: {e:?}");
+                    return false;
+                }
+            },
+            msr::PAT if msr::pat_valid(value) => c.g_pat = value,
             _ => return false,
         }
         true

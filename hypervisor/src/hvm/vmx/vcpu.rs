@@ -662,7 +662,9 @@ impl VmxVcpu {
 
     pub fn paging(&self) -> PagingState {
         PagingState {
-            cr0: ControlN::Cr0ReadShadow.read() | (GuestN::Cr0.read() & (1 << 31 | 1)),
+            // The guest's CR0: masked bits from the read shadow, the rest (WP, PE, PG, ...) as the guest set them.
+            cr0: (ControlN::Cr0ReadShadow.read() & ControlN::Cr0Mask.read())
+                | (GuestN::Cr0.read() & !ControlN::Cr0Mask.read()),
             cr3: GuestN::Cr3.read(),
             cr4: GuestN::Cr4.read() & !cpu::cr4::VMXE,
             efer: Guest64::Efer.read(),
@@ -739,12 +741,20 @@ impl VmxVcpu {
     }
 
     pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+        use crate::hvm::msr;
         match msr {
-            0xc000_0080 => {
-                // LMA follows CR0.PG and LME.
-                let pg = GuestN::Cr0.read() & (1 << 31) != 0;
-                let lma = pg && value & (1 << 8) != 0;
-                let _ = Guest64::Efer.write(if lma { value | 1 << 10 } else { value & !(1 << 10) });
+            msr::EFER => {
+                // LMA follows CR0.PG and LME. A refused value is a #GP (false), never a failed VM entry.
+                let (old, cr0) = (Guest64::Efer.read(), GuestN::Cr0.read());
+                let value = match msr::check_efer_write(old, value, cr0, msr::guest_efer_bits()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        crate::debug!("guest EFER write {value:#x} refused: {e:?}");
+                        return false;
+                    }
+                };
+                let lma = value & msr::efer::LMA != 0;
+                let _ = Guest64::Efer.write(value);
                 let entry = Control32::EntryControls.read() as u32;
                 let _ = Control32::EntryControls.write(if lma {
                     entry | ctl::ENTRY_IA32E
@@ -753,7 +763,7 @@ impl VmxVcpu {
                 } as u64);
                 true
             }
-            0x277 => Guest64::Pat.write(value).is_ok(),
+            msr::PAT => msr::pat_valid(value) && Guest64::Pat.write(value).is_ok(),
             _ => false,
         }
     }
