@@ -220,6 +220,26 @@ pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32, Errno> {
     Ok(b.port)
 }
 
+/// `hypercall(nr, cmd, &mut arg)`: a sub-command whose one argument is a pointer to `arg`; the raw return value
+/// (negative errnos included), for tests that check the exact number a guest sees.
+///
+/// # Safety
+/// As for [`call_with`]: `(nr, cmd)` must not change the guest in ways the program does not expect (whatever it
+/// writes into `arg` is harmless: `T` is plain data).
+pub unsafe fn op_raw<T: keel_abi::Pod>(nr: u64, cmd: u64, arg: &mut T) -> i64 {
+    // SAFETY: forwarded from the caller; `arg` is valid for writes of `size_of::<T>()` bytes.
+    unsafe { call(nr, [cmd, arg as *mut T as u64, 0, 0, 0]) }
+}
+
+/// `event_channel_op(cmd, &mut arg)`: the raw return value. Not for EVTCHNOP_reset, init_control or
+/// expand_array, which change how every event reaches the guest.
+pub fn evtchn_op<T: keel_abi::Pod>(cmd: u64, arg: &mut T) -> i64 {
+    use keel_abi::shared_info::evtchnop::{INIT_CONTROL, RESET};
+    assert!(!(RESET..=INIT_CONTROL + 1).contains(&cmd), "EVTCHNOP {cmd} changes the event ABI");
+    // SAFETY: the other event-channel commands only bind, signal or describe ports (and write `arg`).
+    unsafe { op_raw(nr::EVENT_CHANNEL_OP, cmd, arg) }
+}
+
 /// `event_channel_op(cmd, {port})` for the commands whose structure is just a port (close, send, unmask).
 pub fn evtchn_port_op(cmd: u64, port: u32) -> Result<(), Errno> {
     use keel_abi::shared_info::evtchnop::{CLOSE, SEND, UNMASK};
