@@ -64,7 +64,11 @@ pub const KNOWN_DEFECTS: &[(&str, &str)] = &[
     ("virq-global-vcpu", "BIND_VIRQ of a global VIRQ on vCPU > 0 is accepted (Xen: -EINVAL); no item yet"),
     ("bind-vcpu-per-vcpu-virq", "BIND_VCPU of a per-vCPU VIRQ port is accepted (Xen: -EINVAL); issue 10, 7.10"),
     ("7.10-virq-orphaned", "a VIRQ whose port was moved by BIND_VCPU stays bound after CLOSE; issue 10, 7.10"),
-    ("close-keeps-pending", "CLOSE leaves the port's pending bit set (Xen clears it): its next binding never fires"),
+    ("status-bad-port", "EVTCHNOP_status of a port beyond the table says closed (Xen: -EINVAL); no item yet"),
+    (
+        "close-keeps-pending",
+        "CLOSE leaves the port's pending bit set (Xen clears it): its next binding never fires; no item yet",
+    ),
     // hostile_hypercalls
     ("7.1-vcpu-info-use-after-free", "a registered vcpu_info frame is freed by add_to_physmap; issue 10, 7.1"),
     ("7.3-gfn-alias", "GFN bits 36-39 (GPA bits 48-51) are dropped, GFN 1<<36 aliases GFN 0; issue 10, 7.3"),

@@ -149,6 +149,19 @@ pub fn sched_yield() -> i64 {
     unsafe { call(nr::SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]) }
 }
 
+/// `sched_op(SCHEDOP_poll)` on `ports` until one is pending or Xen system time reaches `timeout_ns` (0: no
+/// timeout). Port 0 is reserved and never raised, so polling it just sleeps.
+pub fn sched_poll(ports: &[u32], timeout_ns: u64) -> i64 {
+    let mut p = keel_abi::shared_info::SchedPoll {
+        ports: ports.as_ptr() as u64,
+        nr_ports: ports.len() as u32,
+        pad: 0,
+        timeout: timeout_ns,
+    };
+    // SAFETY: SCHEDOP_poll only reads the port array and blocks this vCPU for a while.
+    unsafe { call(nr::SCHED_OP, [schedop::POLL, &raw mut p as u64, 0, 0, 0]) }
+}
+
 /// `sched_op(SCHEDOP_shutdown, {reason})`: returns only if the hypervisor refuses.
 pub fn sched_shutdown(reason: ShutdownReason) -> i64 {
     let mut arg = SchedShutdown { reason: reason as u32 };

@@ -54,6 +54,7 @@ pub fn start_info() -> Option<HvmStartInfo> {
 }
 
 /// The guest's command line (`guest.<key>=<value>` in its module string becomes `<key>=<value>` here), or "".
+/// The runtime itself reads `start_ms=` (see [`run`]); the rest is the test's.
 pub fn cmdline() -> &'static str {
     let Some(si) = start_info() else { return "" };
     if si.cmdline_paddr == 0 || si.cmdline_paddr >= 1 << 32 {
@@ -99,6 +100,15 @@ pub fn run(name: &str, main: fn() -> TestResult) -> ! {
         },
         if start_info().is_some() { "ok" } else { "missing" }
     );
+    // `start_ms=<ms>`: sleep until that Xen system time first (Bochs runs every guest at once; the heavy ones wait
+    // until the timing-sensitive ones are done).
+    let start_ns = arg_u64("start_ms", 0).saturating_mul(crate::time::MS);
+    if start_ns != 0 {
+        crate::println!("waiting until system time {} ms (start_ms)", start_ns / crate::time::MS);
+        while crate::time::xen_system_time_ns() < start_ns {
+            hypercall::sched_poll(&[0], start_ns);
+        }
+    }
     report(main())
 }
 

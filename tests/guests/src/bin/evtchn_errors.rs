@@ -105,6 +105,12 @@ fn bad_ports(vcpus: u32) -> xtf::TestResult {
     let s = status(port).map_err(|rc| failure!("STATUS of closed port {port}: returned {}", Rc(rc)))?;
     ensure!(s.status == evtchnstat::CLOSED, "STATUS of closed port {port}: status {}, want closed (0)", s.status);
     xtf::println!("ok: STATUS of a closed port -> EVTCHNSTAT_closed");
+    // A port beyond the table is not a closed port: Xen says -EINVAL.
+    match status(EVTCHN_2L_PORTS) {
+        Err(EINVAL) => xtf::println!("ok: STATUS of port 4096 -> -22 (EINVAL)"),
+        Err(rc) => return Err(failure!("STATUS of port 4096: returned {}, want -22 (EINVAL)", Rc(rc))),
+        Ok(s) => known_defect!("status-bad-port", "STATUS of port 4096 succeeded (status {}), Xen says -22", s.status),
+    }
     // A vCPU the domain lacks: -ENOENT, checked before the port.
     let enoent = Errno::ENOENT.negated();
     for vcpu in [vcpus, vcpus + 1, 1000, u32::MAX] {

@@ -891,7 +891,7 @@ fn shared_info_gfn() -> u64 {
 // Phase 4: sched_op and timers.
 
 fn poll(ports: &[u32], timeout: u64) -> i64 {
-    poll_raw(ports.as_ptr() as u64, ports.len() as u32, timeout)
+    hypercall::sched_poll(ports, timeout)
 }
 
 fn poll_raw(ports: u64, nr_ports: u32, timeout: u64) -> i64 {
