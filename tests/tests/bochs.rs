@@ -13,9 +13,13 @@ mod on_bochs {
     use keel_tests::{env_path, iso};
     use std::sync::OnceLock;
 
-    /// Shorter runs of the guests that loop on exits (~200 µs each under Bochs against ~30 µs under QEMU TCG).
+    /// Shorter runs of the guests that loop on exits (~200 µs each under Bochs against ~30 µs under QEMU TCG), and
+    /// later starts for the heavy ones.
     const BOCHS_ARGS: &[(&str, &str)] = &[
-        ("hostile_hypercalls", "guest.calls=20000"),
+        // These two start once the timing-sensitive guests (timer) are done: under Bochs their exits slowed the
+        // timer's wake-ups past its 1 ms median.
+        ("hostile_hypercalls", "guest.calls=20000 guest.rounds=10 guest.start_ms=4000"),
+        ("evtchn_errors", "guest.start_ms=4000"),
         ("bench", "guest.iterations=2000"),
         ("spin", "guest.spin_ms=1000"),
     ];
@@ -71,6 +75,8 @@ mod on_bochs {
         }
         // The shortened guests took their settings and did real work.
         run.assert_line("20000 calls returned: ");
+        run.assert_line("phase 6: runstate areas and vcpu_info");
+        run.assert_line("ok: 4095 IPI binds, then BIND_IPI -> -28 (ENOSPC)");
         run.assert_line("BENCH: null-hypercall cycles=");
         run.assert_line("BENCH: cpuid-exit cycles=");
         let spin = run.assert_line("spin: ");
@@ -83,7 +89,7 @@ mod on_bochs {
             run.fail(&format!("{BAD_STATE} did not crash on its failed VM entry: {line:?}"));
         }
         run.assert_xtf(BAD_STATE, "CRASHED");
-        run.assert_no_line("EXCEPTION").assert_all_passed(xtf::GUESTS.len() + 1);
+        run.assert_no_line("EXCEPTION").assert_known_defects_only().assert_all_passed(xtf::GUESTS.len() + 1);
     }
 
     /// Keel finds the SVM features TCG lacks, and enables SVM on both CPUs.

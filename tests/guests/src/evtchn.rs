@@ -40,10 +40,11 @@ pub fn set_handler(port: u32, handler: fn(u32)) {
     HANDLERS[port as usize].store(handler as *mut (), Ordering::Release);
 }
 
-/// Unmasks `port`: clears its mask bit and tells the hypervisor (EVTCHNOP_unmask), which delivers it if pending.
+/// Unmasks `port` through the hypervisor (EVTCHNOP_unmask), which clears the mask bit and delivers the event if
+/// it is pending. (Clearing the bit here first would lose a pending event: the hypervisor re-raises only what it
+/// finds masked.)
 pub fn unmask(port: u32) -> Result<(), Errno> {
-    let si = xen::shared_info()?;
-    si.evtchn_mask(port as usize / 64).fetch_and(!(1 << (port % 64)), Ordering::AcqRel);
+    xen::shared_info()?;
     hypercall::evtchn_port_op(evtchnop::UNMASK, port)
 }
 

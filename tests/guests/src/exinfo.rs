@@ -122,13 +122,47 @@ pub fn rdmsr(msr: u32) -> Result<u64, Fault> {
 /// `wrmsr`.
 ///
 /// # Safety
-/// The write, if it succeeds, must not break the guest (the caller writes values it can live with).
+/// As for [`crate::arch::wrmsr`] when the MSR exists: whatever it controls must stay consistent with what the
+/// program assumes. An MSR that does not exist raises #GP, which is caught.
 pub unsafe fn wrmsr(msr: u32, value: u64) -> Result<(), Fault> {
     begin();
-    // SAFETY: the caller vouches for the value; a #GP resumes at label 3 with nothing changed.
+    // SAFETY: the caller vouches for the MSR's effect; a #GP resumes at label 3.
     unsafe {
         asm!("2: wrmsr", "3:", extable!(), in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32)
     };
+    end()
+}
+
+/// `in` of `size` (1, 2 or 4) bytes from `port`; a fault (none is expected at CPL 0) is returned.
+pub fn inp(port: u16, size: u8) -> Result<u32, Fault> {
+    begin();
+    let v: u32;
+    // SAFETY: port reads have no memory effects on the guest; a fault resumes at label 3. The test guests run
+    // without devices, so no port read has a side effect they depend on.
+    unsafe {
+        match size {
+            1 => asm!("xor eax, eax", "2: in al, dx", "3:", extable!(), in("dx") port, out("eax") v),
+            2 => asm!("xor eax, eax", "2: in ax, dx", "3:", extable!(), in("dx") port, out("eax") v),
+            _ => asm!("xor eax, eax", "2: in eax, dx", "3:", extable!(), in("dx") port, out("eax") v),
+        }
+    }
+    end().map(|()| v)
+}
+
+/// `out` of `size` (1, 2 or 4) bytes of `value` to `port`.
+///
+/// # Safety
+/// The port's device (if any) must tolerate the write.
+pub unsafe fn outp(port: u16, size: u8, value: u32) -> Result<(), Fault> {
+    begin();
+    // SAFETY: the caller vouches for the port; a fault resumes at label 3.
+    unsafe {
+        match size {
+            1 => asm!("2: out dx, al", "3:", extable!(), in("dx") port, in("eax") value),
+            2 => asm!("2: out dx, ax", "3:", extable!(), in("dx") port, in("eax") value),
+            _ => asm!("2: out dx, eax", "3:", extable!(), in("dx") port, in("eax") value),
+        }
+    }
     end()
 }
 

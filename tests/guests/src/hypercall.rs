@@ -149,6 +149,19 @@ pub fn sched_yield() -> i64 {
     unsafe { call(nr::SCHED_OP, [schedop::YIELD, 0, 0, 0, 0]) }
 }
 
+/// `sched_op(SCHEDOP_poll)` on `ports` until one is pending or Xen system time reaches `timeout_ns` (0: no
+/// timeout). Port 0 is reserved and never raised, so polling it just sleeps.
+pub fn sched_poll(ports: &[u32], timeout_ns: u64) -> i64 {
+    let mut p = keel_abi::shared_info::SchedPoll {
+        ports: ports.as_ptr() as u64,
+        nr_ports: ports.len() as u32,
+        pad: 0,
+        timeout: timeout_ns,
+    };
+    // SAFETY: SCHEDOP_poll only reads the port array and blocks this vCPU for a while.
+    unsafe { call(nr::SCHED_OP, [schedop::POLL, &raw mut p as u64, 0, 0, 0]) }
+}
+
 /// `sched_op(SCHEDOP_shutdown, {reason})`: returns only if the hypervisor refuses.
 pub fn sched_shutdown(reason: ShutdownReason) -> i64 {
     let mut arg = SchedShutdown { reason: reason as u32 };
@@ -218,6 +231,26 @@ pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32, Errno> {
         call(nr::EVENT_CHANNEL_OP, [keel_abi::shared_info::evtchnop::BIND_VIRQ, &raw mut b as u64, 0, 0, 0])
     })?;
     Ok(b.port)
+}
+
+/// `hypercall(nr, cmd, &mut arg)`: a sub-command whose one argument is a pointer to `arg`; the raw return value
+/// (negative errnos included), for tests that check the exact number a guest sees.
+///
+/// # Safety
+/// As for [`call_with`]: `(nr, cmd)` must not change the guest in ways the program does not expect (whatever it
+/// writes into `arg` is harmless: `T` is plain data).
+pub unsafe fn op_raw<T: keel_abi::Pod>(nr: u64, cmd: u64, arg: &mut T) -> i64 {
+    // SAFETY: forwarded from the caller; `arg` is valid for writes of `size_of::<T>()` bytes.
+    unsafe { call(nr, [cmd, arg as *mut T as u64, 0, 0, 0]) }
+}
+
+/// `event_channel_op(cmd, &mut arg)`: the raw return value. Not for EVTCHNOP_reset, init_control or
+/// expand_array, which change how every event reaches the guest.
+pub fn evtchn_op<T: keel_abi::Pod>(cmd: u64, arg: &mut T) -> i64 {
+    use keel_abi::shared_info::evtchnop::{INIT_CONTROL, RESET};
+    assert!(!(RESET..=INIT_CONTROL + 1).contains(&cmd), "EVTCHNOP {cmd} changes the event ABI");
+    // SAFETY: the other event-channel commands only bind, signal or describe ports (and write `arg`).
+    unsafe { op_raw(nr::EVENT_CHANNEL_OP, cmd, arg) }
 }
 
 /// `event_channel_op(cmd, {port})` for the commands whose structure is just a port (close, send, unmask).

@@ -100,6 +100,13 @@ macro_rules! skip {
     ($($arg:tt)*) => { $crate::Outcome::Skip($crate::Msg::new(format_args!($($arg)*))) };
 }
 
+/// Reports a check that a known hypervisor defect makes fail: `known_defect!("tag", "format", args...)`
+/// (see [`rt::known_defect`]); the test goes on.
+#[macro_export]
+macro_rules! known_defect {
+    ($tag:expr, $($arg:tt)*) => { $crate::rt::known_defect($tag, format_args!($($arg)*)) };
+}
+
 /// Returns a [`failure!`] from the enclosing test function unless `cond` holds.
 #[macro_export]
 macro_rules! ensure {

@@ -3,7 +3,7 @@
 //! description of anything else.
 
 use crate::{arch, evtchn, exinfo, CALLBACK_VECTOR};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// What `xtf_trap_common` saved, lowest address first.
 #[repr(C)]
@@ -79,6 +79,16 @@ pub fn vector_name(v: u8) -> &'static str {
     NAMES.get(v as usize).copied().unwrap_or("interrupt")
 }
 
+/// A test's handler for vectors nothing else expects (a `fn(u8) -> bool`, null = none).
+static STRAY: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Lets `handler(vector)` take the vectors that would otherwise crash the guest (interrupts a test provokes on
+/// purpose: IPIs, NMIs, stray timer vectors). It returns whether it took the vector; `None` removes it. The
+/// handler runs with interrupts off and must not fault.
+pub fn set_stray_handler(handler: Option<fn(u8) -> bool>) {
+    STRAY.store(handler.map_or(core::ptr::null_mut(), |h| h as *mut ()), Ordering::Release);
+}
+
 /// Called by `xtf_trap_common` for every vector.
 pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
@@ -90,6 +100,14 @@ pub(crate) extern "C" fn dispatch(frame: &mut TrapFrame) {
         if let Some(resume) = exinfo::fixup(frame.rip) {
             exinfo::record(vector, frame.error_code as u32);
             frame.rip = resume;
+            return;
+        }
+    }
+    let stray = STRAY.load(Ordering::Acquire);
+    if !stray.is_null() {
+        // SAFETY: `set_stray_handler` is the only writer and stores a `fn(u8) -> bool`.
+        let f: fn(u8) -> bool = unsafe { core::mem::transmute::<*mut (), fn(u8) -> bool>(stray) };
+        if f(vector) {
             return;
         }
     }
