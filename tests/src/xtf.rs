@@ -60,29 +60,7 @@ pub const GUESTS: &[Guest] = &[
 /// printed by `xtf::known_defect!`), each with the issue item that fixes it. The guest still passes; a boot test
 /// fails on a tag not listed here ([`Run::assert_known_defects_only`]). Remove a tag once its fix is merged: the
 /// check then becomes a hard one.
-pub const KNOWN_DEFECTS: &[(&str, &str)] = &[
-    // evtchn_errors
-    ("virq-global-vcpu", "BIND_VIRQ of a global VIRQ on vCPU > 0 is accepted (Xen: -EINVAL); no item yet"),
-    ("bind-vcpu-per-vcpu-virq", "BIND_VCPU of a per-vCPU VIRQ port is accepted (Xen: -EINVAL); issue 10, 7.10"),
-    ("7.10-virq-orphaned", "a VIRQ whose port was moved by BIND_VCPU stays bound after CLOSE; issue 10, 7.10"),
-    ("status-bad-port", "EVTCHNOP_status of a port beyond the table says closed (Xen: -EINVAL); no item yet"),
-    (
-        "close-keeps-pending",
-        "CLOSE leaves the port's pending bit set (Xen clears it): its next binding never fires; no item yet",
-    ),
-    // hostile_hypercalls
-    ("7.1-vcpu-info-use-after-free", "a registered vcpu_info frame is freed by add_to_physmap; issue 10, 7.1"),
-    ("7.3-gfn-alias", "GFN bits 36-39 (GPA bits 48-51) are dropped, GFN 1<<36 aliases GFN 0; issue 10, 7.3"),
-    ("7.6-bind-interdomain-race", "two vCPUs both bind the same unbound port; issue 10, 7.6"),
-    ("7.8-periodic-limit", "a periodic timer period above Xen's STIME_DELTA_MAX is accepted; issue 10, 7.8"),
-    ("7.8-periodic-wrap", "a huge periodic period wraps and fires constantly; issue 10, 7.8"),
-    ("7.12-poll-many-ports", "SCHEDOP_poll keeps only the last port >= 64; issue 10, 7.12"),
-    ("7.12-icr-low-vector", "ICR vectors 0-15 are delivered; issue 10, 7.12"),
-    ("7.12-x2apic-broadcast", "x2APIC destination 0xffffffff is not a broadcast; issue 10, 7.12"),
-    ("7.12-x2apic-logical", "x2APIC logical destinations are taken as physical; issue 10, 7.12"),
-    ("7.12-walker-read-only", "the guest page walker writes through read-only mappings; issue 10, 7.12"),
-    ("7.12-walker-canonical", "the guest page walker accepts non-canonical addresses; issue 10, 7.12"),
-];
+pub const KNOWN_DEFECTS: &[(&str, &str)] = &[];
 
 /// Guest binaries that are not Keel tests: `fxrstor_race` reproduces the QEMU defect of docs/testing.md and is run
 /// by `cargo xtask qemu-defect`, never by the test suite (under QEMU it is meant to fail).

@@ -113,19 +113,20 @@ fn unmapped_write_is_reported_with_its_address() {
     run.assert_xtf("unmapped_write", "CRASHED").assert_xtf("sched_second", "SUCCESS").assert_all_passed(2);
 }
 
-/// `evtchn_errors` as domain 1 beside `spin` (domain 2, busy for 2 s): ALLOC_UNBOUND for domain 2, which exists
-/// and is not ours, must say -EPERM (alone, the guest accepts -ESRCH for a domain that does not exist).
+/// `evtchn_errors` as domain 2 beside `spin` (domain 1, busy for 2 s, so that it surely exists while domain 2,
+/// built after it, runs): ALLOC_UNBOUND for domain 1, which exists and is not ours, must say -EPERM (alone, the
+/// guest accepts -ESRCH for a domain that does not exist).
 #[test]
 fn evtchn_errors_with_a_foreign_domain() {
     let modules = [
-        Module::new("evtchn_errors", "evtchn_errors", "vcpus=2 guest.peer=2"),
         Module::new("spin", "spin", "vcpus=1 guest.spin_ms=2000"),
+        Module::new("evtchn_errors", "evtchn_errors", "vcpus=2 guest.peer=1"),
     ];
     let run = xtf::boot(&modules, 2, xtf::DEFAULT_TIMEOUT);
-    if xtf::domain_id(&run.log, "spin") != Some(2) {
-        run.fail("spin is not domain 2");
+    if xtf::domain_id(&run.log, "spin") != Some(1) {
+        run.fail("spin is not domain 1");
     }
-    run.assert_line("ok: ALLOC_UNBOUND for foreign domain 2 -> -1 (EPERM)");
+    run.assert_line("ok: ALLOC_UNBOUND for foreign domain 1 -> -1 (EPERM)");
     run.assert_xtf("evtchn_errors", "SUCCESS")
         .assert_xtf("spin", "SUCCESS")
         .assert_known_defects_only()

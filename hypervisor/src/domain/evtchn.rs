@@ -269,6 +269,14 @@ pub fn pending_word(dom: &Domain, idx: usize) -> u64 {
     }
 }
 
+/// Clears `port`'s pending bit: a port that is freed keeps no event for whoever binds its number next (as Xen
+/// clears it when it frees a port).
+pub fn clear_pending(dom: &Domain, port: u32) {
+    if port < si::EVTCHN_2L_PORTS {
+        word(dom, si::EVTCHN_PENDING_OFFSET, (port / 64) as usize).fetch_and(!(1 << (port % 64)), Ordering::SeqCst);
+    }
+}
+
 /// Whether `port` is pending (for SCHEDOP_poll).
 pub fn is_pending(dom: &Domain, port: u32) -> bool {
     port < si::EVTCHN_2L_PORTS

@@ -92,6 +92,7 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
         evtchnop::CLOSE => {
             let port: u32 = c.read(arg)?;
             close(c, port)?;
+            evtchn::clear_pending(c.dom, port);
             Ok(Action::Return(0))
         }
         evtchnop::ALLOC_UNBOUND => {
@@ -232,6 +233,24 @@ mod tests {
 
     fn op_at(dom: &Arc<Domain>, vcpu: usize, cmd: u64, arg: u64) -> i64 {
         testing::hypercall(dom, vcpu, nr::EVENT_CHANNEL_OP, [cmd, arg, 0, 0, 0])
+    }
+
+    /// A closed port keeps no pending event for its next binding (it used to: the new binding never fired).
+    #[test]
+    fn close_clears_the_pending_bit() {
+        let dom = testing::domain(1, 4);
+        put(&dom, ARG, &EvtchnBindIpi { vcpu: 0, port: 0 });
+        assert_eq!(op(&dom, evtchnop::BIND_IPI), 0);
+        let port = get::<EvtchnBindIpi>(&dom, ARG).port;
+        assert_eq!(port_op(&dom, evtchnop::SEND, port), 0);
+        assert!(evtchn::is_pending(&dom, port));
+        assert_eq!(port_op(&dom, evtchnop::CLOSE, port), 0);
+        assert!(!evtchn::is_pending(&dom, port));
+        put(&dom, ARG, &EvtchnBindIpi { vcpu: 0, port: 0 });
+        assert_eq!(op(&dom, evtchnop::BIND_IPI), 0);
+        assert_eq!(get::<EvtchnBindIpi>(&dom, ARG).port, port, "the same number again");
+        assert!(!evtchn::is_pending(&dom, port));
+        crate::domain::destroy(&dom);
     }
 
     fn port_op(dom: &Arc<Domain>, cmd: u64, port: u32) -> i64 {
