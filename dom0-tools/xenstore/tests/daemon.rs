@@ -12,14 +12,23 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn start() -> (Server, PathBuf) {
+/// The socket's directory, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start() -> (Server, PathBuf, TempDir) {
     let dir = std::env::temp_dir().join(format!("keel-xs-{}-{:?}", std::process::id(), std::thread::current().id()));
     let path = dir.join("socket");
     let server = Server::new(Store::default(), Box::new(|_| {}));
     let listener = server.bind(&path).expect("bind");
     let s = server.clone();
     std::thread::spawn(move || s.accept_loop(listener));
-    (server, path)
+    (server, path, TempDir(dir))
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -32,7 +41,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn requests_watches_and_transactions_over_the_socket() {
-    let (_server, path) = start();
+    let (_server, path, _dir) = start();
     let mut a = Client::unix(&path).unwrap();
     let mut b = Client::unix(&path).unwrap();
     a.write(0, "/vm/1/name", b"guest").unwrap();
@@ -64,7 +73,7 @@ fn raw(path: &PathBuf) -> UnixStream {
 
 #[test]
 fn hostile_clients_do_not_hurt_the_daemon() {
-    let (server, path) = start();
+    let (server, path, _dir) = start();
     let mut good = Client::unix(&path).unwrap();
     good.write(0, "/keep", b"1").unwrap();
     let baseline = server.clients();
@@ -119,7 +128,7 @@ fn hostile_clients_do_not_hurt_the_daemon() {
 
 #[test]
 fn client_commands_print_what_xenstore_utils_print() {
-    let (server, path) = start();
+    let (server, path, _dir) = start();
     let mut c = Client::unix(&path).unwrap();
     c.write(0, "/local/domain/0/name", b"Domain-0").unwrap();
     let path = path.clone();
