@@ -336,7 +336,11 @@ mod tests {
         })
         .expect_err("an unlisted tag must fail");
         let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
-        assert!(text.contains("no-such-tag") && !text.contains("\"7.10-virq-orphaned\""), "{text}");
+        // A listed tag is tolerated, an unlisted one named (every defect the guests knew of is fixed, so the list
+        // is empty today and both are named).
+        let listed = KNOWN_DEFECTS.iter().any(|(t, _)| *t == "7.10-virq-orphaned");
+        assert!(text.contains("no-such-tag"), "{text}");
+        assert_eq!(text.contains("\"7.10-virq-orphaned\""), !listed, "{text}");
     }
 
     #[test]
