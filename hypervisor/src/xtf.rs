@@ -71,7 +71,15 @@ static TOTAL: AtomicU32 = AtomicU32::new(0);
 /// Where the start_info block goes in a test guest.
 const START_INFO_GPA: u64 = 0x9000;
 
-fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
+/// A test guest built and loaded, its vCPUs not started yet.
+struct Built {
+    dom: Arc<Domain>,
+    entry: u32,
+    start_info: u32,
+    corrupt_guest_state: bool,
+}
+
+fn build(m: &Module, support: &Support) -> Result<Built, String> {
     let spec = parse_spec(&m.cmdline).map_err(|e| format!("module \"{}\": {e}", m.cmdline))?;
     // SAFETY: module memory is identity-mapped and reserved from the allocator for Keel's whole life.
     let image = unsafe { core::slice::from_raw_parts(m.start as *const u8, m.size() as usize) };
@@ -88,18 +96,7 @@ fn build(m: &Module, support: &Support) -> Result<Arc<Domain>, String> {
         Ok((entry, si))
     };
     match setup() {
-        Ok((entry, si)) => {
-            for v in &dom.vcpus {
-                domain::start_vcpu(v, support, crate::hvm::InitState::Pvh { entry, start_info: si })
-                    .map_err(|e| e.0)?;
-            }
-            if spec.corrupt_guest_state {
-                if let Some(hw) = dom.vcpus[0].hw.lock().as_mut() {
-                    hw.corrupt_for_test();
-                }
-            }
-            Ok(dom)
-        }
+        Ok((entry, start_info)) => Ok(Built { dom, entry, start_info, corrupt_guest_state: spec.corrupt_guest_state }),
         Err(e) => {
             let msg = format!("{name}: {e}");
             dom.crash(&msg);
@@ -114,19 +111,44 @@ pub fn start(modules: &[Module], support: &Support) -> usize {
     crate::run::on_domain_end(domain_ended);
     TOTAL.store(modules.len() as u32, Ordering::Relaxed);
     REMAINING.store(modules.len() as u32, Ordering::Relaxed);
-    let mut started = 0;
+    // Every guest is built before any vCPU starts: building is slow (under Bochs, seconds per guest), and a vCPU
+    // queued on this CPU while it builds would wait for it, so an early guest's vCPUs would not run together.
+    let mut built = alloc::vec::Vec::new();
     for m in modules {
         match build(m, support) {
-            Ok(d) => {
-                crate::info!("xtf: started d{} ({}) with {} vCPUs", d.id, d.name, d.vcpus.len());
-                started += 1;
-            }
+            Ok(b) => built.push(b),
             Err(e) => {
                 crate::error!("xtf: cannot build test guest: {e}");
                 FAILED.fetch_add(1, Ordering::Relaxed);
                 finish_one();
             }
         }
+    }
+    let mut started = 0;
+    for b in built {
+        let d = &b.dom;
+        let init = crate::hvm::InitState::Pvh { entry: b.entry, start_info: b.start_info };
+        if let Some((i, e)) =
+            d.vcpus.iter().enumerate().find_map(|(i, v)| domain::start_vcpu(v, support, init).err().map(|e| (i, e)))
+        {
+            let msg = format!("{}: {}", d.name, e.0);
+            crate::error!("xtf: cannot start test guest: {msg}");
+            d.crash(&msg);
+            if i == 0 {
+                // Nothing of it runs, so nothing will reap it: count it here.
+                let _ = domain::destroy(d);
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                finish_one();
+            }
+            continue;
+        }
+        if b.corrupt_guest_state {
+            if let Some(hw) = d.vcpus[0].hw.lock().as_mut() {
+                hw.corrupt_for_test();
+            }
+        }
+        crate::info!("xtf: started d{} ({}) with {} vCPUs", d.id, d.name, d.vcpus.len());
+        started += 1;
     }
     if modules.is_empty() {
         crate::error!("xtf: no test guests given as boot modules");
