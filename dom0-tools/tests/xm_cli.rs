@@ -184,13 +184,24 @@ fn unknown_commands_fail_clearly() {
     assert!(stderr(&out).contains("unrecognized subcommand 'frobnicate'"));
 }
 
+/// Commands not built yet say so; those built (they ask the hypervisor through privcmd) fail with the reason on a
+/// host that is not dom0.
 #[test]
-fn every_command_is_not_available_yet() {
+fn commands_say_why_they_cannot_run() {
+    const BUILT: &[&str] = &["list", "dmesg", "info"];
     for (args, name) in VALID.iter().zip(COMMANDS) {
         assert_eq!(args[0], name);
         let out = xm(args);
         assert_eq!(out.status.code(), Some(1), "xm {args:?}: {out:?}");
-        assert_eq!(stderr(&out), format!("xm: '{name}' is not available yet in this Keel build\n"), "xm {args:?}");
+        let err = stderr(&out);
+        if BUILT.contains(&name) && !(name == "list" && args.len() > 1) {
+            assert!(
+                err.starts_with(&format!("xm: '{name}' failed: cannot open /dev/xen/privcmd")),
+                "xm {args:?}: {err}"
+            );
+        } else {
+            assert_eq!(err, format!("xm: '{name}' is not available yet in this Keel build\n"), "xm {args:?}");
+        }
         assert!(stdout(&out).is_empty(), "xm {args:?}");
     }
 }

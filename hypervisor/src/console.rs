@@ -188,6 +188,79 @@ pub fn with_exclusive<R>(f: impl FnOnce() -> R) -> Option<R> {
     CONSOLE.with_state(this_cpu(), |_| f())
 }
 
+/// Writes the hardware domain's console output to the device as it is (no prefix, not kept in Keel's ring), as Xen
+/// does with dom0's `console_io` writes: dom0's console is the machine's console.
+pub fn write_raw(bytes: &[u8]) {
+    let done = CONSOLE.with_state(this_cpu(), |s| {
+        if let Some(out) = s.out {
+            (out.write)(bytes);
+        }
+    });
+    if done.is_none() {
+        if let Some(write_nested) = CONSOLE.nested_out.get() {
+            write_nested(bytes);
+        }
+    }
+}
+
+/// Serial input waiting for the hardware domain (`CONSOLEIO_read`), as Xen's serial receive ring: bytes beyond its
+/// size are dropped.
+static INPUT: spin::Mutex<InputRing> = spin::Mutex::new(InputRing::new());
+
+/// Bytes of serial input kept for the hardware domain.
+pub const INPUT_SIZE: usize = 4096;
+
+/// A FIFO of at most [`INPUT_SIZE`] bytes.
+pub struct InputRing {
+    buf: [u8; INPUT_SIZE],
+    head: usize,
+    len: usize,
+}
+
+impl InputRing {
+    /// Empty.
+    pub const fn new() -> Self {
+        InputRing { buf: [0; INPUT_SIZE], head: 0, len: 0 }
+    }
+
+    /// Appends what fits; returns how many bytes were taken.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(INPUT_SIZE - self.len);
+        for &b in &bytes[..n] {
+            self.buf[(self.head + self.len) % INPUT_SIZE] = b;
+            self.len += 1;
+        }
+        n
+    }
+
+    /// Moves up to `out.len()` bytes out, oldest first; returns how many.
+    pub fn take(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.len);
+        for o in out.iter_mut().take(n) {
+            *o = self.buf[self.head];
+            self.head = (self.head + 1) % INPUT_SIZE;
+            self.len -= 1;
+        }
+        n
+    }
+}
+
+impl Default for InputRing {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Queues serial input for the hardware domain; returns how many bytes fitted.
+pub fn push_input(bytes: &[u8]) -> usize {
+    INPUT.lock().push(bytes)
+}
+
+/// Takes queued serial input (`CONSOLEIO_read`).
+pub fn take_input(out: &mut [u8]) -> usize {
+    INPUT.lock().take(out)
+}
+
 /// Registers the output device. Whatever the ring already holds is replayed to it.
 pub fn set_output(out: Output) {
     CONSOLE.set_output(this_cpu(), out);

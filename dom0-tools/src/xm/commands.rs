@@ -45,9 +45,27 @@ pub fn dump_core(_args: &DumpCoreArgs) -> CmdResult {
     Err(XmError::NotAvailable)
 }
 
-/// `xm list [-l] [Domain...]`
-pub fn list(_args: &ListArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+/// `xm list`: every domain, as `xl list` prints them (names from xenstore's `/local/domain/<id>/name`).
+pub fn list(args: &ListArgs) -> CmdResult {
+    if args.long || !args.domains.is_empty() {
+        return Err(XmError::NotAvailable);
+    }
+    let xc = xc()?;
+    let doms = xc.domains().map_err(failed("getdomaininfolist"))?;
+    let mut store = keel_xenstore::client::Client::open().ok();
+    let rows: Vec<_> = doms
+        .into_iter()
+        .map(|d| {
+            let name = store
+                .as_mut()
+                .and_then(|c| c.read(0, &format!("/local/domain/{}/name", d.domain)).ok())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_else(|| "(null)".into());
+            (d, name)
+        })
+        .collect();
+    print!("{}", super::hostinfo::list_table(&rows));
+    Ok(())
 }
 
 /// `xm mem-set <Domain> <Mem>`
@@ -125,14 +143,62 @@ pub fn vcpu_set(_args: &VcpuSetArgs) -> CmdResult {
     Err(XmError::NotAvailable)
 }
 
-/// `xm dmesg [-c]`
-pub fn dmesg(_args: &DmesgArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+fn xc() -> Result<keel_xenctrl::Xc, XmError> {
+    keel_xenctrl::Xc::open().map_err(|e| XmError::Failed(e.to_string()))
 }
 
-/// `xm info`
+fn failed(what: &str) -> impl Fn(keel_xenctrl::Error) -> XmError + '_ {
+    move |e| XmError::Failed(format!("{what}: {e}"))
+}
+
+/// `xm dmesg [-c]`: the hypervisor's console ring (`XEN_SYSCTL_readconsole`, read on from each returned index).
+pub fn dmesg(args: &DmesgArgs) -> CmdResult {
+    let xc = xc()?;
+    let mut index = 0;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let (bytes, next) = xc.read_console(args.clear, index, 16384).map_err(failed("readconsole"))?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        use std::io::Write;
+        out.write_all(&bytes).map_err(|e| XmError::Failed(e.to_string()))?;
+        index = next;
+    }
+}
+
+/// `xm info`: the host as `xl info` shows it.
 pub fn info() -> CmdResult {
-    Err(XmError::NotAvailable)
+    use keel_abi::hypercall::xenver;
+    let xc = xc()?;
+    let p = xc.physinfo().map_err(failed("physinfo"))?;
+    let pagesize = xc.xen_version(xenver::PAGESIZE, 0).map(|r| r.0 as u64).unwrap_or(4096);
+    let uname =
+        |f: &str| std::fs::read_to_string(format!("/proc/sys/kernel/{f}")).unwrap_or_default().trim().to_string();
+    let mut fields: Vec<(&str, String)> = vec![
+        ("host", uname("hostname")),
+        ("release", uname("osrelease")),
+        ("version", uname("version")),
+        ("machine", std::env::consts::ARCH.to_string()),
+    ];
+    fields.extend(super::hostinfo::physinfo_fields(&p, pagesize));
+    let (major, minor) = xc.version().map_err(failed("xen_version"))?;
+    let extra = xc.version_string(xenver::EXTRAVERSION).unwrap_or_default();
+    let sched = xc.sched_id().map(super::hostinfo::scheduler_name).unwrap_or("unknown");
+    fields.extend([
+        ("xen_major", major.to_string()),
+        ("xen_minor", minor.to_string()),
+        ("xen_extra", extra.clone()),
+        ("xen_version", format!("{major}.{minor}{extra}")),
+        ("xen_caps", xc.version_string(xenver::CAPABILITIES).unwrap_or_default()),
+        ("xen_scheduler", sched.to_string()),
+        ("xen_pagesize", pagesize.to_string()),
+        ("xen_changeset", xc.version_string(xenver::CHANGESET).unwrap_or_default()),
+        ("xen_commandline", xc.version_string(xenver::COMMANDLINE).unwrap_or_default()),
+        ("xend_config_format", "4".to_string()),
+    ]);
+    print!("{}", super::hostinfo::info_lines(&fields));
+    Ok(())
 }
 
 /// `xm log`

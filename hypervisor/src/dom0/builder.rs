@@ -117,7 +117,7 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     }
 }
 
-/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][console ring][ACPI tables][start_info ×3].
+/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][reserved][ACPI tables][start_info ×3].
 fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u64) -> Result<(u32, u32), String> {
     let entry = load_kernel(dom, module_bytes(kernel))?;
     let low_top = memory.min(1 << 30);
@@ -142,18 +142,7 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     }
     let acpi = loader::acpi_tables::build(acpi_at, dom.vcpus.len() as u32);
     mem.write(acpi_at, &acpi.bytes).map_err(|_| "ACPI tables: unmapped")?;
-    // The console ring: zeroed page, event channel bound to Keel.
-    mem.write(console_at, &[0u8; PAGE_SIZE as usize]).map_err(|_| "console ring: unmapped")?;
-    let port = dom
-        .evtchn
-        .lock()
-        .alloc(Binding::Interdomain { remote: DOMID_XEN, remote_port: backend::CONSOLE }, 0)
-        .map_err(|_| "no console port")?;
-    {
-        let mut p = dom.params.lock();
-        p[hvm_param::CONSOLE_PFN as usize] = console_at / PAGE_SIZE;
-        p[hvm_param::CONSOLE_EVTCHN as usize] = port as u64;
-    }
+    // No console ring: as Xen's hardware domain, dom0 uses console_io for the machine's console.
     // The xenstore ring, served by Keel's built-in store.
     mem.write(store_at, &[0u8; PAGE_SIZE as usize]).map_err(|_| "store ring: unmapped")?;
     let store_port = dom
@@ -177,11 +166,13 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
         map.push(e(low_top, memory - low_top, si::HVM_MEMMAP_TYPE_RAM));
     }
     *dom.memmap.lock() = map.clone();
-    let si_gpa = loader::write_start_info(&mem, start_info_at, 0, &kernel.cmdline, &mods, &map, acpi.rsdp_gpa)
+    // The initial domain, privileged (SIF_INITDOMAIN | SIF_PRIVILEGED): Linux then takes it for dom0 (privcmd,
+    // /proc/xen/capabilities "control_d", the console through console_io).
+    let flags = si::SIF_PRIVILEGED | si::SIF_INITDOMAIN;
+    let si_gpa = loader::write_start_info(&mem, start_info_at, flags, &kernel.cmdline, &mods, &map, acpi.rsdp_gpa)
         .map_err(|e| e.0)?;
     drop(mem);
     // The backends take the memory lock on each use of a ring.
-    super::console::attach(dom.id, console_at / PAGE_SIZE, port);
     super::store::attach(dom, store_at / PAGE_SIZE, store_port);
     Ok((entry, si_gpa))
 }

@@ -1,5 +1,6 @@
 //! `console_io`: guest output to Keel's console (Keel lets every domain write, as a debug build of Xen does;
-//! `Domain::console_write` rate-limits it).
+//! `Domain::console_write` rate-limits it). The hardware domain's console is the machine's: its output goes to the
+//! serial line as it is, and it reads the serial input queued for it (signalled with `VIRQ_CONSOLE`).
 
 use super::{Action, Ctx, HResult};
 use keel_abi::hypercall::{consoleio, errno::*};
@@ -15,10 +16,22 @@ pub fn console_io(c: &mut Ctx) -> HResult {
             let n = count.min(MAX_WRITE) as usize;
             let mut data = crate::mm::heap::try_filled(n, 0).map_err(|_| ENOMEM)?;
             c.read_bytes(buf, &mut data)?;
-            c.dom.console_write(&data);
+            if c.dom.is_privileged() {
+                crate::console::write_raw(&data);
+            } else {
+                c.dom.console_write(&data);
+            }
             Ok(Action::Return(0))
         }
-        // No input for guests: zero bytes read.
+        // Serial input, for the hardware domain only: the bytes read.
+        consoleio::READ if c.dom.is_privileged() => {
+            let mut data = [0u8; 256];
+            let n = crate::console::take_input(&mut data[..(count as usize).min(256)]);
+            // A bad buffer loses what was taken, as on Xen.
+            c.write_bytes(buf, &data[..n])?;
+            Ok(Action::Return(n as u64))
+        }
+        // No input for other guests: zero bytes read.
         consoleio::READ => Ok(Action::Return(0)),
         _ => Err(ENOSYS),
     }
