@@ -71,7 +71,7 @@ pub fn list_table(domains: &[(GetDomainInfo, String)]) -> String {
     let mut out =
         format!("{:<40} {:>5} {:>5} {:>5}     {:<6} {:>8}\n", "Name", "ID", "Mem", "VCPUs", "State", "Time(s)");
     for (d, name) in domains {
-        let mem_mib = (d.tot_pages + d.outstanding_pages) * 4096 >> 20;
+        let mem_mib = ((d.tot_pages + d.outstanding_pages) * 4096) >> 20;
         out.push_str(&format!(
             "{:<40} {:>5} {:>5} {:>5}     {:<6} {:>8.1}\n",
             name,
