@@ -51,12 +51,18 @@ pub trait PteFormat {
     fn leaf(paddr: u64, perms: Perms, size: PageSize, owned: bool) -> u64;
     /// Whether the entry maps anything.
     fn present(e: u64) -> bool;
-    /// Whether the entry (at levels 2 and 3) is a large leaf.
-    fn is_large(e: u64) -> bool;
-    /// Whether the leaf's frames are owned by the domain.
-    fn owned(e: u64) -> bool;
+    /// Whether the entry (at levels 2 and 3) is a large leaf (bit 7 in both formats).
+    fn is_large(e: u64) -> bool {
+        e & (1 << 7) != 0
+    }
+    /// Whether the leaf's frames are owned by the domain (a bit both formats leave to software).
+    fn owned(e: u64) -> bool {
+        e & OWNED_BIT != 0
+    }
     /// The physical address in the entry.
-    fn addr(e: u64) -> u64;
+    fn addr(e: u64) -> u64 {
+        e & ADDR_MASK
+    }
     /// The rights of a leaf.
     fn perms(e: u64) -> Perms;
 }
@@ -100,15 +106,6 @@ impl PteFormat for Npt {
     fn present(e: u64) -> bool {
         e & 1 != 0
     }
-    fn is_large(e: u64) -> bool {
-        e & (1 << 7) != 0
-    }
-    fn owned(e: u64) -> bool {
-        e & OWNED_BIT != 0
-    }
-    fn addr(e: u64) -> u64 {
-        e & ADDR_MASK
-    }
     fn perms(e: u64) -> Perms {
         Perms { write: e & 0b10 != 0, exec: e & (1 << 63) == 0 }
     }
@@ -139,15 +136,6 @@ impl PteFormat for Ept {
     }
     fn present(e: u64) -> bool {
         e & 0b111 != 0
-    }
-    fn is_large(e: u64) -> bool {
-        e & (1 << 7) != 0
-    }
-    fn owned(e: u64) -> bool {
-        e & OWNED_BIT != 0
-    }
-    fn addr(e: u64) -> u64 {
-        e & ADDR_MASK
     }
     fn perms(e: u64) -> Perms {
         Perms { write: e & 0b10 != 0, exec: e & 0b100 != 0 }
