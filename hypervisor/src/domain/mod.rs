@@ -888,32 +888,35 @@ pub fn all_vcpus_stopped(dom: &Domain) -> bool {
     dom.vcpus.iter().all(|v| matches!(v.state(), VcpuState::Dead | VcpuState::Offline) && v.hw.try_lock().is_some())
 }
 
-/// Reads guest-linear memory through the vCPU's page tables.
-pub fn read_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &mut [u8]) -> Result<(), BadGpa> {
+/// Splits `[linear, linear + len)` at page boundaries and translates each piece through the vCPU's page tables for
+/// `access`; `f(gpa, offset, n)` handles the `n` bytes at `offset` of the range, which lie at `gpa`.
+fn linear_pieces(
+    mem: &Memory,
+    paging: &PagingState,
+    linear: u64,
+    len: usize,
+    access: Access,
+    mut f: impl FnMut(u64, usize, usize) -> Result<(), BadGpa>,
+) -> Result<(), BadGpa> {
     let mut done = 0;
-    while done < buf.len() {
+    while done < len {
         let lin = linear.wrapping_add(done as u64);
-        let gpa =
-            walk::translate(paging, lin, Access::Read, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
-        let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
-        mem.read(gpa, &mut buf[done..done + n])?;
+        let gpa = walk::translate(paging, lin, access, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
+        let n = core::cmp::min(len - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
+        f(gpa, done, n)?;
         done += n;
     }
     Ok(())
 }
 
-/// Writes guest-linear memory through the vCPU's page tables.
+/// Reads guest-linear memory through the vCPU's page tables.
+pub fn read_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &mut [u8]) -> Result<(), BadGpa> {
+    linear_pieces(mem, paging, linear, buf.len(), Access::Read, |gpa, at, n| mem.read(gpa, &mut buf[at..at + n]))
+}
+
+/// Writes guest-linear memory through the vCPU's page tables (refused through read-only mappings).
 pub fn write_linear(mem: &Memory, paging: &PagingState, linear: u64, buf: &[u8]) -> Result<(), BadGpa> {
-    let mut done = 0;
-    while done < buf.len() {
-        let lin = linear.wrapping_add(done as u64);
-        let gpa =
-            walk::translate(paging, lin, Access::Write, |g| mem.read_val::<u64>(g).ok()).map_err(|_| BadGpa(lin))?;
-        let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (lin & 0xfff)) as usize);
-        mem.write(gpa, &buf[done..done + n])?;
-        done += n;
-    }
-    Ok(())
+    linear_pieces(mem, paging, linear, buf.len(), Access::Write, |gpa, at, n| mem.write(gpa, &buf[at..at + n]))
 }
 
 #[cfg(test)]

@@ -51,12 +51,7 @@ pub fn domctl(c: &mut Ctx) -> HResult {
 
 fn log_unknown(n: u32) {
     static SEEN: spin::Mutex<u128> = spin::Mutex::new(0);
-    let mut seen = SEEN.lock();
-    let bit = 1u128 << (n % 128);
-    if *seen & bit == 0 {
-        *seen |= bit;
-        crate::info!("domctl {n} is not implemented (-ENOSYS)");
-    }
+    super::log_unimplemented("domctl", &SEEN, n);
 }
 
 /// vCPU `n` of a domain: -EINVAL past the domain's maximum, as Xen.

@@ -109,6 +109,16 @@ pub fn call(dom: &Arc<Domain>, v: &Arc<Vcpu>, paging: PagingState, number: u64, 
     }
 }
 
+/// Says once per command number (per family) that Keel does not implement a toolstack command (-ENOSYS).
+fn log_unimplemented(family: &str, seen: &spin::Mutex<u128>, n: u32) {
+    let mut seen = seen.lock();
+    let bit = 1u128 << (n % 128);
+    if *seen & bit == 0 {
+        *seen |= bit;
+        crate::info!("{family} {n} is not implemented (-ENOSYS)");
+    }
+}
+
 /// Fills the hypercall page the guest asked for with `mov eax, nr; vmmcall|vmcall; ret` stubs (`ud2` for
 /// `iret`, which HVM guests must not use).
 pub fn install_page(dom: &Domain, msr_value: u64) -> Result<(), &'static str> {

@@ -50,15 +50,9 @@ pub fn sysctl(c: &mut Ctx) -> HResult {
     Ok(Action::Return(0))
 }
 
-/// Says once per command number that Keel does not implement it.
 fn log_unknown(n: u32) {
     static SEEN: spin::Mutex<u128> = spin::Mutex::new(0);
-    let mut seen = SEEN.lock();
-    let bit = 1u128 << (n % 128);
-    if *seen & bit == 0 {
-        *seen |= bit;
-        crate::info!("sysctl {n} is not implemented (-ENOSYS)");
-    }
+    super::log_unimplemented("sysctl", &SEEN, n);
 }
 
 fn online_cpus() -> u32 {
