@@ -42,6 +42,7 @@ pub const GUESTS: &[Guest] = &[
     guest("cpuid", "vcpus=2", Expect::Success),
     guest("hypercall_page", "", Expect::Success),
     guest("inline_vmcall", "", Expect::Success),
+    guest("ctl_eperm", "", Expect::Success),
     guest("prefixed_insns", "", Expect::Success),
     guest("timer", "", Expect::Success),
     guest("exceptions", "", Expect::Success),

@@ -37,6 +37,7 @@ alone!(
     cpuid,
     hypercall_page,
     inline_vmcall,
+    ctl_eperm,
     prefixed_insns,
     timer,
     exceptions,
