@@ -399,6 +399,19 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
     (o, warnings)
 }
 
+/// Keel's command line as it was given (for `XENVER_commandline`), kept once at boot.
+static RAW: spin::Once<alloc::string::String> = spin::Once::new();
+
+/// Keeps the command line Keel was booted with.
+pub fn remember(raw: &str) {
+    RAW.call_once(|| raw.into());
+}
+
+/// The command line Keel was booted with ("" before [`remember`]).
+pub fn raw() -> &'static str {
+    RAW.get().map_or("", |s| s.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

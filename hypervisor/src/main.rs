@@ -104,6 +104,7 @@ mod bare {
             }
         };
         let (opts, warnings) = cmdline::parse(&boot.cmdline);
+        cmdline::remember(&boot.cmdline);
         console::set_level(opts.loglvl);
         if opts.console_com1 {
             if let Err(e) = serial::init(&opts.com1) {

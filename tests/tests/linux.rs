@@ -167,6 +167,14 @@ mod linux {
         if !(2000..=2048).contains(&total) || free == 0 || free >= total {
             problems.push(format!("xm info total_memory {total} / free_memory {free} MiB, want ~2048 and less"));
         }
+        // The privileged domain reads Keel's command line and build compiler (XENVER_commandline, _compile_info).
+        if !info("xen_commandline ").contains("dom0_max_vcpus=4") || !info("cc_compiler ").starts_with("rustc ") {
+            problems.push(format!(
+                "xm info xen_commandline {:?}, cc_compiler {:?}",
+                info("xen_commandline "),
+                info("cc_compiler ")
+            ));
+        }
         let dom0_row = run.lines().find_map(|l| l.split("KEEL-XM-LIST: ").nth(1).filter(|r| r.starts_with("Domain-0")));
         let cols: Vec<&str> = dom0_row.map(|r| r.split_whitespace().collect()).unwrap_or_default();
         // Mem is what dom0 holds: dom0_mem less the RAM pages its shared_info and grant frames were mapped over.

@@ -193,8 +193,17 @@ pub fn info() -> CmdResult {
         ("xen_caps", xc.version_string(xenver::CAPABILITIES).unwrap_or_default()),
         ("xen_scheduler", sched.to_string()),
         ("xen_pagesize", pagesize.to_string()),
+        ("platform_params", xc.virt_start().map(|v| format!("virt_start=0x{v:x}")).unwrap_or_default()),
         ("xen_changeset", xc.version_string(xenver::CHANGESET).unwrap_or_default()),
         ("xen_commandline", xc.version_string(xenver::COMMANDLINE).unwrap_or_default()),
+    ]);
+    let cc = xc.compile_info().unwrap_or_default();
+    fields.extend([
+        ("cc_compiler", cc[0].clone()),
+        ("cc_compile_by", cc[1].clone()),
+        ("cc_compile_domain", cc[2].clone()),
+        ("cc_compile_date", cc[3].clone()),
+        ("build_id", String::new()),
         ("xend_config_format", "4".to_string()),
     ]);
     print!("{}", super::hostinfo::info_lines(&fields));

@@ -159,6 +159,23 @@ impl Xc {
         Ok(String::from_utf8_lossy(&b[..end]).into_owned())
     }
 
+    /// `XENVER_compile_info`: (compiler, compile_by, compile_domain, compile_date).
+    pub fn compile_info(&self) -> Result<[String; 4]> {
+        let (_, b) = self.xen_version(xenver::COMPILE_INFO, size_of::<keel_abi::hypercall::XenCompileInfo>())?;
+        let field = |r: core::ops::Range<usize>| {
+            let f = &b[r];
+            let end = f.iter().position(|&c| c == 0).unwrap_or(f.len());
+            String::from_utf8_lossy(&f[..end]).into_owned()
+        };
+        Ok([field(0..64), field(64..80), field(80..112), field(112..144)])
+    }
+
+    /// `XENVER_platform_parameters`: where the hypervisor's range starts.
+    pub fn virt_start(&self) -> Result<u64> {
+        let (_, b) = self.xen_version(xenver::PLATFORM_PARAMETERS, 8)?;
+        Ok(u64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
+    }
+
     /// `XEN_SYSCTL_physinfo`.
     pub fn physinfo(&self) -> Result<sysctl::PhysInfo> {
         self.sysctl_member(sysctl::cmd::PHYSINFO, &sysctl::PhysInfo::default())

@@ -178,6 +178,28 @@ pub struct SchedShutdown {
     pub reason: u32,
 }
 
+/// `xen_compile_info_t` (`XENVER_compile_info`): NUL-terminated strings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenCompileInfo {
+    pub compiler: [u8; 64],
+    pub compile_by: [u8; 16],
+    pub compile_domain: [u8; 32],
+    pub compile_date: [u8; 32],
+}
+
+/// `xen_platform_parameters_t` (`XENVER_platform_parameters`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenPlatformParameters {
+    /// Where the hypervisor's own address range starts in a PV guest's view (x86_64:
+    /// [`HYPERVISOR_VIRT_START`]).
+    pub virt_start: u64,
+}
+
+/// `HYPERVISOR_VIRT_START` of x86_64 Xen, as `XENVER_platform_parameters` reports it.
+pub const HYPERVISOR_VIRT_START: u64 = 0xffff_8000_0000_0000;
+
 /// `struct xen_feature_info`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -195,5 +217,10 @@ const _: () = {
     assert!(size_of::<VcpuSetPeriodicTimer>() == 8);
     assert!(size_of::<SchedShutdown>() == 4);
     assert!(size_of::<XenFeatureInfo>() == 8);
+    assert!(size_of::<XenCompileInfo>() == 144);
+    assert!(offset_of!(XenCompileInfo, compile_by) == 64);
+    assert!(offset_of!(XenCompileInfo, compile_domain) == 80);
+    assert!(offset_of!(XenCompileInfo, compile_date) == 112);
+    assert!(size_of::<XenPlatformParameters>() == 8);
     assert!(offset_of!(XenFeatureInfo, submap) == 4);
 };

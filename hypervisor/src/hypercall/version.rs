@@ -1,7 +1,8 @@
 //! `xen_version`.
 
 use super::{Action, Ctx, HResult};
-use keel_abi::hypercall::{errno::*, xenver, XenFeatureInfo};
+use keel_abi::hypercall::{errno::*, xenver, XenCompileInfo, XenFeatureInfo, XenPlatformParameters};
+use keel_abi::Zeroable;
 
 /// XENFEAT bits offered to HVM/PVH guests: writable_page_tables (0), auto_translated_physmap (2),
 /// hvm_callback_vector (8), hvm_safe_pvclock (9).
@@ -37,11 +38,49 @@ pub fn xen_version(c: &mut Ctx) -> HResult {
             c.write(arg, &fi)?;
             Ok(Action::Return(0))
         }
+        xenver::COMPILE_INFO => {
+            let mut ci = XenCompileInfo::zeroed();
+            fill(&mut ci.compiler, env!("KEEL_RUSTC_VERSION"));
+            fill(&mut ci.compile_by, "keel");
+            c.write(arg, &ci)?;
+            Ok(Action::Return(0))
+        }
+        xenver::CHANGESET => {
+            // As Xen built outside a repository says.
+            let mut s = [0u8; 64];
+            fill(&mut s, "unavailable");
+            c.write_bytes(arg, &s)?;
+            Ok(Action::Return(0))
+        }
+        xenver::PLATFORM_PARAMETERS => {
+            c.write(arg, &XenPlatformParameters { virt_start: keel_abi::hypercall::HYPERVISOR_VIRT_START })?;
+            Ok(Action::Return(0))
+        }
+        xenver::GUEST_HANDLE => {
+            // Keel keeps no domain handles (UUIDs) yet: all zero, as a domain created without one.
+            c.write_bytes(arg, &[0u8; 16])?;
+            Ok(Action::Return(0))
+        }
+        xenver::COMMANDLINE => {
+            // Only the privileged may read it; others read "<denied>", as from Xen.
+            let mut s = [0u8; 1024];
+            fill(&mut s, if c.dom.is_privileged() { crate::cmdline::raw() } else { "<denied>" });
+            c.write_bytes(arg, &s)?;
+            Ok(Action::Return(0))
+        }
+        // Keel has no build id: -ENODATA, as Xen built without one.
+        xenver::BUILD_ID => Err(ENODATA),
         // Xen wants a null argument here.
         xenver::PAGESIZE if arg != 0 => Err(EINVAL),
         xenver::PAGESIZE => Ok(Action::Return(4096)),
         _ => Err(ENOSYS),
     }
+}
+
+/// Copies `text` into a NUL-terminated fixed field, cut to fit.
+fn fill(field: &mut [u8], text: &str) {
+    let n = text.len().min(field.len().saturating_sub(1));
+    field[..n].copy_from_slice(&text.as_bytes()[..n]);
 }
 
 #[cfg(test)]
@@ -72,6 +111,30 @@ mod tests {
         for cmd in [99, 1 << 32] {
             assert_eq!(call(cmd, ARG), ENOSYS.negated(), "cmd {cmd}");
         }
+        crate::domain::destroy(&dom);
+    }
+
+    #[test]
+    fn informational_sub_ops() {
+        use core::sync::atomic::Ordering;
+        let dom = testing::domain(1, 4);
+        let call = |cmd: u64, arg: u64| testing::hypercall(&dom, 0, nr::XEN_VERSION, [cmd, arg, 0, 0, 0]);
+        assert_eq!(call(xenver::COMPILE_INFO, ARG), 0);
+        let ci: XenCompileInfo = get(&dom, ARG);
+        assert!(ci.compiler.starts_with(b"rustc "), "{:?}", &ci.compiler[..16]);
+        assert_eq!(&ci.compile_by[..5], b"keel\0");
+        assert_eq!(call(xenver::PLATFORM_PARAMETERS, ARG), 0);
+        assert_eq!(get::<u64>(&dom, ARG), 0xffff_8000_0000_0000);
+        assert_eq!(call(xenver::CHANGESET, ARG), 0);
+        assert_eq!(&get::<[u8; 12]>(&dom, ARG), b"unavailable\0");
+        assert_eq!(call(xenver::BUILD_ID, ARG), ENODATA.negated());
+        // The command line: "<denied>" for an unprivileged domain, Keel's own for the privileged one.
+        assert_eq!(call(xenver::COMMANDLINE, ARG), 0);
+        assert_eq!(&get::<[u8; 9]>(&dom, ARG), b"<denied>\0");
+        dom.privileged.store(true, Ordering::Release);
+        assert_eq!(call(xenver::COMMANDLINE, ARG), 0);
+        assert_eq!(get::<u8>(&dom, ARG + crate::cmdline::raw().len() as u64), 0);
+        assert_eq!(call(xenver::COMMANDLINE, 0x4000_0000), EFAULT.negated());
         crate::domain::destroy(&dom);
     }
 }
