@@ -14,9 +14,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
-/// `remote_port` of dom0's console port (its peer is `DOMID_XEN`).
-pub const CONSOLE: u32 = 0;
-/// `remote_port` of dom0's xenstore port.
+/// `remote_port` of dom0's xenstore port (its peer is `DOMID_XEN`). (dom0's console needs no backend: it uses
+/// console_io, as Xen's hardware domain does.)
 pub const STORE: u32 = 1;
 
 /// A backend's entry point: the guest signalled its port.

@@ -117,14 +117,13 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     }
 }
 
-/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][reserved][ACPI tables][start_info ×3].
+/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][ACPI tables][start_info ×3].
 fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u64) -> Result<(u32, u32), String> {
     let entry = load_kernel(dom, module_bytes(kernel))?;
     let low_top = memory.min(1 << 30);
     let start_info_at = low_top - 3 * PAGE_SIZE;
     let acpi_at = start_info_at - PAGE_SIZE;
-    let console_at = acpi_at - PAGE_SIZE;
-    let store_at = console_at - PAGE_SIZE;
+    let store_at = acpi_at - PAGE_SIZE;
     let mut mods = Vec::new();
     let mem = dom.mem.lock();
     if let Some(rd) = initrd {
@@ -158,7 +157,7 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     let e = |addr: u64, size: u64, typ: u32| HvmMemmapEntry { addr, size, typ, reserved: 0 };
     let mut map = alloc::vec![
         e(0, store_at, si::HVM_MEMMAP_TYPE_RAM),
-        e(store_at, 2 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
+        e(store_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
         e(acpi_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_ACPI),
         e(start_info_at, 3 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
     ];
