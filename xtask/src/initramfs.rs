@@ -4,7 +4,8 @@
 //! mounts, prints `KEEL-INIT: busybox init reached`, hands over to busybox init); `/etc/inittab` (a root shell on
 //! the console) and `/etc/init.d/rcS`, which starts each `/etc/init.d/S??*` in order (Buildroot's convention):
 //! `S30xencommons` (the Xen drivers, xenfs on /proc/xen, xenstored) and `S99keel` (the test and benchmark modes
-//! chosen with `keel.init=` on dom0's command line); dom0's static programs (`xm`, `xenstored`, `xenstore` and
+//! chosen with `keel.init=` on dom0's command line), with `/etc/keel/checks.d/*.sh` (xtask/assets/checks/: the
+//! checks of `keel.init=checks`, one file per area); dom0's static programs (`xm`, `xenstored`, `xenstore` and
 //! its `xenstore-*` names); `/etc/xen`, `/var/lib/xen`, `/var/log/xen`; `/dev/console` when we may create device
 //! nodes; and — when `cargo xtask kernel` has fetched the kernel — the Xen driver modules, as
 //! `/lib/modules/<name>.ko`.
@@ -80,6 +81,17 @@ pub fn build() -> Result<PathBuf> {
         let f = stage.join(path);
         std::fs::write(&f, text)?;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if *exec { 0o755 } else { 0o644 }))?;
+    }
+
+    // The checks of `keel.init=checks`, one file per area, sourced by S99keel in name order.
+    let checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/checks");
+    let checks_d = stage.join("etc/keel/checks.d");
+    std::fs::create_dir_all(&checks_d)?;
+    for entry in std::fs::read_dir(&checks).context(format!("cannot read {}", checks.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            std::fs::copy(&path, checks_d.join(path.file_name().unwrap_or_default()))?;
+        }
     }
 
     let programs = build::dom0_static()?;
