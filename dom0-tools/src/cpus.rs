@@ -149,6 +149,67 @@ impl FromStr for CpuSelection {
     }
 }
 
+impl CpuSelection {
+    /// The selection as a Xen CPU bitmap of `bytes` bytes (bit N of byte N/8 is CPU N); `all` sets every bit,
+    /// leaving it to the hypervisor to keep the CPUs that exist, as libxl does. CPUs past the map are dropped.
+    pub fn to_bitmap(&self, bytes: usize) -> Vec<u8> {
+        match self {
+            CpuSelection::All => vec![0xff; bytes],
+            CpuSelection::Set(set) => {
+                let mut map = vec![0u8; bytes];
+                for cpu in set.iter().filter(|&c| (c as usize) < bytes * 8) {
+                    map[cpu as usize / 8] |= 1 << (cpu % 8);
+                }
+                map
+            }
+        }
+    }
+}
+
+/// A hard or soft affinity argument of `vcpu-pin`: a CPU selection, or `-` to leave that affinity as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CpuPin {
+    /// `-`: keep the current affinity.
+    Keep,
+    /// The CPUs to allow (hard) or prefer (soft).
+    Cpus(CpuSelection),
+}
+
+impl fmt::Display for CpuPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuPin::Keep => f.write_str("-"),
+            CpuPin::Cpus(sel) => sel.fmt(f),
+        }
+    }
+}
+
+impl FromStr for CpuPin {
+    type Err = CpuListError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "-" {
+            Ok(CpuPin::Keep)
+        } else {
+            s.parse().map(CpuPin::Cpus)
+        }
+    }
+}
+
+/// A CPU bitmap as `xl` prints affinities: `all` when every one of the first `nr_cpus` CPUs is set, `none` when
+/// none is, otherwise the set CPUs as ranges (`0-1,3`). Bits at or past `nr_cpus` are not looked at.
+pub fn format_cpumap(map: &[u8], nr_cpus: u32) -> String {
+    let set: BTreeSet<u32> =
+        (0..nr_cpus).filter(|&c| map.get(c as usize / 8).is_some_and(|b| b & (1 << (c % 8)) != 0)).collect();
+    if set.is_empty() {
+        "none".into()
+    } else if set.len() == nr_cpus as usize {
+        "all".into()
+    } else {
+        CpuSet(set).to_string()
+    }
+}
+
 /// Why a CPU list was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CpuListError {
@@ -401,5 +462,33 @@ mod tests {
             "'^' is not a CPU list item (expected N, N-M, ^N or ^N-M, e.g. 0-3,^2)"
         );
         assert_eq!(cpus("^2").unwrap_err().to_string(), "CPU list '^2' selects no CPU");
+    }
+
+    #[test]
+    fn pins_keep_or_select() {
+        assert_eq!("-".parse::<CpuPin>(), Ok(CpuPin::Keep));
+        assert_eq!("all".parse::<CpuPin>(), Ok(CpuPin::Cpus(CpuSelection::All)));
+        assert_eq!("0".parse::<CpuPin>().unwrap().to_string(), "0");
+        assert!("--".parse::<CpuPin>().is_err());
+    }
+
+    #[test]
+    fn selections_become_xen_bitmaps() {
+        let sel: CpuSelection = "0,3,9".parse().unwrap();
+        assert_eq!(sel.to_bitmap(2), vec![0b0000_1001, 0b0000_0010]);
+        // CPUs past the map are dropped, not wrapped.
+        assert_eq!("17".parse::<CpuSelection>().unwrap().to_bitmap(2), vec![0, 0]);
+        assert_eq!(CpuSelection::All.to_bitmap(1), vec![0xff]);
+    }
+
+    #[test]
+    fn cpumaps_print_as_xl() {
+        assert_eq!(format_cpumap(&[0b11], 2), "all");
+        assert_eq!(format_cpumap(&[0xff], 2), "all");
+        assert_eq!(format_cpumap(&[0b01], 2), "0");
+        assert_eq!(format_cpumap(&[0], 2), "none");
+        assert_eq!(format_cpumap(&[0b1011], 8), "0-1,3");
+        assert_eq!(format_cpumap(&[0b10], 4), "1");
+        assert_eq!(format_cpumap(&[], 4), "none");
     }
 }

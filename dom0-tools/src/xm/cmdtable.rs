@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::cpus::{CpuSelection, VcpuCount, VcpuSelection};
+use crate::cpus::{CpuPin, VcpuCount, VcpuSelection};
 use crate::create_vars::ConfigVar;
 use crate::domain::{DomainId, DomainName, DomainRef};
 use crate::host::Host;
@@ -83,19 +83,21 @@ pub enum Command {
     /// Send a SysRq key to a domain.
     Sysrq(SysrqArgs),
     /// Monitor the host and its domains in real time.
-    Top,
+    Top(TopArgs),
     /// Unpause a paused domain.
     Unpause(DomainArg),
     /// Print the uptime of all/some domains.
     Uptime(UptimeArgs),
     /// List the vCPUs of all/some domains.
-    VcpuList(DomainsArg),
+    VcpuList(VcpuListArgs),
     /// Set which CPUs a vCPU can run on
     ///
-    /// <CPUs> is a comma-separated list of CPU numbers (N) and ranges
-    /// (N-M), applied from left to right; an item starting with ^ removes
-    /// those CPUs instead. For example 0-3,^2 is CPUs 0, 1 and 3.
-    /// Use 'all' for every CPU of the host.
+    /// <CPUs> (the hard affinity: where the vCPU may run) and [SoftCPUs]
+    /// (the soft affinity: where it prefers to run) are comma-separated
+    /// lists of CPU numbers (N) and ranges (N-M), applied from left to
+    /// right; an item starting with ^ removes those CPUs instead. For
+    /// example 0-3,^2 is CPUs 0, 1 and 3. Use 'all' for every CPU of the
+    /// host, and '-' to leave that affinity as it is.
     #[command(verbatim_doc_comment)]
     VcpuPin(VcpuPinArgs),
     /// Set the number of active vCPUs of a domain.
@@ -103,13 +105,20 @@ pub enum Command {
     /// Read and/or clear the hypervisor's message buffer.
     Dmesg(DmesgArgs),
     /// Get information about the Keel host.
-    Info,
+    Info(InfoArgs),
     /// Print the dom0 toolstack's log.
-    Log,
+    ///
+    /// Xen's xm printed xend's log; Keel has no xend. Its dom0 services log
+    /// to files under /var/log/xen/ (xenstored.log, ...), which this prints;
+    /// the hypervisor's own log is 'xm dmesg'.
+    #[command(verbatim_doc_comment)]
+    Log(LogArgs),
     /// Get/set credit scheduler parameters
     ///
     /// With no options, list the parameters of every domain; with -d
     /// alone, those of one domain; with -d and -w and/or -c, set them.
+    /// With -s, print the scheduler's global parameters (of CPU pool 0);
+    /// with -s and -t/-r/-m, set them.
     #[command(verbatim_doc_comment)]
     SchedCredit(SchedCreditArgs),
     /// List virtual networks.
@@ -122,14 +131,6 @@ pub struct DomainArg {
     /// The domain, by id or name.
     #[arg(value_name = "Domain")]
     pub domain: DomainRef,
-}
-
-/// Arguments of a command that acts on all domains, or on those named.
-#[derive(Debug, Args)]
-pub struct DomainsArg {
-    /// The domains, by id or name (all domains if none).
-    #[arg(value_name = "Domain")]
-    pub domains: Vec<DomainRef>,
 }
 
 /// `xm create <ConfigFile> [-c] [-p] [vars]`
@@ -155,6 +156,9 @@ pub struct DomidArgs {
     /// The domain's name.
     #[arg(value_name = "DomainName")]
     pub name: DomainName,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm domname <DomainId>`
@@ -163,6 +167,9 @@ pub struct DomnameArgs {
     /// The domain's id.
     #[arg(value_name = "DomainId")]
     pub id: DomainId,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm dump-core [-L|--live] [-C|--crash] <Domain> [Filename]`
@@ -191,6 +198,9 @@ pub struct ListArgs {
     /// Output all the details of each domain.
     #[arg(short, long)]
     pub long: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm mem-set <Domain> <Mem>`
@@ -283,9 +293,12 @@ pub struct UptimeArgs {
     /// Print a short uptime.
     #[arg(short, long)]
     pub short: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// `xm vcpu-pin <Domain> <VCPU|all> <CPUs|all>`
+/// `xm vcpu-pin <Domain> <VCPU|all> <CPUs|all|-> [SoftCPUs|all|-]`
 #[derive(Debug, Args)]
 pub struct VcpuPinArgs {
     /// The domain, by id or name.
@@ -294,9 +307,15 @@ pub struct VcpuPinArgs {
     /// The vCPU to pin, or 'all'.
     #[arg(value_name = "VCPU|all")]
     pub vcpu: VcpuSelection,
-    /// The CPUs it may run on, e.g. 0-3,^2, or 'all'.
+    /// The CPUs it may run on (hard affinity), e.g. 0-3,^2, 'all', or '-' to keep it.
     #[arg(value_name = "CPUs|all")]
-    pub cpus: CpuSelection,
+    pub cpus: CpuPin,
+    /// The CPUs it prefers (soft affinity), e.g. 0-3,^2, 'all', or '-' to keep it (the default).
+    #[arg(value_name = "SoftCPUs")]
+    pub soft: Option<CpuPin>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm vcpu-set <Domain> <vCPUs>`
@@ -316,13 +335,16 @@ pub struct DmesgArgs {
     /// Clear the message buffer as well as printing it.
     #[arg(short, long)]
     pub clear: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// `xm sched-credit [-d <Domain> [-w WEIGHT] [-c CAP]]`
+/// `xm sched-credit [-d <Domain> [-w WEIGHT] [-c CAP]] | -s [-t TSLICE] [-r RATELIMIT] [-m DELAY]`
 #[derive(Debug, Args)]
 pub struct SchedCreditArgs {
     /// The domain, by id or name.
-    #[arg(short, long, value_name = "Domain")]
+    #[arg(short, long, value_name = "Domain", conflicts_with = "schedparam")]
     pub domain: Option<DomainRef>,
     /// Set the domain's weight (1 to 65535).
     #[arg(short, long, value_name = "WEIGHT", requires = "domain")]
@@ -330,6 +352,22 @@ pub struct SchedCreditArgs {
     /// Set the domain's cap, in percent of one CPU (0 for no cap).
     #[arg(short, long, value_name = "CAP", requires = "domain")]
     pub cap: Option<CreditCap>,
+    /// Get or set the scheduler's global parameters (CPU pool 0).
+    #[arg(short, long)]
+    pub schedparam: bool,
+    /// Set the time slice, in milliseconds (1 to 1000).
+    #[arg(short, long = "tslice_ms", value_name = "TSLICE", requires = "schedparam",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub tslice: Option<u32>,
+    /// Set the rate limit, in microseconds (0, or 100 to 500000).
+    #[arg(short, long = "ratelimit_us", value_name = "RATELIMIT", requires = "schedparam")]
+    pub ratelimit: Option<u32>,
+    /// Set the vCPU migration delay, in microseconds (0 to 100000).
+    #[arg(short = 'm', long = "migration_delay_us", value_name = "DELAY", requires = "schedparam")]
+    pub migration_delay: Option<u32>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm vnet-list [-l|--long]`
@@ -338,4 +376,51 @@ pub struct VnetListArgs {
     /// Output all the details of each virtual network.
     #[arg(short, long)]
     pub long: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm info [--json]`
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm log [--json]`
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm vcpu-list [Domain...]`
+#[derive(Debug, Args)]
+pub struct VcpuListArgs {
+    /// The domains, by id or name (all domains if none).
+    #[arg(value_name = "Domain")]
+    pub domains: Vec<DomainRef>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm top [-b] [-i N] [-d SECONDS]`, as xentop.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Batch mode: print plain frames to stdout instead of the full-screen display.
+    #[arg(short, long)]
+    pub batch: bool,
+    /// Stop after this many frames (default: run until quit; 1 with --json and no -b).
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub iterations: Option<u32>,
+    /// Seconds between frames (default 3).
+    #[arg(short, long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delay: u32,
+    /// Print the frames as one JSON array (implies batch mode).
+    #[arg(long)]
+    pub json: bool,
 }

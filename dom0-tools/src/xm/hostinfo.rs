@@ -1,7 +1,7 @@
 //! The read-only commands that ask the hypervisor (`xm info`, `xm list`, `xm dmesg`), in the formats of Xen's
 //! `xl`. Formatting is kept apart from the hypercalls so that it is unit-tested on the host.
 
-use keel_abi::domctl::{dominf, sched_id, GetDomainInfo};
+use keel_abi::domctl::sched_id;
 use keel_abi::sysctl::{physcap, PhysInfo};
 
 /// `xl info`'s lines: `name<padding>: value`, the name padded to 23 columns.
@@ -44,45 +44,28 @@ pub fn physinfo_fields(p: &PhysInfo, pagesize: u64) -> Vec<(&'static str, String
         ("virt_caps", virt.join(" ")),
         ("total_memory", (p.total_pages / per_mib).to_string()),
         ("free_memory", (p.free_pages.saturating_sub(p.outstanding_pages) / per_mib).to_string()),
+        // Keel shares no pages between domains.
+        ("sharing_freed_memory", "0".to_string()),
+        ("sharing_used_memory", "0".to_string()),
         ("outstanding_claims", (p.outstanding_pages / per_mib).to_string()),
+        // Every CPU is in pool 0.
+        ("free_cpus", "0".to_string()),
     ]
 }
 
-/// One `xl list` row's state letters: running, blocked, paused, shutdown, crashed, dying.
-pub fn state_letters(flags: u32) -> String {
-    let shut = flags & dominf::SHUTDOWN != 0;
-    let code = (flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
-    let crashed = shut && code == keel_abi::hypercall::ShutdownReason::Crash as u32;
-    [
-        (flags & dominf::RUNNING != 0, 'r'),
-        (flags & dominf::BLOCKED != 0, 'b'),
-        (flags & dominf::PAUSED != 0, 'p'),
-        (shut && !crashed, 's'),
-        (crashed, 'c'),
-        (flags & dominf::DYING != 0, 'd'),
-    ]
-    .iter()
-    .map(|&(on, c)| if on { c } else { '-' })
-    .collect()
-}
-
-/// `xl list`'s header and rows.
-pub fn list_table(domains: &[(GetDomainInfo, String)]) -> String {
-    let mut out =
-        format!("{:<40} {:>5} {:>5} {:>5}     {:<6} {:>8}\n", "Name", "ID", "Mem", "VCPUs", "State", "Time(s)");
-    for (d, name) in domains {
-        let mem_mib = ((d.tot_pages + d.outstanding_pages) * 4096) >> 20;
-        out.push_str(&format!(
-            "{:<40} {:>5} {:>5} {:>5}     {:<6} {:>8.1}\n",
-            name,
-            d.domain,
-            mem_mib,
-            d.nr_online_vcpus,
-            state_letters(d.flags),
-            d.cpu_time as f64 / 1e9
-        ));
-    }
-    out
+/// `xm info --json`: the same fields as an object, whole numbers as JSON numbers and the rest as strings.
+pub fn info_json(fields: &[(&str, String)]) -> serde_json::Value {
+    let map = fields
+        .iter()
+        .map(|(k, v)| {
+            let value = match v.parse::<u64>() {
+                Ok(n) if !v.starts_with('0') || v == "0" => serde_json::Value::from(n),
+                _ => serde_json::Value::from(v.as_str()),
+            };
+            (k.to_string(), value)
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 #[cfg(test)]
@@ -114,20 +97,10 @@ mod tests {
     }
 
     #[test]
-    fn list_rows() {
-        let d = GetDomainInfo {
-            domain: 0,
-            flags: dominf::RUNNING,
-            tot_pages: 131_072,
-            nr_online_vcpus: 4,
-            cpu_time: 12_345_000_000,
-            ..Default::default()
-        };
-        let t = list_table(&[(d, "Domain-0".into())]);
-        let row = t.lines().nth(1).unwrap();
-        assert!(row.starts_with("Domain-0 "), "{row}");
-        let cols: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cols, ["Domain-0", "0", "512", "4", "r-----", "12.3"]);
-        assert_eq!(state_letters(dominf::SHUTDOWN | 3 << dominf::SHUTDOWN_SHIFT), "----c-");
+    fn info_json_keeps_numbers_numeric() {
+        let j = info_json(&[("nr_cpus", "2".into()), ("hw_caps", "0000ab".into()), ("host", "dom0".into())]);
+        assert_eq!(j["nr_cpus"], 2);
+        assert_eq!(j["hw_caps"], "0000ab");
+        assert_eq!(j["host"], "dom0");
     }
 }

@@ -7,7 +7,9 @@
 
 pub mod cmdtable;
 pub mod commands;
+pub mod format;
 pub mod hostinfo;
+pub mod top;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -31,13 +33,17 @@ pub enum XmError {
     NotAvailable,
     /// The hypervisor or dom0's services refused or failed.
     Failed(String),
+    /// No domain has this id or name.
+    NoDomain(String),
+    /// Xen itself no longer offers this (holds why, and what to use instead).
+    Unsupported(String),
 }
 
 impl XmError {
     /// The exit status `xm` ends with for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            XmError::NotAvailable | XmError::Failed(_) => EXIT_FAILURE,
+            XmError::NotAvailable | XmError::Failed(_) | XmError::NoDomain(_) | XmError::Unsupported(_) => EXIT_FAILURE,
         }
     }
 
@@ -53,6 +59,8 @@ impl fmt::Display for XmError {
         match self {
             XmError::NotAvailable => f.write_str("is not available yet in this Keel build"),
             XmError::Failed(why) => write!(f, "failed: {why}"),
+            XmError::NoDomain(d) => write!(f, "failed: domain '{d}' does not exist"),
+            XmError::Unsupported(why) => write!(f, "is not supported: {why}"),
         }
     }
 }
@@ -78,17 +86,38 @@ pub fn dispatch(command: &Command) -> commands::CmdResult {
         Command::Save(args) => commands::save(args),
         Command::Shutdown(args) => commands::shutdown(args),
         Command::Sysrq(args) => commands::sysrq(args),
-        Command::Top => commands::top(),
+        Command::Top(args) => commands::top(args),
         Command::Unpause(args) => commands::unpause(args),
         Command::Uptime(args) => commands::uptime(args),
         Command::VcpuList(args) => commands::vcpu_list(args),
         Command::VcpuPin(args) => commands::vcpu_pin(args),
         Command::VcpuSet(args) => commands::vcpu_set(args),
         Command::Dmesg(args) => commands::dmesg(args),
-        Command::Info => commands::info(),
-        Command::Log => commands::log(),
+        Command::Info(args) => commands::info(args),
+        Command::Log(args) => commands::log(args),
         Command::SchedCredit(args) => commands::sched_credit(args),
         Command::VnetList(args) => commands::vnet_list(args),
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON (`--json`).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Domid(a) => a.json,
+            Command::Domname(a) => a.json,
+            Command::List(a) => a.json,
+            Command::Top(a) => a.json,
+            Command::Uptime(a) => a.json,
+            Command::VcpuList(a) => a.json,
+            Command::VcpuPin(a) => a.json,
+            Command::Dmesg(a) => a.json,
+            Command::Info(a) => a.json,
+            Command::Log(a) => a.json,
+            Command::SchedCredit(a) => a.json,
+            Command::VnetList(a) => a.json,
+            _ => false,
+        }
     }
 }
 
@@ -96,7 +125,8 @@ pub fn dispatch(command: &Command) -> commands::CmdResult {
 /// [`std::env::args_os`]) and returns its exit status.
 ///
 /// Help goes to stdout; usage errors go to stderr with [`EXIT_USAGE`];
-/// a command that fails prints one `xm: ...` line to stderr.
+/// a command that fails prints one `xm: ...` line to stderr (and, asked for `--json`, `{"error": "..."}` to stdout,
+/// so that a script always has a JSON document to parse).
 pub fn main<I, T>(args: I) -> u8
 where
     I: IntoIterator<Item = T>,
@@ -120,6 +150,9 @@ where
         Ok(()) => EXIT_OK,
         Err(err) => {
             eprintln!("{}", err.report(name));
+            if cli.command.json() {
+                println!("{}", serde_json::json!({ "error": err.report(name) }));
+            }
             err.exit_code()
         }
     }
@@ -218,12 +251,16 @@ mod tests {
             &["vnet-list"],
         ];
         // These ask the hypervisor through privcmd; the host has none, so they fail with a reason instead.
-        const BUILT: &[&str] = &["list", "dmesg", "info"];
+        const BUILT: &[&str] =
+            &["domid", "domname", "list", "top", "uptime", "vcpu-list", "vcpu-pin", "dmesg", "info", "sched-credit"];
         for (sample, name) in samples.iter().zip(COMMANDS) {
             assert_eq!(sample[0], name);
             let cli = parse(sample).unwrap_or_else(|e| panic!("{sample:?}: {e}"));
             match dispatch(&cli.command) {
                 Err(XmError::Failed(why)) if BUILT.contains(&name) => assert!(why.contains("privcmd"), "{why}"),
+                // Reads /var/log/xen/, which may or may not exist on the host.
+                _ if name == "log" => {}
+                Err(XmError::Unsupported(why)) if name == "vnet-list" => assert!(why.contains("xend"), "{why}"),
                 other => assert_eq!(other, Err(XmError::NotAvailable), "{name}"),
             }
         }
@@ -236,6 +273,29 @@ mod tests {
         assert_eq!(args.domain.to_string(), "Domain-0");
         assert_eq!(args.vcpu, crate::cpus::VcpuSelection::All);
         assert_eq!(args.cpus.to_string(), "0-1,3");
+        assert_eq!(args.soft, None);
+
+        let cli = parse(&["vcpu-pin", "0", "1", "-", "0", "--json"]).unwrap();
+        let Command::VcpuPin(args) = cli.command else { panic!("wrong command") };
+        assert_eq!(args.cpus, crate::cpus::CpuPin::Keep);
+        assert_eq!(args.soft.map(|s| s.to_string()), Some("0".into()));
+        assert!(args.json);
+
+        let cli = parse(&["sched-credit", "-s", "-t", "10", "-r", "500", "-m", "0"]).unwrap();
+        let Command::SchedCredit(args) = cli.command else { panic!("wrong command") };
+        assert!(args.schedparam);
+        assert_eq!((args.tslice, args.ratelimit, args.migration_delay), (Some(10), Some(500), Some(0)));
+
+        let cli = parse(&["top", "-b", "-i", "2", "-d", "1"]).unwrap();
+        let Command::Top(args) = cli.command else { panic!("wrong command") };
+        assert!(args.batch && !args.json);
+        assert_eq!((args.iterations, args.delay), (Some(2), 1));
+        let Command::Top(args) = parse(&["top"]).unwrap().command else { panic!("wrong command") };
+        assert_eq!((args.iterations, args.delay, args.batch), (None, 3, false));
+
+        for (argv, json) in [(&["list", "-l", "--json"][..], true), (&["info"], false), (&["info", "--json"], true)] {
+            assert_eq!(parse(argv).unwrap().command.json(), json, "{argv:?}");
+        }
 
         let cli = parse(&["mem-set", "7", "1G"]).unwrap();
         let Command::MemSet(args) = cli.command else { panic!("wrong command") };
@@ -272,6 +332,14 @@ mod tests {
         assert_eq!(kind(&["shutdown"]), ErrorKind::MissingRequiredArgument);
         assert_eq!(kind(&["shutdown", "-a", "1"]), ErrorKind::ArgumentConflict);
         assert_eq!(kind(&["top", "1"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["top", "-i", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["top", "-d", "x"]), ErrorKind::ValueValidation);
+        // xl: the global parameters and a domain's do not mix, and -t/-r/-m need -s.
+        assert_eq!(kind(&["sched-credit", "-s", "-d", "0"]), ErrorKind::ArgumentConflict);
+        assert_eq!(kind(&["sched-credit", "-t", "10"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(kind(&["sched-credit", "-s", "-t", "0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["vcpu-pin", "0", "1", "0", "x"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["vcpu-pin", "0", "1", "0", "1", "2"]), ErrorKind::UnknownArgument);
         assert_eq!(kind(&["frobnicate"]), ErrorKind::InvalidSubcommand);
     }
 
@@ -282,6 +350,18 @@ mod tests {
             assert!(parse(&[cmd, "-wa"]).is_ok());
             assert!(parse(&[cmd, "-w", "guest"]).is_ok());
         }
+    }
+
+    #[test]
+    fn failures_read_clearly() {
+        assert_eq!(
+            XmError::NoDomain("guest".into()).report("list"),
+            "xm: 'list' failed: domain 'guest' does not exist"
+        );
+        assert_eq!(XmError::NoDomain("9".into()).exit_code(), EXIT_FAILURE);
+        assert!(XmError::Unsupported("why".into())
+            .report("vnet-list")
+            .starts_with("xm: 'vnet-list' is not supported: "));
     }
 
     #[test]

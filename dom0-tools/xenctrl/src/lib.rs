@@ -257,26 +257,33 @@ impl Xc {
         Ok((hard.bytes()[..bytes].to_vec(), soft.bytes()[..bytes].to_vec()))
     }
 
-    /// `XEN_DOMCTL_setvcpuaffinity` of the hard (and, if given, soft) map; returns the effective hard map.
-    pub fn set_vcpu_affinity(&self, domid: u16, vcpu: u32, hard: &[u8], soft: Option<&[u8]>) -> Result<Vec<u8>> {
-        let hb = self.buffer(hard.len().max(1))?;
-        hb.bytes_mut()[..hard.len()].copy_from_slice(hard);
-        let sb = self.buffer(soft.map_or(1, |s| s.len().max(1)))?;
-        let mut flags = domctl::vcpuaffinity::HARD;
-        let mut soft_map = domctl::XenctlBitmap::default();
-        if let Some(s) = soft {
-            sb.bytes_mut()[..s.len()].copy_from_slice(s);
-            flags |= domctl::vcpuaffinity::SOFT;
-            soft_map = domctl::XenctlBitmap { bitmap: sb.addr(), nr_bits: (s.len() * 8) as u32, pad: 0 };
-        }
-        let a = domctl::VcpuAffinity {
-            vcpu,
-            flags,
-            cpumap_hard: domctl::XenctlBitmap { bitmap: hb.addr(), nr_bits: (hard.len() * 8) as u32, pad: 0 },
-            cpumap_soft: soft_map,
+    /// `XEN_DOMCTL_setvcpuaffinity` of the hard and/or soft map (`None` leaves that one as it is; at least one
+    /// must be given). Returns the effective maps the hypervisor writes back, each as long as the map given
+    /// (empty for one not given).
+    pub fn set_vcpu_affinity(
+        &self,
+        domid: u16,
+        vcpu: u32,
+        hard: Option<&[u8]>,
+        soft: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let map = |m: Option<&[u8]>| -> Result<(HcBuf, domctl::XenctlBitmap, usize)> {
+            let len = m.map_or(0, <[u8]>::len);
+            let b = self.buffer(len.max(1))?;
+            let mut bitmap = domctl::XenctlBitmap::default();
+            if let Some(m) = m {
+                b.bytes_mut()[..len].copy_from_slice(m);
+                bitmap = domctl::XenctlBitmap { bitmap: b.addr(), nr_bits: (len * 8) as u32, pad: 0 };
+            }
+            Ok((b, bitmap, len))
         };
+        let (hb, cpumap_hard, hlen) = map(hard)?;
+        let (sb, cpumap_soft, slen) = map(soft)?;
+        let flags = if hard.is_some() { domctl::vcpuaffinity::HARD } else { 0 }
+            | if soft.is_some() { domctl::vcpuaffinity::SOFT } else { 0 };
+        let a = domctl::VcpuAffinity { vcpu, flags, cpumap_hard, cpumap_soft };
         self.domctl_member(domctl::cmd::SETVCPUAFFINITY, domid, &a)?;
-        Ok(hb.bytes()[..hard.len()].to_vec())
+        Ok((hb.bytes()[..hlen].to_vec(), sb.bytes()[..slen].to_vec()))
     }
 
     /// Credit scheduler parameters of a domain: (weight, cap).
