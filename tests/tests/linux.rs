@@ -191,10 +191,164 @@ mod linux {
         if !xs.trim_end().ends_with("KEEL-CHECK: xenstore written-and-read") {
             problems.push(format!("dom0's xenstored: {xs:?}"));
         }
+        // xm's host-level commands (xtask/assets/checks/xm.sh).
+        problems.extend(xm_problems(&run));
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }
         run.assert_success();
+    }
+
+    /// What is wrong with what xtask/assets/checks/xm.sh saw of xm's host-level commands in dom0 (-smp 2, 2 GiB,
+    /// dom0_mem=512M, dom0_max_vcpus=4): Domain-0 in `list -l` with its memory and vCPUs, domid/domname, unknown
+    /// domains and vnet-list failing plainly, sched-credit's weight/cap/time slice set and read back, vcpu-pin's
+    /// hard affinity shown and obeyed, two `top -b` frames, every command's `--json` parsed here with serde_json.
+    fn xm_problems(run: &Run) -> Vec<String> {
+        let mut p = Vec::new();
+        let tagged = |tag: &str| -> Vec<String> {
+            run.lines().filter_map(|l| l.split_once(tag).map(|(_, r)| r.trim_end().to_string())).collect()
+        };
+        let value = |what: &str| tagged(&format!("KEEL-XM: {what} ")).into_iter().next().unwrap_or_default();
+        if run.count_lines_matching("KEEL-XM: done") != 1 {
+            p.push("xm.sh did not run to its end".to_string());
+        }
+        let long = tagged("KEEL-XM-LONG: ").join("\n");
+        for field in ["(name Domain-0)", "(domid 0)", "(maxmem 512)", "(vcpus 4)"] {
+            if !long.contains(field) {
+                p.push(format!("xm list -l 0 lacks {field}: {long:?}"));
+            }
+        }
+        if value("domid") != "0" || value("domname") != "Domain-0" {
+            p.push(format!("xm domid Domain-0 {:?}, xm domname 0 {:?}", value("domid"), value("domname")));
+        }
+        for (what, want) in [
+            ("unknown-name", "rc=1 xm: 'list' failed: domain 'nosuch' does not exist"),
+            ("unknown-id", "rc=1 xm: 'vcpu-list' failed: domain '999' does not exist"),
+            ("create", "rc=1 xm: 'create' is not available yet"),
+            ("vnet-list", "rc=1 xm: 'vnet-list' is not supported: Xen removed virtual networks"),
+            ("log", "rc=0"),
+            ("sched-set", "rc=0"),
+            ("tslice-set", "rc=0 Cpupool Pool-0: tslice=10ms"),
+            ("pin", "rc=0"),
+            ("unpin", "rc=0"),
+            ("dmesg-c", "2 then 0"),
+        ] {
+            if !value(what).starts_with(want) {
+                p.push(format!("xm.sh {what}: {:?}, want {want:?}…", value(what)));
+            }
+        }
+        let row = |tag: &str, first: &[&str]| -> Option<Vec<String>> {
+            tagged(tag)
+                .into_iter()
+                .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+                .find(|c| c.len() >= first.len() && c.iter().zip(first).all(|(a, b)| a == b))
+        };
+        if row("KEEL-XM-SCHED-SET: ", &["Domain-0", "0", "512", "150"]).is_none() {
+            p.push(format!("sched-credit -d 0 after -w 512 -c 150: {:?}", tagged("KEEL-XM-SCHED-SET: ")));
+        }
+        // vCPU 1 pinned to CPU 0 (soft affinity untouched), and running only there; then back to all.
+        let pinned = row("KEEL-XM-PINNED: ", &["Domain-0", "0", "1"]);
+        if pinned.as_ref().map(|c| c[c.len() - 3..].join(" ")).as_deref() != Some("0 / all") {
+            p.push(format!("vcpu-list after vcpu-pin 0 1 0: {:?}", tagged("KEEL-XM-PINNED: ")));
+        }
+        let cpus = tagged("KEEL-XM: pinned-cpu ");
+        if cpus.len() != 3 || cpus.iter().any(|c| c != "0") {
+            p.push(format!("dom0's vCPU 1, pinned to CPU 0 and busy, ran on CPUs {cpus:?}, want 0 each time"));
+        }
+        let unpinned = row("KEEL-XM-UNPINNED: ", &["Domain-0", "0", "1"]);
+        if unpinned.as_ref().map(|c| c[c.len() - 3..].join(" ")).as_deref() != Some("all / all") {
+            p.push(format!("vcpu-list after vcpu-pin Domain-0 all all all: {:?}", tagged("KEEL-XM-UNPINNED: ")));
+        }
+        let top = tagged("KEEL-XM-TOP: ");
+        let headers = top.iter().filter(|l| l.trim_start().starts_with("NAME  STATE   CPU(sec) CPU(%)")).count();
+        let dom0_rows = top.iter().filter(|l| l.trim_start().starts_with("Domain-0 ")).count();
+        if headers != 2 || dom0_rows != 2 {
+            p.push(format!("xm top -b -i 2: {headers} headers and {dom0_rows} Domain-0 rows, want 2 each: {top:#?}"));
+        }
+        p.extend(xm_json_problems(run));
+        p
+    }
+
+    /// The `--json` outputs xm.sh sent (base64, `KEEL-XM-JSON <name> <chunk>`), each parsed and checked.
+    fn xm_json_problems(run: &Run) -> Vec<String> {
+        let mut p = Vec::new();
+        let doc = |name: &str| -> (String, Result<serde_json::Value, String>) {
+            let head = format!("KEEL-XM-JSON {name} ");
+            let b64: String = run.lines().filter_map(|l| l.split_once(&head).map(|(_, r)| r.trim())).collect();
+            let rc = run
+                .lines()
+                .find_map(|l| l.split_once(&format!("KEEL-XM-JSON-RC: {name} ")).map(|(_, r)| r.trim().to_string()))
+                .unwrap_or_default();
+            let text = base64_decode(&b64).and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()));
+            (rc, text.and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{e} in {t:?}"))))
+        };
+        let mut check = |name: &str, want_rc: &str, ok: &dyn Fn(&serde_json::Value) -> bool| match doc(name) {
+            (rc, Ok(v)) if rc == want_rc && ok(&v) => {}
+            (rc, v) => p.push(format!("xm {name} --json: exit {rc:?} (want {want_rc}), {v:?}")),
+        };
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(u64::MAX);
+        check("info", "0", &|v| {
+            n(&v["nr_cpus"]) == 2
+                && (2000..=2048).contains(&n(&v["total_memory"]))
+                && (1..n(&v["total_memory"])).contains(&n(&v["free_memory"]))
+        });
+        check("list", "0", &|v| v[0]["name"] == "Domain-0" && v[0]["domid"] == 0 && v[0]["vcpus"] == 4);
+        check("list-long", "0", &|v| v[0]["maxmem"] == 512 && v[0]["max_vcpus"] == 4 && v[0]["name"] == "Domain-0");
+        check("domid", "0", &|v| v["domid"] == 0);
+        check("domname", "0", &|v| v["name"] == "Domain-0");
+        check("uptime", "0", &|v| v[0]["name"] == "Domain-0" && n(&v[0]["uptime"]) > 0);
+        check("vcpu-list", "0", &|v| {
+            v.as_array().is_some_and(|a| a.len() == 4 && a.iter().all(|r| r["hard_affinity"] == "all"))
+        });
+        check("vcpu-pin", "0", &|v| v["vcpus"].as_array().is_some_and(|a| a.len() == 4));
+        check("sched-credit", "0", &|v| v["domains"][0]["weight"] == 256 && n(&v["cpupool"]["tslice_ms"]) < 1001);
+        check("sched-credit-d", "0", &|v| v["weight"] == 256 && v["cap"] == 0);
+        check("sched-credit-s", "0", &|v| v["cpupool"] == "Pool-0" && n(&v["tslice_ms"]) < 1001);
+        check("top", "0", &|v| {
+            v.as_array().is_some_and(|frames| {
+                frames.len() == 2 && frames.iter().all(|f| f["cpus"] == 2 && f["domains"][0]["name"] == "Domain-0")
+            })
+        });
+        check("log", "0", &|v| v["directory"] == "/var/log/xen" && v["files"].is_array());
+        check("vnet-list", "1", &|v| v["error"].as_str().is_some_and(|e| e.contains("vnet")));
+        check("unknown", "1", &|v| v["error"].as_str().is_some_and(|e| e.contains("does not exist")));
+        check("dmesg", "0", &|v| {
+            v["lines"].as_array().is_some_and(|l| {
+                l.iter().filter(|l| l.as_str().is_some_and(|l| l.contains("SVM enabled"))).count() == 2
+            })
+        });
+        p
+    }
+
+    #[test]
+    fn base64_of_busybox_decodes() {
+        assert_eq!(base64_decode("eyJhIjoxfQ==").as_deref(), Ok(&b"{\"a\":1}"[..]));
+        assert_eq!(base64_decode("eyJhIjox\nfQ").as_deref().map_err(|_| ()), Err(()));
+        assert_eq!(base64_decode("eyJhIjoxfQ").as_deref(), Ok(&b"{\"a\":1}"[..]));
+    }
+
+    /// Standard base64 (as busybox's `base64` writes it), padding optional.
+    fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in text.bytes().filter(|&c| c != b'=') {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return Err(format!("{:?} is not base64", c as char)),
+            };
+            acc = acc << 6 | v as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Ok(out)
     }
 
     /// What the diagnostic lines of init.sh's checks say about the guest's clocks, for failure messages: the wall
