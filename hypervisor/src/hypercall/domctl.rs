@@ -112,7 +112,8 @@ fn online_mask() -> u64 {
 }
 
 /// `XEN_DOMCTL_setvcpuaffinity` / `getvcpuaffinity`: hard affinity is what the scheduler honours; soft affinity
-/// is kept and reported. A set writes back the effective maps (hard ∩ online CPUs; soft ∩ online ∩ hard).
+/// is kept and reported. A set writes back the effective maps (hard ∩ online CPUs; soft ∩ online ∩ hard), a get the
+/// maps as set.
 fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let a: dc::VcpuAffinity = d.get();
     let v = vcpu(dom, a.vcpu)?;
@@ -136,9 +137,12 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
             v.sched.soft_affinity.store(soft, Ordering::Release);
         }
     }
-    let online = online_mask();
-    let hard = v.sched.affinity.load(Ordering::Relaxed) & online;
-    let soft = v.sched.soft_affinity.load(Ordering::Relaxed) & online & hard;
+    let (hard, soft) = reported_affinity(
+        v.sched.affinity.load(Ordering::Relaxed),
+        v.sched.soft_affinity.load(Ordering::Relaxed),
+        online_mask(),
+        d.cmd == cmd::SETVCPUAFFINITY,
+    );
     if hard_f {
         write_cpumap(c, &a.cpumap_hard, hard)?;
     }
@@ -146,6 +150,17 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
         write_cpumap(c, &a.cpumap_soft, soft)?;
     }
     Ok(())
+}
+
+/// The (hard, soft) maps affinity calls write back: after a set, what the scheduler will use (hard ∩ online;
+/// soft ∩ online ∩ hard); for a get, the affinities as they were set, within the CPUs that exist (as Xen: a vCPU
+/// pinned with `xl vcpu-pin d v 0` still reports its soft affinity as `all`).
+fn reported_affinity(hard: u64, soft: u64, online: u64, set: bool) -> (u64, u64) {
+    if set {
+        (hard & online, soft & online & hard)
+    } else {
+        (hard & online, soft & online)
+    }
 }
 
 /// `XEN_DOMCTL_scheduler_op` for the credit scheduler: weight 1..=65535 (putinfo 0 keeps it), cap in percent

@@ -104,6 +104,15 @@ fn vcpu_info_and_affinity() {
 }
 
 #[test]
+fn getvcpuaffinity_reports_soft_affinity_as_set() {
+    // Hard pinned to CPU 0 of two, soft left at every CPU: a get answers soft = both CPUs (xl vcpu-list's
+    // "0 / all", as on Xen); a set writes back the soft map the scheduler uses, within the hard one.
+    assert_eq!(reported_affinity(0b01, u64::MAX, 0b11, false), (0b01, 0b11));
+    assert_eq!(reported_affinity(0b01, u64::MAX, 0b11, true), (0b01, 0b01));
+    assert_eq!(reported_affinity(u64::MAX, 0b10, 0b11, false), (0b11, 0b10));
+}
+
+#[test]
 fn credit_weight_and_cap() {
     let dom = privileged_domain();
     let op = |cmd: u32, weight: u16, cap: u16| {
