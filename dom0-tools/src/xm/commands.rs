@@ -628,3 +628,35 @@ pub fn vnet_list(_args: &VnetListArgs) -> CmdResult {
             .into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prints_each_file_of_the_directory_under_its_name() {
+        let dir = std::env::temp_dir().join(format!("xm-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("xenstored.log"), "started\n").unwrap();
+        std::fs::write(dir.join("a.log"), "no newline").unwrap();
+        let files = log_files(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.rsplit('/').next().unwrap()).collect();
+        assert_eq!(names, ["a.log", "xenstored.log"], "files only, in name order");
+        let text = log_text(&files);
+        let a = format!("==> {}/a.log <==\nno newline\n", dir.display());
+        let x = format!("\n==> {}/xenstored.log <==\nstarted\n", dir.display());
+        assert_eq!(text, format!("{a}{x}"));
+        assert!(log_files(Path::new("/nonexistent/xm-log")).is_err());
+    }
+
+    #[test]
+    fn credit_globals_checked_as_libxl() {
+        let p = |t, r, m| CreditPool { cpupool: "Pool-0".into(), tslice_ms: t, ratelimit_us: r, migration_delay_us: m };
+        assert!(check_credit_globals(&p(30, 1000, 0)).is_ok());
+        assert!(check_credit_globals(&p(10, 0, 100_000)).is_ok());
+        for bad in [p(0, 0, 0), p(1001, 0, 0), p(30, 50, 0), p(30, 600_000, 0), p(1, 1500, 0), p(30, 0, 100_001)] {
+            assert!(check_credit_globals(&bad).is_err(), "{bad:?}");
+        }
+    }
+}
