@@ -366,53 +366,6 @@ pub mod tui {
         true
     }
 
-    #[cfg(test)]
-    mod tests {
-        use super::super::tests::sample_frame;
-        use super::*;
-        use ratatui::backend::TestBackend;
-        use ratatui::Terminal;
-
-        fn screen(v: &View) -> Vec<String> {
-            let mut term = Terminal::new(TestBackend::new(200, 8)).unwrap();
-            term.draw(|f| draw(f, &sample_frame(), v)).unwrap();
-            let buf = term.backend().buffer().clone();
-            (0..8).map(|y| (0..200).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()).collect()
-        }
-
-        #[test]
-        fn the_screen_shows_xentop_summary_columns_and_keys() {
-            let lines = screen(&View { delay_s: 3, ..Default::default() });
-            assert!(lines[0].starts_with("xentop - 12:00:00   Xen 4.17.0"), "{lines:#?}");
-            assert!(lines[1].starts_with("1 domains: 1 running"), "{lines:#?}");
-            assert!(lines[2].starts_with("Mem: 2097152k total"), "{lines:#?}");
-            assert!(lines[3].starts_with(&super::super::header()), "{lines:#?}");
-            assert!(lines[4].trim_start().starts_with("Domain-0 -----r"), "{lines:#?}");
-            assert!(lines[7].starts_with("  Delay  Sort order  Quit"), "{lines:#?}");
-        }
-
-        #[test]
-        fn keys_as_xentop() {
-            let mut v = View { delay_s: 3, ..Default::default() };
-            assert!(key(&mut v, KeyCode::Char('s')));
-            assert_eq!(v.sort, 1);
-            assert!(key(&mut v, KeyCode::Char('d')));
-            for c in ['1', '0'] {
-                assert!(key(&mut v, KeyCode::Char(c)));
-            }
-            assert!(screen(&v)[7].starts_with("  Delay(sec): 10"));
-            assert!(key(&mut v, KeyCode::Enter));
-            assert_eq!((v.delay_s, v.prompt.is_none()), (10, true));
-            // A delay of 0 is ignored, as xentop does.
-            for k in [KeyCode::Char('d'), KeyCode::Char('0'), KeyCode::Enter] {
-                key(&mut v, k);
-            }
-            assert_eq!(v.delay_s, 10);
-            assert!(!key(&mut v, KeyCode::Char('q')));
-            assert!(!key(&mut v, KeyCode::Esc));
-        }
-    }
-
     fn draw(f: &mut ratatui::Frame, frame: &TopFrame, v: &View) {
         let area = f.area();
         let mut lines: Vec<Line> = summary(frame).into_iter().map(Line::from).collect();
@@ -463,6 +416,53 @@ pub mod tui {
         };
         let y = area.y + area.height.saturating_sub(1);
         f.render_widget(Paragraph::new(bottom), ratatui::layout::Rect { y, height: 1.min(area.height), ..area });
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::tests::sample_frame;
+        use super::*;
+        use ratatui::backend::TestBackend;
+        use ratatui::Terminal;
+
+        fn screen(v: &View) -> Vec<String> {
+            let mut term = Terminal::new(TestBackend::new(200, 8)).unwrap();
+            term.draw(|f| draw(f, &sample_frame(), v)).unwrap();
+            let buf = term.backend().buffer().clone();
+            (0..8).map(|y| (0..200).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()).collect()
+        }
+
+        #[test]
+        fn the_screen_shows_xentop_summary_columns_and_keys() {
+            let lines = screen(&View { delay_s: 3, ..Default::default() });
+            assert!(lines[0].starts_with("xentop - 12:00:00   Xen 4.17.0"), "{lines:#?}");
+            assert!(lines[1].starts_with("1 domains: 1 running"), "{lines:#?}");
+            assert!(lines[2].starts_with("Mem: 2097152k total"), "{lines:#?}");
+            assert!(lines[3].starts_with(&super::super::header()), "{lines:#?}");
+            assert!(lines[4].trim_start().starts_with("Domain-0 -----r"), "{lines:#?}");
+            assert!(lines[7].starts_with("  Delay  Sort order  Quit"), "{lines:#?}");
+        }
+
+        #[test]
+        fn keys_as_xentop() {
+            let mut v = View { delay_s: 3, ..Default::default() };
+            assert!(key(&mut v, KeyCode::Char('s')));
+            assert_eq!(v.sort, 1);
+            assert!(key(&mut v, KeyCode::Char('d')));
+            for c in ['1', '0'] {
+                assert!(key(&mut v, KeyCode::Char(c)));
+            }
+            assert!(screen(&v)[7].starts_with("  Delay(sec): 10"));
+            assert!(key(&mut v, KeyCode::Enter));
+            assert_eq!((v.delay_s, v.prompt.is_none()), (10, true));
+            // A delay of 0 is ignored, as xentop does.
+            for k in [KeyCode::Char('d'), KeyCode::Char('0'), KeyCode::Enter] {
+                key(&mut v, k);
+            }
+            assert_eq!(v.delay_s, 10);
+            assert!(!key(&mut v, KeyCode::Char('q')));
+            assert!(!key(&mut v, KeyCode::Esc));
+        }
     }
 }
 
