@@ -76,7 +76,7 @@ impl MmapPage {
     }
 
     fn index(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= PAGE);
+        assert!(off.is_multiple_of(4) && off + 4 <= PAGE);
         // SAFETY: `base` is a live page-sized mapping (until drop, which needs `&mut self`), `off` is 4-aligned and
         // inside it; the other side updates the index concurrently, hence an atomic.
         unsafe { &*(self.base.add(off) as *const AtomicU32) }
