@@ -35,7 +35,7 @@ enum Peer {
     /// A socket client: shut down when it does not keep up.
     Socket(UnixStream),
     /// A ring: its thread is woken to move the message into the ring; a message that finds the channel full is
-    /// dropped (only watch events can: a reply is due only while the ring thread is handling that request).
+    /// dropped (only watch events come this way: the ring's thread takes its replies straight from the store).
     Ring(Waker),
 }
 
@@ -144,6 +144,16 @@ impl Server {
         self.deliver(out);
     }
 
+    /// Handles one request from connection `id` as [`Server::request`] does, but returns (encoded) what is due to
+    /// `id` itself, its reply first, instead of queueing it: a ring's reply never waits behind a full channel.
+    fn request_returning(&self, id: ConnId, m: &Msg) -> Vec<Vec<u8>> {
+        let mut out = self.inner.store.lock().expect("store lock").handle(id, m);
+        let (mine, others): (Vec<_>, Vec<_>) = out.msgs.into_iter().partition(|(to, _)| *to == id);
+        out.msgs = others;
+        self.deliver(out);
+        mine.into_iter().map(|(_, m)| m.encode()).collect()
+    }
+
     fn deliver(&self, out: Output) {
         for e in &out.effects {
             (self.inner.on_effect)(e);
@@ -172,7 +182,8 @@ impl Server {
 
     /// Serves domain `domid`'s ring on this thread until the connection ends: through a protocol error (the reason
     /// is in the page's `error` field), or an event-channel error (returned). Requests take the same path as socket
-    /// clients' ([`Server::request`]); domain 0's ring is privileged, as dom0's socket clients are.
+    /// clients' (`Store::handle`, then delivery of what they cause to the other connections); domain 0's ring is
+    /// privileged, as dom0's socket clients are.
     ///
     /// Before waiting for the first event it serves what the domain wrote already and signals the channel: Linux's
     /// XS_LOCAL xenbus probes only after that first event.
@@ -213,8 +224,10 @@ impl Server {
                         let path = m.args().first().map(|p| String::from_utf8_lossy(p).into_owned());
                         eprintln!("xenstored: domain {domid} watches {}", path.unwrap_or_default());
                     }
-                    self.request(id, m);
-                    rx.try_iter().collect()
+                    // Events queued for this ring before the request go first, then the reply and what follows it.
+                    let mut due: Vec<Vec<u8>> = rx.try_iter().collect();
+                    due.extend(self.request_returning(id, m));
+                    due
                 });
                 if let Some(why) = pass.dropped {
                     eprintln!("xenstored: domain {domid}'s ring: {why}: connection dropped");
