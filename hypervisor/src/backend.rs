@@ -1,5 +1,6 @@
-//! Backends Keel serves itself (dom0's console and xenstore rings): the ports whose peer is `DOMID_XEN`, and the
-//! guest frames those rings live in.
+//! Backends Keel serves itself through a ring: the ports whose peer is `DOMID_XEN`, and the guest frames those
+//! rings live in. None is registered today: dom0 uses console_io for its console and, as on Xen, its own xenstored
+//! for xenstore (Linux's XS_LOCAL ring inside dom0).
 //!
 //! Event channels reach a backend through [`kick`] without knowing who serves it; backends register here at
 //! start-up. A ring frame is never cached as a host address: [`with_ring`] translates its GFN through the p2m under
@@ -13,10 +14,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
-
-/// `remote_port` of dom0's xenstore port (its peer is `DOMID_XEN`). (dom0's console needs no backend: it uses
-/// console_io, as Xen's hardware domain does.)
-pub const STORE: u32 = 1;
 
 /// A backend's entry point: the guest signalled its port.
 pub type KickFn = fn(&Arc<Domain>);

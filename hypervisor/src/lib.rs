@@ -24,7 +24,6 @@ pub mod sched;
 pub mod testing;
 pub mod timers;
 pub mod vmexit;
-pub mod xenstore;
 pub mod xtf;
 
 /// Address the `selftest=pagefault` CPU reads: beyond every mapping Keel makes.

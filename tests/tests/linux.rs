@@ -191,6 +191,25 @@ mod linux {
         if !xs.trim_end().ends_with("KEEL-CHECK: xenstore written-and-read") {
             problems.push(format!("dom0's xenstored: {xs:?}"));
         }
+        // As on Xen, dom0's kernel talks to dom0's xenstored over its own XS_LOCAL ring (xtask/assets/checks/xenstore.sh).
+        let port: u32 = check(&run, "xsd_port");
+        let probe = run.assert_line("KEEL-CHECK: xenbus-probe ");
+        let kernel_read = run.assert_line("KEEL-CHECK: xenstore-kernel-read ");
+        let socket_read = run.assert_line("KEEL-CHECK: xenstore-socket-read ");
+        let watch = run.assert_line("KEEL-CHECK: xenstore-kernel-watch ");
+        let xenbus_errors: u32 = check(&run, "xenbus-errors");
+        if port == 0
+            || !probe.trim_end().ends_with("xenbus-probe done")
+            || !kernel_read.trim_end().ends_with(" socket-to-kernel")
+            || !socket_read.trim_end().ends_with(" kernel-to-socket")
+            || !watch.trim_end().ends_with("xenstore-kernel-watch /keel/xs-watch /keel/xs-watch/fired")
+            || xenbus_errors != 0
+        {
+            problems.push(format!(
+                "dom0's kernel and xenstored (XS_LOCAL): xsd_port {port}, {probe:?}, {kernel_read:?}, {socket_read:?}, \
+                 {watch:?}, {xenbus_errors} xenbus errors in dmesg"
+            ));
+        }
         // xm's host-level commands (xtask/assets/checks/xm.sh).
         problems.extend(xm_problems(&run));
         if !problems.is_empty() {

@@ -63,14 +63,23 @@ impl Client {
         Ok(Self::over(Box::new(UnixStream::connect(path)?)))
     }
 
-    /// Connects the usual way: the daemon's socket (`$XENSTORED_PATH` if set, as libxenstore honours it), else the
-    /// kernel's xenbus device.
+    /// Connects the usual way, as libxenstore's `xs_open`: `$XENSTORED_PATH` if set, else the daemon's socket, else
+    /// the kernel's xenbus device. A path that is a socket is connected to; anything else (`/dev/xen/xenbus`) is
+    /// opened as a device.
     pub fn open() -> Result<Client, Error> {
-        let socket = std::env::var_os("XENSTORED_PATH").unwrap_or_else(|| SOCKET.into());
-        if let Ok(s) = UnixStream::connect(&socket) {
-            return Ok(Self::over(Box::new(s)));
+        match std::env::var_os("XENSTORED_PATH") {
+            Some(p) => Self::at(Path::new(&p)),
+            None => Self::at(Path::new(SOCKET)).or_else(|_| Self::at(Path::new(XENBUS_DEV))),
         }
-        let f = File::options().read(true).write(true).open(XENBUS_DEV)?;
+    }
+
+    /// Connects to `path`: a Unix socket, or a device such as the kernel's xenbus.
+    pub fn at(path: &Path) -> Result<Client, Error> {
+        use std::os::unix::fs::FileTypeExt;
+        if std::fs::metadata(path)?.file_type().is_socket() {
+            return Self::unix(path);
+        }
+        let f = File::options().read(true).write(true).open(path)?;
         Ok(Self::over(Box::new(f)))
     }
 

@@ -7,15 +7,19 @@
 //! - [`store`]: the tree, connections with their watches and transactions, quotas, and [`store::Store::handle`],
 //!   which turns one request into its reply plus the watch events and effects it causes.
 //!
-//! - [`server`]: dom0's Unix-socket transport (`/run/xenstored/socket`); [`client`]: the client side, used by the
-//!   `xenstore-*` commands.
+//! - [`server`]: the transports: dom0's Unix socket (`/run/xenstored/socket`) and domains' rings, both handing every
+//!   request to the one [`store::Store`]; [`ring`]: the ring logic (pieces, wrap-around, bounds, protocol errors);
+//!   [`local`]: dom0's own ring (Linux's XS_LOCAL page and port, `/dev/xen/evtchn`); [`client`]: the client side,
+//!   used by the `xenstore-*` commands.
 //!
 //! The store itself is plain data and logic, without I/O, so every message type, permission rule, transaction
-//! conflict and quota is unit-tested; the transports are tested over real sockets, with hostile clients too.
+//! conflict and quota is unit-tested; the transports are tested over real sockets and in-memory rings, with hostile clients too.
 
 pub mod client;
+pub mod local;
 pub mod path;
 pub mod perms;
+pub mod ring;
 pub mod server;
 pub mod store;
 pub mod wire;

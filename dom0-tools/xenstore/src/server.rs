@@ -1,13 +1,20 @@
-//! The Unix-socket transport of dom0's xenstored: one thread reads each client, one writes to it, and all share
-//! the [`Store`]. Every client of the socket is dom0's (the socket lives in root's `/run/xenstored`), so it is
-//! privileged, as in Xen.
+//! The transports of dom0's xenstored, all sharing one [`Store`] and one request path ([`Server::request`]):
+//!
+//! - the Unix socket: one thread reads each client, one writes to it. Every client of the socket is dom0's (the
+//!   socket lives in root's `/run/xenstored`), so it is privileged, as in Xen;
+//! - domains' rings ([`Server::serve_ring`]): one thread per ring, woken by the ring's event channel or by a watch
+//!   event another connection queued for it; the ring logic is [`RingConn`]. dom0's kernel (Linux's XS_LOCAL
+//!   xenbus) is such a ring, connected as domain 0.
 //!
 //! Nothing a client sends can stop the daemon or grow its memory without bound: a framing error (a length over
-//! `XENSTORE_PAYLOAD_MAX`) closes that client, requests are answered one at a time, and a client that does not read
-//! its replies and watch events has at most [`OUTBOX`] messages queued before it is disconnected.
+//! `XENSTORE_PAYLOAD_MAX`) closes that client (on a ring: the ring's `error` field says why), requests are answered
+//! one at a time, and a socket client that does not read its replies and watch events has at most [`OUTBOX`]
+//! messages queued before it is disconnected; a ring's domain that does not read stops being served, and watch
+//! events for it beyond the bound are dropped.
 
+use crate::ring::{Events, RingConn, RingPage, Waker};
 use crate::store::{ConnId, Effect, Output, Store};
-use crate::wire::{Decoder, Msg};
+use crate::wire::{typ, Decoder, Msg};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,9 +25,18 @@ use std::sync::{Arc, Mutex};
 /// Messages queued for one client at most (each at most 16 + 4096 bytes).
 pub const OUTBOX: usize = 1024;
 
+/// Where a connection's messages go: a channel drained by its writer, and how to close or wake that writer.
 struct Outbox {
     tx: SyncSender<Vec<u8>>,
-    stream: UnixStream,
+    peer: Peer,
+}
+
+enum Peer {
+    /// A socket client: shut down when it does not keep up.
+    Socket(UnixStream),
+    /// A ring: its thread is woken to move the message into the ring; a message that finds the channel full is
+    /// dropped (only watch events come this way: the ring's thread takes its replies straight from the store).
+    Ring(Waker),
 }
 
 /// What the daemon does with effects (introduced and released domains, log lines).
@@ -81,7 +97,7 @@ impl Server {
         let Ok(closer) = stream.try_clone() else { return };
         let id = self.inner.store.lock().expect("store lock").connect(0, true);
         let (tx, rx) = sync_channel::<Vec<u8>>(OUTBOX);
-        self.inner.outboxes.lock().expect("outbox lock").insert(id, Outbox { tx, stream: closer });
+        self.inner.outboxes.lock().expect("outbox lock").insert(id, Outbox { tx, peer: Peer::Socket(closer) });
         let write_thread = std::thread::spawn(move || {
             let mut w = writer;
             for bytes in rx {
@@ -93,8 +109,9 @@ impl Server {
         });
         self.read_requests(id, stream);
         self.inner.store.lock().expect("store lock").disconnect(id);
-        if let Some(o) = self.inner.outboxes.lock().expect("outbox lock").remove(&id) {
-            let _ = o.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(Outbox { peer: Peer::Socket(s), .. }) = self.inner.outboxes.lock().expect("outbox lock").remove(&id)
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
         }
         let _ = write_thread.join();
     }
@@ -127,6 +144,16 @@ impl Server {
         self.deliver(out);
     }
 
+    /// Handles one request from connection `id` as [`Server::request`] does, but returns (encoded) what is due to
+    /// `id` itself, its reply first, instead of queueing it: a ring's reply never waits behind a full channel.
+    fn request_returning(&self, id: ConnId, m: &Msg) -> Vec<Vec<u8>> {
+        let mut out = self.inner.store.lock().expect("store lock").handle(id, m);
+        let (mine, others): (Vec<_>, Vec<_>) = out.msgs.into_iter().partition(|(to, _)| *to == id);
+        out.msgs = others;
+        self.deliver(out);
+        mine.into_iter().map(|(_, m)| m.encode()).collect()
+    }
+
     fn deliver(&self, out: Output) {
         for e in &out.effects {
             (self.inner.on_effect)(e);
@@ -135,17 +162,85 @@ impl Server {
         let mut stuck = Vec::new();
         for (conn, msg) in out.msgs {
             if let Some(b) = boxes.get(&conn) {
-                match b.tx.try_send(msg.encode()) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => stuck.push(conn),
+                match (b.tx.try_send(msg.encode()), &b.peer) {
+                    (Ok(()), Peer::Ring(wake)) => wake(),
+                    (Ok(()), Peer::Socket(_)) => {}
+                    (Err(TrySendError::Full(_)), Peer::Ring(_)) => {
+                        eprintln!("xenstored: connection {conn}'s ring is not keeping up: watch event dropped")
+                    }
+                    (Err(_), _) => stuck.push(conn),
                 }
             }
         }
         for conn in stuck {
-            if let Some(b) = boxes.remove(&conn) {
+            if let Some(Outbox { peer: Peer::Socket(s), .. }) = boxes.remove(&conn) {
                 eprintln!("xenstored: connection {conn} does not read its replies: closed");
-                let _ = b.stream.shutdown(std::net::Shutdown::Both);
+                let _ = s.shutdown(std::net::Shutdown::Both);
             }
+        }
+    }
+
+    /// Serves domain `domid`'s ring on this thread until the connection ends: through a protocol error (the reason
+    /// is in the page's `error` field), or an event-channel error (returned). Requests take the same path as socket
+    /// clients' (`Store::handle`, then delivery of what they cause to the other connections); domain 0's ring is
+    /// privileged, as dom0's socket clients are.
+    ///
+    /// Before waiting for the first event it serves what the domain wrote already and signals the channel: Linux's
+    /// XS_LOCAL xenbus probes only after that first event.
+    pub fn serve_ring(&self, domid: u16, page: &dyn RingPage, mut events: Box<dyn Events>) -> std::io::Result<()> {
+        let id = self.inner.store.lock().expect("store lock").connect(domid, domid == 0);
+        let (tx, rx) = sync_channel::<Vec<u8>>(OUTBOX);
+        let peer = Peer::Ring(events.waker());
+        self.inner.outboxes.lock().expect("outbox lock").insert(id, Outbox { tx, peer });
+        let mut conn = RingConn::new(page);
+        let r = self.ring_loop(domid, id, page, &mut *events, &rx, &mut conn);
+        self.inner.store.lock().expect("store lock").disconnect(id);
+        self.inner.outboxes.lock().expect("outbox lock").remove(&id);
+        r
+    }
+
+    fn ring_loop(
+        &self,
+        domid: u16,
+        id: ConnId,
+        page: &dyn RingPage,
+        events: &mut dyn Events,
+        rx: &std::sync::mpsc::Receiver<Vec<u8>>,
+        conn: &mut RingConn,
+    ) -> std::io::Result<()> {
+        let mut watches_logged = 0;
+        let mut first = true;
+        loop {
+            // Passes until one moves nothing: Linux signals only when the ring was empty, so bytes written while
+            // we were busy arrive silently.
+            loop {
+                for m in rx.try_iter() {
+                    conn.queue(&m);
+                }
+                let pass = conn.service(page, &mut |m| {
+                    // The kernel's first watches show that its xenbus probe ran (the backend bus watches `backend`).
+                    if m.typ == typ::WATCH && watches_logged < 8 {
+                        watches_logged += 1;
+                        let path = m.args().first().map(|p| String::from_utf8_lossy(p).into_owned());
+                        eprintln!("xenstored: domain {domid} watches {}", path.unwrap_or_default());
+                    }
+                    // Events queued for this ring before the request go first, then the reply and what follows it.
+                    let mut due: Vec<Vec<u8>> = rx.try_iter().collect();
+                    due.extend(self.request_returning(id, m));
+                    due
+                });
+                if let Some(why) = pass.dropped {
+                    eprintln!("xenstored: domain {domid}'s ring: {why}: connection dropped");
+                    return events.notify();
+                }
+                if pass.notify || first {
+                    first = false;
+                    events.notify()?;
+                } else {
+                    break;
+                }
+            }
+            events.wait()?;
         }
     }
 

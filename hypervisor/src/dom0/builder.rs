@@ -1,11 +1,12 @@
-//! Building the initial domain: kernel load (bzImage or ELF), its guest-physical layout, the console and xenstore
-//! rings, and the PVH start_info, from the first two boot modules (kernel, initrd) as Xen does from its GRUB stanza,
-//! sized by `dom0_mem=` and `dom0_max_vcpus=`.
+//! Building the initial domain: kernel load (bzImage or ELF), its guest-physical layout and the PVH start_info, from
+//! the first two boot modules (kernel, initrd) as Xen does from its GRUB stanza, sized by `dom0_mem=` and
+//! `dom0_max_vcpus=`. As Xen gives a PVH hardware domain, dom0 gets no console ring (it uses console_io) and no
+//! xenstore ring: HVM_PARAM_STORE_PFN/STORE_EVTCHN stay 0, so Linux's xenbus takes the XS_LOCAL path (a page of its
+//! own, a port from EVTCHNOP_alloc_unbound to itself) that dom0's xenstored serves.
 
-use crate::backend;
 use crate::bootinfo::{Module, ModuleKind};
 use crate::cmdline::Options;
-use crate::domain::{self, evtchn::Binding, Domain, DomainConfig};
+use crate::domain::{self, Domain, DomainConfig};
 use crate::hvm::{InitState, Support};
 use crate::loader::{self, GuestModule};
 use crate::mm::PAGE_SIZE;
@@ -13,9 +14,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use keel_abi::shared_info::hvm_param;
 use keel_abi::start_info::{self as si, HvmMemmapEntry};
-use keel_abi::DOMID_XEN;
 
 fn module_bytes(m: &Module) -> &'static [u8] {
     // SAFETY: boot modules stay identity-mapped and reserved from the allocator for Keel's whole life.
@@ -117,18 +116,17 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     }
 }
 
-/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][store ring][ACPI tables][start_info ×3].
+/// Guest-physical layout under min(RAM, 1 GiB): [.. initrd][ACPI tables][start_info ×3].
 fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u64) -> Result<(u32, u32), String> {
     let entry = load_kernel(dom, module_bytes(kernel))?;
     let low_top = memory.min(1 << 30);
     let start_info_at = low_top - 3 * PAGE_SIZE;
     let acpi_at = start_info_at - PAGE_SIZE;
-    let store_at = acpi_at - PAGE_SIZE;
     let mut mods = Vec::new();
     let mem = dom.mem.lock();
     if let Some(rd) = initrd {
         let bytes = module_bytes(rd);
-        let at = store_at.checked_sub(bytes.len() as u64).ok_or("the initrd does not fit")? & !(PAGE_SIZE - 1);
+        let at = acpi_at.checked_sub(bytes.len() as u64).ok_or("the initrd does not fit")? & !(PAGE_SIZE - 1);
         if at < 32 << 20 {
             return Err(format!(
                 "the initrd ({} KiB) does not fit above the kernel in {} MiB",
@@ -141,23 +139,11 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     }
     let acpi = loader::acpi_tables::build(acpi_at, dom.vcpus.len() as u32);
     mem.write(acpi_at, &acpi.bytes).map_err(|_| "ACPI tables: unmapped")?;
-    // No console ring: as Xen's hardware domain, dom0 uses console_io for the machine's console.
-    // The xenstore ring, served by Keel's built-in store.
-    mem.write(store_at, &[0u8; PAGE_SIZE as usize]).map_err(|_| "store ring: unmapped")?;
-    let store_port = dom
-        .evtchn
-        .lock()
-        .alloc(Binding::Interdomain { remote: DOMID_XEN, remote_port: backend::STORE }, 0)
-        .map_err(|_| "no store port")?;
-    {
-        let mut p = dom.params.lock();
-        p[hvm_param::STORE_PFN as usize] = store_at / PAGE_SIZE;
-        p[hvm_param::STORE_EVTCHN as usize] = store_port as u64;
-    }
+    // No console ring: as Xen's hardware domain, dom0 uses console_io for the machine's console. No xenstore ring
+    // either: the STORE params stay 0 and dom0's kernel sets up its own (XS_LOCAL) for dom0's xenstored.
     let e = |addr: u64, size: u64, typ: u32| HvmMemmapEntry { addr, size, typ, reserved: 0 };
     let mut map = alloc::vec![
-        e(0, store_at, si::HVM_MEMMAP_TYPE_RAM),
-        e(store_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
+        e(0, acpi_at, si::HVM_MEMMAP_TYPE_RAM),
         e(acpi_at, PAGE_SIZE, si::HVM_MEMMAP_TYPE_ACPI),
         e(start_info_at, 3 * PAGE_SIZE, si::HVM_MEMMAP_TYPE_RESERVED),
     ];
@@ -171,7 +157,5 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     let si_gpa = loader::write_start_info(&mem, start_info_at, flags, &kernel.cmdline, &mods, &map, acpi.rsdp_gpa)
         .map_err(|e| e.0)?;
     drop(mem);
-    // The backends take the memory lock on each use of a ring.
-    super::store::attach(dom, store_at / PAGE_SIZE, store_port);
     Ok((entry, si_gpa))
 }

@@ -85,7 +85,7 @@ fn keel_key(b: u8) {
         }
         b'r' => crate::info!("run queue lengths: {:?}", crate::sched::queue_lengths()),
         b'c' => {
-            for line in [super::console::describe(), super::store::describe()].into_iter().flatten() {
+            if let Some(line) = super::console::describe() {
                 crate::info!("{line}");
             }
         }

@@ -495,6 +495,63 @@ mod tests {
         crate::domain::destroy(&d);
     }
 
+    /// Domain 0 under id 0, as the initial domain is (waits while another test holds the id).
+    fn domain_zero() -> Arc<Domain> {
+        let cfg = || crate::domain::DomainConfig {
+            name: "Domain-0".into(),
+            vcpus: 1,
+            memory: 4 << 20,
+            weight: crate::sched::DEFAULT_WEIGHT,
+            cap: 0,
+            expect_crash: false,
+        };
+        for _ in 0..1000 {
+            if let Ok(d) = crate::domain::create_with_id(0, cfg(), &testing::support()) {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("domain id 0 stayed in use");
+    }
+
+    /// dom0's store as on Xen (Linux's XS_LOCAL, then dom0's xenstored): the kernel allocates a port with
+    /// alloc_unbound(DOMID_SELF, remote DOMID_SELF), xenstored binds it through /dev/xen/evtchn with
+    /// bind_interdomain(remote_dom 0, that port), a loopback inside domain 0; notifications go both ways, and
+    /// closing xenstored's end leaves the kernel's port waiting for domain 0 again (xenstored can restart). It also
+    /// binds VIRQ_DOM_EXC.
+    #[test]
+    fn dom0_xs_local_loopback() {
+        let d = domain_zero();
+        put(&d, ARG, &EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_SELF, port: 0 });
+        assert_eq!(op(&d, evtchnop::ALLOC_UNBOUND), 0);
+        let kernel = get::<EvtchnAllocUnbound>(&d, ARG).port;
+        let s = status(&d, kernel);
+        assert_eq!((s.status, s.u[0]), (evtchnstat::UNBOUND, 0), "waiting for domain 0 itself");
+        let daemon = bind_interdomain(&d, 0, kernel).unwrap();
+        assert_ne!(daemon, kernel);
+        assert_eq!(status(&d, kernel).u, [0, daemon]);
+        assert_eq!(status(&d, daemon).u, [0, kernel]);
+        clear_pending(&d, daemon);
+        // xenstored's first notification wakes the kernel's xenbus_probe thread.
+        assert_eq!(port_op(&d, evtchnop::SEND, daemon), 0);
+        assert!(evtchn::is_pending(&d, kernel));
+        assert!(!evtchn::is_pending(&d, daemon));
+        clear_pending(&d, kernel);
+        assert_eq!(port_op(&d, evtchnop::SEND, kernel), 0);
+        assert!(evtchn::is_pending(&d, daemon));
+        assert!(!evtchn::is_pending(&d, kernel));
+        let dom_exc = bind_virq(&d, virq::DOM_EXC, 0).unwrap();
+        assert_eq!(status(&d, dom_exc).status, evtchnstat::VIRQ);
+        // Only one end may connect: a second bind of the kernel's port fails.
+        assert_eq!(bind_interdomain(&d, 0, kernel), Err(EINVAL.negated()));
+        assert_eq!(port_op(&d, evtchnop::CLOSE, daemon), 0);
+        let s = status(&d, kernel);
+        assert_eq!((s.status, s.u[0]), (evtchnstat::UNBOUND, 0));
+        let again = bind_interdomain(&d, 0, kernel).unwrap();
+        assert_eq!(status(&d, kernel).u, [0, again]);
+        crate::domain::destroy(&d);
+    }
+
     /// Defect 6: a binding whose peer no longer points back (the peer port was closed and reused, here an IPI)
     /// neither raises nor takes over the reused port.
     #[test]

@@ -1,6 +1,9 @@
 //! The xenstore client commands of Xen's xenstore-utils, in one program: run as `xenstore-read`, `xenstore-write`,
 //! `xenstore-rm`, `xenstore-exists`, `xenstore-list`, `xenstore-ls`, `xenstore-watch` or `xenstore-chmod` (a link
 //! of that name), or as `xenstore <command> ...`.
+//!
+//! It reaches the store as libxenstore does: `$XENSTORED_PATH` when set (a socket, or a device such as the kernel's
+//! `/dev/xen/xenbus`, whose requests travel over dom0's ring), else xenstored's socket, else `/dev/xen/xenbus`.
 
 use keel_xenstore::client::{Client, Error};
 use keel_xenstore::XsError;

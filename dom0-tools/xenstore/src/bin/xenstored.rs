@@ -1,8 +1,11 @@
-//! dom0's xenstore daemon: serves the store on `/run/xenstored/socket` to dom0's tools.
+//! dom0's xenstore daemon: serves the store on `/run/xenstored/socket` to dom0's tools and on dom0's own ring to
+//! dom0's kernel (Linux's XS_LOCAL xenbus: `keel_xenstore::local`), as Xen's xenstored does.
 //!
-//! `xenstored [--socket PATH] [--pid-file PATH]`; it stays in the foreground (the init script starts it in the
-//! background) and logs to standard error.
+//! `xenstored [--socket PATH] [--pid-file PATH] [--no-domain-init]`; it stays in the foreground (the init script
+//! starts it in the background) and logs to standard error. Without the kernel's ring (not on Xen, or
+//! `--no-domain-init`) it serves the socket alone.
 
+use keel_xenstore::local;
 use keel_xenstore::server::Server;
 use keel_xenstore::store::{Effect, Quota, Store};
 use std::path::PathBuf;
@@ -10,6 +13,7 @@ use std::path::PathBuf;
 fn main() {
     let mut socket = PathBuf::from(keel_xenstore::client::SOCKET);
     let mut pid_file = None;
+    let mut domain_init = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         // Xen's xenstored also takes `--opt=value`.
@@ -21,8 +25,9 @@ fn main() {
         match a.as_str() {
             "--socket" => socket = PathBuf::from(value()),
             "--pid-file" | "-F" => pid_file = Some(PathBuf::from(value())),
+            "--no-domain-init" | "-D" => domain_init = false,
             "-h" | "--help" => {
-                println!("usage: xenstored [--socket PATH] [--pid-file PATH]");
+                println!("usage: xenstored [--socket PATH] [--pid-file PATH] [--no-domain-init]");
                 return;
             }
             _ => usage(),
@@ -51,13 +56,43 @@ fn main() {
         }
     }
     eprintln!("xenstored: serving {}", socket.display());
+    if domain_init {
+        let s = server.clone();
+        std::thread::spawn(move || serve_local_ring(&s));
+    }
     if let Err(e) = server.accept_loop(listener) {
         eprintln!("xenstored: {e}");
         std::process::exit(1);
     }
 }
 
+/// Serves dom0's kernel on its XS_LOCAL ring (and binds VIRQ_DOM_EXC, as C xenstored does).
+fn serve_local_ring(server: &Server) {
+    let (page, port) = match local::local_ring() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("xenstored: no local ring of dom0's kernel ({e}): serving the socket only");
+            return;
+        }
+    };
+    let mut ev = match local::Evtchn::bind_interdomain(0, port) {
+        Ok(ev) => ev,
+        Err(e) => {
+            eprintln!("xenstored: cannot bind the kernel's store port {port}: {e}");
+            return;
+        }
+    };
+    match ev.bind_dom_exc() {
+        Ok(p) => eprintln!("xenstored: VIRQ_DOM_EXC on port {p}"),
+        Err(e) => eprintln!("xenstored: cannot bind VIRQ_DOM_EXC: {e}"),
+    }
+    eprintln!("xenstored: serving domain 0's ring (kernel port {port}, ours {})", ev.local_port());
+    if let Err(e) = server.serve_ring(0, &page, Box::new(ev)) {
+        eprintln!("xenstored: domain 0's ring: {e}");
+    }
+}
+
 fn usage() -> ! {
-    eprintln!("usage: xenstored [--socket PATH] [--pid-file PATH]");
+    eprintln!("usage: xenstored [--socket PATH] [--pid-file PATH] [--no-domain-init]");
     std::process::exit(2);
 }

@@ -1,0 +1,262 @@
+//! dom0's own xenstore ring, as Linux's XS_LOCAL xenbus sets it up for xenstored in the initial domain
+//! (`drivers/xen/xenbus/xenbus_probe.c` xenstored_local_init): a page of the kernel's own and a port it allocated
+//! with `EVTCHNOP_alloc_unbound(DOMID_SELF, remote DOMID_SELF)`. The kernel's `xenbus_probe` thread waits for the
+//! first event on that port before it probes, so xenstored signals it once it serves the ring.
+//!
+//! - The page: `mmap` of `/dev/xen/xenbus_backend` (built into Debian's kernel; `IOCTL_XENBUS_BACKEND_EVTCHN` gives
+//!   the port), else of xenfs's `/proc/xen/xsd_kva` with the port in `/proc/xen/xsd_port`, as C xenstored does.
+//! - The port: `/dev/xen/evtchn` `IOCTL_EVTCHN_BIND_INTERDOMAIN(0, port)`, a loopback inside dom0. Events arrive
+//!   by `read` (the port is masked until its number is written back); `IOCTL_EVTCHN_NOTIFY` signals the kernel.
+//!   `VIRQ_DOM_EXC` is bound on the same file as C xenstored binds it (domains dying; nothing to do until domUs).
+
+use crate::ring::{Events, RingPage, Waker};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Linux's xenstore backend device (dom0 only).
+pub const XENBUS_BACKEND: &str = "/dev/xen/xenbus_backend";
+/// xenfs's view of the ring page (mmap) and its port.
+pub const XSD_KVA: &str = "/proc/xen/xsd_kva";
+pub const XSD_PORT: &str = "/proc/xen/xsd_port";
+/// Linux's event-channel device.
+pub const EVTCHN: &str = "/dev/xen/evtchn";
+/// `VIRQ_DOM_EXC`: a domain died or was destroyed.
+pub const VIRQ_DOM_EXC: u32 = 3;
+
+/// `_IOC(dir, type, nr, size)` of Linux's `asm-generic/ioctl.h` with dir `_IOC_NONE`, as Xen's ioctls are made.
+const fn ioc_none(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
+    ((size as libc::c_ulong) << 16) | ((ty as libc::c_ulong) << 8) | nr as libc::c_ulong
+}
+
+/// `IOCTL_XENBUS_BACKEND_EVTCHN` (`xen/xenbus_dev.h`): the ring's port.
+const IOCTL_XENBUS_BACKEND_EVTCHN: libc::c_ulong = ioc_none(b'B', 0, 0);
+/// `IOCTL_EVTCHN_BIND_VIRQ` (`xen/evtchn.h`): `{ u32 virq }`, returns the local port.
+const IOCTL_EVTCHN_BIND_VIRQ: libc::c_ulong = ioc_none(b'E', 0, 4);
+/// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: `{ u32 remote_domain, remote_port }`, returns the local port.
+const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong = ioc_none(b'E', 1, 8);
+/// `IOCTL_EVTCHN_NOTIFY`: `{ u32 port }`.
+const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc_none(b'E', 4, 4);
+
+const PAGE: usize = 4096;
+
+/// A shared page mapped from a device file.
+pub struct MmapPage {
+    base: *mut u8,
+    _file: File,
+}
+
+// SAFETY: the mapping belongs to this value alone and lives until `drop`; every access goes through atomics or
+// volatile single-byte reads and writes, which are fine from any thread (the other side writes concurrently anyway).
+unsafe impl Send for MmapPage {}
+// SAFETY: as for Send: no access takes `&mut`, and concurrent access is what the page is for.
+unsafe impl Sync for MmapPage {}
+
+impl MmapPage {
+    /// Maps the first page of `file` read-write and shared.
+    pub fn map(file: File) -> io::Result<MmapPage> {
+        // SAFETY: a new shared mapping of one page of an open file at an address the kernel picks; nothing else in
+        // this process is at that address, and the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MmapPage { base: p.cast(), _file: file })
+    }
+
+    fn index(&self, off: usize) -> &AtomicU32 {
+        assert!(off.is_multiple_of(4) && off + 4 <= PAGE);
+        // SAFETY: `base` is a live page-sized mapping (until drop, which needs `&mut self`), `off` is 4-aligned and
+        // inside it; the other side updates the index concurrently, hence an atomic.
+        unsafe { &*(self.base.add(off) as *const AtomicU32) }
+    }
+}
+
+impl RingPage for MmapPage {
+    fn load(&self, off: usize) -> u32 {
+        self.index(off).load(Ordering::Acquire)
+    }
+
+    fn store(&self, off: usize, v: u32) {
+        self.index(off).store(v, Ordering::Release);
+    }
+
+    fn read(&self, off: usize) -> u8 {
+        assert!(off < PAGE);
+        // SAFETY: inside the live mapping (checked above).
+        unsafe { std::ptr::read_volatile(self.base.add(off)) }
+    }
+
+    fn write(&self, off: usize, b: u8) {
+        assert!(off < PAGE);
+        // SAFETY: inside the live, writable mapping (checked above).
+        unsafe { std::ptr::write_volatile(self.base.add(off), b) }
+    }
+}
+
+impl Drop for MmapPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` made; no reference into it outlives `&mut self`.
+        unsafe { libc::munmap(self.base.cast(), PAGE) };
+    }
+}
+
+fn ioctl(f: &File, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<i32> {
+    // SAFETY: `req` is one of this module's ioctls, each of which reads (at most) the size its number encodes from
+    // `arg`, which callers point at a value of that size living across the call (or pass null for none).
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), req as _, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Finds dom0's own ring: the mapped page and the kernel's port.
+pub fn local_ring() -> io::Result<(MmapPage, u32)> {
+    let backend = File::options().read(true).write(true).open(XENBUS_BACKEND);
+    if let Ok(f) = backend {
+        let port = ioctl(&f, IOCTL_XENBUS_BACKEND_EVTCHN, std::ptr::null_mut())?;
+        if port <= 0 {
+            return Err(io::Error::other(format!("{XENBUS_BACKEND}: no store port ({port})")));
+        }
+        return Ok((MmapPage::map(f)?, port as u32));
+    }
+    let port: u32 = std::fs::read_to_string(XSD_PORT)?
+        .trim()
+        .parse()
+        .map_err(|_| io::Error::other(format!("{XSD_PORT} holds no port number")))?;
+    if port == 0 {
+        return Err(io::Error::other(format!("{XSD_PORT} is 0: the kernel has no local store")));
+    }
+    let kva = File::options().read(true).write(true).open(XSD_KVA)?;
+    Ok((MmapPage::map(kva)?, port))
+}
+
+/// The ring's event channel through `/dev/xen/evtchn`, plus a pipe that [`Events::waker`] writes to.
+pub struct Evtchn {
+    dev: File,
+    /// Our end of the interdomain channel.
+    local: u32,
+    /// `VIRQ_DOM_EXC`'s port, if bound.
+    pub dom_exc: Option<u32>,
+    wake_r: OwnedFd,
+    wake_w: Arc<OwnedFd>,
+}
+
+impl Evtchn {
+    /// Binds a new port of ours to `remote_port` of domain `remote_dom` (0 and the kernel's port for dom0's ring).
+    pub fn bind_interdomain(remote_dom: u16, remote_port: u32) -> io::Result<Evtchn> {
+        let dev = File::options().read(true).write(true).open(EVTCHN)?;
+        let mut arg = [u32::from(remote_dom), remote_port];
+        let local = ioctl(&dev, IOCTL_EVTCHN_BIND_INTERDOMAIN, arg.as_mut_ptr().cast())? as u32;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given, which has room for them.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        let (wake_r, wake_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Evtchn { dev, local, dom_exc: None, wake_r, wake_w: Arc::new(wake_w) })
+    }
+
+    /// Our end of the channel.
+    pub fn local_port(&self) -> u32 {
+        self.local
+    }
+
+    /// Binds `VIRQ_DOM_EXC` on this file; returns its port.
+    pub fn bind_dom_exc(&mut self) -> io::Result<u32> {
+        let mut virq = VIRQ_DOM_EXC;
+        let port = ioctl(&self.dev, IOCTL_EVTCHN_BIND_VIRQ, (&mut virq as *mut u32).cast())? as u32;
+        self.dom_exc = Some(port);
+        Ok(port)
+    }
+}
+
+impl Events for Evtchn {
+    fn wait(&mut self) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd { fd: self.dev.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.wake_r.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: `fds` is an array of two pollfd that lives across the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        if fds[1].revents != 0 {
+            let mut junk = [0u8; 64];
+            // SAFETY: reads into a local buffer of the length given; the pipe is non-blocking.
+            while unsafe { libc::read(self.wake_r.as_raw_fd(), junk.as_mut_ptr().cast(), junk.len()) } > 0 {}
+        }
+        if fds[0].revents != 0 {
+            // Pending ports come as u32s; each stays masked until written back.
+            let mut buf = [0u8; 4 * 64];
+            let n = self.dev.read(&mut buf)?;
+            let n = n - n % 4;
+            if n > 0 {
+                use std::io::Write;
+                self.dev.write_all(&buf[..n])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn notify(&mut self) -> io::Result<()> {
+        let mut port = self.local;
+        ioctl(&self.dev, IOCTL_EVTCHN_NOTIFY, (&mut port as *mut u32).cast()).map(drop)
+    }
+
+    fn waker(&self) -> Waker {
+        let w = self.wake_w.clone();
+        Arc::new(move || {
+            // SAFETY: writes one byte from a local into the pipe's non-blocking write end, which `w` keeps open;
+            // a full pipe (EAGAIN) already guarantees a wake-up.
+            unsafe { libc::write(w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ioctl numbers Linux's headers define (`xen/evtchn.h`, `xen/xenbus_dev.h`).
+    #[test]
+    fn ioctl_numbers() {
+        assert_eq!(IOCTL_XENBUS_BACKEND_EVTCHN, 0x4200);
+        assert_eq!(IOCTL_EVTCHN_BIND_VIRQ, 0x0004_4500);
+        assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
+        assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);
+    }
+
+    /// A page mapped from a file behaves as the ring page: indexes and bytes land where the layout says.
+    #[test]
+    fn a_mapped_file_is_a_ring_page() {
+        let path = std::env::temp_dir().join(format!("keel-xs-page-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; PAGE]).unwrap();
+        let f = File::options().read(true).write(true).open(&path).unwrap();
+        let p = MmapPage::map(f).unwrap();
+        p.store(keel_abi::io::xenstore::RSP_PROD, 0x1234_5678);
+        p.write(keel_abi::io::xenstore::RSP + 3, 0xab);
+        assert_eq!(p.load(keel_abi::io::xenstore::RSP_PROD), 0x1234_5678);
+        drop(p);
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(&bytes[2060..2064], &0x1234_5678u32.to_le_bytes());
+        assert_eq!(bytes[1027], 0xab);
+    }
+}
