@@ -112,16 +112,19 @@ fn online_mask() -> u64 {
 }
 
 /// `XEN_DOMCTL_setvcpuaffinity` / `getvcpuaffinity`: hard affinity is what the scheduler honours; soft affinity
-/// is kept and reported. A set writes back the effective maps (hard ∩ online CPUs; soft ∩ online ∩ hard).
+/// is kept and reported. As in Xen, naming no map, or naming one with a null bitmap, is -EINVAL (get included). A
+/// set writes back the effective maps (hard ∩ online CPUs; soft ∩ online ∩ hard); a get reads the maps as they
+/// were set, cut to the CPUs that exist (so `xl vcpu-list` shows a vCPU pinned to CPU 0 as `0 / all`, not
+/// `0 / 0`).
 fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let a: dc::VcpuAffinity = d.get();
     let v = vcpu(dom, a.vcpu)?;
     let (hard_f, soft_f) = (a.flags & vcpuaffinity::HARD != 0, a.flags & vcpuaffinity::SOFT != 0);
-    if !hard_f && !soft_f {
+    if (!hard_f && !soft_f) || (hard_f && a.cpumap_hard.bitmap == 0) || (soft_f && a.cpumap_soft.bitmap == 0) {
         return Err(EINVAL);
     }
+    let online = online_mask();
     if d.cmd == cmd::SETVCPUAFFINITY {
-        let online = online_mask();
         let hard = if hard_f { read_cpumap(c, &a.cpumap_hard)? } else { v.sched.affinity.load(Ordering::Relaxed) };
         let soft = if soft_f { read_cpumap(c, &a.cpumap_soft)? } else { v.sched.soft_affinity.load(Ordering::Relaxed) };
         if hard_f && hard & online == 0 {
@@ -136,9 +139,13 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
             v.sched.soft_affinity.store(soft, Ordering::Release);
         }
     }
-    let online = online_mask();
-    let hard = v.sched.affinity.load(Ordering::Relaxed) & online;
-    let soft = v.sched.soft_affinity.load(Ordering::Relaxed) & online & hard;
+    let set = d.cmd == cmd::SETVCPUAFFINITY;
+    let (hard, soft) = reported_maps(
+        set,
+        v.sched.affinity.load(Ordering::Relaxed),
+        v.sched.soft_affinity.load(Ordering::Relaxed),
+        online,
+    );
     if hard_f {
         write_cpumap(c, &a.cpumap_hard, hard)?;
     }
@@ -146,6 +153,16 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
         write_cpumap(c, &a.cpumap_soft, soft)?;
     }
     Ok(())
+}
+
+/// The hard and soft maps an affinity call reports: after a set, what the scheduler will use (hard ∩ online;
+/// soft ∩ online ∩ hard); for a get, the maps as set, cut to the online CPUs.
+fn reported_maps(set: bool, hard: u64, soft: u64, online: u64) -> (u64, u64) {
+    if set {
+        (hard & online, soft & online & hard)
+    } else {
+        (hard & online, soft & online)
+    }
 }
 
 /// `XEN_DOMCTL_scheduler_op` for the credit scheduler: weight 1..=65535 (putinfo 0 keeps it), cap in percent
