@@ -153,6 +153,12 @@ mod xl {
         {
             problems.push(format!("after `xl vcpu-pin 0 1 0` vCPU 1 is {one:?}, want CPU 0 and affinity `0 / all`"));
         }
+        if !xm_missing(&run, "XM-VCPU-PINNED") {
+            let xm_one = rows(&out(&run, "XM-VCPU-PINNED"), "Domain-0").into_iter().find(|r| r.get(2) == Some(&"1"));
+            if xm_one.as_ref().and_then(|r| r.get(3)) != Some(&"0") {
+                problems.push(format!("after `xl vcpu-pin 0 1 0` xm vcpu-list shows vCPU 1 as {xm_one:?}, want CPU 0"));
+            }
+        }
         for what in ["INFO-N", "UPTIME", "DOMID"] {
             if status(&run, what) != Some(0) {
                 problems.push(format!("{what}: exit status {:?}; output {:#?}", status(&run, what), out(&run, what)));

@@ -40,6 +40,7 @@ if [ -x "$XL" ]; then
     # Hard affinity set through xl shows in both tools' vcpu-list; then every CPU again.
     xl_tagged PIN "$XL" $XL_VERBOSE vcpu-pin 0 1 0
     xl_tagged VCPU-PINNED "$XL" $XL_VERBOSE vcpu-list 0
+    xl_tagged XM-VCPU-PINNED xm vcpu-list 0
     "$XL" vcpu-pin 0 1 all >/dev/null 2>&1
     xl_tagged INFO-N "$XL" $XL_VERBOSE info -n
     xl_tagged UPTIME "$XL" $XL_VERBOSE uptime
