@@ -139,12 +139,11 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
             v.sched.soft_affinity.store(soft, Ordering::Release);
         }
     }
-    let set = d.cmd == cmd::SETVCPUAFFINITY;
-    let (hard, soft) = reported_maps(
-        set,
+    let (hard, soft) = reported_affinity(
         v.sched.affinity.load(Ordering::Relaxed),
         v.sched.soft_affinity.load(Ordering::Relaxed),
         online,
+        d.cmd == cmd::SETVCPUAFFINITY,
     );
     if hard_f {
         write_cpumap(c, &a.cpumap_hard, hard)?;
@@ -155,9 +154,10 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The hard and soft maps an affinity call reports: after a set, what the scheduler will use (hard ∩ online;
-/// soft ∩ online ∩ hard); for a get, the maps as set, cut to the online CPUs.
-fn reported_maps(set: bool, hard: u64, soft: u64, online: u64) -> (u64, u64) {
+/// The (hard, soft) maps affinity calls write back: after a set, what the scheduler will use (hard ∩ online;
+/// soft ∩ online ∩ hard); for a get, the affinities as they were set, within the CPUs that exist (as Xen: a vCPU
+/// pinned with `xl vcpu-pin d v 0` still reports its soft affinity as `all`).
+fn reported_affinity(hard: u64, soft: u64, online: u64, set: bool) -> (u64, u64) {
     if set {
         (hard & online, soft & online & hard)
     } else {

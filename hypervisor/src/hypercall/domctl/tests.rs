@@ -158,8 +158,8 @@ fn get_affinity_reads_the_maps_as_set() {
     let online = online_mask() as u8;
     assert_eq!((get::<u8>(&dom, BUF), get::<u8>(&dom, BUF + 8)), (1, online), "hard 0, soft every CPU");
     // With two CPUs online (the host tests have one): a get reports soft as set, a set soft ∩ hard.
-    assert_eq!(reported_maps(false, 0b01, u64::MAX, 0b11), (0b01, 0b11));
-    assert_eq!(reported_maps(true, 0b01, u64::MAX, 0b11), (0b01, 0b01));
+    assert_eq!(reported_affinity(0b01, u64::MAX, 0b11, false), (0b01, 0b11));
+    assert_eq!(reported_affinity(0b01, u64::MAX, 0b11, true), (0b01, 0b01));
     // Setting the soft map alone writes back soft ∩ online ∩ hard, and keeps the soft map as set.
     put(&dom, BUF + 8, &0xffu8);
     let mut d = req(cmd::SETVCPUAFFINITY, dom.id);
