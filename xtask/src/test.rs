@@ -144,7 +144,8 @@ fn all(args: &Args, steps: &mut Steps) -> Result<()> {
     qemu.and(bochs)
 }
 
-/// The Debian kernel, the initramfs (and one with Xen 4.17's stock tools) and the test ISO, then every `keel-tests` test but the Bochs ones.
+/// The Debian kernel, the initramfs (and one with Xen 4.17's stock tools) and the test ISO, then every
+/// `keel-tests` test but the Bochs ones.
 fn qemu_tests(
     args: &Args,
     steps: &mut Steps,
