@@ -14,8 +14,9 @@ mod xl {
     const TIMEOUT: u64 = 300;
     const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4";
     const DOM0_CMDLINE: &str = "console=hvc0 keel.init=checks keel.check.loop=1000";
-    /// What `xm` says of a command the xm in this build does not carry yet (dom0-tools' `XmError::NotAvailable`).
-    const XM_NOT_BUILT: &str = "is not available yet";
+    /// What `xm` says of a command or option the xm in this build does not carry yet (dom0-tools'
+    /// `XmError::NotAvailable`; clap's refusal of an option).
+    const XM_NOT_BUILT: &[&str] = &["is not available yet", "unexpected argument"];
 
     fn boot() -> Run {
         let out = std::env::temp_dir().join(format!("keel-xl-{}.iso", std::process::id()));
@@ -63,7 +64,7 @@ mod xl {
 
     /// Whether `xm`'s output for `what` says the command is not in this build (another part of the issue).
     fn xm_missing(run: &Run, what: &str) -> bool {
-        let missing = out(run, what).iter().any(|l| l.contains(XM_NOT_BUILT));
+        let missing = out(run, what).iter().any(|l| XM_NOT_BUILT.iter().any(|m| l.contains(m)));
         if missing {
             eprintln!("[{}] WARNING: `xm` has no {what} command in this build: that comparison is skipped", run.name);
         }
@@ -187,6 +188,19 @@ mod xl {
             if weight("XM-SCHED-AFTER-XL") != Some(Some("512 0".into())) {
                 problems.push(format!("xm sched-credit after `xl … -w 512`: {:?}", weight("XM-SCHED-AFTER-XL")));
             }
+        }
+
+        // The pool's credit time slice, set to 20 ms through xl: xl reads it back, and xm (once it has -s).
+        let slice = |what: &str| out(&run, what).iter().find_map(|l| l.split("tslice=").nth(1)?.split("ms").next());
+        if status(&run, "SCHED-SLICE-SET") != Some(0) || slice("SCHED-SLICE") != Some("20") {
+            problems.push(format!(
+                "xl sched-credit -s -t 20 (status {:?}), then -s: {:?}",
+                status(&run, "SCHED-SLICE-SET"),
+                out(&run, "SCHED-SLICE")
+            ));
+        }
+        if !xm_missing(&run, "XM-SCHED-SLICE") && slice("XM-SCHED-SLICE") != Some("20") {
+            problems.push(format!("xm sched-credit -s after xl's -t 20: {:?}", out(&run, "XM-SCHED-SLICE")));
         }
 
         // Stock xenstore-ls reads dom0's xenstored: the same nodes and values as ours.

@@ -53,6 +53,11 @@ if [ -x "$XL" ]; then
     xl_tagged XM-SCHED-SET xm sched-credit -d 0 -w 384
     xl_tagged SCHED-AFTER-XM "$XL" $XL_VERBOSE sched-credit -d 0
     "$XL" sched-credit -d 0 -w 256 >/dev/null 2>&1
+    # The pool's time slice (sysctl scheduler_op): set through xl, read back by xl and xm; then Keel's 30 ms again.
+    xl_tagged SCHED-SLICE-SET "$XL" $XL_VERBOSE sched-credit -s -t 20
+    xl_tagged SCHED-SLICE "$XL" $XL_VERBOSE sched-credit -s
+    xl_tagged XM-SCHED-SLICE xm sched-credit -s
+    "$XL" sched-credit -s -t 30 >/dev/null 2>&1
     xl_tagged XSLS "$XSLS" /local/domain/0
     xl_tagged XM-XSLS xenstore-ls /local/domain/0
     xl_tagged XSLS-ALL "$XSLS"
