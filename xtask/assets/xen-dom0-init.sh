@@ -45,6 +45,8 @@ total=$(xl info | awk '$1 == "total_memory" { print $3 }')
 free=$(xl info | awk '$1 == "free_memory" { print $3 }')
 dom0=$(xl list 0 | awk 'NR == 2 { print $3 }')
 echo "XEN-DOM0: memory total=$total free=$free dom0=$dom0"
+# `xl list` and `xl info` wall times (xtask/assets/toolbench.sh), against `xm`'s on Keel.
+/bin/toolbench xl
 
 # The same null-hypercall loop in this PV dom0 (syscall-based hypercalls), for reference.
 /bin/hcbench "${calls:-20000}"

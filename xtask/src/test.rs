@@ -3,7 +3,7 @@
 
 use crate::qemu::Accel;
 use crate::util::{self, Result};
-use crate::{build, deps, image, initramfs, kernel, lint, ElfArg};
+use crate::{build, deps, image, initramfs, kernel, lint, xen, ElfArg};
 use std::time::{Duration, Instant};
 
 /// Keel's command line in the test ISO; `keel-tests` reads it from `KEEL_ISO_CMDLINE`.
@@ -144,7 +144,8 @@ fn all(args: &Args, steps: &mut Steps) -> Result<()> {
     qemu.and(bochs)
 }
 
-/// The Debian kernel, the initramfs and the test ISO, then every `keel-tests` test but the Bochs ones.
+/// The Debian kernel, the initramfs (and one with Xen 4.17's stock tools) and the test ISO, then every
+/// `keel-tests` test but the Bochs ones.
 fn qemu_tests(
     args: &Args,
     steps: &mut Steps,
@@ -162,6 +163,8 @@ fn qemu_tests(
             &iso,
         )
     })?;
+    // Debian's stock xl and xenstore-ls for tests/tests/xl.rs (fetched with apt-get download like the kernel).
+    let xl_initrd = steps.run("xen 4.17 tools (xl test)", || xen::stock_tools_initramfs(&xen::ensure()?, &initrd))?;
     steps.run("boot tests (qemu)", || {
         util::run(
             util::cargo()
@@ -173,6 +176,7 @@ fn qemu_tests(
                 .env("KEEL_ACCEL", args.accel.name())
                 .env("KEEL_VMLINUZ", &k.vmlinuz)
                 .env("KEEL_INITRD", &initrd)
+                .env("KEEL_XL_INITRD", &xl_initrd)
                 .env("KEEL_GUESTS", guests)
                 .env("KEEL_LOG_DIR", logs),
         )

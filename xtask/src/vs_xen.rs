@@ -80,6 +80,9 @@ struct Marks {
     /// Keel: `Memory: <n> MiB usable, …`, and `Memory: <n> MiB free after start-up`.
     usable_mib: Option<u64>,
     free_mib: Option<u64>,
+    /// dom0's toolstack (`/bin/toolbench`): `list` and `info` wall times per run, µs (Keel: xm; Xen: xl).
+    tool_list_us: Option<u64>,
+    tool_info_us: Option<u64>,
     exit: Duration,
 }
 
@@ -165,6 +168,15 @@ impl Marks {
         }
         if line.contains("(KEEL) Memory: ") && line.contains(" MiB free after start-up") {
             self.free_mib = field(line, "(KEEL) Memory: ");
+        }
+        // A figure counts only when the command succeeded.
+        if line.contains("KEEL-BENCH: toolstack ") && line.contains(" status=0") {
+            if line.contains(" cmd=list ") {
+                self.tool_list_us = field(line, " us=");
+            }
+            if line.contains(" cmd=info ") {
+                self.tool_info_us = field(line, " us=");
+            }
         }
         if let (Some(u), Some(f)) = (self.usable_mib, self.free_mib) {
             self.kept_mib = u.checked_sub(f);
@@ -357,6 +369,20 @@ fn rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
             |m| m.guest_hc.privcmd.map(|n| n as f64),
             |m| m.dom0_hc.privcmd.map(|n| n as f64),
         ),
+        (
+            "2. Toolstack in dom0: `xm list` (Keel) against `xl list` (Xen), ms per run (20 runs back to back)",
+            " ms",
+            0,
+            |m| m.tool_list_us.map(|n| n as f64 / 1000.0),
+            |m| m.tool_list_us.map(|n| n as f64 / 1000.0),
+        ),
+        (
+            "2. Toolstack in dom0: `xm info` (Keel) against `xl info` (Xen), ms per run (20 runs back to back)",
+            " ms",
+            0,
+            |m| m.tool_info_us.map(|n| n as f64 / 1000.0),
+            |m| m.tool_info_us.map(|n| n as f64 / 1000.0),
+        ),
         ("3. Whole boot: QEMU start → hypervisor's first line", " s", 2, |m| s(m.hv_first), |m| s(m.hv_first)),
         (
             "3. Whole boot: QEMU start → dom0 kernel's first line (on Keel dom0 is the guest)",
@@ -525,6 +551,10 @@ pub fn cmd(args: &Args) -> Result<()> {
          `/sys/hypervisor/version/major` (each read issues `xen_version`) less that of reading \
          `/sys/hypervisor/type` (no hypercall). It also times `getppid` (the bare system call). On Xen it runs \
          in the PV dom0 too, before the domU, for reference.\n\
+         - Toolstack: `/bin/toolbench` (xtask/assets/toolbench.sh) runs `list` and `info` 20 times each in \
+         dom0, timed by `/proc/uptime`: on Keel Keel's own `xm` (static Rust) in its PVH dom0, from the \
+         guest's bench mode; on Xen Debian's `xl` (libxl) in its PV dom0, before the domU. Both read the \
+         hypervisor through privcmd and dom0's xenstored.\n\
          - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
@@ -578,6 +608,9 @@ mod tests {
         assert_eq!(m.kept_mib, Some(27));
         assert_eq!(m.hypercall_failure.as_deref(), Some("ioctl(…): Operation not permitted"));
         assert_eq!(m.problem(), None);
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: toolstack tool=xm cmd=list runs=20 us=41500 status=0", s(11));
+        m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: toolstack tool=xm cmd=info runs=20 us=52000 status=1", s(12));
+        assert_eq!((m.tool_list_us, m.tool_info_us), (Some(41500), None));
     }
 
     #[test]

@@ -6,11 +6,16 @@
 //!
 //! Built here, afresh each time (a few seconds):
 //! - `target/xen-bench/hcbench`: xtask/assets/hcbench.c, `gcc -static`: null hypercalls through privcmd.
-//! - `target/xen-bench/guest.cpio.gz`: the test initramfs plus `/bin/hcbench`, one gzip stream (Xen's domain
-//!   builder cannot inflate concatenated gzip members). Keel's dom0 and Xen's domU both boot it.
+//! - `target/xen-bench/guest.cpio.gz`: the test initramfs plus `/bin/hcbench` and `/bin/toolbench`
+//!   (xtask/assets/toolbench.sh: `xm`/`xl` list and info wall times in a control domain), one gzip stream
+//!   (Xen's domain builder cannot inflate concatenated gzip members). Keel's dom0 and Xen's domU both boot it.
 //! - `target/xen-bench/dom0.cpio.gz`: that initramfs plus Xen's tools (xl, xenstored, xenconsoled, xenconsole,
 //!   xen-init-dom0 and every library `ldd` names), xtask/assets/xen-dom0-init.sh as `/xen-init` (run it with
 //!   `rdinit=/xen-init`), and the domU's kernel, initramfs and `/etc/xen/domu.cfg`.
+//! - `target/xl-initramfs.cpio.gz` ([`stock_tools_initramfs`], for `cargo xtask test`'s xl test): Keel's dom0
+//!   initramfs plus Debian's unchanged `xl` and xenstore-utils' `xenstore-ls` (`/usr/lib/xen-4.17/bin/`), every
+//!   library they load and glibc's loader, and an empty `/etc/xen/xl.conf`; not Xen's xenstored or xenconsoled:
+//!   on Keel, dom0's own xenstored serves them.
 
 use crate::util::{self, Context, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -40,9 +45,15 @@ const HYPERVISOR: &str = "boot/xen-4.17-amd64.gz";
 const TOOLS_DIR: &str = "usr/lib/xen-4.17/bin";
 /// The tools `/xen-init` runs.
 const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-init-dom0"];
+/// The stock tools run on Keel ([`stock_tools_initramfs`]): `(where the packages put it, its name in TOOLS_DIR)`.
+/// xenstore-utils' `xenstore` is one program that acts by the name it is run as (`xenstore-ls` lists).
+pub const STOCK_TOOLS: &[(&str, &str)] = &[("usr/lib/xen-4.17/bin/xl", "xl"), ("usr/bin/xenstore", "xenstore-ls")];
 /// Loaded by glibc at run time (xl's threads), so `ldd` does not name it.
 const DLOPENED: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 const DOM0_INIT: &str = include_str!("../assets/xen-dom0-init.sh");
+/// `/bin/toolbench`: the toolstack's wall times in dom0 (Keel: xm, from S99keel's bench mode; Xen: xl, from
+/// `/xen-init`).
+const TOOLBENCH: &str = include_str!("../assets/toolbench.sh");
 
 /// The unpacked packages.
 pub struct Xen {
@@ -66,7 +77,9 @@ pub fn cached() -> Option<Xen> {
     let version = info.lines().find_map(|l| l.strip_prefix("version="))?.to_string();
     let root = dir.join("root");
     let xen = Xen { hypervisor: root.join(HYPERVISOR), root, version };
-    (xen.hypervisor.is_file() && TOOLS.iter().all(|t| xen.root.join(TOOLS_DIR).join(t).is_file())).then_some(xen)
+    let tools = TOOLS.iter().all(|t| xen.root.join(TOOLS_DIR).join(t).is_file());
+    let stock = STOCK_TOOLS.iter().all(|(t, _)| xen.root.join(t).is_file());
+    (xen.hypervisor.is_file() && tools && stock).then_some(xen)
 }
 
 /// Downloads (`apt-get download`) and unpacks (`dpkg -x`) the packages unless they are cached.
@@ -132,11 +145,20 @@ fn copy_exec(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The guest initramfs: `base` plus `/bin/hcbench`.
+/// Writes `/bin/toolbench` into `stage`.
+fn stage_toolbench(stage: &Path) -> Result<()> {
+    std::fs::create_dir_all(stage.join("bin"))?;
+    std::fs::write(stage.join("bin/toolbench"), TOOLBENCH)?;
+    std::fs::set_permissions(stage.join("bin/toolbench"), std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The guest initramfs: `base` plus `/bin/hcbench` and `/bin/toolbench`.
 pub fn guest_initramfs(base: &Path, hcbench: &Path) -> Result<PathBuf> {
     let stage = work_dir().join("guest-root");
     util::remove_dir(&stage)?;
     copy_exec(hcbench, &stage.join("bin/hcbench"))?;
+    stage_toolbench(&stage)?;
     let out = work_dir().join("guest.cpio.gz");
     extend_initramfs(base, &stage, &out)?;
     util::remove_dir(&stage)?;
@@ -180,31 +202,53 @@ pub struct Domu<'a> {
     pub config: &'a str,
 }
 
-/// The dom0 initramfs: `base`, Xen's tools and libraries, `/xen-init`, `/bin/hcbench`, and the domU's kernel
-/// (`/domu/vmlinuz`), initramfs (`/domu/initrd.img`) and configuration (`/etc/xen/domu.cfg`).
+/// Copies `tools` (`(path under the packages' root, name in TOOLS_DIR)`) into `stage`'s TOOLS_DIR with every
+/// library they load: the loader where their PT_INTERP names it (`/lib64`), the rest in `/lib/x86_64-linux-gnu`;
+/// and an empty `/etc/xen/xl.conf` (xl reads it, and complains on every call when it is missing).
+fn stage_tools(xen: &Xen, tools: &[(&str, &str)], stage: &Path) -> Result<()> {
+    let paths: Vec<PathBuf> = tools.iter().map(|(from, _)| xen.root.join(from)).collect();
+    for (from, (_, name)) in paths.iter().zip(tools) {
+        copy_exec(from, &stage.join(TOOLS_DIR).join(name))?;
+    }
+    for lib in libraries(&xen.root, &paths)? {
+        let name = lib.file_name().expect("a library file");
+        let dest = if lib.starts_with("/lib64") { stage.join("lib64") } else { stage.join("lib/x86_64-linux-gnu") };
+        copy_exec(&lib, &dest.join(name))?;
+    }
+    std::fs::create_dir_all(stage.join("etc/xen"))?;
+    std::fs::write(stage.join("etc/xen/xl.conf"), "")?;
+    Ok(())
+}
+
+/// The dom0 initramfs: `base`, Xen's tools and libraries, `/xen-init`, `/bin/hcbench`, `/bin/toolbench`, and the
+/// domU's kernel (`/domu/vmlinuz`), initramfs (`/domu/initrd.img`) and configuration (`/etc/xen/domu.cfg`).
 pub fn dom0_initramfs(xen: &Xen, base: &Path, hcbench: &Path, domu: &Domu) -> Result<PathBuf> {
     let stage = work_dir().join("dom0-root");
     util::remove_dir(&stage)?;
     copy_exec(hcbench, &stage.join("bin/hcbench"))?;
-    let tools: Vec<PathBuf> = TOOLS.iter().map(|t| xen.root.join(TOOLS_DIR).join(t)).collect();
-    for tool in &tools {
-        copy_exec(tool, &stage.join(TOOLS_DIR).join(tool.file_name().expect("a file")))?;
-    }
-    for lib in libraries(&xen.root, &tools)? {
-        let name = lib.file_name().expect("a library file");
-        // The loader must sit where the binaries' PT_INTERP names it; the rest go in one directory.
-        let dest = if lib.starts_with("/lib64") { stage.join("lib64") } else { stage.join("lib/x86_64-linux-gnu") };
-        copy_exec(&lib, &dest.join(name))?;
-    }
+    stage_toolbench(&stage)?;
+    let tools: Vec<String> = TOOLS.iter().map(|t| format!("{TOOLS_DIR}/{t}")).collect();
+    let tools: Vec<(&str, &str)> = tools.iter().map(String::as_str).zip(TOOLS.iter().copied()).collect();
+    stage_tools(xen, &tools, &stage)?;
     copy_exec(domu.vmlinuz, &stage.join("domu/vmlinuz"))?;
     std::fs::copy(domu.initrd, stage.join("domu/initrd.img"))?;
-    std::fs::create_dir_all(stage.join("etc/xen"))?;
     std::fs::write(stage.join("etc/xen/domu.cfg"), domu.config)?;
-    // xl reads it, and complains on every call when it is missing.
-    std::fs::write(stage.join("etc/xen/xl.conf"), "")?;
     std::fs::write(stage.join("xen-init"), DOM0_INIT)?;
     std::fs::set_permissions(stage.join("xen-init"), std::fs::Permissions::from_mode(0o755))?;
     let out = work_dir().join("dom0.cpio.gz");
+    extend_initramfs(base, &stage, &out)?;
+    util::remove_dir(&stage)?;
+    Ok(out)
+}
+
+/// Keel's dom0 initramfs `base` plus Debian's stock `xl` and `xenstore-ls` ([`STOCK_TOOLS`]) and their
+/// libraries, in `target/xl-initramfs.cpio.gz`: what the xl test (tests/tests/xl.rs) boots.
+/// xtask/assets/checks/xl.sh runs the tools when they are there.
+pub fn stock_tools_initramfs(xen: &Xen, base: &Path) -> Result<PathBuf> {
+    let stage = util::target_dir().join("xl-initramfs-root");
+    util::remove_dir(&stage)?;
+    stage_tools(xen, STOCK_TOOLS, &stage)?;
+    let out = util::target_dir().join("xl-initramfs.cpio.gz");
     extend_initramfs(base, &stage, &out)?;
     util::remove_dir(&stage)?;
     Ok(out)
@@ -232,5 +276,29 @@ mod tests {
             assert!(DOM0_INIT.contains(tool), "{tool}");
         }
         assert!(TOOLS.iter().all(|t| DOM0_INIT.contains(t)));
+        assert!(DOM0_INIT.contains("/bin/toolbench xl"));
+    }
+
+    /// Runs `script` with `sh` on this host (no Xen, no /usr/lib/xen-4.17): (exit status, stdout + stderr).
+    fn run_here(script: &str) -> (bool, String) {
+        let out = Command::new("sh").args(["-c", script]).output().expect("run sh");
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+
+    /// Xen's domU boots the same initramfs as Keel's dom0: outside a control domain toolbench runs nothing.
+    #[test]
+    fn toolbench_does_nothing_outside_a_control_domain() {
+        assert!(!std::fs::read_to_string("/proc/xen/capabilities").is_ok_and(|c| c.contains("control_d")));
+        assert_eq!(run_here(TOOLBENCH), (true, String::new()));
+    }
+
+    /// Every boot test's dom0 sources checks/xl.sh; only the xl test's initramfs has the stock tools.
+    #[test]
+    fn the_xl_checks_do_nothing_without_the_stock_tools() {
+        assert!(!Path::new("/usr/lib/xen-4.17/bin/xl").exists());
+        assert_eq!(run_here(include_str!("../assets/checks/xl.sh")), (true, String::new()));
     }
 }

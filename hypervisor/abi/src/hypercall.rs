@@ -162,6 +162,16 @@ pub struct VcpuSetSingleshotTimer {
     pub pad: u32,
 }
 
+/// `struct multicall_entry` (`xen.h`): one hypercall of a `multicall` batch; the hypervisor writes its return
+/// value into `result`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct MulticallEntry {
+    pub op: u64,
+    pub result: u64,
+    pub args: [u64; 6],
+}
+
 /// `struct vcpu_set_periodic_timer`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -212,6 +222,9 @@ pub struct XenFeatureInfo {
 
 const _: () = {
     use core::mem::{offset_of, size_of};
+    assert!(size_of::<MulticallEntry>() == 64);
+    assert!(offset_of!(MulticallEntry, result) == 8);
+    assert!(offset_of!(MulticallEntry, args) == 16);
     assert!(size_of::<VcpuSetSingleshotTimer>() == 16);
     assert!(offset_of!(VcpuSetSingleshotTimer, flags) == 8);
     assert!(size_of::<VcpuSetPeriodicTimer>() == 8);

@@ -240,6 +240,11 @@ pub mod schedop {
     pub const GETINFO: u32 = 1;
 }
 
+/// `XEN_INVALID_NODE_ID`: a device (or CPU) on no known NUMA node, as `pcitopoinfo` reports it.
+pub const INVALID_NODE_ID: u32 = !0;
+/// `XEN_INVALID_DEV`: `pcitopoinfo`'s answer for a device the hypervisor does not know.
+pub const INVALID_DEV: u32 = INVALID_NODE_ID - 1;
+
 /// `struct xen_sysctl_pcitopoinfo`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]

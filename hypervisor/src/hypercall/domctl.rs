@@ -112,17 +112,19 @@ fn online_mask() -> u64 {
 }
 
 /// `XEN_DOMCTL_setvcpuaffinity` / `getvcpuaffinity`: hard affinity is what the scheduler honours; soft affinity
-/// is kept and reported. A set writes back the effective maps (hard ∩ online CPUs; soft ∩ online ∩ hard), a get the
-/// maps as set.
+/// is kept and reported. As in Xen, naming no map, or naming one with a null bitmap, is -EINVAL (get included). A
+/// set writes back the effective maps (hard ∩ online CPUs; soft ∩ online ∩ hard); a get reads the maps as they
+/// were set, cut to the CPUs that exist (so `xl vcpu-list` shows a vCPU pinned to CPU 0 as `0 / all`, not
+/// `0 / 0`).
 fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let a: dc::VcpuAffinity = d.get();
     let v = vcpu(dom, a.vcpu)?;
     let (hard_f, soft_f) = (a.flags & vcpuaffinity::HARD != 0, a.flags & vcpuaffinity::SOFT != 0);
-    if !hard_f && !soft_f {
+    if (!hard_f && !soft_f) || (hard_f && a.cpumap_hard.bitmap == 0) || (soft_f && a.cpumap_soft.bitmap == 0) {
         return Err(EINVAL);
     }
+    let online = online_mask();
     if d.cmd == cmd::SETVCPUAFFINITY {
-        let online = online_mask();
         let hard = if hard_f { read_cpumap(c, &a.cpumap_hard)? } else { v.sched.affinity.load(Ordering::Relaxed) };
         let soft = if soft_f { read_cpumap(c, &a.cpumap_soft)? } else { v.sched.soft_affinity.load(Ordering::Relaxed) };
         if hard_f && hard & online == 0 {
@@ -140,7 +142,7 @@ fn affinity(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let (hard, soft) = reported_affinity(
         v.sched.affinity.load(Ordering::Relaxed),
         v.sched.soft_affinity.load(Ordering::Relaxed),
-        online_mask(),
+        online,
         d.cmd == cmd::SETVCPUAFFINITY,
     );
     if hard_f {

@@ -98,6 +98,10 @@ pub fn call(dom: &Arc<Domain>, v: &Arc<Vcpu>, paging: PagingState, number: u64, 
         nr::PLATFORM_OP => platform::platform_op(&mut ctx),
         nr::SYSCTL => sysctl::sysctl(&mut ctx),
         nr::DOMCTL => domctl::domctl(&mut ctx),
+        nr::MULTICALL => return multicall(&ctx),
+        // Xen without XSM (its x86 default) has no xsm_op: `xl list` asks it for each domain's label and takes
+        // -ENOSYS as "no label"; -EACCES would print "XSM operation failed!" per domain.
+        nr::XSM_OP => Err(ENOSYS),
         _ => Err(ENOSYS),
     };
     match r {
@@ -107,6 +111,48 @@ pub fn call(dom: &Arc<Domain>, v: &Arc<Vcpu>, paging: PagingState, number: u64, 
         Ok(Action::Stop) => (0, Outcome::Stop),
         Err(e) => (e.to_return(), Outcome::Continue),
     }
+}
+
+/// The most entries one `multicall` runs. Linux batches at most 32 and libxc sends one (each `xc_memory_op` goes
+/// through a one-entry multicall, to read back a full `long`); Xen preempts a long batch with a continuation,
+/// which Keel has not, so the bound keeps a guest from holding its CPU for long.
+pub const MULTICALL_MAX: u64 = 256;
+
+/// `multicall` (13): runs each entry of the caller's list (`args[0]`, `args[1]` entries) as the hypercall it
+/// names, writing its return value into the entry's `result`; returns 0 once all have run, -EFAULT when an
+/// entry cannot be read or written, -EINVAL for more than [`MULTICALL_MAX`] entries. An entry that is itself a
+/// multicall gets -EINVAL (Xen forbids re-entry). An entry that blocks or yields takes effect after the batch (on
+/// Xen, after a continuation runs the rest); one that ends the domain ends the batch.
+fn multicall(c: &Ctx) -> (u64, Outcome) {
+    use keel_abi::hypercall::MulticallEntry;
+    let (list, n) = (c.args[0], c.args[1] & 0xffff_ffff);
+    if n > MULTICALL_MAX {
+        return (EINVAL.to_return(), Outcome::Continue);
+    }
+    let size = core::mem::size_of::<MulticallEntry>() as u64;
+    let mut outcome = Outcome::Continue;
+    for i in 0..n {
+        let Some(at) = list.checked_add(i * size) else { return (EFAULT.to_return(), outcome) };
+        let e: MulticallEntry = match c.read(at) {
+            Ok(e) => e,
+            Err(err) => return (err.to_return(), outcome),
+        };
+        let (result, o) = if e.op == nr::MULTICALL {
+            (EINVAL.to_return(), Outcome::Continue)
+        } else {
+            call(c.dom, c.v, c.paging, e.op, [e.args[0], e.args[1], e.args[2], e.args[3], e.args[4]])
+        };
+        if let Err(err) = c.write(at + 8, &result) {
+            return (err.to_return(), outcome);
+        }
+        if o != Outcome::Continue && outcome != Outcome::Stop {
+            outcome = o;
+        }
+        if o == Outcome::Stop {
+            break;
+        }
+    }
+    (0, outcome)
 }
 
 /// Says once per command number (per family) that Keel does not implement a toolstack command (-ENOSYS).
@@ -151,6 +197,38 @@ pub fn build_page(vmmcall: bool) -> [u8; 4096] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::testing;
+    use keel_abi::hypercall::MulticallEntry;
+
+    /// libxc reads `xl info`'s sharing counters through one-entry multicalls of memory_op: multicall used to be
+    /// -ENOSYS as a whole. Each entry runs and gets its own result; a nested multicall is refused.
+    #[test]
+    fn multicall_runs_each_entry_and_writes_its_result() {
+        let dom = testing::domain(1, 4);
+        let entry = |op: u64, args: [u64; 6]| MulticallEntry { op, result: 0xdead, args };
+        let list = [
+            entry(nr::XEN_VERSION, [keel_abi::hypercall::xenver::VERSION, 0, 0, 0, 0, 0]),
+            entry(nr::MULTICALL, [0x1000, 1, 0, 0, 0, 0]),
+            entry(nr::XEN_VERSION, [keel_abi::hypercall::xenver::PAGESIZE, 0, 0, 0, 0, 0]),
+            entry(999, [0; 6]),
+        ];
+        testing::put(&dom, 0x1000, &list);
+        assert_eq!(testing::hypercall(&dom, 0, nr::MULTICALL, [0x1000, 4, 0, 0, 0]), 0);
+        let out: [MulticallEntry; 4] = testing::get(&dom, 0x1000);
+        let (maj, min) = keel_abi::XEN_VERSION;
+        assert_eq!(out[0].result, (maj << 16 | min) as u64);
+        assert_eq!(out[1].result as i64, EINVAL.negated());
+        assert_eq!(out[2].result, 4096);
+        assert_eq!(out[3].result as i64, ENOSYS.negated());
+        assert_eq!(out[0].args, list[0].args, "only the result is written");
+        // Too many entries, or a list outside the guest's memory.
+        assert_eq!(testing::hypercall(&dom, 0, nr::MULTICALL, [0x1000, MULTICALL_MAX + 1, 0, 0, 0]), EINVAL.negated());
+        assert_eq!(testing::hypercall(&dom, 0, nr::MULTICALL, [0x1000_0000, 1, 0, 0, 0]), EFAULT.negated());
+        // No XSM: xsm_op is -ENOSYS, which `xl list` takes as "no label".
+        assert_eq!(testing::hypercall(&dom, 0, nr::XSM_OP, [5, 0x1000, 0, 0, 0]), ENOSYS.negated());
+        crate::domain::destroy(&dom);
+    }
 
     #[test]
     fn hypercall_page_layout() {

@@ -143,3 +143,41 @@ fn max_mem_sets_the_limit() {
     assert_eq!(dom.mem.lock().max_pages, 2048);
     domain::destroy(&dom);
 }
+
+/// `xl vcpu-pin 0 1 0` sets only the hard map; `xl vcpu-list` then reads both maps and must see the soft one as it
+/// was set (all CPUs), not cut down to the hard one: Xen's get returns the maps as set (it used to come back as
+/// the hard map). A get naming a map with a null bitmap is -EINVAL, as a set (it used to succeed silently).
+#[test]
+fn get_affinity_reads_the_maps_as_set() {
+    let dom = privileged_domain();
+    let bitmap = |at: u64| dc::XenctlBitmap { bitmap: at, nr_bits: 8, pad: 0 };
+    put(&dom, BUF, &0x01u8);
+    let mut d = req(cmd::SETVCPUAFFINITY, dom.id);
+    d.set(&dc::VcpuAffinity { vcpu: 1, flags: vcpuaffinity::HARD, cpumap_hard: bitmap(BUF), ..Default::default() });
+    assert_eq!(call(&dom, &d).0, 0);
+    put(&dom, BUF, &0u64);
+    let mut d = req(cmd::GETVCPUAFFINITY, dom.id);
+    d.set(&dc::VcpuAffinity {
+        vcpu: 1,
+        flags: vcpuaffinity::HARD | vcpuaffinity::SOFT,
+        cpumap_hard: bitmap(BUF),
+        cpumap_soft: bitmap(BUF + 8),
+    });
+    assert_eq!(call(&dom, &d).0, 0);
+    let online = online_mask() as u8;
+    assert_eq!((get::<u8>(&dom, BUF), get::<u8>(&dom, BUF + 8)), (1, online), "hard 0, soft every CPU");
+    // With two CPUs online (the host tests have one): a get reports soft as set, a set soft ∩ hard.
+    assert_eq!(reported_affinity(0b01, u64::MAX, 0b11, false), (0b01, 0b11));
+    assert_eq!(reported_affinity(0b01, u64::MAX, 0b11, true), (0b01, 0b01));
+    // Setting the soft map alone writes back soft ∩ online ∩ hard, and keeps the soft map as set.
+    put(&dom, BUF + 8, &0xffu8);
+    let mut d = req(cmd::SETVCPUAFFINITY, dom.id);
+    d.set(&dc::VcpuAffinity { vcpu: 1, flags: vcpuaffinity::SOFT, cpumap_soft: bitmap(BUF + 8), ..Default::default() });
+    assert_eq!(call(&dom, &d).0, 0);
+    assert_eq!(get::<u8>(&dom, BUF + 8), 1);
+    assert_eq!(dom.vcpus[1].sched.soft_affinity.load(Ordering::Relaxed) & 0xff, 0xff);
+    let mut d = req(cmd::GETVCPUAFFINITY, dom.id);
+    d.set(&dc::VcpuAffinity { vcpu: 1, flags: vcpuaffinity::SOFT, ..Default::default() });
+    assert_eq!(call(&dom, &d).0, EINVAL.negated(), "a get naming a null bitmap");
+    domain::destroy(&dom);
+}
