@@ -14,10 +14,6 @@ mod xl {
     const TIMEOUT: u64 = 300;
     const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4";
     const DOM0_CMDLINE: &str = "console=hvc0 keel.init=checks keel.check.loop=1000";
-    /// What `xm` says of a command or option the xm in this build does not carry yet (dom0-tools'
-    /// `XmError::NotAvailable`; clap's refusal of an option).
-    const XM_NOT_BUILT: &[&str] = &["is not available yet", "unexpected argument"];
-
     fn boot() -> Run {
         let out = std::env::temp_dir().join(format!("keel-xl-{}.iso", std::process::id()));
         let initrd = env_path("KEEL_XL_INITRD");
@@ -60,15 +56,6 @@ mod xl {
     /// The whitespace-separated columns of every row whose first column is `name`.
     fn rows<'a>(lines: &[&'a str], name: &str) -> Vec<Vec<&'a str>> {
         lines.iter().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|c| c.first() == Some(&name)).collect()
-    }
-
-    /// Whether `xm`'s output for `what` says the command is not in this build (another part of the issue).
-    fn xm_missing(run: &Run, what: &str) -> bool {
-        let missing = out(run, what).iter().any(|l| XM_NOT_BUILT.iter().any(|m| l.contains(m)));
-        if missing {
-            eprintln!("[{}] WARNING: `xm` has no {what} command in this build: that comparison is skipped", run.name);
-        }
-        missing
     }
 
     #[test]
@@ -138,7 +125,7 @@ mod xl {
         if ids != ["0", "1", "2", "3"] || !cpus_ok {
             problems.push(format!("xl vcpu-list's Domain-0 rows {vcpus:?}, want vCPUs 0-3 on CPU 0 or 1"));
         }
-        if !xm_missing(&run, "XM-VCPU") {
+        {
             let xm_ids: Vec<&str> =
                 rows(&out(&run, "XM-VCPU"), "Domain-0").iter().filter_map(|r| r.get(2).copied()).collect();
             if xm_ids != ids {
@@ -154,7 +141,7 @@ mod xl {
         {
             problems.push(format!("after `xl vcpu-pin 0 1 0` vCPU 1 is {one:?}, want CPU 0 and affinity `0 / all`"));
         }
-        if !xm_missing(&run, "XM-VCPU-PINNED") {
+        {
             let xm_one = rows(&out(&run, "XM-VCPU-PINNED"), "Domain-0").into_iter().find(|r| r.get(2) == Some(&"1"));
             if xm_one.as_ref().and_then(|r| r.get(3)) != Some(&"0") {
                 problems.push(format!("after `xl vcpu-pin 0 1 0` xm vcpu-list shows vCPU 1 as {xm_one:?}, want CPU 0"));
@@ -175,22 +162,17 @@ mod xl {
         if weight("SCHED") != Some(Some("256 0".into())) {
             problems.push(format!("xl sched-credit Domain-0 weight and cap {:?}, want 256 0", weight("SCHED")));
         }
-        // Without xm's sched-credit the weight stays at xl's 512.
-        let xm_sched = !xm_missing(&run, "XM-SCHED");
-        let after_xm = if xm_sched { "384 0" } else { "512 0" };
-        if weight("SCHED-AFTER-XM") != Some(Some(after_xm.into())) {
+        if weight("SCHED-AFTER-XM") != Some(Some("384 0".into())) {
             problems.push(format!("xl sched-credit after `xm sched-credit -w 384`: {:?}", weight("SCHED-AFTER-XM")));
         }
-        if xm_sched {
-            if weight("XM-SCHED") != weight("SCHED") {
-                problems.push(format!("sched-credit: xl {:?}, xm {:?}", weight("SCHED"), weight("XM-SCHED")));
-            }
-            if weight("XM-SCHED-AFTER-XL") != Some(Some("512 0".into())) {
-                problems.push(format!("xm sched-credit after `xl … -w 512`: {:?}", weight("XM-SCHED-AFTER-XL")));
-            }
+        if weight("XM-SCHED") != weight("SCHED") {
+            problems.push(format!("sched-credit: xl {:?}, xm {:?}", weight("SCHED"), weight("XM-SCHED")));
+        }
+        if weight("XM-SCHED-AFTER-XL") != Some(Some("512 0".into())) {
+            problems.push(format!("xm sched-credit after `xl … -w 512`: {:?}", weight("XM-SCHED-AFTER-XL")));
         }
 
-        // The pool's credit time slice, set to 20 ms through xl: xl reads it back, and xm (once it has -s).
+        // The pool's credit time slice, set to 20 ms through xl: xl reads it back, and so does xm.
         let slice = |what: &str| out(&run, what).iter().find_map(|l| l.split("tslice=").nth(1)?.split("ms").next());
         if status(&run, "SCHED-SLICE-SET") != Some(0) || slice("SCHED-SLICE") != Some("20") {
             problems.push(format!(
@@ -199,7 +181,7 @@ mod xl {
                 out(&run, "SCHED-SLICE")
             ));
         }
-        if !xm_missing(&run, "XM-SCHED-SLICE") && slice("XM-SCHED-SLICE") != Some("20") {
+        if slice("XM-SCHED-SLICE") != Some("20") {
             problems.push(format!("xm sched-credit -s after xl's -t 20: {:?}", out(&run, "XM-SCHED-SLICE")));
         }
 
