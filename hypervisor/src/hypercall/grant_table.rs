@@ -1,9 +1,11 @@
-//! `grant_table_op`: grant table v1 set-up (size, version). The frames themselves are mapped with
-//! XENMEM_add_to_physmap (see `memory`).
+//! `grant_table_op`: grant table v1 set-up (size, version), and mapping granted frames into the caller's physical
+//! address space and out again (map/unmap_grant_ref; the bookkeeping is [`crate::domain::grant`]'s). The table's
+//! frames themselves are mapped with XENMEM_add_to_physmap (see `memory`).
 
 use super::{Action, Ctx, HResult};
+use crate::domain::grant;
 use keel_abi::hypercall::errno::*;
-use keel_abi::shared_info::{gnttab, GnttabQuerySize, GnttabSetVersion};
+use keel_abi::shared_info::{gnttab, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabUnmapGrantRef};
 
 /// `GNTST_bad_domain`: the status QUERY_SIZE reports for a domain that does not exist.
 const GNTST_BAD_DOMAIN: i16 = -2;
@@ -25,6 +27,7 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
     // Xen takes the command and the count as 32-bit values.
     let (cmd, arg, count) = (c.args[0] as u32, c.args[1], c.args[2] as u32);
     match u64::from(cmd) {
+        gnttab::MAP_GRANT_REF | gnttab::UNMAP_GRANT_REF => {}
         gnttab::QUERY_SIZE | gnttab::SET_VERSION | gnttab::GET_VERSION => {}
         // Commands an HVM guest may use that Keel does not implement, and the rest: -ENOSYS, as Xen says for
         // the commands it does not offer HVM guests (Xen checks the whole command word here, so one with
@@ -35,6 +38,35 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
         return Err(EINVAL);
     }
     match u64::from(cmd) {
+        gnttab::MAP_GRANT_REF => {
+            // Each op's status goes back in the op; a fault on the array ends the call with -EFAULT.
+            for i in 0..u64::from(count) {
+                let at = arg.wrapping_add(i * core::mem::size_of::<GnttabMapGrantRef>() as u64);
+                let mut op: GnttabMapGrantRef = c.read(at)?;
+                match grant::map(c.dom, op.host_addr, op.flags, op.gref, op.dom) {
+                    Ok((handle, hpa)) => {
+                        op.status = grant::status::OKAY;
+                        op.handle = handle;
+                        op.dev_bus_addr = hpa;
+                    }
+                    Err(st) => op.status = st,
+                }
+                c.write(at, &op)?;
+            }
+            Ok(Action::Return(0))
+        }
+        gnttab::UNMAP_GRANT_REF => {
+            for i in 0..u64::from(count) {
+                let at = arg.wrapping_add(i * core::mem::size_of::<GnttabUnmapGrantRef>() as u64);
+                let mut op: GnttabUnmapGrantRef = c.read(at)?;
+                op.status = match grant::unmap(c.dom, op.host_addr, op.handle) {
+                    Ok(()) => grant::status::OKAY,
+                    Err(st) => st,
+                };
+                c.write(at, &op)?;
+            }
+            Ok(Action::Return(0))
+        }
         gnttab::QUERY_SIZE => {
             if count != 1 {
                 return Err(EINVAL);
@@ -99,7 +131,7 @@ mod tests {
         let dom = testing::domain(1, 4);
         let other = testing::domain(1, 4);
         // Commands Keel does not implement (map, unmap, setup_table, copy, ...) and unknown ones: -ENOSYS.
-        for cmd in [0, 1, gnttab::SETUP_TABLE, 5, 11, 13, 99, 0x1006] {
+        for cmd in [gnttab::SETUP_TABLE, 5, 11, 13, 99, 0x1006] {
             assert_eq!(op(&dom, cmd, 1), ENOSYS.negated(), "cmd {cmd}");
         }
         put(&dom, ARG, &GnttabQuerySize { dom: DOMID_SELF, ..Default::default() });

@@ -55,8 +55,51 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Result<u64, OutOfFrames> {
     Ok(p)
 }
 
-/// Returns a frame to the allocator; a bad free is reported, not ignored.
+/// References held on frames by mappings outside their owner (a foreign or grant mapping in another domain's
+/// p2m): the count, and whether the owner has freed the frame meanwhile. A frame freed while referenced is
+/// returned to the allocator only when its last reference goes, so a mapping never outlives its frame.
+static FRAME_REFS: spin::Mutex<alloc::collections::BTreeMap<u64, (u32, bool)>> =
+    spin::Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Takes a reference on frame `paddr` (see [`FRAME_REFS`]).
+pub fn get_frame_ref(paddr: u64) {
+    FRAME_REFS.lock().entry(paddr).or_insert((0, false)).0 += 1;
+}
+
+/// Drops a reference taken with [`get_frame_ref`]; frees the frame if its owner freed it meanwhile.
+pub fn put_frame_ref(paddr: u64) {
+    let free = {
+        let mut refs = FRAME_REFS.lock();
+        let Some(e) = refs.get_mut(&paddr) else {
+            crate::error!("frame {paddr:#x}: reference dropped that was never taken");
+            return;
+        };
+        e.0 -= 1;
+        if e.0 > 0 {
+            return;
+        }
+        refs.remove(&paddr).is_some_and(|(_, freed)| freed)
+    };
+    if free {
+        free_frame(paddr);
+    }
+}
+
+/// References held on frame `paddr` now.
+pub fn frame_refs(paddr: u64) -> u32 {
+    FRAME_REFS.lock().get(&paddr).map_or(0, |e| e.0)
+}
+
+/// Returns a frame to the allocator (later, if others still reference it: see [`get_frame_ref`]); a bad free is
+/// reported, not ignored.
 pub fn free_frame(paddr: u64) {
+    {
+        let mut refs = FRAME_REFS.lock();
+        if let Some(e) = refs.get_mut(&paddr) {
+            e.1 = true;
+            return;
+        }
+    }
     #[cfg(test)]
     if host_frames::free(paddr) {
         return;
