@@ -108,16 +108,22 @@ fn errno_of(e: &Error) -> i32 {
 
 /// gntalloc a page granted to dom0, map it through gntdev, and check both ways.
 fn grants() -> Result<String, String> {
-    let ga = OpenOptions::new().read(true).write(true).open("/dev/xen/gntalloc").map_err(|e| format!("open gntalloc: {e}"))?;
+    let ga = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/xen/gntalloc")
+        .map_err(|e| format!("open gntalloc: {e}"))?;
     let mut a = GntallocAllocGref { domid: 0, flags: GNTALLOC_FLAG_WRITABLE, count: 1, index: 0, gref_ids: [0] };
     ioctl(ga.as_raw_fd(), IOCTL_GNTALLOC_ALLOC_GREF, &mut a).map_err(|e| format!("alloc_gref: {e}"))?;
     let gref = a.gref_ids[0];
     let mine = map(ga.as_raw_fd(), 1, a.index).map_err(|e| format!("mmap gntalloc: {e}"))?;
-    const PATTERN: u64 = 0x4b45_454c_4752_4e54; // "KEELGRNT"
+    // "KEELGRNT".
+    const PATTERN: u64 = 0x4b45_454c_4752_4e54;
     // SAFETY: `mine` maps one writable page.
     unsafe { mine.write_volatile(PATTERN) };
 
-    let gd = OpenOptions::new().read(true).write(true).open("/dev/xen/gntdev").map_err(|e| format!("open gntdev: {e}"))?;
+    let gd =
+        OpenOptions::new().read(true).write(true).open("/dev/xen/gntdev").map_err(|e| format!("open gntdev: {e}"))?;
     let mut m = GntdevMapGrantRef { count: 1, pad: 0, index: 0, refs: [GntdevGrantRef { domid: 0, gref }] };
     ioctl(gd.as_raw_fd(), IOCTL_GNTDEV_MAP_GRANT_REF, &mut m).map_err(|e| format!("map_grant_ref: {e}"))?;
     let theirs = map(gd.as_raw_fd(), 1, m.index).map_err(|e| format!("mmap gntdev (gref {gref}): {e}"))?;

@@ -581,7 +581,7 @@ mod tests {
         assert_eq!((hpa(&d0, 0x50), hpa(&d0, 0x51)), (frames[0], frames[1]));
         // What the domain writes in its table (here its entry 1: permit_access to d0, frame 0x1234) shows in dom0.
         assert_eq!(add(&du, GRANT, 0, 0x80), 0);
-        put(&du, 0x80008, &[1u16 | 0, d0.id]);
+        put(&du, 0x80008, &[1u16, d0.id]);
         put(&du, 0x8000c, &0x1234u32);
         assert_eq!(get::<[u16; 2]>(&d0, 0x50008), [1, d0.id]);
         assert_eq!(get::<u32>(&d0, 0x5000c), 0x1234);
