@@ -197,6 +197,11 @@ mod linux {
         if !gnt.trim_end().ends_with("read=ok write-back=ok") {
             problems.push(format!("gntalloc + gntdev: {gnt:?}"));
         }
+        // /dev/xen/evtchn: an interdomain loopback inside dom0 delivers the notification.
+        let ev = run.assert_line("KEEL-CHECK: evtchn-loopback ");
+        if !ev.trim_end().ends_with("event=ok") {
+            problems.push(format!("evtchn loopback: {ev:?}"));
+        }
         // privcmd: Xen 4.17's errors. MMAP_RESOURCE of one's own grant table is -EPERM (a remote domain only),
         // of no domain -ESRCH; MMAPBATCH_V2's per-page errors: -ESRCH for no domain, -EPERM for dom0 itself.
         for (what, want) in [

@@ -20,11 +20,11 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
     match cmd {
         xenmem::ADD_TO_PHYSMAP => {
             let a: XenAddToPhysmap = c.read(arg)?;
-            if a.domid != DOMID_SELF && a.domid != c.dom.id {
-                return Err(EPERM);
-            }
             if a.space == xenmem::SPACE_GMFN_FOREIGN {
                 return Err(ENOSYS); // only through the batch call, which names the foreign domain
+            }
+            if a.domid != DOMID_SELF && a.domid != c.dom.id {
+                return Err(EPERM);
             }
             let dom = c.dom.clone();
             add_one(c, &dom, a.space, a.idx, a.gpfn, 0)?;
