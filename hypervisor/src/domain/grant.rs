@@ -291,7 +291,10 @@ pub fn unmap(ld: &Arc<Domain>, host_addr: u64, handle: u32) -> Result<(), i16> {
     if host_addr >> 12 != gfn || ld.mem.lock().borrowed(gfn) != Some(Borrowed::Grant(m.hpa)) {
         return Err(status::GENERAL_ERROR);
     }
-    ld.unmap_borrowed(gfn);
+    // A pinned GFN (a vcpu_info or runstate area registered over the mapping) keeps its frame.
+    if ld.unmap_borrowed(gfn).is_err() {
+        return Err(status::GENERAL_ERROR);
+    }
     ld.grants.lock().release(handle);
     // A granter that is gone keeps nothing to update; its frame is released with the last reference.
     if let Some(rd) = super::get(m.granter) {

@@ -338,11 +338,18 @@ impl Memory {
     }
 
     /// Removes the borrowed frame at `gfn` from the p2m; the caller drops its reference once no vCPU can reach it.
-    fn unmap_borrowed(&mut self, gfn: u64) -> Option<Borrowed> {
-        let b = self.borrowed.remove(&gfn)?;
+    /// A pinned GFN stays (-EBUSY): Keel writes through its host address.
+    fn unmap_borrowed(&mut self, gfn: u64) -> Result<Option<Borrowed>, Errno> {
+        if !self.borrowed.contains_key(&gfn) {
+            return Ok(None);
+        }
+        if self.is_pinned(gfn) {
+            return Err(EBUSY);
+        }
+        let Some(b) = self.borrowed.remove(&gfn) else { return Ok(None) };
         // A 4 KiB leaf: no split, so no table is needed and this cannot fail.
         let _ = self.p2m.unmap_4k(&mut MachineFrames, gfn * PAGE_SIZE);
-        Some(b)
+        Ok(Some(b))
     }
 }
 
@@ -758,23 +765,24 @@ impl Domain {
     }
 
     /// Removes the borrowed frame at `gfn`, if one is there; its reference is dropped once no vCPU can reach it.
-    pub fn unmap_borrowed(&self, gfn: u64) -> Option<Borrowed> {
-        let b = self.mem.lock().unmap_borrowed(gfn)?;
+    /// -EBUSY, and nothing changes, for a pinned GFN.
+    pub fn unmap_borrowed(&self, gfn: u64) -> Result<Option<Borrowed>, Errno> {
+        let Some(b) = self.mem.lock().unmap_borrowed(gfn)? else { return Ok(None) };
         self.release_after_flush(Some((b.hpa(), true)));
-        Some(b)
+        Ok(Some(b))
     }
 
     /// Removes what is mapped at `gfn` (XENMEM_remove_from_physmap): owned RAM leaves the domain and is freed,
     /// a borrowed foreign frame is unmapped and its reference dropped, both once no vCPU can reach them; any other
     /// frame (shared_info, a grant-table frame) is simply unhooked. -ENOENT where nothing (or a grant mapping,
-    /// which only GNTTABOP_unmap_grant_ref removes) is mapped, -EBUSY for a pinned GFN.
+    /// which only GNTTABOP_unmap_grant_ref removes) is mapped, -EBUSY for a pinned GFN (Keel writes through it).
     pub fn remove_from_physmap(&self, gfn: u64) -> Result<(), Errno> {
         let release = {
             let mut mem = self.mem.lock();
             let gpa = gfn.checked_mul(PAGE_SIZE).filter(|&g| g < p2m::GPA_LIMIT).ok_or(ENOENT)?;
             match mem.borrowed(gfn) {
                 Some(Borrowed::Grant(_)) => return Err(ENOENT),
-                Some(Borrowed::Foreign(_)) => mem.unmap_borrowed(gfn).map(|b| (b.hpa(), true)),
+                Some(Borrowed::Foreign(_)) => mem.unmap_borrowed(gfn)?.map(|b| (b.hpa(), true)),
                 None => {
                     if mem.translate(gpa, false).is_err() {
                         return Err(ENOENT);

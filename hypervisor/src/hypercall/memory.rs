@@ -593,4 +593,22 @@ mod tests {
         assert!(!host_frames::is_live(frames[0]) && !host_frames::is_live(frames[1]));
         crate::domain::destroy(&d0);
     }
+
+    /// A foreign frame with a vcpu_info registered in it is pinned: remove_from_physmap refuses (-EBUSY) instead of
+    /// dropping the reference while Keel still writes there; once the area moves, it goes.
+    #[test]
+    fn pinned_foreign_mapping_is_not_removed() {
+        let (d0, du) = pair();
+        let theirs = hpa(&du, 0x10);
+        assert_eq!(foreign(&d0, du.id, 0x10, 0x20), (0, 0));
+        put(&d0, ARG, &VcpuRegisterVcpuInfo { mfn: 0x20, offset: 0, rsvd: 0 });
+        assert_eq!(vcpu_op(&d0, vcpuop::REGISTER_VCPU_INFO, 0), 0);
+        assert_eq!(remove(&d0, 0x20), EBUSY.negated());
+        assert_eq!(host_frames_refs(theirs), 1);
+        assert_eq!(hpa(&d0, 0x20), theirs);
+        crate::domain::destroy(&d0);
+        drop(d0);
+        assert_eq!(host_frames_refs(theirs), 0);
+        crate::domain::destroy(&du);
+    }
 }
