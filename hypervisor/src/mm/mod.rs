@@ -184,3 +184,34 @@ pub mod host_frames {
         LIVE.lock().expect("host frames").len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_frames;
+
+    /// A frame its owner frees while others reference it goes back to the allocator with the last reference;
+    /// one nobody references is freed at once, and a reference dropped that was never taken changes nothing.
+    #[test]
+    fn a_referenced_frame_is_freed_with_its_last_reference() {
+        let f = super::alloc_frame().expect("a frame");
+        super::get_frame_ref(f);
+        super::get_frame_ref(f);
+        assert_eq!(super::frame_refs(f), 2);
+        super::free_frame(f);
+        assert!(host_frames::is_live(f), "freed while referenced");
+        super::put_frame_ref(f);
+        assert!(host_frames::is_live(f), "freed with a reference left");
+        super::put_frame_ref(f);
+        assert!(!host_frames::is_live(f), "not freed with the last reference");
+        assert_eq!(super::frame_refs(f), 0);
+        // Referenced and released before any free: the owner's free is immediate.
+        let g = super::alloc_frame().expect("a frame");
+        super::get_frame_ref(g);
+        super::put_frame_ref(g);
+        assert!(host_frames::is_live(g), "a reference going must not free a frame its owner still has");
+        super::put_frame_ref(g);
+        assert!(host_frames::is_live(g));
+        super::free_frame(g);
+        assert!(!host_frames::is_live(g));
+    }
+}
