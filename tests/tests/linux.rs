@@ -212,6 +212,30 @@ mod linux {
         }
         // xm's host-level commands (xtask/assets/checks/xm.sh).
         problems.extend(xm_problems(&run));
+        // dom0's Xen devices (xtask/assets/checks/devices.sh): a page gntalloc granted to dom0 itself, mapped
+        // again through gntdev (GNTTABOP_map_grant_ref), shows gntalloc's pattern and takes gntdev's writes.
+        let gnt = run.assert_line("KEEL-CHECK: gntdev-own-grant ");
+        if !gnt.trim_end().ends_with("read=ok write-back=ok") {
+            problems.push(format!("gntalloc + gntdev: {gnt:?}"));
+        }
+        // /dev/xen/evtchn: an interdomain loopback inside dom0 delivers the notification.
+        let ev = run.assert_line("KEEL-CHECK: evtchn-loopback ");
+        if !ev.trim_end().ends_with("event=ok") {
+            problems.push(format!("evtchn loopback: {ev:?}"));
+        }
+        // privcmd: Xen 4.17's errors. MMAP_RESOURCE of one's own grant table is -EPERM (a remote domain only),
+        // of no domain -ESRCH; MMAPBATCH_V2's per-page errors: -ESRCH for no domain, -EPERM for dom0 itself.
+        for (what, want) in [
+            ("mmap-resource-gnttab self", "errno=-1"),
+            ("mmap-resource-gnttab nodomain", "errno=-3"),
+            ("mmapbatch nodomain", "rc=0 err=-3"),
+            ("mmapbatch self", "rc=0 err=-1"),
+        ] {
+            let line = run.assert_line(&format!("KEEL-CHECK: {what} "));
+            if !line.trim_end().ends_with(&format!("{what} {want}")) {
+                problems.push(format!("{what}: {line:?}, want {want}"));
+            }
+        }
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }

@@ -30,7 +30,8 @@ pub fn guests() -> Result<PathBuf> {
 }
 
 /// The dom0 programs the initramfs carries, each (name, directory it goes to).
-pub const DOM0_PROGRAMS: &[(&str, &str)] = &[("xm", "usr/sbin"), ("xenstored", "usr/sbin"), ("xenstore", "usr/bin")];
+pub const DOM0_PROGRAMS: &[(&str, &str)] =
+    &[("xm", "usr/sbin"), ("xenstored", "usr/sbin"), ("xenstore", "usr/bin"), ("keel-devcheck", "usr/bin")];
 /// The target dom0's static programs are built for (glibc with crt-static: no other Rust target needed).
 pub const DOM0_TARGET: &str = "x86_64-unknown-linux-gnu";
 

@@ -126,11 +126,91 @@ pub mod xenmem {
     pub const DECREASE_RESERVATION: u64 = 1;
     pub const ADD_TO_PHYSMAP: u64 = 7;
     pub const MEMORY_MAP: u64 = 9;
+    pub const REMOVE_FROM_PHYSMAP: u64 = 15;
+    pub const ADD_TO_PHYSMAP_BATCH: u64 = 23;
+    pub const ACQUIRE_RESOURCE: u64 = 28;
+    /// The low bits of a memory_op command are the sub-op; the rest is a continuation's start extent.
+    pub const CMD_MASK: u64 = 0x3f;
+    pub const EXTENT_SHIFT: u32 = 6;
     /// `XENMAPSPACE_shared_info`.
     pub const SPACE_SHARED_INFO: u32 = 0;
     /// `XENMAPSPACE_grant_table`.
     pub const SPACE_GRANT_TABLE: u32 = 1;
+    /// `XENMAPSPACE_gmfn_range` (refused by the batch call).
+    pub const SPACE_GMFN_RANGE: u32 = 3;
+    /// `XENMAPSPACE_gmfn_foreign`.
+    pub const SPACE_GMFN_FOREIGN: u32 = 4;
+    /// `XENMAPSPACE_dev_mmio`.
+    pub const SPACE_DEV_MMIO: u32 = 5;
+    /// `XENMEM_resource_*` types of XENMEM_acquire_resource.
+    pub const RESOURCE_IOREQ_SERVER: u16 = 0;
+    pub const RESOURCE_GRANT_TABLE: u16 = 1;
+    pub const RESOURCE_VMTRACE_BUF: u16 = 2;
+    /// `XENMEM_resource_grant_table_id_*`.
+    pub const RESOURCE_GRANT_TABLE_SHARED: u32 = 0;
+    pub const RESOURCE_GRANT_TABLE_STATUS: u32 = 1;
 }
+
+/// `struct xen_add_to_physmap_batch` (Linux: `xen_add_to_physmap_range`). Guest handles are addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenAddToPhysmapBatch {
+    pub domid: u16,
+    pub space: u16,
+    pub size: u16,
+    /// `u.foreign_domid` for gmfn_foreign, `u.res0` (0) for the other spaces.
+    pub foreign_domid: u16,
+    /// `xen_ulong_t idxs[size]`.
+    pub idxs: u64,
+    /// `xen_pfn_t gpfns[size]`.
+    pub gpfns: u64,
+    /// `int errs[size]` (out).
+    pub errs: u64,
+}
+
+/// `struct xen_remove_from_physmap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenRemoveFromPhysmap {
+    pub domid: u16,
+    pub pad: [u16; 3],
+    pub gpfn: u64,
+}
+
+/// `struct xen_mem_acquire_resource`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenMemAcquireResource {
+    pub domid: u16,
+    pub typ: u16,
+    pub id: u32,
+    /// In: frames to map (0 with a null `frame_list`: ask for the size); out: the size.
+    pub nr_frames: u32,
+    pub pad: u32,
+    /// First frame of the resource.
+    pub frame: u64,
+    /// `xen_pfn_t frame_list[nr_frames]`: for a translated caller, its GFNs to map the frames at.
+    pub frame_list: u64,
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<XenAddToPhysmapBatch>() == 32);
+    assert!(offset_of!(XenAddToPhysmapBatch, foreign_domid) == 6);
+    assert!(offset_of!(XenAddToPhysmapBatch, errs) == 24);
+    assert!(size_of::<XenRemoveFromPhysmap>() == 16);
+    assert!(offset_of!(XenRemoveFromPhysmap, gpfn) == 8);
+    assert!(size_of::<XenMemAcquireResource>() == 32);
+    assert!(offset_of!(XenMemAcquireResource, nr_frames) == 8);
+    assert!(offset_of!(XenMemAcquireResource, frame) == 16);
+    assert!(offset_of!(XenMemAcquireResource, frame_list) == 24);
+    assert!(size_of::<GnttabMapGrantRef>() == 32);
+    assert!(offset_of!(GnttabMapGrantRef, status) == 18);
+    assert!(offset_of!(GnttabMapGrantRef, dev_bus_addr) == 24);
+    assert!(size_of::<GnttabUnmapGrantRef>() == 24);
+    assert!(offset_of!(GnttabUnmapGrantRef, handle) == 16);
+    assert!(offset_of!(GnttabUnmapGrantRef, status) == 20);
+};
 
 /// `struct xen_add_to_physmap`.
 #[repr(C)]
@@ -274,6 +354,8 @@ const _: () = {
 
 /// `grant_table_op` commands and structures (grant table v1 set-up).
 pub mod gnttab {
+    pub const MAP_GRANT_REF: u64 = 0;
+    pub const UNMAP_GRANT_REF: u64 = 1;
     pub const SETUP_TABLE: u64 = 2;
     pub const QUERY_SIZE: u64 = 6;
     pub const SET_VERSION: u64 = 8;
@@ -292,6 +374,38 @@ pub struct GnttabQuerySize {
     pub max_nr_frames: u32,
     pub status: i16,
     pub pad2: u16,
+}
+
+/// `struct gnttab_map_grant_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GnttabMapGrantRef {
+    /// In: for an auto-translated caller, the guest-physical address to map the frame at.
+    pub host_addr: u64,
+    /// In: `GNTMAP_*`.
+    pub flags: u32,
+    /// In: the grant reference.
+    pub gref: u32,
+    /// In: the granting domain.
+    pub dom: u16,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    /// Out: the handle to unmap with.
+    pub handle: u32,
+    /// Out: the frame's machine address.
+    pub dev_bus_addr: u64,
+}
+
+/// `struct gnttab_unmap_grant_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GnttabUnmapGrantRef {
+    pub host_addr: u64,
+    pub dev_bus_addr: u64,
+    pub handle: u32,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    pub pad: u16,
 }
 
 /// `struct gnttab_set_version` / `gnttab_get_version` (version in/out).

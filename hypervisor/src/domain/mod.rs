@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod evtchn;
+pub mod grant;
 pub mod pvclock;
 
 use crate::hvm::walk::{self, Access};
@@ -61,6 +62,11 @@ pub struct DomainConfig {
 /// - *Deferred frees.* A RAM frame removed from the p2m is not freed at once: other vCPUs may still hold its
 ///   translation. It waits in a list tagged with the domain's flush generation and is freed once every vCPU that
 ///   could be in the guest has acknowledged a flush of that generation ([`Vcpu::ack_flush`]).
+/// - *Borrowed frames.* A frame of another domain (XENMEM_add_to_physmap_batch with gmfn_foreign,
+///   XENMEM_acquire_resource) or a granted frame (GNTTABOP_map_grant_ref) is mapped with a reference on it
+///   ([`crate::mm::get_frame_ref`]) and recorded in [`Memory::borrowed`]; the reference is dropped once the
+///   mapping is gone and every vCPU has flushed, or when the domain is freed. Its owner may free the frame
+///   meanwhile (it dies, or replaces the page): the frame then returns to the allocator with the last reference.
 /// - *Bounded p2m.* GFNs lie below [`Memory::max_gpa`] and the nested page tables are capped at what the RAM needs
 ///   plus [`P2M_EXTRA_TABLES`], so no sequence of hypercalls makes Keel allocate page tables without bound.
 pub struct Memory {
@@ -74,8 +80,38 @@ pub struct Memory {
     pub ram_end: u64,
     /// Pinned GFNs and how many users pinned each.
     pinned: BTreeMap<u64, u32>,
-    /// Frames removed from the p2m, with the flush generation every vCPU must reach before they are freed.
-    deferred: Vec<(u64, u64)>,
+    /// Frames removed from the p2m, with the flush generation every vCPU must reach before they are released
+    /// (freed, or their reference dropped for a borrowed frame).
+    deferred: Vec<Deferred>,
+    /// Borrowed frames mapped in the p2m, by GFN (see above).
+    borrowed: BTreeMap<u64, Borrowed>,
+}
+
+/// A frame that left the p2m and waits for every vCPU to flush.
+#[derive(Clone, Copy, Debug)]
+struct Deferred {
+    gen: u64,
+    hpa: u64,
+    /// A borrowed frame: drop the reference instead of freeing it.
+    unref: bool,
+}
+
+/// A frame mapped in a domain's p2m that it does not own, with a reference held on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Borrowed {
+    /// Another domain's frame (Xen's p2m_map_foreign): gmfn_foreign, or an acquired resource.
+    Foreign(u64),
+    /// A granted frame (Xen's p2m_grant_map_rw/ro), mapped with GNTTABOP_map_grant_ref.
+    Grant(u64),
+}
+
+impl Borrowed {
+    /// The host frame.
+    pub fn hpa(self) -> u64 {
+        match self {
+            Self::Foreign(h) | Self::Grant(h) => h,
+        }
+    }
 }
 
 /// Table frames a domain's p2m may use beyond what its RAM can need (fully split into 4 KiB pages): enough for
@@ -94,7 +130,15 @@ pub struct BadGpa(pub u64);
 
 impl Memory {
     fn new(p2m: GuestP2m, max_pages: u64) -> Self {
-        Self { p2m, tot_pages: 0, max_pages, ram_end: 0, pinned: BTreeMap::new(), deferred: Vec::new() }
+        Self {
+            p2m,
+            tot_pages: 0,
+            max_pages,
+            ram_end: 0,
+            pinned: BTreeMap::new(),
+            deferred: Vec::new(),
+            borrowed: BTreeMap::new(),
+        }
     }
 
     /// End (exclusive) of the guest-physical range the domain may map frames into: RAM's end or 4 GiB, whichever
@@ -136,6 +180,26 @@ impl Memory {
     /// Frames removed from the p2m and not yet freed.
     pub fn deferred_frames(&self) -> usize {
         self.deferred.len()
+    }
+
+    /// The borrowed frame mapped at `gfn`, if any.
+    pub fn borrowed(&self, gfn: u64) -> Option<Borrowed> {
+        self.borrowed.get(&gfn).copied()
+    }
+
+    /// Number of borrowed frames mapped.
+    pub fn borrowed_count(&self) -> usize {
+        self.borrowed.len()
+    }
+
+    /// Whether the domain owns the frame at `gfn` (RAM), the way Xen's p2m_is_ram sees it: mapped, and neither
+    /// borrowed nor a hole. Returns its host address.
+    pub fn ram_frame(&self, gfn: u64) -> Option<u64> {
+        if self.borrowed.contains_key(&gfn) {
+            return None;
+        }
+        let gpa = gfn.checked_mul(PAGE_SIZE).filter(|&g| g < p2m::GPA_LIMIT)?;
+        self.translate(gpa, false).ok()
     }
 
     /// Host address of guest-physical `gpa`, if mapped (writable when `write`).
@@ -232,14 +296,18 @@ impl Memory {
     }
 
     /// Puts the frame `hpa`, which the domain does not own, at `gfn` in place of what was there; returns the owned
-    /// RAM frame it replaced (for the caller to free once no vCPU can still use it).
-    fn replace_4k(&mut self, gfn: u64, hpa: u64) -> Result<Option<u64>, Errno> {
+    /// RAM frame it replaced (for the caller to free once no vCPU can still use it). A borrowed frame there is not
+    /// replaced: -ENXIO, as Xen's guest_remove_page says for a page the domain does not own.
+    fn replace_4k(&mut self, gfn: u64, hpa: u64, perms: Perms) -> Result<Option<u64>, Errno> {
         let gpa = self.gfn_to_gpa(gfn)?;
         if self.is_pinned(gfn) {
             return Err(EBUSY);
         }
+        if self.borrowed.contains_key(&gfn) {
+            return Err(ENXIO);
+        }
         let old = self.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)?;
-        let mapped = self.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size4K, Perms::RAM, false);
+        let mapped = self.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size4K, perms, false);
         match (old, mapped) {
             (old, Ok(())) => {
                 let Some(old) = old else { return Ok(None) };
@@ -258,6 +326,30 @@ impl Memory {
             (None, Err(MapError::OutOfRange)) => Err(EINVAL),
             (None, Err(_)) => Err(ENOMEM),
         }
+    }
+
+    /// Maps the borrowed frame `b` at `gfn` (writable when `write`), taking a reference on it; returns the owned
+    /// RAM frame it replaced, as [`Self::replace_4k`].
+    fn map_borrowed(&mut self, gfn: u64, b: Borrowed, write: bool) -> Result<Option<u64>, Errno> {
+        let old = self.replace_4k(gfn, b.hpa(), Perms { write, exec: true })?;
+        crate::mm::get_frame_ref(b.hpa());
+        self.borrowed.insert(gfn, b);
+        Ok(old)
+    }
+
+    /// Removes the borrowed frame at `gfn` from the p2m; the caller drops its reference once no vCPU can reach it.
+    /// A pinned GFN stays (-EBUSY): Keel writes through its host address.
+    fn unmap_borrowed(&mut self, gfn: u64) -> Result<Option<Borrowed>, Errno> {
+        if !self.borrowed.contains_key(&gfn) {
+            return Ok(None);
+        }
+        if self.is_pinned(gfn) {
+            return Err(EBUSY);
+        }
+        let Some(b) = self.borrowed.remove(&gfn) else { return Ok(None) };
+        // A 4 KiB leaf: no split, so no table is needed and this cannot fail.
+        let _ = self.p2m.unmap_4k(&mut MachineFrames, gfn * PAGE_SIZE);
+        Ok(Some(b))
     }
 }
 
@@ -534,6 +626,8 @@ pub struct Domain {
     pub privileged: AtomicBool,
     /// Grant-table frames (host addresses), created on demand by XENMEM_add_to_physmap.
     pub grant_frames: Mutex<Vec<u64>>,
+    /// Grant mappings: this domain's entries others (or itself) have mapped, and this domain's own mappings.
+    pub grants: Mutex<grant::Grants>,
     /// The memory map the domain was built with (for XENMEM_memory_map).
     pub memmap: Mutex<Vec<keel_abi::start_info::HvmMemmapEntry>>,
     /// Generation of the guest-physical map: bumped by every [`Domain::p2m_changed`].
@@ -637,10 +731,14 @@ impl Domain {
         let Some(mut mem) = self.mem.try_lock() else { return };
         let mut i = 0;
         while i < mem.deferred.len() {
-            let (gen, hpa) = mem.deferred[i];
-            if self.flushed(gen) {
+            let d = mem.deferred[i];
+            if self.flushed(d.gen) {
                 mem.deferred.swap_remove(i);
-                crate::mm::free_frame(hpa);
+                if d.unref {
+                    crate::mm::put_frame_ref(d.hpa);
+                } else {
+                    crate::mm::free_frame(d.hpa);
+                }
             } else {
                 i += 1;
             }
@@ -653,14 +751,67 @@ impl Domain {
     /// no vCPU can reach it. Errors: -EINVAL for a GFN beyond [`Memory::max_gpa`], -EBUSY for a pinned GFN,
     /// -ENOMEM when the p2m's table cap (or the machine) has no frame for a new table.
     pub fn map_foreign_frame(&self, gfn: u64, hpa: u64) -> Result<(), Errno> {
-        let old = self.mem.lock().replace_4k(gfn, hpa)?;
+        let old = self.mem.lock().replace_4k(gfn, hpa, Perms::RAM)?;
+        self.release_after_flush(old.map(|hpa| (hpa, false)));
+        Ok(())
+    }
+
+    /// Maps the borrowed frame `b` at `gfn` (see [`Memory`]): errors as [`Self::map_foreign_frame`], and -ENXIO
+    /// where a borrowed frame is mapped already. Owned RAM it replaces is freed once no vCPU can reach it.
+    pub fn map_borrowed(&self, gfn: u64, b: Borrowed, write: bool) -> Result<(), Errno> {
+        let old = self.mem.lock().map_borrowed(gfn, b, write)?;
+        self.release_after_flush(old.map(|hpa| (hpa, false)));
+        Ok(())
+    }
+
+    /// Removes the borrowed frame at `gfn`, if one is there; its reference is dropped once no vCPU can reach it.
+    /// -EBUSY, and nothing changes, for a pinned GFN.
+    pub fn unmap_borrowed(&self, gfn: u64) -> Result<Option<Borrowed>, Errno> {
+        let Some(b) = self.mem.lock().unmap_borrowed(gfn)? else { return Ok(None) };
+        self.release_after_flush(Some((b.hpa(), true)));
+        Ok(Some(b))
+    }
+
+    /// Removes what is mapped at `gfn` (XENMEM_remove_from_physmap): owned RAM leaves the domain and is freed,
+    /// a borrowed foreign frame is unmapped and its reference dropped, both once no vCPU can reach them; any other
+    /// frame (shared_info, a grant-table frame) is simply unhooked. -ENOENT where nothing (or a grant mapping,
+    /// which only GNTTABOP_unmap_grant_ref removes) is mapped, -EBUSY for a pinned GFN (Keel writes through it).
+    pub fn remove_from_physmap(&self, gfn: u64) -> Result<(), Errno> {
+        let release = {
+            let mut mem = self.mem.lock();
+            let gpa = gfn.checked_mul(PAGE_SIZE).filter(|&g| g < p2m::GPA_LIMIT).ok_or(ENOENT)?;
+            match mem.borrowed(gfn) {
+                Some(Borrowed::Grant(_)) => return Err(ENOENT),
+                Some(Borrowed::Foreign(_)) => mem.unmap_borrowed(gfn)?.map(|b| (b.hpa(), true)),
+                None => {
+                    if mem.translate(gpa, false).is_err() {
+                        return Err(ENOENT);
+                    }
+                    if mem.is_pinned(gfn) {
+                        return Err(EBUSY);
+                    }
+                    match mem.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)? {
+                        Some(old) if old.owned => {
+                            mem.tot_pages -= 1;
+                            Some((old.hpa, false))
+                        }
+                        _ => None,
+                    }
+                }
+            }
+        };
+        self.release_after_flush(release);
+        Ok(())
+    }
+
+    /// The p2m changed: flush every vCPU, and free `frame` (or drop its reference when `.1`) once all have.
+    fn release_after_flush(&self, frame: Option<(u64, bool)>) {
         let gen = self.p2m_changed();
-        if let Some(old) = old {
-            self.mem.lock().deferred.push((gen, old));
+        if let Some((hpa, unref)) = frame {
+            self.mem.lock().deferred.push(Deferred { gen, hpa, unref });
             self.deferred_pending.store(true, Ordering::Relaxed);
             self.free_deferred();
         }
-        Ok(())
     }
 
     /// Pins guest frame `gfn` (see [`Memory::pin`]) for a ring or area Keel reads or writes through its host
@@ -815,6 +966,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             dying: AtomicBool::new(false),
             privileged: AtomicBool::new(false),
             grant_frames: Mutex::new(Vec::new()),
+            grants: Mutex::new(grant::Grants::default()),
             memmap: Mutex::new(Vec::new()),
             flush_gen: AtomicU64::new(0),
             deferred_pending: AtomicBool::new(false),
@@ -870,9 +1022,17 @@ impl Drop for Domain {
             }
         }
         let mem = self.mem.get_mut();
-        for (_, f) in mem.deferred.drain(..) {
-            crate::mm::free_frame(f);
+        for d in mem.deferred.drain(..) {
+            if d.unref {
+                crate::mm::put_frame_ref(d.hpa);
+            } else {
+                crate::mm::free_frame(d.hpa);
+            }
         }
+        for (_, b) in core::mem::take(&mut mem.borrowed) {
+            crate::mm::put_frame_ref(b.hpa());
+        }
+        self.grants.get_mut().release_active();
         let p2m = core::mem::replace(&mut mem.p2m, GuestP2m::detached());
         p2m.destroy(&mut MachineFrames);
         mem.tot_pages = 0;

@@ -1,9 +1,11 @@
-//! `grant_table_op`: grant table v1 set-up (size, version). The frames themselves are mapped with
-//! XENMEM_add_to_physmap (see `memory`).
+//! `grant_table_op`: grant table v1 set-up (size, version), and mapping granted frames into the caller's physical
+//! address space and out again (map/unmap_grant_ref; the bookkeeping is [`crate::domain::grant`]'s). The table's
+//! frames themselves are mapped with XENMEM_add_to_physmap (see `memory`).
 
 use super::{Action, Ctx, HResult};
+use crate::domain::grant;
 use keel_abi::hypercall::errno::*;
-use keel_abi::shared_info::{gnttab, GnttabQuerySize, GnttabSetVersion};
+use keel_abi::shared_info::{gnttab, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabUnmapGrantRef};
 
 /// `GNTST_bad_domain`: the status QUERY_SIZE reports for a domain that does not exist.
 const GNTST_BAD_DOMAIN: i16 = -2;
@@ -25,6 +27,7 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
     // Xen takes the command and the count as 32-bit values.
     let (cmd, arg, count) = (c.args[0] as u32, c.args[1], c.args[2] as u32);
     match u64::from(cmd) {
+        gnttab::MAP_GRANT_REF | gnttab::UNMAP_GRANT_REF => {}
         gnttab::QUERY_SIZE | gnttab::SET_VERSION | gnttab::GET_VERSION => {}
         // Commands an HVM guest may use that Keel does not implement, and the rest: -ENOSYS, as Xen says for
         // the commands it does not offer HVM guests (Xen checks the whole command word here, so one with
@@ -35,6 +38,35 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
         return Err(EINVAL);
     }
     match u64::from(cmd) {
+        gnttab::MAP_GRANT_REF => {
+            // Each op's status goes back in the op; a fault on the array ends the call with -EFAULT.
+            for i in 0..u64::from(count) {
+                let at = arg.wrapping_add(i * core::mem::size_of::<GnttabMapGrantRef>() as u64);
+                let mut op: GnttabMapGrantRef = c.read(at)?;
+                match grant::map(c.dom, op.host_addr, op.flags, op.gref, op.dom) {
+                    Ok((handle, hpa)) => {
+                        op.status = grant::status::OKAY;
+                        op.handle = handle;
+                        op.dev_bus_addr = hpa;
+                    }
+                    Err(st) => op.status = st,
+                }
+                c.write(at, &op)?;
+            }
+            Ok(Action::Return(0))
+        }
+        gnttab::UNMAP_GRANT_REF => {
+            for i in 0..u64::from(count) {
+                let at = arg.wrapping_add(i * core::mem::size_of::<GnttabUnmapGrantRef>() as u64);
+                let mut op: GnttabUnmapGrantRef = c.read(at)?;
+                op.status = match grant::unmap(c.dom, op.host_addr, op.handle) {
+                    Ok(()) => grant::status::OKAY,
+                    Err(st) => st,
+                };
+                c.write(at, &op)?;
+            }
+            Ok(Action::Return(0))
+        }
         gnttab::QUERY_SIZE => {
             if count != 1 {
                 return Err(EINVAL);
@@ -99,7 +131,7 @@ mod tests {
         let dom = testing::domain(1, 4);
         let other = testing::domain(1, 4);
         // Commands Keel does not implement (map, unmap, setup_table, copy, ...) and unknown ones: -ENOSYS.
-        for cmd in [0, 1, gnttab::SETUP_TABLE, 5, 11, 13, 99, 0x1006] {
+        for cmd in [gnttab::SETUP_TABLE, 5, 11, 13, 99, 0x1006] {
             assert_eq!(op(&dom, cmd, 1), ENOSYS.negated(), "cmd {cmd}");
         }
         put(&dom, ARG, &GnttabQuerySize { dom: DOMID_SELF, ..Default::default() });
@@ -123,5 +155,139 @@ mod tests {
         }
         crate::domain::destroy(&dom);
         crate::domain::destroy(&other);
+    }
+
+    use crate::domain::grant::{gtf, map as gm, status as st};
+    use crate::mm::host_frames;
+    use keel_abi::shared_info::{xenmem, XenAddToPhysmap};
+
+    /// Puts grant-table frame 0 of `dom` at GFN 0x50 and writes entry `gref` (flags, domid, frame).
+    fn grant(dom: &alloc::sync::Arc<crate::domain::Domain>, gref: u64, flags: u16, domid: u16, frame: u32) {
+        if dom.mem.lock().borrowed(0x50).is_none() && dom.grant_frames.lock().is_empty() {
+            put(dom, ARG, &XenAddToPhysmap { domid: DOMID_SELF, size: 0, space: 1, idx: 0, gpfn: 0x50 });
+            assert_eq!(testing::hypercall(dom, 0, nr::MEMORY_OP, [xenmem::ADD_TO_PHYSMAP, ARG, 0, 0, 0]), 0);
+        }
+        put(dom, 0x50000 + gref * 8, &[flags, domid]);
+        put(dom, 0x50004 + gref * 8, &frame);
+    }
+
+    fn entry_flags(dom: &crate::domain::Domain, gref: u64) -> u16 {
+        get(dom, 0x50000 + gref * 8)
+    }
+
+    fn map(
+        dom: &alloc::sync::Arc<crate::domain::Domain>,
+        host_addr: u64,
+        flags: u32,
+        gref: u32,
+        d: u16,
+    ) -> GnttabMapGrantRef {
+        put(dom, ARG, &GnttabMapGrantRef { host_addr, flags, gref, dom: d, ..Default::default() });
+        assert_eq!(op(dom, gnttab::MAP_GRANT_REF, 1), 0);
+        get(dom, ARG)
+    }
+
+    fn unmap(dom: &alloc::sync::Arc<crate::domain::Domain>, host_addr: u64, handle: u32) -> i16 {
+        put(dom, ARG, &GnttabUnmapGrantRef { host_addr, handle, ..Default::default() });
+        assert_eq!(op(dom, gnttab::UNMAP_GRANT_REF, 1), 0);
+        get::<GnttabUnmapGrantRef>(dom, ARG).status
+    }
+
+    fn hpa(dom: &crate::domain::Domain, gfn: u64) -> u64 {
+        dom.mem.lock().translate(gfn << 12, false).expect("mapped")
+    }
+
+    /// What gntalloc + gntdev do in dom0: a domain grants one of its pages to itself and maps the grant at a
+    /// scratch GFN; both GFNs show the same frame until unmapped.
+    #[test]
+    fn own_grant_maps_and_unmaps() {
+        let dom = testing::domain(1, 4);
+        grant(&dom, 10, gtf::PERMIT_ACCESS, dom.id, 0x60);
+        put(&dom, 0x60000, &0x1122_3344_u64);
+        let frame = hpa(&dom, 0x60);
+        let m = map(&dom, 0x70000, gm::HOST_MAP, 10, dom.id);
+        assert_eq!(m.status, st::OKAY);
+        assert_eq!(m.dev_bus_addr, frame);
+        assert_eq!(hpa(&dom, 0x70), frame);
+        assert_eq!(get::<u64>(&dom, 0x70000), 0x1122_3344);
+        put(&dom, 0x70008, &0x55_u64);
+        assert_eq!(get::<u64>(&dom, 0x60008), 0x55);
+        assert_eq!(entry_flags(&dom, 10), gtf::PERMIT_ACCESS | gtf::READING | gtf::WRITING);
+        // A second, read-only mapping of the same grant; the read-only one cannot be written.
+        let r = map(&dom, 0x71000, gm::HOST_MAP | gm::READONLY, 10, dom.id);
+        assert_eq!(r.status, st::OKAY);
+        assert!(dom.mem.lock().translate(0x71000, true).is_err());
+        assert_eq!(dom.grants.lock().pins(10), Some((1, 1)));
+        // Unmap needs the handle and the address it was mapped at; remove_from_physmap cannot take it.
+        assert_eq!(unmap(&dom, 0x71000, m.handle), st::GENERAL_ERROR);
+        assert_eq!(unmap(&dom, 0x70000, 999), st::BAD_HANDLE);
+        assert_eq!(unmap(&dom, 0x70000, m.handle), st::OKAY);
+        assert_eq!(entry_flags(&dom, 10), gtf::PERMIT_ACCESS | gtf::READING, "writing clears with the last rw map");
+        assert!(dom.mem.lock().translate(0x70000, false).is_err());
+        assert_eq!(unmap(&dom, 0x70000, m.handle), st::BAD_HANDLE, "unmapped already");
+        assert_eq!(unmap(&dom, 0x71000, r.handle), st::OKAY);
+        assert_eq!(entry_flags(&dom, 10), gtf::PERMIT_ACCESS);
+        assert_eq!(dom.grants.lock().pins(10), None);
+        assert_eq!(dom.grants.lock().mappings(), 0);
+        assert_eq!(crate::mm::frame_refs(frame), 0);
+        assert!(host_frames::is_live(frame));
+        crate::domain::destroy(&dom);
+    }
+
+    #[test]
+    fn grant_map_errors_follow_xen() {
+        let dom = testing::domain(1, 4);
+        let other = testing::domain(1, 4);
+        grant(&dom, 1, gtf::PERMIT_ACCESS | gtf::READONLY, dom.id, 0x60);
+        grant(&dom, 2, gtf::PERMIT_ACCESS, other.id, 0x60);
+        grant(&dom, 3, 0, dom.id, 0x60);
+        grant(&dom, 4, gtf::PERMIT_ACCESS, dom.id, 0x10_0000);
+        let status = |flags, gref, d| map(&dom, 0x70000, flags, gref, d).status;
+        assert_eq!(status(0, 1, dom.id), st::BAD_GNTREF, "neither host nor device map");
+        assert_eq!(status(gm::HOST_MAP | gm::DEVICE_MAP, 1, dom.id), st::GENERAL_ERROR, "device map from HVM");
+        assert_eq!(status(gm::HOST_MAP | gm::CONTAINS_PTE, 1, dom.id), st::GENERAL_ERROR);
+        assert_eq!(status(gm::HOST_MAP, 1, 0x7000), st::BAD_DOMAIN);
+        assert_eq!(status(gm::HOST_MAP, 1, DOMID_SELF), st::BAD_DOMAIN, "Xen looks the granter up by id");
+        assert_eq!(status(gm::HOST_MAP, 512, dom.id), st::BAD_GNTREF, "beyond the table's one frame");
+        assert_eq!(status(gm::HOST_MAP, 1, dom.id), st::GENERAL_ERROR, "writable map of a read-only grant");
+        assert_eq!(status(gm::HOST_MAP, 2, dom.id), st::GENERAL_ERROR, "granted to another domain");
+        assert_eq!(status(gm::HOST_MAP, 3, dom.id), st::GENERAL_ERROR, "not permit_access");
+        assert_eq!(status(gm::HOST_MAP, 4, dom.id), st::BAD_PAGE, "not RAM");
+        assert_eq!(entry_flags(&dom, 4), gtf::PERMIT_ACCESS, "flags restored");
+        assert_eq!(map(&dom, 1 << 60, gm::HOST_MAP | gm::READONLY, 1, dom.id).status, st::GENERAL_ERROR, "bad GFN");
+        assert_eq!(dom.grants.lock().mappings(), 0, "failed maps leave no handle");
+        assert_eq!(dom.grants.lock().pins(1), None);
+        assert_eq!(entry_flags(&dom, 1), gtf::PERMIT_ACCESS | gtf::READONLY);
+        assert_eq!(crate::mm::frame_refs(hpa(&dom, 0x60)), 0);
+        crate::domain::destroy(&dom);
+        crate::domain::destroy(&other);
+    }
+
+    /// Another domain's grant: its frame outlives the granter while mapped, and goes with the unmap.
+    #[test]
+    fn granted_frame_outlives_its_granter_while_mapped() {
+        let d0 = testing::domain(1, 4);
+        let du = testing::domain(1, 4);
+        grant(&du, 5, gtf::PERMIT_ACCESS, d0.id, 0x20);
+        let frame = hpa(&du, 0x20);
+        let m = map(&d0, 0x90000, gm::HOST_MAP, 5, du.id);
+        assert_eq!(m.status, st::OKAY);
+        assert_eq!(entry_flags(&du, 5), gtf::PERMIT_ACCESS | gtf::READING | gtf::WRITING);
+        crate::domain::destroy(&du);
+        drop(du);
+        assert!(host_frames::is_live(frame), "freed while mapped");
+        put(&d0, 0x90000, &1u64);
+        assert_eq!(unmap(&d0, 0x90000, m.handle), st::OKAY);
+        assert!(!host_frames::is_live(frame), "leaked after the unmap");
+        // And a mapping left in place when the mapper dies is released then.
+        let du = testing::domain(1, 4);
+        grant(&du, 6, gtf::PERMIT_ACCESS, d0.id, 0x21);
+        let frame = hpa(&du, 0x21);
+        assert_eq!(map(&d0, 0x91000, gm::HOST_MAP, 6, du.id).status, st::OKAY);
+        crate::domain::destroy(&d0);
+        drop(d0);
+        crate::domain::destroy(&du);
+        drop(du);
+        assert!(!host_frames::is_live(frame), "leaked with both domains gone");
     }
 }

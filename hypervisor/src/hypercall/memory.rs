@@ -1,54 +1,34 @@
 //! `memory_op`: mapping shared_info and grant-table frames into the guest's physical address space (the checks —
 //! GFN range, pinned frames, the p2m's table cap — and the deferred free of replaced RAM are
-//! [`crate::domain::Domain::map_foreign_frame`]'s), and the memory map.
+//! [`crate::domain::Domain::map_foreign_frame`]'s), the memory map, and for the hardware domain the foreign
+//! mappings privcmd makes: XENMEM_add_to_physmap_batch with gmfn_foreign, XENMEM_remove_from_physmap and
+//! XENMEM_acquire_resource (the mapped frames are borrowed, with a reference: see [`crate::domain::Memory`]).
 
 use super::{Action, Ctx, HResult};
+use crate::domain::{self, grant, Borrowed, Domain};
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use keel_abi::hypercall::errno::*;
-use keel_abi::shared_info::{gnttab, xenmem, XenAddToPhysmap, XenMemoryMap};
+use keel_abi::shared_info::{
+    gnttab, xenmem, XenAddToPhysmap, XenAddToPhysmapBatch, XenMemAcquireResource, XenMemoryMap, XenRemoveFromPhysmap,
+};
+use keel_abi::DOMID_SELF;
 
 pub fn memory_op(c: &mut Ctx) -> HResult {
     let (cmd, arg) = (c.args[0], c.args[1]);
+    let (op, start) = (cmd & xenmem::CMD_MASK, cmd >> xenmem::EXTENT_SHIFT);
     match cmd {
         xenmem::ADD_TO_PHYSMAP => {
             let a: XenAddToPhysmap = c.read(arg)?;
-            if a.domid != keel_abi::DOMID_SELF && a.domid != c.dom.id {
+            if a.space == xenmem::SPACE_GMFN_FOREIGN {
+                return Err(ENOSYS); // only through the batch call, which names the foreign domain
+            }
+            if a.domid != DOMID_SELF && a.domid != c.dom.id {
                 return Err(EPERM);
             }
-            match a.space {
-                xenmem::SPACE_SHARED_INFO => {
-                    if a.idx != 0 {
-                        return Err(EINVAL);
-                    }
-                    c.dom.map_foreign_frame(a.gpfn, c.dom.shared_info)?;
-                    c.dom.shared_info_gfn.store(a.gpfn, Ordering::Release);
-                    for v in &c.dom.vcpus {
-                        crate::domain::pvclock::update(c.dom, v);
-                    }
-                    Ok(Action::Return(0))
-                }
-                xenmem::SPACE_GRANT_TABLE => {
-                    if a.idx & (1 << 31) != 0 {
-                        return Err(EINVAL); // status frames exist only with grant table v2
-                    }
-                    let idx = usize::try_from(a.idx).map_err(|_| EINVAL)?;
-                    if idx >= gnttab::MAX_FRAMES as usize {
-                        return Err(EINVAL);
-                    }
-                    c.dom.mem.lock().gfn_to_gpa(a.gpfn)?;
-                    let frame = {
-                        let mut frames = c.dom.grant_frames.lock();
-                        while frames.len() <= idx {
-                            frames.push(crate::mm::alloc_frame().map_err(|_| ENOMEM)?);
-                        }
-                        frames[idx]
-                    };
-                    c.dom.map_foreign_frame(a.gpfn, frame)?;
-                    crate::debug!("d{}: grant-table frame {idx} at gfn {:#x}", c.dom.id, a.gpfn);
-                    Ok(Action::Return(0))
-                }
-                _ => Err(ENOSYS),
-            }
+            let dom = c.dom.clone();
+            add_one(c, &dom, a.space, a.idx, a.gpfn, 0)?;
+            Ok(Action::Return(0))
         }
         xenmem::MEMORY_MAP => {
             let mut m: XenMemoryMap = c.read(arg)?;
@@ -67,8 +47,198 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
             c.write(arg, &m)?;
             Ok(Action::Return(0))
         }
+        _ => match op {
+            xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(c, arg, start),
+            xenmem::REMOVE_FROM_PHYSMAP => {
+                if start != 0 {
+                    return Err(EINVAL);
+                }
+                let r: XenRemoveFromPhysmap = c.read(arg)?;
+                let dom = target(c, r.domid)?;
+                dom.remove_from_physmap(r.gpfn)?;
+                Ok(Action::Return(0))
+            }
+            xenmem::ACQUIRE_RESOURCE => acquire_resource(c, arg, start),
+            _ => Err(ENOSYS),
+        },
+    }
+}
+
+/// The domain a physmap call names (Xen's rcu_lock_domain_by_any_id and XSM_TARGET check): the caller itself
+/// (DOMID_SELF or its id), or, for a privileged caller, any live domain. -ESRCH for none, -EPERM otherwise.
+fn target(c: &Ctx, domid: u16) -> Result<Arc<Domain>, Errno> {
+    if domid == DOMID_SELF || domid == c.dom.id {
+        return Ok(c.dom.clone());
+    }
+    let d = domain::get(domid).ok_or(ESRCH)?;
+    if !c.dom.is_privileged() {
+        return Err(EPERM);
+    }
+    Ok(d)
+}
+
+/// Maps frame `idx` of `space` at `gpfn` in `dom` (Xen's xenmem_add_to_physmap_one).
+fn add_one(c: &Ctx, dom: &Arc<Domain>, space: u32, idx: u64, gpfn: u64, foreign_domid: u16) -> Result<(), Errno> {
+    match space {
+        xenmem::SPACE_SHARED_INFO => {
+            if idx != 0 {
+                return Err(EINVAL);
+            }
+            dom.map_foreign_frame(gpfn, dom.shared_info)?;
+            dom.shared_info_gfn.store(gpfn, Ordering::Release);
+            for v in &dom.vcpus {
+                crate::domain::pvclock::update(dom, v);
+            }
+            Ok(())
+        }
+        xenmem::SPACE_GRANT_TABLE => {
+            if idx & (1 << 31) != 0 {
+                return Err(EINVAL); // status frames exist only with grant table v2
+            }
+            let idx = usize::try_from(idx).map_err(|_| EINVAL)?;
+            if idx >= gnttab::MAX_FRAMES as usize {
+                return Err(EINVAL);
+            }
+            dom.mem.lock().gfn_to_gpa(gpfn)?;
+            let frame = grant::table_frame(dom, idx)?;
+            dom.map_foreign_frame(gpfn, frame)?;
+            crate::debug!("d{}: grant-table frame {idx} at gfn {:#x}", dom.id, gpfn);
+            Ok(())
+        }
+        xenmem::SPACE_GMFN_FOREIGN => add_foreign(c, dom, idx, gpfn, foreign_domid),
         _ => Err(ENOSYS),
     }
+}
+
+/// gmfn_foreign (Xen's p2m_add_foreign): maps frame `fgfn` of domain `foreign_domid` at `gpfn` of `tdom`, with a
+/// reference on it. Only the hardware domain may hold foreign mappings (-EPERM); the foreign domain must exist
+/// (-ESRCH) and not be the caller (-EPERM) or the target (-EINVAL); its frame must be RAM (-EINVAL). RAM at
+/// `gpfn` is freed; a foreign or grant mapping there is kept (-ENXIO).
+fn add_foreign(c: &Ctx, tdom: &Arc<Domain>, fgfn: u64, gpfn: u64, foreign_domid: u16) -> Result<(), Errno> {
+    if !tdom.is_privileged() {
+        return Err(EPERM);
+    }
+    let fdom = domain::get(foreign_domid).ok_or(ESRCH)?;
+    if Arc::ptr_eq(&fdom, c.dom) {
+        return Err(EPERM);
+    }
+    if Arc::ptr_eq(&fdom, tdom) {
+        return Err(EINVAL);
+    }
+    // The reference is taken while the frame is still the foreign domain's (under its memory lock), so that it
+    // cannot be freed between the look-up and the mapping.
+    let hpa = {
+        let mem = fdom.mem.lock();
+        let hpa = mem.ram_frame(fgfn).ok_or(EINVAL)?;
+        crate::mm::get_frame_ref(hpa);
+        hpa
+    };
+    let r = tdom.map_borrowed(gpfn, Borrowed::Foreign(hpa), true);
+    crate::mm::put_frame_ref(hpa);
+    r
+}
+
+/// XENMEM_add_to_physmap_batch: each entry's result goes to `errs[]`; the call itself fails only for a bad
+/// request (space gmfn_range: -EOPNOTSUPP; unknown domain: -ESRCH; a start extent beyond the size: -EILSEQ;
+/// unreadable arrays: -EFAULT; an INVALID_GFN target: -EINVAL).
+fn add_to_physmap_batch(c: &Ctx, arg: u64, start: u64) -> HResult {
+    if start > u64::from(u16::MAX) {
+        return Err(EDOM);
+    }
+    let b: XenAddToPhysmapBatch = c.read(arg)?;
+    let space = u32::from(b.space);
+    if space == xenmem::SPACE_GMFN_RANGE {
+        return Err(EOPNOTSUPP);
+    }
+    let dom = target(c, b.domid)?;
+    let size = u64::from(b.size);
+    if size < start || (size == start && start != 0) {
+        return Err(EILSEQ);
+    }
+    if space == xenmem::SPACE_DEV_MMIO && b.foreign_domid != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    for i in start..size {
+        let idx: u64 = c.read(b.idxs.wrapping_add(8 * i))?;
+        let gpfn: u64 = c.read(b.gpfns.wrapping_add(8 * i))?;
+        if gpfn == u64::MAX {
+            return Err(EINVAL);
+        }
+        let rc = match add_one(c, &dom, space, idx, gpfn, b.foreign_domid) {
+            Ok(()) => 0i32,
+            Err(e) => -i32::from(e.get()),
+        };
+        c.write(b.errs.wrapping_add(4 * i), &rc)?;
+    }
+    Ok(Action::Return(0))
+}
+
+/// Frames of a resource of `dom` (Xen's resource_max_frames): the shared grant-table frames; nothing for the
+/// status frames (grant table v1 only), the ioreq server and vmtrace buffers (Keel has neither). Xen answers an
+/// unknown type with -EOPNOTSUPP in an unsigned count, so the size query reports that value.
+fn resource_max_frames(typ: u16, id: u32) -> u32 {
+    match (typ, id) {
+        (xenmem::RESOURCE_GRANT_TABLE, xenmem::RESOURCE_GRANT_TABLE_SHARED) => gnttab::MAX_FRAMES,
+        (xenmem::RESOURCE_GRANT_TABLE | xenmem::RESOURCE_IOREQ_SERVER | xenmem::RESOURCE_VMTRACE_BUF, _) => 0,
+        _ => EOPNOTSUPP.negated() as u32,
+    }
+}
+
+/// XENMEM_acquire_resource for a translated, hardware-domain caller: the size query (null `frame_list`), or the
+/// resource's frames `frame..frame + nr_frames` mapped at the caller's GFNs in `frame_list`. Another domain's
+/// resource only (Xen locks the domain as a remote one: the caller's own is -EPERM, DOMID_SELF -ESRCH).
+fn acquire_resource(c: &Ctx, arg: u64, start: u64) -> HResult {
+    if !c.dom.is_privileged() {
+        return Err(EACCES);
+    }
+    let mut x: XenMemAcquireResource = c.read(arg)?;
+    if x.pad != 0 || x.frame >> 32 != 0 || (x.frame + u64::from(x.nr_frames)) >> 32 != 0 {
+        return Err(EINVAL);
+    }
+    let d = domain::get(x.domid).ok_or(ESRCH)?;
+    if Arc::ptr_eq(&d, c.dom) {
+        return Err(EPERM);
+    }
+    let max = resource_max_frames(x.typ, x.id);
+    if max == 0 {
+        return Err(EINVAL);
+    }
+    if x.frame_list == 0 {
+        if x.nr_frames != 0 || start != 0 {
+            return Err(EINVAL);
+        }
+        x.nr_frames = max;
+        c.write(arg + 8, &x.nr_frames)?;
+        return Ok(Action::Return(0));
+    }
+    if start >= u64::from(x.nr_frames) || x.nr_frames > u32::MAX >> xenmem::EXTENT_SHIFT {
+        return Err(EINVAL);
+    }
+    let (mut frame, mut left, mut list) = (x.frame + start, u64::from(x.nr_frames) - start, x.frame_list + 8 * start);
+    while left > 0 {
+        // Xen works in chunks of 32 frames; a failure after a chunk's first frame is -EIO.
+        let todo = left.min(32);
+        let mfns = match (x.typ, x.id) {
+            (xenmem::RESOURCE_GRANT_TABLE, xenmem::RESOURCE_GRANT_TABLE_SHARED) => {
+                let last = usize::try_from(frame + todo - 1).map_err(|_| EINVAL)?;
+                grant::table_frame(&d, last)?;
+                let frames = d.grant_frames.lock();
+                frames[frame as usize..=last].to_vec()
+            }
+            (xenmem::RESOURCE_GRANT_TABLE, _) => return Err(EINVAL),
+            _ => return Err(EOPNOTSUPP),
+        };
+        for (i, &mfn) in mfns.iter().enumerate() {
+            let gfn: u64 = c.read(list + 8 * i as u64)?;
+            if let Err(e) = c.dom.map_borrowed(gfn, Borrowed::Foreign(mfn), true) {
+                return Err(if i == 0 { e } else { EIO });
+            }
+        }
+        frame += todo;
+        left -= todo;
+        list += 8 * todo;
+    }
+    Ok(Action::Return(0))
 }
 
 #[cfg(test)]
@@ -233,5 +403,212 @@ mod tests {
         assert!(host_frames::is_live(first));
         assert_eq!(dom.mem.lock().translate(1 << 48, false), Err(crate::domain::BadGpa(1 << 48)));
         crate::domain::destroy(&dom);
+    }
+
+    // ---- Foreign mappings (privcmd's MMAPBATCH_V2 and MMAP_RESOURCE) ----
+
+    use keel_abi::shared_info::{XenAddToPhysmapBatch, XenMemAcquireResource, XenRemoveFromPhysmap};
+
+    const IDXS: u64 = 0x2000;
+    const GPFNS: u64 = 0x2100;
+    const ERRS: u64 = 0x2200;
+
+    /// A privileged domain (dom0's rights) and an ordinary one.
+    fn pair() -> (Arc<Domain>, Arc<Domain>) {
+        let d0 = testing::domain(1, 4);
+        d0.privileged.store(true, core::sync::atomic::Ordering::Release);
+        (d0, testing::domain(1, 4))
+    }
+
+    /// One gmfn_foreign entry, as Linux's privcmd sends it: (the call's value, errs[0]).
+    fn foreign(dom: &Arc<Domain>, fdom: u16, fgfn: u64, gpfn: u64) -> (i64, i32) {
+        foreign_space(dom, xenmem::SPACE_GMFN_FOREIGN as u16, fdom, fgfn, gpfn)
+    }
+
+    fn foreign_space(dom: &Arc<Domain>, space: u16, fdom: u16, fgfn: u64, gpfn: u64) -> (i64, i32) {
+        put(dom, IDXS, &fgfn);
+        put(dom, GPFNS, &gpfn);
+        put(dom, ERRS, &0x5555_5555u32);
+        let b = XenAddToPhysmapBatch {
+            domid: keel_abi::DOMID_SELF,
+            space,
+            size: 1,
+            foreign_domid: fdom,
+            idxs: IDXS,
+            gpfns: GPFNS,
+            errs: ERRS,
+        };
+        put(dom, ARG, &b);
+        let rc = testing::hypercall(dom, 0, nr::MEMORY_OP, [xenmem::ADD_TO_PHYSMAP_BATCH, ARG, 0, 0, 0]);
+        (rc, get(dom, ERRS))
+    }
+
+    fn remove(dom: &Arc<Domain>, gpfn: u64) -> i64 {
+        put(dom, ARG, &XenRemoveFromPhysmap { domid: keel_abi::DOMID_SELF, pad: [0; 3], gpfn });
+        testing::hypercall(dom, 0, nr::MEMORY_OP, [xenmem::REMOVE_FROM_PHYSMAP, ARG, 0, 0, 0])
+    }
+
+    fn neg(e: keel_abi::hypercall::errno::Errno) -> i32 {
+        e.negated() as i32
+    }
+
+    #[test]
+    fn gmfn_foreign_errors_follow_xen() {
+        let (d0, du) = pair();
+        // Only the hardware domain may hold foreign mappings.
+        assert_eq!(foreign(&du, d0.id, 0x10, 0x20), (0, neg(EPERM)));
+        assert_eq!(foreign(&d0, 0x7000, 0x10, 0x20), (0, neg(ESRCH)), "no such domain");
+        assert_eq!(foreign(&d0, keel_abi::DOMID_SELF, 0x10, 0x20), (0, neg(ESRCH)), "DOMID_SELF is no domain");
+        assert_eq!(foreign(&d0, d0.id, 0x10, 0x20), (0, neg(EPERM)), "itself");
+        assert_eq!(foreign(&d0, du.id, 0x10_0000, 0x20), (0, neg(EINVAL)), "not RAM of the foreign domain");
+        assert_eq!(foreign(&d0, du.id, 0x10, 1 << 40), (0, neg(EINVAL)), "target GFN out of range");
+        assert_eq!(foreign(&d0, du.id, 0x10, u64::MAX).0, EINVAL.negated(), "INVALID_GFN");
+        assert_eq!(foreign_space(&d0, 3, du.id, 0x10, 0x20).0, EOPNOTSUPP.negated(), "gmfn_range");
+        assert_eq!(foreign_space(&d0, 5, 1, 0x10, 0x20).0, EOPNOTSUPP.negated(), "dev_mmio with res0 set");
+        // The single-entry call does not take gmfn_foreign.
+        put(&d0, ARG, &XenAddToPhysmap { domid: keel_abi::DOMID_SELF, size: 0, space: 4, idx: 0x10, gpfn: 0x20 });
+        assert_eq!(testing::hypercall(&d0, 0, nr::MEMORY_OP, [xenmem::ADD_TO_PHYSMAP, ARG, 0, 0, 0]), ENOSYS.negated());
+        // Nothing changed on the failures.
+        assert_eq!(d0.mem.lock().borrowed_count(), 0);
+        assert_eq!(d0.mem.lock().tot_pages, 1024);
+        assert_eq!(remove(&d0, 0x10_0000), ENOENT.negated(), "nothing mapped there");
+        crate::domain::destroy(&d0);
+        crate::domain::destroy(&du);
+    }
+
+    /// The foreign frame is shared (writes show on both sides), referenced while mapped (its owner's death does
+    /// not free it), released by remove_from_physmap; dom0's RAM that the mapping replaced is freed.
+    #[test]
+    fn gmfn_foreign_maps_with_a_reference() {
+        let (d0, du) = pair();
+        let (theirs, mine) = (hpa(&du, 0x10), hpa(&d0, 0x20));
+        assert_eq!(foreign(&d0, du.id, 0x10, 0x20), (0, 0));
+        assert_eq!(hpa(&d0, 0x20), theirs);
+        assert!(!host_frames::is_live(mine), "the replaced RAM frame is freed (no vCPU runs)");
+        assert_eq!(d0.mem.lock().tot_pages, 1023);
+        assert_eq!(host_frames_refs(theirs), 1);
+        put(&du, 0x10008, &0xfeed_u64);
+        assert_eq!(get::<u64>(&d0, 0x20008), 0xfeed);
+        put(&d0, 0x20010, &0xbeef_u64);
+        assert_eq!(get::<u64>(&du, 0x10010), 0xbeef);
+        // A second mapping over the first is refused (Xen: -ENXIO), also for shared_info.
+        assert_eq!(foreign(&d0, du.id, 0x11, 0x20), (0, neg(ENXIO)));
+        assert_eq!(add(&d0, SHARED_INFO, 0, 0x20), ENXIO.negated());
+        // Unmapped: the reference goes, the frame stays the foreign domain's.
+        assert_eq!(remove(&d0, 0x20), 0);
+        assert_eq!(host_frames_refs(theirs), 0);
+        assert!(host_frames::is_live(theirs));
+        assert!(d0.mem.lock().translate(0x20000, false).is_err());
+        assert_eq!(remove(&d0, 0x20), ENOENT.negated());
+        // Mapped again into the now empty slot, then the foreign domain dies: the frame outlives it until unmapped.
+        assert_eq!(foreign(&d0, du.id, 0x10, 0x20), (0, 0));
+        let ram = hpa(&du, 0x11);
+        crate::domain::destroy(&du);
+        drop(du);
+        assert!(!host_frames::is_live(ram), "the dead domain's other RAM is freed");
+        assert!(host_frames::is_live(theirs), "a mapped frame was freed with its domain");
+        assert_eq!(get::<u64>(&d0, 0x20008), 0xfeed);
+        assert_eq!(remove(&d0, 0x20), 0);
+        assert!(!host_frames::is_live(theirs), "freed with the last reference");
+        // remove_from_physmap of RAM frees it.
+        let ram = hpa(&d0, 0x21);
+        assert_eq!(remove(&d0, 0x21), 0);
+        assert!(!host_frames::is_live(ram));
+        assert_eq!(d0.mem.lock().tot_pages, 1022);
+        crate::domain::destroy(&d0);
+    }
+
+    /// A mapping still in place when the mapper dies drops its reference then (no leak).
+    #[test]
+    fn foreign_mapping_is_released_with_the_mapper() {
+        let (d0, du) = pair();
+        let theirs = hpa(&du, 0x30);
+        assert_eq!(foreign(&d0, du.id, 0x30, 0x40), (0, 0));
+        crate::domain::destroy(&d0);
+        drop(d0);
+        assert_eq!(host_frames_refs(theirs), 0);
+        crate::domain::destroy(&du);
+        drop(du);
+        assert!(!host_frames::is_live(theirs));
+    }
+
+    fn host_frames_refs(hpa: u64) -> u32 {
+        crate::mm::frame_refs(hpa)
+    }
+
+    fn acquire(dom: &Arc<Domain>, x: XenMemAcquireResource) -> (i64, XenMemAcquireResource) {
+        put(dom, ARG, &x);
+        let rc = testing::hypercall(dom, 0, nr::MEMORY_OP, [xenmem::ACQUIRE_RESOURCE, ARG, 0, 0, 0]);
+        (rc, get(dom, ARG))
+    }
+
+    fn gnttab_res(domid: u16, id: u32, frame: u64, nr_frames: u32, frame_list: u64) -> XenMemAcquireResource {
+        XenMemAcquireResource { domid, typ: 1, id, nr_frames, pad: 0, frame, frame_list }
+    }
+
+    #[test]
+    fn acquire_resource_grant_table() {
+        let (d0, du) = pair();
+        // Size query.
+        assert_eq!(acquire(&du, gnttab_res(d0.id, 0, 0, 0, 0)).0, EACCES.negated(), "not the hardware domain");
+        let (rc, x) = acquire(&d0, gnttab_res(du.id, 0, 0, 0, 0));
+        assert_eq!((rc, x.nr_frames), (0, 64));
+        assert_eq!(acquire(&d0, gnttab_res(du.id, 1, 0, 0, 0)).0, EINVAL.negated(), "status frames: v1 only");
+        assert_eq!(acquire(&d0, gnttab_res(d0.id, 0, 0, 0, 0)).0, EPERM.negated(), "its own table");
+        assert_eq!(acquire(&d0, gnttab_res(keel_abi::DOMID_SELF, 0, 0, 0, 0)).0, ESRCH.negated());
+        assert_eq!(acquire(&d0, gnttab_res(0x7000, 0, 0, 0, 0)).0, ESRCH.negated());
+        let mut odd = gnttab_res(du.id, 0, 0, 0, 0);
+        odd.typ = 7;
+        let (rc, x) = acquire(&d0, odd);
+        assert_eq!((rc, x.nr_frames), (0, EOPNOTSUPP.negated() as u32), "Xen's unsigned -EOPNOTSUPP");
+        odd.nr_frames = 1;
+        odd.frame_list = GPFNS;
+        assert_eq!(acquire(&d0, odd).0, EOPNOTSUPP.negated());
+        odd.typ = 2;
+        assert_eq!(acquire(&d0, odd).0, EINVAL.negated(), "no vmtrace buffers");
+        let mut padded = gnttab_res(du.id, 0, 0, 0, 0);
+        padded.pad = 1;
+        assert_eq!(acquire(&d0, padded).0, EINVAL.negated());
+        assert_eq!(acquire(&d0, gnttab_res(du.id, 0, 0, 0, GPFNS)).0, EINVAL.negated(), "no frames asked");
+        assert_eq!(acquire(&d0, gnttab_res(du.id, 0, 1 << 32, 1, GPFNS)).0, EINVAL.negated());
+        assert_eq!(acquire(&d0, gnttab_res(du.id, 0, 63, 2, GPFNS)).0, EINVAL.negated(), "beyond 64 frames");
+        assert_eq!(acquire(&d0, gnttab_res(du.id, 1, 0, 1, GPFNS)).0, EINVAL.negated());
+        // Two frames mapped at dom0's GFNs 0x50 and 0x51; the domain's table grows to them.
+        put(&d0, GPFNS, &[0x50u64, 0x51]);
+        assert_eq!(acquire(&d0, gnttab_res(du.id, 0, 0, 2, GPFNS)).0, 0);
+        let frames = du.grant_frames.lock().clone();
+        assert_eq!(frames.len(), 2);
+        assert_eq!((hpa(&d0, 0x50), hpa(&d0, 0x51)), (frames[0], frames[1]));
+        // What the domain writes in its table (here its entry 1: permit_access to d0, frame 0x1234) shows in dom0.
+        assert_eq!(add(&du, GRANT, 0, 0x80), 0);
+        put(&du, 0x80008, &[1u16, d0.id]);
+        put(&du, 0x8000c, &0x1234u32);
+        assert_eq!(get::<[u16; 2]>(&d0, 0x50008), [1, d0.id]);
+        assert_eq!(get::<u32>(&d0, 0x5000c), 0x1234);
+        // The frames outlive their domain while mapped, and go with the last reference.
+        crate::domain::destroy(&du);
+        drop(du);
+        assert!(host_frames::is_live(frames[0]) && host_frames::is_live(frames[1]));
+        assert_eq!((remove(&d0, 0x50), remove(&d0, 0x51)), (0, 0));
+        assert!(!host_frames::is_live(frames[0]) && !host_frames::is_live(frames[1]));
+        crate::domain::destroy(&d0);
+    }
+
+    /// A foreign frame with a vcpu_info registered in it is pinned: remove_from_physmap refuses (-EBUSY) instead of
+    /// dropping the reference while Keel still writes there; once the area moves, it goes.
+    #[test]
+    fn pinned_foreign_mapping_is_not_removed() {
+        let (d0, du) = pair();
+        let theirs = hpa(&du, 0x10);
+        assert_eq!(foreign(&d0, du.id, 0x10, 0x20), (0, 0));
+        put(&d0, ARG, &VcpuRegisterVcpuInfo { mfn: 0x20, offset: 0, rsvd: 0 });
+        assert_eq!(vcpu_op(&d0, vcpuop::REGISTER_VCPU_INFO, 0), 0);
+        assert_eq!(remove(&d0, 0x20), EBUSY.negated());
+        assert_eq!(host_frames_refs(theirs), 1);
+        assert_eq!(hpa(&d0, 0x20), theirs);
+        crate::domain::destroy(&d0);
+        drop(d0);
+        assert_eq!(host_frames_refs(theirs), 0);
+        crate::domain::destroy(&du);
     }
 }

@@ -4,9 +4,12 @@ use super::{Action, Ctx, HResult};
 use keel_abi::hypercall::{errno::*, xenver, XenCompileInfo, XenFeatureInfo, XenPlatformParameters};
 use keel_abi::Zeroable;
 
-/// XENFEAT bits offered to HVM/PVH guests: writable_page_tables (0), auto_translated_physmap (2),
-/// hvm_callback_vector (8), hvm_safe_pvclock (9).
-const FEATURES_SUBMAP0: u32 = 1 << 0 | 1 << 2 | 1 << 8 | 1 << 9;
+/// XENFEAT submap 0 as Xen 4.17 builds it for a PVH guest (translated, not PV, no PIRQs): writable_page_tables
+/// (0), auto_translated_physmap (2), hvm_callback_vector (8), hvm_safe_pvclock (9), memory_op_vnode_supported
+/// (13) and not_direct_mapped (16): 0x00012305.
+const FEATURES_SUBMAP0: u32 = 1 << 0 | 1 << 2 | 1 << 8 | 1 << 9 | 1 << 13 | 1 << 16;
+/// XENFEAT_dom0 (11), which Xen adds for the hardware domain: a PVH dom0 reads 0x00012B05.
+const FEATURE_DOM0: u32 = 1 << 11;
 
 pub fn xen_version(c: &mut Ctx) -> HResult {
     let (cmd, arg) = (c.args[0], c.args[1]);
@@ -34,7 +37,7 @@ pub fn xen_version(c: &mut Ctx) -> HResult {
             if fi.submap_idx != 0 {
                 return Err(EINVAL);
             }
-            fi.submap = FEATURES_SUBMAP0;
+            fi.submap = FEATURES_SUBMAP0 | if c.dom.is_privileged() { FEATURE_DOM0 } else { 0 };
             c.write(arg, &fi)?;
             Ok(Action::Return(0))
         }
@@ -105,7 +108,11 @@ mod tests {
         assert_eq!(call(xenver::GET_FEATURES, ARG), EINVAL.negated());
         put(&dom, ARG, &XenFeatureInfo { submap_idx: 0, submap: 0 });
         assert_eq!(call(xenver::GET_FEATURES, ARG), 0);
-        assert_eq!(get::<XenFeatureInfo>(&dom, ARG).submap, FEATURES_SUBMAP0);
+        assert_eq!(get::<XenFeatureInfo>(&dom, ARG).submap, 0x0001_2305, "Xen 4.17's PVH domU set");
+        dom.privileged.store(true, core::sync::atomic::Ordering::Release);
+        put(&dom, ARG, &XenFeatureInfo { submap_idx: 0, submap: 0 });
+        assert_eq!(call(xenver::GET_FEATURES, ARG), 0);
+        assert_eq!(get::<XenFeatureInfo>(&dom, ARG).submap, 0x0001_2B05, "Xen 4.17's PVH dom0 set");
         assert_eq!(call(xenver::EXTRAVERSION, ARG), 0);
         assert_eq!(&get::<[u8; 8]>(&dom, ARG), b".0-keel\0");
         for cmd in [99, 1 << 32] {

@@ -55,8 +55,51 @@ pub fn alloc_contiguous_zeroed(pages: u64) -> Result<u64, OutOfFrames> {
     Ok(p)
 }
 
-/// Returns a frame to the allocator; a bad free is reported, not ignored.
+/// References held on frames by mappings outside their owner (a foreign or grant mapping in another domain's
+/// p2m): the count, and whether the owner has freed the frame meanwhile. A frame freed while referenced is
+/// returned to the allocator only when its last reference goes, so a mapping never outlives its frame.
+static FRAME_REFS: spin::Mutex<alloc::collections::BTreeMap<u64, (u32, bool)>> =
+    spin::Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Takes a reference on frame `paddr` (see [`FRAME_REFS`]).
+pub fn get_frame_ref(paddr: u64) {
+    FRAME_REFS.lock().entry(paddr).or_insert((0, false)).0 += 1;
+}
+
+/// Drops a reference taken with [`get_frame_ref`]; frees the frame if its owner freed it meanwhile.
+pub fn put_frame_ref(paddr: u64) {
+    let free = {
+        let mut refs = FRAME_REFS.lock();
+        let Some(e) = refs.get_mut(&paddr) else {
+            crate::error!("frame {paddr:#x}: reference dropped that was never taken");
+            return;
+        };
+        e.0 -= 1;
+        if e.0 > 0 {
+            return;
+        }
+        refs.remove(&paddr).is_some_and(|(_, freed)| freed)
+    };
+    if free {
+        free_frame(paddr);
+    }
+}
+
+/// References held on frame `paddr` now.
+pub fn frame_refs(paddr: u64) -> u32 {
+    FRAME_REFS.lock().get(&paddr).map_or(0, |e| e.0)
+}
+
+/// Returns a frame to the allocator (later, if others still reference it: see [`get_frame_ref`]); a bad free is
+/// reported, not ignored.
 pub fn free_frame(paddr: u64) {
+    {
+        let mut refs = FRAME_REFS.lock();
+        if let Some(e) = refs.get_mut(&paddr) {
+            e.1 = true;
+            return;
+        }
+    }
     #[cfg(test)]
     if host_frames::free(paddr) {
         return;
@@ -139,5 +182,36 @@ pub mod host_frames {
     /// How many host frames are allocated now (all tests of the process together).
     pub fn live() -> usize {
         LIVE.lock().expect("host frames").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_frames;
+
+    /// A frame its owner frees while others reference it goes back to the allocator with the last reference;
+    /// one nobody references is freed at once, and a reference dropped that was never taken changes nothing.
+    #[test]
+    fn a_referenced_frame_is_freed_with_its_last_reference() {
+        let f = super::alloc_frame().expect("a frame");
+        super::get_frame_ref(f);
+        super::get_frame_ref(f);
+        assert_eq!(super::frame_refs(f), 2);
+        super::free_frame(f);
+        assert!(host_frames::is_live(f), "freed while referenced");
+        super::put_frame_ref(f);
+        assert!(host_frames::is_live(f), "freed with a reference left");
+        super::put_frame_ref(f);
+        assert!(!host_frames::is_live(f), "not freed with the last reference");
+        assert_eq!(super::frame_refs(f), 0);
+        // Referenced and released before any free: the owner's free is immediate.
+        let g = super::alloc_frame().expect("a frame");
+        super::get_frame_ref(g);
+        super::put_frame_ref(g);
+        assert!(host_frames::is_live(g), "a reference going must not free a frame its owner still has");
+        super::put_frame_ref(g);
+        assert!(host_frames::is_live(g));
+        super::free_frame(g);
+        assert!(!host_frames::is_live(g));
     }
 }

@@ -1,0 +1,230 @@
+//! keel-devcheck: exercises dom0's Xen devices against Keel and prints one `KEEL-CHECK:` line per fact, for the
+//! boot test (xtask/assets/checks/devices.sh runs it; tests/tests/linux.rs asserts the lines).
+//!
+//! - gntalloc + gntdev: dom0 grants one of its pages to itself (gntalloc writes the entry in its own grant table),
+//!   maps that grant through gntdev (GNTTABOP_map_grant_ref), and the two mappings show each other's writes.
+//! - privcmd IOCTL_PRIVCMD_MMAP_RESOURCE: the grant table's size query for dom0 itself (Xen 4.17 refuses a domain
+//!   its own resources: -EPERM) and for a domain that does not exist (-ESRCH).
+//! - privcmd IOCTL_PRIVCMD_MMAPBATCH_V2: gmfn_foreign against a domain that does not exist and against dom0
+//!   itself; Xen's per-page errors come back in the err array.
+//! - /dev/xen/evtchn: an unbound port for dom0, bound again from dom0 (interdomain loopback), notified through the
+//!   second port; the event arrives on the first.
+//!
+//! Ioctl numbers and structures follow Linux's include/uapi/xen/{privcmd,gntdev,gntalloc}.h.
+
+use std::fs::OpenOptions;
+use std::io::Error;
+use std::os::fd::AsRawFd;
+
+const PAGE: usize = 4096;
+
+/// `_IOC(_IOC_NONE, ty, nr, size)`.
+const fn ioc(ty: u8, nr: u8, size: usize) -> u64 {
+    ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
+}
+
+#[repr(C)]
+struct GntallocAllocGref {
+    domid: u16,
+    flags: u16,
+    count: u32,
+    index: u64,
+    gref_ids: [u32; 1],
+}
+const IOCTL_GNTALLOC_ALLOC_GREF: u64 = ioc(b'G', 5, core::mem::size_of::<GntallocAllocGref>());
+const GNTALLOC_FLAG_WRITABLE: u16 = 1;
+
+#[repr(C)]
+struct GntdevGrantRef {
+    domid: u32,
+    gref: u32,
+}
+#[repr(C)]
+struct GntdevMapGrantRef {
+    count: u32,
+    pad: u32,
+    index: u64,
+    refs: [GntdevGrantRef; 1],
+}
+const IOCTL_GNTDEV_MAP_GRANT_REF: u64 = ioc(b'G', 0, core::mem::size_of::<GntdevMapGrantRef>());
+
+#[repr(C)]
+struct PrivcmdMmapbatchV2 {
+    num: u32,
+    dom: u16,
+    addr: u64,
+    arr: *const u64,
+    err: *mut i32,
+}
+const IOCTL_PRIVCMD_MMAPBATCH_V2: u64 = ioc(b'P', 4, core::mem::size_of::<PrivcmdMmapbatchV2>());
+
+#[repr(C)]
+struct PrivcmdMmapResource {
+    dom: u16,
+    typ: u32,
+    id: u32,
+    idx: u32,
+    num: u64,
+    addr: u64,
+}
+const IOCTL_PRIVCMD_MMAP_RESOURCE: u64 = ioc(b'P', 7, core::mem::size_of::<PrivcmdMmapResource>());
+
+const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = ioc(b'E', 1, 8);
+const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 = ioc(b'E', 2, 4);
+const IOCTL_EVTCHN_NOTIFY: u64 = ioc(b'E', 4, 4);
+
+fn ioctl<T>(fd: i32, req: u64, arg: &mut T) -> Result<i32, Error> {
+    // SAFETY: `arg` is a live, exclusively borrowed structure of the size the request number encodes.
+    let rc = unsafe { libc::ioctl(fd, req as _, arg as *mut T) };
+    if rc < 0 {
+        Err(Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// A shared mapping of `pages` pages of `fd` at `offset`.
+fn map(fd: i32, pages: usize, offset: u64) -> Result<*mut u64, Error> {
+    // SAFETY: a new mapping chosen by the kernel; nothing else is at that address.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            pages * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(Error::last_os_error())
+    } else {
+        Ok(p.cast())
+    }
+}
+
+fn unmap(p: *mut u64, pages: usize) {
+    // SAFETY: `p` came from `map` with this many pages and is not used afterwards.
+    unsafe { libc::munmap(p.cast(), pages * PAGE) };
+}
+
+fn errno_of(e: &Error) -> i32 {
+    -e.raw_os_error().unwrap_or(0)
+}
+
+/// gntalloc a page granted to dom0, map it through gntdev, and check both ways.
+fn grants() -> Result<String, String> {
+    let ga = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/xen/gntalloc")
+        .map_err(|e| format!("open gntalloc: {e}"))?;
+    let mut a = GntallocAllocGref { domid: 0, flags: GNTALLOC_FLAG_WRITABLE, count: 1, index: 0, gref_ids: [0] };
+    ioctl(ga.as_raw_fd(), IOCTL_GNTALLOC_ALLOC_GREF, &mut a).map_err(|e| format!("alloc_gref: {e}"))?;
+    let gref = a.gref_ids[0];
+    let mine = map(ga.as_raw_fd(), 1, a.index).map_err(|e| format!("mmap gntalloc: {e}"))?;
+    // "KEELGRNT".
+    const PATTERN: u64 = 0x4b45_454c_4752_4e54;
+    // SAFETY: `mine` maps one writable page.
+    unsafe { mine.write_volatile(PATTERN) };
+
+    let gd =
+        OpenOptions::new().read(true).write(true).open("/dev/xen/gntdev").map_err(|e| format!("open gntdev: {e}"))?;
+    let mut m = GntdevMapGrantRef { count: 1, pad: 0, index: 0, refs: [GntdevGrantRef { domid: 0, gref }] };
+    ioctl(gd.as_raw_fd(), IOCTL_GNTDEV_MAP_GRANT_REF, &mut m).map_err(|e| format!("map_grant_ref: {e}"))?;
+    let theirs = map(gd.as_raw_fd(), 1, m.index).map_err(|e| format!("mmap gntdev (gref {gref}): {e}"))?;
+    // SAFETY: `theirs` and `mine` each map one writable page (the same frame, if all is well).
+    let (read, back) = unsafe {
+        let read = theirs.read_volatile();
+        theirs.add(1).write_volatile(!PATTERN);
+        (read, mine.add(1).read_volatile())
+    };
+    unmap(theirs, 1);
+    unmap(mine, 1);
+    if read != PATTERN {
+        return Err(format!("gref {gref}: gntdev read {read:#x}, gntalloc wrote {PATTERN:#x}"));
+    }
+    if back != !PATTERN {
+        return Err(format!("gref {gref}: gntalloc read {back:#x} after gntdev wrote {:#x}", !PATTERN));
+    }
+    Ok(format!("gref={gref} read=ok write-back=ok"))
+}
+
+/// The grant table's size through IOCTL_PRIVCMD_MMAP_RESOURCE's query (addr and num 0): frames, or the errno.
+fn resource_size(pc: i32, dom: u16) -> String {
+    let mut r = PrivcmdMmapResource { dom, typ: 1, id: 0, idx: 0, num: 0, addr: 0 };
+    match ioctl(pc, IOCTL_PRIVCMD_MMAP_RESOURCE, &mut r) {
+        Ok(_) => format!("frames={}", r.num),
+        Err(e) => format!("errno={}", errno_of(&e)),
+    }
+}
+
+/// One page of domain `dom`'s frame 0 through IOCTL_PRIVCMD_MMAPBATCH_V2: the ioctl's result and the page's error.
+fn mmapbatch(pc: i32, dom: u16) -> String {
+    let p = match map(pc, 1, 0) {
+        Ok(p) => p,
+        Err(e) => return format!("mmap-errno={}", errno_of(&e)),
+    };
+    let arr = [0u64];
+    let mut err = [0x5555i32];
+    let mut b = PrivcmdMmapbatchV2 { num: 1, dom, addr: p as u64, arr: arr.as_ptr(), err: err.as_mut_ptr() };
+    let rc = match ioctl(pc, IOCTL_PRIVCMD_MMAPBATCH_V2, &mut b) {
+        Ok(rc) => rc,
+        Err(e) => errno_of(&e),
+    };
+    unmap(p, 1);
+    format!("rc={rc} err={}", err[0])
+}
+
+/// Event-channel loopback inside dom0: the event sent on one end is read on the other.
+fn evtchn() -> Result<String, String> {
+    let f = OpenOptions::new().read(true).write(true).open("/dev/xen/evtchn").map_err(|e| format!("open: {e}"))?;
+    let fd = f.as_raw_fd();
+    let mut remote = 0u32;
+    let a = ioctl(fd, IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut remote).map_err(|e| format!("bind_unbound_port: {e}"))?;
+    let mut bind = [0u32, a as u32];
+    let b = ioctl(fd, IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut bind).map_err(|e| format!("bind_interdomain: {e}"))?;
+    let mut port = b as u32;
+    ioctl(fd, IOCTL_EVTCHN_NOTIFY, &mut port).map_err(|e| format!("notify {b}: {e}"))?;
+    // The bind itself raises the new port once (as Xen does, so that both ends notice the connection): read
+    // until the notified end's port shows up.
+    let mut seen = Vec::new();
+    while !seen.contains(&(a as u32)) {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 5000) } != 1 || seen.len() > 8 {
+            return Err(format!("ports {a}/{b}: no event on {a} within 5 s (events on {seen:?})"));
+        }
+        let mut got = [0u32; 4];
+        // SAFETY: reads at most 16 bytes into `got`.
+        let n = unsafe { libc::read(fd, got.as_mut_ptr().cast(), 16) };
+        if n <= 0 || n % 4 != 0 {
+            return Err(format!("ports {a}/{b}: read gave {n}"));
+        }
+        seen.extend_from_slice(&got[..n as usize / 4]);
+    }
+    Ok(format!("ports={a}/{b} event=ok"))
+}
+
+fn main() {
+    match evtchn() {
+        Ok(s) => println!("KEEL-CHECK: evtchn-loopback {s}"),
+        Err(s) => println!("KEEL-CHECK: evtchn-loopback failed: {s}"),
+    }
+    match grants() {
+        Ok(s) => println!("KEEL-CHECK: gntdev-own-grant {s}"),
+        Err(s) => println!("KEEL-CHECK: gntdev-own-grant failed: {s}"),
+    }
+    let pc = match OpenOptions::new().read(true).write(true).open("/dev/xen/privcmd") {
+        Ok(f) => f,
+        Err(e) => {
+            println!("KEEL-CHECK: privcmd failed: {e}");
+            return;
+        }
+    };
+    let fd = pc.as_raw_fd();
+    println!("KEEL-CHECK: mmap-resource-gnttab self {}", resource_size(fd, 0));
+    println!("KEEL-CHECK: mmap-resource-gnttab nodomain {}", resource_size(fd, 0x7000));
+    println!("KEEL-CHECK: mmapbatch nodomain {}", mmapbatch(fd, 0x7000));
+    println!("KEEL-CHECK: mmapbatch self {}", mmapbatch(fd, 0));
+}

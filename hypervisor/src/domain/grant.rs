@@ -1,0 +1,304 @@
+//! Grant mappings (grant table v1): a domain maps a frame another domain (or itself) granted it, into its own
+//! physical address space (the auto-translated form of GNTTABOP_map_grant_ref: `host_addr` is a guest-physical
+//! address of the mapper), and unmaps it again.
+//!
+//! Each side keeps its part, as in Xen: the granter's *active* entries (which of its refs are mapped, by whom,
+//! how many times read-only and writable; its shared entry carries GTF_reading/GTF_writing meanwhile), and the
+//! mapper's *maptrack* (handle → granter, ref, GFN). The mapped frame is a borrowed frame of the mapper's p2m
+//! ([`super::Borrowed::Grant`]), so it holds a reference on the frame and outlives neither the mapping nor, freed,
+//! the last reference. Two locks are never held at once across domains: a domain may map its own grants.
+
+use super::{Borrowed, DomId, Domain};
+use crate::mm::PAGE_SIZE;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+use keel_abi::hypercall::errno::*;
+use keel_abi::shared_info::gnttab;
+
+/// `GNTST_*` statuses.
+pub mod status {
+    pub const OKAY: i16 = 0;
+    pub const GENERAL_ERROR: i16 = -1;
+    pub const BAD_DOMAIN: i16 = -2;
+    pub const BAD_GNTREF: i16 = -3;
+    pub const BAD_HANDLE: i16 = -4;
+    pub const BAD_PAGE: i16 = -9;
+    pub const NO_SPACE: i16 = -13;
+}
+
+/// `GNTMAP_*` flags of a map request.
+pub mod map {
+    pub const DEVICE_MAP: u32 = 1 << 0;
+    pub const HOST_MAP: u32 = 1 << 1;
+    pub const READONLY: u32 = 1 << 2;
+    pub const APPLICATION_MAP: u32 = 1 << 3;
+    pub const CONTAINS_PTE: u32 = 1 << 4;
+}
+
+/// `GTF_*` flags of a v1 shared entry.
+pub mod gtf {
+    pub const TYPE_MASK: u16 = 3;
+    pub const PERMIT_ACCESS: u16 = 1;
+    pub const READONLY: u16 = 1 << 2;
+    pub const READING: u16 = 1 << 3;
+    pub const WRITING: u16 = 1 << 4;
+    pub const SUB_PAGE: u16 = 1 << 8;
+}
+
+/// Most grant mappings a domain may hold at once (Xen's default: 1024 maptrack frames of 256 entries).
+pub const MAX_MAPTRACK: usize = 1024 * 256;
+
+/// v1 entries per grant-table frame (8 bytes each).
+pub const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
+
+/// One of the granter's refs while mapped.
+#[derive(Clone, Copy, Debug)]
+struct Active {
+    /// The domain that mapped it.
+    mapper: DomId,
+    /// The granted frame.
+    hpa: u64,
+    /// Read-only and writable mappings.
+    ro: u32,
+    rw: u32,
+}
+
+/// One of the mapper's grant mappings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The granter.
+    pub granter: DomId,
+    /// The ref in the granter's table.
+    pub gref: u32,
+    /// Where it is mapped in the mapper's physical space (`None` while the map is being made).
+    pub gfn: Option<u64>,
+    /// Mapped read-only.
+    pub readonly: bool,
+    /// The frame.
+    pub hpa: u64,
+}
+
+/// A domain's grant bookkeeping.
+#[derive(Default)]
+pub struct Grants {
+    active: BTreeMap<u32, Active>,
+    maptrack: Vec<Option<Mapping>>,
+    free: Vec<u32>,
+}
+
+impl Grants {
+    /// The mapping behind `handle`.
+    pub fn mapping(&self, handle: u32) -> Option<Mapping> {
+        self.maptrack.get(handle as usize).copied().flatten()
+    }
+
+    /// Live mappings.
+    pub fn mappings(&self) -> usize {
+        self.maptrack.len() - self.free.len()
+    }
+
+    /// Drops the references the active entries hold (the granter is being freed).
+    pub fn release_active(&mut self) {
+        for (_, a) in core::mem::take(&mut self.active) {
+            crate::mm::put_frame_ref(a.hpa);
+        }
+    }
+
+    /// Whether `gref` is mapped, and how many times read-only and writable.
+    pub fn pins(&self, gref: u32) -> Option<(u32, u32)> {
+        self.active.get(&gref).map(|a| (a.ro, a.rw))
+    }
+
+    fn reserve(&mut self, m: Mapping) -> Option<u32> {
+        if let Some(h) = self.free.pop() {
+            self.maptrack[h as usize] = Some(m);
+            return Some(h);
+        }
+        if self.maptrack.len() >= MAX_MAPTRACK {
+            return None;
+        }
+        self.maptrack.push(Some(m));
+        Some(self.maptrack.len() as u32 - 1)
+    }
+
+    fn release(&mut self, handle: u32) {
+        if let Some(slot @ Some(_)) = self.maptrack.get_mut(handle as usize) {
+            *slot = None;
+            self.free.push(handle);
+        }
+    }
+}
+
+/// The host frame of grant-table frame `idx` of `dom`, creating frames up to it (at most
+/// [`gnttab::MAX_FRAMES`]: -EINVAL beyond; -ENOMEM when the machine has none).
+pub fn table_frame(dom: &Domain, idx: usize) -> Result<u64, Errno> {
+    if idx >= gnttab::MAX_FRAMES as usize {
+        return Err(EINVAL);
+    }
+    let mut frames = dom.grant_frames.lock();
+    while frames.len() <= idx {
+        frames.push(crate::mm::alloc_frame().map_err(|_| ENOMEM)?);
+    }
+    Ok(frames[idx])
+}
+
+/// The first word (flags, domid) and the frame of `dom`'s v1 entry `gref`, if the table has it.
+fn entry(dom: &Domain, gref: u32) -> Option<(&AtomicU32, u32)> {
+    let frame = *dom.grant_frames.lock().get((gref / ENTRIES_PER_FRAME) as usize)?;
+    let at = frame + u64::from(gref % ENTRIES_PER_FRAME) * 8;
+    // SAFETY: grant-table frames are Keel's frames, allocated for `dom` and freed only when `dom` is (the caller
+    // holds a reference to it); entries are 8-byte aligned inside them. The guest writes them concurrently,
+    // which is why the first word is only accessed atomically and the frame number read once.
+    unsafe { Some((&*(at as *const AtomicU32), core::ptr::read_volatile((at + 4) as *const u32))) }
+}
+
+/// Clears `bits` in a shared entry's flags.
+fn clear_flags(word: &AtomicU32, bits: u16) {
+    word.fetch_and(!u32::from(bits), Ordering::AcqRel);
+}
+
+/// GNTTABOP_map_grant_ref from `ld` (auto-translated: `host_addr` is a guest-physical address): maps `rd`'s
+/// entry `gref` at `host_addr >> 12`. Returns the status, and on success the handle and the frame's address.
+pub fn map(ld: &Arc<Domain>, host_addr: u64, flags: u32, gref: u32, dom: DomId) -> Result<(u32, u64), i16> {
+    if flags & (map::HOST_MAP | map::DEVICE_MAP) == 0 {
+        return Err(status::BAD_GNTREF);
+    }
+    // A translated (HVM/PVH) mapper: no device, application or PTE mappings.
+    if flags & (map::DEVICE_MAP | map::APPLICATION_MAP | map::CONTAINS_PTE) != 0 {
+        return Err(status::GENERAL_ERROR);
+    }
+    let rd = super::get(dom).ok_or(status::BAD_DOMAIN)?;
+    if rd.dying.load(Ordering::Acquire) {
+        return Err(status::BAD_DOMAIN);
+    }
+    let readonly = flags & map::READONLY != 0;
+    let gfn = host_addr >> 12;
+    let handle = ld
+        .grants
+        .lock()
+        .reserve(Mapping { granter: dom, gref, gfn: None, readonly, hpa: 0 })
+        .ok_or(status::NO_SPACE)?;
+    let hpa = match pin(ld.id, &rd, gref, readonly) {
+        Ok(hpa) => hpa,
+        Err(st) => {
+            ld.grants.lock().release(handle);
+            return Err(st);
+        }
+    };
+    // Xen's create_grant_p2m_mapping: nothing but host_map (+readonly), and the GFN must take the frame.
+    if let Err(e) = ld.map_borrowed(gfn, Borrowed::Grant(hpa), !readonly) {
+        crate::debug!("d{}: grant map of d{dom} ref {gref} at gfn {gfn:#x}: {e:?}", ld.id);
+        unpin(&rd, gref, readonly);
+        ld.grants.lock().release(handle);
+        return Err(status::GENERAL_ERROR);
+    }
+    if let Some(Some(m)) = ld.grants.lock().maptrack.get_mut(handle as usize) {
+        m.gfn = Some(gfn);
+        m.hpa = hpa;
+    }
+    Ok((handle, hpa))
+}
+
+/// Pins `rd`'s entry `gref` for a mapping by `mapper`: checks the entry and sets GTF_reading (and GTF_writing);
+/// returns the granted frame.
+fn pin(mapper: DomId, rd: &Domain, gref: u32, readonly: bool) -> Result<u64, i16> {
+    let mut grants = rd.grants.lock();
+    let (word, frame) = entry(rd, gref).ok_or(status::BAD_GNTREF)?;
+    if let Some(a) = grants.active.get(&gref) {
+        if a.mapper != mapper || a.ro.max(a.rw) >= u32::MAX / 2 {
+            return Err(status::GENERAL_ERROR);
+        }
+    }
+    let pinned = grants.active.contains_key(&gref);
+    // Set the in-use flags, as Xen does: a bounded number of tries against a guest that keeps changing the entry.
+    let mut cur = word.load(Ordering::Acquire);
+    let mut tries = 0;
+    loop {
+        let (flags, domid) = (cur as u16, (cur >> 16) as u16);
+        if !pinned && ((flags & (gtf::TYPE_MASK | gtf::SUB_PAGE)) != gtf::PERMIT_ACCESS || domid != mapper) {
+            return Err(status::GENERAL_ERROR);
+        }
+        if !readonly && flags & gtf::READONLY != 0 {
+            return Err(status::GENERAL_ERROR);
+        }
+        let new = cur | u32::from(gtf::READING | if readonly { 0 } else { gtf::WRITING });
+        match word.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(seen) if tries < 4 => {
+                cur = seen;
+                tries += 1;
+            }
+            Err(_) => return Err(status::GENERAL_ERROR),
+        }
+    }
+    let hpa = match grants.active.get(&gref) {
+        Some(a) => a.hpa,
+        None => {
+            // The granted frame must be the granter's RAM (Xen's get_paged_frame). The active entry holds a
+            // reference on it, taken while the granter's p2m still maps it, so that it cannot be freed meanwhile.
+            let mem = rd.mem.lock();
+            let Some(hpa) = mem.ram_frame(u64::from(frame)) else {
+                drop(mem);
+                clear_flags(word, gtf::READING | gtf::WRITING);
+                return Err(status::BAD_PAGE);
+            };
+            crate::mm::get_frame_ref(hpa);
+            hpa
+        }
+    };
+    let a = grants.active.entry(gref).or_insert(Active { mapper, hpa, ro: 0, rw: 0 });
+    if readonly {
+        a.ro += 1;
+    } else {
+        a.rw += 1;
+    }
+    Ok(hpa)
+}
+
+/// Drops one pin of `rd`'s entry `gref`; clears GTF_writing with the last writable mapping and GTF_reading with
+/// the last mapping.
+fn unpin(rd: &Domain, gref: u32, readonly: bool) {
+    let mut grants = rd.grants.lock();
+    let Some(a) = grants.active.get_mut(&gref) else { return };
+    if readonly {
+        a.ro = a.ro.saturating_sub(1);
+    } else {
+        a.rw = a.rw.saturating_sub(1);
+    }
+    let (ro, rw) = (a.ro, a.rw);
+    if ro == 0 && rw == 0 {
+        if let Some(a) = grants.active.remove(&gref) {
+            crate::mm::put_frame_ref(a.hpa);
+        }
+    }
+    if let Some((word, _)) = entry(rd, gref) {
+        if rw == 0 {
+            clear_flags(word, gtf::WRITING);
+        }
+        if ro == 0 && rw == 0 {
+            clear_flags(word, gtf::READING);
+        }
+    }
+}
+
+/// GNTTABOP_unmap_grant_ref from `ld`: removes mapping `handle`, which must be the grant mapped at
+/// `host_addr >> 12`. Returns the status.
+pub fn unmap(ld: &Arc<Domain>, host_addr: u64, handle: u32) -> Result<(), i16> {
+    let m = ld.grants.lock().mapping(handle).ok_or(status::BAD_HANDLE)?;
+    let Some(gfn) = m.gfn else { return Err(status::BAD_HANDLE) };
+    if host_addr >> 12 != gfn || ld.mem.lock().borrowed(gfn) != Some(Borrowed::Grant(m.hpa)) {
+        return Err(status::GENERAL_ERROR);
+    }
+    // A pinned GFN (a vcpu_info or runstate area registered over the mapping) keeps its frame.
+    if ld.unmap_borrowed(gfn).is_err() {
+        return Err(status::GENERAL_ERROR);
+    }
+    ld.grants.lock().release(handle);
+    // A granter that is gone keeps nothing to update; its frame is released with the last reference.
+    if let Some(rd) = super::get(m.granter) {
+        unpin(&rd, m.gref, m.readonly);
+    }
+    Ok(())
+}
