@@ -107,6 +107,42 @@ pub fn dom0_iso(
     made
 }
 
+/// What a dom0 boot test boots: Keel's ELF (`KEEL_ELF`) with `keel_cmdline`, `kernel` as module 0 with
+/// `kernel_cmdline`, `initrd` as module 1, on `smp` CPUs with 2 GiB, for at most `timeout` seconds.
+pub struct Dom0Boot<'a> {
+    pub name: &'a str,
+    pub keel_cmdline: &'a str,
+    pub kernel: &'a Path,
+    pub kernel_cmdline: &'a str,
+    pub initrd: &'a Path,
+    pub smp: u32,
+    pub timeout: u64,
+}
+
+impl Dom0Boot<'_> {
+    /// Builds the ISO in the temporary directory, boots it under QEMU and returns the run; the ISO is removed
+    /// afterwards.
+    ///
+    /// A run ended by the QEMU TCG nested-SVM defect (docs/testing.md, "A QEMU defect": a CPU fails to read page
+    /// tables that map what it reads, in roughly one Linux boot in 25) is repeated once, with a warning and a
+    /// `<name>.retried` note that `cargo xtask test` prints; the repeat is judged like any run.
+    pub fn run(&self) -> crate::Run {
+        let out = std::env::temp_dir().join(format!("keel-dom0-{}-{}.iso", std::process::id(), self.name));
+        let keel = crate::env_path("KEEL_ELF");
+        if let Err(e) = dom0_iso(&keel, self.keel_cmdline, self.kernel, self.kernel_cmdline, Some(self.initrd), &out) {
+            panic!("{e}");
+        }
+        let qemu = || crate::Qemu::cdrom(&out).smp(self.smp).mem("2048M").timeout_secs(self.timeout).timed().run();
+        let mut run = qemu();
+        if let Some(why) = run.emulator_defect() {
+            run.note_emulator_retry(&why);
+            run = qemu();
+        }
+        let _ = std::fs::remove_file(&out);
+        run
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 /// `linux::` in the test names, for a filter that picks these three.
 mod linux {
-    use keel_tests::{env_path, iso, Qemu, Run};
+    use keel_tests::{env_path, iso, Run};
     use std::path::{Path, PathBuf};
 
     /// Seconds before `timeout` stops QEMU: GRUB reads ~9 MB, Keel unpacks the XZ kernel (6-10 s), Linux boots
@@ -22,27 +22,11 @@ mod linux {
         std::env::temp_dir().join(format!("keel-linux-{}-{name}.{ext}", std::process::id()))
     }
 
-    /// Builds the ISO (Keel's and the kernel's command lines, `kernel` as module 0, the test initramfs as
-    /// module 1), boots it on `smp` CPUs with 2 GiB, and returns the run; the ISO is removed afterwards.
-    ///
-    /// A run ended by the QEMU TCG nested-SVM defect (docs/testing.md, "A QEMU defect": a CPU fails to read page
-    /// tables that map what it reads, in roughly one Linux boot in 25) is repeated once, with a warning and a
-    /// `<name>.retried` note that `cargo xtask test` prints; the repeat is judged like any run.
+    /// Boots Keel + `kernel` as dom0 with the test initramfs (`KEEL_INITRD`) on `smp` CPUs with 2 GiB
+    /// ([`iso::Dom0Boot`]: a run ended by the QEMU TCG defect is repeated once, loudly).
     fn boot(name: &str, keel_cmdline: &str, kernel: &Path, kernel_cmdline: &str, smp: u32, timeout: u64) -> Run {
-        let out = temp(name, "iso");
         let initrd = env_path("KEEL_INITRD");
-        if let Err(e) = iso::dom0_iso(&env_path("KEEL_ELF"), keel_cmdline, kernel, kernel_cmdline, Some(&initrd), &out)
-        {
-            panic!("{e}");
-        }
-        let qemu = || Qemu::cdrom(&out).smp(smp).mem("2048M").timeout_secs(timeout).timed().run();
-        let mut run = qemu();
-        if let Some(why) = run.emulator_defect() {
-            run.note_emulator_retry(&why);
-            run = qemu();
-        }
-        let _ = std::fs::remove_file(&out);
-        run
+        iso::Dom0Boot { name, keel_cmdline, kernel, kernel_cmdline, initrd: &initrd, smp, timeout }.run()
     }
 
     /// The value of `KEEL-CHECK: <what> <value>`.

@@ -7,7 +7,7 @@
 
 /// `xl::` in the test names, for a filter.
 mod xl {
-    use keel_tests::{env_path, iso, Qemu, Run};
+    use keel_tests::{env_path, iso, Run};
 
     /// Seconds before `timeout` stops QEMU: the dom0 boot (~60 s under TCG), the common checks (~20 s), then the
     /// stock tools (each xl command starts a glibc program and its libraries under TCG: a few seconds each).
@@ -15,22 +15,18 @@ mod xl {
     const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4";
     const DOM0_CMDLINE: &str = "console=hvc0 keel.init=checks keel.check.loop=1000";
     fn boot() -> Run {
-        let out = std::env::temp_dir().join(format!("keel-xl-{}.iso", std::process::id()));
-        let initrd = env_path("KEEL_XL_INITRD");
-        let vmlinuz = env_path("KEEL_VMLINUZ");
-        if let Err(e) = iso::dom0_iso(&env_path("KEEL_ELF"), KEEL_CMDLINE, &vmlinuz, DOM0_CMDLINE, Some(&initrd), &out)
-        {
-            panic!("{e}");
+        let (initrd, kernel) = (env_path("KEEL_XL_INITRD"), env_path("KEEL_VMLINUZ"));
+        let (keel_cmdline, kernel_cmdline) = (KEEL_CMDLINE, DOM0_CMDLINE);
+        iso::Dom0Boot {
+            name: "xl",
+            keel_cmdline,
+            kernel: &kernel,
+            kernel_cmdline,
+            initrd: &initrd,
+            smp: 2,
+            timeout: TIMEOUT,
         }
-        let qemu = || Qemu::cdrom(&out).smp(2).mem("2048M").timeout_secs(TIMEOUT).timed().run();
-        let mut run = qemu();
-        // The QEMU TCG nested-SVM defect of docs/testing.md: one repeat, noted (as tests/tests/linux.rs does).
-        if let Some(why) = run.emulator_defect() {
-            run.note_emulator_retry(&why);
-            run = qemu();
-        }
-        let _ = std::fs::remove_file(&out);
-        run
+        .run()
     }
 
     /// The output lines of check `what` (`KEEL-XL-<what>: <line>`).
