@@ -148,6 +148,12 @@ pub struct CreateArgs {
     /// Leave the domain paused after it is created.
     #[arg(short = 'p', long)]
     pub paused: bool,
+    /// Dry run: print the configuration with its defaults filled in, and start nothing.
+    #[arg(short = 'n', long)]
+    pub dryrun: bool,
+    /// With -n, print the configuration as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm domid <DomainName>`
