@@ -136,7 +136,7 @@ pub struct DomainArg {
 /// `xm create <ConfigFile> [-c] [-p] [vars]`
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The domain configuration file.
+    /// The domain configuration file (a bare name is looked up in /etc/xen/).
     #[arg(value_name = "ConfigFile")]
     pub config_file: PathBuf,
     /// Settings that add to or override the configuration file.
