@@ -353,8 +353,8 @@ pub fn from_text(source: &str, text: &str, overrides: &[(String, String)]) -> Re
     {
         let value = match (op, settings.get(&key)) {
             (Op::Append, Some(old)) => match (&old.value, value) {
-                (Value::Atom { text: a, quoted }, Value::Atom { text: b, .. }) => {
-                    Value::Atom { text: format!("{a}{b}"), quoted: *quoted }
+                (Value::Atom { text: a, quoted, .. }, Value::Atom { text: b, line, .. }) => {
+                    Value::Atom { text: format!("{a}{b}"), quoted: *quoted, line }
                 }
                 (Value::List(a), Value::List(b)) => Value::List(a.iter().cloned().chain(b).collect()),
                 _ => {
@@ -413,7 +413,7 @@ impl Reader<'_> {
         match self.settings.get(key).map(|s| &s.value) {
             None => Ok(None),
             Some(v @ Value::List(_)) => Err(self.err(key, format!("{expected}, found {}", v.describe()))),
-            Some(Value::Atom { text, quoted }) => match parse_c_number(text) {
+            Some(Value::Atom { text, quoted, .. }) => match parse_c_number(text) {
                 Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
                 _ => {
                     let found = if *quoted { format!("{text:?}") } else { text.clone() };
@@ -424,7 +424,16 @@ impl Reader<'_> {
     }
 
     /// A list of strings (numbers read as their text), for `disk` and `vif`.
-    fn string_list(&self, key: &str, example: &str) -> Result<Vec<String>, Diagnostic> {
+    /// Where an entry of `key`'s list is: its own line in the file, else where the key was set.
+    fn item_loc(&self, key: &str, item: &Value) -> Location {
+        match (self.loc(key), item.line()) {
+            (Location::File { path, .. }, Some(line)) => Location::File { path: path.clone(), line: Some(line) },
+            (loc, _) => loc.clone(),
+        }
+    }
+
+    /// Each entry's text and where it is.
+    fn string_list(&self, key: &str, example: &str) -> Result<Vec<(String, Location)>, Diagnostic> {
         let expected = format!("expected a list of strings like {key} = [ {example} ]");
         match self.settings.get(key).map(|s| &s.value) {
             None => Ok(Vec::new()),
@@ -432,7 +441,7 @@ impl Reader<'_> {
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::Atom { text, .. } => Ok(text.clone()),
+                    Value::Atom { text, .. } => Ok((text.clone(), self.item_loc(key, item))),
                     Value::List(_) => Err(self.err(key, format!("{expected}, found a list as entry {}", i + 1))),
                 })
                 .collect(),
@@ -514,9 +523,8 @@ impl Reader<'_> {
                 let mut lists = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     match item {
-                        Value::Atom { text, .. } => lists.push(list(text).map_err(|mut e| {
-                            e.message = format!("vCPU {i}: {}", e.message);
-                            e
+                        Value::Atom { text, .. } => lists.push(CpuList::parse(text).map_err(|e| {
+                            Diagnostic::error(&self.item_loc("cpus", item), "cpus", format!("vCPU {i}: {e}"))
                         })?),
                         Value::List(_) => {
                             return Err(self.err("cpus", format!("vCPU {i}: expected a CPU list, found a list")))
@@ -566,20 +574,18 @@ impl Reader<'_> {
     fn disks(&self) -> Result<Vec<Disk>, Diagnostic> {
         let specs = self.string_list("disk", "'/dev/vg/guest,raw,xvda,rw'")?;
         let mut disks: Vec<Disk> = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            let d = disk::parse(spec).map_err(|e| self.err("disk", format!("entry {} ({spec:?}): {e}", i + 1)))?;
+        for (i, (spec, loc)) in specs.iter().enumerate() {
+            let err = |m: String| Diagnostic::error(loc, "disk", m);
+            let d = disk::parse(spec).map_err(|e| err(format!("entry {} ({spec:?}): {e}", i + 1)))?;
             if let Some(j) = disks.iter().position(|o| o.vbd == d.vbd) {
-                return Err(self.err(
-                    "disk",
-                    format!(
-                        "entries {} and {} are both the guest's {} (vdev {:?} and {:?})",
-                        j + 1,
-                        i + 1,
-                        d.vdev,
-                        disks[j].vdev,
-                        d.vdev
-                    ),
-                ));
+                return Err(err(format!(
+                    "entries {} and {} are both the guest's {} (vdev {:?} and {:?})",
+                    j + 1,
+                    i + 1,
+                    d.vdev,
+                    disks[j].vdev,
+                    d.vdev
+                )));
             }
             disks.push(d);
         }
@@ -589,9 +595,10 @@ impl Reader<'_> {
     fn vifs(&self) -> Result<Vec<Vif>, Diagnostic> {
         let specs = self.string_list("vif", "'bridge=xenbr0'")?;
         let mut vifs: Vec<Vif> = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
+        for (i, (spec, loc)) in specs.iter().enumerate() {
+            let err = |m: String| Diagnostic::error(loc, "vif", m);
             let index = u32::try_from(i).unwrap_or(u32::MAX);
-            let v = vif::parse(spec, index).map_err(|e| self.err("vif", format!("entry {} ({spec:?}): {e}", i + 1)))?;
+            let v = vif::parse(spec, index).map_err(|e| err(format!("entry {} ({spec:?}): {e}", i + 1)))?;
             for (j, o) in vifs.iter().enumerate() {
                 let clash = if o.devid == v.devid {
                     Some(format!("devid {}", v.devid))
@@ -603,7 +610,7 @@ impl Reader<'_> {
                     None
                 };
                 if let Some(what) = clash {
-                    return Err(self.err("vif", format!("entries {} and {} have the same {what}", j + 1, i + 1)));
+                    return Err(err(format!("entries {} and {} have the same {what}", j + 1, i + 1)));
                 }
             }
             vifs.push(v);

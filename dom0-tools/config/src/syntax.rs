@@ -15,7 +15,9 @@
 use std::fmt;
 
 /// A value as written: an atom's text, or a list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Values compare by what they say, not by the line they are on.
+#[derive(Debug, Clone, Eq)]
 pub enum Value {
     /// A number or a string (quotes removed, escapes decoded).
     Atom {
@@ -23,15 +25,35 @@ pub enum Value {
         text: String,
         /// Whether it was written in quotes.
         quoted: bool,
+        /// The line it starts on (0: not from a file).
+        line: u32,
     },
     /// `[ ... ]`.
     List(Vec<Value>),
 }
 
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Atom { text: a, quoted: qa, .. }, Value::Atom { text: b, quoted: qb, .. }) => a == b && qa == qb,
+            (Value::List(a), Value::List(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl Value {
-    /// A quoted string atom.
+    /// A quoted string atom, from no file.
     pub fn string(text: impl Into<String>) -> Value {
-        Value::Atom { text: text.into(), quoted: true }
+        Value::Atom { text: text.into(), quoted: true, line: 0 }
+    }
+
+    /// The line an atom starts on in its file (`None` for lists and atoms not from a file).
+    pub fn line(&self) -> Option<u32> {
+        match self {
+            Value::Atom { line, .. } if *line > 0 => Some(*line),
+            _ => None,
+        }
     }
 
     /// How the value reads in a message: an atom in double quotes, or "a list".
@@ -314,8 +336,8 @@ impl<'a> Parser<'a> {
     fn value(&mut self, key: &str, depth: usize) -> Result<Value, SyntaxError> {
         let (tok, line) = self.bump()?;
         match tok {
-            Tok::Number(text) => Ok(Value::Atom { text, quoted: false }),
-            Tok::Str(text) => Ok(Value::Atom { text, quoted: true }),
+            Tok::Number(text) => Ok(Value::Atom { text, quoted: false, line }),
+            Tok::Str(text) => Ok(Value::Atom { text, quoted: true, line }),
             Tok::Open => {
                 if depth >= MAX_DEPTH {
                     return Err(err_at(line, Some(key), format!("lists nest deeper than {MAX_DEPTH}")));
@@ -446,7 +468,7 @@ mod tests {
     }
 
     fn n(text: &str) -> Value {
-        Value::Atom { text: text.into(), quoted: false }
+        Value::Atom { text: text.into(), quoted: false, line: 0 }
     }
 
     fn one(src: &str) -> Statement {
@@ -493,6 +515,8 @@ mod tests {
         let all = parse(multi).unwrap();
         assert_eq!(all[0].value, Value::List(vec![s("a"), s("b"), s("c")]));
         assert_eq!((all[0].line, all[1].line), (1, 8));
+        let Value::List(items) = &all[0].value else { panic!("a list") };
+        assert_eq!(items.iter().map(Value::line).collect::<Vec<_>>(), [Some(2), Some(4), Some(6)]);
     }
 
     #[test]

@@ -243,9 +243,26 @@ fn semantic_errors() {
         e("disk = ['/a.img,,xvda', '/b.img,,xvdb', '/c.img,,d0']"),
         "/etc/xen/web:3: disk: entries 1 and 3 are both the guest's d0 (vdev \"xvda\" and \"d0\")"
     );
+    // An entry of a list over several lines is blamed at its own line.
     assert_eq!(
         e("disk = ['/a.img,,xvda',\n        '/b.img,,xvda,colour=red']"),
-        "/etc/xen/web:3: disk: entry 2 (\"/b.img,,xvda,colour=red\"): unknown parameter 'colour'"
+        "/etc/xen/web:4: disk: entry 2 (\"/b.img,,xvda,colour=red\"): unknown parameter 'colour'"
+    );
+    assert_eq!(
+        e("disk = [\n  '/a.img,,xvda',\n\n  '/b.img,,xvda',\n]"),
+        "/etc/xen/web:6: disk: entries 1 and 2 are both the guest's xvda (vdev \"xvda\" and \"xvda\")"
+    );
+    assert_eq!(
+        e("vif = [\n  'bridge=xenbr0',\n  'mac=nope',\n]"),
+        "/etc/xen/web:5: vif: entry 2 (\"mac=nope\"): mac \"nope\" is not a MAC address (six hex bytes separated by ':', e.g. 00:16:3e:12:34:56)"
+    );
+    assert_eq!(
+        e("vcpus = 2\ncpus = ['0',\n        '9-8']"),
+        "/etc/xen/web:5: cpus: vCPU 1: \"9-8\" ends before it starts"
+    );
+    assert_eq!(
+        error_with(MINIMAL, &["disk=['/a,,xvda', '/b,,xvdz9z']"]),
+        "command line 'disk=['/a,,xvda', '/b,,xvdz9z']': disk: entry 2 (\"/b,,xvdz9z\"): vdev \"xvdz9z\" is not a virtual device (xvdN, sdN, hdN with a letter for N, optionally a partition number, or dNpP)"
     );
     assert_eq!(e("disk = '/a.img,,xvda'"), "/etc/xen/web:3: disk: expected a list of strings like disk = [ '/dev/vg/guest,raw,xvda,rw' ], found \"/a.img,,xvda\"");
     assert_eq!(
