@@ -16,7 +16,11 @@
 //! destroy, `on_reboot` restart, `on_crash` destroy, the command line from
 //! `cmdline`, else `root=ROOT EXTRA`. Keel's own: the guest type defaults
 //! to PVH (xl's x86 default is PV, which Keel has not built), and PV and
-//! HVM are refused until they are built.
+//! HVM are refused until they are built. Stricter than xl, which leaves
+//! these to libxl or lets them pass: `vcpus = 0` (xl makes it 1), `maxmem`
+//! below `memory`, a CPU list that selects no CPU, two disks with the same
+//! vdev (compared as VBD numbers, so `xvda` and `d0` clash), and two vifs
+//! with the same devid, MAC or vifname are errors here.
 
 pub mod cpus;
 pub mod disk;
