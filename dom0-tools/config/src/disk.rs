@@ -327,6 +327,9 @@ pub fn parse(spec: &str) -> Result<Disk, String> {
     let mut rest = spec;
     while !rest.is_empty() {
         rest = rest.trim_start_matches([' ', '\t', '\n']);
+        if rest.is_empty() {
+            break;
+        }
         if let Some(target) = rest.strip_prefix("target=") {
             // Takes the rest of the spec, commas and all; it may follow an empty positional target.
             set_once(&mut s.target, "target", target)?;
@@ -503,6 +506,9 @@ mod tests {
         assert_eq!(flags.options, ["discard", "direct-io-safe"]);
         assert_eq!((flags.backend.as_deref(), flags.backendtype), (Some("drv"), Some(BackendType::Qdisk)));
         assert_eq!(disk("  /img ,, xvda").vdev, "xvda");
+        // Trailing whitespace and a trailing comma are ignored.
+        assert_eq!(disk("/img,,xvda,rw, "), disk("/img,,xvda,rw,"));
+        assert_eq!(disk("/img,,xvda,rw,").access, Access::Rw);
     }
 
     #[test]
