@@ -206,6 +206,11 @@ fn commands_say_why_they_cannot_run() {
                 err.starts_with(&format!("xm: '{name}' failed: cannot open /dev/xen/privcmd")),
                 "xm {args:?}: {err}"
             );
+        } else if name == "create" {
+            assert!(
+                err.starts_with("xm: 'create' failed: /etc/keel/guest1.cfg: cannot read the configuration file: "),
+                "{err}"
+            );
         } else if name == "vnet-list" {
             assert!(err.starts_with("xm: 'vnet-list' is not supported: Xen removed virtual networks"), "{err}");
         } else {

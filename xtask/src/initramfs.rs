@@ -25,6 +25,7 @@ const ETC: &[(&str, &str, bool)] = &[
     ("etc/init.d/rcK", include_str!("../assets/rcK"), true),
     ("etc/init.d/S30xencommons", include_str!("../assets/xencommons"), true),
     ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
+    ("etc/xen/example-pvh", include_str!("../../dom0-tools/config/example-pvh"), false),
 ];
 /// The names the `xenstore` program answers to, as xenstore-utils installs them.
 const XENSTORE_NAMES: &[&str] = &["read", "write", "rm", "exists", "list", "ls", "watch", "chmod"];

@@ -136,7 +136,7 @@ pub struct DomainArg {
 /// `xm create <ConfigFile> [-c] [-p] [vars]`
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The domain configuration file.
+    /// The domain configuration file (a bare name is looked up in /etc/xen/).
     #[arg(value_name = "ConfigFile")]
     pub config_file: PathBuf,
     /// Settings that add to or override the configuration file.
@@ -148,6 +148,12 @@ pub struct CreateArgs {
     /// Leave the domain paused after it is created.
     #[arg(short = 'p', long)]
     pub paused: bool,
+    /// Dry run: print the configuration with its defaults filled in, and start nothing.
+    #[arg(short = 'n', long)]
+    pub dryrun: bool,
+    /// With -n, print the configuration as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm domid <DomainName>`

@@ -29,9 +29,9 @@ pub fn console(_args: &DomainArg) -> CmdResult {
     Err(XmError::NotAvailable)
 }
 
-/// `xm create <ConfigFile> [-c] [-p] [vars]`
-pub fn create(_args: &CreateArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+/// `xm create <ConfigFile> [-c] [-p] [-n] [--json] [vars]`
+pub fn create(args: &CreateArgs) -> CmdResult {
+    super::create::create(args)
 }
 
 /// `xm destroy <Domain>`

@@ -7,6 +7,7 @@
 
 pub mod cmdtable;
 pub mod commands;
+pub mod create;
 pub mod format;
 pub mod hostinfo;
 pub mod top;
@@ -104,6 +105,7 @@ impl Command {
     /// Whether the command was asked for JSON (`--json`).
     pub fn json(&self) -> bool {
         match self {
+            Command::Create(a) => a.json,
             Command::Domid(a) => a.json,
             Command::Domname(a) => a.json,
             Command::List(a) => a.json,
@@ -261,6 +263,10 @@ mod tests {
                 // Reads /var/log/xen/, which may or may not exist on the host.
                 _ if name == "log" => {}
                 Err(XmError::Unsupported(why)) if name == "vnet-list" => assert!(why.contains("xend"), "{why}"),
+                // Reads its config file (/etc/xen/guest.cfg), which the host does not have.
+                Err(XmError::Failed(why)) if name == "create" => {
+                    assert!(why.starts_with("/etc/xen/guest.cfg: cannot read the configuration file"), "{why}")
+                }
                 other => assert_eq!(other, Err(XmError::NotAvailable), "{name}"),
             }
         }
@@ -303,9 +309,14 @@ mod tests {
 
         let cli = parse(&["create", "-c", "g.cfg", "memory=512", "vcpus=2"]).unwrap();
         let Command::Create(args) = cli.command else { panic!("wrong command") };
-        assert!(args.console && !args.paused);
+        assert!(args.console && !args.paused && !args.dryrun && !args.json);
         assert_eq!(args.vars.len(), 2);
         assert_eq!(args.vars[1].name(), "vcpus");
+        let cli = parse(&["create", "-n", "--json", "web", "memory=512"]).unwrap();
+        assert!(cli.command.json());
+        let Command::Create(args) = cli.command else { panic!("wrong command") };
+        assert!(args.dryrun && args.json);
+        assert_eq!(args.config_file, std::path::Path::new("web"));
 
         let cli = parse(&["sched-credit", "-d", "3", "-w", "512", "-c", "50"]).unwrap();
         let Command::SchedCredit(args) = cli.command else { panic!("wrong command") };
