@@ -56,6 +56,62 @@ mod tests {
     use alloc::vec::Vec;
     use core::pin::Pin;
 
+    /// An ELF32 PVH kernel for EM_386 (as XTF builds 64-bit test kernels): 0x20 bytes of code at 1 MiB followed
+    /// by 0x1fe0 bytes of bss, and a zero-fill-only segment at 2 MiB; entry 1 MiB + 4.
+    fn elf32_kernel() -> Vec<u8> {
+        let mut b = alloc::vec![0u8; 0x200];
+        b[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
+        b[18..20].copy_from_slice(&3u16.to_le_bytes());
+        b[28..32].copy_from_slice(&52u32.to_le_bytes());
+        b[42..44].copy_from_slice(&32u16.to_le_bytes());
+        b[44..46].copy_from_slice(&3u16.to_le_bytes());
+        // type, offset, vaddr, paddr, filesz, memsz
+        for (at, f) in [
+            (52, [1u32, 0x100, 0x10_0000, 0x10_0000, 0x20, 0x2000]),
+            (84, [4, 0x180, 0, 0, 20, 20]),
+            (116, [1, 0, 0x20_0000, 0x20_0000, 0, 0x1800]),
+        ] {
+            for (i, v) in f.iter().enumerate() {
+                b[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        b[0x100..0x120].fill(0x90);
+        for (i, v) in [4u32, 4, keel_abi::elfnote::PHYS32_ENTRY].iter().enumerate() {
+            b[0x180 + 4 * i..0x184 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b[0x18c..0x190].copy_from_slice(b"Xen\0");
+        b[0x190..0x194].copy_from_slice(&0x10_0004u32.to_le_bytes());
+        b
+    }
+
+    /// The adapter writes keel-image's plan into a domain: the file bytes, the bss zeroed over whatever was there
+    /// (also a segment that is all bss), nothing when the kernel does not fit.
+    #[test]
+    fn load_pvh_writes_segments_and_zeroes_bss() {
+        let dom = crate::testing::domain(1, 16);
+        let mem = dom.mem.lock();
+        for gpa in [0x10_0000u64, 0x20_0000] {
+            mem.write(gpa, &[0xffu8; 0x2000]).unwrap();
+        }
+        assert_eq!(super::load_pvh(&mem, &elf32_kernel()), Ok(0x10_0004));
+        let mut buf = alloc::vec![0u8; 0x2000];
+        mem.read(0x10_0000, &mut buf).unwrap();
+        assert!(buf[..0x20].iter().all(|&b| b == 0x90));
+        assert!(buf[0x20..].iter().all(|&b| b == 0), "bss zeroed");
+        mem.read(0x20_0000, &mut buf).unwrap();
+        assert!(buf[..0x1800].iter().all(|&b| b == 0), "zero-fill-only segment");
+        assert!(buf[0x1800..].iter().all(|&b| b == 0xff), "nothing past the segment");
+        // Into 2 MiB of RAM its second segment does not fit: an error.
+        let small = crate::testing::domain(1, 2);
+        let e = super::load_pvh(&small.mem.lock(), &elf32_kernel()).unwrap_err();
+        assert!(e.0.contains("segment 1 (0x200000..0x201800) does not fit in the domain's 2 MiB of RAM"), "{e}");
+        // start_info lands where asked and reads back.
+        let map = super::memory_map(16 << 20, 0x9000);
+        assert_eq!(super::write_start_info(&mem, 0x9000, 0, "x=1", &[], &map, 0), Ok(0x9000));
+        let info: keel_abi::start_info::HvmStartInfo = mem.read_val(0x9000).unwrap();
+        assert_eq!((info.magic, info.memmap_entries), (keel_abi::start_info::HVM_START_MAGIC, 3));
+    }
+
     /// The MADT keel-image builds reads back through Keel's own MADT parser (the one that reads the machine's):
     /// every vCPU enabled, x2APIC id = ACPI UID = vCPU id, no 8259s, no IO-APIC.
     #[test]
