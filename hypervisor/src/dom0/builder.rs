@@ -1,14 +1,15 @@
-//! Building the initial domain: kernel load (bzImage or ELF), its guest-physical layout and the PVH start_info, from
+//! Building the initial domain: kernel load (bzImage with an xz, gzip or zstd payload, or an ELF of either class),
+//! its guest-physical layout and the PVH start_info (parsed and built by the shared `keel-image` crate), from
 //! the first two boot modules (kernel, initrd) as Xen does from its GRUB stanza, sized by `dom0_mem=` and
 //! `dom0_max_vcpus=`. As Xen gives a PVH hardware domain, dom0 gets no console ring (it uses console_io) and no
 //! xenstore ring: HVM_PARAM_STORE_PFN/STORE_EVTCHN stay 0, so Linux's xenbus takes the XS_LOCAL path (a page of its
 //! own, a port from EVTCHNOP_alloc_unbound to itself) that dom0's xenstored serves.
 
-use crate::bootinfo::{Module, ModuleKind};
+use crate::bootinfo::Module;
 use crate::cmdline::Options;
 use crate::domain::{self, Domain, DomainConfig};
 use crate::hvm::{InitState, Support};
-use crate::loader::{self, GuestModule};
+use crate::loader::{self, Format, GuestModule};
 use crate::mm::PAGE_SIZE;
 use alloc::format;
 use alloc::string::String;
@@ -35,11 +36,12 @@ impl Drop for Scratch {
     }
 }
 
-/// Loads the kernel (bzImage with an XZ payload, or an ELF vmlinux) into `dom`; returns the PVH entry.
+/// Loads the kernel (a bzImage with an xz, gzip or zstd payload, or an ELF vmlinux) into `dom`; returns the PVH
+/// entry.
 fn load_kernel(dom: &Domain, image: &[u8]) -> Result<u32, String> {
-    match ModuleKind::guess(&image[..image.len().min(0x400)]) {
-        ModuleKind::Elf => loader::load_pvh(&dom.mem.lock(), image).map_err(|e| e.0),
-        ModuleKind::BzImage => {
+    match Format::detect(image).map_err(|e| e.0)? {
+        Format::Elf => loader::load_pvh(&dom.mem.lock(), image).map_err(|e| e.0),
+        Format::BzImage => {
             let p = loader::bzimage::payload(image).map_err(|e| format!("bzImage: {e}"))?;
             let size = p.buffer_size().map_err(|e| format!("bzImage: {e}"))? as u64;
             let pages = size.div_ceil(PAGE_SIZE);
@@ -50,6 +52,7 @@ fn load_kernel(dom: &Domain, image: &[u8]) -> Result<u32, String> {
             // SAFETY: the frames were just allocated for this buffer alone and are identity-mapped.
             let out = unsafe { core::slice::from_raw_parts_mut(scratch.pa as *mut u8, size as usize) };
             let t0 = crate::arch::x86::time::now_ns();
+            // A zstd window comes from Keel's heap: at most bzimage::DEFAULT_ZSTD_WINDOW_MAX (8 MiB) of it.
             let n = loader::bzimage::decompress(&p, out).map_err(|e| format!("bzImage: {e}"))?;
             crate::info!(
                 "dom0: unpacked a {} KiB {} payload to a {} KiB ELF in {} ms",
@@ -60,7 +63,6 @@ fn load_kernel(dom: &Domain, image: &[u8]) -> Result<u32, String> {
             );
             loader::load_pvh(&dom.mem.lock(), &out[..n]).map_err(|e| e.0)
         }
-        other => Err(format!("the kernel module is {} data, not a bzImage or ELF kernel", other.name())),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Debian installs a **bzImage** (`/boot/vmlinuz-*`), not the ELF `vmlinux` whose `XEN_ELFNOTE_PHYS32_ENTRY`
 //! note a PVH loader needs. This module finds the compressed payload through the x86 boot protocol's setup
-//! header and decompresses it (XZ, the compression of Debian's amd64 kernels) into a caller-provided buffer.
+//! header and decompresses it into a caller-provided buffer: XZ (the compression of Debian's amd64 kernels),
+//! gzip and zstd (`CONFIG_KERNEL_GZIP`, `CONFIG_KERNEL_ZSTD`). bzip2, LZMA, LZO and LZ4 are recognised and
+//! refused by name.
 //!
 //! # The bzImage layout (Linux `Documentation/x86/boot.rst`, `arch/x86/boot/header.S`)
 //!
@@ -50,9 +52,31 @@
 //! stack of [`decompress_xz_with_dict`]. Measured on the host, a release-mode decode of the Debian kernel runs
 //! on a 36 KiB thread stack and overflows a 32 KiB one; Keel's boot and AP stacks are 64 KiB. No heap memory is
 //! used.
+//!
+//! # gzip and zstd
+//!
+//! gzip (RFC 1952: a 10-byte header, optional extra field, name, comment and header CRC, raw DEFLATE, then
+//! CRC32 and ISIZE) is inflated by `miniz_oxide`'s core inflater straight into the output buffer (a
+//! non-wrapping output buffer is its own 32 KiB window: no other memory but the ~11 KiB inflater state, which is
+//! boxed); the CRC32 and ISIZE are checked. zstd (RFC 8878) is decoded by `ruzstd`, whose window is a heap
+//! buffer: the caller bounds it ([`decompress_with`]), and a frame asking for more is refused before anything
+//! is allocated; the frame's content checksum (XXH64), when present, is checked.
+//!
+//! # Bounds
+//!
+//! The output is never larger than the size the payload announces (its trailer, or gzip's ISIZE), and that
+//! size is refused above [`MAX_UNPACKED`]: a payload that decodes to more is [`BzError::OutputTooSmall`],
+//! one that announces more is [`BzError::TooLarge`].
 
+use alloc::boxed::Box;
 use core::fmt;
 use xz4rust::{XzDecoder, XzError, XzNextBlockResult};
+
+/// Most bytes a payload may unpack to: 1 GiB (Debian's 6.1 kernel unpacks to 63 MiB).
+pub const MAX_UNPACKED: u64 = 1 << 30;
+/// The zstd window [`decompress`] allows: 8 MiB of heap. Linux's `zstd -22 --ultra` may ask for up to 128 MiB
+/// on a piped kernel; a builder with the memory for that passes its own bound to [`decompress_with`].
+pub const DEFAULT_ZSTD_WINDOW_MAX: u64 = 8 << 20;
 
 /// Oldest boot protocol with `payload_offset`/`payload_length` (2.08, Linux 2.6.26).
 pub const MIN_PROTOCOL: u16 = 0x0208;
@@ -156,8 +180,8 @@ pub enum BzError {
     CorruptStream {
         /// The stream's format.
         kind: Compression,
-        /// Input bytes consumed when the problem showed.
-        offset: usize,
+        /// Input bytes consumed when the problem showed, where the decoder says.
+        offset: Option<usize>,
         /// The decoder's diagnosis.
         reason: &'static str,
     },
@@ -179,6 +203,20 @@ pub enum BzError {
         needed: u64,
         /// Bytes available for it.
         available: usize,
+    },
+    /// The payload announces more than [`MAX_UNPACKED`] bytes.
+    TooLarge {
+        /// Bytes announced.
+        size: u64,
+        /// [`MAX_UNPACKED`].
+        max: u64,
+    },
+    /// A zstd frame's window is larger than the caller allows.
+    WindowTooLarge {
+        /// Bytes the frame asks for.
+        needed: u64,
+        /// Bytes allowed.
+        max: u64,
     },
     /// The decoded size differs from the one the size trailer announces.
     SizeMismatch {
@@ -212,13 +250,20 @@ impl fmt::Display for BzError {
             ),
             Self::UnsupportedCompression(kind) => write!(
                 f,
-                "unsupported compression \"{kind}\" (only xz is decoded: rebuild the kernel with CONFIG_KERNEL_XZ)"
+                "unsupported compression \"{kind}\" (xz, gzip and zstd are decoded: rebuild the kernel with one of them)"
             ),
             Self::TruncatedStream { kind, len } => {
                 write!(f, "{kind} stream truncated: ends after {len} bytes")
             }
-            Self::CorruptStream { kind, offset, reason } => {
+            Self::CorruptStream { kind, offset: Some(offset), reason } => {
                 write!(f, "corrupt {kind} stream near input byte {offset}: {reason}")
+            }
+            Self::CorruptStream { kind, offset: None, reason } => write!(f, "corrupt {kind} stream: {reason}"),
+            Self::TooLarge { size, max } => {
+                write!(f, "the payload unpacks to {size} bytes, more than the {max} allowed")
+            }
+            Self::WindowTooLarge { needed, max } => {
+                write!(f, "zstd window of {needed} bytes is larger than the {max} bytes allowed for it")
             }
             Self::BufferTooSmall { len, needed } => {
                 write!(f, "buffer of {len} bytes too small: {needed} needed (uncompressed size + LZMA2 dictionary)")
@@ -252,13 +297,21 @@ pub struct Payload<'a> {
 
 impl Payload<'_> {
     /// Bytes the `out` buffer of [`decompress`] must have: the uncompressed size plus, for xz, the LZMA2
-    /// dictionary placed after it (Debian 6.1: 65,906,612 + 32 MiB).
+    /// dictionary placed after it (Debian 6.1: 65,906,612 + 32 MiB). An announced size above [`MAX_UNPACKED`]
+    /// is an error.
     pub fn buffer_size(&self) -> Result<usize, BzError> {
-        if self.kind != Compression::Xz {
+        if !matches!(self.kind, Compression::Xz | Compression::Gzip | Compression::Zstd) {
             return Err(BzError::UnsupportedCompression(self.kind));
         }
         let size = self.uncompressed_size.ok_or(BzError::TruncatedStream { kind: self.kind, len: self.data.len() })?;
-        Ok(usize::try_from(size).unwrap_or(usize::MAX).saturating_add(xz_dict_size(self.data)?))
+        if size > MAX_UNPACKED {
+            return Err(BzError::TooLarge { size, max: MAX_UNPACKED });
+        }
+        let size = size as usize; // at most 1 GiB
+        Ok(match self.kind {
+            Compression::Xz => size + xz_dict_size(self.data)?,
+            _ => size,
+        })
     }
 }
 
@@ -324,12 +377,23 @@ pub fn payload(bz: &[u8]) -> Result<Payload<'_>, BzError> {
 
 /// Decompresses `p` into `out` and checks the result against the size trailer. For xz, `out` holds the data
 /// and then the dictionary (see [`decompress_xz`] and [`Payload::buffer_size`]). Returns the decoded length.
+/// A zstd window may take up to [`DEFAULT_ZSTD_WINDOW_MAX`] of heap.
 pub fn decompress(p: &Payload<'_>, out: &mut [u8]) -> Result<usize, BzError> {
+    decompress_with(p, out, DEFAULT_ZSTD_WINDOW_MAX)
+}
+
+/// [`decompress`], with a zstd window of up to `zstd_window_max` bytes of heap.
+pub fn decompress_with(p: &Payload<'_>, out: &mut [u8], zstd_window_max: u64) -> Result<usize, BzError> {
     let needed = p.buffer_size()?;
     if out.len() < needed {
         return Err(BzError::BufferTooSmall { len: out.len(), needed });
     }
-    let n = decompress_xz(p.data, out)?;
+    let n = match p.kind {
+        Compression::Xz => decompress_xz(p.data, out)?,
+        Compression::Gzip => decompress_gzip(p.data, &mut out[..needed])?,
+        Compression::Zstd => decompress_zstd(p.data, &mut out[..needed], zstd_window_max)?,
+        k => return Err(BzError::UnsupportedCompression(k)),
+    };
     match p.uncompressed_size {
         Some(expected) if expected != n as u64 => Err(BzError::SizeMismatch { decoded: n, expected }),
         _ => Ok(n),
@@ -340,7 +404,8 @@ pub fn decompress(p: &Payload<'_>, out: &mut [u8]) -> Result<usize, BzError> {
 /// header and the first block header's filter flags (xz file format 1.0.4, §2.1.1 and §3.1); their CRC32s
 /// are left to the decoder. A stream with no block needs the decoder's 4 KiB minimum.
 pub fn xz_dict_size(input: &[u8]) -> Result<usize, BzError> {
-    let corrupt = |offset: usize, reason| BzError::CorruptStream { kind: Compression::Xz, offset, reason };
+    let corrupt =
+        |offset: usize, reason| BzError::CorruptStream { kind: Compression::Xz, offset: Some(offset), reason };
     let truncated = || BzError::TruncatedStream { kind: Compression::Xz, len: input.len() };
     if !input.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
         return Err(corrupt(0, "no xz stream header magic"));
@@ -442,7 +507,7 @@ pub fn decompress_xz_with_dict(input: &[u8], out: &mut [u8], dict: &mut [u8]) ->
             }
             Err(XzError::NeedsLargerInputBuffer) => {}
             Err(XzError::DictionaryTooLarge(needed)) => return Err(BzError::DictionaryTooLarge { needed, available }),
-            Err(e) => return Err(BzError::CorruptStream { kind, offset: read, reason: xz_reason(&e) }),
+            Err(e) => return Err(BzError::CorruptStream { kind, offset: Some(read), reason: xz_reason(&e) }),
         }
         // No progress. With the output full, ask for one byte more: data means the output is too small.
         if written == out.len() {
@@ -455,9 +520,124 @@ pub fn decompress_xz_with_dict(input: &[u8], out: &mut [u8], dict: &mut [u8]) ->
         return Err(if read == input.len() {
             BzError::TruncatedStream { kind, len: input.len() }
         } else {
-            BzError::CorruptStream { kind, offset: read, reason: "decoder made no progress" }
+            BzError::CorruptStream { kind, offset: Some(read), reason: "decoder made no progress" }
         });
     }
+}
+
+/// The table of the CRC-32 of gzip (IEEE 802.3, reflected polynomial 0xEDB88320).
+const CRC32_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// gzip's CRC-32 of `data`.
+pub fn crc32(data: &[u8]) -> u32 {
+    !data.iter().fold(!0u32, |c, &b| CRC32_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+}
+
+/// Decompresses the gzip member at the start of `input` into `out` (which bounds the output) and checks its
+/// CRC32 and ISIZE. Returns the decoded length. Bytes after the member are ignored.
+pub fn decompress_gzip(input: &[u8], out: &mut [u8]) -> Result<usize, BzError> {
+    use miniz_oxide::inflate::core::{decompress as inflate, inflate_flags, DecompressorOxide};
+    use miniz_oxide::inflate::TINFLStatus;
+    const FHCRC: u8 = 2;
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    let kind = Compression::Gzip;
+    let truncated = || BzError::TruncatedStream { kind, len: input.len() };
+    let corrupt = |offset, reason| BzError::CorruptStream { kind, offset: Some(offset), reason };
+    let header = input.get(..10).ok_or_else(truncated)?;
+    if header[..2] != [0x1f, 0x8b] {
+        return Err(corrupt(0, "not a gzip member (magic 1f 8b)"));
+    }
+    if header[2] != 8 {
+        return Err(corrupt(2, "compression method is not DEFLATE"));
+    }
+    let flags = header[3];
+    if flags & 0xe0 != 0 {
+        return Err(corrupt(3, "reserved header flags set"));
+    }
+    let mut pos = 10usize;
+    if flags & FEXTRA != 0 {
+        let xlen = input.get(pos..pos + 2).ok_or_else(truncated)?;
+        pos += 2 + usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+    }
+    for field in [FNAME, FCOMMENT] {
+        if flags & field != 0 {
+            let nul = input.get(pos..).and_then(|r| r.iter().position(|&b| b == 0)).ok_or_else(truncated)?;
+            pos += nul + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        pos += 2;
+    }
+    let body = input.get(pos..).ok_or_else(truncated)?;
+    let mut state = Box::new(DecompressorOxide::new());
+    let (status, used, written) =
+        inflate(&mut state, body, out, 0, inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF);
+    match status {
+        TINFLStatus::Done => {}
+        TINFLStatus::HasMoreOutput => return Err(BzError::OutputTooSmall { capacity: written }),
+        TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => return Err(truncated()),
+        _ => return Err(corrupt(pos + used, "invalid DEFLATE data")),
+    }
+    let end = pos + used;
+    let trailer = input.get(end..end + 8).ok_or_else(truncated)?;
+    let (crc, isize) = (u32_at(trailer, 0), u32_at(trailer, 4));
+    if crc32(&out[..written]) != crc {
+        return Err(corrupt(end, "CRC32 of the data does not match"));
+    }
+    if isize != written as u32 {
+        return Err(corrupt(end + 4, "ISIZE does not match the data"));
+    }
+    Ok(written)
+}
+
+/// Decompresses the zstd frames of `input` into `out` (which bounds the output), with a window of at most
+/// `window_max` bytes (checked against each frame header before the window is allocated). Checks the content
+/// checksum of the last frame when it has one. Returns the decoded length.
+pub fn decompress_zstd(input: &[u8], out: &mut [u8], window_max: u64) -> Result<usize, BzError> {
+    use ruzstd::decoding::errors::FrameDecoderError as E;
+    let kind = Compression::Zstd;
+    let mut d = ruzstd::decoding::FrameDecoder::new();
+    d.set_max_window_size(window_max);
+    let capacity = out.len();
+    let reason = match d.decode_all(input, out) {
+        Ok(n) => {
+            return match (d.get_checksum_from_data(), d.get_calculated_checksum()) {
+                (Some(want), Some(got)) if want != got => {
+                    Err(BzError::CorruptStream { kind, offset: None, reason: "content checksum does not match" })
+                }
+                _ => Ok(n),
+            }
+        }
+        Err(E::WindowSizeTooBig { requested, .. }) => {
+            return Err(BzError::WindowTooLarge { needed: requested, max: window_max })
+        }
+        Err(E::TargetTooSmall) => return Err(BzError::OutputTooSmall { capacity }),
+        Err(E::ReadFrameHeaderError(_) | E::FrameHeaderError(_) | E::FailedToInitialize(_)) => {
+            "bad frame header (truncated?)"
+        }
+        Err(E::FailedToReadBlockHeader(_)) => "bad or missing block header (truncated?)",
+        Err(E::FailedToReadBlockBody(_)) => "corrupt or truncated block",
+        Err(E::FailedToReadChecksum(_)) => "missing content checksum (truncated?)",
+        Err(E::DictNotProvided { .. } | E::DictionaryDecodeError(_)) => "needs a dictionary",
+        Err(_) => "corrupt compressed data",
+    };
+    Err(BzError::CorruptStream { kind, offset: None, reason })
 }
 
 fn xz_reason(e: &XzError) -> &'static str {
@@ -644,7 +824,11 @@ mod tests {
             // gzip's ISIZE is part of the stream; the others' trailer is not.
             let stream_len = if kind == Compression::Gzip { p.len() } else { p.len() - 4 };
             assert_eq!(got.data.len(), stream_len, "{kind}");
-            if kind != Compression::Xz {
+            if matches!(kind, Compression::Gzip | Compression::Zstd) {
+                // Decoded now: the 0x12345678-byte size the trailer announces needs that much buffer.
+                let e = decompress(&got, &mut [0; 16]).unwrap_err();
+                assert_eq!(e, BzError::BufferTooSmall { len: 16, needed: 0x1234_5678 });
+            } else if kind != Compression::Xz {
                 let e = decompress(&got, &mut [0; 16]).unwrap_err();
                 assert_eq!(e, BzError::UnsupportedCompression(kind));
                 assert!(alloc::format!("{e}").contains(&alloc::format!("\"{kind}\"")));
@@ -733,7 +917,7 @@ mod tests {
         if let Some(p) = std::env::var_os("KEEL_VMLINUZ") {
             return p.into();
         }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("workspace root");
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), |d| root.join(d));
         target.join("debian/vmlinuz")
     }
@@ -762,10 +946,13 @@ mod tests {
         assert_eq!(n, size);
         let elf = &out[..n];
         assert!(elf.starts_with(b"\x7fELF"));
-        let image = super::super::parse_elf(elf).unwrap();
+        let image = crate::elf::parse_elf(elf).unwrap();
         assert!(image.pvh_entry.is_some(), "no XEN_ELFNOTE_PHYS32_ENTRY");
         // Its entry point lies in a loaded segment, and it fits the 512 MiB dom0 the tests give it.
         assert_eq!(image.check_pvh(512 << 20).map(Some), Ok(image.pvh_entry));
+        let plan = crate::kernel::plan(elf, 512 << 20).unwrap();
+        assert_eq!(Some(plan.entry), image.pvh_entry);
+        assert!((16 << 20..128 << 20).contains(&plan.end()), "Debian's kernel ends at {:#x}", plan.end());
 
         // Byte for byte what xz(1) makes of the same stream.
         let tmp = std::env::temp_dir().join(alloc::format!("keel-bzimage-{}.xz", std::process::id()));
