@@ -196,6 +196,8 @@ pub struct Daemon<P: Platform> {
     consoles: BTreeMap<u16, Console>,
     /// Domains whose console was dropped for misbehaving, until they are gone.
     dropped: BTreeSet<u16>,
+    /// The live domains the hypervisor listed last: a watch firing for any other is ignored.
+    live: BTreeSet<u16>,
     dirty: Arc<Mutex<Dirty>>,
     wake_r: OwnedFd,
     stopper: Stopper,
@@ -225,6 +227,7 @@ impl<P: Platform> Daemon<P> {
             store,
             consoles: BTreeMap::new(),
             dropped: BTreeSet::new(),
+            live: BTreeSet::new(),
             dirty,
             wake_r,
             stopper,
@@ -280,6 +283,7 @@ impl<P: Platform> Daemon<P> {
             self.remove(id, "domain is gone");
         }
         self.dropped.retain(|id| live.contains(id));
+        self.live = live.clone();
         for id in live {
             if !self.consoles.contains_key(&id) {
                 self.refresh(id);
@@ -294,7 +298,7 @@ impl<P: Platform> Daemon<P> {
 
     /// Sets up (or re-connects) domain `id`'s console from its xenstore nodes, when they are there.
     fn refresh(&mut self, id: u16) {
-        if id == 0 || self.dropped.contains(&id) {
+        if id == 0 || self.dropped.contains(&id) || !self.live.contains(&id) {
             return;
         }
         let dir = format!("/local/domain/{id}/console");
