@@ -236,10 +236,40 @@ mod linux {
                 problems.push(format!("{what}: {line:?}, want {want}"));
             }
         }
+        problems.extend(consoled_problems(&run));
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }
         run.assert_success();
+    }
+
+    /// What is wrong with what xtask/assets/checks/consoled.sh saw of dom0's xenconsoled (S30xencommons starts it
+    /// with --log=guest): running detached, watching the domain list, no errors logged, its guest log directory;
+    /// `xm console` of an unknown domain and of dom0 (which has no console/tty) failing with one clear line.
+    fn consoled_problems(run: &Run) -> Vec<String> {
+        let mut p = Vec::new();
+        for (what, want) in [
+            ("xenconsoled running", ""),
+            ("xenconsoled watching", "1"),
+            ("xenconsoled log-errors", "0"),
+            ("xenconsoled log-dir", "yes"),
+            ("xm-console-unknown", "xm: 'console' failed: domain 'nosuchdomain' does not exist"),
+            (
+                "xm-console-dom0",
+                "xm: 'console' failed: domain '0' has no console: /local/domain/0/console/tty is not there \
+                 (is xenconsoled running?)",
+            ),
+        ] {
+            let line = run.lines().find(|l| l.contains(&format!("KEEL-CHECK: {what}"))).map(str::trim_end);
+            let got = line.and_then(|l| l.split_once(&format!("KEEL-CHECK: {what}"))).map(|(_, v)| v.trim());
+            if got != Some(want) {
+                p.push(format!("{what}: {line:?}, want {want:?}"));
+            }
+        }
+        if run.count_lines_matching("KEEL-INIT: xenconsoled started") != 1 {
+            p.push("S30xencommons did not say `xenconsoled started`".into());
+        }
+        p
     }
 
     /// What is wrong with what xtask/assets/checks/xm.sh saw of xm's host-level commands in dom0 (-smp 2, 2 GiB,

@@ -381,7 +381,8 @@ impl<P: Platform> Daemon<P> {
             if self.read(&path).as_deref() == Some(c.pty.path()) {
                 let _ = self.store.rm(0, &path);
             }
-            let dropped = if c.out.dropped > 0 { format!(", {} bytes dropped unread", c.out.dropped) } else { String::new() };
+            let dropped =
+                if c.out.dropped > 0 { format!(", {} bytes dropped unread", c.out.dropped) } else { String::new() };
             self.log(&format!("domain {id} ({}): console closed: {why}{dropped}", c.name));
         }
     }

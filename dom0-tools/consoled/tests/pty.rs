@@ -249,7 +249,9 @@ fn guest_consoles_through_ptys_and_logs() {
     });
     g2.page.store(layout::OUT_PROD, cons.wrapping_add(5000));
     g2.signal();
-    wait_for("domain 6 dropped", || logged("domain 6 (noisy): console closed: out ring indexes scribbled").then_some(()));
+    wait_for("domain 6 dropped", || {
+        logged("domain 6 (noisy): console closed: out ring indexes scribbled").then_some(())
+    });
     let line = lines.lock().unwrap().iter().find(|l| l.contains("domain 6 (noisy): console closed")).cloned().unwrap();
     assert!(line.contains("console dropped"), "{line}");
     assert!(line.contains("bytes dropped unread"), "nobody read domain 6's pty, so its backlog was cut: {line}");

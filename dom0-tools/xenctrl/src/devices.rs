@@ -198,7 +198,8 @@ impl ForeignPage {
         let page = ForeignPage { base, _dev: dev };
         let arr = [gfn];
         let mut err = [0i32];
-        let mut b = PrivcmdMmapbatchV2 { num: 1, dom: domid, addr: base as u64, arr: arr.as_ptr(), err: err.as_mut_ptr() };
+        let mut b =
+            PrivcmdMmapbatchV2 { num: 1, dom: domid, addr: base as u64, arr: arr.as_ptr(), err: err.as_mut_ptr() };
         // SAFETY: the request reads a `PrivcmdMmapbatchV2` whose `arr` and `err` point at one-element arrays that
         // live across the call, and fills the page at `addr`, which is our own privcmd mapping of one page.
         unsafe { ioctl(page._dev.as_raw_fd(), IOCTL_PRIVCMD_MMAPBATCH_V2, (&mut b as *mut PrivcmdMmapbatchV2).cast()) }

@@ -27,8 +27,10 @@ fn main() -> ExitCode {
                 Ok(())
             }
             "--log" => value("--log").and_then(|v| match v.as_str() {
-                "none" | "hv" => Ok(opts.log_guest = false),
-                "guest" | "all" => Ok(opts.log_guest = true),
+                "none" | "hv" | "guest" | "all" => {
+                    opts.log_guest = v == "guest" || v == "all";
+                    Ok(())
+                }
                 other => Err(format!("--log={other}: expected none, guest, hv or all")),
             }),
             "--log-dir" => value("--log-dir").map(|v| opts.log_dir = PathBuf::from(v)),
