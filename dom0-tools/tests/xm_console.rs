@@ -83,6 +83,15 @@ fn console_attaches_detaches_and_fails_clearly() {
         assert!(out.stdout.is_empty());
     }
 
+    xs.write(0, "/local/domain/4/console/tty", b"/etc/passwd").unwrap();
+    let out = xm(&sock, &["console", "guest1"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "xm: 'console' failed: domain 'guest1''s console /local/domain/4/console/tty is \"/etc/passwd\", which is not \
+         a pty\n"
+    );
+
     let (mut master, _slave, path) = pty();
     xs.write(0, "/local/domain/4/console/tty", path.as_bytes()).unwrap();
     let mut child = xm(&sock, &["console", "guest1"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();

@@ -66,6 +66,11 @@ fn attach_with(xs: &mut Client, id: u16, what: &str) -> CmdResult {
     let tty = read(xs, &node).filter(|t| !t.is_empty()).ok_or_else(|| {
         XmError::Failed(format!("domain '{what}' has no console: {node} is not there (is xenconsoled running?)"))
     })?;
+    // The guest can write its own console directory where the toolstack did not make `tty` read-only to it: open
+    // nothing but a pty.
+    if !tty.starts_with("/dev/pts/") || tty.contains("..") {
+        return Err(XmError::Failed(format!("domain '{what}''s console {node} is {tty:?}, which is not a pty")));
+    }
     let pty = File::options()
         .read(true)
         .write(true)
