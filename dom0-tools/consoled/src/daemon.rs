@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A console's event channel as the daemon uses it.
@@ -161,6 +161,24 @@ impl Stopper {
     }
 }
 
+/// Set by SIGTERM/SIGINT, SIGHUP; the wake pipe's write end for the handler.
+static SIG_TERM: AtomicBool = AtomicBool::new(false);
+static SIG_HUP: AtomicBool = AtomicBool::new(false);
+static SIG_WAKE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        SIG_HUP.store(true, Ordering::SeqCst);
+    } else {
+        SIG_TERM.store(true, Ordering::SeqCst);
+    }
+    let fd = SIG_WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) of one byte from a static; async-signal-safe; a full pipe already means a wake-up.
+        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
 fn wake(fd: &OwnedFd) {
     // SAFETY: writes one byte from a live local; a full pipe (EAGAIN) already means a wake-up is pending.
     unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
@@ -234,6 +252,16 @@ impl<P: Platform> Daemon<P> {
         })
     }
 
+    /// As Xen's daemon: SIGTERM and SIGINT stop [`Daemon::run`] (every console cleaned up: `console/tty` removed),
+    /// SIGHUP reopens the guest logs. For one daemon per process.
+    pub fn handle_signals(&self) {
+        SIG_WAKE.store(self.stopper.wake.as_raw_fd(), Ordering::SeqCst);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            // SAFETY: `on_signal` only stores to atomics and calls write(2), both async-signal-safe.
+            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        }
+    }
+
     /// A handle that stops [`Daemon::run`].
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
@@ -247,7 +275,10 @@ impl<P: Platform> Daemon<P> {
     pub fn run(&mut self) -> io::Result<()> {
         self.log("watching @introduceDomain and @releaseDomain");
         loop {
-            if self.stopper.stop.load(Ordering::SeqCst) {
+            if SIG_HUP.swap(false, Ordering::SeqCst) {
+                self.reopen_logs();
+            }
+            if self.stopper.stop.load(Ordering::SeqCst) || SIG_TERM.load(Ordering::SeqCst) {
                 let ids: Vec<u16> = self.consoles.keys().copied().collect();
                 for id in ids {
                     self.remove(id, "daemon stopping");
@@ -349,20 +380,7 @@ impl<P: Platform> Daemon<P> {
         let limit =
             self.read(&format!("{dir}/limit")).and_then(|s| s.trim().parse::<usize>().ok()).unwrap_or(DEFAULT_LIMIT);
         let name = self.read(&format!("/local/domain/{id}/name")).unwrap_or_else(|| id.to_string());
-        let log = if self.opts.log_guest {
-            let path = self.opts.log_dir.join(format!("guest-{}.log", log_name(&name)));
-            let f = std::fs::create_dir_all(&self.opts.log_dir)
-                .and_then(|()| File::options().create(true).append(true).open(&path));
-            match f {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    self.log(&format!("domain {id}: cannot open {}: {e}", path.display()));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let log = self.open_log(id, &name);
         if let Err(e) = self.store.write(0, &format!("{dir}/tty"), pty.path().as_bytes()) {
             self.log(&format!("domain {id}: cannot write {dir}/tty: {e}"));
             return;
@@ -371,6 +389,35 @@ impl<P: Platform> Daemon<P> {
         let c = Console { name, ring_ref, port, page, chan, pty, out: OutBuf::new(limit), log };
         self.consoles.insert(id, c);
         self.service_ring(id);
+    }
+
+    /// Opens (appending) domain `id`'s log file, with `--log=guest`.
+    fn open_log(&self, id: u16, name: &str) -> Option<File> {
+        if !self.opts.log_guest {
+            return None;
+        }
+        let path = self.opts.log_dir.join(format!("guest-{}.log", log_name(name)));
+        let f = std::fs::create_dir_all(&self.opts.log_dir)
+            .and_then(|()| File::options().create(true).append(true).open(&path));
+        match f {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.log(&format!("domain {id}: cannot open {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// SIGHUP: every guest log is opened again (after logrotate moved it away).
+    fn reopen_logs(&mut self) {
+        let ids: Vec<(u16, String)> = self.consoles.iter().map(|(&id, c)| (id, c.name.clone())).collect();
+        for (id, name) in ids {
+            let f = self.open_log(id, &name);
+            if let Some(c) = self.consoles.get_mut(&id) {
+                c.log = f;
+            }
+        }
+        self.log("SIGHUP: guest logs reopened");
     }
 
     /// Cleans up domain `id`'s console: unmaps its ring, unbinds its port, closes its pty, removes `console/tty`.

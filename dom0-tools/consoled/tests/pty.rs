@@ -185,6 +185,7 @@ fn guest_consoles_through_ptys_and_logs() {
     };
     let mut daemon = Daemon::new(fake.clone(), opts).unwrap();
     let stopper = daemon.stopper();
+    daemon.handle_signals();
     let running = std::thread::spawn(move || daemon.run());
     let logged = |what: &str| lines.lock().unwrap().iter().any(|l| l.contains(what));
     wait_for("the daemon's watches", || logged("watching").then_some(()));
@@ -270,6 +271,17 @@ fn guest_consoles_through_ptys_and_logs() {
     want.extend_from_slice(&sent);
     want.extend_from_slice(b"still here\r\n");
     assert_eq!(log5, want);
+
+    // SIGHUP (logrotate moved the log away) reopens the guest logs: new output goes to a new file.
+    let rotated = dir.join("console/guest-guest1.log.1");
+    std::fs::rename(dir.join("console/guest-guest1.log"), &rotated).unwrap();
+    // SAFETY: raises a signal whose handler handle_signals installed; nothing else here handles SIGHUP.
+    unsafe { libc::raise(libc::SIGHUP) };
+    wait_for("logs reopened", || logged("SIGHUP: guest logs reopened").then_some(()));
+    g1.write(b"after rotation\r\n");
+    assert_eq!(read_exact(&mut pty, 16), b"after rotation\r\n");
+    assert_eq!(std::fs::read(dir.join("console/guest-guest1.log")).unwrap(), b"after rotation\r\n");
+    assert_eq!(std::fs::read(&rotated).unwrap(), want);
 
     // Domain 5 dies: its console is cleaned up (tty node removed, pty closed: the slave sees a hang-up).
     fake.doms.lock().unwrap().get_mut(&5).unwrap().1 = true;

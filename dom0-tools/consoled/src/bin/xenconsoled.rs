@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    d.handle_signals();
     if log_guest {
         eprintln!("xenconsoled: logging guest consoles to {}", log_dir.display());
     }
