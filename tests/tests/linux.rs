@@ -244,7 +244,8 @@ mod linux {
     }
 
     /// What is wrong with what xtask/assets/checks/consoled.sh saw of dom0's xenconsoled (S30xencommons starts it
-    /// with --log=guest): running detached, watching the domain list, no errors logged, its guest log directory;
+    /// with --log=guest): running detached, watching the domain list, no errors logged, its guest log directory, its
+    /// devices working on a loopback console (`--self-check`);
     /// `xm console` of an unknown domain and of dom0 (which has no console/tty) failing with one clear line.
     fn consoled_problems(run: &Run) -> Vec<String> {
         let mut p = Vec::new();
@@ -265,6 +266,11 @@ mod linux {
             if got != Some(want) {
                 p.push(format!("{what}: {line:?}, want {want:?}"));
             }
+        }
+        // Its devices on a loopback console inside dom0: 23 bytes out through the grant, 5 typed bytes in.
+        let selfcheck = run.lines().find(|l| l.contains("KEEL-CHECK: xenconsoled-self-check ")).unwrap_or_default();
+        if !(selfcheck.contains("xenconsoled: self-check ok") && selfcheck.trim_end().ends_with("output=23 input=5")) {
+            p.push(format!("xenconsoled --self-check: {selfcheck:?}"));
         }
         if run.count_lines_matching("KEEL-INIT: xenconsoled started") != 1 {
             p.push("S30xencommons did not say `xenconsoled started`".into());

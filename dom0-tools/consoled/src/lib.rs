@@ -11,3 +11,4 @@ pub mod buffer;
 pub mod daemon;
 pub mod pty;
 pub mod ring;
+pub mod selfcheck;

@@ -34,6 +34,8 @@ const fn ioc(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
 
 /// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: `{ u32 remote_domain, remote_port }`, returns the local port.
 const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong = ioc(b'E', 1, 8);
+/// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: `{ u32 remote_domain }`, returns the new local port.
+const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::c_ulong = ioc(b'E', 2, 4);
 /// `IOCTL_EVTCHN_NOTIFY`: `{ u32 port }`.
 const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc(b'E', 4, 4);
 
@@ -47,6 +49,21 @@ struct GntdevMapGrantRef {
     gref: u32,
 }
 const IOCTL_GNTDEV_MAP_GRANT_REF: libc::c_ulong = ioc(b'G', 0, size_of::<GntdevMapGrantRef>());
+
+/// `struct ioctl_gntalloc_alloc_gref` with one grant.
+#[repr(C)]
+struct GntallocAllocGref {
+    domid: u16,
+    flags: u16,
+    count: u32,
+    index: u64,
+    gref: u32,
+}
+const IOCTL_GNTALLOC_ALLOC_GREF: libc::c_ulong = ioc(b'G', 5, size_of::<GntallocAllocGref>());
+/// `GNTALLOC_FLAG_WRITABLE`.
+const GNTALLOC_FLAG_WRITABLE: u16 = 1;
+/// Linux's grant-allocation device.
+pub const GNTALLOC: &str = "/dev/xen/gntalloc";
 
 /// `struct privcmd_mmapbatch_v2`.
 #[repr(C)]
@@ -96,6 +113,17 @@ impl Evtchn {
         // SAFETY: the request reads two u32 from `arg`, which lives across the call.
         let local = unsafe { ioctl(dev.as_raw_fd(), IOCTL_EVTCHN_BIND_INTERDOMAIN, arg.as_mut_ptr().cast()) }
             .map_err(|e| io::Error::new(e.kind(), format!("bind to domain {remote_dom} port {remote_port}: {e}")))?;
+        set_nonblocking(dev.as_raw_fd())?;
+        Ok(Evtchn { dev, local: local as u32 })
+    }
+
+    /// A new local port that domain `remote_dom` may bind to (`EVTCHNOP_alloc_unbound`).
+    pub fn bind_unbound(remote_dom: u16) -> io::Result<Evtchn> {
+        let dev = open_rw(EVTCHN)?;
+        let mut arg = u32::from(remote_dom);
+        // SAFETY: the request reads one u32 from `arg`, which lives across the call.
+        let local = unsafe { ioctl(dev.as_raw_fd(), IOCTL_EVTCHN_BIND_UNBOUND_PORT, (&mut arg as *mut u32).cast()) }
+            .map_err(|e| io::Error::new(e.kind(), format!("unbound port for domain {remote_dom}: {e}")))?;
         set_nonblocking(dev.as_raw_fd())?;
         Ok(Evtchn { dev, local: local as u32 })
     }
@@ -191,6 +219,18 @@ impl ForeignPage {
         Ok(ForeignPage { base, _dev: dev })
     }
 
+    /// A page of our own, granted writable to domain `domid` through gntalloc (as a frontend shares a ring);
+    /// returns it and its grant reference. Dropping it ends the grant.
+    pub fn alloc_grant(domid: u16) -> io::Result<(ForeignPage, u32)> {
+        let dev = open_rw(GNTALLOC)?;
+        let mut a = GntallocAllocGref { domid, flags: GNTALLOC_FLAG_WRITABLE, count: 1, index: 0, gref: 0 };
+        // SAFETY: the request reads and writes a `GntallocAllocGref` (one grant), which lives across the call.
+        unsafe { ioctl(dev.as_raw_fd(), IOCTL_GNTALLOC_ALLOC_GREF, (&mut a as *mut GntallocAllocGref).cast()) }
+            .map_err(|e| io::Error::new(e.kind(), format!("gntalloc of a page for domain {domid}: {e}")))?;
+        let base = map_page(&dev, a.index)?;
+        Ok((ForeignPage { base, _dev: dev }, a.gref))
+    }
+
     /// Maps frame `gfn` of domain `domid` through privcmd.
     pub fn foreign(domid: u16, gfn: u64) -> io::Result<ForeignPage> {
         let dev = open_rw(PRIVCMD)?;
@@ -264,6 +304,8 @@ mod tests {
         assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);
         assert_eq!(IOCTL_GNTDEV_MAP_GRANT_REF, 0x0018_4700);
         assert_eq!(IOCTL_PRIVCMD_MMAPBATCH_V2, 0x0020_5004);
+        assert_eq!(IOCTL_EVTCHN_BIND_UNBOUND_PORT, 0x0004_4502);
+        assert_eq!(IOCTL_GNTALLOC_ALLOC_GREF, 0x0018_4705);
     }
 
     #[test]

@@ -22,3 +22,5 @@ else
 fi
 echo "KEEL-CHECK: xm-console-unknown $(xm console nosuchdomain </dev/null 2>&1 | head -n 1)"
 echo "KEEL-CHECK: xm-console-dom0 $(xm console 0 </dev/null 2>&1 | head -n 1)"
+# The daemon's devices on a loopback console inside dom0 (gntalloc grant mapped through gntdev, an evtchn pair).
+echo "KEEL-CHECK: xenconsoled-self-check $(/usr/sbin/xenconsoled --self-check 2>&1 | head -n 1)"

@@ -1,6 +1,7 @@
 //! `xenconsoled [-i] [--log=none|guest|hv|all] [--log-dir=DIR] [--pid-file=FILE]`: dom0's console daemon, with
 //! Xen's options (`hv` and `all` also name the hypervisor's log, which Keel's daemon does not write: `xm dmesg`
-//! reads it). Without `-i` it detaches as Xen's does, after its parent wrote the child's pid to the pid file.
+//! reads it). `--self-check` tries the daemon's devices on a loopback console inside dom0 and exits. Without `-i` it
+//! detaches as Xen's does, after its parent wrote the child's pid to the pid file.
 
 use keel_consoled::daemon::{Daemon, Options, Xen};
 use std::path::PathBuf;
@@ -35,6 +36,18 @@ fn main() -> ExitCode {
             }),
             "--log-dir" => value("--log-dir").map(|v| opts.log_dir = PathBuf::from(v)),
             "--pid-file" => value("--pid-file").map(|v| pid_file = Some(PathBuf::from(v))),
+            "--self-check" => {
+                return match keel_consoled::selfcheck::run() {
+                    Ok(s) => {
+                        println!("xenconsoled: self-check ok {s}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        println!("xenconsoled: self-check failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
