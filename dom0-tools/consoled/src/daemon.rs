@@ -608,3 +608,15 @@ fn watch_thread(mut xs: Client, dirty: Arc<Mutex<Dirty>>, wake_w: Arc<OwnedFd>) 
         wake(&wake_w);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::log_name;
+
+    #[test]
+    fn a_guest_chosen_name_stays_inside_the_log_directory() {
+        assert_eq!(log_name("guest1"), "guest1");
+        assert_eq!(log_name("../../etc/passwd"), ".._.._etc_passwd");
+        assert_eq!(log_name("a b\n"), "a_b_");
+    }
+}
