@@ -30,8 +30,13 @@ pub fn guests() -> Result<PathBuf> {
 }
 
 /// The dom0 programs the initramfs carries, each (name, directory it goes to).
-pub const DOM0_PROGRAMS: &[(&str, &str)] =
-    &[("xm", "usr/sbin"), ("xenstored", "usr/sbin"), ("xenstore", "usr/bin"), ("keel-devcheck", "usr/bin")];
+pub const DOM0_PROGRAMS: &[(&str, &str)] = &[
+    ("xm", "usr/sbin"),
+    ("xenstored", "usr/sbin"),
+    ("xenstore", "usr/bin"),
+    ("keel-devcheck", "usr/bin"),
+    ("xenconsoled", "usr/sbin"),
+];
 /// The target dom0's static programs are built for (glibc with crt-static: no other Rust target needed).
 pub const DOM0_TARGET: &str = "x86_64-unknown-linux-gnu";
 
@@ -40,7 +45,18 @@ pub const DOM0_TARGET: &str = "x86_64-unknown-linux-gnu";
 pub fn dom0_static() -> Result<PathBuf> {
     util::run(
         util::cargo()
-            .args(["build", "--release", "-p", "dom0-tools", "-p", "keel-xenstore", "--target", DOM0_TARGET])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "dom0-tools",
+                "-p",
+                "keel-xenstore",
+                "-p",
+                "keel-consoled",
+                "--target",
+                DOM0_TARGET,
+            ])
             .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=symbols"),
     )?;
     let dir = util::target_dir().join(DOM0_TARGET).join("release");

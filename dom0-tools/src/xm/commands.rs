@@ -24,11 +24,6 @@ use crate::domain::DomainRef;
 /// The result of a command handler.
 pub type CmdResult = Result<(), XmError>;
 
-/// `xm console <Domain>`
-pub fn console(_args: &DomainArg) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
-
 /// `xm create <ConfigFile> [-c] [-p] [-n] [--json] [vars]`
 pub fn create(args: &CreateArgs) -> CmdResult {
     super::create::create(args)

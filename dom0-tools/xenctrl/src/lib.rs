@@ -8,6 +8,7 @@
 //! guarantees (shared/docs/xen417-toolstack.md §1.3).
 
 mod buffer;
+pub mod devices;
 
 pub use buffer::HcBuf;
 use keel_abi::domctl::{self, XenDomctl};
