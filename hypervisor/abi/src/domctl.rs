@@ -379,6 +379,26 @@ pub struct HvmHwCpu {
     pub pad0: u32,
 }
 
+impl HvmHwCpu {
+    /// The PVH entry state as Xen's toolstack writes it for a boot vCPU (libxenguest's vcpu_hvm): 32-bit flat
+    /// protected mode, paging off (CR0 = PE|ET), CS 0xc9b, DS/ES/SS 0xc93, TR 0x8b with limit 0x67, EIP =
+    /// `entry`, EBX = `start_info`.
+    pub fn pvh_entry(entry: u32, start_info: u32) -> Self {
+        let mut c = Self::zeroed();
+        c.rip = entry as u64;
+        c.rbx = start_info as u64;
+        c.rflags = 2;
+        c.cr0 = 0x11;
+        for s in [seg::CS, seg::DS, seg::ES, seg::SS] {
+            c.limit[s] = u32::MAX;
+            c.arbytes[s] = if s == seg::CS { 0xc9b } else { 0xc93 };
+        }
+        c.limit[seg::TR] = 0x67;
+        c.arbytes[seg::TR] = 0x8b;
+        c
+    }
+}
+
 /// Indices into [`HvmHwCpu::sel`], `limit`, `base` and `arbytes`.
 pub mod seg {
     pub const CS: usize = 0;

@@ -41,18 +41,7 @@ const IGNORED: [u16; 6] = [rec::LAPIC, rec::LAPIC_REGS, 16, 18, 19, 20];
 
 /// The PVH start state as an HVM CPU record (what libxenguest's vcpu_hvm writes).
 pub fn pvh_record(entry: u32, start_info: u32) -> HvmHwCpu {
-    let mut c = HvmHwCpu::zeroed();
-    c.rip = u64::from(entry);
-    c.rbx = u64::from(start_info);
-    c.rflags = 2;
-    c.cr0 = 0x11; // PE | ET
-    for s in [seg::CS, seg::DS, seg::ES, seg::SS] {
-        c.limit[s] = u32::MAX;
-        c.arbytes[s] = if s == seg::CS { 0xc9b } else { 0xc93 };
-    }
-    c.limit[seg::TR] = 0x67;
-    c.arbytes[seg::TR] = 0x8b;
-    c
+    HvmHwCpu::pvh_entry(entry, start_info)
 }
 
 /// The start state a CPU record describes, if it is the PVH entry state.
