@@ -236,6 +236,12 @@ mod linux {
                 problems.push(format!("{what}: {line:?}, want {want}"));
             }
         }
+        // A guest built from dom0 through the toolstack's hypercalls (createdomain, max_mem, populate_physmap, a
+        // page mapped with MMAPBATCH_V2 and written, sethvmcontext, destroydomain): free memory comes back exactly.
+        let build = run.assert_line("KEEL-CHECK: guest-build ");
+        if !build.trim_end().ends_with("returned=yes") {
+            problems.push(format!("guest build from dom0: {build:?}"));
+        }
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }
