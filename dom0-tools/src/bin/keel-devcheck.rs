@@ -12,8 +12,10 @@
 //!
 //! - A guest built from dom0 (issue 12): createdomain (empty, paused), max_mem, populate_physmap of a few pages,
 //!   one mapped through MMAPBATCH_V2 (written and read back), the boot vCPU's PVH state through
-//!   get/sethvmcontext, destroydomain; physinfo's free pages come back to what they were (measured around a
-//!   second cycle, so that dom0's own p2m tables for the mapping window exist already).
+//!   get/sethvmcontext; in the second cycle a tiny program written at the entry runs once the domain is unpaused
+//!   and shuts it down (SCHEDOP_shutdown, reason reboot), which getdomaininfo then reports; destroydomain;
+//!   physinfo's free pages come back to what they were (measured around the second cycle, so that dom0's own p2m
+//!   tables for the mapping window exist already).
 //!
 //! Ioctl numbers and structures follow Linux's include/uapi/xen/{privcmd,gntdev,gntalloc}.h.
 
@@ -211,53 +213,97 @@ fn evtchn() -> Result<String, String> {
     Ok(format!("ports={a}/{b} event=ok"))
 }
 
-/// One build-and-destroy cycle of an empty PVH guest with 4 pages, one of them mapped here and written.
-fn guest_cycle(xc: &keel_xenctrl::Xc, pc: i32) -> Result<String, String> {
+/// Maps frame `gfn` of domain `dom` here through MMAPBATCH_V2 and runs `f` on the page.
+fn with_guest_page<R>(pc: i32, dom: u16, gfn: u64, f: impl FnOnce(*mut u8) -> R) -> Result<R, String> {
+    let p = map(pc, 1, 0).map_err(|e| format!("mmap: {e}"))?;
+    let arr = [gfn];
+    let mut err = [0x5555i32];
+    let mut b = PrivcmdMmapbatchV2 { num: 1, dom, addr: p as u64, arr: arr.as_ptr(), err: err.as_mut_ptr() };
+    let rc = ioctl(pc, IOCTL_PRIVCMD_MMAPBATCH_V2, &mut b);
+    let r = if rc.is_ok() && err[0] == 0 {
+        Ok(f(p.cast()))
+    } else {
+        Err(format!("mmapbatch gfn {gfn:#x}: rc={rc:?} err={}", err[0]))
+    };
+    unmap(p, 1);
+    r
+}
+
+/// The guest's whole program, at its PVH entry (0x100000, 32-bit protected mode, paging off): SCHEDOP_shutdown
+/// with the reason stored at 0x100800 (Keel's hypercall registers: eax, then edi, esi), then a spin.
+const GUEST_CODE: [u8; 20] = [
+    0xb8, 29, 0, 0, 0, // mov eax, 29 (sched_op)
+    0xbf, 2, 0, 0, 0, // mov edi, 2 (SCHEDOP_shutdown)
+    0xbe, 0x00, 0x08, 0x10, 0x00, // mov esi, 0x100800
+    0x0f, 0x01, 0xd9, // vmmcall (Keel takes vmcall too)
+    0xeb, 0xfe, // jmp $
+];
+/// The shutdown reason the guest reports: SHUTDOWN_reboot.
+const GUEST_REASON: u32 = 1;
+
+/// One build-and-destroy cycle of a PVH guest with a few pages: one mapped here and written, and, with `run`,
+/// a tiny program at its entry that the boot vCPU runs once unpaused (it shuts the domain down). Returns what
+/// it saw.
+fn guest_cycle(xc: &keel_xenctrl::Xc, pc: i32, run: bool) -> Result<String, String> {
+    use keel_abi::domctl::dominf;
     let id =
         xc.create_domain(0, &keel_xenctrl::pvh_domain_config(1, [0x4b; 16])).map_err(|e| format!("create: {e}"))?;
     let r = (|| {
         xc.set_max_mem(id, 64).map_err(|e| format!("max_mem: {e}"))?;
-        xc.populate_physmap(id, &[0, 1, 2, 3], 0).map_err(|e| format!("populate: {e}"))?;
+        xc.populate_physmap(id, &[0, 1, 2, 0x100], 0).map_err(|e| format!("populate: {e}"))?;
         let info = xc.domain_info(id).map_err(|e| format!("info: {e}"))?.ok_or("no domain info")?;
-        let paused = info.flags & keel_abi::domctl::dominf::PAUSED != 0;
-        if info.tot_pages != 4 || !paused || info.nr_online_vcpus != 0 {
+        if info.tot_pages != 4 || info.flags & dominf::PAUSED == 0 || info.nr_online_vcpus != 0 {
             return Err(format!(
                 "info: tot_pages {} flags {:#x} online {}",
                 info.tot_pages, info.flags, info.nr_online_vcpus
             ));
         }
-        if xc.populate_physmap(id, &[4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], 0).is_ok() {
+        if xc.populate_physmap(id, &(4..17).collect::<Vec<u64>>(), 0).is_ok() {
             return Err("populate beyond max_mem succeeded".into());
         }
-        let p = map(pc, 1, 0).map_err(|e| format!("mmap: {e}"))?;
-        let arr = [2u64];
-        let mut err = [0x5555i32];
-        let mut b = PrivcmdMmapbatchV2 { num: 1, dom: id, addr: p as u64, arr: arr.as_ptr(), err: err.as_mut_ptr() };
-        let rc = ioctl(pc, IOCTL_PRIVCMD_MMAPBATCH_V2, &mut b);
-        let ok = if rc.is_ok() && err[0] == 0 {
-            // SAFETY: `p` maps one page of the guest's frame 2 (the ioctl succeeded for it).
+        let pattern = 0x6b65_656c_2d67_7374u64;
+        let seen = with_guest_page(pc, id, 2, |p| {
+            let p = p.cast::<u64>();
+            // SAFETY: `p` maps one page of the guest's frame 2 for the duration of this closure.
             unsafe {
                 let first = p.read_volatile();
-                p.write_volatile(0x6b65_656c_2d67_7374);
+                p.write_volatile(pattern);
                 (first, p.read_volatile())
             }
-        } else {
-            (1, 0)
-        };
-        unmap(p, 1);
-        if ok != (0, 0x6b65_656c_2d67_7374) {
-            return Err(format!("mmapbatch rc={rc:?} err={} read {:#x}/{:#x}", err[0], ok.0, ok.1));
+        })?;
+        if seen != (0, pattern) {
+            return Err(format!("guest page: read {:#x}, then {:#x} after writing", seen.0, seen.1));
         }
-        xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0x1000).map_err(|e| format!("sethvmcontext: {e}"))?;
-        Ok(())
+        if !run {
+            xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0).map_err(|e| format!("sethvmcontext: {e}"))?;
+            return Ok(String::new());
+        }
+        with_guest_page(pc, id, 0x100, |p| {
+            // SAFETY: `p` maps one page of the guest's frame 0x100; both writes lie inside it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(GUEST_CODE.as_ptr(), p, GUEST_CODE.len());
+                p.add(0x800).cast::<u32>().write_volatile(GUEST_REASON);
+            }
+        })?;
+        xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0).map_err(|e| format!("sethvmcontext: {e}"))?;
+        xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))?;
+        for _ in 0..100 {
+            let info = xc.domain_info(id).map_err(|e| format!("info: {e}"))?.ok_or("the domain vanished")?;
+            if info.flags & dominf::SHUTDOWN != 0 {
+                let code = info.flags >> dominf::SHUTDOWN_SHIFT & dominf::SHUTDOWN_MASK;
+                return Ok(format!(" ran=yes shutdown-code={code}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err("the guest did not shut down within 5 s".into())
     })();
     let d = xc.destroy_domain(id).map_err(|e| format!("destroy: {e}"));
-    r?;
+    let r = r?;
     d?;
     if xc.domain_info(id).map_err(|e| format!("info: {e}"))?.is_some() {
         return Err("the domain is still listed after destroy".into());
     }
-    Ok(format!("id={id}"))
+    Ok(format!("id={id}{r}"))
 }
 
 /// Two guest cycles; the free pages around the second must come back exactly (a moment is allowed for frames
@@ -265,10 +311,10 @@ fn guest_cycle(xc: &keel_xenctrl::Xc, pc: i32) -> Result<String, String> {
 fn guest_build(pc: i32) -> Result<String, String> {
     let xc = keel_xenctrl::Xc::open().map_err(|e| format!("xc: {e}"))?;
     let free = || xc.physinfo().map(|p| p.free_pages).map_err(|e| format!("physinfo: {e}"));
-    guest_cycle(&xc, pc)?;
+    guest_cycle(&xc, pc, false)?;
     std::thread::sleep(std::time::Duration::from_millis(200));
     let before = free()?;
-    let id = guest_cycle(&xc, pc)?;
+    let id = guest_cycle(&xc, pc, true)?;
     let mut after = free()?;
     for _ in 0..20 {
         if after == before {
