@@ -15,7 +15,8 @@
 //!   get/sethvmcontext; in the second cycle a tiny program written at the entry runs once the domain is unpaused
 //!   and shuts it down (SCHEDOP_shutdown, reason reboot), which getdomaininfo then reports; destroydomain;
 //!   physinfo's free pages come back to what they were (measured around the second cycle, so that dom0's own p2m
-//!   tables for the mapping window exist already).
+//!   tables for the mapping window exist already). Then a guest spinning on a counter is paused (the counter
+//!   stands still), unpaused (it moves again) and destroyed while it runs, its page still mapped here.
 //!
 //! Ioctl numbers and structures follow Linux's include/uapi/xen/{privcmd,gntdev,gntalloc}.h.
 
@@ -306,6 +307,75 @@ fn guest_cycle(xc: &keel_xenctrl::Xc, pc: i32, run: bool) -> Result<String, Stri
     Ok(format!("id={id}{r}"))
 }
 
+/// The spinning guest: `inc dword [0x100900]` in a loop, at its PVH entry.
+const COUNTER_CODE: [u8; 8] = [0xff, 0x05, 0x00, 0x09, 0x10, 0x00, 0xeb, 0xf8];
+
+/// A running guest paused, unpaused and destroyed while it runs: the counter it increments stands still while
+/// paused and moves again after; its frame, still mapped here when the domain is destroyed, stays readable until
+/// unmapped; free memory comes back.
+fn guest_pause(xc: &keel_xenctrl::Xc, pc: i32) -> Result<String, String> {
+    let free = || xc.physinfo().map(|p| p.free_pages).map_err(|e| format!("physinfo: {e}"));
+    let before = free()?;
+    let id =
+        xc.create_domain(0, &keel_xenctrl::pvh_domain_config(1, [0x50; 16])).map_err(|e| format!("create: {e}"))?;
+    let run = |p: *mut u8| -> Result<String, String> {
+        // SAFETY: `p` maps the guest's frame 0x100 while this closure runs; the counter lies inside it.
+        let counter = || unsafe { p.add(0x900).cast::<u32>().read_volatile() };
+        // SAFETY: as above; the code lies at the start of the page.
+        unsafe { core::ptr::copy_nonoverlapping(COUNTER_CODE.as_ptr(), p, COUNTER_CODE.len()) };
+        xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0).map_err(|e| format!("sethvmcontext: {e}"))?;
+        xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))?;
+        let wait_moving = |from: u32| {
+            for _ in 0..100 {
+                if counter() != from {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            false
+        };
+        if !wait_moving(0) {
+            return Err("the guest's counter never moved".into());
+        }
+        xc.pause_domain(id).map_err(|e| format!("pause: {e}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let a = counter();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = counter();
+        xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))?;
+        let moved = wait_moving(b);
+        xc.destroy_domain(id).map_err(|e| format!("destroy: {e}"))?;
+        let still = counter();
+        Ok(format!(
+            "paused-still={} resumed={} destroyed-running=yes mapped-after-destroy={}",
+            if a == b { "yes" } else { "no" },
+            if moved { "yes" } else { "no" },
+            if still != 0 { "readable" } else { "zero" }
+        ))
+    };
+    let r = (|| {
+        xc.set_max_mem(id, 64).map_err(|e| format!("max_mem: {e}"))?;
+        xc.populate_physmap(id, &[0, 0x100], 0).map_err(|e| format!("populate: {e}"))?;
+        with_guest_page(pc, id, 0x100, run)?
+    })();
+    if r.is_err() {
+        let _ = xc.destroy_domain(id);
+    }
+    let r = r?;
+    if xc.domain_info(id).map_err(|e| format!("info: {e}"))?.is_some() {
+        return Err("the domain is still listed after destroy".into());
+    }
+    let mut after = free()?;
+    for _ in 0..20 {
+        if after == before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = free()?;
+    }
+    Ok(format!("{r} returned={}", if after == before { "yes" } else { "no" }))
+}
+
 /// Two guest cycles; the free pages around the second must come back exactly (a moment is allowed for frames
 /// that wait for dom0's vCPUs to flush their translations).
 fn guest_build(pc: i32) -> Result<String, String> {
@@ -350,5 +420,9 @@ fn main() {
     match guest_build(fd) {
         Ok(s) => println!("KEEL-CHECK: guest-build {s}"),
         Err(s) => println!("KEEL-CHECK: guest-build failed: {s}"),
+    }
+    match keel_xenctrl::Xc::open().map_err(|e| e.to_string()).and_then(|xc| guest_pause(&xc, fd)) {
+        Ok(s) => println!("KEEL-CHECK: guest-pause {s}"),
+        Err(s) => println!("KEEL-CHECK: guest-pause failed: {s}"),
     }
 }
