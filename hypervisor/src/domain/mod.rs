@@ -730,6 +730,13 @@ impl Domain {
                 crate::sched::kick(v);
             }
         }
+        // As Xen's pause, wait for them to leave their CPUs (they do at the kick); bounded, so that a CPU that does
+        // not answer cannot hang the caller.
+        let deadline = crate::arch::x86::time::now_ns().saturating_add(PAUSE_WAIT_NS);
+        while self.vcpus.iter().any(|v| v.state() == VcpuState::Running) && crate::arch::x86::time::now_ns() < deadline
+        {
+            core::hint::spin_loop();
+        }
         Ok(())
     }
 
@@ -1034,6 +1041,8 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
 
 /// Most domains Keel holds at once (the toolstack's createdomain is refused beyond: -ENOMEM).
 pub const MAX_DOMAINS: usize = 64;
+/// How long a pause waits for the domain's running vCPUs to leave their CPUs.
+const PAUSE_WAIT_NS: u64 = 10_000_000;
 /// Most vCPUs a domain may have.
 pub const MAX_VCPUS: u32 = 64;
 

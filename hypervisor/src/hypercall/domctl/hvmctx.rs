@@ -91,9 +91,14 @@ fn mtrr_record(v: &Vcpu) -> HvmHwMtrr {
     m
 }
 
+/// Whether a vCPU of `dom` has started (has a hardware context; one being run now holds its lock).
+fn started(dom: &Domain) -> bool {
+    dom.vcpus.iter().any(|v| v.hw.try_lock().is_none_or(|h| h.is_some()))
+}
+
 /// The domain's context as a record stream.
 fn save(dom: &Domain) -> Result<Vec<u8>, Errno> {
-    if dom.vcpus.iter().any(|v| v.hw.lock().is_some()) {
+    if started(dom) {
         crate::warning!("gethvmcontext d{}: saving a started vCPU's state is not implemented", dom.id);
         return Err(EOPNOTSUPP);
     }
@@ -210,7 +215,7 @@ pub fn set(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let mut buf = vec![0u8; h.size as usize];
     c.read_bytes(h.buffer, &mut buf)?;
     let loads = parse(dom, &buf)?;
-    if dom.vcpus.iter().any(|v| v.hw.lock().is_some()) {
+    if started(dom) {
         crate::warning!("sethvmcontext d{}: a vCPU has started; Keel loads state only before", dom.id);
         return Err(EBUSY);
     }

@@ -383,6 +383,12 @@ fn a_guest_is_built_through_hypercalls_and_destroyed_without_leaks() {
     assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, id), 0);
     assert!(guest.hold_if_paused(&guest.vcpus[0]), "the run loop sets a paused domain's vCPU aside");
     assert_ne!(info(&d0, id).flags & dominf::PAUSED, 0);
+    assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, id), 0, "pauses nest");
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), 0);
+    assert!(guest.hold_if_paused(&guest.vcpus[0]), "still paused once");
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), 0);
+    assert!(!guest.hold_if_paused(&guest.vcpus[0]), "runs again after the last unpause");
+    assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, id), 0);
     assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, d0.id), EINVAL.negated(), "pausing oneself");
 
     // Destroy: gone at once; every frame back once the last reference goes; a second destroy finds nothing.
