@@ -806,6 +806,10 @@ impl Domain {
         if mem.tot_pages.saturating_add(pages) > mem.max_pages {
             return Err(ENOMEM);
         }
+        // Keel's own heap and page tables grow from the same frames: a guest never takes the last ones.
+        if crate::mm::with_frames(|a| a.free_frames()).is_some_and(|free| free < pages + RESERVED_FRAMES) {
+            return Err(ENOMEM);
+        }
         let start = gfn * PAGE_SIZE;
         let end = start + pages * PAGE_SIZE;
         if (start..end).step_by(PAGE_SIZE as usize).any(|g| mem.translate(g, false).is_ok()) {
@@ -1041,6 +1045,10 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
 
 /// Most domains Keel holds at once (the toolstack's createdomain is refused beyond: -ENOMEM).
 pub const MAX_DOMAINS: usize = 64;
+/// Frames XENMEM_populate_physmap leaves free for Keel itself (16 MiB: its heap, page tables, vCPU contexts).
+pub const RESERVED_FRAMES: u64 = 4096;
+/// vCPUs all domains together may have; createdomain beyond is -ENOMEM (each costs Keel heap memory).
+pub const MAX_TOTAL_VCPUS: usize = 512;
 /// How long a pause waits for the domain's running vCPUs to leave their CPUs.
 const PAUSE_WAIT_NS: u64 = 10_000_000;
 /// Most vCPUs a domain may have.
@@ -1048,15 +1056,18 @@ pub const MAX_VCPUS: u32 = 64;
 
 /// XEN_DOMCTL_createdomain: a domain with no RAM yet (its builder populates it), `cfg.vcpus` vCPUs down, paused
 /// once by the toolstack. `requested` is the id asked for (Xen's rule: 1..DOMID_FIRST_RESERVED asks for that id,
-/// -EEXIST if taken; anything else lets Keel pick the next free one). -ENOMEM when [`MAX_DOMAINS`] exist or no
-/// id is free; -EINVAL for a vCPU count outside 1..=[`MAX_VCPUS`].
+/// -EEXIST if taken; anything else lets Keel pick the next free one). -ENOMEM when [`MAX_DOMAINS`] exist, the
+/// domains' vCPUs would exceed [`MAX_TOTAL_VCPUS`], or no id is free; -EINVAL for a vCPU count outside
+/// 1..=[`MAX_VCPUS`]; -EOPNOTSUPP when the machine cannot run HVM guests.
 pub fn create_empty(requested: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Errno> {
     if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
         return Err(EINVAL);
     }
     let id = {
         let doms = DOMAINS.lock();
-        if doms.len() >= MAX_DOMAINS {
+        if doms.len() >= MAX_DOMAINS
+            || doms.values().map(|d| d.vcpus.len()).sum::<usize>() + cfg.vcpus as usize > MAX_TOTAL_VCPUS
+        {
             return Err(ENOMEM);
         }
         if requested > 0 && requested < keel_abi::DOMID_FIRST_RESERVED {
@@ -1075,6 +1086,11 @@ pub fn create_empty(requested: DomId, cfg: DomainConfig, support: &Support) -> R
             id
         }
     };
+    match support {
+        Support::Svm(c) if !c.npt => return Err(EOPNOTSUPP),
+        Support::Unavailable(_) => return Err(EOPNOTSUPP),
+        _ => {}
+    }
     build(id, DomainConfig { memory: 0, ..cfg }, support, true).map_err(|e| {
         crate::warning!("createdomain: {}", e.0);
         ENOMEM

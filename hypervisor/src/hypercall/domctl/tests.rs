@@ -430,6 +430,10 @@ fn createdomain_refuses_what_keel_cannot_build() {
     assert_eq!((r, id), (0, 0x7000));
     assert_eq!(create(&d0, &pvh(1), 0x7000).0, EEXIST.negated());
     assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    // A machine without nested paging cannot run one.
+    let no_npt = crate::hvm::Support::Svm(crate::hvm::svm::Capabilities::default());
+    let cfg = domain::DomainConfig { name: "x".into(), vcpus: 1, memory: 0, weight: 256, cap: 0, expect_crash: false };
+    assert_eq!(domain::create_empty(0, cfg, &no_npt).err(), Some(EOPNOTSUPP));
     // Unprivileged: -EPERM.
     let user = testing::domain(1, 4);
     let mut d = req(cmd::CREATEDOMAIN, 0);
