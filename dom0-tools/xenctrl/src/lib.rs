@@ -372,6 +372,12 @@ impl Xc {
         self.domctl_member(domctl::cmd::SETDOMAINHANDLE, domid, &domctl::SetDomainHandle { handle }).map(drop)
     }
 
+    /// `XEN_DOMCTL_settimeoffset`: the domain's wall clock runs `seconds` from the host's.
+    pub fn set_time_offset(&self, domid: u16, seconds: i64) -> Result<()> {
+        let t = domctl::SetTimeOffset { time_offset_seconds: seconds };
+        self.domctl_member(domctl::cmd::SETTIMEOFFSET, domid, &t).map(drop)
+    }
+
     /// `XEN_DOMCTL_max_mem`: the most memory the domain may hold, in KiB.
     pub fn set_max_mem(&self, domid: u16, kib: u64) -> Result<()> {
         self.domctl_member(domctl::cmd::MAX_MEM, domid, &domctl::MaxMem { max_memkb: kib }).map(drop)

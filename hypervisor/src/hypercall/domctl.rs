@@ -2,7 +2,7 @@
 //! only (-EPERM); a wrong interface version is -EACCES before anything else; a missing domain is -ESRCH except for
 //! getdomaininfo, which answers with the first domain at or above the id asked for (4.17's semantics, which
 //! xenstored relies on); an unknown command is -ENOSYS. The commands that build and run a guest from dom0
-//! (createdomain, destroydomain, pause/unpause, setdomainhandle, get/sethvmcontext) are in [`lifecycle`] and
+//! (createdomain, destroydomain, pause/unpause, setdomainhandle, settimeoffset, get/sethvmcontext) are in [`lifecycle`] and
 //! [`hvmctx`].
 
 use super::sysctl::{domain_info, privileged};
@@ -44,6 +44,7 @@ pub fn domctl(c: &mut Ctx) -> HResult {
         cmd::PAUSEDOMAIN => lifecycle::pause(c, &target),
         cmd::UNPAUSEDOMAIN => lifecycle::unpause(c, &target),
         cmd::SETDOMAINHANDLE => lifecycle::set_handle(&target, &d),
+        cmd::SETTIMEOFFSET => lifecycle::set_time_offset(&target, &d),
         cmd::GETHVMCONTEXT | cmd::SETHVMCONTEXT if Arc::ptr_eq(&target, c.dom) => Err(EINVAL),
         cmd::GETHVMCONTEXT => {
             hvmctx::get(c, &target, &mut d)?;

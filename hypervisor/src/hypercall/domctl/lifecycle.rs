@@ -1,5 +1,5 @@
 //! The domctls that create and run a guest from dom0 (Xen's toolstack, libxl and libxenguest, builds a PVH domain
-//! with them): createdomain, destroydomain, pausedomain, unpausedomain and setdomainhandle.
+//! with them): createdomain, destroydomain, pausedomain, unpausedomain, setdomainhandle and settimeoffset.
 
 use super::{Ctx, XenDomctl};
 use crate::domain::{self, CreateError, Domain, DomainConfig, Vcpu};
@@ -141,5 +141,13 @@ pub fn unpause(c: &Ctx, target: &Arc<Domain>) -> Result<(), Errno> {
 pub fn set_handle(target: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let h: dc::SetDomainHandle = d.get();
     *target.handle.lock() = h.handle;
+    Ok(())
+}
+
+/// XEN_DOMCTL_settimeoffset: the domain's wall clock (shared_info) runs this many seconds from the host's.
+pub fn set_time_offset(target: &Domain, d: &XenDomctl) -> Result<(), Errno> {
+    let t: dc::SetTimeOffset = d.get();
+    target.time_offset.store(t.time_offset_seconds, core::sync::atomic::Ordering::Relaxed);
+    crate::domain::pvclock::write_wallclock(target);
     Ok(())
 }

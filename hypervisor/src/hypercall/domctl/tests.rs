@@ -311,6 +311,21 @@ fn a_guest_is_built_through_hypercalls_and_destroyed_without_leaks() {
     assert_eq!(i.flags & 0xffff, dominf::HVM_GUEST | dominf::HAP | dominf::PAUSED);
     assert_eq!((i.tot_pages, i.max_pages, i.nr_online_vcpus, i.max_vcpu_id), (0, 0, 0, 1));
     assert_eq!(i.handle, [7; 16]);
+    // settimeoffset moves the guest's wall clock (shared_info's wc_sec) by that many seconds.
+    let wc = |d: &Domain| {
+        let p = d.shared_info_ptr();
+        // SAFETY: test read of two words inside the domain's shared_info page.
+        unsafe {
+            let lo = p.add(keel_abi::shared_info::WC_SEC_OFFSET).cast::<u32>().read_volatile();
+            let hi = p.add(keel_abi::shared_info::WC_SEC_HI_OFFSET).cast::<u32>().read_volatile();
+            u64::from(hi) << 32 | u64::from(lo)
+        }
+    };
+    let before = wc(&guest);
+    let mut t = req(cmd::SETTIMEOFFSET, id);
+    t.set(&dc::SetTimeOffset { time_offset_seconds: 3600 });
+    assert_eq!(call(&d0, &t).0, 0);
+    assert_eq!(wc(&guest), before + 3600);
     let mut h = req(cmd::SETDOMAINHANDLE, id);
     h.set(&dc::SetDomainHandle { handle: [9; 16] });
     assert_eq!(call(&d0, &h).0, 0);
