@@ -147,7 +147,7 @@ pub fn cpu_loop() -> ! {
 
 fn reap(v: &Arc<Vcpu>) {
     if let Some(d) = v.domain.upgrade() {
-        if d.is_finished() && domain::all_vcpus_stopped(&d) {
+        if d.is_finished() && d.destroyed_when_stopped() && domain::all_vcpus_stopped(&d) {
             let cpu_ms = d.cpu_time_ns() / 1_000_000;
             let exits: u64 = d.vcpus.iter().map(|v| v.exits.load(Ordering::Relaxed)).sum();
             if domain::destroy(&d) {
@@ -170,6 +170,9 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
     let Some(dom) = v.domain.upgrade() else {
         return;
     };
+    if dom.hold_if_paused(v) {
+        return;
+    }
     if !v.transition(VcpuState::Runnable, VcpuState::Running) {
         return;
     }
@@ -231,6 +234,9 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         let now = time::now_ns();
         if v.state() == VcpuState::Dead {
             break Outcome::Stop;
+        }
+        if dom.is_paused() {
+            break Outcome::Yield;
         }
         if now >= next_timer || timers::scan_requested() {
             next_timer = timers::run(now);

@@ -241,6 +241,22 @@ mod linux {
             problems.push(format!("xm create -n example-pvh memory=lots: {bad:?}"));
         }
         problems.extend(consoled_problems(&run));
+        // A guest built from dom0 through the toolstack's hypercalls (createdomain, max_mem, populate_physmap, a
+        // page mapped with MMAPBATCH_V2 and written, sethvmcontext, unpause: its boot vCPU runs the code written at
+        // its entry, which shuts it down with reason reboot; destroydomain): free memory comes back exactly.
+        let build = run.assert_line("KEEL-CHECK: guest-build ");
+        if !build.contains("ran=yes shutdown-code=1 ") || !build.trim_end().ends_with("returned=yes") {
+            problems.push(format!("guest build from dom0: {build:?}"));
+        }
+        // pausedomain stops a running guest (its counter stands still), unpausedomain resumes it, destroydomain
+        // takes it down while it runs; free memory comes back once dom0 unmaps the page it still held.
+        let pause = run.assert_line("KEEL-CHECK: guest-pause ");
+        if !pause
+            .trim_end()
+            .ends_with("paused-still=yes resumed=yes destroyed-running=yes mapped-after-destroy=readable returned=yes")
+        {
+            problems.push(format!("guest pause/unpause/destroy: {pause:?}"));
+        }
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }

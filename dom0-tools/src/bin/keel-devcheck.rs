@@ -10,6 +10,14 @@
 //! - /dev/xen/evtchn: an unbound port for dom0, bound again from dom0 (interdomain loopback), notified through the
 //!   second port; the event arrives on the first.
 //!
+//! - A guest built from dom0 (issue 12): createdomain (empty, paused), max_mem, populate_physmap of a few pages,
+//!   one mapped through MMAPBATCH_V2 (written and read back), the boot vCPU's PVH state through
+//!   get/sethvmcontext; in the second cycle a tiny program written at the entry runs once the domain is unpaused
+//!   and shuts it down (SCHEDOP_shutdown, reason reboot), which getdomaininfo then reports; destroydomain;
+//!   physinfo's free pages come back to what they were (measured around the second cycle, so that dom0's own p2m
+//!   tables for the mapping window exist already). Then a guest spinning on a counter is paused (the counter
+//!   stands still), unpaused (it moves again) and destroyed while it runs, its page still mapped here.
+//!
 //! Ioctl numbers and structures follow Linux's include/uapi/xen/{privcmd,gntdev,gntalloc}.h.
 
 use std::fs::OpenOptions;
@@ -206,6 +214,188 @@ fn evtchn() -> Result<String, String> {
     Ok(format!("ports={a}/{b} event=ok"))
 }
 
+/// Maps frame `gfn` of domain `dom` here through MMAPBATCH_V2 and runs `f` on the page.
+fn with_guest_page<R>(pc: i32, dom: u16, gfn: u64, f: impl FnOnce(*mut u8) -> R) -> Result<R, String> {
+    let p = map(pc, 1, 0).map_err(|e| format!("mmap: {e}"))?;
+    let arr = [gfn];
+    let mut err = [0x5555i32];
+    let mut b = PrivcmdMmapbatchV2 { num: 1, dom, addr: p as u64, arr: arr.as_ptr(), err: err.as_mut_ptr() };
+    let rc = ioctl(pc, IOCTL_PRIVCMD_MMAPBATCH_V2, &mut b);
+    let r = if rc.is_ok() && err[0] == 0 {
+        Ok(f(p.cast()))
+    } else {
+        Err(format!("mmapbatch gfn {gfn:#x}: rc={rc:?} err={}", err[0]))
+    };
+    unmap(p, 1);
+    r
+}
+
+/// The guest's whole program, at its PVH entry (0x100000, 32-bit protected mode, paging off): SCHEDOP_shutdown
+/// with the reason stored at 0x100800 (Keel's hypercall registers: eax, then edi, esi), then a spin.
+const GUEST_CODE: [u8; 20] = [
+    0xb8, 29, 0, 0, 0, // mov eax, 29 (sched_op)
+    0xbf, 2, 0, 0, 0, // mov edi, 2 (SCHEDOP_shutdown)
+    0xbe, 0x00, 0x08, 0x10, 0x00, // mov esi, 0x100800
+    0x0f, 0x01, 0xd9, // vmmcall (Keel takes vmcall too)
+    0xeb, 0xfe, // jmp $
+];
+/// The shutdown reason the guest reports: SHUTDOWN_reboot.
+const GUEST_REASON: u32 = 1;
+
+/// One build-and-destroy cycle of a PVH guest with a few pages: one mapped here and written, and, with `run`,
+/// a tiny program at its entry that the boot vCPU runs once unpaused (it shuts the domain down). Returns what
+/// it saw.
+fn guest_cycle(xc: &keel_xenctrl::Xc, pc: i32, run: bool) -> Result<String, String> {
+    use keel_abi::domctl::dominf;
+    let id =
+        xc.create_domain(0, &keel_xenctrl::pvh_domain_config(1, [0x4b; 16])).map_err(|e| format!("create: {e}"))?;
+    let r = (|| {
+        xc.set_max_mem(id, 64).map_err(|e| format!("max_mem: {e}"))?;
+        xc.populate_physmap(id, &[0, 1, 2, 0x100], 0).map_err(|e| format!("populate: {e}"))?;
+        let info = xc.domain_info(id).map_err(|e| format!("info: {e}"))?.ok_or("no domain info")?;
+        if info.tot_pages != 4 || info.flags & dominf::PAUSED == 0 || info.nr_online_vcpus != 0 {
+            return Err(format!(
+                "info: tot_pages {} flags {:#x} online {}",
+                info.tot_pages, info.flags, info.nr_online_vcpus
+            ));
+        }
+        if xc.populate_physmap(id, &(4..17).collect::<Vec<u64>>(), 0).is_ok() {
+            return Err("populate beyond max_mem succeeded".into());
+        }
+        let pattern = 0x6b65_656c_2d67_7374u64;
+        let seen = with_guest_page(pc, id, 2, |p| {
+            let p = p.cast::<u64>();
+            // SAFETY: `p` maps one page of the guest's frame 2 for the duration of this closure.
+            unsafe {
+                let first = p.read_volatile();
+                p.write_volatile(pattern);
+                (first, p.read_volatile())
+            }
+        })?;
+        if seen != (0, pattern) {
+            return Err(format!("guest page: read {:#x}, then {:#x} after writing", seen.0, seen.1));
+        }
+        if !run {
+            xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0).map_err(|e| format!("sethvmcontext: {e}"))?;
+            return Ok(String::new());
+        }
+        with_guest_page(pc, id, 0x100, |p| {
+            // SAFETY: `p` maps one page of the guest's frame 0x100; both writes lie inside it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(GUEST_CODE.as_ptr(), p, GUEST_CODE.len());
+                p.add(0x800).cast::<u32>().write_volatile(GUEST_REASON);
+            }
+        })?;
+        xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0).map_err(|e| format!("sethvmcontext: {e}"))?;
+        xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))?;
+        for _ in 0..100 {
+            let info = xc.domain_info(id).map_err(|e| format!("info: {e}"))?.ok_or("the domain vanished")?;
+            if info.flags & dominf::SHUTDOWN != 0 {
+                let code = info.flags >> dominf::SHUTDOWN_SHIFT & dominf::SHUTDOWN_MASK;
+                return Ok(format!(" ran=yes shutdown-code={code}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err("the guest did not shut down within 5 s".into())
+    })();
+    let d = xc.destroy_domain(id).map_err(|e| format!("destroy: {e}"));
+    let r = r?;
+    d?;
+    if xc.domain_info(id).map_err(|e| format!("info: {e}"))?.is_some() {
+        return Err("the domain is still listed after destroy".into());
+    }
+    Ok(format!("id={id}{r}"))
+}
+
+/// The spinning guest: `inc dword [0x100900]` in a loop, at its PVH entry.
+const COUNTER_CODE: [u8; 8] = [0xff, 0x05, 0x00, 0x09, 0x10, 0x00, 0xeb, 0xf8];
+
+/// A running guest paused, unpaused and destroyed while it runs: the counter it increments stands still while
+/// paused and moves again after; its frame, still mapped here when the domain is destroyed, stays readable until
+/// unmapped; free memory comes back.
+fn guest_pause(xc: &keel_xenctrl::Xc, pc: i32) -> Result<String, String> {
+    let free = || xc.physinfo().map(|p| p.free_pages).map_err(|e| format!("physinfo: {e}"));
+    let before = free()?;
+    let id =
+        xc.create_domain(0, &keel_xenctrl::pvh_domain_config(1, [0x50; 16])).map_err(|e| format!("create: {e}"))?;
+    let run = |p: *mut u8| -> Result<String, String> {
+        // SAFETY: `p` maps the guest's frame 0x100 while this closure runs; the counter lies inside it.
+        let counter = || unsafe { p.add(0x900).cast::<u32>().read_volatile() };
+        // SAFETY: as above; the code lies at the start of the page.
+        unsafe { core::ptr::copy_nonoverlapping(COUNTER_CODE.as_ptr(), p, COUNTER_CODE.len()) };
+        xc.set_pvh_boot_vcpu(id, 0, 0x10_0000, 0).map_err(|e| format!("sethvmcontext: {e}"))?;
+        xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))?;
+        let wait_moving = |from: u32| {
+            for _ in 0..100 {
+                if counter() != from {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            false
+        };
+        if !wait_moving(0) {
+            return Err("the guest's counter never moved".into());
+        }
+        xc.pause_domain(id).map_err(|e| format!("pause: {e}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let a = counter();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = counter();
+        xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))?;
+        let moved = wait_moving(b);
+        xc.destroy_domain(id).map_err(|e| format!("destroy: {e}"))?;
+        let still = counter();
+        Ok(format!(
+            "paused-still={} resumed={} destroyed-running=yes mapped-after-destroy={}",
+            if a == b { "yes" } else { "no" },
+            if moved { "yes" } else { "no" },
+            if still != 0 { "readable" } else { "zero" }
+        ))
+    };
+    let r = (|| {
+        xc.set_max_mem(id, 64).map_err(|e| format!("max_mem: {e}"))?;
+        xc.populate_physmap(id, &[0, 0x100], 0).map_err(|e| format!("populate: {e}"))?;
+        with_guest_page(pc, id, 0x100, run)?
+    })();
+    if r.is_err() {
+        let _ = xc.destroy_domain(id);
+    }
+    let r = r?;
+    if xc.domain_info(id).map_err(|e| format!("info: {e}"))?.is_some() {
+        return Err("the domain is still listed after destroy".into());
+    }
+    let mut after = free()?;
+    for _ in 0..20 {
+        if after == before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = free()?;
+    }
+    Ok(format!("{r} returned={}", if after == before { "yes" } else { "no" }))
+}
+
+/// Two guest cycles; the free pages around the second must come back exactly (a moment is allowed for frames
+/// that wait for dom0's vCPUs to flush their translations).
+fn guest_build(pc: i32) -> Result<String, String> {
+    let xc = keel_xenctrl::Xc::open().map_err(|e| format!("xc: {e}"))?;
+    let free = || xc.physinfo().map(|p| p.free_pages).map_err(|e| format!("physinfo: {e}"));
+    guest_cycle(&xc, pc, false)?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = free()?;
+    let id = guest_cycle(&xc, pc, true)?;
+    let mut after = free()?;
+    for _ in 0..20 {
+        if after == before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = free()?;
+    }
+    Ok(format!("{id} free-before={before} free-after={after} returned={}", if after == before { "yes" } else { "no" }))
+}
+
 fn main() {
     match evtchn() {
         Ok(s) => println!("KEEL-CHECK: evtchn-loopback {s}"),
@@ -227,4 +417,12 @@ fn main() {
     println!("KEEL-CHECK: mmap-resource-gnttab nodomain {}", resource_size(fd, 0x7000));
     println!("KEEL-CHECK: mmapbatch nodomain {}", mmapbatch(fd, 0x7000));
     println!("KEEL-CHECK: mmapbatch self {}", mmapbatch(fd, 0));
+    match guest_build(fd) {
+        Ok(s) => println!("KEEL-CHECK: guest-build {s}"),
+        Err(s) => println!("KEEL-CHECK: guest-build failed: {s}"),
+    }
+    match keel_xenctrl::Xc::open().map_err(|e| e.to_string()).and_then(|xc| guest_pause(&xc, fd)) {
+        Ok(s) => println!("KEEL-CHECK: guest-pause {s}"),
+        Err(s) => println!("KEEL-CHECK: guest-pause failed: {s}"),
+    }
 }

@@ -13,6 +13,10 @@ pub mod devices;
 pub use buffer::HcBuf;
 use keel_abi::domctl::{self, XenDomctl};
 use keel_abi::hypercall::{nr, xenver};
+use keel_abi::shared_info::{
+    evtchnop, hvmop, xenmem, EvtchnAllocUnbound, XenForeignMemoryMap, XenHvmParam, XenMemoryMap, XenMemoryReservation,
+};
+use keel_abi::start_info::HvmMemmapEntry;
 use keel_abi::sysctl::{self, XenSysctl};
 use keel_abi::{Errno, Pod, Zeroable};
 use std::fmt;
@@ -327,5 +331,224 @@ impl Xc {
         p.sched_id = domctl::sched_id::CREDIT;
         p.cmd = sysctl::schedop::PUTINFO;
         self.sysctl_member(sysctl::cmd::SCHEDULER_OP, &p)
+    }
+
+    // ---- Building and running a guest (the domctls and ops Xen's libxl and libxenguest use) ----
+
+    /// `XEN_DOMCTL_createdomain`: returns the new domain's id. `domid` 0 (or DOMID_INVALID) lets the hypervisor
+    /// pick one; a real id asks for that one (-EEXIST when taken). The domain is empty, its vCPUs down, paused.
+    pub fn create_domain(&self, domid: u16, cfg: &domctl::CreateDomain) -> Result<u16> {
+        let mut d = XenDomctl::zeroed();
+        d.cmd = domctl::cmd::CREATEDOMAIN;
+        d.domain = domid;
+        d.set(cfg);
+        self.domctl(&mut d)?;
+        Ok(d.domain)
+    }
+
+    fn domctl_plain(&self, cmd: u32, domid: u16) -> Result<()> {
+        let mut d = XenDomctl::zeroed();
+        d.cmd = cmd;
+        d.domain = domid;
+        self.domctl(&mut d)
+    }
+
+    /// `XEN_DOMCTL_destroydomain`.
+    pub fn destroy_domain(&self, domid: u16) -> Result<()> {
+        self.domctl_plain(domctl::cmd::DESTROYDOMAIN, domid)
+    }
+
+    /// `XEN_DOMCTL_pausedomain`.
+    pub fn pause_domain(&self, domid: u16) -> Result<()> {
+        self.domctl_plain(domctl::cmd::PAUSEDOMAIN, domid)
+    }
+
+    /// `XEN_DOMCTL_unpausedomain`: at the last pause, vCPUs given a start state begin running.
+    pub fn unpause_domain(&self, domid: u16) -> Result<()> {
+        self.domctl_plain(domctl::cmd::UNPAUSEDOMAIN, domid)
+    }
+
+    /// `XEN_DOMCTL_setdomainhandle`.
+    pub fn set_domain_handle(&self, domid: u16, handle: [u8; 16]) -> Result<()> {
+        self.domctl_member(domctl::cmd::SETDOMAINHANDLE, domid, &domctl::SetDomainHandle { handle }).map(drop)
+    }
+
+    /// `XEN_DOMCTL_settimeoffset`: the domain's wall clock runs `seconds` from the host's.
+    pub fn set_time_offset(&self, domid: u16, seconds: i64) -> Result<()> {
+        let t = domctl::SetTimeOffset { time_offset_seconds: seconds };
+        self.domctl_member(domctl::cmd::SETTIMEOFFSET, domid, &t).map(drop)
+    }
+
+    /// `XEN_DOMCTL_max_mem`: the most memory the domain may hold, in KiB.
+    pub fn set_max_mem(&self, domid: u16, kib: u64) -> Result<()> {
+        self.domctl_member(domctl::cmd::MAX_MEM, domid, &domctl::MaxMem { max_memkb: kib }).map(drop)
+    }
+
+    /// `XENMEM_populate_physmap` into `domid`: an extent of 2^`order` pages at each GFN of `gfns`. All or an
+    /// error: fewer extents done than asked is -ENOMEM (libxc's populate_physmap_exact says -EBUSY).
+    pub fn populate_physmap(&self, domid: u16, gfns: &[u64], order: u32) -> Result<()> {
+        let mut list = self.buffer(gfns.len().max(1) * 8)?;
+        for (i, g) in gfns.iter().enumerate() {
+            list.put(i * 8, g);
+        }
+        let mut r = self.buffer(size_of::<XenMemoryReservation>())?;
+        let res = XenMemoryReservation {
+            extent_start: list.addr(),
+            nr_extents: gfns.len() as u64,
+            extent_order: order,
+            domid,
+            ..Default::default()
+        };
+        r.put(0, &res);
+        let done = self.hypercall(nr::MEMORY_OP, [xenmem::POPULATE_PHYSMAP, r.addr(), 0, 0, 0])?;
+        if done != gfns.len() as i64 {
+            return Err(Error::Xen(keel_abi::hypercall::errno::ENOMEM));
+        }
+        Ok(())
+    }
+
+    /// `XENMEM_set_memory_map`: the E820 map `domid` reads with XENMEM_memory_map.
+    pub fn set_memory_map(&self, domid: u16, map: &[HvmMemmapEntry]) -> Result<()> {
+        let bytes = e820_bytes(map);
+        let buf = self.buffer(bytes.len().max(1))?;
+        buf.bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
+        let m = XenForeignMemoryMap {
+            domid,
+            pad: [0; 3],
+            map: XenMemoryMap { nr_entries: map.len() as u32, pad: 0, buffer: buf.addr() },
+        };
+        let mut a = self.buffer(size_of::<XenForeignMemoryMap>())?;
+        a.put(0, &m);
+        self.hypercall(nr::MEMORY_OP, [xenmem::SET_MEMORY_MAP, a.addr(), 0, 0, 0]).map(drop)
+    }
+
+    /// `HVMOP_set_param` on `domid`.
+    pub fn set_hvm_param(&self, domid: u16, index: u32, value: u64) -> Result<()> {
+        let mut p = XenHvmParam { domid, pad: 0, index, value };
+        self.bounce_op(&mut p, nr::HVM_OP, hvmop::SET_PARAM).map(drop)
+    }
+
+    /// `HVMOP_get_param` on `domid`.
+    pub fn hvm_param(&self, domid: u16, index: u32) -> Result<u64> {
+        let mut p = XenHvmParam { domid, pad: 0, index, value: 0 };
+        self.bounce_op(&mut p, nr::HVM_OP, hvmop::GET_PARAM)?;
+        Ok(p.value)
+    }
+
+    /// `EVTCHNOP_alloc_unbound` in `dom`'s table, for `remote` to bind: the new port.
+    pub fn evtchn_alloc_unbound(&self, dom: u16, remote: u16) -> Result<u32> {
+        let mut a = EvtchnAllocUnbound { dom, remote_dom: remote, port: 0 };
+        self.bounce_op(&mut a, nr::EVENT_CHANNEL_OP, evtchnop::ALLOC_UNBOUND)?;
+        Ok(a.port)
+    }
+
+    /// `XEN_DOMCTL_gethvmcontext`: the domain's HVM record stream (HEADER first, END last).
+    pub fn hvm_context(&self, domid: u16) -> Result<Vec<u8>> {
+        let size = self.domctl_member(domctl::cmd::GETHVMCONTEXT, domid, &domctl::HvmContext::default())?.size;
+        let buf = self.buffer(size.max(1) as usize)?;
+        let h = domctl::HvmContext { size, pad: 0, buffer: buf.addr() };
+        let got = self.domctl_member(domctl::cmd::GETHVMCONTEXT, domid, &h)?.size as usize;
+        Ok(buf.bytes()[..got.min(size as usize)].to_vec())
+    }
+
+    /// `XEN_DOMCTL_sethvmcontext` with a record stream.
+    pub fn set_hvm_context(&self, domid: u16, stream: &[u8]) -> Result<()> {
+        let buf = self.buffer(stream.len().max(1))?;
+        buf.bytes_mut()[..stream.len()].copy_from_slice(stream);
+        let h = domctl::HvmContext { size: stream.len() as u32, pad: 0, buffer: buf.addr() };
+        self.domctl_member(domctl::cmd::SETHVMCONTEXT, domid, &h).map(drop)
+    }
+
+    /// Gives vCPU `vcpu` of a domain being built the PVH entry state (EIP = `entry`, EBX = `start_info`), as
+    /// libxenguest does: the domain's own HEADER record, the CPU record, END.
+    pub fn set_pvh_boot_vcpu(&self, domid: u16, vcpu: u16, entry: u32, start_info: u32) -> Result<()> {
+        let ctx = self.hvm_context(domid)?;
+        let stream =
+            pvh_boot_stream(&ctx, vcpu, entry, start_info).ok_or(Error::Xen(keel_abi::hypercall::errno::EINVAL))?;
+        self.set_hvm_context(domid, &stream)
+    }
+
+    /// Hypercall `op` sub-command `cmd` with one structure bounced through a buffer.
+    fn bounce_op<T: Pod>(&self, v: &mut T, op: u64, cmd: u64) -> Result<i64> {
+        let mut b = self.buffer(size_of::<T>())?;
+        b.put(0, v);
+        let r = self.hypercall(op, [cmd, b.addr(), 0, 0, 0]);
+        *v = b.get(0);
+        r
+    }
+}
+
+/// libxl's createdomain request for a PVH guest: CDF_hvm|CDF_hap, the LAPIC alone emulated, grant table v1,
+/// `max_vcpus` vCPUs, Xen's default grant and maptrack limits (-1).
+pub fn pvh_domain_config(max_vcpus: u32, handle: [u8; 16]) -> domctl::CreateDomain {
+    domctl::CreateDomain {
+        handle,
+        flags: domctl::cdf::HVM | domctl::cdf::HAP,
+        max_vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
+        grant_opts: 1,
+        arch: domctl::ArchDomainConfig { emulation_flags: domctl::emu::LAPIC, misc_flags: 0 },
+        ..Default::default()
+    }
+}
+
+/// E820 entries as XENMEM_set_memory_map takes them: 20 bytes each, packed (addr, size, type).
+pub fn e820_bytes(map: &[HvmMemmapEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(map.len() * 20);
+    for e in map {
+        out.extend_from_slice(&e.addr.to_le_bytes());
+        out.extend_from_slice(&e.size.to_le_bytes());
+        out.extend_from_slice(&e.typ.to_le_bytes());
+    }
+    out
+}
+
+/// The stream that gives vCPU `vcpu` the PVH entry state: the HEADER record of `ctx` (a domain's context, as
+/// gethvmcontext returns it), the CPU record, END. None when `ctx` does not start with a HEADER record.
+pub fn pvh_boot_stream(ctx: &[u8], vcpu: u16, entry: u32, start_info: u32) -> Option<Vec<u8>> {
+    let dlen = size_of::<domctl::SaveDescriptor>();
+    let d: domctl::SaveDescriptor = bytemuck::pod_read_unaligned(ctx.get(..dlen)?);
+    if d.typecode != domctl::hvm_save::HEADER {
+        return None;
+    }
+    let mut out = ctx.get(..dlen + d.length as usize)?.to_vec();
+    let cpu = domctl::HvmHwCpu::pvh_entry(entry, start_info);
+    let desc =
+        domctl::SaveDescriptor { typecode: domctl::hvm_save::CPU, instance: vcpu, length: size_of_val(&cpu) as u32 };
+    out.extend_from_slice(bytemuck::bytes_of(&desc));
+    out.extend_from_slice(bytemuck::bytes_of(&cpu));
+    out.extend_from_slice(bytemuck::bytes_of(&domctl::SaveDescriptor::default()));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e820_entries_are_packed_20_bytes() {
+        let b = e820_bytes(&[HvmMemmapEntry { addr: 0x1000, size: 0x2000, typ: 1, reserved: 0 }]);
+        assert_eq!(b.len(), 20);
+        assert_eq!(&b[0..8], &0x1000u64.to_le_bytes());
+        assert_eq!(&b[8..16], &0x2000u64.to_le_bytes());
+        assert_eq!(&b[16..20], &1u32.to_le_bytes());
+    }
+
+    #[test]
+    fn the_boot_stream_is_header_cpu_end() {
+        let header = domctl::SaveHeader { magic: domctl::hvm_save::MAGIC, version: 1, ..Default::default() };
+        let mut ctx = bytemuck::bytes_of(&domctl::SaveDescriptor { typecode: 1, instance: 0, length: 24 }).to_vec();
+        ctx.extend_from_slice(bytemuck::bytes_of(&header));
+        ctx.extend_from_slice(&[0u8; 8]);
+        let s = pvh_boot_stream(&ctx, 0, 0x10_0000, 0x9000).unwrap();
+        assert_eq!(s.len(), 8 + 24 + 8 + 1032 + 8);
+        let cpu: domctl::SaveDescriptor = bytemuck::pod_read_unaligned(&s[32..40]);
+        assert_eq!((cpu.typecode, cpu.instance, cpu.length), (domctl::hvm_save::CPU, 0, 1032));
+        let rec: domctl::HvmHwCpu = bytemuck::pod_read_unaligned(&s[40..40 + 1032]);
+        assert_eq!((rec.rip, rec.rbx, rec.cr0, rec.arbytes[0]), (0x10_0000, 0x9000, 0x11, 0xc9b));
+        assert_eq!(&s[s.len() - 8..], &[0u8; 8]);
+        assert!(pvh_boot_stream(&[0u8; 8], 0, 0, 0).is_none(), "no HEADER first");
     }
 }

@@ -285,6 +285,146 @@ pub struct HvmContext {
     pub buffer: u64,
 }
 
+/// HVM save records (`xen/include/public/hvm/save.h`, `arch-x86/hvm/save.h`): a stream of records, each a
+/// [`SaveDescriptor`] followed by `length` payload bytes, no padding between records, ending with [`hvm_save::END`].
+pub mod hvm_save {
+    pub const END: u16 = 0;
+    pub const HEADER: u16 = 1;
+    pub const CPU: u16 = 2;
+    pub const LAPIC: u16 = 5;
+    pub const LAPIC_REGS: u16 = 6;
+    pub const MTRR: u16 = 14;
+    /// The highest record type Xen 4.17 defines (`HVM_SAVE_CODE_MAX`).
+    pub const CODE_MAX: u16 = 20;
+    /// `HVM_FILE_MAGIC` and `HVM_FILE_VERSION` of the header record.
+    pub const MAGIC: u32 = 0x5438_1286;
+    pub const VERSION: u32 = 1;
+    /// `XEN_X86_FPU_INITIALISED` in [`super::HvmHwCpu::flags`].
+    pub const FPU_INITIALISED: u32 = 1;
+}
+
+/// `struct hvm_save_descriptor`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SaveDescriptor {
+    /// [`hvm_save`] code.
+    pub typecode: u16,
+    /// vCPU number for per-vCPU records, 0 otherwise.
+    pub instance: u16,
+    /// Payload bytes after this descriptor.
+    pub length: u32,
+}
+
+/// `struct hvm_save_header` (record 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SaveHeader {
+    pub magic: u32,
+    pub version: u32,
+    pub changeset: u64,
+    /// CPUID.1.EAX of the saving machine.
+    pub cpuid: u32,
+    pub gtsc_khz: u32,
+}
+
+/// `struct hvm_hw_cpu` (record 2, one per vCPU): the architectural state of a vCPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct HvmHwCpu {
+    pub fpu_regs: [u8; 512],
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub r8_r15: [u64; 8],
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    /// dr0–dr3.
+    pub dr: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+    /// Selectors, in the order cs, ds, es, fs, gs, ss, tr, ldtr.
+    pub sel: [u32; 8],
+    /// Limits: cs, ds, es, fs, gs, ss, tr, ldtr, idtr, gdtr.
+    pub limit: [u32; 10],
+    /// Bases, same order as the limits.
+    pub base: [u64; 10],
+    /// Attributes in the packed form (type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9, D/B 10, G 11): cs, ds, es, fs, gs,
+    /// ss, tr, ldtr.
+    pub arbytes: [u32; 8],
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub shadow_gs: u64,
+    pub msr_flags: u64,
+    pub msr_lstar: u64,
+    pub msr_star: u64,
+    pub msr_cstar: u64,
+    pub msr_syscall_mask: u64,
+    pub msr_efer: u64,
+    pub msr_tsc_aux: u64,
+    pub tsc: u64,
+    pub pending_event: u32,
+    pub error_code: u32,
+    /// [`hvm_save::FPU_INITIALISED`].
+    pub flags: u32,
+    pub pad0: u32,
+}
+
+impl HvmHwCpu {
+    /// The PVH entry state as Xen's toolstack writes it for a boot vCPU (libxenguest's vcpu_hvm): 32-bit flat
+    /// protected mode, paging off (CR0 = PE|ET), CS 0xc9b, DS/ES/SS 0xc93, TR 0x8b with limit 0x67, EIP =
+    /// `entry`, EBX = `start_info`.
+    pub fn pvh_entry(entry: u32, start_info: u32) -> Self {
+        let mut c = Self::zeroed();
+        c.rip = entry as u64;
+        c.rbx = start_info as u64;
+        c.rflags = 2;
+        c.cr0 = 0x11;
+        for s in [seg::CS, seg::DS, seg::ES, seg::SS] {
+            c.limit[s] = u32::MAX;
+            c.arbytes[s] = if s == seg::CS { 0xc9b } else { 0xc93 };
+        }
+        c.limit[seg::TR] = 0x67;
+        c.arbytes[seg::TR] = 0x8b;
+        c
+    }
+}
+
+/// Indices into [`HvmHwCpu::sel`], `limit`, `base` and `arbytes`.
+pub mod seg {
+    pub const CS: usize = 0;
+    pub const DS: usize = 1;
+    pub const ES: usize = 2;
+    pub const FS: usize = 3;
+    pub const GS: usize = 4;
+    pub const SS: usize = 5;
+    pub const TR: usize = 6;
+    pub const LDTR: usize = 7;
+    pub const IDTR: usize = 8;
+    pub const GDTR: usize = 9;
+}
+
+/// `struct hvm_hw_mtrr` (record 14, one per vCPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct HvmHwMtrr {
+    pub msr_pat_cr: u64,
+    /// Base/mask pairs of the 8 variable ranges.
+    pub msr_mtrr_var: [u64; 16],
+    pub msr_mtrr_fixed: [u64; 11],
+    pub msr_mtrr_cap: u64,
+    pub msr_mtrr_def_type: u64,
+}
+
 /// `struct xen_domctl_tsc_info`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -388,6 +528,30 @@ const _: () = {
     assert!(offset_of!(SchedulerOp, cap) == 10);
     assert!(size_of::<HvmContext>() == 16);
     assert!(offset_of!(HvmContext, buffer) == 8);
+    assert!(size_of::<SaveDescriptor>() == 8);
+    assert!(size_of::<SaveHeader>() == 24);
+    assert!(offset_of!(SaveHeader, cpuid) == 16);
+    assert!(size_of::<HvmHwCpu>() == 1032);
+    assert!(offset_of!(HvmHwCpu, rax) == 512);
+    assert!(offset_of!(HvmHwCpu, rbx) == 520);
+    assert!(offset_of!(HvmHwCpu, rip) == 640);
+    assert!(offset_of!(HvmHwCpu, cr0) == 656);
+    assert!(offset_of!(HvmHwCpu, dr) == 688);
+    assert!(offset_of!(HvmHwCpu, sel) == 736);
+    assert!(offset_of!(HvmHwCpu, limit) == 768);
+    assert!(offset_of!(HvmHwCpu, base) == 808);
+    assert!(offset_of!(HvmHwCpu, arbytes) == 888);
+    assert!(offset_of!(HvmHwCpu, sysenter_cs) == 920);
+    assert!(offset_of!(HvmHwCpu, shadow_gs) == 944);
+    assert!(offset_of!(HvmHwCpu, msr_lstar) == 960);
+    assert!(offset_of!(HvmHwCpu, msr_efer) == 992);
+    assert!(offset_of!(HvmHwCpu, tsc) == 1008);
+    assert!(offset_of!(HvmHwCpu, pending_event) == 1016);
+    assert!(offset_of!(HvmHwCpu, flags) == 1024);
+    assert!(size_of::<HvmHwMtrr>() == 240);
+    assert!(offset_of!(HvmHwMtrr, msr_mtrr_fixed) == 136);
+    assert!(offset_of!(HvmHwMtrr, msr_mtrr_cap) == 224);
+    assert!(offset_of!(HvmHwMtrr, msr_mtrr_def_type) == 232);
     assert!(size_of::<TscInfo>() == 24);
     assert!(offset_of!(TscInfo, elapsed_nsec) == 16);
     assert!(size_of::<ShadowOp>() == 40);

@@ -124,8 +124,10 @@ pub struct XenHvmParam {
 pub mod xenmem {
     pub const INCREASE_RESERVATION: u64 = 0;
     pub const DECREASE_RESERVATION: u64 = 1;
+    pub const POPULATE_PHYSMAP: u64 = 6;
     pub const ADD_TO_PHYSMAP: u64 = 7;
     pub const MEMORY_MAP: u64 = 9;
+    pub const SET_MEMORY_MAP: u64 = 13;
     pub const REMOVE_FROM_PHYSMAP: u64 = 15;
     pub const ADD_TO_PHYSMAP_BATCH: u64 = 23;
     pub const ACQUIRE_RESOURCE: u64 = 28;
@@ -426,6 +428,30 @@ pub struct XenMemoryMap {
     pub buffer: u64,
 }
 
+/// `struct xen_memory_reservation` (increase_reservation, decrease_reservation, populate_physmap).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenMemoryReservation {
+    /// Guest pointer to `nr_extents` GFNs (xen_pfn_t); for increase_reservation it may be null.
+    pub extent_start: u64,
+    pub nr_extents: u64,
+    /// Each extent is 2^extent_order pages.
+    pub extent_order: u32,
+    /// `XENMEMF_*` (NUMA node, address bits): Keel has one node and no address limit.
+    pub mem_flags: u32,
+    pub domid: u16,
+    pub pad: [u16; 3],
+}
+
+/// `struct xen_foreign_memory_map` (XENMEM_set_memory_map): a domain's E820 map, set by the toolstack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XenForeignMemoryMap {
+    pub domid: u16,
+    pub pad: [u16; 3],
+    pub map: XenMemoryMap,
+}
+
 /// `struct evtchn_bind_interdomain`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -443,6 +469,13 @@ const _: () = {
     assert!(offset_of!(GnttabQuerySize, status) == 12);
     assert!(size_of::<XenMemoryMap>() == 16);
     assert!(offset_of!(XenMemoryMap, buffer) == 8);
+    assert!(size_of::<XenMemoryReservation>() == 32);
+    assert!(offset_of!(XenMemoryReservation, nr_extents) == 8);
+    assert!(offset_of!(XenMemoryReservation, extent_order) == 16);
+    assert!(offset_of!(XenMemoryReservation, mem_flags) == 20);
+    assert!(offset_of!(XenMemoryReservation, domid) == 24);
+    assert!(size_of::<XenForeignMemoryMap>() == 24);
+    assert!(offset_of!(XenForeignMemoryMap, map) == 8);
     assert!(size_of::<EvtchnBindInterdomain>() == 12);
     assert!(offset_of!(EvtchnBindInterdomain, remote_port) == 4);
     assert!(offset_of!(EvtchnBindInterdomain, local_port) == 8);

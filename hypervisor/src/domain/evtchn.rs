@@ -104,6 +104,17 @@ impl Table {
         Ok(())
     }
 
+    /// The interdomain ports: (port, remote domain, remote port).
+    pub fn interdomain(&self) -> alloc::vec::Vec<(u32, DomId, u32)> {
+        let mut out = alloc::vec::Vec::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            if let Binding::Interdomain { remote, remote_port } = p.binding {
+                out.push((i as u32, remote, remote_port));
+            }
+        }
+        out
+    }
+
     /// Frees a port; returns what it was.
     pub fn close(&mut self, port: u32) -> Result<Port, Errno> {
         let p = self.get(port)?;

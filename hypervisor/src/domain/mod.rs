@@ -436,6 +436,11 @@ pub struct Vcpu {
     pub wait_for_sipi: AtomicBool,
     /// The registered runstate area.
     pub runstate_area: Mutex<RunstateArea>,
+    /// The state the toolstack gave this vCPU (XEN_DOMCTL_sethvmcontext); it starts in it when its domain is
+    /// unpaused.
+    pub boot: Mutex<Option<InitState>>,
+    /// Set aside by the run loop because its domain is paused; the unpause queues it again.
+    held: AtomicBool,
 }
 
 /// Where a vCPU's runstate is published: host addresses translated at registration, and the GFNs pinned for them.
@@ -634,6 +639,15 @@ pub struct Domain {
     flush_gen: AtomicU64,
     /// Frames wait in `Memory::deferred`.
     deferred_pending: AtomicBool,
+    /// Built by the toolstack (XEN_DOMCTL_createdomain): a shutdown leaves it in place for the toolstack to
+    /// destroy, as Xen; Keel's own domains (dom0, test guests) are taken down when they stop.
+    pub toolstack: bool,
+    /// Pauses by the toolstack (XEN_DOMCTL_pausedomain; a created domain starts with one); its vCPUs run only at 0.
+    pause_count: AtomicU32,
+    /// The toolstack's handle (UUID) for it.
+    pub handle: Mutex<[u8; 16]>,
+    /// Offset of its wall clock from the host's, in seconds (XEN_DOMCTL_settimeoffset).
+    pub time_offset: core::sync::atomic::AtomicI64,
 }
 
 static DOMAINS: Mutex<BTreeMap<DomId, Arc<Domain>>> = Mutex::new(BTreeMap::new());
@@ -696,6 +710,138 @@ impl Domain {
         }
         crate::info!("domain {} ({}) shut down: {}", self.id, self.name, reason.name());
         self.stop_vcpus();
+        notify_dom_exc(self.id);
+    }
+
+    /// Whether the toolstack holds the domain paused.
+    pub fn is_paused(&self) -> bool {
+        self.pause_count.load(Ordering::SeqCst) > 0
+    }
+
+    /// XEN_DOMCTL_pausedomain: one more toolstack pause; running vCPUs are made to leave the guest, and the run
+    /// loop sets every vCPU aside until the last pause goes. -EINVAL past 255 pauses (Xen's bound is the counter's
+    /// width; Keel keeps a small one).
+    pub fn pause(&self) -> Result<(), Errno> {
+        self.pause_count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < 255).then_some(n + 1))
+            .map_err(|_| EINVAL)?;
+        for v in &self.vcpus {
+            if v.state() == VcpuState::Running {
+                crate::sched::kick(v);
+            }
+        }
+        // As Xen's pause, wait for them to leave their CPUs (they do at the kick); bounded, so that a CPU that does
+        // not answer cannot hang the caller.
+        let deadline = crate::arch::x86::time::now_ns().saturating_add(PAUSE_WAIT_NS);
+        while self.vcpus.iter().any(|v| v.state() == VcpuState::Running) && crate::arch::x86::time::now_ns() < deadline
+        {
+            core::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    /// XEN_DOMCTL_unpausedomain: drops one toolstack pause (-EINVAL when there is none, as Xen). At the last one,
+    /// every vCPU given a start state (XEN_DOMCTL_sethvmcontext) and not yet started is started with `start`, and
+    /// the vCPUs the run loop set aside are queued again.
+    pub fn unpause(&self, start: impl Fn(&Arc<Vcpu>, InitState) -> Result<(), CreateError>) -> Result<(), Errno> {
+        let before = self
+            .pause_count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_err(|_| EINVAL)?;
+        if before != 1 || self.is_finished() {
+            return Ok(());
+        }
+        for v in &self.vcpus {
+            let init = *v.boot.lock();
+            if let Some(init) = init {
+                if v.state() == VcpuState::Offline && v.hw.lock().is_none() {
+                    if let Err(e) = start(v, init) {
+                        self.crash(&alloc::format!("vCPU {} cannot start: {}", v.id, e.0));
+                        return Ok(());
+                    }
+                }
+            }
+            if v.held.swap(false, Ordering::SeqCst) {
+                crate::sched::requeue(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Called by the run loop before it runs `v`: while the domain is paused the vCPU is set aside (not queued),
+    /// and true is returned; [`Self::unpause`] queues it again.
+    pub fn hold_if_paused(&self, v: &Vcpu) -> bool {
+        if !self.is_paused() {
+            return false;
+        }
+        v.held.store(true, Ordering::SeqCst);
+        if self.is_paused() {
+            return true;
+        }
+        // Unpaused meanwhile: whoever takes the flag back runs it (the unpause queued it if it took it).
+        !v.held.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether the run loop destroys the domain once it has stopped (shut down or crashed): Keel's own domains.
+    /// A toolstack-built one stays, with its shutdown reason, until the toolstack destroys it (as Xen).
+    pub fn destroyed_when_stopped(&self) -> bool {
+        !self.toolstack
+    }
+
+    /// XENMEM_populate_physmap / increase_reservation for one extent: 2^`order` fresh zeroed RAM frames at `gfn`
+    /// (aligned to the extent), 2 MiB pages where the allocator has them. -ENOMEM beyond the domain's max_pages
+    /// (or the machine's memory, or the p2m's table cap), -EINVAL for a GFN beyond [`Memory::max_gpa`] or a
+    /// misaligned one, -EBUSY where something is mapped already. Frames of a partly done extent stay the
+    /// domain's.
+    pub fn populate_extent(&self, gfn: u64, order: u32) -> Result<(), Errno> {
+        if order > 18 {
+            return Err(EINVAL);
+        }
+        let pages = 1u64 << order;
+        let mut mem = self.mem.lock();
+        if !gfn.is_multiple_of(pages) {
+            return Err(EINVAL);
+        }
+        mem.gfn_to_gpa(gfn.checked_add(pages - 1).ok_or(EINVAL)?)?;
+        if mem.tot_pages.saturating_add(pages) > mem.max_pages {
+            return Err(ENOMEM);
+        }
+        // Keel's own heap and page tables grow from the same frames: a guest never takes the last ones.
+        if crate::mm::with_frames(|a| a.free_frames()).is_some_and(|free| free < pages + RESERVED_FRAMES) {
+            return Err(ENOMEM);
+        }
+        let start = gfn * PAGE_SIZE;
+        let end = start + pages * PAGE_SIZE;
+        if (start..end).step_by(PAGE_SIZE as usize).any(|g| mem.translate(g, false).is_ok()) {
+            return Err(EBUSY);
+        }
+        let mut gpa = start;
+        while gpa < end {
+            if gpa.is_multiple_of(2 << 20) && end - gpa >= 2 << 20 {
+                if let Some(Ok(hpa)) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX)) {
+                    zero(hpa, 2 << 20);
+                    mem.map_owned(gpa, hpa, PageSize::Size2M).map_err(|_| ENOMEM)?;
+                    gpa += 2 << 20;
+                    continue;
+                }
+            }
+            let hpa = crate::mm::alloc_frame().map_err(|_| ENOMEM)?;
+            mem.map_owned(gpa, hpa, PageSize::Size4K).map_err(|_| ENOMEM)?;
+            gpa += PAGE_SIZE;
+        }
+        mem.ram_end = mem.ram_end.max(end);
+        Ok(())
+    }
+
+    /// XEN_DOMCTL_max_mem: the most RAM pages the domain may hold; the p2m's table cap grows to what that much RAM
+    /// can need.
+    pub fn set_max_pages(&self, pages: u64) {
+        let mut mem = self.mem.lock();
+        mem.max_pages = pages;
+        let want = p2m::tables_for(pages.saturating_mul(PAGE_SIZE).min(p2m::GPA_LIMIT)) + P2M_EXTRA_TABLES;
+        if want > mem.p2m.table_limit() {
+            mem.p2m.set_table_limit(want);
+        }
     }
 
     /// The guest-physical map changed (a frame replaced or added): every vCPU flushes its cached guest
@@ -841,6 +987,7 @@ impl Domain {
         }
         crate::error!("domain {} ({}) crashed: {}", self.id, self.name, why);
         self.stop_vcpus();
+        notify_dom_exc(self.id);
     }
 
     fn stop_vcpus(&self) {
@@ -873,6 +1020,18 @@ impl Domain {
     }
 }
 
+/// Raises VIRQ_DOM_EXC in the initial domain (xenstored's cue for `@releaseDomain`): domain `about` shut down,
+/// crashed or died. Nothing for the initial domain's own end.
+pub fn notify_dom_exc(about: DomId) {
+    if about == 0 {
+        return;
+    }
+    let Some(d0) = get(0) else { return };
+    for v in &d0.vcpus {
+        evtchn::send_virq(&d0, v, keel_abi::shared_info::virq::DOM_EXC);
+    }
+}
+
 /// Builds a domain: memory, shared_info, vCPUs (offline; the loader brings vCPU 0 up).
 pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) as DomId;
@@ -881,6 +1040,64 @@ pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Creat
 
 /// Builds a domain with a given id (0 for the initial domain).
 pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
+    build(id, cfg, support, false)
+}
+
+/// Most domains Keel holds at once (the toolstack's createdomain is refused beyond: -ENOMEM).
+pub const MAX_DOMAINS: usize = 64;
+/// Frames XENMEM_populate_physmap leaves free for Keel itself (16 MiB: its heap, page tables, vCPU contexts).
+pub const RESERVED_FRAMES: u64 = 4096;
+/// vCPUs all domains together may have; createdomain beyond is -ENOMEM (each costs Keel heap memory).
+pub const MAX_TOTAL_VCPUS: usize = 512;
+/// How long a pause waits for the domain's running vCPUs to leave their CPUs.
+const PAUSE_WAIT_NS: u64 = 10_000_000;
+/// Most vCPUs a domain may have.
+pub const MAX_VCPUS: u32 = 64;
+
+/// XEN_DOMCTL_createdomain: a domain with no RAM yet (its builder populates it), `cfg.vcpus` vCPUs down, paused
+/// once by the toolstack. `requested` is the id asked for (Xen's rule: 1..DOMID_FIRST_RESERVED asks for that id,
+/// -EEXIST if taken; anything else lets Keel pick the next free one). -ENOMEM when [`MAX_DOMAINS`] exist, the
+/// domains' vCPUs would exceed [`MAX_TOTAL_VCPUS`], or no id is free; -EINVAL for a vCPU count outside
+/// 1..=[`MAX_VCPUS`]; -EOPNOTSUPP when the machine cannot run HVM guests.
+pub fn create_empty(requested: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Errno> {
+    if cfg.vcpus == 0 || cfg.vcpus > MAX_VCPUS {
+        return Err(EINVAL);
+    }
+    let id = {
+        let doms = DOMAINS.lock();
+        if doms.len() >= MAX_DOMAINS
+            || doms.values().map(|d| d.vcpus.len()).sum::<usize>() + cfg.vcpus as usize > MAX_TOTAL_VCPUS
+        {
+            return Err(ENOMEM);
+        }
+        if requested > 0 && requested < keel_abi::DOMID_FIRST_RESERVED {
+            if doms.contains_key(&requested) {
+                return Err(EEXIST);
+            }
+            requested
+        } else {
+            let first = NEXT_ID.load(Ordering::Relaxed);
+            let span = u32::from(keel_abi::DOMID_FIRST_RESERVED) - 1;
+            let id = (0..span)
+                .map(|i| ((first - 1 + i) % span + 1) as DomId)
+                .find(|id| !doms.contains_key(id))
+                .ok_or(ENOMEM)?;
+            NEXT_ID.store(u32::from(id) + 1, Ordering::Relaxed);
+            id
+        }
+    };
+    match support {
+        Support::Svm(c) if !c.npt => return Err(EOPNOTSUPP),
+        Support::Unavailable(_) => return Err(EOPNOTSUPP),
+        _ => {}
+    }
+    build(id, DomainConfig { memory: 0, ..cfg }, support, true).map_err(|e| {
+        crate::warning!("createdomain: {}", e.0);
+        ENOMEM
+    })
+}
+
+fn build(id: DomId, cfg: DomainConfig, support: &Support, empty: bool) -> Result<Arc<Domain>, CreateError> {
     if DOMAINS.lock().contains_key(&id) {
         return Err(CreateError(alloc::format!("domain id {id} is in use")));
     }
@@ -894,7 +1111,7 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
     if cfg.vcpus == 0 || cfg.vcpus > 64 {
         return Err(CreateError(alloc::format!("{} vCPUs requested; 1 to 64 are supported", cfg.vcpus)));
     }
-    if cfg.memory < 2 << 20 || !cfg.memory.is_multiple_of(PAGE_SIZE) {
+    if !empty && (cfg.memory < 2 << 20 || !cfg.memory.is_multiple_of(PAGE_SIZE)) {
         return Err(CreateError("memory must be at least 2 MiB and a multiple of 4 KiB".into()));
     }
     let ept = matches!(support, Support::Vmx(_));
@@ -945,6 +1162,8 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
                     nmi_pending: AtomicBool::new(false),
                     wait_for_sipi: AtomicBool::new(false),
                     runstate_area: Mutex::new(RunstateArea::default()),
+                    boot: Mutex::new(None),
+                    held: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -970,6 +1189,10 @@ pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result
             memmap: Mutex::new(Vec::new()),
             flush_gen: AtomicU64::new(0),
             deferred_pending: AtomicBool::new(false),
+            toolstack: empty,
+            pause_count: AtomicU32::new(u32::from(empty)),
+            handle: Mutex::new([0; 16]),
+            time_offset: core::sync::atomic::AtomicI64::new(0),
         }
     });
     pvclock::init_shared_info(&dom);
@@ -999,6 +1222,19 @@ pub fn destroy(dom: &Arc<Domain>) -> bool {
     }
     let unpublished = DOMAINS.lock().remove(&dom.id);
     drop(unpublished);
+    dom.stop_vcpus();
+    // Its interdomain channels: the other ends go back to waiting for this (dead) domain, as Xen's
+    // evtchn_destroy leaves them, so that their owners can close them.
+    let ports = dom.evtchn.lock().interdomain();
+    for (port, remote, remote_port) in ports {
+        let Some(r) = get(remote) else { continue };
+        let mut t = r.evtchn.lock();
+        if t.get(remote_port).map(|p| p.binding)
+            == Ok(evtchn::Binding::Interdomain { remote: dom.id, remote_port: port })
+        {
+            let _ = t.rebind(remote_port, evtchn::Binding::Unbound { remote: dom.id });
+        }
+    }
     for v in &dom.vcpus {
         if let Some(hw) = v.hw.lock().take() {
             for f in hw.frames() {
@@ -1007,6 +1243,7 @@ pub fn destroy(dom: &Arc<Domain>) -> bool {
         }
     }
     crate::sched::domain_destroyed(dom);
+    notify_dom_exc(dom.id);
     true
 }
 

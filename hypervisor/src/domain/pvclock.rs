@@ -81,17 +81,26 @@ pub fn update(dom: &Domain, v: &Vcpu) {
 
 /// Fills the wall clock of a fresh shared_info (seconds since the epoch at system time 0).
 pub fn init_shared_info(dom: &Domain) {
+    write_wallclock(dom);
+}
+
+/// Writes the domain's wall clock into its shared_info: the epoch time at system time 0, moved by the domain's
+/// time offset (XEN_DOMCTL_settimeoffset), under the version protocol (odd while it changes).
+pub fn write_wallclock(dom: &Domain) {
     let base = dom.shared_info_ptr();
-    let boot_epoch_ns = crate::arch::x86::rtc::boot_epoch_ns();
+    let offset = dom.time_offset.load(Ordering::Relaxed);
+    let boot_epoch_ns = crate::arch::x86::rtc::boot_epoch_ns() as i128 + i128::from(offset) * 1_000_000_000;
+    let boot_epoch_ns = boot_epoch_ns.max(0) as u64;
     let (sec, nsec) = (boot_epoch_ns / 1_000_000_000, (boot_epoch_ns % 1_000_000_000) as u32);
-    // SAFETY: shared_info is a zeroed page owned by the domain; the offsets are inside it.
+    // SAFETY: shared_info is a page owned by the domain for its lifetime; the offsets are inside it.
     unsafe {
         let ver = &*(base.add(si::WC_VERSION_OFFSET) as *const AtomicU32);
-        ver.store(1, Ordering::Release);
+        let v = ver.load(Ordering::Acquire) | 1;
+        ver.store(v, Ordering::Release);
         core::ptr::write_volatile(base.add(si::WC_SEC_OFFSET).cast::<u32>(), sec as u32);
         core::ptr::write_volatile(base.add(si::WC_NSEC_OFFSET).cast::<u32>(), nsec);
         core::ptr::write_volatile(base.add(si::WC_SEC_HI_OFFSET).cast::<u32>(), (sec >> 32) as u32);
-        ver.store(2, Ordering::Release);
+        ver.store(v.wrapping_add(1), Ordering::Release);
     }
 }
 

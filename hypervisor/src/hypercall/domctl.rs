@@ -1,7 +1,9 @@
 //! `domctl` (36): the toolstack's per-domain operations, Xen 4.17's interface (version 0x15). Privileged callers
 //! only (-EPERM); a wrong interface version is -EACCES before anything else; a missing domain is -ESRCH except for
 //! getdomaininfo, which answers with the first domain at or above the id asked for (4.17's semantics, which
-//! xenstored relies on); an unknown command is -ENOSYS.
+//! xenstored relies on); an unknown command is -ENOSYS. The commands that build and run a guest from dom0
+//! (createdomain, destroydomain, pause/unpause, setdomainhandle, settimeoffset, get/sethvmcontext) are in [`lifecycle`] and
+//! [`hvmctx`].
 
 use super::sysctl::{domain_info, privileged};
 use super::{Action, Ctx, HResult};
@@ -30,10 +32,26 @@ pub fn domctl(c: &mut Ctx) -> HResult {
         c.write(arg, &d)?;
         return Ok(Action::Return(0));
     }
+    if d.cmd == cmd::CREATEDOMAIN {
+        lifecycle::create(c, arg, &mut d)?;
+        return Ok(Action::Return(0));
+    }
     let target = domain::get(d.domain).ok_or(ESRCH)?;
     // Commands whose whole request goes back to the caller, even on failure (as Xen copies it back).
     let copy_back = matches!(d.cmd, cmd::GETVCPUINFO | cmd::SCHEDULER_OP);
     let r = match d.cmd {
+        cmd::DESTROYDOMAIN => lifecycle::destroy(c, &target),
+        cmd::PAUSEDOMAIN => lifecycle::pause(c, &target),
+        cmd::UNPAUSEDOMAIN => lifecycle::unpause(c, &target),
+        cmd::SETDOMAINHANDLE => lifecycle::set_handle(&target, &d),
+        cmd::SETTIMEOFFSET => lifecycle::set_time_offset(&target, &d),
+        cmd::GETHVMCONTEXT | cmd::SETHVMCONTEXT if Arc::ptr_eq(&target, c.dom) => Err(EINVAL),
+        cmd::GETHVMCONTEXT => {
+            hvmctx::get(c, &target, &mut d)?;
+            c.write(arg, &d)?;
+            Ok(())
+        }
+        cmd::SETHVMCONTEXT => hvmctx::set(c, &target, &d),
         cmd::GETVCPUINFO => vcpu_info(&target, &mut d),
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => affinity(c, &target, &d),
         cmd::SCHEDULER_OP => scheduler(&target, &mut d),
@@ -195,9 +213,11 @@ fn scheduler(dom: &Domain, d: &mut XenDomctl) -> Result<(), Errno> {
 /// domain holds: it then gets no more until it is back under.
 fn max_mem(dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let m: dc::MaxMem = d.get();
-    dom.mem.lock().max_pages = m.max_memkb >> 2;
+    dom.set_max_pages(m.max_memkb >> 2);
     Ok(())
 }
 
+pub mod hvmctx;
+pub mod lifecycle;
 #[cfg(test)]
 mod tests;

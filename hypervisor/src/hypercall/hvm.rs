@@ -1,4 +1,6 @@
-//! `hvm_op`: HVM parameters (the event-channel callback vector, console and store rings).
+//! `hvm_op`: HVM parameters (the event-channel callback vector, console and store rings). A guest reads and sets
+//! its own within Xen's guest rules; a privileged caller (the toolstack building a domain) reads and sets any
+//! parameter of another domain.
 
 use super::{Action, Ctx, HResult};
 use keel_abi::hypercall::errno::*;
@@ -37,7 +39,20 @@ pub fn hvm_op(c: &mut Ctx) -> HResult {
                 return Err(EINVAL);
             }
             if p.domid != keel_abi::DOMID_SELF && p.domid != c.dom.id {
-                return Err(if crate::domain::get(p.domid).is_some() { EPERM } else { ESRCH });
+                let other = crate::domain::get(p.domid).ok_or(ESRCH)?;
+                if !c.dom.is_privileged() {
+                    return Err(EPERM);
+                }
+                if DEPRECATED.contains(&p.index) {
+                    return Err(EINVAL);
+                }
+                if cmd == hvmop::SET_PARAM {
+                    other.params.lock()[p.index as usize] = p.value;
+                } else {
+                    p.value = other.params.lock()[p.index as usize];
+                    c.write(arg, &p)?;
+                }
+                return Ok(Action::Return(0));
             }
             if DEPRECATED.contains(&p.index) {
                 return Err(EINVAL);

@@ -10,8 +10,10 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{
-    gnttab, xenmem, XenAddToPhysmap, XenAddToPhysmapBatch, XenMemAcquireResource, XenMemoryMap, XenRemoveFromPhysmap,
+    gnttab, xenmem, XenAddToPhysmap, XenAddToPhysmapBatch, XenForeignMemoryMap, XenMemAcquireResource, XenMemoryMap,
+    XenMemoryReservation, XenRemoveFromPhysmap,
 };
+use keel_abi::start_info::HvmMemmapEntry;
 use keel_abi::DOMID_SELF;
 
 pub fn memory_op(c: &mut Ctx) -> HResult {
@@ -47,7 +49,9 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
             c.write(arg, &m)?;
             Ok(Action::Return(0))
         }
+        xenmem::SET_MEMORY_MAP => set_memory_map(c, arg),
         _ => match op {
+            xenmem::POPULATE_PHYSMAP => populate_physmap(c, arg, start),
             xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(c, arg, start),
             xenmem::REMOVE_FROM_PHYSMAP => {
                 if start != 0 {
@@ -62,6 +66,58 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
             _ => Err(ENOSYS),
         },
     }
+}
+
+/// Entries a domain's memory map may hold (XENMEM_set_memory_map; Keel's bound).
+pub const MAX_MEMMAP_ENTRIES: u32 = 128;
+
+/// XENMEM_set_memory_map: the toolstack sets another domain's E820 map, which that domain's XENMEM_memory_map
+/// then returns. A privileged caller only, for another domain (-EPERM; -ESRCH for none); more than
+/// [`MAX_MEMMAP_ENTRIES`] entries is -EINVAL.
+fn set_memory_map(c: &Ctx, arg: u64) -> HResult {
+    let f: XenForeignMemoryMap = c.read(arg)?;
+    let dom = target(c, f.domid)?;
+    if Arc::ptr_eq(&dom, c.dom) {
+        return Err(EPERM);
+    }
+    if f.map.nr_entries > MAX_MEMMAP_ENTRIES {
+        return Err(EINVAL);
+    }
+    let mut map = alloc::vec::Vec::with_capacity(f.map.nr_entries as usize);
+    for i in 0..u64::from(f.map.nr_entries) {
+        let mut raw = [0u8; 20];
+        c.read_bytes(f.map.buffer.wrapping_add(i * 20), &mut raw)?;
+        let word = |r: core::ops::Range<usize>| raw[r].iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+        map.push(HvmMemmapEntry { addr: word(0..8), size: word(8..16), typ: word(16..20) as u32, reserved: 0 });
+    }
+    *dom.memmap.lock() = map;
+    Ok(Action::Return(0))
+}
+
+/// XENMEM_populate_physmap for another domain (the toolstack building it): each extent of 2^extent_order pages
+/// at the GFN the caller lists becomes fresh RAM of that domain ([`Domain::populate_extent`]). Returns the number
+/// of extents done, stopping at the first that fails (as Xen: beyond the domain's max_pages, an unreadable list, a
+/// GFN in use); `start` continues a list. A domain's own populate (ballooning) is not implemented: -ENOSYS.
+fn populate_physmap(c: &Ctx, arg: u64, start: u64) -> HResult {
+    let r: XenMemoryReservation = c.read(arg)?;
+    if r.domid == DOMID_SELF || r.domid == c.dom.id {
+        return Err(ENOSYS);
+    }
+    let dom = target(c, r.domid)?;
+    if r.nr_extents < start {
+        return Ok(Action::Return(start));
+    }
+    let mut done = start;
+    while done < r.nr_extents {
+        let Some(at) = (done.checked_mul(8)).and_then(|o| r.extent_start.checked_add(o)) else { break };
+        let Ok(gfn) = c.read::<u64>(at) else { break };
+        if let Err(e) = dom.populate_extent(gfn, r.extent_order) {
+            crate::debug!("populate_physmap d{}: extent {done} (gfn {gfn:#x}): {}", dom.id, e.negated());
+            break;
+        }
+        done += 1;
+    }
+    Ok(Action::Return(done))
 }
 
 /// The domain a physmap call names (Xen's rcu_lock_domain_by_any_id and XSM_TARGET check): the caller itself

@@ -133,6 +133,9 @@ pub fn domain_info(d: &Domain) -> GetDomainInfo {
     if d.dying.load(Ordering::Acquire) {
         flags |= dominf::DYING;
     }
+    if d.is_paused() {
+        flags |= dominf::PAUSED;
+    }
     let online: Vec<VcpuState> =
         d.vcpus.iter().map(|v| v.state()).filter(|s| !matches!(s, VcpuState::Offline | VcpuState::Dead)).collect();
     if online.contains(&VcpuState::Running) {
@@ -155,6 +158,7 @@ pub fn domain_info(d: &Domain) -> GetDomainInfo {
         cpu_time: d.cpu_time_ns(),
         nr_online_vcpus: online.len() as u32,
         max_vcpu_id: (d.vcpus.len() as u32).wrapping_sub(1),
+        handle: *d.handle.lock(),
         cpupool: 0,
         gpaddr_bits: 48,
         arch_config: keel_abi::domctl::ArchDomainConfig { emulation_flags: emu::LAPIC, misc_flags: 0 },

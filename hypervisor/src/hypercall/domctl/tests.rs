@@ -181,3 +181,405 @@ fn get_affinity_reads_the_maps_as_set() {
     assert_eq!(call(&dom, &d).0, EINVAL.negated(), "a get naming a null bitmap");
     domain::destroy(&dom);
 }
+
+// ---- Building a guest from dom0 (createdomain, populate, memory map, params, ports, hvmcontext, unpause) ----
+
+use crate::hvm::InitState;
+use crate::mm::host_frames;
+use keel_abi::domctl::{cdf, dominf, emu, hvm_save, CreateDomain, HvmContext, SaveDescriptor, SaveHeader};
+use keel_abi::shared_info::{
+    evtchnop, evtchnstat, hvm_param, hvmop, virq, xenmem, EvtchnAllocUnbound, EvtchnBindVirq, EvtchnStatus,
+    XenForeignMemoryMap, XenHvmParam, XenMemoryMap, XenMemoryReservation,
+};
+
+/// A privileged domain under id 0 (VIRQ_DOM_EXC goes to domain 0), waiting while another test holds the id.
+fn dom0() -> Arc<Domain> {
+    let cfg = || domain::DomainConfig {
+        name: "Domain-0".into(),
+        vcpus: 1,
+        memory: 4 << 20,
+        weight: crate::sched::DEFAULT_WEIGHT,
+        cap: 0,
+        expect_crash: false,
+    };
+    for _ in 0..1000 {
+        if let Ok(d) = domain::create_with_id(0, cfg(), &testing::support()) {
+            d.privileged.store(true, Ordering::Release);
+            return d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("domain id 0 stayed in use");
+}
+
+/// libxl's request for a PVH guest with `vcpus` vCPUs.
+fn pvh(vcpus: u32) -> CreateDomain {
+    CreateDomain {
+        flags: cdf::HVM | cdf::HAP,
+        max_vcpus: vcpus,
+        max_evtchn_port: 1023,
+        max_grant_frames: 32,
+        max_maptrack_frames: 1024,
+        grant_opts: 1,
+        arch: dc::ArchDomainConfig { emulation_flags: emu::LAPIC, misc_flags: 0 },
+        handle: [7; 16],
+        ..Default::default()
+    }
+}
+
+fn create(d0: &Arc<Domain>, cfg: &CreateDomain, domid: u16) -> (i64, u16) {
+    let mut d = req(cmd::CREATEDOMAIN, domid);
+    d.set(cfg);
+    let (r, out) = call(d0, &d);
+    (r, out.domain)
+}
+
+fn simple(d0: &Arc<Domain>, c: u32, domid: u16) -> i64 {
+    call(d0, &req(c, domid)).0
+}
+
+fn info(d0: &Arc<Domain>, domid: u16) -> dc::GetDomainInfo {
+    let (r, out) = call(d0, &req(cmd::GETDOMAININFO, domid));
+    assert_eq!((r, out.domain), (0, domid));
+    out.get()
+}
+
+/// XENMEM_populate_physmap of `gfns` (extents of 2^order pages) into `domid`; the extents done.
+fn populate(d0: &Arc<Domain>, domid: u16, gfns: &[u64], order: u32) -> i64 {
+    for (i, g) in gfns.iter().enumerate() {
+        put(d0, BUF + 8 * i as u64, g);
+    }
+    let r = XenMemoryReservation {
+        extent_start: BUF,
+        nr_extents: gfns.len() as u64,
+        extent_order: order,
+        domid,
+        ..Default::default()
+    };
+    put(d0, ARG, &r);
+    testing::hypercall(d0, 0, nr::MEMORY_OP, [xenmem::POPULATE_PHYSMAP, ARG, 0, 0, 0])
+}
+
+fn param(caller: &Arc<Domain>, c: u64, domid: u16, index: u32, value: u64) -> (i64, u64) {
+    put(caller, ARG, &XenHvmParam { domid, pad: 0, index, value });
+    let r = testing::hypercall(caller, 0, nr::HVM_OP, [c, ARG, 0, 0, 0]);
+    (r, get::<XenHvmParam>(caller, ARG).value)
+}
+
+fn hvmctx(d0: &Arc<Domain>, c: u32, domid: u16, bytes: Option<&[u8]>, size: u32) -> (i64, u32) {
+    if let Some(b) = bytes {
+        d0.mem.lock().write(BUF, b).unwrap();
+    }
+    let mut d = req(c, domid);
+    d.set(&HvmContext { size, pad: 0, buffer: if size == 0 && bytes.is_none() { 0 } else { BUF } });
+    let (r, out) = call(d0, &d);
+    (r, out.get::<HvmContext>().size)
+}
+
+fn record<T: keel_abi::Pod>(out: &mut alloc::vec::Vec<u8>, typecode: u16, instance: u16, v: &T) {
+    raw_record(out, typecode, instance, bytemuck::bytes_of(v));
+}
+
+fn raw_record(out: &mut alloc::vec::Vec<u8>, typecode: u16, instance: u16, b: &[u8]) {
+    out.extend_from_slice(bytemuck::bytes_of(&SaveDescriptor { typecode, instance, length: b.len() as u32 }));
+    out.extend_from_slice(b);
+}
+
+fn header() -> SaveHeader {
+    SaveHeader { magic: hvm_save::MAGIC, version: hvm_save::VERSION, ..Default::default() }
+}
+
+/// libxenguest's boot-vCPU load: HEADER, CPU 0 in the PVH entry state, END.
+fn boot_context(entry: u32, start_info: u32) -> alloc::vec::Vec<u8> {
+    let mut s = alloc::vec::Vec::new();
+    record(&mut s, hvm_save::HEADER, 0, &header());
+    record(&mut s, hvm_save::CPU, 0, &hvmctx::pvh_record(entry, start_info));
+    record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+    s
+}
+
+/// A PVH guest built entirely through the toolstack's hypercalls, as libxl and libxenguest do, then destroyed:
+/// every frame it had returns.
+#[test]
+fn a_guest_is_built_through_hypercalls_and_destroyed_without_leaks() {
+    let d0 = dom0();
+    let (r, id) = create(&d0, &pvh(2), keel_abi::DOMID_INVALID);
+    assert_eq!(r, 0);
+    assert!(id > 0 && id < keel_abi::DOMID_FIRST_RESERVED, "id {id}");
+    let guest = domain::get(id).expect("published");
+    let i = info(&d0, id);
+    assert_eq!(i.flags & 0xffff, dominf::HVM_GUEST | dominf::HAP | dominf::PAUSED);
+    assert_eq!((i.tot_pages, i.max_pages, i.nr_online_vcpus, i.max_vcpu_id), (0, 0, 0, 1));
+    assert_eq!(i.handle, [7; 16]);
+    // settimeoffset moves the guest's wall clock (shared_info's wc_sec) by that many seconds.
+    let wc = |d: &Domain| {
+        let p = d.shared_info_ptr();
+        // SAFETY: test read of two words inside the domain's shared_info page.
+        unsafe {
+            let lo = p.add(keel_abi::shared_info::WC_SEC_OFFSET).cast::<u32>().read_volatile();
+            let hi = p.add(keel_abi::shared_info::WC_SEC_HI_OFFSET).cast::<u32>().read_volatile();
+            u64::from(hi) << 32 | u64::from(lo)
+        }
+    };
+    let before = wc(&guest);
+    let mut t = req(cmd::SETTIMEOFFSET, id);
+    t.set(&dc::SetTimeOffset { time_offset_seconds: 3600 });
+    assert_eq!(call(&d0, &t).0, 0);
+    assert_eq!(wc(&guest), before + 3600);
+    let mut h = req(cmd::SETDOMAINHANDLE, id);
+    h.set(&dc::SetDomainHandle { handle: [9; 16] });
+    assert_eq!(call(&d0, &h).0, 0);
+    assert_eq!(info(&d0, id).handle, [9; 16]);
+
+    // Memory: max_mem, then populate up to it; one page more is refused.
+    let mut m = req(cmd::MAX_MEM, id);
+    m.set(&dc::MaxMem { max_memkb: 1024 });
+    assert_eq!(call(&d0, &m).0, 0);
+    let gfns: alloc::vec::Vec<u64> = (0..256).collect();
+    assert_eq!(populate(&d0, id, &gfns, 0), 256);
+    assert_eq!(populate(&d0, id, &[0x200], 0), 0, "beyond max_mem");
+    assert_eq!(populate(&d0, id, &[0x10], 0), 0, "already populated");
+    assert_eq!(info(&d0, id).tot_pages, 256);
+    let ram: alloc::vec::Vec<u64> =
+        gfns.iter().map(|g| guest.mem.lock().translate(g << 12, true).expect("populated")).collect();
+
+    // The memory map: set by dom0, read by the guest.
+    let e820: [u8; 20] = {
+        let mut e = [0u8; 20];
+        e[8..16].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        e[16] = 1;
+        e
+    };
+    d0.mem.lock().write(BUF, &e820).unwrap();
+    put(
+        &d0,
+        ARG,
+        &XenForeignMemoryMap { domid: id, pad: [0; 3], map: XenMemoryMap { nr_entries: 1, pad: 0, buffer: BUF } },
+    );
+    assert_eq!(testing::hypercall(&d0, 0, nr::MEMORY_OP, [xenmem::SET_MEMORY_MAP, ARG, 0, 0, 0]), 0);
+    put(&guest, ARG, &XenMemoryMap { nr_entries: 8, pad: 0, buffer: 0x3000 });
+    assert_eq!(testing::hypercall(&guest, 0, nr::MEMORY_OP, [xenmem::MEMORY_MAP, ARG, 0, 0, 0]), 0);
+    assert_eq!(get::<XenMemoryMap>(&guest, ARG).nr_entries, 1);
+    assert_eq!(get::<[u8; 20]>(&guest, 0x3000), e820);
+
+    // Parameters and ports: the store ring and its port, waiting for dom0.
+    assert_eq!(param(&d0, hvmop::SET_PARAM, id, hvm_param::STORE_PFN, 0xfe).0, 0);
+    assert_eq!(param(&d0, hvmop::GET_PARAM, id, hvm_param::STORE_PFN, 0), (0, 0xfe));
+    assert_eq!(param(&guest, hvmop::GET_PARAM, keel_abi::DOMID_SELF, hvm_param::STORE_PFN, 0), (0, 0xfe));
+    put(&d0, ARG, &EvtchnAllocUnbound { dom: id, remote_dom: 0, port: 0 });
+    assert_eq!(testing::hypercall(&d0, 0, nr::EVENT_CHANNEL_OP, [evtchnop::ALLOC_UNBOUND, ARG, 0, 0, 0]), 0);
+    let port = get::<EvtchnAllocUnbound>(&d0, ARG).port;
+    put(&guest, ARG, &EvtchnStatus { dom: keel_abi::DOMID_SELF, port, ..Default::default() });
+    assert_eq!(testing::hypercall(&guest, 0, nr::EVENT_CHANNEL_OP, [evtchnop::STATUS, ARG, 0, 0, 0]), 0);
+    let s = get::<EvtchnStatus>(&guest, ARG);
+    assert_eq!((s.status, s.u[0]), (evtchnstat::UNBOUND, 0));
+
+    // The boot vCPU: libxenguest reads the context (size, then the records), then loads HEADER + CPU + END.
+    let (r, size) = hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, 0);
+    assert_eq!(r, 0);
+    assert_eq!(size as usize, 8 + 24 + 2 * (8 + 240) + 8, "HEADER, MTRR per vCPU, END");
+    assert_eq!(hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, size - 1).0, ENOSPC.negated());
+    assert_eq!(hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, size), (0, size));
+    let first: SaveDescriptor = get(&d0, BUF);
+    assert_eq!((first.typecode, first.length), (hvm_save::HEADER, 24));
+    assert_eq!(get::<SaveHeader>(&d0, BUF + 8).magic, hvm_save::MAGIC);
+    let ctx = boot_context(0x10_0000, 0x9000);
+    assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, id, Some(&ctx), ctx.len() as u32).0, 0);
+    assert_eq!(*guest.vcpus[0].boot.lock(), Some(InitState::Pvh { entry: 0x10_0000, start_info: 0x9000 }));
+    assert_eq!(*guest.vcpus[1].boot.lock(), None);
+    assert_eq!(guest.vcpus[0].state(), VcpuState::Offline, "nothing runs while paused");
+
+    // Unpause: the boot vCPU starts, the other stays down.
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), 0);
+    assert_eq!(guest.vcpus[0].state(), VcpuState::Runnable);
+    assert_eq!(guest.vcpus[1].state(), VcpuState::Offline);
+    assert_eq!(info(&d0, id).flags & dominf::PAUSED, 0);
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), EINVAL.negated(), "not paused");
+    assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, id), 0);
+    assert!(guest.hold_if_paused(&guest.vcpus[0]), "the run loop sets a paused domain's vCPU aside");
+    assert_ne!(info(&d0, id).flags & dominf::PAUSED, 0);
+    assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, id), 0, "pauses nest");
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), 0);
+    assert!(guest.hold_if_paused(&guest.vcpus[0]), "still paused once");
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), 0);
+    assert!(!guest.hold_if_paused(&guest.vcpus[0]), "runs again after the last unpause");
+    assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, id), 0);
+    assert_eq!(simple(&d0, cmd::PAUSEDOMAIN, d0.id), EINVAL.negated(), "pausing oneself");
+
+    // Destroy: gone at once; every frame back once the last reference goes; a second destroy finds nothing.
+    let shared_info = guest.shared_info;
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    assert!(domain::get(id).is_none());
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), ESRCH.negated());
+    assert!(guest.vcpus.iter().all(|v| v.state() == VcpuState::Dead));
+    drop(guest);
+    assert!(!host_frames::is_live(shared_info), "shared_info leaked");
+    for f in ram {
+        assert!(!host_frames::is_live(f), "RAM frame {f:#x} leaked");
+    }
+    domain::destroy(&d0);
+}
+
+#[test]
+fn createdomain_refuses_what_keel_cannot_build() {
+    let d0 = privileged_domain();
+    let with = |f: &dyn Fn(&mut CreateDomain)| {
+        let mut c = pvh(1);
+        f(&mut c);
+        create(&d0, &c, 0).0
+    };
+    assert_eq!(with(&|c| c.flags = 0), EINVAL.negated(), "PV");
+    assert_eq!(with(&|c| c.flags = cdf::HVM), EINVAL.negated(), "no HAP");
+    assert_eq!(with(&|c| c.flags |= 1 << 12), EINVAL.negated(), "unknown flag");
+    assert_eq!(with(&|c| c.arch.emulation_flags = 0x7ff & !(1 << 9)), EOPNOTSUPP.negated(), "HVM with devices");
+    assert_eq!(with(&|c| c.arch.emulation_flags = 0), EOPNOTSUPP.negated());
+    assert_eq!(with(&|c| c.max_vcpus = 0), EINVAL.negated());
+    assert_eq!(with(&|c| c.max_vcpus = 65), EINVAL.negated());
+    assert_eq!(with(&|c| c.max_vcpus = u32::MAX), EINVAL.negated());
+    assert_eq!(with(&|c| c.grant_opts = 2), EINVAL.negated(), "grant v2");
+    assert_eq!(with(&|c| c.max_grant_frames = 1 << 20), EINVAL.negated());
+    assert_eq!(with(&|c| c.vmtrace_size = 1 << 20), EINVAL.negated());
+    assert_eq!(with(&|c| c.cpupool_id = 3), ENOENT.negated());
+    // A requested id: granted when free, -EEXIST when taken.
+    let (r, id) = create(&d0, &pvh(1), 0x7000);
+    assert_eq!((r, id), (0, 0x7000));
+    assert_eq!(create(&d0, &pvh(1), 0x7000).0, EEXIST.negated());
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    // A machine without nested paging cannot run one.
+    let no_npt = crate::hvm::Support::Svm(crate::hvm::svm::Capabilities::default());
+    let cfg = domain::DomainConfig { name: "x".into(), vcpus: 1, memory: 0, weight: 256, cap: 0, expect_crash: false };
+    assert_eq!(domain::create_empty(0, cfg, &no_npt).err(), Some(EOPNOTSUPP));
+    // Unprivileged: -EPERM.
+    let user = testing::domain(1, 4);
+    let mut d = req(cmd::CREATEDOMAIN, 0);
+    d.set(&pvh(1));
+    assert_eq!(call(&user, &d).0, EPERM.negated());
+    domain::destroy(&user);
+    domain::destroy(&d0);
+}
+
+#[test]
+fn populate_and_memory_map_reject_hostile_input() {
+    let d0 = privileged_domain();
+    let (_, id) = create(&d0, &pvh(1), 0);
+    let guest = domain::get(id).unwrap();
+    guest.set_max_pages(1024);
+    assert_eq!(populate(&d0, id, &[0], 19), 0, "order beyond 1 GiB");
+    assert_eq!(populate(&d0, id, &[1], 9), 0, "misaligned 2 MiB extent");
+    assert_eq!(populate(&d0, id, &[u64::MAX], 0), 0);
+    assert_eq!(populate(&d0, id, &[1 << 40], 0), 0, "beyond the GPA window");
+    assert_eq!(populate(&d0, id, &[0x400], 9), 1, "a 2 MiB extent");
+    assert_eq!(populate(&d0, id, &[0x800], 9), 1);
+    assert_eq!(populate(&d0, id, &[0xc00], 9), 0, "past max_mem (1024 pages)");
+    assert_eq!(guest.mem.lock().tot_pages, 1024);
+    // An extent list the caller cannot read stops the call.
+    let r = XenMemoryReservation { extent_start: 0x4000_0000, nr_extents: u64::MAX, domid: id, ..Default::default() };
+    put(&d0, ARG, &r);
+    assert_eq!(testing::hypercall(&d0, 0, nr::MEMORY_OP, [xenmem::POPULATE_PHYSMAP, ARG, 0, 0, 0]), 0);
+    assert_eq!(populate(&d0, 0x7fe0, &[0], 0), ESRCH.negated());
+    let user = testing::domain(1, 4);
+    put(&user, ARG, &XenMemoryReservation { extent_start: BUF, nr_extents: 1, domid: id, ..Default::default() });
+    assert_eq!(testing::hypercall(&user, 0, nr::MEMORY_OP, [xenmem::POPULATE_PHYSMAP, ARG, 0, 0, 0]), EPERM.negated());
+    put(
+        &d0,
+        ARG,
+        &XenForeignMemoryMap { domid: id, pad: [0; 3], map: XenMemoryMap { nr_entries: 129, pad: 0, buffer: BUF } },
+    );
+    assert_eq!(testing::hypercall(&d0, 0, nr::MEMORY_OP, [xenmem::SET_MEMORY_MAP, ARG, 0, 0, 0]), EINVAL.negated());
+    assert_eq!(param(&user, hvmop::SET_PARAM, id, hvm_param::STORE_PFN, 1).0, EPERM.negated());
+    put(&user, ARG, &EvtchnAllocUnbound { dom: id, remote_dom: 0, port: 0 });
+    assert_eq!(
+        testing::hypercall(&user, 0, nr::EVENT_CHANNEL_OP, [evtchnop::ALLOC_UNBOUND, ARG, 0, 0, 0]),
+        EPERM.negated()
+    );
+    domain::destroy(&user);
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    domain::destroy(&d0);
+}
+
+#[test]
+fn sethvmcontext_takes_only_a_valid_pvh_start_state() {
+    let d0 = privileged_domain();
+    let (_, id) = create(&d0, &pvh(2), 0);
+    let guest = domain::get(id).unwrap();
+    let set = |bytes: &[u8]| hvmctx(&d0, cmd::SETHVMCONTEXT, id, Some(bytes), bytes.len() as u32).0;
+    let mut bad_magic = boot_context(0x10_0000, 0x9000);
+    bad_magic[8] ^= 1;
+    assert_eq!(set(&bad_magic), EINVAL.negated());
+    // Paging on (a 64-bit state): not the PVH entry.
+    let mut cpu = hvmctx::pvh_record(0x10_0000, 0x9000);
+    cpu.cr0 |= 1 << 31;
+    let mut s = alloc::vec::Vec::new();
+    record(&mut s, hvm_save::HEADER, 0, &header());
+    record(&mut s, hvm_save::CPU, 0, &cpu);
+    record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+    assert_eq!(set(&s), EINVAL.negated());
+    // A PIC record (a device a PVH domain lacks), a vCPU beyond the domain, a truncated stream, no END.
+    for (typ, inst, len) in [(3u16, 0u16, 8usize), (hvm_save::MTRR, 2, 240), (hvm_save::CPU, 0, 1000)] {
+        let mut s = alloc::vec::Vec::new();
+        record(&mut s, hvm_save::HEADER, 0, &header());
+        raw_record(&mut s, typ, inst, &alloc::vec![0u8; len]);
+        record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+        assert_eq!(set(&s), EINVAL.negated(), "type {typ} instance {inst}");
+    }
+    let good = boot_context(0x10_0000, 0x9000);
+    assert_eq!(set(&good[..good.len() - 8]), EINVAL.negated(), "no END");
+    assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, id, None, hvmctx::MAX_CONTEXT + 1).0, EINVAL.negated());
+    assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, d0.id, Some(&good), good.len() as u32).0, EINVAL.negated(), "self");
+    assert!(guest.vcpus.iter().all(|v| v.boot.lock().is_none()), "nothing applied");
+    // An ignored per-vCPU record (LAPIC) next to a valid CPU record is fine; an MTRR record sets the MTRRs.
+    let mut s = alloc::vec::Vec::new();
+    record(&mut s, hvm_save::HEADER, 0, &header());
+    record(&mut s, hvm_save::LAPIC, 1, &[0u8; 24]);
+    let mut mtrr: dc::HvmHwMtrr = keel_abi::Zeroable::zeroed();
+    mtrr.msr_mtrr_def_type = 0x806;
+    record(&mut s, hvm_save::MTRR, 1, &mtrr);
+    record(&mut s, hvm_save::CPU, 1, &hvmctx::pvh_record(0x20_0000, 0x8000));
+    record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+    assert_eq!(set(&s), 0);
+    assert_eq!(*guest.vcpus[1].boot.lock(), Some(InitState::Pvh { entry: 0x20_0000, start_info: 0x8000 }));
+    assert_eq!(guest.vcpus[1].msrs.lock().get(&0x2ff), Some(&0x806));
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    domain::destroy(&d0);
+}
+
+/// A toolstack-built guest's SCHEDOP_shutdown marks it shut down with its reason and tells dom0 (VIRQ_DOM_EXC);
+/// it stays until the toolstack destroys it, which tells dom0 again.
+#[test]
+fn a_shutdown_guest_stays_until_destroyed_and_dom0_hears_of_it() {
+    let d0 = dom0();
+    put(&d0, ARG, &EvtchnBindVirq { virq: virq::DOM_EXC, vcpu: 0, port: 0 });
+    assert_eq!(testing::hypercall(&d0, 0, nr::EVENT_CHANNEL_OP, [evtchnop::BIND_VIRQ, ARG, 0, 0, 0]), 0);
+    let exc = get::<EvtchnBindVirq>(&d0, ARG).port;
+    let (_, id) = create(&d0, &pvh(1), 0);
+    let guest = domain::get(id).unwrap();
+    guest.set_max_pages(16);
+    assert_eq!(populate(&d0, id, &[0], 0), 1);
+    // The guest's console port, bound by dom0: closed with the guest, dom0's end waits again.
+    put(&d0, ARG, &EvtchnAllocUnbound { dom: id, remote_dom: 0, port: 0 });
+    assert_eq!(testing::hypercall(&d0, 0, nr::EVENT_CHANNEL_OP, [evtchnop::ALLOC_UNBOUND, ARG, 0, 0, 0]), 0);
+    let gport = get::<EvtchnAllocUnbound>(&d0, ARG).port;
+    put(
+        &d0,
+        ARG,
+        &keel_abi::shared_info::EvtchnBindInterdomain { remote_dom: id, pad: 0, remote_port: gport, local_port: 0 },
+    );
+    assert_eq!(testing::hypercall(&d0, 0, nr::EVENT_CHANNEL_OP, [evtchnop::BIND_INTERDOMAIN, ARG, 0, 0, 0]), 0);
+    let d0port = get::<keel_abi::shared_info::EvtchnBindInterdomain>(&d0, ARG).local_port;
+
+    crate::domain::evtchn::clear_pending(&d0, exc);
+    put(&guest, 0, &keel_abi::hypercall::SchedShutdown { reason: 0 });
+    testing::hypercall(&guest, 0, nr::SCHED_OP, [keel_abi::hypercall::schedop::SHUTDOWN, 0, 0, 0, 0]);
+    assert!(crate::domain::evtchn::is_pending(&d0, exc), "VIRQ_DOM_EXC on shutdown");
+    let i = info(&d0, id);
+    assert_ne!(i.flags & dominf::SHUTDOWN, 0);
+    assert_eq!(i.flags >> dominf::SHUTDOWN_SHIFT & dominf::SHUTDOWN_MASK, 0, "poweroff");
+    assert!(!guest.destroyed_when_stopped(), "the run loop leaves it to the toolstack");
+
+    crate::domain::evtchn::clear_pending(&d0, exc);
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    assert!(crate::domain::evtchn::is_pending(&d0, exc), "VIRQ_DOM_EXC on destroy");
+    let b = d0.evtchn.lock().get(d0port).unwrap().binding;
+    assert_eq!(b, crate::domain::evtchn::Binding::Unbound { remote: id });
+    domain::destroy(&d0);
+}

@@ -1,0 +1,236 @@
+//! XEN_DOMCTL_gethvmcontext / sethvmcontext for a domain being built: how libxenguest gives a PVH guest's boot
+//! vCPU its start state. Segment attributes are in Xen's packed form (type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9,
+//! D/B 10, G 11: a flat 32-bit code segment is 0xc9b). Keel handles the records that build needs (HEADER, CPU, MTRR, END), and only for vCPUs
+//! that have not started yet:
+//! - get: HEADER, one MTRR record per vCPU, a CPU record per vCPU given a start state, END (Xen saves no CPU
+//!   record for a vCPU that is down). A domain with a started vCPU is -EOPNOTSUPP: Keel cannot save a running
+//!   vCPU's registers yet.
+//! - set: a HEADER with Xen's magic and version first (-EINVAL otherwise); CPU records must hold the PVH entry
+//!   state (32-bit flat protected mode, paging off; EIP = entry, EBX = start_info), the only state Keel starts a
+//!   vCPU in (-EINVAL otherwise, logged); MTRR records set the vCPU's MTRRs; the per-vCPU LAPIC, LAPIC_REGS,
+//!   CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR records are accepted and ignored (a vCPU starts from reset values);
+//!   records of devices a PVH domain has not (PIC, IOAPIC, PIT, RTC, HPET, …) and unknown types are -EINVAL. As
+//!   Xen's hvm_load, a load leaves down every vCPU it carries no CPU record for. Nothing is applied unless the
+//!   whole stream is valid.
+
+use super::XenDomctl;
+use crate::domain::{Domain, Vcpu};
+use crate::hvm::InitState;
+use crate::hypercall::Ctx;
+use alloc::vec;
+use alloc::vec::Vec;
+use keel_abi::domctl::{hvm_save as rec, seg, HvmContext, HvmHwCpu, HvmHwMtrr, SaveDescriptor, SaveHeader};
+use keel_abi::hypercall::errno::*;
+use keel_abi::{Errno, Pod, Zeroable};
+
+/// The largest context a caller may hand in (a HEADER, CPU, MTRR and a few ignored records per vCPU fit easily).
+pub const MAX_CONTEXT: u32 = 256 * 1024;
+
+const MSR_PAT: u32 = 0x277;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+const MSR_MTRR_PHYS_BASE0: u32 = 0x200;
+/// The eleven fixed-range MTRRs, in the record's order.
+const MSR_MTRR_FIXED: [u32; 11] = [0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f];
+/// The power-on PAT value (reported; PAT itself is the hardware's guest PAT, not an MSR Keel stores).
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// MTRRs enabled, default type write-back: what Keel's vCPUs read when nothing was set.
+const MTRR_DEF_WB_ENABLED: u64 = 1 << 11 | 6;
+
+/// Per-vCPU records Keel accepts and ignores.
+const IGNORED: [u16; 6] = [rec::LAPIC, rec::LAPIC_REGS, 16, 18, 19, 20];
+
+/// The PVH start state as an HVM CPU record (what libxenguest's vcpu_hvm writes).
+pub fn pvh_record(entry: u32, start_info: u32) -> HvmHwCpu {
+    HvmHwCpu::pvh_entry(entry, start_info)
+}
+
+/// The start state a CPU record describes, if it is the PVH entry state.
+fn pvh_state(c: &HvmHwCpu) -> Option<InitState> {
+    let flat = |s: usize, code: bool| {
+        let ar = c.arbytes[s];
+        let present = ar & 0x80 != 0;
+        // Xen's packed attribute format: type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9, D/B 10, G 11.
+        let big = ar & 0x400 != 0 && ar & 0x200 == 0;
+        let kind = if code { ar & 0x18 == 0x18 } else { ar & 0x18 == 0x10 && ar & 0x2 != 0 };
+        present && big && kind && c.base[s] == 0 && c.limit[s] == u32::MAX
+    };
+    let protected_flat = c.cr0 & 1 != 0 && c.cr0 & (1 << 31) == 0 && c.msr_efer & (1 << 10) == 0;
+    let segments = flat(seg::CS, true) && [seg::DS, seg::ES, seg::SS].iter().all(|&s| flat(s, false));
+    if !(protected_flat && segments) {
+        return None;
+    }
+    Some(InitState::Pvh { entry: u32::try_from(c.rip).ok()?, start_info: u32::try_from(c.rbx).ok()? })
+}
+
+fn push<T: Pod>(out: &mut Vec<u8>, typecode: u16, instance: u16, v: &T) {
+    let bytes = bytemuck::bytes_of(v);
+    let d = SaveDescriptor { typecode, instance, length: bytes.len() as u32 };
+    out.extend_from_slice(bytemuck::bytes_of(&d));
+    out.extend_from_slice(bytes);
+}
+
+fn header() -> SaveHeader {
+    let cpuid = core::arch::x86_64::__cpuid(1).eax;
+    let gtsc_khz = (crate::arch::x86::time::tsc_hz() / 1000) as u32;
+    SaveHeader { magic: rec::MAGIC, version: rec::VERSION, changeset: 0, cpuid, gtsc_khz }
+}
+
+fn mtrr_record(v: &Vcpu) -> HvmHwMtrr {
+    let msrs = v.msrs.lock();
+    let get = |i: u32, d: u64| msrs.get(&i).copied().unwrap_or(d);
+    let mut m = HvmHwMtrr::zeroed();
+    m.msr_pat_cr = get(MSR_PAT, PAT_RESET);
+    for (i, r) in m.msr_mtrr_var.iter_mut().enumerate() {
+        *r = get(MSR_MTRR_PHYS_BASE0 + i as u32, 0);
+    }
+    for (r, &i) in m.msr_mtrr_fixed.iter_mut().zip(&MSR_MTRR_FIXED) {
+        *r = get(i, 0);
+    }
+    m.msr_mtrr_cap = 0x508;
+    m.msr_mtrr_def_type = get(MSR_MTRR_DEF_TYPE, MTRR_DEF_WB_ENABLED);
+    m
+}
+
+/// Whether a vCPU of `dom` has started (has a hardware context; one being run now holds its lock).
+fn started(dom: &Domain) -> bool {
+    dom.vcpus.iter().any(|v| v.hw.try_lock().is_none_or(|h| h.is_some()))
+}
+
+/// The domain's context as a record stream.
+fn save(dom: &Domain) -> Result<Vec<u8>, Errno> {
+    if started(dom) {
+        crate::warning!("gethvmcontext d{}: saving a started vCPU's state is not implemented", dom.id);
+        return Err(EOPNOTSUPP);
+    }
+    let mut out = Vec::new();
+    push(&mut out, rec::HEADER, 0, &header());
+    for v in &dom.vcpus {
+        if let Some(InitState::Pvh { entry, start_info }) = *v.boot.lock() {
+            push(&mut out, rec::CPU, v.id as u16, &pvh_record(entry, start_info));
+        }
+    }
+    for v in &dom.vcpus {
+        push(&mut out, rec::MTRR, v.id as u16, &mtrr_record(v));
+    }
+    out.extend_from_slice(bytemuck::bytes_of(&SaveDescriptor { typecode: rec::END, instance: 0, length: 0 }));
+    Ok(out)
+}
+
+/// XEN_DOMCTL_gethvmcontext: a null buffer asks for the size; a buffer too small is -ENOSPC; `size` comes back
+/// as the bytes written.
+pub fn get(c: &Ctx, dom: &Domain, d: &mut XenDomctl) -> Result<(), Errno> {
+    let mut h: HvmContext = d.get();
+    let ctx = save(dom)?;
+    if h.buffer != 0 {
+        if (h.size as usize) < ctx.len() {
+            return Err(ENOSPC);
+        }
+        c.write_bytes(h.buffer, &ctx)?;
+    }
+    h.size = ctx.len() as u32;
+    d.set(&h);
+    Ok(())
+}
+
+/// What a valid stream sets, per vCPU.
+#[derive(Default, Clone)]
+struct Load {
+    cpu: Option<InitState>,
+    mtrr: Option<HvmHwMtrr>,
+}
+
+fn read_at<T: Pod>(buf: &[u8], at: usize, len: usize) -> Result<T, Errno> {
+    if len != core::mem::size_of::<T>() {
+        return Err(EINVAL);
+    }
+    let bytes = buf.get(at..at.checked_add(len).ok_or(EINVAL)?).ok_or(EINVAL)?;
+    Ok(bytemuck::pod_read_unaligned(bytes))
+}
+
+/// Parses a record stream for `dom` (nothing applied).
+fn parse(dom: &Domain, buf: &[u8]) -> Result<Vec<Load>, Errno> {
+    let dlen = core::mem::size_of::<SaveDescriptor>();
+    let mut loads = vec![Load::default(); dom.vcpus.len()];
+    let mut at = 0usize;
+    let mut first = true;
+    loop {
+        let desc: SaveDescriptor = read_at(buf, at, dlen)?;
+        at += dlen;
+        let len = desc.length as usize;
+        if buf.len() - at < len {
+            return Err(EINVAL);
+        }
+        let vcpu = usize::from(desc.instance);
+        if first {
+            let h: SaveHeader = read_at(buf, at, len)?;
+            if desc.typecode != rec::HEADER || h.magic != rec::MAGIC || h.version != rec::VERSION {
+                crate::warning!("sethvmcontext d{}: the stream does not start with Xen's HVM header", dom.id);
+                return Err(EINVAL);
+            }
+            first = false;
+        } else {
+            match desc.typecode {
+                rec::END => return Ok(loads),
+                rec::CPU => {
+                    let cpu: HvmHwCpu = read_at(buf, at, len)?;
+                    let l = loads.get_mut(vcpu).ok_or(EINVAL)?;
+                    let Some(state) = pvh_state(&cpu) else {
+                        crate::warning!(
+                            "sethvmcontext d{}: vCPU {vcpu}'s state is not the PVH entry state (32-bit flat \
+                             protected mode, paging off), the only one Keel starts a vCPU in",
+                            dom.id
+                        );
+                        return Err(EINVAL);
+                    };
+                    l.cpu = Some(state);
+                }
+                rec::MTRR => {
+                    let m: HvmHwMtrr = read_at(buf, at, len)?;
+                    loads.get_mut(vcpu).ok_or(EINVAL)?.mtrr = Some(m);
+                }
+                t if IGNORED.contains(&t) => {
+                    if vcpu >= dom.vcpus.len() {
+                        return Err(EINVAL);
+                    }
+                }
+                t => {
+                    crate::warning!(
+                        "sethvmcontext d{}: record type {t} (a device a PVH domain lacks, or unknown)",
+                        dom.id
+                    );
+                    return Err(EINVAL);
+                }
+            }
+        }
+        at += len;
+    }
+}
+
+/// XEN_DOMCTL_sethvmcontext.
+pub fn set(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
+    let h: HvmContext = d.get();
+    if h.size > MAX_CONTEXT {
+        return Err(EINVAL);
+    }
+    let mut buf = vec![0u8; h.size as usize];
+    c.read_bytes(h.buffer, &mut buf)?;
+    let loads = parse(dom, &buf)?;
+    if started(dom) {
+        crate::warning!("sethvmcontext d{}: a vCPU has started; Keel loads state only before", dom.id);
+        return Err(EBUSY);
+    }
+    for (v, l) in dom.vcpus.iter().zip(loads) {
+        *v.boot.lock() = l.cpu;
+        if let Some(m) = l.mtrr {
+            let mut msrs = v.msrs.lock();
+            for (i, r) in m.msr_mtrr_var.iter().enumerate() {
+                msrs.insert(MSR_MTRR_PHYS_BASE0 + i as u32, *r);
+            }
+            for (r, &i) in m.msr_mtrr_fixed.iter().zip(&MSR_MTRR_FIXED) {
+                msrs.insert(i, *r);
+            }
+            msrs.insert(MSR_MTRR_DEF_TYPE, m.msr_mtrr_def_type);
+        }
+    }
+    Ok(())
+}
