@@ -7,10 +7,12 @@
 
 pub mod cmdtable;
 pub mod commands;
+pub mod corefile;
 pub mod create;
 pub mod format;
 pub mod hostinfo;
 pub mod lifecycle;
+pub mod onshutdown;
 pub mod top;
 
 use std::ffi::OsString;
