@@ -240,6 +240,19 @@ mod linux {
         if !bad.contains("rc=1 xm: 'create' failed: command line 'memory=lots': memory: expected a number of MiB") {
             problems.push(format!("xm create -n example-pvh memory=lots: {bad:?}"));
         }
+        // xm's lifecycle commands without domUs (xtask/assets/checks/lifecycle.sh).
+        for (what, want) in [
+            ("destroy-0", "rc=1 xm: 'destroy' failed: cannot destroy privileged domain 0"),
+            ("pause-nosuch", "rc=1 xm: 'pause' failed: domain 'nosuch' does not exist"),
+            ("sysrq-77", "rc=1 xm: 'sysrq' failed: domain '77' does not exist"),
+            ("vcpu-set-0-9", "rc=1 xm: 'vcpu-set' failed: requested 9 vCPUs, however maxvcpus is 4"),
+            ("shutdown-all", "rc=0"),
+        ] {
+            let line = run.assert_line(&format!("KEEL-LIFE: {what} "));
+            if !line.trim_end().ends_with(&format!("{what} {want}")) {
+                problems.push(format!("lifecycle.sh {what}: {line:?}, want {want:?}"));
+            }
+        }
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }
