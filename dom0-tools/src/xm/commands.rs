@@ -2,8 +2,9 @@
 //!
 //! Each receives its already parsed and validated arguments. The host-level and read-only commands ask the
 //! hypervisor through privcmd ([`keel_xenctrl`]) and dom0's xenstored (domain names), and print in the layouts of
-//! [`super::format`] / [`super::hostinfo`] / [`super::top`], or JSON with `--json`. Those that act on guest
-//! domains report [`XmError::NotAvailable`] until Keel can create domUs (issue 12).
+//! [`super::format`] / [`super::hostinfo`] / [`super::top`], or JSON with `--json`. The lifecycle commands are in
+//! [`super::lifecycle`]; the rest of those that act on guest domains report [`XmError::NotAvailable`] until Keel can
+//! create domUs (issue 12).
 
 use std::io::Write;
 use std::path::Path;
