@@ -246,7 +246,7 @@ mod linux {
             ("pause-nosuch", "rc=1 xm: 'pause' failed: domain 'nosuch' does not exist"),
             ("sysrq-77", "rc=1 xm: 'sysrq' failed: domain '77' does not exist"),
             ("vcpu-set-0-9", "rc=1 xm: 'vcpu-set' failed: requested 9 vCPUs, however maxvcpus is 4"),
-            ("shutdown-all", "rc=0"),
+            ("shutdown-all", "rc=0 Waiting for 0 domains"),
         ] {
             let line = run.assert_line(&format!("KEEL-LIFE: {what} "));
             if !line.trim_end().ends_with(&format!("{what} {want}")) {

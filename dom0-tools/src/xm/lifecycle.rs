@@ -195,7 +195,7 @@ impl Ctx<'_> {
 
     /// `xm shutdown` (`request` "poweroff") and `xm reboot` ("reboot"): asks each guest through
     /// `control/shutdown`, then with `wait` waits until each has shut down or gone. Progress goes to `log`
-    /// (stderr), in xl's words.
+    /// (stderr), in xl's words (also xl's "Waiting for 0 domains" for `-a -w` without domUs).
     pub fn shutdown(
         &mut self,
         args: &ShutdownArgs,
@@ -210,19 +210,19 @@ impl Ctx<'_> {
             self.xs.write(&format!("{}/control/shutdown", home(d.domain)), request)?;
             done.push(Done { domid: d.domain, name: name.clone(), action: request_action(request), value: None });
         }
-        if args.wait && !targets.is_empty() {
+        if args.wait {
             let mut left: Vec<u16> = targets.iter().map(|(d, _)| d.domain).collect();
             log(format!("Waiting for {} domains", left.len()));
             while !left.is_empty() {
                 let mut still = Vec::new();
                 for id in left {
                     match self.hv.domain_info(id)? {
-                        None => log(format!("Domain {id} has been destroyed.")),
+                        None => log(format!("Domain {id} has been destroyed")),
                         Some(i) if i.flags & dominf::SHUTDOWN != 0 => {
                             let code = (i.flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
                             log(format!("Domain {id} has been shut down, reason code {code}"));
                         }
-                        Some(i) if i.flags & dominf::DYING != 0 => log(format!("Domain {id} has been destroyed.")),
+                        Some(i) if i.flags & dominf::DYING != 0 => log(format!("Domain {id} has been destroyed")),
                         Some(_) => still.push(id),
                     }
                 }
@@ -231,7 +231,6 @@ impl Ctx<'_> {
                     self.hv.wait();
                 }
             }
-            log("All domains have been shut down".into());
         }
         Ok(done)
     }
@@ -575,7 +574,6 @@ pub(crate) mod tests {
                 "Waiting for 2 domains",
                 "Domain 3 has been shut down, reason code 1",
                 "Domain 5 has been shut down, reason code 1",
-                "All domains have been shut down",
             ]
         );
     }
@@ -588,16 +586,19 @@ pub(crate) mod tests {
         let mut log = Vec::new();
         let mut c = Ctx { hv: &mut hv, xs: &mut xs };
         c.shutdown(&sargs(Some("web"), false, true), "reboot", &mut |l| log.push(l)).unwrap();
-        assert_eq!(
-            log,
-            [
-                "Rebooting domain 3",
-                "Waiting for 1 domains",
-                "Domain 3 has been destroyed.",
-                "All domains have been shut down"
-            ]
-        );
+        assert_eq!(log, ["Rebooting domain 3", "Waiting for 1 domains", "Domain 3 has been destroyed",]);
         assert_eq!(hv.calls, ["wait"]);
+    }
+
+    #[test]
+    fn shutdown_all_without_domus_leaves_dom0_alone() {
+        let mut hv = FakeHv::with(&[(0, 2)]);
+        let mut xs = MemStore::new();
+        let mut log = Vec::new();
+        let d = Ctx { hv: &mut hv, xs: &mut xs }.shutdown(&sargs(None, true, true), "poweroff", &mut |l| log.push(l));
+        assert_eq!(d.unwrap(), []);
+        assert_eq!(log, ["Waiting for 0 domains"]);
+        assert_eq!(xs.read("/local/domain/0/control/shutdown"), None);
     }
 
     #[test]

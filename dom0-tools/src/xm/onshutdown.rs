@@ -47,6 +47,19 @@ impl Reason {
         }
     }
 
+    /// The reason's `SHUTDOWN_*` code.
+    pub fn code(self) -> u32 {
+        match self {
+            Reason::Poweroff => 0,
+            Reason::Reboot => 1,
+            Reason::Suspend => 2,
+            Reason::Crash => 3,
+            Reason::Watchdog => 4,
+            Reason::SoftReset => 5,
+            Reason::Unknown(c) => c,
+        }
+    }
+
     /// The reason a domain has shut down for, `None` while it has not.
     pub fn of(info: &GetDomainInfo) -> Option<Reason> {
         (info.flags & dominf::SHUTDOWN != 0)
@@ -158,7 +171,7 @@ pub fn handle_shutdown(
         log("Domain has suspended.".into());
         return Ok(Outcome::Left);
     }
-    log(format!("Action for shutdown reason {reason:?} is {}", plan.action));
+    log(format!("Action for shutdown reason code {} is {}", reason.code(), plan.action));
     if let Some(path) = &plan.coredump {
         log(format!("dumping core to {}", path.display()));
         // As xl: a failed dump is logged and the action goes on.
@@ -260,6 +273,9 @@ mod tests {
         assert_eq!(Reason::of(&info(dominf::SHUTDOWN | (3 << 16))), Some(Reason::Crash));
         assert_eq!(Reason::of(&info(dominf::SHUTDOWN)), Some(Reason::Poweroff));
         assert_eq!(Reason::of(&info(dominf::SHUTDOWN | (200 << 16))), Some(Reason::Unknown(200)));
+        for code in 0..7 {
+            assert_eq!(Reason::from_code(code).code(), code);
+        }
     }
 
     #[test]
@@ -310,6 +326,7 @@ mod tests {
         assert_eq!(b.dumps, [(3, PathBuf::from("/var/lib/xen/dump/web"))]);
         assert_eq!(hv.calls, ["destroy 3"]);
         assert!(log.contains(&"core dump failed (failed: no memory source).".to_string()), "{log:?}");
+        assert_eq!(log[0], "Action for shutdown reason code 3 is coredump-restart");
         assert!(log.contains(&"Domain 3 needs to be cleaned up: destroying the domain".to_string()), "{log:?}");
     }
 
