@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::cmdtable::{DomainActionArgs, MemSetArgs, RenameArgs, ShutdownArgs, SysrqArgs, VcpuSetArgs};
 use super::commands::CmdResult;
+use super::corefile::{write_core, CoreSource, CoreSummary};
 use super::format::json;
 use super::XmError;
 use crate::domain::DomainRef;
@@ -300,6 +301,33 @@ impl Ctx<'_> {
             self.xs.write(&format!("{h}/cpu/{k}/availability"), state)?;
         }
         Ok(Done { domid: d.domain, name, action: "vcpu-set", value: Some(n.to_string()) })
+    }
+
+    /// `xm dump-core [-L] [-C]`: pauses the domain (unless `live`), writes its core to `out` from `src`, then
+    /// destroys it with `crash` (xm's -C) or unpauses it. A failed dump unpauses it and reports the failure.
+    pub fn dump_core(
+        &mut self,
+        r: &DomainRef,
+        src: &mut dyn CoreSource,
+        out: &mut dyn std::io::Write,
+        live: bool,
+        crash: bool,
+    ) -> Result<(Done, CoreSummary), XmError> {
+        let (d, name) = self.find(r)?;
+        if d.domain == 0 {
+            return Err(XmError::Failed("cannot dump the core of domain 0 (the domain running xm)".into()));
+        }
+        if !live {
+            self.hv.pause(d.domain)?;
+        }
+        let written = write_core(src, out);
+        if crash && written.is_ok() {
+            self.hv.destroy(d.domain)?;
+        } else if !live {
+            self.hv.unpause(d.domain)?;
+        }
+        let summary = written?;
+        Ok((Done { domid: d.domain, name, action: "dump-core", value: Some(summary.bytes.to_string()) }, summary))
     }
 }
 
@@ -599,6 +627,44 @@ pub(crate) mod tests {
         assert_eq!(d.unwrap(), []);
         assert_eq!(log, ["Waiting for 0 domains"]);
         assert_eq!(xs.read("/local/domain/0/control/shutdown"), None);
+    }
+
+    /// One RAM page and one vCPU; `fail` makes reading the page fail.
+    struct Core {
+        fail: bool,
+    }
+
+    impl CoreSource for Core {
+        fn memory_map(&mut self) -> Result<Vec<crate::xm::corefile::MemRange>, XmError> {
+            Ok(vec![crate::xm::corefile::MemRange { gpa: 0, len: 4096 }])
+        }
+        fn read_page(&mut self, _gfn: u64, page: &mut [u8; 4096]) -> Result<(), XmError> {
+            page.fill(7);
+            if self.fail {
+                return Err(XmError::Failed("cannot map page 0".into()));
+            }
+            Ok(())
+        }
+        fn vcpu_regs(&mut self) -> Result<Vec<crate::xm::corefile::VcpuRegs>, XmError> {
+            Ok(vec![Default::default()])
+        }
+    }
+
+    #[test]
+    fn dump_core_pauses_around_the_dump_and_crash_destroys() {
+        let (mut hv, mut xs) = setup();
+        let mut c = Ctx { hv: &mut hv, xs: &mut xs };
+        let mut file = Vec::new();
+        let (d, s) = c.dump_core(&r("web"), &mut Core { fail: false }, &mut file, false, false).unwrap();
+        assert_eq!((d.domid, s.pages, s.vcpus), (3, 1, 1));
+        assert_eq!(file.len() as u64, s.bytes);
+        assert_eq!(file[file.len() - 1], 7, "the page is the file's last");
+        c.dump_core(&r("db"), &mut Core { fail: false }, &mut Vec::new(), true, true).unwrap();
+        assert!(c.dump_core(&r("0"), &mut Core { fail: false }, &mut Vec::new(), false, false).is_err());
+        let e = c.dump_core(&r("web"), &mut Core { fail: true }, &mut Vec::new(), false, true).unwrap_err();
+        assert_eq!(e, XmError::Failed("cannot map page 0".into()));
+        // -L does not pause; -C destroys after the dump; a failed dump unpauses and destroys nothing.
+        assert_eq!(hv.calls, ["pause 3", "unpause 3", "destroy 5", "pause 3", "unpause 3"]);
     }
 
     #[test]
