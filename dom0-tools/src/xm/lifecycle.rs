@@ -15,6 +15,7 @@
 //!   hypervisor's limit (max_mem domctl) first where that exists.
 //! - `vcpu-set` writes `cpu/K/availability` = `online` for K < N and `offline` up to the domain's maxvcpus.
 
+use std::io::Write;
 use std::time::Duration;
 
 use keel_abi::domctl::{cmd as domctl_cmd, dominf, GetDomainInfo, XenDomctl};
@@ -351,7 +352,13 @@ fn with_host<T>(f: impl FnOnce(&mut Ctx) -> Result<T, XmError>) -> Result<T, XmE
 fn report(done: &[Done], as_json: bool) -> CmdResult {
     if as_json {
         let text = if done.len() == 1 { json(&done[0]) } else { json(done) };
-        print!("{text}");
+        let mut out = std::io::stdout().lock();
+        // A reader that went away (`| head`) is not an error of the command, which has been carried out.
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(XmError::Failed(format!("stdout: {e}")));
+            }
+        }
     }
     Ok(())
 }
