@@ -151,9 +151,9 @@ fn help_for_each_command_shows_its_usage() {
 fn usages_name_the_xm_style_arguments() {
     for (name, usage) in [
         ("create", "xm create [OPTIONS] <ConfigFile> [NAME=VALUE]..."),
-        ("destroy", "xm destroy <Domain>"),
+        ("destroy", "xm destroy [OPTIONS] <Domain>"),
         ("list", "xm list [OPTIONS] [Domain]..."),
-        ("mem-set", "xm mem-set <Domain> <Mem>"),
+        ("mem-set", "xm mem-set [OPTIONS] <Domain> <Mem>"),
         ("vcpu-pin", "xm vcpu-pin [OPTIONS] <Domain> <VCPU|all> <CPUs|all> [SoftCPUs]"),
         ("sched-credit", "xm sched-credit [OPTIONS]"),
         ("top", "xm top [OPTIONS]"),
@@ -161,7 +161,7 @@ fn usages_name_the_xm_style_arguments() {
         ("dump-core", "xm dump-core [OPTIONS] <Domain> [Filename]"),
         ("domid", "xm domid [OPTIONS] <DomainName>"),
         ("domname", "xm domname [OPTIONS] <DomainId>"),
-        ("sysrq", "xm sysrq <Domain> <letter>"),
+        ("sysrq", "xm sysrq [OPTIONS] <Domain> <letter>"),
     ] {
         let text = stdout(&xm(&["help", name]));
         assert!(text.contains(&format!("Usage: {usage}\n")), "{text}");
@@ -190,8 +190,27 @@ fn unknown_commands_fail_clearly() {
 /// host that is not dom0.
 #[test]
 fn commands_say_why_they_cannot_run() {
-    const BUILT: &[&str] =
-        &["domid", "domname", "list", "top", "uptime", "vcpu-list", "vcpu-pin", "dmesg", "info", "sched-credit"];
+    const BUILT: &[&str] = &[
+        "domid",
+        "domname",
+        "list",
+        "top",
+        "uptime",
+        "vcpu-list",
+        "vcpu-pin",
+        "dmesg",
+        "info",
+        "sched-credit",
+        "destroy",
+        "pause",
+        "unpause",
+        "shutdown",
+        "reboot",
+        "sysrq",
+        "rename",
+        "mem-set",
+        "vcpu-set",
+    ];
     for (args, name) in VALID.iter().zip(COMMANDS) {
         assert_eq!(args[0], name);
         let out = xm(args);

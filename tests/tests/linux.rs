@@ -257,6 +257,19 @@ mod linux {
         {
             problems.push(format!("guest pause/unpause/destroy: {pause:?}"));
         }
+        // xm's lifecycle commands without domUs (xtask/assets/checks/lifecycle.sh).
+        for (what, want) in [
+            ("destroy-0", "rc=1 xm: 'destroy' failed: cannot destroy privileged domain 0"),
+            ("pause-nosuch", "rc=1 xm: 'pause' failed: domain 'nosuch' does not exist"),
+            ("sysrq-77", "rc=1 xm: 'sysrq' failed: domain '77' does not exist"),
+            ("vcpu-set-0-9", "rc=1 xm: 'vcpu-set' failed: requested 9 vCPUs, however maxvcpus is 4"),
+            ("shutdown-all", "rc=0 Waiting for 0 domains"),
+        ] {
+            let line = run.assert_line(&format!("KEEL-LIFE: {what} "));
+            if !line.trim_end().ends_with(&format!("{what} {want}")) {
+                problems.push(format!("lifecycle.sh {what}: {line:?}, want {want:?}"));
+            }
+        }
         if !problems.is_empty() {
             run.fail(&format!("{} checks failed:\n  {}", problems.len(), problems.join("\n  ")));
         }

@@ -55,7 +55,7 @@ pub enum Command {
     /// Create a domain based on <ConfigFile>.
     Create(CreateArgs),
     /// Terminate a domain immediately.
-    Destroy(DomainArg),
+    Destroy(DomainActionArgs),
     /// Convert a domain name to a domain id.
     Domid(DomidArgs),
     /// Convert a domain id to a domain name.
@@ -69,7 +69,7 @@ pub enum Command {
     /// Migrate a domain to another machine.
     Migrate(MigrateArgs),
     /// Pause execution of a domain.
-    Pause(DomainArg),
+    Pause(DomainActionArgs),
     /// Reboot a domain.
     Reboot(ShutdownArgs),
     /// Rename a domain.
@@ -85,7 +85,7 @@ pub enum Command {
     /// Monitor the host and its domains in real time.
     Top(TopArgs),
     /// Unpause a paused domain.
-    Unpause(DomainArg),
+    Unpause(DomainActionArgs),
     /// Print the uptime of all/some domains.
     Uptime(UptimeArgs),
     /// List the vCPUs of all/some domains.
@@ -131,6 +131,17 @@ pub struct DomainArg {
     /// The domain, by id or name.
     #[arg(value_name = "Domain")]
     pub domain: DomainRef,
+}
+
+/// Arguments of `destroy`, `pause` and `unpause`.
+#[derive(Debug, Args)]
+pub struct DomainActionArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm create <ConfigFile> [-c] [-p] [vars]`
@@ -218,6 +229,9 @@ pub struct MemSetArgs {
     /// The new memory target: MiB, or a number with a K, M, G or T suffix.
     #[arg(value_name = "Mem")]
     pub mem: MemSize,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm migrate [-l|--live] <Domain> <Host>`
@@ -243,6 +257,9 @@ pub struct RenameArgs {
     /// Its new name.
     #[arg(value_name = "NewName")]
     pub new_name: DomainName,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm restore <CheckpointFile>`
@@ -277,6 +294,9 @@ pub struct ShutdownArgs {
     /// Wait for the domain(s) to finish.
     #[arg(short, long)]
     pub wait: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm sysrq <Domain> <letter>`
@@ -288,6 +308,9 @@ pub struct SysrqArgs {
     /// The SysRq key to send, e.g. s.
     #[arg(value_name = "letter")]
     pub key: SysrqKey,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm uptime [-s] [Domain...]`
@@ -333,6 +356,9 @@ pub struct VcpuSetArgs {
     /// How many vCPUs to keep online.
     #[arg(value_name = "vCPUs")]
     pub vcpus: VcpuCount,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `xm dmesg [-c|--clear]`

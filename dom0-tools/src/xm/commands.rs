@@ -2,8 +2,9 @@
 //!
 //! Each receives its already parsed and validated arguments. The host-level and read-only commands ask the
 //! hypervisor through privcmd ([`keel_xenctrl`]) and dom0's xenstored (domain names), and print in the layouts of
-//! [`super::format`] / [`super::hostinfo`] / [`super::top`], or JSON with `--json`. Those that act on guest
-//! domains report [`XmError::NotAvailable`] until Keel can create domUs (issue 12).
+//! [`super::format`] / [`super::hostinfo`] / [`super::top`], or JSON with `--json`. The lifecycle commands are in
+//! [`super::lifecycle`]; the rest of those that act on guest domains report [`XmError::NotAvailable`] until Keel can
+//! create domUs (issue 12).
 
 use std::io::Write;
 use std::path::Path;
@@ -12,9 +13,8 @@ use keel_abi::domctl::GetDomainInfo;
 use keel_xenctrl::Xc;
 
 use super::cmdtable::{
-    CreateArgs, DmesgArgs, DomainArg, DomidArgs, DomnameArgs, DumpCoreArgs, InfoArgs, ListArgs, LogArgs, MemSetArgs,
-    MigrateArgs, RenameArgs, RestoreArgs, SaveArgs, SchedCreditArgs, ShutdownArgs, SysrqArgs, TopArgs, UptimeArgs,
-    VcpuListArgs, VcpuPinArgs, VcpuSetArgs, VnetListArgs,
+    CreateArgs, DmesgArgs, DomidArgs, DomnameArgs, DumpCoreArgs, InfoArgs, ListArgs, LogArgs, MigrateArgs, RestoreArgs,
+    SaveArgs, SchedCreditArgs, TopArgs, UptimeArgs, VcpuListArgs, VcpuPinArgs, VnetListArgs,
 };
 use super::format::{self, json, CreditPool, CreditRow, DomainLong, DomainRow, UptimeRow, VcpuRow};
 use super::{top as topfmt, XmError};
@@ -30,9 +30,7 @@ pub fn create(args: &CreateArgs) -> CmdResult {
 }
 
 /// `xm destroy <Domain>`
-pub fn destroy(_args: &DomainArg) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::destroy;
 
 /// `xm dump-core [-L] [-C] <Domain> [Filename]`
 pub fn dump_core(_args: &DumpCoreArgs) -> CmdResult {
@@ -40,9 +38,7 @@ pub fn dump_core(_args: &DumpCoreArgs) -> CmdResult {
 }
 
 /// `xm mem-set <Domain> <Mem>`
-pub fn mem_set(_args: &MemSetArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::mem_set;
 
 /// `xm migrate [-l] <Domain> <Host>`
 pub fn migrate(_args: &MigrateArgs) -> CmdResult {
@@ -50,19 +46,13 @@ pub fn migrate(_args: &MigrateArgs) -> CmdResult {
 }
 
 /// `xm pause <Domain>`
-pub fn pause(_args: &DomainArg) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::pause;
 
 /// `xm reboot [-w] (-a | <Domain>)`
-pub fn reboot(_args: &ShutdownArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::reboot;
 
 /// `xm rename <Domain> <NewName>`
-pub fn rename(_args: &RenameArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::rename;
 
 /// `xm restore <CheckpointFile>`
 pub fn restore(_args: &RestoreArgs) -> CmdResult {
@@ -75,24 +65,16 @@ pub fn save(_args: &SaveArgs) -> CmdResult {
 }
 
 /// `xm shutdown [-w] (-a | <Domain>)`
-pub fn shutdown(_args: &ShutdownArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::shutdown;
 
 /// `xm sysrq <Domain> <letter>`
-pub fn sysrq(_args: &SysrqArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::sysrq;
 
 /// `xm unpause <Domain>`
-pub fn unpause(_args: &DomainArg) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::unpause;
 
 /// `xm vcpu-set <Domain> <vCPUs>`
-pub fn vcpu_set(_args: &VcpuSetArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
-}
+pub use super::lifecycle::vcpu_set;
 
 /// Writes `text` to stdout. A reader that went away (`xm dmesg | head`) is not an error.
 fn emit(text: &str) -> CmdResult {

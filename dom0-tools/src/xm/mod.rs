@@ -8,9 +8,12 @@
 pub mod cmdtable;
 pub mod commands;
 pub mod console;
+pub mod corefile;
 pub mod create;
 pub mod format;
 pub mod hostinfo;
+pub mod lifecycle;
+pub mod onshutdown;
 pub mod top;
 
 use std::ffi::OsString;
@@ -107,6 +110,15 @@ impl Command {
     pub fn json(&self) -> bool {
         match self {
             Command::Create(a) => a.json,
+            Command::VcpuSet(a) => a.json,
+            Command::Sysrq(a) => a.json,
+            Command::Shutdown(a) => a.json,
+            Command::Reboot(a) => a.json,
+            Command::Rename(a) => a.json,
+            Command::MemSet(a) => a.json,
+            Command::Unpause(a) => a.json,
+            Command::Pause(a) => a.json,
+            Command::Destroy(a) => a.json,
             Command::Domid(a) => a.json,
             Command::Domname(a) => a.json,
             Command::List(a) => a.json,
@@ -254,8 +266,27 @@ mod tests {
             &["vnet-list"],
         ];
         // These ask the hypervisor through privcmd; the host has none, so they fail with a reason instead.
-        const BUILT: &[&str] =
-            &["domid", "domname", "list", "top", "uptime", "vcpu-list", "vcpu-pin", "dmesg", "info", "sched-credit"];
+        const BUILT: &[&str] = &[
+            "domid",
+            "domname",
+            "list",
+            "top",
+            "uptime",
+            "vcpu-list",
+            "vcpu-pin",
+            "dmesg",
+            "info",
+            "sched-credit",
+            "destroy",
+            "pause",
+            "unpause",
+            "shutdown",
+            "reboot",
+            "sysrq",
+            "rename",
+            "mem-set",
+            "vcpu-set",
+        ];
         for (sample, name) in samples.iter().zip(COMMANDS) {
             assert_eq!(sample[0], name);
             let cli = parse(sample).unwrap_or_else(|e| panic!("{sample:?}: {e}"));
