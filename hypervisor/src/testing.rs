@@ -3,13 +3,13 @@
 //! effects are tested without an emulator.
 
 use crate::domain::{self, Domain, DomainConfig};
-use crate::hvm::{svm, PagingState, Support};
+use crate::hvm::{PagingState, Support};
 use alloc::sync::Arc;
 use keel_abi::Pod;
 
 /// An SVM machine with nested paging (the capabilities a domain needs).
 pub fn support() -> Support {
-    Support::Svm(svm::Capabilities { npt: true, ..Default::default() })
+    crate::hvm::test_machine()
 }
 
 /// A running domain with `vcpus` vCPUs (offline: no hardware context) and `mib` MiB of RAM.

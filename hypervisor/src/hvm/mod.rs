@@ -40,6 +40,12 @@ pub fn support() -> Option<&'static Support> {
     SUPPORT.get()
 }
 
+/// The machine host unit tests pretend to run on: SVM with nested paging (what a domain needs).
+#[cfg(test)]
+pub fn test_machine() -> Support {
+    Support::Svm(svm::Capabilities { npt: true, ..Default::default() })
+}
+
 impl Support {
     /// Whether guests may execute RDTSCP and INVPCID natively. SVM never intercepts them; VMX raises #UD unless
     /// the matching secondary control is on, which Keel sets wherever the CPU allows it. What a guest may not

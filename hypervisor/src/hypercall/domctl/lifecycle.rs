@@ -76,11 +76,11 @@ pub fn create(c: &Ctx, arg: u64, d: &mut XenDomctl) -> Result<(), Errno> {
     c.write(arg, d)
 }
 
-/// What the machine offers for guests (host unit tests: the SVM machine of [`crate::testing`]).
+/// What the machine offers for guests (host unit tests: [`crate::hvm::test_machine`]).
 fn support() -> Option<crate::hvm::Support> {
     #[cfg(test)]
     {
-        Some(crate::testing::support())
+        Some(crate::hvm::test_machine())
     }
     #[cfg(not(test))]
     {
