@@ -8,7 +8,6 @@
 extern crate alloc;
 
 pub mod arch;
-pub mod backend;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod console;

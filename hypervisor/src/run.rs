@@ -151,7 +151,6 @@ fn reap(v: &Arc<Vcpu>) {
             let cpu_ms = d.cpu_time_ns() / 1_000_000;
             let exits: u64 = d.vcpus.iter().map(|v| v.exits.load(Ordering::Relaxed)).sum();
             if domain::destroy(&d) {
-                crate::backend::forget_domain(d.id);
                 crate::info!("domain {} ({}) exits {}", d.id, d.name, exits);
                 crate::info!("domain {} ({}) cpu time {} ms", d.id, d.name, cpu_ms);
                 if let Some(f) = ON_DOMAIN_END.get() {

@@ -236,6 +236,6 @@ mod tests {
         for up in ["domain", "dom0", "hypercall", "run", "timers", "vmexit"] {
             assert!(!g["sched"].contains(up), "sched/ names {up}");
         }
-        assert!(!g["hypercall"].contains("dom0"), "hypercall/ names dom0: use backend::kick");
+        assert!(!g["hypercall"].contains("dom0"), "hypercall/ names dom0: call up through a hook");
     }
 }

@@ -73,10 +73,6 @@ pub fn event_channel_op(c: &mut Ctx) -> HResult {
             let p = c.dom.evtchn.lock().get(port)?;
             match p.binding {
                 Binding::Ipi => evtchn::set_pending(c.dom, port),
-                // The console port of the initial domain: Keel itself is the backend.
-                Binding::Interdomain { remote: keel_abi::DOMID_XEN, remote_port } => {
-                    crate::backend::kick(c.dom, remote_port)
-                }
                 Binding::Interdomain { remote, remote_port } => send_interdomain(c, port, remote, remote_port),
                 // Xen drops a notification on a port nobody has bound yet.
                 Binding::Unbound { .. } => {}
@@ -171,7 +167,7 @@ fn close(c: &Ctx, port: u32) -> Result<(), Errno> {
     let mut t = c.dom.evtchn.lock();
     let p = t.get(port)?;
     match p.binding {
-        Binding::Interdomain { remote, remote_port } if remote != keel_abi::DOMID_XEN => {
+        Binding::Interdomain { remote, remote_port } => {
             drop(t);
             close_interdomain(c, port, p.binding, remote, remote_port)
         }

@@ -119,7 +119,6 @@ fn not_self(c: &Ctx, target: &Arc<Domain>) -> Result<(), Errno> {
 pub fn destroy(c: &Ctx, target: &Arc<Domain>) -> Result<(), Errno> {
     not_self(c, target)?;
     if domain::destroy(target) {
-        crate::backend::forget_domain(target.id);
         crate::info!("domain {} destroyed by the toolstack", target.id);
     }
     Ok(())
