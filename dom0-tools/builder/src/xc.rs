@@ -105,10 +105,10 @@ mod tests {
     fn a_seeded_grant_is_xens_v1_entry() {
         let mut t = vec![0u8; 4096];
         write_grant_v1(&mut t, 1, 0, 0xfeffc).unwrap();
-        assert_eq!(&t[8..16], &[1, 0, 0, 0, 0xfc, 0xff, 0x0f, 0]);
+        assert_eq!(&t[8..16], &[1, 0, 0, 0, 0xfc, 0xef, 0x0f, 0]);
         assert_eq!(&t[0..8], &[0; 8], "entry 0 untouched");
         write_grant_v1(&mut t, 0, 7, 0xfefff).unwrap();
-        assert_eq!(&t[0..8], &[1, 0, 7, 0, 0xff, 0xff, 0x0f, 0]);
+        assert_eq!(&t[0..8], &[1, 0, 7, 0, 0xff, 0xef, 0x0f, 0]);
         assert!(write_grant_v1(&mut t, 512, 0, 1).is_err());
     }
 }
