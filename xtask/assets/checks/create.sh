@@ -77,7 +77,6 @@ EOF
 free_pages() { keel-devcheck free; }
 before=$(free_pages)
 out=$(xm create /tmp/tiny.cfg 2>&1)
-echo "KEEL-CHECK: create-output $out"
 id=$(echo "$out" | sed -n 's/^Started domain tiny (id=\([0-9]*\))$/\1/p')
 if [ -n "$id" ]; then
     n=0
@@ -85,6 +84,8 @@ if [ -n "$id" ]; then
         n=$((n + 1))
         sleep 0.1
     done
+    # Only now: the guest's own console line (Keel's, on the same serial line) is out by then.
+    echo "KEEL-CHECK: create-output $out"
     echo "KEEL-CHECK: create-guest-xenstore $(xenstore-read /local/domain/$id/data/tiny 2>&1)"
     echo "KEEL-CHECK: create-guest-console $(xm dmesg 2>/dev/null | grep -c "(d$id) keel-tiny-guest: running")"
     echo "KEEL-CHECK: create-list $(xm list 2>&1 | awk '$1 == "tiny" { print $1, $2, $3, $4 }')"
@@ -109,6 +110,8 @@ if [ -n "$id" ]; then
     echo "KEEL-CHECK: create-destroyed listed=$(xm list 2>&1 | grep -c '^tiny ')" \
         "nodes=$(xenstore-list /local/domain 2>/dev/null | grep -c "^$id\$")" \
         "free-returned=$([ "$after" = "$before" ] && echo yes || echo "no($before/$after)")"
+else
+    echo "KEEL-CHECK: create-output $out"
 fi
 # A corrupt kernel and too much memory: one line each, nothing left behind.
 echo "not an elf" >/tmp/keel-bad.elf
