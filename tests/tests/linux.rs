@@ -302,6 +302,15 @@ mod linux {
                 .into(),
         );
         want("create-leftover", "domains=0 free-same=yes".into());
+        // Debian's stock kernel as a 2-vCPU domU with a busybox initrd, when dom0 carries it (`KEEL_DOMU=1`).
+        let deb = line("KEEL-CHECK: create-debian ");
+        if deb.is_some() {
+            want("create-debian-list", "debian 256 2".into());
+            want("create-debian-destroyed", "free-returned=yes".into());
+        }
+        if let Some(deb) = deb.filter(|d| !d.starts_with("KEEL-DOMU: init reached, 2 cpus ")) {
+            problems.push(format!("Debian domU: {deb:?}"));
+        }
         let much = line("KEEL-CHECK: create-toomuch ").unwrap_or_default();
         if !much.starts_with("xm: 'create' failed: ") || !much.contains("memory") {
             problems.push(format!("xm create with too much memory: {much:?}"));

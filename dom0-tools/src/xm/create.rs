@@ -72,8 +72,11 @@ fn failed(s: impl Into<String>) -> XmError {
     XmError::Failed(s.into())
 }
 
+/// The images read from dom0's files and the guest's memory planned with them.
+type Planned = (Vec<u8>, Option<Vec<u8>>, Layout);
+
 /// Reads the kernel and ramdisk and plans the guest's memory: every error of the images, before anything exists.
-fn plan(config: &DomainConfig) -> Result<(Vec<u8>, Option<Vec<u8>>, Layout), XmError> {
+fn plan(config: &DomainConfig) -> Result<Planned, XmError> {
     let kernel =
         std::fs::read(&config.kernel).map_err(|e| failed(format!("cannot read the kernel {}: {e}", config.kernel)))?;
     let ramdisk = match &config.ramdisk {
