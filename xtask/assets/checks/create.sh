@@ -149,7 +149,7 @@ EOF
     id=$(echo "$out" | sed -n 's/^Started domain debian (id=\([0-9]*\))$/\1/p')
     log=/var/log/xen/console/guest-debian.log
     n=0
-    while [ -n "$id" ] && [ $n -lt 240 ] && ! grep -q "KEEL-DOMU: init reached" $log 2>/dev/null; do
+    while [ -n "$id" ] && [ $n -lt 480 ] && ! grep -q "KEEL-DOMU: init reached" $log 2>/dev/null; do
         n=$((n + 1))
         sleep 0.5
     done
