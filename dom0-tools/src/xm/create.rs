@@ -135,11 +135,7 @@ impl Partial<'_> {
     }
 
     fn write(&mut self, path: &str, value: &str) -> Result<(), XmError> {
-        self.xs.write(0, path, value.as_bytes()).map_err(|e| Self::xs_err(path, e))
-    }
-
-    fn perms(&mut self, path: &str, perms: &[String]) -> Result<(), XmError> {
-        self.xs.set_perms(0, path, perms).map_err(|e| Self::xs_err(path, e))
+        xs_write(self.xs, path, value)
     }
 
     /// Destroys the domain and removes what was written for it.
@@ -148,62 +144,72 @@ impl Partial<'_> {
             let _ = self.xs.request(typ::RELEASE, 0, format!("{}\0", self.id).as_bytes());
         }
         let _ = self.xc.destroy_domain(self.id);
-        let _ = self.xs.rm(0, &format!("/local/domain/{}", self.id));
-        let _ = self.xs.rm(0, &self.vm);
+        remove_tree(self.xs, self.id, &self.vm);
     }
 }
 
-/// The xenstore tree of a new PVH domain, as libxl__domain_make and libxl__build_post write it (the ring nodes
-/// come after the build).
-fn write_tree(p: &mut Partial<'_>, config: &DomainConfig, uuid: &str) -> Result<(), XmError> {
-    let id = p.id;
+/// Writes one node, or sets its permissions, with the path in the error.
+fn xs_write(xs: &mut Client, path: &str, value: &str) -> Result<(), XmError> {
+    xs.write(0, path, value.as_bytes()).map_err(|e| Partial::xs_err(path, e))
+}
+
+fn xs_perms(xs: &mut Client, path: &str, perms: &[String]) -> Result<(), XmError> {
+    xs.set_perms(0, path, perms).map_err(|e| Partial::xs_err(path, e))
+}
+
+/// The xenstore tree of a new PVH domain `id`, as libxl__domain_make and libxl__build_post write it (the ring
+/// nodes come after the build): `/local/domain/N` read-only to the guest, its `device`, `control`, `data`, ...
+/// its own, the console front end read-only to it with an empty `tty` for xenconsoled, `vm` at `/vm/UUID`.
+fn write_tree(xs: &mut Client, id: u16, vm: &str, config: &DomainConfig, uuid: &str) -> Result<(), XmError> {
     let dom = format!("/local/domain/{id}");
     let ro = vec!["n0".to_string(), format!("r{id}")];
     let own = vec![format!("n{id}")];
-    p.write(&p.vm.clone(), "")?;
-    let vm = p.vm.clone();
-    p.perms(&vm, &ro)?;
-    p.write(&format!("{vm}/uuid"), uuid)?;
-    p.write(&format!("{vm}/name"), &config.name)?;
-    p.write(&format!("{vm}/image/ostype"), "pvh")?;
-    p.write(&dom, "")?;
-    p.perms(&dom, &ro)?;
-    p.write(&format!("{dom}/vm"), &vm)?;
-    p.write(&format!("{dom}/name"), &config.name)?;
-    p.write(&format!("{dom}/domid"), &id.to_string())?;
+    xs_write(xs, vm, "")?;
+    xs_perms(xs, vm, &ro)?;
+    xs_write(xs, &format!("{vm}/uuid"), uuid)?;
+    xs_write(xs, &format!("{vm}/name"), &config.name)?;
+    xs_write(xs, &format!("{vm}/image/ostype"), "pvh")?;
+    xs_write(xs, &dom, "")?;
+    xs_perms(xs, &dom, &ro)?;
+    xs_write(xs, &format!("{dom}/vm"), vm)?;
+    xs_write(xs, &format!("{dom}/name"), &config.name)?;
+    xs_write(xs, &format!("{dom}/domid"), &id.to_string())?;
     for d in ["device", "control", "data", "drivers", "feature", "attr", "error"] {
         let path = format!("{dom}/{d}");
-        p.write(&path, "")?;
-        p.perms(&path, &own)?;
+        xs_write(xs, &path, "")?;
+        xs_perms(xs, &path, &own)?;
     }
     for n in ["shutdown", "sysrq"] {
-        let path = format!("{dom}/control/{n}");
-        p.write(&path, "")?;
-        p.perms(&path, &own)?;
+        xs_write(xs, &format!("{dom}/control/{n}"), "")?;
     }
-    p.write(&format!("{dom}/control/platform-feature-multiprocessor-suspend"), "1")?;
-    p.write(&format!("{dom}/control/platform-feature-xs_reset_watches"), "1")?;
-    let kib = config.memory << 10;
-    p.write(&format!("{dom}/memory/static-max"), &(config.maxmem << 10).to_string())?;
-    p.write(&format!("{dom}/memory/target"), &kib.to_string())?;
-    p.write(&format!("{dom}/memory/videoram"), "-1")?;
+    xs_write(xs, &format!("{dom}/control/platform-feature-multiprocessor-suspend"), "1")?;
+    xs_write(xs, &format!("{dom}/control/platform-feature-xs_reset_watches"), "1")?;
+    xs_write(xs, &format!("{dom}/memory/static-max"), &(config.maxmem << 10).to_string())?;
+    xs_write(xs, &format!("{dom}/memory/target"), &(config.memory << 10).to_string())?;
+    xs_write(xs, &format!("{dom}/memory/videoram"), "-1")?;
     for v in 0..config.maxvcpus {
         let state = if v < config.vcpus { "online" } else { "offline" };
-        p.write(&format!("{dom}/cpu/{v}/availability"), state)?;
+        xs_write(xs, &format!("{dom}/cpu/{v}/availability"), state)?;
     }
     // The console front end: read-only to the guest (its `tty` too: xenconsoled writes the pty there).
     let con = format!("{dom}/console");
-    p.write(&con, "")?;
-    p.perms(&con, &ro)?;
-    p.write(&format!("{con}/backend-id"), "0")?;
-    p.write(&format!("{con}/limit"), &CONSOLE_LIMIT.to_string())?;
-    p.write(&format!("{con}/type"), "xenconsoled")?;
-    p.write(&format!("{con}/output"), "pty")?;
-    p.write(&format!("{con}/tty"), "")?;
+    xs_write(xs, &con, "")?;
+    xs_perms(xs, &con, &ro)?;
+    xs_write(xs, &format!("{con}/backend-id"), "0")?;
+    xs_write(xs, &format!("{con}/limit"), &CONSOLE_LIMIT.to_string())?;
+    xs_write(xs, &format!("{con}/type"), "xenconsoled")?;
+    xs_write(xs, &format!("{con}/output"), "pty")?;
+    xs_write(xs, &format!("{con}/tty"), "")?;
     let store = format!("{dom}/store");
-    p.write(&store, "")?;
-    p.perms(&store, &ro)?;
+    xs_write(xs, &store, "")?;
+    xs_perms(xs, &store, &ro)?;
     Ok(())
+}
+
+/// Removes what [`write_tree`] and the build wrote.
+fn remove_tree(xs: &mut Client, id: u16, vm: &str) {
+    let _ = xs.rm(0, &format!("/local/domain/{id}"));
+    let _ = xs.rm(0, vm);
 }
 
 /// Builds and starts the domain `config` describes (attaching its console with `-c`, leaving it paused with `-p`).
@@ -262,7 +268,8 @@ fn build_and_run(
     let weight = u16::try_from(config.cpu_weight).unwrap_or(u16::MAX);
     let cap = u16::try_from(config.cap).unwrap_or(u16::MAX);
     step("scheduler parameters", xc.set_sched_credit(id, Some(weight), Some(cap)))?;
-    write_tree(p, config, uuid)?;
+    let vm = p.vm.clone();
+    write_tree(p.xs, id, &vm, config, uuid)?;
     let mut ops = XcOps { xc, unpause: false };
     let built = keel_builder::build(&mut ops, id, &spec(config, kernel, ramdisk), layout)
         .map_err(|e| failed(format!("building domain '{}': {e}", config.name)))?;
@@ -288,5 +295,53 @@ fn wait_for_console(xs: &mut Client, id: u16) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_xenstore::server::Server;
+    use keel_xenstore::store::Store;
+
+    fn config(text: &str) -> DomainConfig {
+        keel_config::from_text("t.cfg", text, &[]).expect("a valid config").config
+    }
+
+    /// The tree libxl writes for a PVH domU, with its permissions, and nothing left once removed.
+    #[test]
+    fn the_domains_xenstore_tree_is_libxls() {
+        let dir = std::env::temp_dir().join(format!("keel-xm-tree-{}", std::process::id()));
+        let path = dir.join("socket");
+        let server = Server::new(Store::default(), Box::new(|_| {}));
+        let listener = server.bind(&path).expect("bind");
+        let s = server.clone();
+        std::thread::spawn(move || s.accept_loop(listener));
+        let mut xs = Client::unix(&path).expect("connect");
+        let before = server.with_store(|s| s.len());
+        let cfg = config("name = \"web\"\nkernel = \"/k\"\nmemory = 64\nmaxmem = 128\nvcpus = 1\nmaxvcpus = 2\n");
+        write_tree(&mut xs, 7, "/vm/u-u", &cfg, "u-u").unwrap();
+        let read = |xs: &mut Client, p: &str| String::from_utf8(xs.read(0, p).unwrap()).unwrap();
+        assert_eq!(read(&mut xs, "/local/domain/7/name"), "web");
+        assert_eq!(read(&mut xs, "/local/domain/7/domid"), "7");
+        assert_eq!(read(&mut xs, "/local/domain/7/vm"), "/vm/u-u");
+        assert_eq!(read(&mut xs, "/local/domain/7/memory/target"), "65536");
+        assert_eq!(read(&mut xs, "/local/domain/7/memory/static-max"), "131072");
+        assert_eq!(read(&mut xs, "/local/domain/7/cpu/0/availability"), "online");
+        assert_eq!(read(&mut xs, "/local/domain/7/cpu/1/availability"), "offline");
+        assert_eq!(read(&mut xs, "/local/domain/7/console/type"), "xenconsoled");
+        assert_eq!(read(&mut xs, "/local/domain/7/console/tty"), "");
+        assert_eq!(read(&mut xs, "/vm/u-u/uuid"), "u-u");
+        let ro = ["n0", "r7"];
+        assert_eq!(xs.get_perms(0, "/local/domain/7").unwrap(), ro);
+        assert_eq!(xs.get_perms(0, "/local/domain/7/console/tty").unwrap(), ro, "the guest cannot move its pty");
+        assert_eq!(xs.get_perms(0, "/local/domain/7/store").unwrap(), ro);
+        assert_eq!(xs.get_perms(0, "/local/domain/7/control/shutdown").unwrap(), ["n7"], "the guest's own");
+        assert_eq!(xs.get_perms(0, "/local/domain/7/data").unwrap(), ["n7"]);
+        remove_tree(&mut xs, 7, "/vm/u-u");
+        assert!(xs.read(0, "/local/domain/7").is_err());
+        // `/vm` itself stays, as on Xen (libxl never removes it).
+        assert_eq!(server.with_store(|s| s.len()), before + 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
