@@ -161,7 +161,7 @@ fn bare_names_are_found_here_then_in_etc_xen() {
 }
 
 #[test]
-fn without_dry_run_it_validates_then_says_starting_is_not_built() {
+fn without_dry_run_a_corrupt_kernel_is_refused_before_anything_is_created() {
     let d = Dir::new("start");
     let kernel = d.file("vmlinuz", "not really a kernel");
     let cfg = d.file("web.cfg", &config(&kernel));
@@ -169,8 +169,11 @@ fn without_dry_run_it_validates_then_says_starting_is_not_built() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
-        "xm: 'create' failed: starting domains is not built yet in this Keel build (the configuration of 'web' is \
-         valid; 'xm create -n' prints it)\n"
+        format!(
+            "xm: 'create' failed: {}: kernel: not a kernel image (magic 6e 6f 74 20): neither a bzImage nor an ELF \
+             file\n",
+            kernel.display()
+        )
     );
     assert_eq!(text(&out.stdout), "");
 

@@ -112,6 +112,16 @@ pub fn build() -> Result<PathBuf> {
 
     let modules = copy_xen_modules(&stage.join("lib/modules"))?;
 
+    // Optional (`KEEL_DOMU=1`): Debian's kernel once more, as `/usr/lib/keel/vmlinuz`, for the check that `xm create`
+    // boots it as a domU (xtask/assets/checks/create.sh). Off by default: it adds 8 MB to every dom0 boot.
+    if std::env::var_os("KEEL_DOMU").is_some_and(|v| v == "1") {
+        if let Some(k) = kernel::cached() {
+            std::fs::create_dir_all(stage.join("usr/lib/keel"))?;
+            std::fs::copy(&k.vmlinuz, stage.join("usr/lib/keel/vmlinuz"))
+                .context(format!("cannot copy {}", k.vmlinuz.display()))?;
+        }
+    }
+
     let out = path();
     pack(&stage, &out)?;
     eprintln!(

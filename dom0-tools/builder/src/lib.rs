@@ -33,6 +33,8 @@ use keel_image::start_info::{self as start, entry, GuestModule};
 use keel_image::PAGE_SIZE;
 use std::fmt;
 
+pub mod xc;
+
 /// `ACPI_INFO_PHYSICAL_ADDRESS` of Xen's libacpi: where libxl puts a PVH guest's ACPI area.
 pub const ACPI_GPA: u64 = 0xfc00_0000;
 /// Where RAM below 4 GiB ends at the latest: the ACPI area and the MMIO hole above it.

@@ -397,6 +397,25 @@ fn guest_build(pc: i32) -> Result<String, String> {
 }
 
 fn main() {
+    // Helpers for the `xm create` checks (xtask/assets/checks/create.sh): free pages, and destroydomain.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["free"] => {
+            let xc = keel_xenctrl::Xc::open().expect("privcmd");
+            println!("{}", xc.physinfo().map(|p| p.free_pages).unwrap_or(0));
+            return;
+        }
+        ["destroy", id] => {
+            let xc = keel_xenctrl::Xc::open().expect("privcmd");
+            let r = id.parse().map_err(|_| "not a domain id".to_string());
+            match r.and_then(|id| xc.destroy_domain(id).map_err(|e| e.to_string())) {
+                Ok(()) => println!("destroyed"),
+                Err(e) => println!("destroy failed: {e}"),
+            }
+            return;
+        }
+        _ => {}
+    }
     match evtchn() {
         Ok(s) => println!("KEEL-CHECK: evtchn-loopback {s}"),
         Err(s) => println!("KEEL-CHECK: evtchn-loopback failed: {s}"),

@@ -55,6 +55,8 @@ pub trait Xenstore {
     fn read(&mut self, path: &str) -> Option<String>;
     /// Writes a node (creating its parents).
     fn write(&mut self, path: &str, value: &str) -> Result<(), XmError>;
+    /// Removes a node and everything below it (a missing node is not an error).
+    fn rm(&mut self, path: &str) -> Result<(), XmError>;
 }
 
 /// The hypervisor through privcmd.
@@ -101,6 +103,13 @@ impl Xenstore for keel_xenstore::client::Client {
     fn write(&mut self, path: &str, value: &str) -> Result<(), XmError> {
         keel_xenstore::client::Client::write(self, 0, path, value.as_bytes())
             .map_err(|e| XmError::Failed(format!("xenstore write {path}: {e}")))
+    }
+    fn rm(&mut self, path: &str) -> Result<(), XmError> {
+        if Xenstore::read(self, path).is_none() {
+            return Ok(());
+        }
+        keel_xenstore::client::Client::rm(self, 0, path)
+            .map_err(|e| XmError::Failed(format!("xenstore rm {path}: {e}")))
     }
 }
 
@@ -160,7 +169,14 @@ impl Ctx<'_> {
         if d.domain == 0 {
             return Err(XmError::Failed("cannot destroy privileged domain 0".into()));
         }
+        // As libxl: the domain's xenstore nodes go with it (its /vm/<uuid> and /local/domain/<id>).
+        let dom_path = format!("/local/domain/{}", d.domain);
+        let vm = self.xs.read(&format!("{dom_path}/vm"));
         self.hv.destroy(d.domain)?;
+        if let Some(vm) = vm.filter(|v| v.starts_with("/vm/")) {
+            self.xs.rm(&vm)?;
+        }
+        self.xs.rm(&dom_path)?;
         Ok(Done { domid: d.domain, name, action: "destroy", value: None })
     }
 
@@ -455,6 +471,13 @@ pub(crate) mod tests {
         fn write(&mut self, path: &str, value: &str) -> Result<(), XmError> {
             self.req(typ::WRITE, format!("{path}\0{value}").into_bytes()).map(drop).map_err(XmError::Failed)
         }
+        fn rm(&mut self, path: &str) -> Result<(), XmError> {
+            match self.req(typ::RM, format!("{path}\0").into_bytes()) {
+                Ok(_) => Ok(()),
+                Err(e) if e.contains("ENOENT") => Ok(()),
+                Err(e) => Err(XmError::Failed(e)),
+            }
+        }
     }
 
     /// A hypervisor holding `doms`, recording the domctls it is asked for.
@@ -556,6 +579,22 @@ pub(crate) mod tests {
         c.destroy(&r("db")).unwrap();
         assert_eq!(hv.calls, ["pause 3", "unpause 3", "destroy 5"]);
         assert!(!hv.doms.contains_key(&5));
+    }
+
+    #[test]
+    fn destroy_removes_the_domains_nodes_as_libxl() {
+        let (mut hv, mut xs) = setup();
+        let mut c = Ctx { hv: &mut hv, xs: &mut xs };
+        c.destroy(&r("web")).unwrap();
+        assert_eq!(hv.calls, ["destroy 3"]);
+        for gone in ["/local/domain/3/name", "/local/domain/3", "/vm/1234/name", "/vm/1234"] {
+            assert_eq!(xs.read(gone), None, "{gone}");
+        }
+        assert_eq!(xs.read("/local/domain/5/name").as_deref(), Some("db"));
+        // A domain with no vm node loses only its own directory.
+        let mut c = Ctx { hv: &mut hv, xs: &mut xs };
+        c.destroy(&r("5")).unwrap();
+        assert_eq!(xs.read("/local/domain/5/name"), None);
     }
 
     #[test]

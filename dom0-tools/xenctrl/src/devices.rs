@@ -293,6 +293,123 @@ impl Drop for ForeignPage {
     }
 }
 
+/// `struct privcmd_mmap_resource`.
+#[repr(C)]
+struct PrivcmdMmapResource {
+    dom: u16,
+    typ: u32,
+    id: u32,
+    idx: u32,
+    num: u64,
+    addr: u64,
+}
+const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong = ioc(b'P', 7, size_of::<PrivcmdMmapResource>());
+/// `XENMEM_resource_grant_table`.
+pub const RESOURCE_GRANT_TABLE: u32 = 1;
+/// `XENMEM_resource_grant_table_id_shared`.
+pub const RESOURCE_GRANT_TABLE_SHARED: u32 = 0;
+
+/// Several pages of another domain (or of one of its resources) mapped read-write and contiguous here, through
+/// one privcmd file: for a domain builder, which writes a guest that does not run yet (so plain slices are fine).
+/// Dropping it unmaps the pages.
+pub struct ForeignPages {
+    base: *mut u8,
+    len: usize,
+    _dev: File,
+}
+
+// SAFETY: the mapping belongs to this value alone until drop; it is reached only through `&self`/`&mut self`.
+unsafe impl Send for ForeignPages {}
+
+impl ForeignPages {
+    /// A privcmd mapping of `pages` pages, not yet filled.
+    fn reserve(pages: usize) -> io::Result<ForeignPages> {
+        let dev = open_rw(PRIVCMD)?;
+        let len = pages.max(1) * PAGE;
+        // SAFETY: a new shared mapping at an address the kernel picks: nothing in this process is there yet.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                dev.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ForeignPages { base: p.cast(), len, _dev: dev })
+    }
+
+    /// Maps frames `gfns` of domain `domid` (`IOCTL_PRIVCMD_MMAPBATCH_V2`); the first page that fails is the error.
+    pub fn foreign(domid: u16, gfns: &[u64]) -> io::Result<ForeignPages> {
+        let pages = ForeignPages::reserve(gfns.len())?;
+        let mut err = vec![0i32; gfns.len()];
+        let mut b = PrivcmdMmapbatchV2 {
+            num: gfns.len() as u32,
+            dom: domid,
+            addr: pages.base as u64,
+            arr: gfns.as_ptr(),
+            err: err.as_mut_ptr(),
+        };
+        // SAFETY: the request reads a `PrivcmdMmapbatchV2` whose `arr` and `err` point at `num`-element arrays that
+        // live across the call, and fills `num` pages at `addr`, which is our own privcmd mapping of that many.
+        let r = unsafe {
+            ioctl(pages._dev.as_raw_fd(), IOCTL_PRIVCMD_MMAPBATCH_V2, (&mut b as *mut PrivcmdMmapbatchV2).cast())
+        };
+        let first = gfns.first().copied().unwrap_or(0);
+        r.map_err(|e| {
+            io::Error::new(e.kind(), format!("foreign map of domain {domid}'s frames from {first:#x}: {e}"))
+        })?;
+        if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
+            return Err(io::Error::other(format!(
+                "foreign map of domain {domid}'s frame {:#x}: {}",
+                gfns[i],
+                io::Error::from_raw_os_error(-e)
+            )));
+        }
+        Ok(pages)
+    }
+
+    /// Maps frames `idx .. idx + num` of resource `typ`/`id` of domain `domid` (`IOCTL_PRIVCMD_MMAP_RESOURCE`,
+    /// XENMEM_acquire_resource): e.g. its grant table, as libxenguest seeds a new domain's grants.
+    pub fn resource(domid: u16, typ: u32, id: u32, idx: u32, num: usize) -> io::Result<ForeignPages> {
+        let pages = ForeignPages::reserve(num)?;
+        let mut r = PrivcmdMmapResource { dom: domid, typ, id, idx, num: num as u64, addr: pages.base as u64 };
+        // SAFETY: the request reads a `PrivcmdMmapResource` living across the call and fills `num` pages at
+        // `addr`, which is our own privcmd mapping of that many.
+        unsafe {
+            ioctl(pages._dev.as_raw_fd(), IOCTL_PRIVCMD_MMAP_RESOURCE, (&mut r as *mut PrivcmdMmapResource).cast())
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("resource {typ}/{id} of domain {domid}: {e}")))?;
+        Ok(pages)
+    }
+}
+
+impl std::ops::Deref for ForeignPages {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `base` maps `len` bytes, readable, until drop (which needs `&mut self`).
+        unsafe { std::slice::from_raw_parts(self.base, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for ForeignPages {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `base` maps `len` writable bytes until drop; `&mut self` makes this the only slice into them.
+        unsafe { std::slice::from_raw_parts_mut(self.base, self.len) }
+    }
+}
+
+impl Drop for ForeignPages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `reserve` mapped; no slice into it outlives `&mut self`.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +423,7 @@ mod tests {
         assert_eq!(IOCTL_PRIVCMD_MMAPBATCH_V2, 0x0020_5004);
         assert_eq!(IOCTL_EVTCHN_BIND_UNBOUND_PORT, 0x0004_4502);
         assert_eq!(IOCTL_GNTALLOC_ALLOC_GREF, 0x0018_4705);
+        assert_eq!(IOCTL_PRIVCMD_MMAP_RESOURCE, 0x0020_5007);
     }
 
     #[test]

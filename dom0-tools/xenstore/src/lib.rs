@@ -16,6 +16,7 @@
 //! conflict and quota is unit-tested; the transports are tested over real sockets and in-memory rings, with hostile clients too.
 
 pub mod client;
+pub mod domain;
 pub mod local;
 pub mod path;
 pub mod perms;

@@ -151,6 +151,8 @@ pub struct Evtchn {
     local: u32,
     /// `VIRQ_DOM_EXC`'s port, if bound.
     pub dom_exc: Option<u32>,
+    /// Called when `VIRQ_DOM_EXC` fires (a domain shut down, died or was destroyed).
+    on_dom_exc: Option<Box<dyn FnMut() + Send>>,
     wake_r: OwnedFd,
     wake_w: Arc<OwnedFd>,
 }
@@ -168,7 +170,7 @@ impl Evtchn {
         }
         // SAFETY: both descriptors were just created and are owned by nothing else.
         let (wake_r, wake_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Evtchn { dev, local, dom_exc: None, wake_r, wake_w: Arc::new(wake_w) })
+        Ok(Evtchn { dev, local, dom_exc: None, on_dom_exc: None, wake_r, wake_w: Arc::new(wake_w) })
     }
 
     /// Our end of the channel.
@@ -182,6 +184,11 @@ impl Evtchn {
         let port = ioctl(&self.dev, IOCTL_EVTCHN_BIND_VIRQ, (&mut virq as *mut u32).cast())? as u32;
         self.dom_exc = Some(port);
         Ok(port)
+    }
+
+    /// Calls `f` whenever `VIRQ_DOM_EXC` fires (after [`Evtchn::bind_dom_exc`]).
+    pub fn on_dom_exc(&mut self, f: Box<dyn FnMut() + Send>) {
+        self.on_dom_exc = Some(f);
     }
 }
 
@@ -210,6 +217,12 @@ impl Events for Evtchn {
             if n > 0 {
                 use std::io::Write;
                 self.dev.write_all(&buf[..n])?;
+            }
+            let exc = self.dom_exc.map(u32::to_le_bytes);
+            if let (Some(exc), Some(f)) = (exc, self.on_dom_exc.as_mut()) {
+                if buf[..n].chunks(4).any(|c| c == exc) {
+                    f();
+                }
             }
         }
         Ok(())

@@ -244,6 +244,19 @@ impl Server {
         }
     }
 
+    /// Domain `d` is gone: released as by XS_RELEASE (its ring thread is told through the Release effect) and
+    /// `@releaseDomain` fires.
+    pub fn domain_gone(&self, d: u16) {
+        let out = self.inner.store.lock().expect("store lock").domain_gone(d);
+        self.deliver(out);
+    }
+
+    /// Fires `@releaseDomain` (a domain shut down).
+    pub fn fire_release_domain(&self) {
+        let out = self.inner.store.lock().expect("store lock").fire_release_domain();
+        self.deliver(out);
+    }
+
     /// Runs `f` on the store (start-up contents, tests).
     pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         f(&mut self.inner.store.lock().expect("store lock"))

@@ -387,6 +387,30 @@ impl Store {
         self.conns.values().map(|c| c.watches.len()).sum()
     }
 
+    /// The domains introduced (XS_INTRODUCE) and not released.
+    pub fn introduced(&self) -> Vec<u16> {
+        self.introduced.iter().copied().collect()
+    }
+
+    /// Domain `d` is gone (destroyed, or dying): as an XS_RELEASE of it, without a requester. Its effect is
+    /// [`Effect::Release`] and `@releaseDomain` fires; nothing happens for a domain not introduced.
+    pub fn domain_gone(&mut self, d: u16) -> Output {
+        let mut out = Output::default();
+        if self.introduced.remove(&d) {
+            self.targets.remove(&d);
+            out.effects.push(Effect::Release { domid: d });
+            self.fire(&[Change::Special("@releaseDomain")], &mut out.msgs);
+        }
+        out
+    }
+
+    /// Fires `@releaseDomain` alone (a domain shut down: C xenstored tells the toolstack so, before it dies).
+    pub fn fire_release_domain(&mut self) -> Output {
+        let mut out = Output::default();
+        self.fire(&[Change::Special("@releaseDomain")], &mut out.msgs);
+        out
+    }
+
     /// Handles one request from `conn`.
     pub fn handle(&mut self, conn: ConnId, msg: &Msg) -> Output {
         let mut out = Output::default();

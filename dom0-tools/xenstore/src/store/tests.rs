@@ -337,3 +337,22 @@ fn disconnect_drops_watches_and_transactions() {
     assert!(events(&out, c).is_empty());
     assert!(t.s.handle(c, &Msg::new(typ::READ, 1, 0, b"/x\0".to_vec())).msgs.is_empty());
 }
+
+#[test]
+fn a_dead_domain_is_released_once() {
+    let mut t = T::new();
+    let d0 = t.s.connect(0, true);
+    t.ok(d0, typ::WATCH, b"@releaseDomain\0r\0");
+    t.ok(d0, typ::INTRODUCE, b"4\x001\x002\0");
+    assert_eq!(t.s.introduced(), vec![4]);
+    let out = t.s.fire_release_domain();
+    assert!(out.effects.is_empty(), "a shutdown only tells the watchers");
+    assert_eq!(events(&out, d0), vec!["@releaseDomain|r|"]);
+    let out = t.s.domain_gone(4);
+    assert_eq!(out.effects, vec![Effect::Release { domid: 4 }]);
+    assert_eq!(events(&out, d0), vec!["@releaseDomain|r|"]);
+    assert!(t.s.introduced().is_empty());
+    let out = t.s.domain_gone(4);
+    assert!(out.effects.is_empty() && out.msgs.is_empty(), "released already");
+    assert_eq!(t.ok(d0, typ::IS_DOMAIN_INTRODUCED, b"4\0"), b"F\0");
+}

@@ -1,0 +1,166 @@
+# `xm create` of a PVH domU from dom0 (issue 12; dom0-tools/src/xm/create.rs, keel-builder, xenstored's domU rings).
+# The guest is a 450-byte PVH ELF64 written here (one PT_LOAD at 0x100000, XEN_ELFNOTE_PHYS32_ENTRY 0x100000); its
+# 32-bit code says hello through console_io (`xm dmesg` shows it as "(dN) ..."), reads its store event channel
+# (HVMOP_get_param HVM_PARAM_STORE_EVTCHN), puts an XS_WRITE of `data/tiny` = `ran` on its xenstore ring (the
+# special page 0xFEFFC000), signals the channel, and then blocks. Seeing /local/domain/N/data/tiny = ran in dom0
+# proves the build (memory, image, start state), the grant-seeded ring mapped by xenstored after XS_INTRODUCE,
+# and the event channel. Then a duplicate name is refused, the domain is destroyed with `xm destroy` (destroydomain
+# and the removal of its nodes, as libxl does), xenstored releases it (VIRQ_DOM_EXC), and free memory
+# returns exactly. tests/tests/linux.rs asserts the KEEL-CHECK lines.
+#
+# The guest's source (GNU as, --32; Keel's hypercall arguments are in edi, esi, edx):
+#           .code32
+#           .set BASE, 0x100000
+#           .set RING, 0xfeffc000
+#   start:
+#           mov $18, %eax                   # console_io
+#           mov $0, %edi                    # CONSOLEIO_write
+#           mov $(msg_end - msg), %esi
+#           mov $(BASE + msg - start), %edx
+#           vmmcall
+#           mov $34, %eax                   # hvm_op
+#           mov $1, %edi                    # HVMOP_get_param
+#           mov $(BASE + param - start), %esi
+#           vmmcall
+#           mov $(BASE + req - start), %esi
+#           mov $RING, %edi
+#           mov $(req_end - req), %ecx
+#           cld
+#           rep movsb
+#           movl $(req_end - req), RING + 2052   # req_prod
+#           mov (BASE + param - start + 8), %eax
+#           mov %eax, (BASE + send - start)
+#           mov $32, %eax                   # event_channel_op
+#           mov $4, %edi                    # EVTCHNOP_send
+#           mov $(BASE + send - start), %esi
+#           vmmcall
+#   1:      mov $29, %eax                   # sched_op
+#           mov $1, %edi                    # SCHEDOP_block
+#           xor %esi, %esi
+#           vmmcall
+#           jmp 1b
+#           .balign 8
+#   param:  .short 0x7ff0, 0                # DOMID_SELF
+#           .long 2                         # HVM_PARAM_STORE_EVTCHN
+#           .quad 0
+#   send:   .long 0
+#   msg:    .ascii "keel-tiny-guest: running\n"
+#   msg_end:
+#   req:    .long 11, 1, 0, (req_end - req - 16)   # XS_WRITE
+#           .ascii "data/tiny\0ran"
+#   req_end:
+tiny_guest() {
+    printf '\177\105\114\106\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000\000\000\020\000\000\000\000\000'
+    printf '\100\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\100\000\070\000\002\000\000\000\000\000\000\000'
+    printf '\001\000\000\000\007\000\000\000\000\001\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\020\000\000\000\000\000'
+    printf '\302\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\001\000\000\000\000\000\000\004\000\000\000\004\000\000\000'
+    printf '\260\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\024\000\000\000\000\000\000\000'
+    printf '\024\000\000\000\000\000\000\000\004\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000\022\000\000\000\130\145\156\000'
+    printf '\000\000\020\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
+    printf '\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
+    printf '\270\022\000\000\000\277\000\000\000\000\276\031\000\000\000\272\214\000\020\000\017\001\331\270\042\000\000\000\277\001\000\000'
+    printf '\000\276\170\000\020\000\017\001\331\276\245\000\020\000\277\000\300\377\376\271\035\000\000\000\374\363\244\307\005\004\310\377'
+    printf '\376\035\000\000\000\241\200\000\020\000\243\210\000\020\000\270\040\000\000\000\277\004\000\000\000\276\210\000\020\000\017\001'
+    printf '\331\270\035\000\000\000\277\001\000\000\000\061\366\017\001\331\353\357\215\266\000\000\000\000\360\177\000\000\002\000\000\000'
+    printf '\000\000\000\000\000\000\000\000\000\000\000\000\153\145\145\154\055\164\151\156\171\055\147\165\145\163\164\072\040\162\165\156'
+    printf '\156\151\156\147\012\013\000\000\000\001\000\000\000\000\000\000\000\015\000\000\000\144\141\164\141\057\164\151\156\171\000\162'
+    printf '\141\156'
+}
+tiny_guest >/tmp/keel-tiny.elf
+cat >/tmp/tiny.cfg <<EOF
+name = "tiny"
+type = "pvh"
+kernel = "/tmp/keel-tiny.elf"
+memory = 16
+vcpus = 1
+EOF
+free_pages() { keel-devcheck free; }
+before=$(free_pages)
+out=$(xm create /tmp/tiny.cfg 2>&1)
+id=$(echo "$out" | sed -n 's/^Started domain tiny (id=\([0-9]*\))$/\1/p')
+if [ -n "$id" ]; then
+    n=0
+    while [ $n -lt 100 ] && [ "$(xenstore-read /local/domain/$id/data/tiny 2>/dev/null)" != ran ]; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+    # Only now: the guest's own console line (Keel's, on the same serial line) is out by then.
+    echo "KEEL-CHECK: create-output $out"
+    echo "KEEL-CHECK: create-guest-xenstore $(xenstore-read /local/domain/$id/data/tiny 2>&1)"
+    echo "KEEL-CHECK: create-guest-console $(xm dmesg 2>/dev/null | grep -c "(d$id) keel-tiny-guest: running")"
+    echo "KEEL-CHECK: create-list $(xm list 2>&1 | awk '$1 == "tiny" { print $1, $2, $3, $4 }')"
+    echo "KEEL-CHECK: create-nodes name=$(xenstore-read /local/domain/$id/name 2>&1)" \
+        "target=$(xenstore-read /local/domain/$id/memory/target 2>&1)" \
+        "store-port=$(xenstore-read /local/domain/$id/store/port 2>&1 | grep -c '^[0-9]')" \
+        "console-type=$(xenstore-read /local/domain/$id/console/type 2>&1)" \
+        "tty=$(xenstore-read /local/domain/$id/console/tty 2>&1 | grep -c '^/dev/pts/')"
+    echo "KEEL-CHECK: create-duplicate $(xm create /tmp/tiny.cfg 2>&1 | head -n 1)"
+    vm=$(xenstore-read /local/domain/$id/vm 2>/dev/null)
+    echo "KEEL-CHECK: create-xm-destroy $(xm destroy "$id" 2>&1; echo "rc=$?")"
+    n=0
+    while [ $n -lt 100 ] && [ "$(free_pages)" != "$before" ]; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+    after=$(free_pages)
+    echo "KEEL-CHECK: create-destroyed listed=$(xm list 2>&1 | grep -c '^tiny ')" \
+        "nodes=$(xenstore-list /local/domain 2>/dev/null | grep -c "^$id\$")" \
+        "free-returned=$([ "$after" = "$before" ] && echo yes || echo "no($before/$after)")"
+    echo "KEEL-CHECK: create-vm-node $(case "$vm" in /vm/*) xenstore-exists "$vm" 2>/dev/null && echo kept || echo removed ;; *) echo "missing($vm)" ;; esac)"
+else
+    echo "KEEL-CHECK: create-output $out"
+fi
+# A corrupt kernel and too much memory: one line each, nothing left behind.
+echo "not an elf" >/tmp/keel-bad.elf
+echo "KEEL-CHECK: create-corrupt $(xm create /tmp/tiny.cfg kernel=/tmp/keel-bad.elf 2>&1 | head -n 1)"
+echo "KEEL-CHECK: create-toomuch $(xm create /tmp/tiny.cfg memory=1000000 maxmem=1000000 2>&1 | head -n 1)"
+echo "KEEL-CHECK: create-leftover domains=$(xenstore-list /local/domain 2>/dev/null | grep -vc '^0$')" \
+    "free-same=$([ "$(free_pages)" = "$before" ] && echo yes || echo no)"
+# Debian's stock kernel as a 2-vCPU PVH domU with a busybox initrd made here, when dom0 carries the kernel
+# (`KEEL_DOMU=1 cargo xtask ...` puts it in /usr/lib/keel/vmlinuz; off by default, it makes every boot bigger). Its
+# init's line must reach its console log (xenconsoled --log=guest); then it is destroyed and its memory comes back.
+if [ -f /usr/lib/keel/vmlinuz ]; then
+    rm -rf /tmp/domu && mkdir -p /tmp/domu/bin /tmp/domu/dev /tmp/domu/proc
+    cp /bin/busybox /tmp/domu/bin/busybox
+    cat >/tmp/domu/init <<'EOF'
+#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox mount -t proc proc /proc
+exec >/dev/hvc0 2>&1
+echo "KEEL-DOMU: init reached, $(/bin/busybox grep -c ^processor /proc/cpuinfo) cpus"
+while :; do /bin/busybox sleep 3600; done
+EOF
+    chmod +x /tmp/domu/init
+    (cd /tmp/domu && find . | cpio -o -H newc 2>/dev/null | gzip -1) >/tmp/domu.cpio.gz
+    cat >/tmp/debian.cfg <<'EOF'
+name = "debian"
+type = "pvh"
+kernel = "/usr/lib/keel/vmlinuz"
+ramdisk = "/tmp/domu.cpio.gz"
+extra = "console=hvc0"
+memory = 256
+vcpus = 2
+EOF
+    before=$(free_pages)
+    out=$(xm create /tmp/debian.cfg 2>&1)
+    id=$(echo "$out" | sed -n 's/^Started domain debian (id=\([0-9]*\))$/\1/p')
+    log=/var/log/xen/console/guest-debian.log
+    n=0
+    while [ -n "$id" ] && [ $n -lt 480 ] && ! grep -q "KEEL-DOMU: init reached" $log 2>/dev/null; do
+        n=$((n + 1))
+        sleep 0.5
+    done
+    echo "KEEL-CHECK: create-debian-output $out"
+    echo "KEEL-CHECK: create-debian $(grep -a -o 'KEEL-DOMU: init reached, [0-9]* cpus' $log 2>/dev/null | head -n 1 | tr -d '\r') after=${n}x0.5s"
+    echo "KEEL-CHECK: create-debian-list $(xm list 2>&1 | awk '$1 == "debian" { print $1, $3, $4 }')"
+    [ -f $log ] && tail -n 5 $log | sed 's/^/KEEL-DOMU-LOG: /'
+    if [ -n "$id" ]; then
+        xm destroy "$id" >/dev/null 2>&1 || echo "KEEL-CHECK: create-debian-destroy failed"
+    fi
+    n=0
+    while [ $n -lt 100 ] && [ "$(free_pages)" != "$before" ]; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+    echo "KEEL-CHECK: create-debian-destroyed free-returned=$([ "$(free_pages)" = "$before" ] && echo yes || echo no)"
+fi
