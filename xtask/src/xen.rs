@@ -15,7 +15,8 @@
 //! - `target/xl-initramfs.cpio.gz` ([`stock_tools_initramfs`], for `cargo xtask test`'s xl test): Keel's dom0
 //!   initramfs plus Debian's unchanged `xl` and xenstore-utils' `xenstore-ls` (`/usr/lib/xen-4.17/bin/`), every
 //!   library they load and glibc's loader, and an empty `/etc/xen/xl.conf`; not Xen's xenstored or xenconsoled:
-//!   on Keel, dom0's own xenstored serves them.
+//!   on Keel, dom0's own xenstored serves them. It also carries Debian's kernel as `/usr/lib/keel/vmlinuz`, which
+//!   xtask/assets/checks/create.sh boots as a PVH domU with `xm create`.
 
 use crate::util::{self, Context, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -244,10 +245,12 @@ pub fn dom0_initramfs(xen: &Xen, base: &Path, hcbench: &Path, domu: &Domu) -> Re
 /// Keel's dom0 initramfs `base` plus Debian's stock `xl` and `xenstore-ls` ([`STOCK_TOOLS`]) and their
 /// libraries, in `target/xl-initramfs.cpio.gz`: what the xl test (tests/tests/xl.rs) boots.
 /// xtask/assets/checks/xl.sh runs the tools when they are there.
-pub fn stock_tools_initramfs(xen: &Xen, base: &Path) -> Result<PathBuf> {
+pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path) -> Result<PathBuf> {
     let stage = util::target_dir().join("xl-initramfs-root");
     util::remove_dir(&stage)?;
     stage_tools(xen, STOCK_TOOLS, &stage)?;
+    // The domU kernel of xtask/assets/checks/create.sh: this boot also has dom0 start Debian's kernel as a domU.
+    copy_exec(domu_kernel, &stage.join("usr/lib/keel/vmlinuz"))?;
     let out = util::target_dir().join("xl-initramfs.cpio.gz");
     extend_initramfs(base, &stage, &out)?;
     util::remove_dir(&stage)?;
