@@ -32,6 +32,8 @@ const fn ioc(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
     ((size as libc::c_ulong) << 16) | ((ty as libc::c_ulong) << 8) | nr as libc::c_ulong
 }
 
+/// `IOCTL_EVTCHN_BIND_VIRQ`: `{ u32 virq }`, returns the local port.
+const IOCTL_EVTCHN_BIND_VIRQ: libc::c_ulong = ioc(b'E', 0, 4);
 /// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: `{ u32 remote_domain, remote_port }`, returns the local port.
 const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong = ioc(b'E', 1, 8);
 /// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: `{ u32 remote_domain }`, returns the new local port.
@@ -140,20 +142,34 @@ impl Evtchn {
         unsafe { ioctl(self.dev.as_raw_fd(), IOCTL_EVTCHN_NOTIFY, (&mut port as *mut u32).cast()) }.map(drop)
     }
 
-    /// Takes the pending events (the file is non-blocking: none is fine) and unmasks their ports again; true if
-    /// there was one.
-    pub fn ack(&mut self) -> io::Result<bool> {
-        let mut buf = [0u8; 64];
+    /// Also binds `virq` on this file (it then reports that VIRQ's events too); returns its local port.
+    pub fn bind_virq(&mut self, virq: u32) -> io::Result<u32> {
+        let mut arg = virq;
+        // SAFETY: the request reads one u32 from `arg`, which lives across the call.
+        let port = unsafe { ioctl(self.dev.as_raw_fd(), IOCTL_EVTCHN_BIND_VIRQ, (&mut arg as *mut u32).cast()) }
+            .map_err(|e| io::Error::new(e.kind(), format!("bind VIRQ {virq}: {e}")))?;
+        Ok(port as u32)
+    }
+
+    /// Takes the pending events (the file is non-blocking: none is fine), unmasks their ports again, and returns
+    /// the ports that fired (at most 64 at a time; the rest stay pending for the next call).
+    pub fn take_pending(&mut self) -> io::Result<Vec<u32>> {
+        let mut buf = [0u8; 4 * 64];
         let n = match self.dev.read(&mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let n = n - n % 4;
         if n > 0 {
             self.dev.write_all(&buf[..n])?;
         }
-        Ok(n > 0)
+        Ok(buf[..n].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// [`Evtchn::take_pending`], saying only whether any event was pending.
+    pub fn ack(&mut self) -> io::Result<bool> {
+        Ok(!self.take_pending()?.is_empty())
     }
 }
 
@@ -417,6 +433,7 @@ mod tests {
     #[test]
     fn ioctl_numbers_are_linuxs() {
         // From Linux's headers as compiled for x86_64.
+        assert_eq!(IOCTL_EVTCHN_BIND_VIRQ, 0x0004_4500);
         assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
         assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);
         assert_eq!(IOCTL_GNTDEV_MAP_GRANT_REF, 0x0018_4700);

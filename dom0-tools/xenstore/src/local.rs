@@ -10,8 +10,9 @@
 //!   `VIRQ_DOM_EXC` is bound on the same file as C xenstored binds it (domains dying; nothing to do until domUs).
 
 use crate::ring::{Events, RingPage, Waker};
+use keel_xenctrl::devices;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -21,8 +22,6 @@ pub const XENBUS_BACKEND: &str = "/dev/xen/xenbus_backend";
 /// xenfs's view of the ring page (mmap) and its port.
 pub const XSD_KVA: &str = "/proc/xen/xsd_kva";
 pub const XSD_PORT: &str = "/proc/xen/xsd_port";
-/// Linux's event-channel device.
-pub const EVTCHN: &str = "/dev/xen/evtchn";
 /// `VIRQ_DOM_EXC`: a domain died or was destroyed.
 pub const VIRQ_DOM_EXC: u32 = 3;
 
@@ -33,12 +32,6 @@ const fn ioc_none(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
 
 /// `IOCTL_XENBUS_BACKEND_EVTCHN` (`xen/xenbus_dev.h`): the ring's port.
 const IOCTL_XENBUS_BACKEND_EVTCHN: libc::c_ulong = ioc_none(b'B', 0, 0);
-/// `IOCTL_EVTCHN_BIND_VIRQ` (`xen/evtchn.h`): `{ u32 virq }`, returns the local port.
-const IOCTL_EVTCHN_BIND_VIRQ: libc::c_ulong = ioc_none(b'E', 0, 4);
-/// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: `{ u32 remote_domain, remote_port }`, returns the local port.
-const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong = ioc_none(b'E', 1, 8);
-/// `IOCTL_EVTCHN_NOTIFY`: `{ u32 port }`.
-const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc_none(b'E', 4, 4);
 
 const PAGE: usize = 4096;
 
@@ -113,8 +106,8 @@ impl Drop for MmapPage {
 }
 
 fn ioctl(f: &File, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<i32> {
-    // SAFETY: `req` is one of this module's ioctls, each of which reads (at most) the size its number encodes from
-    // `arg`, which callers point at a value of that size living across the call (or pass null for none).
+    // SAFETY: `req` is this module's one ioctl, IOCTL_XENBUS_BACKEND_EVTCHN, which takes no argument (`arg` is
+    // null).
     let r = unsafe { libc::ioctl(f.as_raw_fd(), req as _, arg) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -144,11 +137,9 @@ pub fn local_ring() -> io::Result<(MmapPage, u32)> {
     Ok((MmapPage::map(kva)?, port))
 }
 
-/// The ring's event channel through `/dev/xen/evtchn`, plus a pipe that [`Events::waker`] writes to.
+/// The ring's event channel (keel-xenctrl's [`devices::Evtchn`]), plus a pipe that [`Events::waker`] writes to.
 pub struct Evtchn {
-    dev: File,
-    /// Our end of the interdomain channel.
-    local: u32,
+    chan: devices::Evtchn,
     /// `VIRQ_DOM_EXC`'s port, if bound.
     pub dom_exc: Option<u32>,
     /// Called when `VIRQ_DOM_EXC` fires (a domain shut down, died or was destroyed).
@@ -160,9 +151,7 @@ pub struct Evtchn {
 impl Evtchn {
     /// Binds a new port of ours to `remote_port` of domain `remote_dom` (0 and the kernel's port for dom0's ring).
     pub fn bind_interdomain(remote_dom: u16, remote_port: u32) -> io::Result<Evtchn> {
-        let dev = File::options().read(true).write(true).open(EVTCHN)?;
-        let mut arg = [u32::from(remote_dom), remote_port];
-        let local = ioctl(&dev, IOCTL_EVTCHN_BIND_INTERDOMAIN, arg.as_mut_ptr().cast())? as u32;
+        let chan = devices::Evtchn::bind_interdomain(remote_dom, remote_port)?;
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array it is given, which has room for them.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
@@ -170,18 +159,17 @@ impl Evtchn {
         }
         // SAFETY: both descriptors were just created and are owned by nothing else.
         let (wake_r, wake_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Evtchn { dev, local, dom_exc: None, on_dom_exc: None, wake_r, wake_w: Arc::new(wake_w) })
+        Ok(Evtchn { chan, dom_exc: None, on_dom_exc: None, wake_r, wake_w: Arc::new(wake_w) })
     }
 
     /// Our end of the channel.
     pub fn local_port(&self) -> u32 {
-        self.local
+        self.chan.local_port()
     }
 
     /// Binds `VIRQ_DOM_EXC` on this file; returns its port.
     pub fn bind_dom_exc(&mut self) -> io::Result<u32> {
-        let mut virq = VIRQ_DOM_EXC;
-        let port = ioctl(&self.dev, IOCTL_EVTCHN_BIND_VIRQ, (&mut virq as *mut u32).cast())? as u32;
+        let port = self.chan.bind_virq(VIRQ_DOM_EXC)?;
         self.dom_exc = Some(port);
         Ok(port)
     }
@@ -195,7 +183,7 @@ impl Evtchn {
 impl Events for Evtchn {
     fn wait(&mut self) -> io::Result<()> {
         let mut fds = [
-            libc::pollfd { fd: self.dev.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: self.chan.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.wake_r.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         // SAFETY: `fds` is an array of two pollfd that lives across the call.
@@ -210,17 +198,9 @@ impl Events for Evtchn {
             while unsafe { libc::read(self.wake_r.as_raw_fd(), junk.as_mut_ptr().cast(), junk.len()) } > 0 {}
         }
         if fds[0].revents != 0 {
-            // Pending ports come as u32s; each stays masked until written back.
-            let mut buf = [0u8; 4 * 64];
-            let n = self.dev.read(&mut buf)?;
-            let n = n - n % 4;
-            if n > 0 {
-                use std::io::Write;
-                self.dev.write_all(&buf[..n])?;
-            }
-            let exc = self.dom_exc.map(u32::to_le_bytes);
-            if let (Some(exc), Some(f)) = (exc, self.on_dom_exc.as_mut()) {
-                if buf[..n].chunks(4).any(|c| c == exc) {
+            let fired = self.chan.take_pending()?;
+            if let (Some(exc), Some(f)) = (self.dom_exc, self.on_dom_exc.as_mut()) {
+                if fired.contains(&exc) {
                     f();
                 }
             }
@@ -229,8 +209,7 @@ impl Events for Evtchn {
     }
 
     fn notify(&mut self) -> io::Result<()> {
-        let mut port = self.local;
-        ioctl(&self.dev, IOCTL_EVTCHN_NOTIFY, (&mut port as *mut u32).cast()).map(drop)
+        self.chan.notify()
     }
 
     fn waker(&self) -> Waker {
@@ -251,9 +230,6 @@ mod tests {
     #[test]
     fn ioctl_numbers() {
         assert_eq!(IOCTL_XENBUS_BACKEND_EVTCHN, 0x4200);
-        assert_eq!(IOCTL_EVTCHN_BIND_VIRQ, 0x0004_4500);
-        assert_eq!(IOCTL_EVTCHN_BIND_INTERDOMAIN, 0x0008_4501);
-        assert_eq!(IOCTL_EVTCHN_NOTIFY, 0x0004_4504);
     }
 
     /// A page mapped from a file behaves as the ring page: indexes and bytes land where the layout says.
