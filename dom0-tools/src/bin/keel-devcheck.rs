@@ -26,60 +26,11 @@ use std::os::fd::AsRawFd;
 
 const PAGE: usize = 4096;
 
-/// `_IOC(_IOC_NONE, ty, nr, size)`.
-const fn ioc(ty: u8, nr: u8, size: usize) -> u64 {
-    ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
-}
-
-#[repr(C)]
-struct GntallocAllocGref {
-    domid: u16,
-    flags: u16,
-    count: u32,
-    index: u64,
-    gref_ids: [u32; 1],
-}
-const IOCTL_GNTALLOC_ALLOC_GREF: u64 = ioc(b'G', 5, core::mem::size_of::<GntallocAllocGref>());
-const GNTALLOC_FLAG_WRITABLE: u16 = 1;
-
-#[repr(C)]
-struct GntdevGrantRef {
-    domid: u32,
-    gref: u32,
-}
-#[repr(C)]
-struct GntdevMapGrantRef {
-    count: u32,
-    pad: u32,
-    index: u64,
-    refs: [GntdevGrantRef; 1],
-}
-const IOCTL_GNTDEV_MAP_GRANT_REF: u64 = ioc(b'G', 0, core::mem::size_of::<GntdevMapGrantRef>());
-
-#[repr(C)]
-struct PrivcmdMmapbatchV2 {
-    num: u32,
-    dom: u16,
-    addr: u64,
-    arr: *const u64,
-    err: *mut i32,
-}
-const IOCTL_PRIVCMD_MMAPBATCH_V2: u64 = ioc(b'P', 4, core::mem::size_of::<PrivcmdMmapbatchV2>());
-
-#[repr(C)]
-struct PrivcmdMmapResource {
-    dom: u16,
-    typ: u32,
-    id: u32,
-    idx: u32,
-    num: u64,
-    addr: u64,
-}
-const IOCTL_PRIVCMD_MMAP_RESOURCE: u64 = ioc(b'P', 7, core::mem::size_of::<PrivcmdMmapResource>());
-
-const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = ioc(b'E', 1, 8);
-const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 = ioc(b'E', 2, 4);
-const IOCTL_EVTCHN_NOTIFY: u64 = ioc(b'E', 4, 4);
+use keel_xenctrl::devices::{
+    GntallocAllocGref, GntdevMapGrantRef, PrivcmdMmapResource, PrivcmdMmapbatchV2, GNTALLOC_FLAG_WRITABLE,
+    IOCTL_EVTCHN_BIND_INTERDOMAIN, IOCTL_EVTCHN_BIND_UNBOUND_PORT, IOCTL_EVTCHN_NOTIFY, IOCTL_GNTALLOC_ALLOC_GREF,
+    IOCTL_GNTDEV_MAP_GRANT_REF, IOCTL_PRIVCMD_MMAPBATCH_V2, IOCTL_PRIVCMD_MMAP_RESOURCE,
+};
 
 fn ioctl<T>(fd: i32, req: u64, arg: &mut T) -> Result<i32, Error> {
     // SAFETY: `arg` is a live, exclusively borrowed structure of the size the request number encodes.
@@ -127,9 +78,9 @@ fn grants() -> Result<String, String> {
         .write(true)
         .open("/dev/xen/gntalloc")
         .map_err(|e| format!("open gntalloc: {e}"))?;
-    let mut a = GntallocAllocGref { domid: 0, flags: GNTALLOC_FLAG_WRITABLE, count: 1, index: 0, gref_ids: [0] };
+    let mut a = GntallocAllocGref { domid: 0, flags: GNTALLOC_FLAG_WRITABLE, count: 1, index: 0, gref: 0 };
     ioctl(ga.as_raw_fd(), IOCTL_GNTALLOC_ALLOC_GREF, &mut a).map_err(|e| format!("alloc_gref: {e}"))?;
-    let gref = a.gref_ids[0];
+    let gref = a.gref;
     let mine = map(ga.as_raw_fd(), 1, a.index).map_err(|e| format!("mmap gntalloc: {e}"))?;
     // "KEELGRNT".
     const PATTERN: u64 = 0x4b45_454c_4752_4e54;
@@ -138,7 +89,7 @@ fn grants() -> Result<String, String> {
 
     let gd =
         OpenOptions::new().read(true).write(true).open("/dev/xen/gntdev").map_err(|e| format!("open gntdev: {e}"))?;
-    let mut m = GntdevMapGrantRef { count: 1, pad: 0, index: 0, refs: [GntdevGrantRef { domid: 0, gref }] };
+    let mut m = GntdevMapGrantRef { count: 1, pad: 0, index: 0, domid: 0, gref };
     ioctl(gd.as_raw_fd(), IOCTL_GNTDEV_MAP_GRANT_REF, &mut m).map_err(|e| format!("map_grant_ref: {e}"))?;
     let theirs = map(gd.as_raw_fd(), 1, m.index).map_err(|e| format!("mmap gntdev (gref {gref}): {e}"))?;
     // SAFETY: `theirs` and `mine` each map one writable page (the same frame, if all is well).

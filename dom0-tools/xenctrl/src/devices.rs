@@ -9,7 +9,7 @@
 //!   `IOCTL_PRIVCMD_MMAPBATCH_V2` fills it; the page's error comes back in the ioctl's error array). Dropping it
 //!   unmaps the page and closes the device file, which ends the grant mapping.
 //!
-//! Ioctl numbers and structures follow Linux's `include/uapi/xen/{evtchn,gntdev,privcmd}.h`. Both mappings are
+//! The ioctl numbers and structures (public: dom0's check program uses them raw) follow Linux's `include/uapi/xen/{evtchn,gntdev,privcmd}.h`. Both mappings are
 //! what Xen 4.17's xenconsoled uses for a guest's console ring (grant ref `GNTTAB_RESERVED_CONSOLE` first, the
 //! ring's frame number as the fallback).
 
@@ -33,50 +33,50 @@ const fn ioc(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
 }
 
 /// `IOCTL_EVTCHN_BIND_VIRQ`: `{ u32 virq }`, returns the local port.
-const IOCTL_EVTCHN_BIND_VIRQ: libc::c_ulong = ioc(b'E', 0, 4);
+pub const IOCTL_EVTCHN_BIND_VIRQ: libc::c_ulong = ioc(b'E', 0, 4);
 /// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: `{ u32 remote_domain, remote_port }`, returns the local port.
-const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong = ioc(b'E', 1, 8);
+pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong = ioc(b'E', 1, 8);
 /// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: `{ u32 remote_domain }`, returns the new local port.
-const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::c_ulong = ioc(b'E', 2, 4);
+pub const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::c_ulong = ioc(b'E', 2, 4);
 /// `IOCTL_EVTCHN_NOTIFY`: `{ u32 port }`.
-const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc(b'E', 4, 4);
+pub const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc(b'E', 4, 4);
 
 /// `struct ioctl_gntdev_map_grant_ref` with one `struct ioctl_gntdev_grant_ref`.
 #[repr(C)]
-struct GntdevMapGrantRef {
-    count: u32,
-    pad: u32,
-    index: u64,
-    domid: u32,
-    gref: u32,
+pub struct GntdevMapGrantRef {
+    pub count: u32,
+    pub pad: u32,
+    pub index: u64,
+    pub domid: u32,
+    pub gref: u32,
 }
-const IOCTL_GNTDEV_MAP_GRANT_REF: libc::c_ulong = ioc(b'G', 0, size_of::<GntdevMapGrantRef>());
+pub const IOCTL_GNTDEV_MAP_GRANT_REF: libc::c_ulong = ioc(b'G', 0, size_of::<GntdevMapGrantRef>());
 
 /// `struct ioctl_gntalloc_alloc_gref` with one grant.
 #[repr(C)]
-struct GntallocAllocGref {
-    domid: u16,
-    flags: u16,
-    count: u32,
-    index: u64,
-    gref: u32,
+pub struct GntallocAllocGref {
+    pub domid: u16,
+    pub flags: u16,
+    pub count: u32,
+    pub index: u64,
+    pub gref: u32,
 }
-const IOCTL_GNTALLOC_ALLOC_GREF: libc::c_ulong = ioc(b'G', 5, size_of::<GntallocAllocGref>());
+pub const IOCTL_GNTALLOC_ALLOC_GREF: libc::c_ulong = ioc(b'G', 5, size_of::<GntallocAllocGref>());
 /// `GNTALLOC_FLAG_WRITABLE`.
-const GNTALLOC_FLAG_WRITABLE: u16 = 1;
+pub const GNTALLOC_FLAG_WRITABLE: u16 = 1;
 /// Linux's grant-allocation device.
 pub const GNTALLOC: &str = "/dev/xen/gntalloc";
 
 /// `struct privcmd_mmapbatch_v2`.
 #[repr(C)]
-struct PrivcmdMmapbatchV2 {
-    num: u32,
-    dom: u16,
-    addr: u64,
-    arr: *const u64,
-    err: *mut i32,
+pub struct PrivcmdMmapbatchV2 {
+    pub num: u32,
+    pub dom: u16,
+    pub addr: u64,
+    pub arr: *const u64,
+    pub err: *mut i32,
 }
-const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong = ioc(b'P', 4, size_of::<PrivcmdMmapbatchV2>());
+pub const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong = ioc(b'P', 4, size_of::<PrivcmdMmapbatchV2>());
 
 /// Issues `req` on `fd` with `arg`.
 ///
@@ -311,15 +311,15 @@ impl Drop for ForeignPage {
 
 /// `struct privcmd_mmap_resource`.
 #[repr(C)]
-struct PrivcmdMmapResource {
-    dom: u16,
-    typ: u32,
-    id: u32,
-    idx: u32,
-    num: u64,
-    addr: u64,
+pub struct PrivcmdMmapResource {
+    pub dom: u16,
+    pub typ: u32,
+    pub id: u32,
+    pub idx: u32,
+    pub num: u64,
+    pub addr: u64,
 }
-const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong = ioc(b'P', 7, size_of::<PrivcmdMmapResource>());
+pub const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong = ioc(b'P', 7, size_of::<PrivcmdMmapResource>());
 /// `XENMEM_resource_grant_table`.
 pub const RESOURCE_GRANT_TABLE: u32 = 1;
 /// `XENMEM_resource_grant_table_id_shared`.
