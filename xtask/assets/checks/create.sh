@@ -120,32 +120,12 @@ echo "KEEL-CHECK: create-leftover domains=$(xenstore-list /local/domain 2>/dev/n
 # /usr/lib/keel/vmlinuz: the xl test's initramfs does (tests/tests/xl.rs asserts it); `KEEL_DOMU=1 cargo xtask ...`
 # puts it in the normal one too (off by default: it makes every boot bigger). Its
 # init's line must reach its console log (xenconsoled --log=guest); then it is destroyed and its memory comes back.
-if [ -f /usr/lib/keel/vmlinuz ]; then
-    rm -rf /tmp/domu && mkdir -p /tmp/domu/bin /tmp/domu/dev /tmp/domu/proc
-    cp /bin/busybox /tmp/domu/bin/busybox
-    cat >/tmp/domu/init <<'EOF'
-#!/bin/busybox sh
-/bin/busybox mount -t devtmpfs dev /dev
-/bin/busybox mount -t proc proc /proc
-exec >/dev/hvc0 2>&1
-echo "KEEL-DOMU: init reached, $(/bin/busybox grep -c ^processor /proc/cpuinfo) cpus"
-while :; do /bin/busybox sleep 3600; done
-EOF
-    chmod +x /tmp/domu/init
-    (cd /tmp/domu && find . | cpio -o -H newc 2>/dev/null | gzip -1) >/tmp/domu.cpio.gz
-    cat >/tmp/debian.cfg <<'EOF'
-name = "debian"
-type = "pvh"
-kernel = "/usr/lib/keel/vmlinuz"
-ramdisk = "/tmp/domu.cpio.gz"
-extra = "console=hvc0"
-memory = 256
-vcpus = 2
-EOF
+if domu_available; then
+    domu_cfg debian >/dev/null
     before=$(free_pages)
     out=$(xm create /tmp/debian.cfg 2>&1)
     id=$(echo "$out" | sed -n 's/^Started domain debian (id=\([0-9]*\))$/\1/p')
-    log=/var/log/xen/console/guest-debian.log
+    log=$(domu_log debian)
     n=0
     while [ -n "$id" ] && [ $n -lt 480 ] && ! grep -q "KEEL-DOMU: init reached" $log 2>/dev/null; do
         n=$((n + 1))
