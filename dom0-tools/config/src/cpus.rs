@@ -151,6 +151,41 @@ pub enum Cpus {
     PerVcpu(Vec<CpuList>),
 }
 
+impl CpuList {
+    /// The CPUs the list selects on a host: `node_cpus(n)` gives the CPUs of NUMA node `n` (none for a node the host
+    /// lacks), and `nr_cpus` bounds `all`. Items apply left to right; CPU numbers past the host are kept, as the
+    /// hypervisor drops those from an affinity map.
+    pub fn resolve(&self, nr_cpus: u32, node_cpus: impl Fn(u32) -> Vec<u32>) -> BTreeSet<u32> {
+        let mut set = BTreeSet::new();
+        for item in &self.0 {
+            let cpus: Vec<u32> = match item.target {
+                Target::All => (0..nr_cpus).collect(),
+                Target::Cpus(a, b) => (a..=b).collect(),
+                Target::Nodes(a, b) => (a..=b).flat_map(&node_cpus).collect(),
+            };
+            for cpu in cpus {
+                if item.remove {
+                    set.remove(&cpu);
+                } else {
+                    set.insert(cpu);
+                }
+            }
+        }
+        set
+    }
+}
+
+impl Cpus {
+    /// The list for vCPU `vcpu`: the one list of `cpus = "..."`, or that vCPU's entry of a per-vCPU list (`None`
+    /// past its end: that vCPU is not pinned, as in xl).
+    pub fn for_vcpu(&self, vcpu: u32) -> Option<&CpuList> {
+        match self {
+            Cpus::All(list) => Some(list),
+            Cpus::PerVcpu(lists) => lists.get(vcpu as usize),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +203,21 @@ mod tests {
         ] {
             assert_eq!(CpuList::parse(text).map(|l| l.to_string()), Ok(canonical.to_owned()), "{text}");
         }
+    }
+
+    #[test]
+    fn resolved_on_a_host() {
+        let nodes = |n: u32| if n == 0 { vec![0, 1] } else { vec![] };
+        let on = |text: &str| CpuList::parse(text).unwrap().resolve(2, nodes).into_iter().collect::<Vec<_>>();
+        assert_eq!(on("all"), [0, 1]);
+        assert_eq!(on("all,^0"), [1]);
+        assert_eq!(on("1"), [1]);
+        assert_eq!(on("node:0,^1"), [0]);
+        assert_eq!(on("node:1,3"), [3]);
+        let per = Cpus::PerVcpu(vec![CpuList::parse("0").unwrap(), CpuList::parse("1").unwrap()]);
+        assert_eq!(per.for_vcpu(1).map(|l| l.to_string()), Some("1".into()));
+        assert_eq!(per.for_vcpu(2), None);
+        assert_eq!(Cpus::All(CpuList::parse("1").unwrap()).for_vcpu(7).map(|l| l.to_string()), Some("1".into()));
     }
 
     #[test]

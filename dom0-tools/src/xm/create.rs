@@ -268,6 +268,7 @@ fn build_and_run(
     let weight = u16::try_from(config.cpu_weight).unwrap_or(u16::MAX);
     let cap = u16::try_from(config.cap).unwrap_or(u16::MAX);
     step("scheduler parameters", xc.set_sched_credit(id, Some(weight), Some(cap)))?;
+    pin_vcpus(xc, id, config)?;
     let vm = p.vm.clone();
     write_tree(p.xs, id, &vm, config, uuid)?;
     let mut ops = XcOps { xc, unpause: false };
@@ -283,6 +284,32 @@ fn build_and_run(
     p.introduced = true;
     if !args.paused {
         step("unpause", xc.unpause_domain(id))?;
+    }
+    Ok(())
+}
+
+/// `cpus = ...`: each vCPU's hard affinity, as libxl sets it before the domain first runs.
+fn pin_vcpus(xc: &Xc, id: u16, config: &DomainConfig) -> Result<(), XmError> {
+    let Some(cpus) = &config.cpus else { return Ok(()) };
+    let info = xc.physinfo().map_err(|e| failed(format!("physinfo: {e}")))?;
+    let bytes = (info.max_cpu_id as usize + 1).div_ceil(8);
+    // Keel reports one NUMA node holding every CPU; a host with more would need the CPU topology here.
+    let node_cpus = |n: u32| if n == 0 && info.nr_nodes <= 1 { (0..info.nr_cpus).collect() } else { Vec::new() };
+    for v in 0..config.maxvcpus {
+        let Some(list) = cpus.for_vcpu(v) else { continue };
+        let set = list.resolve(info.nr_cpus, node_cpus);
+        if !set.iter().any(|&c| c < info.nr_cpus) {
+            return Err(failed(format!(
+                "cpus: vCPU {v}: '{list}' selects no CPU of this host (CPUs 0 to {})",
+                info.nr_cpus.saturating_sub(1)
+            )));
+        }
+        let mut map = vec![0u8; bytes];
+        for c in set.into_iter().filter(|&c| (c as usize) < bytes * 8) {
+            map[c as usize / 8] |= 1 << (c % 8);
+        }
+        xc.set_vcpu_affinity(id, v, Some(&map), None)
+            .map_err(|e| failed(format!("cpus: pinning vCPU {v} to '{list}': {e}")))?;
     }
     Ok(())
 }

@@ -1,0 +1,56 @@
+//! xtask/assets/checks/domu-ops.sh: pause/unpause, sysrq, vcpu-set, and credit weights with `cpus=` pinning on
+//! live Debian domUs.
+
+use super::domu::check;
+use keel_tests::Run;
+
+/// `key=value` fields of a check's value.
+fn field<'a>(value: &'a str, key: &str) -> Option<&'a str> {
+    value.split_whitespace().find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+}
+
+pub fn problems(run: &Run) -> Vec<String> {
+    let mut p = Vec::new();
+    let Some(created) = check(run, "ops-create") else {
+        return vec!["domu-ops.sh did not run (no KEEL-CHECK: ops-create)".into()];
+    };
+    if !created.starts_with("Started domain ops (id=") {
+        p.push(format!("ops: xm create: {created:?}"));
+    }
+
+    // Paused: state p, not one tick for 4 s; unpaused: ticks again, and its own uptime jumped over the pause.
+    let pause = check(run, "ops-pause").unwrap_or_default();
+    let num = |k: &str| field(&pause, k).and_then(|v| v.parse::<i64>().ok());
+    let paused_ok = field(&pause, "state").is_some_and(|s| s.contains('p'))
+        && num("ticks-while-paused") == Some(0)
+        && num("ticks-after").is_some_and(|n| n >= 2)
+        && num("uptime-jump").is_some_and(|n| n >= 4)
+        && field(&pause, "state-after").is_some_and(|s| !s.contains('p'));
+    if !paused_ok {
+        p.push(format!("ops: pause/unpause: {pause:?}"));
+    }
+
+    if check(run, "ops-sysrq").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) == 0 {
+        p.push(format!("ops: xm sysrq h did not reach the guest: {:?}", check(run, "ops-sysrq")));
+    }
+    for (what, want) in [("ops-vcpu-set-1", "cpus=0"), ("ops-vcpu-set-2", "cpus=0-1")] {
+        if check(run, what).as_deref() != Some(want) {
+            p.push(format!("ops: {what}: {:?}, want {want}", check(run, what)));
+        }
+    }
+
+    // Both pinned to CPU 1 (vcpu-list's hard affinity), CPU time about 2:1 for weights 512:256.
+    if check(run, "ops-pinned").as_deref() != Some("1 1") {
+        p.push(format!("ops: cpus=\"1\" pinning in xm vcpu-list: {:?}", check(run, "ops-pinned")));
+    }
+    let weights = check(run, "ops-weights").unwrap_or_default();
+    let secs = |k: &str| field(&weights, k).and_then(|v| v.parse::<f64>().ok());
+    match (secs("heavy"), secs("light")) {
+        (Some(h), Some(l)) if l > 1.0 && h + l > 12.0 && (1.6..=2.5).contains(&(h / l)) => {}
+        _ => p.push(format!("ops: CPU time of weights 512:256 on one CPU: {weights:?}")),
+    }
+    if check(run, "ops-destroyed").as_deref() != Some("free-returned=yes domains=0") {
+        p.push(format!("ops: after destroying them: {:?}", check(run, "ops-destroyed")));
+    }
+    p
+}

@@ -1,0 +1,61 @@
+# A running Debian PVH domU under xm's everyday commands (issue 12): pause/unpause (its own clock-driven tick
+# counter stops and resumes), sysrq (control/sysrq reaches its kernel), vcpu-set (cpu/N/availability: its Linux
+# takes a vCPU offline and back online), and two domUs with different credit weights pinned to one CPU with `cpus=`
+# (their CPU times follow the weights). tests/tests/xl/ops.rs judges the KEEL-CHECK: ops-* lines.
+if domu_available; then
+    before=$(domu_free)
+    out=$(xm create "$(domu_cfg ops)" 2>&1)
+    echo "KEEL-CHECK: ops-create $out"
+    domu_wait ops 'KEEL-DOMU-TICK: ' 120
+    # pause: no tick while paused (one already in its ring may still arrive: count after a second), state p.
+    xm pause ops
+    sleep 1
+    n1=$(domu_count ops 'KEEL-DOMU-TICK: ')
+    state=$(xm list ops 2>/dev/null | awk '$1 == "ops" { print $5 }')
+    sleep 4
+    n2=$(domu_count ops 'KEEL-DOMU-TICK: ')
+    up1=$(domu_last_tick ops | sed 's/^up=\([0-9]*\).*/\1/')
+    xm unpause ops
+    domu_wait ops 'KEEL-DOMU-TICK: ' 30 $((n2 + 2))
+    n3=$(domu_count ops 'KEEL-DOMU-TICK: ')
+    up2=$(domu_last_tick ops | sed 's/^up=\([0-9]*\).*/\1/')
+    echo "KEEL-CHECK: ops-pause state=$state ticks-while-paused=$((n2 - n1)) ticks-after=$((n3 - n2))" \
+        "uptime-jump=$((up2 - up1)) state-after=$(xm list ops 2>/dev/null | awk '$1 == "ops" { print $5 }')"
+    # sysrq h: the kernel prints its sysrq help on its console.
+    xm sysrq ops h
+    domu_wait ops 'sysrq: HELP' 30
+    echo "KEEL-CHECK: ops-sysrq $(domu_count ops 'sysrq: HELP')"
+    # vcpu-set 1, then 2 again.
+    xm vcpu-set ops 1
+    domu_wait ops 'KEEL-DOMU-TICK: .* cpus=0 ' 60
+    echo "KEEL-CHECK: ops-vcpu-set-1 $(domu_last_tick ops | sed 's/.*\(cpus=[^ ]*\).*/\1/')"
+    xm vcpu-set ops 2
+    domu_wait ops 'KEEL-DOMU-TICK: .* cpus=0-1 ' 60 $(($(domu_count ops 'KEEL-DOMU-TICK: .* cpus=0-1 ') + 1))
+    echo "KEEL-CHECK: ops-vcpu-set-2 $(domu_last_tick ops | sed 's/.*\(cpus=[^ ]*\).*/\1/')"
+    grep -a -i -E 'cpu.*(offline|online|hotplug|died|fail)' "$(domu_log ops)" | tail -n 8 | sed 's/^/KEEL-OPS-LOG: /'
+    xm destroy ops
+    # Two spinning domUs on CPU 1 only, weights 512 and 256: CPU time over 20 s should split about 2:1.
+    xm create "$(domu_cfg heavy 'memory = 128' 'vcpus = 1' 'cpus = "1"' 'cpu_weight = 512' \
+        'extra = "console=hvc0 keel.spin"')" >/dev/null 2>&1
+    xm create "$(domu_cfg light 'memory = 128' 'vcpus = 1' 'cpus = "1"' 'cpu_weight = 256' \
+        'extra = "console=hvc0 keel.spin"')" >/dev/null 2>&1
+    domu_wait heavy 'KEEL-DOMU-TICK: ' 120
+    domu_wait light 'KEEL-DOMU-TICK: ' 120
+    echo "KEEL-CHECK: ops-pinned $(xm vcpu-list heavy 2>/dev/null | awk '$1 == "heavy" { print $7 }')" \
+        "$(xm vcpu-list light 2>/dev/null | awk '$1 == "light" { print $7 }')"
+    times() { xm list 2>/dev/null | awk '$1 == "heavy" { h = $6 } $1 == "light" { l = $6 } END { print h, l }'; }
+    t0=$(times)
+    sleep 20
+    t1=$(times)
+    echo "KEEL-CHECK: ops-weights before=$t0 after=$t1" \
+        "$(echo "$t0 $t1" | awk '{ dh = $3 - $1; dl = $4 - $2; printf "heavy=%.1f light=%.1f", dh, dl }')"
+    xm destroy heavy
+    xm destroy light
+    n=0
+    while [ $n -lt 100 ] && [ "$(domu_free)" != "$before" ]; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+    echo "KEEL-CHECK: ops-destroyed free-returned=$([ "$(domu_free)" = "$before" ] && echo yes || echo no)" \
+        "domains=$(xenstore-list /local/domain 2>/dev/null | grep -vc '^0$')"
+fi
