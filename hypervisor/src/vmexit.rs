@@ -1,7 +1,7 @@
 //! Vendor-neutral exit handling: the one dispatch point from [`Exit`] to the code that deals with it. Anything a
 //! guest does wrong ends that guest through [`Domain::crash`], never the host.
 
-use crate::domain::{self, evtchn, Domain, Vcpu};
+use crate::domain::{self, evtchn, Domain, Vcpu, VcpuState};
 use crate::hvm::vlapic::{self, IpiRequest, WriteEffect};
 use crate::hvm::{decode, vector, Event, Exit, HwVcpu, InitState};
 use crate::hypercall;
@@ -489,14 +489,18 @@ fn send_ipi(dom: &Arc<Domain>, from: &Arc<Vcpu>, req: IpiRequest) {
                 crate::sched::kick(t);
             }
             IpiRequest::Init { .. } => {
-                if t.id != from.id && t.hw.try_lock().is_some_and(|h| h.is_none()) {
+                // A vCPU never started, or one its OS took down (halted with interrupts off, as Linux's
+                // play_dead leaves a CPU it offlined), waits for a SIPI; INIT to a running vCPU is ignored.
+                if t.id != from.id
+                    && t.hw.try_lock().is_some_and(|h| h.is_none() || t.state() == VcpuState::Offline)
+                {
                     t.wait_for_sipi.store(true, Ordering::Release);
                 }
             }
             IpiRequest::Startup { vector, .. } => {
                 if t.wait_for_sipi.swap(false, Ordering::AcqRel) {
-                    if let Some(support) = crate::hvm::support() {
-                        if let Err(e) = domain::start_vcpu(t, support, InitState::Sipi { vector }) {
+                    if let Some(support) = crate::hvm::machine() {
+                        if let Err(e) = domain::start_vcpu(t, &support, InitState::Sipi { vector }) {
                             crate::warning!("d{}: cannot start vCPU {}: {}", dom.id, t.id, e.0);
                         }
                     }
@@ -505,3 +509,4 @@ fn send_ipi(dom: &Arc<Domain>, from: &Arc<Vcpu>, req: IpiRequest) {
         }
     }
 }
+

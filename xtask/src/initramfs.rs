@@ -222,3 +222,28 @@ pub fn cmd() -> Result<()> {
     println!("initramfs: {}", out.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BUSYBOX;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// dom0's init sources every checks file into one shell: a syntax error busybox's ash finds (ash is stricter
+    /// than bash, e.g. about function names) would end the checks and hang a boot test until its timeout.
+    #[test]
+    fn dom0_scripts_parse_in_busybox_ash() {
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        let mut scripts = vec![assets.join("keel-init"), assets.join("init.sh")];
+        for entry in std::fs::read_dir(assets.join("checks")).expect("assets/checks") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "sh") {
+                scripts.push(path);
+            }
+        }
+        for script in scripts {
+            let out = Command::new(BUSYBOX).args(["sh", "-n"]).arg(&script).output().expect("busybox-static's busybox");
+            assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}

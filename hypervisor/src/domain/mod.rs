@@ -1204,8 +1204,24 @@ fn build(id: DomId, cfg: DomainConfig, support: &Support, empty: bool) -> Result
 pub fn start_vcpu(v: &Arc<Vcpu>, support: &Support, init: InitState) -> Result<(), CreateError> {
     let dom = v.domain.upgrade().ok_or_else(|| CreateError("domain is gone".into()))?;
     let root = dom.mem.lock().p2m.root();
-    let hw = HwVcpu::new(support, root, init).map_err(|e| CreateError(e.into()))?;
-    *v.hw.lock() = Some(hw);
+    {
+        let mut slot = v.hw.lock();
+        // Started again after its OS took it down (INIT-SIPI to an offline vCPU): the old context goes, and the
+        // local APIC is back in its reset state, as after INIT on hardware. Nothing runs it meanwhile: an offline
+        // vCPU is on no CPU and in no run queue, and this holds its context's lock.
+        if slot.is_some() && v.state() != VcpuState::Offline {
+            return Err(CreateError("the vCPU is running".into()));
+        }
+        let hw = HwVcpu::new(support, root, init).map_err(|e| CreateError(e.into()))?;
+        if let Some(old) = slot.replace(hw) {
+            for f in old.frames() {
+                crate::mm::free_frame(f);
+            }
+            *v.lapic.lock() = Vlapic::new(v.id);
+            v.nmi_pending.store(false, Ordering::Release);
+            crate::info!("d{}: vCPU {} restarted by INIT-SIPI", dom.id, v.id);
+        }
+    }
     v.set_state(VcpuState::Runnable);
     crate::sched::wake(v);
     Ok(())

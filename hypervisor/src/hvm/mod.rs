@@ -40,6 +40,18 @@ pub fn support() -> Option<&'static Support> {
     SUPPORT.get()
 }
 
+/// What the machine offers for guests: [`support`], or [`test_machine`] in host unit tests.
+pub fn machine() -> Option<Support> {
+    #[cfg(test)]
+    {
+        Some(test_machine())
+    }
+    #[cfg(not(test))]
+    {
+        support().cloned()
+    }
+}
+
 /// The machine host unit tests pretend to run on: SVM with nested paging (what a domain needs).
 #[cfg(test)]
 pub fn test_machine() -> Support {

@@ -43,10 +43,10 @@ if domu_available; then
     domu_wait light 'KEEL-DOMU-TICK: ' 120
     echo "KEEL-CHECK: ops-pinned $(xm vcpu-list heavy 2>/dev/null | awk '$1 == "heavy" { print $7 }')" \
         "$(xm vcpu-list light 2>/dev/null | awk '$1 == "light" { print $7 }')"
-    times() { xm list 2>/dev/null | awk '$1 == "heavy" { h = $6 } $1 == "light" { l = $6 } END { print h, l }'; }
-    t0=$(times)
+    cpu_times() { xm list 2>/dev/null | awk '$1 == "heavy" { h = $6 } $1 == "light" { l = $6 } END { print h, l }'; }
+    t0=$(cpu_times)
     sleep 20
-    t1=$(times)
+    t1=$(cpu_times)
     echo "KEEL-CHECK: ops-weights before=$t0 after=$t1" \
         "$(echo "$t0 $t1" | awk '{ dh = $3 - $1; dl = $4 - $2; printf "heavy=%.1f light=%.1f", dh, dl }')"
     xm destroy heavy

@@ -78,14 +78,7 @@ pub fn create(c: &Ctx, arg: u64, d: &mut XenDomctl) -> Result<(), Errno> {
 
 /// What the machine offers for guests (host unit tests: [`crate::hvm::test_machine`]).
 fn support() -> Option<crate::hvm::Support> {
-    #[cfg(test)]
-    {
-        Some(crate::hvm::test_machine())
-    }
-    #[cfg(not(test))]
-    {
-        crate::hvm::support().cloned()
-    }
+    crate::hvm::machine()
 }
 
 /// Starts a vCPU in the state the toolstack gave it. Host unit tests have no hardware context to build: the
