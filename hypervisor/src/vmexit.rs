@@ -491,9 +491,7 @@ fn send_ipi(dom: &Arc<Domain>, from: &Arc<Vcpu>, req: IpiRequest) {
             IpiRequest::Init { .. } => {
                 // A vCPU never started, or one its OS took down (halted with interrupts off, as Linux's
                 // play_dead leaves a CPU it offlined), waits for a SIPI; INIT to a running vCPU is ignored.
-                if t.id != from.id
-                    && t.hw.try_lock().is_some_and(|h| h.is_none() || t.state() == VcpuState::Offline)
-                {
+                if t.id != from.id && t.hw.try_lock().is_some_and(|h| h.is_none() || t.state() == VcpuState::Offline) {
                     t.wait_for_sipi.store(true, Ordering::Release);
                 }
             }
@@ -509,4 +507,3 @@ fn send_ipi(dom: &Arc<Domain>, from: &Arc<Vcpu>, req: IpiRequest) {
         }
     }
 }
-

@@ -297,6 +297,17 @@ mod linux {
             problems.push(format!("xm create of the tiny guest: {out:?}"));
             return problems;
         };
+        // Bad configs: one line naming the cause (the corrupt kernel and too much memory below), nothing left behind.
+        for (tag, needles) in [
+            ("create-syntax", &["/tmp/broken.cfg:4", "vcpus"][..]),
+            ("create-nokernel", &["/tmp/no-such-kernel"][..]),
+            ("create-vcpus", &["vcpus", "1000"][..]),
+        ] {
+            let got = line(&format!("KEEL-CHECK: {tag} ")).unwrap_or_default();
+            if !got.starts_with("xm: 'create' failed: ") || !needles.iter().all(|n| got.contains(n)) {
+                problems.push(format!("{tag}: {got:?}, want an xm create error naming {needles:?}"));
+            }
+        }
         let mut want = |tag: &str, value: String| {
             let got = line(&format!("KEEL-CHECK: {tag} ")).unwrap_or_default();
             if got != value {

@@ -18,6 +18,13 @@ pub fn problems(run: &Run) -> Vec<String> {
         p.push(format!("ops: xm create: {created:?}"));
     }
 
+    // Live output through xm console (about one tick a second for 4 s), detached by Ctrl-].
+    let console = check(run, "ops-console").unwrap_or_default();
+    let ticks = field(&console, "ticks").and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    if field(&console, "rc") != Some("0") || ticks < 2 {
+        p.push(format!("ops: xm console: {console:?}, want rc=0 and ticks>=2"));
+    }
+
     // Paused: state p, not one tick for 4 s; unpaused: ticks again, and its own uptime jumped over the pause.
     let pause = check(run, "ops-pause").unwrap_or_default();
     let num = |k: &str| field(&pause, k).and_then(|v| v.parse::<i64>().ok());

@@ -133,6 +133,11 @@ echo "KEEL-CHECK: create-cycles ok=$ok/50 free-same=$([ "$(free_pages)" = "$free
 echo "not an elf" >/tmp/keel-bad.elf
 echo "KEEL-CHECK: create-corrupt $(xm create /tmp/tiny.cfg kernel=/tmp/keel-bad.elf 2>&1 | head -n 1)"
 echo "KEEL-CHECK: create-toomuch $(xm create /tmp/tiny.cfg memory=1000000 maxmem=1000000 2>&1 | head -n 1)"
+# A syntax error (file and line named), a missing kernel file, more vCPUs than a domain may have.
+printf 'name = "broken"\nmemory = 16\nkernel = "/tmp/keel-tiny.elf"\nvcpus = = 2\n' >/tmp/broken.cfg
+echo "KEEL-CHECK: create-syntax $(xm create /tmp/broken.cfg 2>&1 | head -n 1)"
+echo "KEEL-CHECK: create-nokernel $(xm create /tmp/tiny.cfg kernel=/tmp/no-such-kernel 2>&1 | head -n 1)"
+echo "KEEL-CHECK: create-vcpus $(xm create /tmp/tiny.cfg vcpus=1000 2>&1 | head -n 1)"
 echo "KEEL-CHECK: create-leftover domains=$(xenstore-list /local/domain 2>/dev/null | grep -vc '^0$')" \
     "free-same=$([ "$(free_pages)" = "$before" ] && echo yes || echo no)"
 # Debian's stock kernel as a 2-vCPU PVH domU with a busybox initrd made here, when dom0 carries the kernel in

@@ -7,6 +7,9 @@ if domu_available; then
     out=$(xm create "$(domu_cfg ops)" 2>&1)
     echo "KEEL-CHECK: ops-create $out"
     domu_wait ops 'KEEL-DOMU-TICK: ' 120
+    # xm console: the guest's live output through its pty; Ctrl-] detaches.
+    (sleep 4; printf '\035') | xm console ops >/tmp/ops-console.out 2>&1
+    echo "KEEL-CHECK: ops-console rc=$? ticks=$(grep -a -c 'KEEL-DOMU-TICK: ' /tmp/ops-console.out)"
     # pause: no tick while paused (one already in its ring may still arrive: count after a second), state p.
     xm pause ops
     sleep 1
