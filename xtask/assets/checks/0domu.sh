@@ -8,8 +8,8 @@
 #   KEEL-DOMU-TICK: up=<seconds of its own uptime> cpus=<online CPU list> mem=<MemTotal kB>
 # line a second: a clock-driven counter that stops while the domain is paused, and that shows vcpu-set and mem-set
 # from inside. Its /sbin/poweroff powers off (Linux's orderly_poweroff runs it for control/shutdown = poweroff), and
-# SIGINT to init (ctrl_alt_del, what Linux does for control/shutdown = reboot) reboots. With `keel.spin` in its
-# `extra` it also runs one CPU-bound loop. Like udev on a distribution, it brings CPUs online that `xm vcpu-set`
+# SIGINT to init (ctrl_alt_del, what Linux does for control/shutdown = reboot) reboots. With `keel.spin=N` in its
+# `extra` it also runs N CPU-bound loops. Like udev on a distribution, it brings CPUs online that `xm vcpu-set`
 # has made present again (Linux's Xen hotplug marks them present; user space onlines them).
 DOMU_KERNEL=/usr/lib/keel/vmlinuz
 DOMU_INITRD=/tmp/domu.cpio.gz
@@ -28,10 +28,13 @@ domu_initrd() {
 exec >/dev/hvc0 2>&1
 trap 'echo "KEEL-DOMU: rebooting"; /bin/busybox reboot -f' INT
 echo "KEEL-DOMU: init reached, $(/bin/busybox grep -c ^processor /proc/cpuinfo) cpus"
-# keel.spin on its command line: one CPU-bound loop, for the scheduler checks.
-case " $(/bin/busybox cat /proc/cmdline) " in
-*" keel.spin "*) (while :; do :; done) & ;;
-esac
+# keel.spin=N on its command line: N CPU-bound loops, for the scheduler checks.
+spin=$(/bin/busybox sed -n 's/.*keel\.spin=\([0-9]*\).*/\1/p' /proc/cmdline)
+i=0
+while [ "$i" -lt "${spin:-0}" ]; do
+    (while :; do :; done) &
+    i=$((i + 1))
+done
 while :; do
     # What udev does on a distribution: a CPU that vcpu-set made present again is brought online.
     for c in /sys/devices/system/cpu/cpu[0-9]*/online; do

@@ -1,7 +1,7 @@
 # A running Debian PVH domU under xm's everyday commands (issue 12): pause/unpause (its own clock-driven tick
 # counter stops and resumes), sysrq (control/sysrq reaches its kernel), vcpu-set (cpu/N/availability: its Linux
-# takes a vCPU offline and back online), and two domUs with different credit weights pinned to one CPU with `cpus=`
-# (their CPU times follow the weights). tests/tests/xl/ops.rs judges the KEEL-CHECK: ops-* lines.
+# takes a vCPU offline and back online), xm console, and two domUs with different credit weights (their CPU times
+# follow the weights), one pinned by a per-vCPU `cpus=` list. tests/tests/xl/ops.rs judges the KEEL-CHECK: ops-* lines.
 if domu_available; then
     before=$(domu_free)
     out=$(xm create "$(domu_cfg ops)" 2>&1)
@@ -37,15 +37,18 @@ if domu_available; then
     echo "KEEL-CHECK: ops-vcpu-set-2 $(domu_last_tick ops | sed 's/.*\(cpus=[^ ]*\).*/\1/')"
     grep -a -i -E 'cpu.*(offline|online|hotplug|died|fail)' "$(domu_log ops)" | tail -n 8 | sed 's/^/KEEL-OPS-LOG: /'
     xm destroy ops
-    # Two spinning domUs on CPU 1 only, weights 512 and 256: CPU time over 20 s should split about 2:1.
-    xm create "$(domu_cfg heavy 'memory = 128' 'vcpus = 1' 'cpus = "1"' 'cpu_weight = 512' \
-        'extra = "console=hvc0 keel.spin"')" >/dev/null 2>&1
-    xm create "$(domu_cfg light 'memory = 128' 'vcpus = 1' 'cpus = "1"' 'cpu_weight = 256' \
-        'extra = "console=hvc0 keel.spin"')" >/dev/null 2>&1
+    # Two domUs with two spinning vCPUs each on the 2 CPUs, weights 512 and 256: their CPU time over 20 s should
+    # split about 2:1. (Pinned to one shared CPU they would split evenly, in Xen's credit1 as here: each domain's
+    # credit is its weight's share of every CPU, more than half a CPU for both.) The heavy one's vCPUs are pinned
+    # one to each CPU with a per-vCPU `cpus` list, which xm vcpu-list shows.
+    xm create "$(domu_cfg heavy 'memory = 128' 'cpus = ["0", "1"]' 'cpu_weight = 512' \
+        'extra = "console=hvc0 keel.spin=2"')" >/dev/null 2>&1
+    xm create "$(domu_cfg light 'memory = 128' 'cpu_weight = 256' 'extra = "console=hvc0 keel.spin=2"')" \
+        >/dev/null 2>&1
     domu_wait heavy 'KEEL-DOMU-TICK: ' 120
     domu_wait light 'KEEL-DOMU-TICK: ' 120
-    echo "KEEL-CHECK: ops-pinned $(xm vcpu-list heavy 2>/dev/null | awk '$1 == "heavy" { print $7 }')" \
-        "$(xm vcpu-list light 2>/dev/null | awk '$1 == "light" { print $7 }')"
+    echo "KEEL-CHECK: ops-pinned $(xm vcpu-list heavy 2>/dev/null | awk '$1 == "heavy" { printf "%s ", $7 }')" \
+        "$(xm vcpu-list light 2>/dev/null | awk '$1 == "light" { printf "%s ", $7 }')"
     cpu_times() { xm list 2>/dev/null | awk '$1 == "heavy" { h = $6 } $1 == "light" { l = $6 } END { print h, l }'; }
     t0=$(cpu_times)
     sleep 20
