@@ -2,7 +2,9 @@
 //! GFN range, pinned frames, the p2m's table cap — and the deferred free of replaced RAM are
 //! [`crate::domain::Domain::map_foreign_frame`]'s), the memory map, and for the hardware domain the foreign
 //! mappings privcmd makes: XENMEM_add_to_physmap_batch with gmfn_foreign, XENMEM_remove_from_physmap and
-//! XENMEM_acquire_resource (the mapped frames are borrowed, with a reference: see [`crate::domain::Memory`]).
+//! XENMEM_acquire_resource (the mapped frames are borrowed, with a reference: see [`crate::domain::Memory`]);
+//! and the reservation calls: populate_physmap, increase_reservation and decrease_reservation for the caller
+//! itself (ballooning) or, for the toolstack, another domain, and current/maximum_reservation.
 
 use super::{Action, Ctx, HResult};
 use crate::domain::{self, grant, Borrowed, Domain};
@@ -51,7 +53,18 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
         }
         xenmem::SET_MEMORY_MAP => set_memory_map(c, arg),
         _ => match op {
-            xenmem::POPULATE_PHYSMAP => populate_physmap(c, arg, start),
+            xenmem::POPULATE_PHYSMAP | xenmem::INCREASE_RESERVATION | xenmem::DECREASE_RESERVATION => {
+                reservation(c, op, arg, start)
+            }
+            xenmem::CURRENT_RESERVATION | xenmem::MAXIMUM_RESERVATION => {
+                if start != 0 {
+                    return Err(EINVAL);
+                }
+                let domid: u16 = c.read(arg)?;
+                let dom = target(c, domid)?;
+                let mem = dom.mem.lock();
+                Ok(Action::Return(if op == xenmem::CURRENT_RESERVATION { mem.tot_pages } else { mem.max_pages }))
+            }
             xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(c, arg, start),
             xenmem::REMOVE_FROM_PHYSMAP => {
                 if start != 0 {
@@ -94,29 +107,70 @@ fn set_memory_map(c: &Ctx, arg: u64) -> HResult {
     Ok(Action::Return(0))
 }
 
-/// XENMEM_populate_physmap for another domain (the toolstack building it): each extent of 2^extent_order pages
-/// at the GFN the caller lists becomes fresh RAM of that domain ([`Domain::populate_extent`]). Returns the number
-/// of extents done, stopping at the first that fails (as Xen: beyond the domain's max_pages, an unreadable list, a
-/// GFN in use); `start` continues a list. A domain's own populate (ballooning) is not implemented: -ENOSYS.
-fn populate_physmap(c: &Ctx, arg: u64, start: u64) -> HResult {
-    let r: XenMemoryReservation = c.read(arg)?;
-    if r.domid == DOMID_SELF || r.domid == c.dom.id {
-        return Err(ENOSYS);
+/// The largest extent order an ordinary domain may use in a reservation call (Xen's CONFIG_DOMU_MAX_ORDER on
+/// x86: 2 MiB); the privileged domain (Xen's control and hardware domain) may go to
+/// [`domain::MAX_EXTENT_ORDER`].
+pub const DOMU_MAX_ORDER: u32 = 9;
+
+/// Xen's max_order(current->domain).
+fn max_order(caller: &Domain) -> u32 {
+    if caller.is_privileged() {
+        domain::MAX_EXTENT_ORDER
+    } else {
+        DOMU_MAX_ORDER
     }
-    let dom = target(c, r.domid)?;
-    if r.nr_extents < start {
+}
+
+/// XENMEM_populate_physmap, increase_reservation and decrease_reservation (`op`), as Xen's do_memory_op and
+/// its helpers: the domain is the caller itself (a balloon driver giving memory back or taking it again) or, for
+/// the privileged domain, another one (the toolstack building it; -ESRCH for none, -EPERM for an unprivileged
+/// caller). Each extent is 2^extent_order pages at the GFN the caller lists:
+/// - populate_physmap: fresh zeroed RAM there ([`Domain::populate_extent`]: within max_pages, at free GFNs);
+/// - decrease_reservation: the RAM there leaves the domain and is freed once no vCPU can reach it (and no other
+///   domain maps it: a foreign or grant mapping keeps the frame until unmapped) ([`Domain::decrease_extent`]);
+/// - increase_reservation: frames the domain owns without a GFN, as Xen gives a translated domain
+///   ([`Domain::increase_extent`]; the list is not read).
+///
+/// Returns the number of extents done (counting from `start`, the continuation's first extent), stopping at the
+/// first extent that fails; as Xen, a request it cannot take returns `start`: an unreadable argument, more than
+/// `u32::MAX >> 6` extents, an extent order above the caller's limit ([`max_order`]), address bits of 12 or less,
+/// or populate-on-demand (Keel has none). Every call is bounded by the domain's memory: populate and increase stop
+/// at max_pages, and decrease at the first GFN without RAM.
+fn reservation(c: &Ctx, op: u64, arg: u64, start: u64) -> HResult {
+    let Ok(r) = c.read::<XenMemoryReservation>(arg) else { return Ok(Action::Return(start)) };
+    if r.nr_extents > u64::from(u32::MAX >> xenmem::EXTENT_SHIFT) || start >= r.nr_extents {
         return Ok(Action::Return(start));
     }
+    let dom = target(c, r.domid)?;
+    let bits = r.mem_flags & xenmem::MEMF_ADDRESS_BITS_MASK;
+    if (bits != 0 && bits <= 12) || r.extent_order > max_order(c.dom) {
+        return Ok(Action::Return(start));
+    }
+    if op == xenmem::POPULATE_PHYSMAP && r.mem_flags & xenmem::MEMF_POPULATE_ON_DEMAND != 0 {
+        return Ok(Action::Return(start));
+    }
+    let mut removed = alloc::vec::Vec::new();
     let mut done = start;
     while done < r.nr_extents {
-        let Some(at) = (done.checked_mul(8)).and_then(|o| r.extent_start.checked_add(o)) else { break };
-        let Ok(gfn) = c.read::<u64>(at) else { break };
-        if let Err(e) = dom.populate_extent(gfn, r.extent_order) {
-            crate::debug!("populate_physmap d{}: extent {done} (gfn {gfn:#x}): {}", dom.id, e.negated());
+        let gfn = if op == xenmem::INCREASE_RESERVATION {
+            0
+        } else {
+            let Some(at) = done.checked_mul(8).and_then(|o| r.extent_start.checked_add(o)) else { break };
+            let Ok(gfn) = c.read::<u64>(at) else { break };
+            gfn
+        };
+        let result = match op {
+            xenmem::POPULATE_PHYSMAP => dom.populate_extent(gfn, r.extent_order),
+            xenmem::DECREASE_RESERVATION => dom.decrease_extent(gfn, r.extent_order, &mut removed),
+            _ => dom.increase_extent(r.extent_order),
+        };
+        if let Err(e) = result {
+            crate::debug!("memory_op {op} d{}: extent {done} (gfn {gfn:#x}): {}", dom.id, e.negated());
             break;
         }
         done += 1;
     }
+    dom.release_removed(removed);
     Ok(Action::Return(done))
 }
 
