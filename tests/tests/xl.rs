@@ -9,6 +9,7 @@
 mod xl {
     use keel_tests::{env_path, iso, Run};
 
+    mod balloon;
     mod domu;
 
     /// Seconds before `timeout` stops QEMU: the dom0 boot (~60 s under TCG), the common checks (~20 s), then the
