@@ -857,9 +857,20 @@ impl Domain {
             if gpa.is_multiple_of(2 << 20) && end - gpa >= 2 << 20 {
                 if let Some(Ok(hpa)) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX)) {
                     zero(hpa, 2 << 20);
-                    mem.map_owned(gpa, hpa, PageSize::Size2M).map_err(|_| ENOMEM)?;
-                    gpa += 2 << 20;
-                    continue;
+                    match mem.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size2M, Perms::RAM, true) {
+                        Ok(()) => {
+                            mem.tot_pages += 512;
+                            gpa += 2 << 20;
+                            continue;
+                        }
+                        // A table of 4 KiB entries is there (a 2 MiB page was split and given back): fill it
+                        // with 4 KiB pages below.
+                        Err(MapError::Busy) => (0..512).for_each(|i| crate::mm::free_frame(hpa + i * PAGE_SIZE)),
+                        Err(_) => {
+                            (0..512).for_each(|i| crate::mm::free_frame(hpa + i * PAGE_SIZE));
+                            return Err(ENOMEM);
+                        }
+                    }
                 }
             }
             let hpa = crate::mm::alloc_frame().map_err(|_| ENOMEM)?;
