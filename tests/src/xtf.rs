@@ -53,6 +53,7 @@ pub const GUESTS: &[Guest] = &[
     Guest { timeout: 600, ..guest("hostile_hypercalls", "vcpus=2", Expect::Success) },
     guest("spin", "vcpus=2", Expect::Success),
     guest("sched_second", "", Expect::Success),
+    guest("balloon", "memory=4", Expect::Success),
     // 2 × 3 × 100,000 exits: ~1 minute under TCG.
     Guest { timeout: 600, ..guest("bench", "", Expect::Success) },
 ];

@@ -48,6 +48,7 @@ alone!(
     spin,
     sched_second,
     bench,
+    balloon,
 );
 
 #[test]

@@ -9,6 +9,7 @@
 mod xl {
     use keel_tests::{env_path, iso, Run};
 
+    mod balloon;
     mod domu;
     mod ops;
 

@@ -64,7 +64,7 @@ pub fn create(args: &CreateArgs) -> CmdResult {
 }
 
 /// libxl's `LIBXL_MAXMEM_CONSTANT`: KiB beyond `maxmem` for the pages outside RAM (ACPI, special pages).
-const MAXMEM_SLACK_KIB: u64 = 1024;
+pub(super) const MAXMEM_SLACK_KIB: u64 = 1024;
 /// `console/limit`, as libxl writes it.
 const CONSOLE_LIMIT: u64 = 1_048_576;
 

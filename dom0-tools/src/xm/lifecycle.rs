@@ -294,14 +294,19 @@ impl Ctx<'_> {
             )));
         }
         if d.domain != 0 {
-            // libxl raises the hypervisor's limit to the new target before telling the guest; a hypervisor
-            // without the domctl leaves the limit where it was (at or above static-max).
-            match self.hv.set_max_mem(d.domain, kib) {
+            // libxl (xl mem-set enforces) sets the hypervisor's limit to the new target plus the pages outside
+            // RAM (LIBXL_MAXMEM_CONSTANT) before telling the guest: the guest can balloon up to the target and no
+            // further. A hypervisor without the domctl leaves the limit where it was (at or above static-max).
+            match self.hv.set_max_mem(d.domain, kib + super::create::MAXMEM_SLACK_KIB) {
                 Ok(()) | Err(XmError::NotAvailable) => {}
                 Err(e) => return Err(e),
             }
         }
         self.xs.write(&format!("{h}/memory/target"), &kib.to_string())?;
+        // And the VM's record of its memory, in MiB.
+        if let Some(vm) = self.xs.read(&format!("{h}/vm")).filter(|v| !v.is_empty()) {
+            self.xs.write(&format!("{vm}/memory"), &(kib >> 10).to_string())?;
+        }
         Ok(Done { domid: d.domain, name, action: "mem-set", value: Some(kib.to_string()) })
     }
 
@@ -755,7 +760,9 @@ pub(crate) mod tests {
         c.mem_set(&r("db"), 100 << 10).unwrap();
         assert_eq!(xs.read("/local/domain/3/memory/target").as_deref(), Some("131072"));
         assert_eq!(xs.read("/local/domain/5/memory/target").as_deref(), Some("102400"));
-        assert_eq!(hv.calls, ["max_mem 3 131072", "max_mem 5 102400"]);
+        assert_eq!(xs.read("/vm/1234/memory").as_deref(), Some("128"), "libxl's /vm/<uuid>/memory, MiB");
+        // The limit is the target plus libxl's 1 MiB for the pages outside RAM.
+        assert_eq!(hv.calls, ["max_mem 3 132096", "max_mem 5 103424"]);
         // A hypervisor without max_mem: the target is still written.
         hv.has_max_mem = false;
         Ctx { hv: &mut hv, xs: &mut xs }.mem_set(&r("db"), 64 << 10).unwrap();

@@ -124,6 +124,10 @@ pub struct XenHvmParam {
 pub mod xenmem {
     pub const INCREASE_RESERVATION: u64 = 0;
     pub const DECREASE_RESERVATION: u64 = 1;
+    /// `XENMEM_current_reservation` and `XENMEM_maximum_reservation`: a domain's tot_pages and max_pages (the
+    /// argument points at a `domid_t`).
+    pub const CURRENT_RESERVATION: u64 = 3;
+    pub const MAXIMUM_RESERVATION: u64 = 4;
     pub const POPULATE_PHYSMAP: u64 = 6;
     pub const ADD_TO_PHYSMAP: u64 = 7;
     pub const MEMORY_MAP: u64 = 9;
@@ -144,6 +148,10 @@ pub mod xenmem {
     pub const SPACE_GMFN_FOREIGN: u32 = 4;
     /// `XENMAPSPACE_dev_mmio`.
     pub const SPACE_DEV_MMIO: u32 = 5;
+    /// `XENMEMF_address_bits(x)` lives in the low byte of `xen_memory_reservation.mem_flags`.
+    pub const MEMF_ADDRESS_BITS_MASK: u32 = 0xff;
+    /// `XENMEMF_populate_on_demand`.
+    pub const MEMF_POPULATE_ON_DEMAND: u32 = 1 << 16;
     /// `XENMEM_resource_*` types of XENMEM_acquire_resource.
     pub const RESOURCE_IOREQ_SERVER: u16 = 0;
     pub const RESOURCE_GRANT_TABLE: u16 = 1;

@@ -85,6 +85,9 @@ pub struct Memory {
     deferred: Vec<Deferred>,
     /// Borrowed frames mapped in the p2m, by GFN (see above).
     borrowed: BTreeMap<u64, Borrowed>,
+    /// Frames the domain owns outside its p2m (XENMEM_increase_reservation on a translated domain allocates them
+    /// without a GFN, as Xen does): counted in `tot_pages`, freed with the domain.
+    unmapped: Vec<u64>,
 }
 
 /// A frame that left the p2m and waits for every vCPU to flush.
@@ -138,6 +141,40 @@ impl Memory {
             pinned: BTreeMap::new(),
             deferred: Vec::new(),
             borrowed: BTreeMap::new(),
+            unmapped: Vec::new(),
+        }
+    }
+
+    /// Frames the domain owns outside its p2m (see `unmapped`).
+    pub fn unmapped_frames(&self) -> &[u64] {
+        &self.unmapped
+    }
+
+    /// Takes the owned RAM frame at `gfn` out of the p2m (Xen's guest_remove_page) and returns it, for the caller
+    /// to free once no vCPU can reach it; `tot_pages` drops by one. A 2 MiB mapping is split first. Errors, with
+    /// nothing changed: -EINVAL for a GFN with nothing mapped (or beyond the p2m), -ENXIO for a frame the domain
+    /// does not own (a foreign or grant mapping, shared_info, a grant-table frame: Xen's "bad page free"), -EBUSY
+    /// for a pinned GFN (Keel writes through it), -ENOMEM when splitting a 2 MiB page finds no table frame.
+    fn remove_ram(&mut self, gfn: u64) -> Result<u64, Errno> {
+        let gpa = gfn.checked_mul(PAGE_SIZE).filter(|&g| g < p2m::GPA_LIMIT).ok_or(EINVAL)?;
+        if self.borrowed.contains_key(&gfn) {
+            return Err(ENXIO);
+        }
+        let Some((_, perms)) = self.p2m.lookup(&mut MachineFrames, gpa) else { return Err(EINVAL) };
+        if self.is_pinned(gfn) {
+            return Err(EBUSY);
+        }
+        match self.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)? {
+            Some(old) if old.owned => {
+                self.tot_pages -= 1;
+                Ok(old.hpa)
+            }
+            Some(old) => {
+                // Not the domain's RAM: put it back where it was (its 4 KiB slot and tables are still there).
+                let _ = self.p2m.map(&mut MachineFrames, gpa, old.hpa, PageSize::Size4K, perms, false);
+                Err(ENXIO)
+            }
+            None => Err(EINVAL),
         }
     }
 
@@ -794,7 +831,7 @@ impl Domain {
     /// misaligned one, -EBUSY where something is mapped already. Frames of a partly done extent stay the
     /// domain's.
     pub fn populate_extent(&self, gfn: u64, order: u32) -> Result<(), Errno> {
-        if order > 18 {
+        if order > MAX_EXTENT_ORDER {
             return Err(EINVAL);
         }
         let pages = 1u64 << order;
@@ -820,9 +857,20 @@ impl Domain {
             if gpa.is_multiple_of(2 << 20) && end - gpa >= 2 << 20 {
                 if let Some(Ok(hpa)) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX)) {
                     zero(hpa, 2 << 20);
-                    mem.map_owned(gpa, hpa, PageSize::Size2M).map_err(|_| ENOMEM)?;
-                    gpa += 2 << 20;
-                    continue;
+                    match mem.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size2M, Perms::RAM, true) {
+                        Ok(()) => {
+                            mem.tot_pages += 512;
+                            gpa += 2 << 20;
+                            continue;
+                        }
+                        // A table of 4 KiB entries is there (a 2 MiB page was split and given back): fill it
+                        // with 4 KiB pages below.
+                        Err(MapError::Busy) => (0..512).for_each(|i| crate::mm::free_frame(hpa + i * PAGE_SIZE)),
+                        Err(_) => {
+                            (0..512).for_each(|i| crate::mm::free_frame(hpa + i * PAGE_SIZE));
+                            return Err(ENOMEM);
+                        }
+                    }
                 }
             }
             let hpa = crate::mm::alloc_frame().map_err(|_| ENOMEM)?;
@@ -950,14 +998,69 @@ impl Domain {
         Ok(())
     }
 
-    /// The p2m changed: flush every vCPU, and free `frame` (or drop its reference when `.1`) once all have.
-    fn release_after_flush(&self, frame: Option<(u64, bool)>) {
+    /// The p2m changed: flush every vCPU, and free each of `frames` (or drop its reference when `.1`) once all
+    /// have.
+    fn release_after_flush(&self, frames: impl IntoIterator<Item = (u64, bool)>) {
         let gen = self.p2m_changed();
-        if let Some((hpa, unref)) = frame {
-            self.mem.lock().deferred.push(Deferred { gen, hpa, unref });
+        let mut any = false;
+        {
+            let mut mem = self.mem.lock();
+            for (hpa, unref) in frames {
+                mem.deferred.push(Deferred { gen, hpa, unref });
+                any = true;
+            }
+        }
+        if any {
             self.deferred_pending.store(true, Ordering::Relaxed);
             self.free_deferred();
         }
+    }
+
+    /// XENMEM_decrease_reservation for one extent: the 2^`order` RAM frames from `gfn` leave the domain, page by
+    /// page as Xen's guest_remove_page, stopping at the first that cannot ([`Memory::remove_ram`]'s errors; a
+    /// misaligned or out-of-range extent is -EINVAL). The frames taken out (also those of a partly done extent)
+    /// are pushed to `removed`; the caller hands them to [`Self::release_removed`] once, after its last extent, so
+    /// that a batch costs one flush. A frame another domain still maps (a foreign or grant mapping holds a
+    /// reference) stays allocated until that mapping goes.
+    pub fn decrease_extent(&self, gfn: u64, order: u32, removed: &mut Vec<u64>) -> Result<(), Errno> {
+        let pages = 1u64.checked_shl(order).filter(|_| order <= MAX_EXTENT_ORDER).ok_or(EINVAL)?;
+        if !gfn.is_multiple_of(pages) || gfn.checked_add(pages).is_none() {
+            return Err(EINVAL);
+        }
+        let mut mem = self.mem.lock();
+        for g in gfn..gfn + pages {
+            removed.push(mem.remove_ram(g)?);
+        }
+        Ok(())
+    }
+
+    /// Frees frames [`Self::decrease_extent`] took out of the p2m, once every vCPU has flushed its translations
+    /// (the deferred free of [`Memory`]).
+    pub fn release_removed(&self, removed: Vec<u64>) {
+        if !removed.is_empty() {
+            self.release_after_flush(removed.into_iter().map(|hpa| (hpa, false)));
+        }
+    }
+
+    /// XENMEM_increase_reservation for one extent of a translated domain: 2^`order` frames the domain owns
+    /// without a GFN (Xen allocates them and maps nothing; the guest could only use them through a later
+    /// exchange, which Keel does not offer). They count in `tot_pages` up to max_pages (-ENOMEM beyond, or when
+    /// the machine keeps its last [`RESERVED_FRAMES`]) and are freed with the domain.
+    pub fn increase_extent(&self, order: u32) -> Result<(), Errno> {
+        let pages = 1u64.checked_shl(order).filter(|_| order <= MAX_EXTENT_ORDER).ok_or(EINVAL)?;
+        let mut mem = self.mem.lock();
+        if mem.tot_pages.saturating_add(pages) > mem.max_pages {
+            return Err(ENOMEM);
+        }
+        if crate::mm::with_frames(|a| a.free_frames()).is_some_and(|free| free < pages + RESERVED_FRAMES) {
+            return Err(ENOMEM);
+        }
+        for _ in 0..pages {
+            let f = crate::mm::alloc_frame().map_err(|_| ENOMEM)?;
+            mem.unmapped.push(f);
+            mem.tot_pages += 1;
+        }
+        Ok(())
     }
 
     /// Pins guest frame `gfn` (see [`Memory::pin`]) for a ring or area Keel reads or writes through its host
@@ -1053,6 +1156,9 @@ pub const MAX_TOTAL_VCPUS: usize = 512;
 const PAUSE_WAIT_NS: u64 = 10_000_000;
 /// Most vCPUs a domain may have.
 pub const MAX_VCPUS: u32 = 64;
+/// Largest extent order of XENMEM_{increase,decrease}_reservation and populate_physmap (2^18 pages, 1 GiB; the
+/// hypercall layer applies Xen's per-caller limits below it).
+pub const MAX_EXTENT_ORDER: u32 = 18;
 
 /// XEN_DOMCTL_createdomain: a domain with no RAM yet (its builder populates it), `cfg.vcpus` vCPUs down, paused
 /// once by the toolstack. `requested` is the id asked for (Xen's rule: 1..DOMID_FIRST_RESERVED asks for that id,
@@ -1284,6 +1390,9 @@ impl Drop for Domain {
         }
         for (_, b) in core::mem::take(&mut mem.borrowed) {
             crate::mm::put_frame_ref(b.hpa());
+        }
+        for f in mem.unmapped.drain(..) {
+            crate::mm::free_frame(f);
         }
         self.grants.get_mut().release_active();
         let p2m = core::mem::replace(&mut mem.p2m, GuestP2m::detached());

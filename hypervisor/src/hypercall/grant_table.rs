@@ -290,4 +290,51 @@ mod tests {
         drop(du);
         assert!(!host_frames::is_live(frame), "leaked with both domains gone");
     }
+
+    /// A granted frame dom0 has mapped, given back by its owner with XENMEM_decrease_reservation (a balloon driver
+    /// may): it leaves the granter at once, stays allocated and shared while dom0 maps it, and is freed with the
+    /// unmap; the grant cannot be mapped again (no frame behind it), and dom0 cannot give back the grant mapping.
+    #[test]
+    fn ballooned_out_granted_frame_lives_until_unmapped() {
+        use keel_abi::shared_info::XenMemoryReservation;
+        let d0 = testing::domain(1, 4);
+        let du = testing::domain(1, 4);
+        grant(&du, 5, gtf::PERMIT_ACCESS, d0.id, 0x20);
+        let frame = hpa(&du, 0x20);
+        let m = map(&d0, 0x90000, gm::HOST_MAP, 5, du.id);
+        assert_eq!(m.status, st::OKAY);
+        let decrease = |dom: &alloc::sync::Arc<crate::domain::Domain>, gfn: u64| {
+            put(dom, 0x3000, &gfn);
+            let r =
+                XenMemoryReservation { extent_start: 0x3000, nr_extents: 1, domid: DOMID_SELF, ..Default::default() };
+            put(dom, 0x2000, &r);
+            testing::hypercall(dom, 0, nr::MEMORY_OP, [xenmem::DECREASE_RESERVATION, 0x2000, 0, 0, 0])
+        };
+        let pages = du.mem.lock().tot_pages;
+        assert_eq!(decrease(&du, 0x20), 1);
+        assert_eq!(du.mem.lock().tot_pages, pages - 1);
+        assert!(du.mem.lock().translate(0x20000, false).is_err());
+        assert!(host_frames::is_live(frame), "freed while dom0 maps it");
+        put(&d0, 0x90008, &0xfeed_u64);
+        assert_eq!(get::<u64>(&d0, 0x90008), 0xfeed);
+        assert_eq!(decrease(&d0, 0x90), 0, "a grant mapping is not dom0's RAM");
+        // While the grant is in use its active entry holds the frame (as Xen's): a second map gets that frame.
+        let m2 = map(&d0, 0x91000, gm::HOST_MAP, 5, du.id);
+        assert_eq!(m2.status, st::OKAY);
+        assert_eq!(hpa(&d0, 0x91), frame);
+        assert_eq!(unmap(&d0, 0x90000, m.handle), st::OKAY);
+        assert!(host_frames::is_live(frame), "freed while still mapped once");
+        assert_eq!(unmap(&d0, 0x91000, m2.handle), st::OKAY);
+        assert!(!host_frames::is_live(frame), "leaked after the last unmap");
+        // Once released, the grant has no frame behind it any more.
+        put(
+            &d0,
+            ARG,
+            &GnttabMapGrantRef { host_addr: 0x92000, flags: gm::HOST_MAP, gref: 5, dom: du.id, ..Default::default() },
+        );
+        assert_eq!(op(&d0, gnttab::MAP_GRANT_REF, 1), 0);
+        assert_ne!(get::<GnttabMapGrantRef>(&d0, ARG).status, st::OKAY, "mapped with no frame");
+        crate::domain::destroy(&d0);
+        crate::domain::destroy(&du);
+    }
 }

@@ -2,7 +2,9 @@
 //! GFN range, pinned frames, the p2m's table cap — and the deferred free of replaced RAM are
 //! [`crate::domain::Domain::map_foreign_frame`]'s), the memory map, and for the hardware domain the foreign
 //! mappings privcmd makes: XENMEM_add_to_physmap_batch with gmfn_foreign, XENMEM_remove_from_physmap and
-//! XENMEM_acquire_resource (the mapped frames are borrowed, with a reference: see [`crate::domain::Memory`]).
+//! XENMEM_acquire_resource (the mapped frames are borrowed, with a reference: see [`crate::domain::Memory`]);
+//! and the reservation calls: populate_physmap, increase_reservation and decrease_reservation for the caller
+//! itself (ballooning) or, for the toolstack, another domain, and current/maximum_reservation.
 
 use super::{Action, Ctx, HResult};
 use crate::domain::{self, grant, Borrowed, Domain};
@@ -51,7 +53,18 @@ pub fn memory_op(c: &mut Ctx) -> HResult {
         }
         xenmem::SET_MEMORY_MAP => set_memory_map(c, arg),
         _ => match op {
-            xenmem::POPULATE_PHYSMAP => populate_physmap(c, arg, start),
+            xenmem::POPULATE_PHYSMAP | xenmem::INCREASE_RESERVATION | xenmem::DECREASE_RESERVATION => {
+                reservation(c, op, arg, start)
+            }
+            xenmem::CURRENT_RESERVATION | xenmem::MAXIMUM_RESERVATION => {
+                if start != 0 {
+                    return Err(EINVAL);
+                }
+                let domid: u16 = c.read(arg)?;
+                let dom = target(c, domid)?;
+                let mem = dom.mem.lock();
+                Ok(Action::Return(if op == xenmem::CURRENT_RESERVATION { mem.tot_pages } else { mem.max_pages }))
+            }
             xenmem::ADD_TO_PHYSMAP_BATCH => add_to_physmap_batch(c, arg, start),
             xenmem::REMOVE_FROM_PHYSMAP => {
                 if start != 0 {
@@ -94,29 +107,70 @@ fn set_memory_map(c: &Ctx, arg: u64) -> HResult {
     Ok(Action::Return(0))
 }
 
-/// XENMEM_populate_physmap for another domain (the toolstack building it): each extent of 2^extent_order pages
-/// at the GFN the caller lists becomes fresh RAM of that domain ([`Domain::populate_extent`]). Returns the number
-/// of extents done, stopping at the first that fails (as Xen: beyond the domain's max_pages, an unreadable list, a
-/// GFN in use); `start` continues a list. A domain's own populate (ballooning) is not implemented: -ENOSYS.
-fn populate_physmap(c: &Ctx, arg: u64, start: u64) -> HResult {
-    let r: XenMemoryReservation = c.read(arg)?;
-    if r.domid == DOMID_SELF || r.domid == c.dom.id {
-        return Err(ENOSYS);
+/// The largest extent order an ordinary domain may use in a reservation call (Xen's CONFIG_DOMU_MAX_ORDER on
+/// x86: 2 MiB); the privileged domain (Xen's control and hardware domain) may go to
+/// [`domain::MAX_EXTENT_ORDER`].
+pub const DOMU_MAX_ORDER: u32 = 9;
+
+/// Xen's max_order(current->domain).
+fn max_order(caller: &Domain) -> u32 {
+    if caller.is_privileged() {
+        domain::MAX_EXTENT_ORDER
+    } else {
+        DOMU_MAX_ORDER
     }
-    let dom = target(c, r.domid)?;
-    if r.nr_extents < start {
+}
+
+/// XENMEM_populate_physmap, increase_reservation and decrease_reservation (`op`), as Xen's do_memory_op and
+/// its helpers: the domain is the caller itself (a balloon driver giving memory back or taking it again) or, for
+/// the privileged domain, another one (the toolstack building it; -ESRCH for none, -EPERM for an unprivileged
+/// caller). Each extent is 2^extent_order pages at the GFN the caller lists:
+/// - populate_physmap: fresh zeroed RAM there ([`Domain::populate_extent`]: within max_pages, at free GFNs);
+/// - decrease_reservation: the RAM there leaves the domain and is freed once no vCPU can reach it (and no other
+///   domain maps it: a foreign or grant mapping keeps the frame until unmapped) ([`Domain::decrease_extent`]);
+/// - increase_reservation: frames the domain owns without a GFN, as Xen gives a translated domain
+///   ([`Domain::increase_extent`]; the list is not read).
+///
+/// Returns the number of extents done (counting from `start`, the continuation's first extent), stopping at the
+/// first extent that fails; as Xen, a request it cannot take returns `start`: an unreadable argument, more than
+/// `u32::MAX >> 6` extents, an extent order above the caller's limit ([`max_order`]), address bits of 12 or less,
+/// or populate-on-demand (Keel has none). Every call is bounded by the domain's memory: populate and increase stop
+/// at max_pages, and decrease at the first GFN without RAM.
+fn reservation(c: &Ctx, op: u64, arg: u64, start: u64) -> HResult {
+    let Ok(r) = c.read::<XenMemoryReservation>(arg) else { return Ok(Action::Return(start)) };
+    if r.nr_extents > u64::from(u32::MAX >> xenmem::EXTENT_SHIFT) || start >= r.nr_extents {
         return Ok(Action::Return(start));
     }
+    let dom = target(c, r.domid)?;
+    let bits = r.mem_flags & xenmem::MEMF_ADDRESS_BITS_MASK;
+    if (bits != 0 && bits <= 12) || r.extent_order > max_order(c.dom) {
+        return Ok(Action::Return(start));
+    }
+    if op == xenmem::POPULATE_PHYSMAP && r.mem_flags & xenmem::MEMF_POPULATE_ON_DEMAND != 0 {
+        return Ok(Action::Return(start));
+    }
+    let mut removed = alloc::vec::Vec::new();
     let mut done = start;
     while done < r.nr_extents {
-        let Some(at) = (done.checked_mul(8)).and_then(|o| r.extent_start.checked_add(o)) else { break };
-        let Ok(gfn) = c.read::<u64>(at) else { break };
-        if let Err(e) = dom.populate_extent(gfn, r.extent_order) {
-            crate::debug!("populate_physmap d{}: extent {done} (gfn {gfn:#x}): {}", dom.id, e.negated());
+        let gfn = if op == xenmem::INCREASE_RESERVATION {
+            0
+        } else {
+            let Some(at) = done.checked_mul(8).and_then(|o| r.extent_start.checked_add(o)) else { break };
+            let Ok(gfn) = c.read::<u64>(at) else { break };
+            gfn
+        };
+        let result = match op {
+            xenmem::POPULATE_PHYSMAP => dom.populate_extent(gfn, r.extent_order),
+            xenmem::DECREASE_RESERVATION => dom.decrease_extent(gfn, r.extent_order, &mut removed),
+            _ => dom.increase_extent(r.extent_order),
+        };
+        if let Err(e) = result {
+            crate::debug!("memory_op {op} d{}: extent {done} (gfn {gfn:#x}): {}", dom.id, e.negated());
             break;
         }
         done += 1;
     }
+    dom.release_removed(removed);
     Ok(Action::Return(done))
 }
 
@@ -666,5 +720,278 @@ mod tests {
         drop(d0);
         assert_eq!(host_frames_refs(theirs), 0);
         crate::domain::destroy(&du);
+    }
+
+    // ---- Ballooning: the reservation calls for the caller itself ----
+
+    use keel_abi::shared_info::XenMemoryReservation;
+
+    const LIST: u64 = 0x3000;
+
+    /// A reservation call (`op`) by `caller` for `domid` over `gfns` (extents of 2^order pages); its value.
+    fn reserve(caller: &Arc<Domain>, op: u64, domid: u16, gfns: &[u64], order: u32) -> i64 {
+        for (i, g) in gfns.iter().enumerate() {
+            put(caller, LIST + 8 * i as u64, g);
+        }
+        let r = XenMemoryReservation {
+            extent_start: LIST,
+            nr_extents: gfns.len() as u64,
+            extent_order: order,
+            domid,
+            ..Default::default()
+        };
+        put(caller, ARG, &r);
+        testing::hypercall(caller, 0, nr::MEMORY_OP, [op, ARG, 0, 0, 0])
+    }
+
+    fn decrease(dom: &Arc<Domain>, gfns: &[u64], order: u32) -> i64 {
+        reserve(dom, xenmem::DECREASE_RESERVATION, keel_abi::DOMID_SELF, gfns, order)
+    }
+
+    fn populate(dom: &Arc<Domain>, gfns: &[u64], order: u32) -> i64 {
+        reserve(dom, xenmem::POPULATE_PHYSMAP, keel_abi::DOMID_SELF, gfns, order)
+    }
+
+    /// XENMEM_current_reservation (or maximum_reservation) of `domid`, asked by `caller`.
+    fn stat(caller: &Arc<Domain>, op: u64, domid: u16) -> i64 {
+        put(caller, ARG, &domid);
+        testing::hypercall(caller, 0, nr::MEMORY_OP, [op, ARG, 0, 0, 0])
+    }
+
+    fn current(dom: &Arc<Domain>) -> i64 {
+        stat(dom, xenmem::CURRENT_RESERVATION, keel_abi::DOMID_SELF)
+    }
+
+    /// What a balloon driver does: pages given back leave the domain and their frames are freed; populated
+    /// again, they are fresh zeroed frames, up to max_pages and no further.
+    #[test]
+    fn balloon_down_and_up() {
+        let dom = testing::domain(1, 4);
+        assert_eq!(current(&dom), 1024);
+        assert_eq!(stat(&dom, xenmem::MAXIMUM_RESERVATION, keel_abi::DOMID_SELF), 1024);
+        let gfns: alloc::vec::Vec<u64> = (0x100..0x108).collect();
+        let frames: alloc::vec::Vec<u64> = gfns.iter().map(|&g| hpa(&dom, g)).collect();
+        for &g in &gfns {
+            put(&dom, g << 12, &0xaaaa_5555_u64);
+        }
+        assert_eq!(decrease(&dom, &gfns, 0), 8);
+        assert_eq!(current(&dom), 1016);
+        assert_eq!(dom.mem.lock().tot_pages, 1016);
+        for (&g, &f) in gfns.iter().zip(&frames) {
+            assert!(dom.mem.lock().translate(g << 12, false).is_err(), "gfn {g:#x} still mapped");
+            assert!(!host_frames::is_live(f), "frame of gfn {g:#x} not freed");
+        }
+        assert_eq!(dom.mem.lock().deferred_frames(), 0);
+        // Given back twice: the second time there is nothing at the GFN.
+        assert_eq!(decrease(&dom, &gfns[..1], 0), 0);
+        // Back again: zeroed RAM, counted; a GFN that has RAM already is refused.
+        assert_eq!(populate(&dom, &gfns, 0), 8);
+        assert_eq!(current(&dom), 1024);
+        for &g in &gfns {
+            assert_eq!(get::<u64>(&dom, g << 12), 0, "gfn {g:#x} came back with old contents");
+        }
+        assert_eq!(populate(&dom, &[0x200], 0), 0, "RAM is there already");
+        // max_pages bounds it: one page beyond RAM is refused until max_mem is raised.
+        assert_eq!(populate(&dom, &[0x400], 0), 0, "past max_pages");
+        assert_eq!(current(&dom), 1024);
+        dom.set_max_pages(1025);
+        assert_eq!(stat(&dom, xenmem::MAXIMUM_RESERVATION, keel_abi::DOMID_SELF), 1025);
+        assert_eq!(populate(&dom, &[0x400, 0x401], 0), 1, "the second one is past max_pages");
+        assert_eq!(current(&dom), 1025);
+        let extra = hpa(&dom, 0x400);
+        crate::domain::destroy(&dom);
+        drop(dom);
+        assert!(!host_frames::is_live(extra), "a populated frame outlived its domain");
+    }
+
+    /// Larger extents: aligned ones go whole; a misaligned one, or one above an ordinary domain's order 9, is
+    /// refused before anything is removed; a list stops at its first bad extent and says how many went.
+    #[test]
+    fn decrease_extents_and_bad_requests() {
+        let dom = testing::domain(1, 4);
+        let four: alloc::vec::Vec<u64> = (0x10..0x14).map(|g| hpa(&dom, g)).collect();
+        assert_eq!(decrease(&dom, &[0x10], 2), 1);
+        assert!(four.iter().all(|&f| !host_frames::is_live(f)));
+        assert_eq!(current(&dom), 1020);
+        assert_eq!(decrease(&dom, &[0x21], 2), 0, "misaligned");
+        assert_eq!(decrease(&dom, &[0], 10), 0, "order 10 from an ordinary domain");
+        assert_eq!(decrease(&dom, &[0x200], 9), 1, "a 2 MiB extent");
+        assert_eq!(current(&dom), 508);
+        // GFNs past every limit.
+        for bad in [1u64 << 40, 1 << 52, u64::MAX, u64::MAX - 3] {
+            assert_eq!(decrease(&dom, &[bad], 0), 0, "gfn {bad:#x}");
+            assert_eq!(decrease(&dom, &[bad & !3], 2), 0, "gfn {bad:#x}, order 2");
+        }
+        // Stops at the first failing extent: what follows stays.
+        let (a, c) = (hpa(&dom, 0x30), hpa(&dom, 0x32));
+        assert_eq!(decrease(&dom, &[0x30, 0x10, 0x32], 0), 1);
+        assert!(!host_frames::is_live(a) && host_frames::is_live(c));
+        assert_eq!(hpa(&dom, 0x32), c);
+        // A 4-page extent with a hole in it: the pages before the hole go, the extent is not counted.
+        let (p, q) = (hpa(&dom, 0x40), hpa(&dom, 0x42));
+        assert_eq!(decrease(&dom, &[0x41], 0), 1);
+        assert_eq!(decrease(&dom, &[0x40], 2), 0);
+        assert!(!host_frames::is_live(p), "the page before the hole went");
+        assert!(host_frames::is_live(q), "the page after the hole stays");
+        assert_eq!(current(&dom), 505);
+        // More extents than a continuation can encode, or an unreadable argument: nothing done.
+        let huge = XenMemoryReservation { extent_start: LIST, nr_extents: 1 << 26, ..Default::default() };
+        put(&dom, LIST, &0x50u64);
+        put(&dom, ARG, &XenMemoryReservation { domid: keel_abi::DOMID_SELF, ..huge });
+        assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::DECREASE_RESERVATION, ARG, 0, 0, 0]), 0);
+        assert_eq!(
+            testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::DECREASE_RESERVATION, 0x8000_0000, 0, 0, 0]),
+            0,
+            "unreadable argument"
+        );
+        // A list that runs into memory the caller cannot read stops there; a long list of one GFN stops at the
+        // second (the page is gone).
+        let r = XenMemoryReservation {
+            extent_start: (0x200 << 12) - 8,
+            nr_extents: (u32::MAX >> 6).into(),
+            domid: keel_abi::DOMID_SELF,
+            ..Default::default()
+        };
+        put(&dom, (0x200 << 12) - 8, &0x50u64);
+        put(&dom, ARG, &r);
+        assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::DECREASE_RESERVATION, ARG, 0, 0, 0]), 1);
+        assert_eq!(current(&dom), 504);
+        // A continuation's start extent: the extents before it are skipped; at or past the end, none is done.
+        put(&dom, LIST, &[0x60u64, 0x61, 0x62]);
+        put(&dom, ARG, &XenMemoryReservation { extent_start: LIST, nr_extents: 3, domid: keel_abi::DOMID_SELF, ..r });
+        let cont = |start: u64| xenmem::DECREASE_RESERVATION | start << xenmem::EXTENT_SHIFT;
+        assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [cont(2), ARG, 0, 0, 0]), 3);
+        assert!(
+            dom.mem.lock().translate(0x61 << 12, false).is_ok() && dom.mem.lock().translate(0x62 << 12, false).is_err()
+        );
+        assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [cont(5), ARG, 0, 0, 0]), 5);
+        assert_eq!(current(&dom), 503);
+        // Address bits of 12 or less, populate-on-demand: refused as Xen does.
+        put(&dom, LIST, &0x62u64);
+        for flags in [12u32, 1, xenmem::MEMF_POPULATE_ON_DEMAND] {
+            put(&dom, ARG, &XenMemoryReservation { extent_start: LIST, nr_extents: 1, mem_flags: flags, ..r });
+            assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::POPULATE_PHYSMAP, ARG, 0, 0, 0]), 0);
+        }
+        assert_eq!(current(&dom), 503);
+        assert_eq!(dom.mem.lock().unmapped_frames().len(), 0);
+        crate::domain::destroy(&dom);
+    }
+
+    /// Frames the domain does not own, or that Keel writes through, are not given back: shared_info, a grant
+    /// frame, a pinned vcpu_info frame (each -ENXIO/-EBUSY, so the call returns 0 and nothing moves).
+    #[test]
+    fn decrease_leaves_frames_it_does_not_own() {
+        let dom = testing::domain(1, 4);
+        assert_eq!(add(&dom, SHARED_INFO, 0, 0x20), 0);
+        assert_eq!(add(&dom, GRANT, 0, 0x21), 0);
+        let grant_frame = dom.grant_frames.lock()[0];
+        put(&dom, ARG, &VcpuRegisterVcpuInfo { mfn: 0x22, offset: 0, rsvd: 0 });
+        assert_eq!(vcpu_op(&dom, vcpuop::REGISTER_VCPU_INFO, 0), 0);
+        let pinned = hpa(&dom, 0x22);
+        let before = current(&dom);
+        for g in [0x20, 0x21, 0x22] {
+            assert_eq!(decrease(&dom, &[g], 0), 0, "gfn {g:#x}");
+        }
+        assert_eq!(hpa(&dom, 0x20), dom.shared_info);
+        assert_eq!(hpa(&dom, 0x21), grant_frame);
+        assert_eq!(hpa(&dom, 0x22), pinned);
+        assert!(host_frames::is_live(pinned));
+        assert_eq!(current(&dom), before);
+        // Inside a larger extent the call stops there too; the pages before it are given back.
+        let p = hpa(&dom, 0x23);
+        assert_eq!(decrease(&dom, &[0x20], 2), 0);
+        assert!(host_frames::is_live(p), "pages after the refused one stay");
+        crate::domain::destroy(&dom);
+    }
+
+    /// A frame dom0 has foreign-mapped leaves the domU when ballooned out but stays allocated, and shared, until
+    /// dom0 unmaps it; dom0 cannot give back the foreign frame in its own p2m (it is not dom0's).
+    #[test]
+    fn decreased_frame_mapped_by_dom0_lives_until_unmapped() {
+        let (d0, du) = pair();
+        let theirs = hpa(&du, 0x10);
+        assert_eq!(foreign(&d0, du.id, 0x10, 0x20), (0, 0));
+        put(&du, 0x10000, &0x1234_u64);
+        assert_eq!(decrease(&du, &[0x10], 0), 1);
+        assert_eq!(current(&du), 1023);
+        assert!(du.mem.lock().translate(0x10000, false).is_err());
+        assert!(host_frames::is_live(theirs), "freed while dom0 maps it");
+        assert_eq!(get::<u64>(&d0, 0x20000), 0x1234);
+        assert_eq!(decrease(&d0, &[0x20], 0), 0, "dom0 does not own the foreign frame");
+        assert_eq!(host_frames_refs(theirs), 1);
+        assert_eq!(remove(&d0, 0x20), 0);
+        assert!(!host_frames::is_live(theirs), "not freed with the last reference");
+        // Populated again, the GFN gets a fresh frame.
+        assert_eq!(populate(&du, &[0x10], 0), 1);
+        assert_eq!(get::<u64>(&du, 0x10000), 0);
+        crate::domain::destroy(&d0);
+        crate::domain::destroy(&du);
+    }
+
+    /// A vCPU that may be in the guest can still hold a given-back frame's translation: the frame is freed
+    /// once every such vCPU has flushed (the deferred free of replaced frames), not at the call.
+    #[test]
+    fn decreased_frames_wait_for_the_flush() {
+        let dom = testing::domain(2, 4);
+        for v in &dom.vcpus {
+            v.set_state(VcpuState::Running);
+        }
+        let f = [hpa(&dom, 0x70), hpa(&dom, 0x71)];
+        assert_eq!(decrease(&dom, &[0x70, 0x71], 0), 2);
+        assert_eq!(current(&dom), 1022, "accounted at once");
+        assert!(f.iter().all(|&x| host_frames::is_live(x)));
+        assert_eq!(dom.mem.lock().deferred_frames(), 2);
+        dom.vcpus[0].ack_flush(&dom);
+        assert!(f.iter().all(|&x| host_frames::is_live(x)), "freed before vCPU 1 flushed");
+        dom.vcpus[1].ack_flush(&dom);
+        assert!(f.iter().all(|&x| !host_frames::is_live(x)));
+        crate::domain::destroy(&dom);
+    }
+
+    /// The toolstack's rights, as Xen's XSM_TARGET: an ordinary domain may not touch another's reservation
+    /// (-EPERM), an unknown domain is -ESRCH; the privileged domain may balloon another and read its counts.
+    #[test]
+    fn reservation_permissions() {
+        let (d0, du) = pair();
+        assert_eq!(reserve(&du, xenmem::DECREASE_RESERVATION, d0.id, &[0x10], 0), EPERM.negated());
+        assert_eq!(reserve(&du, xenmem::POPULATE_PHYSMAP, d0.id, &[0x400], 0), EPERM.negated());
+        assert_eq!(reserve(&du, xenmem::DECREASE_RESERVATION, 0x7000, &[0x10], 0), ESRCH.negated());
+        assert_eq!(stat(&du, xenmem::CURRENT_RESERVATION, d0.id), EPERM.negated());
+        assert_eq!(stat(&du, xenmem::MAXIMUM_RESERVATION, 0x7000), ESRCH.negated());
+        assert_eq!(current(&d0), 1024);
+        // The privileged domain's order limit is above an ordinary one's.
+        assert_eq!(reserve(&d0, xenmem::DECREASE_RESERVATION, du.id, &[0], 10), 1);
+        assert_eq!(stat(&d0, xenmem::CURRENT_RESERVATION, du.id), 0);
+        assert_eq!(stat(&d0, xenmem::MAXIMUM_RESERVATION, du.id), 1024);
+        assert_eq!(stat(&d0, xenmem::CURRENT_RESERVATION, du.id), du.mem.lock().tot_pages as i64);
+        // current/maximum_reservation take no continuation, and need a readable domid.
+        put(&d0, ARG, &keel_abi::DOMID_SELF);
+        let cont = xenmem::CURRENT_RESERVATION | 1 << xenmem::EXTENT_SHIFT;
+        assert_eq!(testing::hypercall(&d0, 0, nr::MEMORY_OP, [cont, ARG, 0, 0, 0]), EINVAL.negated());
+        assert_eq!(
+            testing::hypercall(&d0, 0, nr::MEMORY_OP, [xenmem::CURRENT_RESERVATION, 0x8000_0000, 0, 0, 0]),
+            EFAULT.negated()
+        );
+        crate::domain::destroy(&d0);
+        crate::domain::destroy(&du);
+    }
+
+    /// increase_reservation on a translated domain: frames it owns without a GFN, counted up to max_pages and
+    /// freed with the domain.
+    #[test]
+    fn increase_reservation_is_bounded_and_freed() {
+        let dom = testing::domain(1, 4);
+        assert_eq!(reserve(&dom, xenmem::INCREASE_RESERVATION, keel_abi::DOMID_SELF, &[0, 0], 0), 0, "at max_pages");
+        dom.set_max_pages(1024 + 6);
+        assert_eq!(reserve(&dom, xenmem::INCREASE_RESERVATION, keel_abi::DOMID_SELF, &[0, 0, 0], 1), 3);
+        assert_eq!(current(&dom), 1030);
+        assert_eq!(reserve(&dom, xenmem::INCREASE_RESERVATION, keel_abi::DOMID_SELF, &[0], 0), 0);
+        assert_eq!(reserve(&dom, xenmem::INCREASE_RESERVATION, keel_abi::DOMID_SELF, &[0], 10), 0, "order 10");
+        let frames = dom.mem.lock().unmapped_frames().to_vec();
+        assert_eq!(frames.len(), 6);
+        assert!(frames.iter().all(|&f| host_frames::is_live(f)));
+        crate::domain::destroy(&dom);
+        drop(dom);
+        assert!(frames.iter().all(|&f| !host_frames::is_live(f)), "unmapped frames outlived their domain");
     }
 }
