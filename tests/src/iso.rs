@@ -108,7 +108,8 @@ pub fn dom0_iso(
 }
 
 /// What a dom0 boot test boots: Keel's ELF (`KEEL_ELF`) with `keel_cmdline`, `kernel` as module 0 with
-/// `kernel_cmdline`, `initrd` as module 1, on `smp` CPUs with 2 GiB, for at most `timeout` seconds.
+/// `kernel_cmdline`, `initrd` as module 1, on `smp` CPUs with 2 GiB, for at most `timeout` seconds; a run ended by
+/// the QEMU defect is repeated up to `retries` times.
 pub struct Dom0Boot<'a> {
     pub name: &'a str,
     pub keel_cmdline: &'a str,
@@ -117,6 +118,7 @@ pub struct Dom0Boot<'a> {
     pub initrd: &'a Path,
     pub smp: u32,
     pub timeout: u64,
+    pub retries: u32,
 }
 
 impl Dom0Boot<'_> {
@@ -124,8 +126,9 @@ impl Dom0Boot<'_> {
     /// afterwards.
     ///
     /// A run ended by the QEMU TCG nested-SVM defect (docs/testing.md, "A QEMU defect": a CPU fails to read page
-    /// tables that map what it reads, in roughly one Linux boot in 25) is repeated once, with a warning and a
-    /// `<name>.retried` note that `cargo xtask test` prints; the repeat is judged like any run.
+    /// tables that map what it reads, in roughly one Linux boot in 25, more often in boots that build domUs) is
+    /// repeated, up to `retries` times, with a warning and a `<name>.retried` note that `cargo xtask test` prints;
+    /// the repeat is judged like any run.
     pub fn run(&self) -> crate::Run {
         let out = std::env::temp_dir().join(format!("keel-dom0-{}-{}.iso", std::process::id(), self.name));
         let keel = crate::env_path("KEEL_ELF");
@@ -134,7 +137,8 @@ impl Dom0Boot<'_> {
         }
         let qemu = || crate::Qemu::cdrom(&out).smp(self.smp).mem("2048M").timeout_secs(self.timeout).timed().run();
         let mut run = qemu();
-        if let Some(why) = run.emulator_defect() {
+        for _ in 0..self.retries {
+            let Some(why) = run.emulator_defect() else { break };
             run.note_emulator_retry(&why);
             run = qemu();
         }

@@ -26,7 +26,7 @@ mod linux {
     /// ([`iso::Dom0Boot`]: a run ended by the QEMU TCG defect is repeated once, loudly).
     fn boot(name: &str, keel_cmdline: &str, kernel: &Path, kernel_cmdline: &str, smp: u32, timeout: u64) -> Run {
         let initrd = env_path("KEEL_INITRD");
-        iso::Dom0Boot { name, keel_cmdline, kernel, kernel_cmdline, initrd: &initrd, smp, timeout }.run()
+        iso::Dom0Boot { name, keel_cmdline, kernel, kernel_cmdline, initrd: &initrd, smp, timeout, retries: 1 }.run()
     }
 
     /// The value of `KEEL-CHECK: <what> <value>`.
