@@ -248,6 +248,13 @@ impl ForeignPage {
     }
 
     /// Maps frame `gfn` of domain `domid` through privcmd.
+    /// Maps the first page of a device file that stands for a page shared with another domain (dom0's own
+    /// xenstore ring: `/dev/xen/xenbus_backend` or `/proc/xen/xsd_kva`).
+    pub fn file(file: File) -> io::Result<ForeignPage> {
+        let base = map_page(&file, 0)?;
+        Ok(ForeignPage { base, _dev: file })
+    }
+
     pub fn foreign(domid: u16, gfn: u64) -> io::Result<ForeignPage> {
         let dev = open_rw(PRIVCMD)?;
         let base = map_page(&dev, 0)?;

@@ -9,12 +9,11 @@
 //!   by `read` (the port is masked until its number is written back); `IOCTL_EVTCHN_NOTIFY` signals the kernel.
 //!   `VIRQ_DOM_EXC` is bound on the same file as C xenstored binds it (domains dying; nothing to do until domUs).
 
-use crate::ring::{Events, RingPage, Waker};
-use keel_xenctrl::devices;
+use crate::ring::{Events, Waker};
+use keel_xenctrl::devices::{self, ForeignPage};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Linux's xenstore backend device (dom0 only).
@@ -33,78 +32,6 @@ const fn ioc_none(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
 /// `IOCTL_XENBUS_BACKEND_EVTCHN` (`xen/xenbus_dev.h`): the ring's port.
 const IOCTL_XENBUS_BACKEND_EVTCHN: libc::c_ulong = ioc_none(b'B', 0, 0);
 
-const PAGE: usize = 4096;
-
-/// A shared page mapped from a device file.
-pub struct MmapPage {
-    base: *mut u8,
-    _file: File,
-}
-
-// SAFETY: the mapping belongs to this value alone and lives until `drop`; every access goes through atomics or
-// volatile single-byte reads and writes, which are fine from any thread (the other side writes concurrently anyway).
-unsafe impl Send for MmapPage {}
-// SAFETY: as for Send: no access takes `&mut`, and concurrent access is what the page is for.
-unsafe impl Sync for MmapPage {}
-
-impl MmapPage {
-    /// Maps the first page of `file` read-write and shared.
-    pub fn map(file: File) -> io::Result<MmapPage> {
-        // SAFETY: a new shared mapping of one page of an open file at an address the kernel picks; nothing else in
-        // this process is at that address, and the result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(MmapPage { base: p.cast(), _file: file })
-    }
-
-    fn index(&self, off: usize) -> &AtomicU32 {
-        assert!(off.is_multiple_of(4) && off + 4 <= PAGE);
-        // SAFETY: `base` is a live page-sized mapping (until drop, which needs `&mut self`), `off` is 4-aligned and
-        // inside it; the other side updates the index concurrently, hence an atomic.
-        unsafe { &*(self.base.add(off) as *const AtomicU32) }
-    }
-}
-
-impl RingPage for MmapPage {
-    fn load(&self, off: usize) -> u32 {
-        self.index(off).load(Ordering::Acquire)
-    }
-
-    fn store(&self, off: usize, v: u32) {
-        self.index(off).store(v, Ordering::Release);
-    }
-
-    fn read(&self, off: usize) -> u8 {
-        assert!(off < PAGE);
-        // SAFETY: inside the live mapping (checked above).
-        unsafe { std::ptr::read_volatile(self.base.add(off)) }
-    }
-
-    fn write(&self, off: usize, b: u8) {
-        assert!(off < PAGE);
-        // SAFETY: inside the live, writable mapping (checked above).
-        unsafe { std::ptr::write_volatile(self.base.add(off), b) }
-    }
-}
-
-impl Drop for MmapPage {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `map` made; no reference into it outlives `&mut self`.
-        unsafe { libc::munmap(self.base.cast(), PAGE) };
-    }
-}
-
 fn ioctl(f: &File, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<i32> {
     // SAFETY: `req` is this module's one ioctl, IOCTL_XENBUS_BACKEND_EVTCHN, which takes no argument (`arg` is
     // null).
@@ -117,14 +44,14 @@ fn ioctl(f: &File, req: libc::c_ulong, arg: *mut libc::c_void) -> io::Result<i32
 }
 
 /// Finds dom0's own ring: the mapped page and the kernel's port.
-pub fn local_ring() -> io::Result<(MmapPage, u32)> {
+pub fn local_ring() -> io::Result<(ForeignPage, u32)> {
     let backend = File::options().read(true).write(true).open(XENBUS_BACKEND);
     if let Ok(f) = backend {
         let port = ioctl(&f, IOCTL_XENBUS_BACKEND_EVTCHN, std::ptr::null_mut())?;
         if port <= 0 {
             return Err(io::Error::other(format!("{XENBUS_BACKEND}: no store port ({port})")));
         }
-        return Ok((MmapPage::map(f)?, port as u32));
+        return Ok((ForeignPage::file(f)?, port as u32));
     }
     let port: u32 = std::fs::read_to_string(XSD_PORT)?
         .trim()
@@ -134,7 +61,7 @@ pub fn local_ring() -> io::Result<(MmapPage, u32)> {
         return Err(io::Error::other(format!("{XSD_PORT} is 0: the kernel has no local store")));
     }
     let kva = File::options().read(true).write(true).open(XSD_KVA)?;
-    Ok((MmapPage::map(kva)?, port))
+    Ok((ForeignPage::file(kva)?, port))
 }
 
 /// The ring's event channel (keel-xenctrl's [`devices::Evtchn`]), plus a pipe that [`Events::waker`] writes to.
@@ -236,9 +163,9 @@ mod tests {
     #[test]
     fn a_mapped_file_is_a_ring_page() {
         let path = std::env::temp_dir().join(format!("keel-xs-page-{}", std::process::id()));
-        std::fs::write(&path, vec![0u8; PAGE]).unwrap();
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
         let f = File::options().read(true).write(true).open(&path).unwrap();
-        let p = MmapPage::map(f).unwrap();
+        let p = ForeignPage::file(f).unwrap();
         p.store(keel_abi::io::xenstore::RSP_PROD, 0x1234_5678);
         p.write(keel_abi::io::xenstore::RSP + 3, 0xab);
         assert_eq!(p.load(keel_abi::io::xenstore::RSP_PROD), 0x1234_5678);
