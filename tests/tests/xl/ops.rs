@@ -57,6 +57,20 @@ pub fn problems(run: &Run) -> Vec<String> {
         (Some(h), Some(l)) if l > 1.0 && h + l > 20.0 && (1.5..=2.5).contains(&(h / l)) => {}
         _ => p.push(format!("ops: CPU time of weights 512:256 on one CPU: {weights:?}")),
     }
+    // xm top's second frame: the heavier domain has the larger live CPU share; both show their 128 MiB.
+    let top: Vec<Vec<String>> = run
+        .lines()
+        .filter_map(|l| l.split_once("KEEL-OPS-TOP: "))
+        .map(|(_, r)| r.split_whitespace().map(String::from).collect())
+        .collect();
+    let row = |name: &str| top.iter().rev().find(|c| c.first().map(String::as_str) == Some(name));
+    let share = |name: &str| row(name).and_then(|c| c.get(2)?.parse::<f64>().ok());
+    let mem = |name: &str| row(name).and_then(|c| c.get(3)?.parse::<u64>().ok());
+    let top_ok = matches!((share("heavy"), share("light")), (Some(h), Some(l)) if h > l && l > 5.0)
+        && [mem("heavy"), mem("light")].iter().all(|m| m.is_some_and(|k| (120_000..=140_000).contains(&k)));
+    if !top_ok {
+        p.push(format!("ops: xm top rows of the spinning domUs: {top:?}"));
+    }
     if check(run, "ops-destroyed").as_deref() != Some("free-returned=yes domains=0") {
         p.push(format!("ops: after destroying them: {:?}", check(run, "ops-destroyed")));
     }

@@ -53,6 +53,9 @@ if domu_available; then
     t0=$(cpu_times)
     sleep 20
     t1=$(cpu_times)
+    # xm top (batch mode, two samples): the spinning domUs' rows with their live CPU share and memory.
+    xm top -b -i 2 -d 2 2>&1 | awk '$1 == "heavy" || $1 == "light" { print $1, $2, $4, $5 }' | tail -n 2 |
+        sed 's/^/KEEL-OPS-TOP: /'
     echo "KEEL-CHECK: ops-weights before=$t0 after=$t1" \
         "$(echo "$t0 $t1" | awk '{ dh = $3 - $1; dl = $4 - $2; printf "heavy=%.1f light=%.1f", dh, dl }')"
     xm destroy heavy
