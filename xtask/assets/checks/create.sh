@@ -113,7 +113,9 @@ fi
 # create/destroy x50: every page, domain, xenstore node and console pty comes back.
 ptys() { ls /dev/pts 2>/dev/null | grep -c '^[0-9]'; }
 nodes() { xenstore-ls / 2>/dev/null | wc -l; }
-free0=$(free_pages) ptys0=$(ptys) nodes0=$(nodes)
+# Event channels dom0's daemons bound with /dev/xen/evtchn ("evtchn:<program>" in /proc/interrupts).
+ports() { grep -c 'evtchn:' /proc/interrupts; }
+free0=$(free_pages) ptys0=$(ptys) nodes0=$(nodes) ports0=$(ports)
 ok=0 i=0
 while [ $i -lt 50 ]; do
     i=$((i + 1))
@@ -122,13 +124,13 @@ while [ $i -lt 50 ]; do
     fi
 done
 n=0
-while [ $n -lt 100 ] && { [ "$(free_pages)" != "$free0" ] || [ "$(ptys)" != "$ptys0" ]; }; do
+while [ $n -lt 100 ] && { [ "$(free_pages)" != "$free0" ] || [ "$(ptys)" != "$ptys0" ] || [ "$(ports)" != "$ports0" ]; }; do
     n=$((n + 1))
     sleep 0.1
 done
 echo "KEEL-CHECK: create-cycles ok=$ok/50 free-same=$([ "$(free_pages)" = "$free0" ] && echo yes || echo "no($free0/$(free_pages))")" \
     "domains=$(xenstore-list /local/domain 2>/dev/null | grep -vc '^0$') ptys=$(($(ptys) - ptys0))" \
-    "nodes=$(($(nodes) - nodes0)) listed=$(xm list 2>/dev/null | grep -c '^tiny ')"
+    "nodes=$(($(nodes) - nodes0)) ports=$(($(ports) - ports0)) listed=$(xm list 2>/dev/null | grep -c '^tiny ')"
 # A corrupt kernel and too much memory: one line each, nothing left behind.
 echo "not an elf" >/tmp/keel-bad.elf
 echo "KEEL-CHECK: create-corrupt $(xm create /tmp/tiny.cfg kernel=/tmp/keel-bad.elf 2>&1 | head -n 1)"
