@@ -236,7 +236,7 @@ pub fn dump_to_path(
         path.with_file_name(name)
     };
     let file_err = |what: &str, p: &Path, e: std::io::Error| XmError::Failed(format!("{what} {}: {e}", p.display()));
-    let file = std::fs::File::create(&tmp).map_err(|e| file_err("cannot create", &tmp, e))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| file_err("cannot create", path, e))?;
     let mut out = std::io::BufWriter::new(file);
     let mut src = DomainCore::new(dom, candidates);
     let written = c.dump_core(r, &mut src, &mut out, live, crash).and_then(|done| {
