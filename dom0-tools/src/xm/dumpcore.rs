@@ -251,14 +251,25 @@ pub fn dump_to_path(
 }
 
 /// Writes domain `domid`'s core to `path` through the real hypervisor and xenstore, pausing it around the dump (a
-/// domain paused already, or shut down, stays as it is). This is what `xm dump-core` and the `on_crash =
-/// coredump-*` handling call.
+/// domain paused already, or shut down, stays as it is); a missing `/var/lib/xen/dump` is created. What the
+/// `on_crash = coredump-*` handling calls (`xm dump-core` is [`command`]).
 pub fn dump_domain_core(domid: u16, path: &Path) -> Result<CoreSummary, XmError> {
     let xc = keel_xenctrl::Xc::open().map_err(|e| XmError::Failed(e.to_string()))?;
     let target =
         DomainRef::Id(crate::domain::DomainId::try_from(u32::from(domid)).map_err(|e| XmError::Failed(e.to_string()))?);
+    create_dump_dir(path)?;
     let mut dom = Privcmd { xc: &xc, domid };
     super::lifecycle::with_host(|c| dump_to_path(c, &target, &mut dom, path, false, false)).map(|(_, s)| s)
+}
+
+/// Creates the dump directory (`/var/lib/xen/dump`) when `path` lies in it and it is missing.
+fn create_dump_dir(path: &Path) -> Result<(), XmError> {
+    match path.parent() {
+        Some(dir) if dir.starts_with(super::onshutdown::DUMP_DIR) => {
+            std::fs::create_dir_all(dir).map_err(|e| XmError::Failed(format!("cannot create {}: {e}", dir.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `xm dump-core [-L] [-C] <Domain> [Filename]`.
@@ -268,15 +279,9 @@ pub fn command(args: &super::cmdtable::DumpCoreArgs) -> Result<(), XmError> {
         let (d, name) = c.find(&args.domain)?;
         let path = match &args.filename {
             Some(p) => p.clone(),
-            None => {
-                let p = default_path(&name);
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| XmError::Failed(format!("cannot create {}: {e}", dir.display())))?;
-                }
-                p
-            }
+            None => default_path(&name),
         };
+        create_dump_dir(&path)?;
         let mut dom = Privcmd { xc: &xc, domid: d.domain };
         let (_, s) = dump_to_path(c, &args.domain, &mut dom, &path, args.live, args.crash)?;
         println!(
