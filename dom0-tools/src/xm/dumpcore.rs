@@ -125,12 +125,15 @@ pub fn cpu_records(stream: &[u8]) -> Result<Vec<(u16, HvmHwCpu)>, XmError> {
     Ok(out)
 }
 
+/// Pages of one batch, from its first frame on (None where a frame did not map).
+type Batch = (u64, Vec<Option<Box<[u8]>>>);
+
 /// A domain as a [`CoreSource`]: its RAM within `candidates`, its vCPUs' registers.
 pub struct DomainCore<'a> {
     dom: &'a mut dyn DomainAccess,
     candidates: Vec<MemRange>,
     /// The batch read last: its first frame, its pages (None where a frame did not map).
-    cache: Option<(u64, Vec<Option<Box<[u8]>>>)>,
+    cache: Option<Batch>,
 }
 
 impl<'a> DomainCore<'a> {
@@ -177,7 +180,7 @@ impl CoreSource for DomainCore<'_> {
     }
 
     fn read_page(&mut self, gfn: u64, page: &mut [u8; PAGE_SIZE as usize]) -> Result<(), XmError> {
-        let cached = |c: &Option<(u64, Vec<Option<Box<[u8]>>>)>| {
+        let cached = |c: &Option<Batch>| {
             c.as_ref().is_some_and(|(first, pages)| (*first..*first + pages.len() as u64).contains(&gfn))
         };
         if !cached(&self.cache) {
