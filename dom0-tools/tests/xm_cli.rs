@@ -210,6 +210,7 @@ fn commands_say_why_they_cannot_run() {
         "rename",
         "mem-set",
         "vcpu-set",
+        "dump-core",
     ];
     for (args, name) in VALID.iter().zip(COMMANDS) {
         assert_eq!(args[0], name);

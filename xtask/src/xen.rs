@@ -15,7 +15,8 @@
 //! - `target/xl-initramfs.cpio.gz` ([`stock_tools_initramfs`], for `cargo xtask test`'s xl test): Keel's dom0
 //!   initramfs plus Debian's unchanged `xl` and xenstore-utils' `xenstore-ls` (`/usr/lib/xen-4.17/bin/`), every
 //!   library they load and glibc's loader, and an empty `/etc/xen/xl.conf`; not Xen's xenstored or xenconsoled:
-//!   on Keel, dom0's own xenstored serves them. It also carries Debian's kernel as `/usr/lib/keel/vmlinuz`, which
+//!   on Keel, dom0's own xenstored serves them; binutils' `readelf` as `/usr/bin/readelf` (the dump-core check
+//!   reads core files with it). It also carries Debian's kernel as `/usr/lib/keel/vmlinuz`, which
 //!   xtask/assets/checks/create.sh boots as a PVH domU with `xm create`.
 
 use crate::util::{self, Context, Result};
@@ -40,6 +41,11 @@ pub const PACKAGES: &[&str] = &[
     "libxentoolcore1",
     "libyajl2",
     "xenstore-utils",
+    // binutils' readelf (and the libraries it loads that a bare Debian may lack), for the xl test's dom0: the
+    // dump-core check reads the core file with it (xtask/assets/checks/domu-dumpcore.sh).
+    "binutils-x86-64-linux-gnu",
+    "libbinutils",
+    "libctf-nobfd0",
 ];
 /// Where the packages put the hypervisor and the tools.
 const HYPERVISOR: &str = "boot/xen-4.17-amd64.gz";
@@ -49,6 +55,8 @@ const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-in
 /// The stock tools run on Keel ([`stock_tools_initramfs`]): `(where the packages put it, its name in TOOLS_DIR)`.
 /// xenstore-utils' `xenstore` is one program that acts by the name it is run as (`xenstore-ls` lists).
 pub const STOCK_TOOLS: &[(&str, &str)] = &[("usr/lib/xen-4.17/bin/xl", "xl"), ("usr/bin/xenstore", "xenstore-ls")];
+/// binutils' readelf: where its package puts it, where the xl test's dom0 has it.
+pub const READELF: (&str, &str) = ("usr/bin/x86_64-linux-gnu-readelf", "usr/bin/readelf");
 /// Loaded by glibc at run time (xl's threads), so `ldd` does not name it.
 const DLOPENED: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 const DOM0_INIT: &str = include_str!("../assets/xen-dom0-init.sh");
@@ -80,7 +88,8 @@ pub fn cached() -> Option<Xen> {
     let xen = Xen { hypervisor: root.join(HYPERVISOR), root, version };
     let tools = TOOLS.iter().all(|t| xen.root.join(TOOLS_DIR).join(t).is_file());
     let stock = STOCK_TOOLS.iter().all(|(t, _)| xen.root.join(t).is_file());
-    (xen.hypervisor.is_file() && tools && stock).then_some(xen)
+    let readelf = xen.root.join(READELF.0).is_file();
+    (xen.hypervisor.is_file() && tools && stock && readelf).then_some(xen)
 }
 
 /// Downloads (`apt-get download`) and unpacks (`dpkg -x`) the packages unless they are cached.
@@ -211,13 +220,20 @@ fn stage_tools(xen: &Xen, tools: &[(&str, &str)], stage: &Path) -> Result<()> {
     for (from, (_, name)) in paths.iter().zip(tools) {
         copy_exec(from, &stage.join(TOOLS_DIR).join(name))?;
     }
-    for lib in libraries(&xen.root, &paths)? {
+    stage_libraries(xen, &paths, stage)?;
+    std::fs::create_dir_all(stage.join("etc/xen"))?;
+    std::fs::write(stage.join("etc/xen/xl.conf"), "")?;
+    Ok(())
+}
+
+/// Copies every library `binaries` load into `stage`: the loader where their PT_INTERP names it (`/lib64`), the
+/// rest in `/lib/x86_64-linux-gnu`.
+fn stage_libraries(xen: &Xen, binaries: &[PathBuf], stage: &Path) -> Result<()> {
+    for lib in libraries(&xen.root, binaries)? {
         let name = lib.file_name().expect("a library file");
         let dest = if lib.starts_with("/lib64") { stage.join("lib64") } else { stage.join("lib/x86_64-linux-gnu") };
         copy_exec(&lib, &dest.join(name))?;
     }
-    std::fs::create_dir_all(stage.join("etc/xen"))?;
-    std::fs::write(stage.join("etc/xen/xl.conf"), "")?;
     Ok(())
 }
 
@@ -249,6 +265,9 @@ pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path) -> Resu
     let stage = util::target_dir().join("xl-initramfs-root");
     util::remove_dir(&stage)?;
     stage_tools(xen, STOCK_TOOLS, &stage)?;
+    let readelf = xen.root.join(READELF.0);
+    copy_exec(&readelf, &stage.join(READELF.1))?;
+    stage_libraries(xen, &[readelf], &stage)?;
     // The domU kernel of xtask/assets/checks/create.sh: this boot also has dom0 start Debian's kernel as a domU.
     copy_exec(domu_kernel, &stage.join("usr/lib/keel/vmlinuz"))?;
     let out = util::target_dir().join("xl-initramfs.cpio.gz");

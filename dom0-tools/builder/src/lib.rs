@@ -155,14 +155,25 @@ pub struct Layout {
 impl Layout {
     /// Every pfn to populate, as (first pfn, count) runs: RAM, the ACPI pages, the special pages.
     pub fn populate_runs(&self) -> Vec<(u64, u64)> {
-        let mut v = vec![(0, self.lowmem_end / PAGE_SIZE)];
-        if self.highmem > 0 {
-            v.push(((1 << 32) / PAGE_SIZE, self.highmem / PAGE_SIZE));
-        }
+        let mut v: Vec<(u64, u64)> = ram_ranges(self.lowmem_end + self.highmem)
+            .iter()
+            .map(|&(gpa, len)| (gpa / PAGE_SIZE, len / PAGE_SIZE))
+            .collect();
         v.push((self.acpi.0 / PAGE_SIZE, self.acpi.1.div_ceil(PAGE_SIZE)));
         v.push((special_pfn(0), NR_SPECIAL_PAGES));
         v
     }
+}
+
+/// Where a PVH domU of `memory` bytes has its RAM, as (guest-physical address, bytes): below [`LOWMEM_MAX`] from 0,
+/// the rest from 4 GiB. (A core dump reads the domain's memory from these ranges.)
+pub fn ram_ranges(memory: u64) -> Vec<(u64, u64)> {
+    let low = memory.min(LOWMEM_MAX);
+    let mut v = vec![(0, low)];
+    if memory > low {
+        v.push((1 << 32, memory - low));
+    }
+    v
 }
 
 fn page_up(n: u64) -> Option<u64> {
@@ -182,8 +193,9 @@ pub fn plan(spec: &DomainSpec<'_>) -> Result<Layout, BuildError> {
     if spec.vcpus == 0 || spec.vcpus > keel_image::acpi::MAX_VCPUS {
         return berr(format!("{} vCPUs: between 1 and {} are supported", spec.vcpus, keel_image::acpi::MAX_VCPUS));
     }
-    let lowmem_end = spec.memory.min(LOWMEM_MAX);
-    let highmem = spec.memory - lowmem_end;
+    let ram = ram_ranges(spec.memory);
+    let lowmem_end = ram[0].1;
+    let highmem = ram.get(1).map_or(0, |r| r.1);
     let mut scratch = Vec::new();
     let elf =
         kernel::elf_bytes(spec.kernel, &mut scratch, spec.limits).map_err(|e| BuildError(format!("kernel: {e}")))?;

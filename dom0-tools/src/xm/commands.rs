@@ -33,8 +33,8 @@ pub fn create(args: &CreateArgs) -> CmdResult {
 pub use super::lifecycle::destroy;
 
 /// `xm dump-core [-L] [-C] <Domain> [Filename]`
-pub fn dump_core(_args: &DumpCoreArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+pub fn dump_core(args: &DumpCoreArgs) -> CmdResult {
+    super::dumpcore::command(args)
 }
 
 /// `xm mem-set <Domain> <Mem>`

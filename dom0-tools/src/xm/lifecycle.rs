@@ -362,7 +362,7 @@ fn request_action(request: &str) -> &'static str {
 }
 
 /// Opens the real hypervisor and xenstore and runs `f` on them.
-fn with_host<T>(f: impl FnOnce(&mut Ctx) -> Result<T, XmError>) -> Result<T, XmError> {
+pub(crate) fn with_host<T>(f: impl FnOnce(&mut Ctx) -> Result<T, XmError>) -> Result<T, XmError> {
     let xc = keel_xenctrl::Xc::open().map_err(|e| XmError::Failed(e.to_string()))?;
     let mut hv = XcHypervisor(xc);
     let mut xs =

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod console;
 pub mod corefile;
 pub mod create;
+pub mod dumpcore;
 pub mod format;
 pub mod hostinfo;
 pub mod lifecycle;
@@ -286,6 +287,7 @@ mod tests {
             "rename",
             "mem-set",
             "vcpu-set",
+            "dump-core",
         ];
         for (sample, name) in samples.iter().zip(COMMANDS) {
             assert_eq!(sample[0], name);

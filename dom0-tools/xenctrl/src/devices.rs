@@ -368,6 +368,20 @@ impl ForeignPages {
 
     /// Maps frames `gfns` of domain `domid` (`IOCTL_PRIVCMD_MMAPBATCH_V2`); the first page that fails is the error.
     pub fn foreign(domid: u16, gfns: &[u64]) -> io::Result<ForeignPages> {
+        let ForeignBatch { pages, err } = ForeignPages::foreign_each(domid, gfns)?;
+        if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
+            return Err(io::Error::other(format!(
+                "foreign map of domain {domid}'s frame {:#x}: {}",
+                gfns[i],
+                io::Error::from_raw_os_error(-e)
+            )));
+        }
+        Ok(pages)
+    }
+
+    /// Maps frames `gfns` of domain `domid` as far as each can be (a hole in the domain's memory is not an error,
+    /// only a failure of the whole call is): see [`ForeignBatch`].
+    pub fn foreign_each(domid: u16, gfns: &[u64]) -> io::Result<ForeignBatch> {
         let pages = ForeignPages::reserve(gfns.len())?;
         let mut err = vec![0i32; gfns.len()];
         let mut b = PrivcmdMmapbatchV2 {
@@ -383,17 +397,18 @@ impl ForeignPages {
             ioctl(pages._dev.as_raw_fd(), IOCTL_PRIVCMD_MMAPBATCH_V2, (&mut b as *mut PrivcmdMmapbatchV2).cast())
         };
         let first = gfns.first().copied().unwrap_or(0);
-        r.map_err(|e| {
-            io::Error::new(e.kind(), format!("foreign map of domain {domid}'s frames from {first:#x}: {e}"))
-        })?;
-        if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
-            return Err(io::Error::other(format!(
-                "foreign map of domain {domid}'s frame {:#x}: {}",
-                gfns[i],
-                io::Error::from_raw_os_error(-e)
-            )));
+        match r {
+            Ok(_) => {}
+            // Linux's privcmd fills `err` and then reports -ENOENT when a frame was missing (paged out, or absent).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && err.iter().any(|&e| e != 0) => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("foreign map of domain {domid}'s frames from {first:#x}: {e}"),
+                ))
+            }
         }
-        Ok(pages)
+        Ok(ForeignBatch { pages, err })
     }
 
     /// Maps frames `idx .. idx + num` of resource `typ`/`id` of domain `domid` (`IOCTL_PRIVCMD_MMAP_RESOURCE`,
@@ -408,6 +423,37 @@ impl ForeignPages {
         }
         .map_err(|e| io::Error::new(e.kind(), format!("resource {typ}/{id} of domain {domid}: {e}")))?;
         Ok(pages)
+    }
+}
+
+/// Frames of another domain mapped by [`ForeignPages::foreign_each`], each page readable only where it mapped
+/// (privcmd answers a touch of an unmapped one with SIGBUS, so only [`Self::page`] reaches them). Dropping it
+/// unmaps them.
+pub struct ForeignBatch {
+    pages: ForeignPages,
+    /// Per frame: 0, or the negative errno why it is not mapped.
+    err: Vec<i32>,
+}
+
+impl ForeignBatch {
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.err.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.err.is_empty()
+    }
+
+    /// 0 when frame `i` is mapped, else the negative errno of its failure.
+    pub fn error(&self, i: usize) -> i32 {
+        self.err[i]
+    }
+
+    /// Frame `i`'s page, if it mapped.
+    pub fn page(&self, i: usize) -> Option<&[u8]> {
+        (*self.err.get(i)? == 0).then(|| &self.pages[i * PAGE..(i + 1) * PAGE])
     }
 }
 

@@ -29,6 +29,7 @@ pub mod cmd {
     pub const GETVCPUAFFINITY: u32 = 25;
     pub const GETHVMCONTEXT: u32 = 33;
     pub const SETHVMCONTEXT: u32 = 34;
+    pub const GETHVMCONTEXT_PARTIAL: u32 = 55;
     pub const GETTSCINFO: u32 = 59;
     pub const SETTSCINFO: u32 = 60;
     pub const SETNODEAFFINITY: u32 = 68;
@@ -285,6 +286,19 @@ pub struct HvmContext {
     pub buffer: u64,
 }
 
+/// `struct xen_domctl_hvmcontext_partial`: one record's payload (no descriptor) of type `typ`, for vCPU `instance`
+/// where the record is per vCPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HvmContextPartial {
+    pub typ: u32,
+    pub instance: u32,
+    /// In: the buffer's size; out: the record's length.
+    pub bufsz: u64,
+    /// Guest handle of the buffer (0: ask for the length).
+    pub buffer: u64,
+}
+
 /// HVM save records (`xen/include/public/hvm/save.h`, `arch-x86/hvm/save.h`): a stream of records, each a
 /// [`SaveDescriptor`] followed by `length` payload bytes, no padding between records, ending with [`hvm_save::END`].
 pub mod hvm_save {
@@ -528,6 +542,9 @@ const _: () = {
     assert!(offset_of!(SchedulerOp, cap) == 10);
     assert!(size_of::<HvmContext>() == 16);
     assert!(offset_of!(HvmContext, buffer) == 8);
+    assert!(size_of::<HvmContextPartial>() == 24);
+    assert!(offset_of!(HvmContextPartial, bufsz) == 8);
+    assert!(offset_of!(HvmContextPartial, buffer) == 16);
     assert!(size_of::<SaveDescriptor>() == 8);
     assert!(size_of::<SaveHeader>() == 24);
     assert!(offset_of!(SaveHeader, cpuid) == 16);
@@ -537,6 +554,15 @@ const _: () = {
     assert!(offset_of!(HvmHwCpu, rip) == 640);
     assert!(offset_of!(HvmHwCpu, cr0) == 656);
     assert!(offset_of!(HvmHwCpu, dr) == 688);
+    assert!(offset_of!(HvmHwCpu, dr6) == 720);
+    assert!(offset_of!(HvmHwCpu, sysenter_esp) == 928);
+    assert!(offset_of!(HvmHwCpu, sysenter_eip) == 936);
+    assert!(offset_of!(HvmHwCpu, msr_flags) == 952);
+    assert!(offset_of!(HvmHwCpu, msr_star) == 968);
+    assert!(offset_of!(HvmHwCpu, msr_cstar) == 976);
+    assert!(offset_of!(HvmHwCpu, msr_syscall_mask) == 984);
+    assert!(offset_of!(HvmHwCpu, msr_tsc_aux) == 1000);
+    assert!(offset_of!(HvmHwCpu, error_code) == 1020);
     assert!(offset_of!(HvmHwCpu, sel) == 736);
     assert!(offset_of!(HvmHwCpu, limit) == 768);
     assert!(offset_of!(HvmHwCpu, base) == 808);

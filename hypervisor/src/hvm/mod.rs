@@ -138,6 +138,15 @@ pub struct Gprs {
     pub r15: u64,
 }
 
+impl Gprs {
+    /// Copies the registers into a save record (RSP is the caller's: it lives in the VMCB/VMCS).
+    pub fn save_into(&self, c: &mut keel_abi::domctl::HvmHwCpu) {
+        (c.rax, c.rbx, c.rcx, c.rdx) = (self.rax, self.rbx, self.rcx, self.rdx);
+        (c.rbp, c.rsi, c.rdi) = (self.rbp, self.rsi, self.rdi);
+        c.r8_r15 = [self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15];
+    }
+}
+
 /// The control state the page-table walker and the instruction decoder need.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PagingState {
@@ -312,6 +321,17 @@ impl HwVcpu {
     /// Writes a guest MSR that the hardware keeps in its control structure; false if it is not one of those.
     pub fn write_msr(&mut self, msr: u32, value: u64) -> bool {
         dispatch!(self, v => v.write_msr(msr, value))
+    }
+
+    /// The vCPU's architectural state as Xen's HVM CPU save record (`struct hvm_hw_cpu`, without the FPU image,
+    /// which the caller keeps): general-purpose registers, RIP, RFLAGS, the guest-visible control registers,
+    /// DR6/DR7, segment registers with their hidden parts, GDTR/IDTR, the SYSENTER/SYSCALL MSRs, EFER, TSC_AUX,
+    /// the TSC the guest would read now, and an event waiting for injection. DR0-DR3 are reported as 0: Keel does
+    /// not switch them between guests. Call it only while the vCPU is off every CPU (its domain paused).
+    pub fn save_cpu(&self) -> keel_abi::domctl::HvmHwCpu {
+        let mut c = <keel_abi::domctl::HvmHwCpu as keel_abi::Zeroable>::zeroed();
+        dispatch!(self, v => v.save_cpu(&mut c));
+        c
     }
 
     /// The guest state as text, for crash reports.

@@ -45,9 +45,16 @@ pub fn domctl(c: &mut Ctx) -> HResult {
         cmd::UNPAUSEDOMAIN => lifecycle::unpause(c, &target),
         cmd::SETDOMAINHANDLE => lifecycle::set_handle(&target, &d),
         cmd::SETTIMEOFFSET => lifecycle::set_time_offset(&target, &d),
-        cmd::GETHVMCONTEXT | cmd::SETHVMCONTEXT if Arc::ptr_eq(&target, c.dom) => Err(EINVAL),
+        cmd::GETHVMCONTEXT | cmd::GETHVMCONTEXT_PARTIAL | cmd::SETHVMCONTEXT if Arc::ptr_eq(&target, c.dom) => {
+            Err(EINVAL)
+        }
         cmd::GETHVMCONTEXT => {
             hvmctx::get(c, &target, &mut d)?;
+            c.write(arg, &d)?;
+            Ok(())
+        }
+        cmd::GETHVMCONTEXT_PARTIAL => {
+            hvmctx::get_partial(c, &target, &mut d)?;
             c.write(arg, &d)?;
             Ok(())
         }

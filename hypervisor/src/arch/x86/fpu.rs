@@ -26,6 +26,11 @@ impl FpuState {
         Self { area, valid: true }
     }
 
+    /// The FXSAVE image (the registers as last saved, or the reset image).
+    pub fn area(&self) -> &[u8; 512] {
+        &self.area
+    }
+
     /// Saves the CPU's current FPU/SSE registers here.
     pub fn save(&mut self) {
         // SAFETY: FXSAVE writes exactly 512 bytes to a 16-byte aligned buffer we own; CR4.OSFXSR is set at boot.

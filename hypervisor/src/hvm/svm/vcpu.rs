@@ -7,6 +7,7 @@ use crate::arch::x86::percpu;
 use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
+use keel_abi::domctl::{seg, HvmHwCpu};
 
 use crate::hvm::entry_asm::{guest_entry_asm, load_guest_gprs, store_guest_gprs};
 
@@ -437,6 +438,41 @@ impl SvmVcpu {
     }
 
     /// A one-paragraph dump of the guest state, for crash reports.
+    /// See [`crate::hvm::HwVcpu::save_cpu`]. Everything is in the VMCB (VMSAVE after each exit stores FS/GS/TR/LDTR
+    /// and the SYSCALL/SYSENTER MSRs there) or in this structure.
+    pub fn save_cpu(&self, out: &mut HvmHwCpu) {
+        let c = self.vmcb();
+        self.gprs.save_into(out);
+        out.rsp = c.rsp;
+        out.rip = c.rip;
+        out.rflags = c.rflags;
+        (out.cr0, out.cr2, out.cr3, out.cr4) = (c.cr0, c.cr2, c.cr3, c.cr4);
+        (out.dr6, out.dr7) = (c.dr6, c.dr7);
+        let segs = [(seg::CS, &c.cs), (seg::DS, &c.ds), (seg::ES, &c.es), (seg::FS, &c.fs), (seg::GS, &c.gs)];
+        let segs = segs.into_iter().chain([(seg::SS, &c.ss), (seg::TR, &c.tr), (seg::LDTR, &c.ldtr)]);
+        for (i, s) in segs {
+            out.sel[i] = u32::from(s.selector);
+            out.limit[i] = s.limit;
+            out.base[i] = s.base;
+            // The VMCB keeps attributes in Xen's packed form already.
+            out.arbytes[i] = u32::from(s.attrib);
+        }
+        for (i, s) in [(seg::IDTR, &c.idtr), (seg::GDTR, &c.gdtr)] {
+            out.limit[i] = s.limit;
+            out.base[i] = s.base;
+        }
+        (out.sysenter_cs, out.sysenter_esp, out.sysenter_eip) = (c.sysenter_cs, c.sysenter_esp, c.sysenter_eip);
+        out.shadow_gs = c.kernel_gs_base;
+        (out.msr_lstar, out.msr_star, out.msr_cstar, out.msr_syscall_mask) = (c.lstar, c.star, c.cstar, c.sfmask);
+        out.msr_efer = c.efer & !efer::SVME;
+        out.msr_tsc_aux = self.tsc_aux;
+        out.tsc = crate::arch::x86::cpu::rdtsc().wrapping_add(c.tsc_offset);
+        if c.event_inj & (1 << 31) != 0 {
+            out.pending_event = c.event_inj as u32;
+            out.error_code = (c.event_inj >> 32) as u32;
+        }
+    }
+
     pub fn describe(&self) -> alloc::string::String {
         let c = self.vmcb();
         alloc::format!(

@@ -9,6 +9,7 @@ use crate::arch::x86::cpu::{self, Msr};
 use crate::hvm::decode::CodeSegment;
 use crate::hvm::{Event, Exit, Gprs, InitState, PagingState};
 use alloc::vec::Vec;
+use keel_abi::domctl::{seg, HvmHwCpu};
 
 use crate::hvm::entry_asm::{guest_entry_asm, load_guest_gprs, store_guest_gprs};
 
@@ -768,6 +769,74 @@ impl VmxVcpu {
         }
     }
 
+    /// See [`crate::hvm::HwVcpu::save_cpu`]. The vCPU is off every CPU (its VMCS cleared by `unload`), so its VMCS
+    /// is made current here for the reads and cleared again after them; the VMCS current before (the calling
+    /// vCPU's, launched) is made current again, keeping its launch state. The MSRs VMX does not switch are the
+    /// copies `unload` took.
+    pub fn save_cpu(&self, out: &mut HvmHwCpu) {
+        let mut previous = u64::MAX;
+        // SAFETY: VMPTRST stores the current-VMCS pointer (all ones when none) into `previous`.
+        unsafe { core::arch::asm!("vmptrst [{}]", in(reg) &mut previous, options(nostack)) };
+        let pa = self.vmcs_pa;
+        // SAFETY: `pa` is this vCPU's VMCS region, initialised by `new` and not active on any CPU (its vCPU is
+        // paused and was unloaded); VMPTRLD only makes it current here.
+        unsafe { core::arch::asm!("vmptrld [{}]", in(reg) &pa, options(nostack)) };
+        self.read_state(out);
+        // SAFETY: VMCLEAR flushes our own region and leaves it inactive (as `unload` did; `launched` is already
+        // false); the previous VMCS, if any, is the running vCPU's, still valid, and becomes current again.
+        unsafe {
+            core::arch::asm!("vmclear [{}]", in(reg) &pa, options(nostack));
+            if previous != u64::MAX {
+                core::arch::asm!("vmptrld [{}]", in(reg) &previous, options(nostack));
+            }
+        }
+    }
+
+    /// Reads the save record's fields from the current VMCS.
+    fn read_state(&self, out: &mut HvmHwCpu) {
+        self.gprs.save_into(out);
+        out.rsp = GuestN::Rsp.read();
+        out.rip = GuestN::Rip.read();
+        out.rflags = GuestN::Rflags.read();
+        let visible = |actual: u64, shadow: u64, mask: u64| (shadow & mask) | (actual & !mask);
+        out.cr0 = visible(GuestN::Cr0.read(), ControlN::Cr0ReadShadow.read(), ControlN::Cr0Mask.read());
+        out.cr4 = visible(GuestN::Cr4.read(), ControlN::Cr4ReadShadow.read(), ControlN::Cr4Mask.read());
+        (out.cr2, out.cr3) = (self.cr2, GuestN::Cr3.read());
+        out.dr7 = GuestN::Dr7.read();
+        let segs = [
+            (seg::CS, Guest16::Cs, Guest32::CsLimit, GuestN::CsBase, Guest32::CsAr),
+            (seg::DS, Guest16::Ds, Guest32::DsLimit, GuestN::DsBase, Guest32::DsAr),
+            (seg::ES, Guest16::Es, Guest32::EsLimit, GuestN::EsBase, Guest32::EsAr),
+            (seg::FS, Guest16::Fs, Guest32::FsLimit, GuestN::FsBase, Guest32::FsAr),
+            (seg::GS, Guest16::Gs, Guest32::GsLimit, GuestN::GsBase, Guest32::GsAr),
+            (seg::SS, Guest16::Ss, Guest32::SsLimit, GuestN::SsBase, Guest32::SsAr),
+            (seg::TR, Guest16::Tr, Guest32::TrLimit, GuestN::TrBase, Guest32::TrAr),
+            (seg::LDTR, Guest16::Ldtr, Guest32::LdtrLimit, GuestN::LdtrBase, Guest32::LdtrAr),
+        ];
+        for (i, sel, limit, base, ar) in segs {
+            out.sel[i] = sel.read() as u32;
+            out.limit[i] = limit.read() as u32;
+            out.base[i] = base.read();
+            out.arbytes[i] = packed_attributes(ar.read());
+        }
+        (out.limit[seg::IDTR], out.base[seg::IDTR]) = (Guest32::IdtrLimit.read() as u32, GuestN::IdtrBase.read());
+        (out.limit[seg::GDTR], out.base[seg::GDTR]) = (Guest32::GdtrLimit.read() as u32, GuestN::GdtrBase.read());
+        out.sysenter_cs = Guest32::SysenterCs.read();
+        (out.sysenter_esp, out.sysenter_eip) = (GuestN::SysenterEsp.read(), GuestN::SysenterEip.read());
+        // SWAPPED_MSRS' order: KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK, TSC_AUX.
+        out.shadow_gs = self.swapped[0];
+        (out.msr_star, out.msr_lstar, out.msr_cstar, out.msr_syscall_mask) =
+            (self.swapped[1], self.swapped[2], self.swapped[3], self.swapped[4]);
+        out.msr_tsc_aux = if self.rdtscp { self.swapped[5] } else { 0 };
+        out.msr_efer = Guest64::Efer.read();
+        out.tsc = cpu::rdtsc().wrapping_add(Control64::TscOffset.read());
+        let info = Control32::EntryInterruptionInfo.read();
+        if info & (1 << 31) != 0 {
+            out.pending_event = info as u32;
+            out.error_code = Control32::EntryExceptionError.read() as u32;
+        }
+    }
+
     pub fn describe(&self) -> alloc::string::String {
         alloc::format!(
             "CS={:#x} RIP={:#x} RSP={:#x} RFLAGS={:#x} CR0={:#x} CR3={:#x} CR4={:#x} EFER={:#x}",
@@ -787,9 +856,28 @@ impl VmxVcpu {
     }
 }
 
+/// VMCS access rights to Xen's packed attributes (type/S/DPL/P in bits 0-7, AVL/L/DB/G in 8-11); an unusable
+/// segment reads as not present, as Xen reports it.
+pub fn packed_attributes(ar: u64) -> u32 {
+    let packed = ((ar & 0xf000) >> 4 | (ar & 0xff)) as u32;
+    if ar & vmcs::AR_UNUSABLE != 0 {
+        packed & !0x80
+    } else {
+        packed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_rights_pack_as_xen_reports_them() {
+        for attrib in [0xc9bu16, 0xa9b, 0xc93, 0x8b, 0x82] {
+            assert_eq!(packed_attributes(vmcs::ar_from_attrib(attrib)), u32::from(attrib));
+        }
+        assert_eq!(packed_attributes(0x1_c093), 0xc13, "unusable: not present");
+    }
 
     #[test]
     fn control_adjustment() {

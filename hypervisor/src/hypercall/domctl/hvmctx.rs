@@ -1,25 +1,33 @@
-//! XEN_DOMCTL_gethvmcontext / sethvmcontext for a domain being built: how libxenguest gives a PVH guest's boot
-//! vCPU its start state. Segment attributes are in Xen's packed form (type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9,
-//! D/B 10, G 11: a flat 32-bit code segment is 0xc9b). Keel handles the records that build needs (HEADER, CPU, MTRR, END), and only for vCPUs
-//! that have not started yet:
-//! - get: HEADER, one MTRR record per vCPU, a CPU record per vCPU given a start state, END (Xen saves no CPU
-//!   record for a vCPU that is down). A domain with a started vCPU is -EOPNOTSUPP: Keel cannot save a running
-//!   vCPU's registers yet.
+//! XEN_DOMCTL_gethvmcontext / gethvmcontext_partial / sethvmcontext: how libxenguest gives a PVH guest's boot vCPU
+//! its start state, and how the toolstack reads a domain's vCPU state (`xm dump-core`). Segment attributes are in
+//! Xen's packed form (type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9, D/B 10, G 11: a flat 32-bit code segment is 0xc9b).
+//! Keel handles the records that build and a core dump need (HEADER, CPU, MTRR, END):
+//! - get: as Xen, the domain is paused around the save (its vCPUs leave their CPUs; -EBUSY if one does not within
+//!   the pause's bound), so the state is consistent. HEADER, a CPU record per vCPU, one MTRR record per vCPU, END.
+//!   A started vCPU's CPU record is its real saved state ([`crate::hvm::HwVcpu::save_cpu`], SVM or VMX, with its
+//!   FPU image); a vCPU not started but given a start state has that state; a vCPU that is down (never started, or
+//!   taken down by the guest) has none, as in Xen.
+//! - get_partial: one CPU or MTRR record's payload (Xen's hvm_save_one): -EINVAL for other types (Keel saves no
+//!   such state), -ENOENT for a vCPU without that record, -ENOBUFS for a buffer too small; a null buffer asks for
+//!   the length.
 //! - set: a HEADER with Xen's magic and version first (-EINVAL otherwise); CPU records must hold the PVH entry
 //!   state (32-bit flat protected mode, paging off; EIP = entry, EBX = start_info), the only state Keel starts a
 //!   vCPU in (-EINVAL otherwise, logged); MTRR records set the vCPU's MTRRs; the per-vCPU LAPIC, LAPIC_REGS,
 //!   CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR records are accepted and ignored (a vCPU starts from reset values);
 //!   records of devices a PVH domain has not (PIC, IOAPIC, PIT, RTC, HPET, …) and unknown types are -EINVAL. As
 //!   Xen's hvm_load, a load leaves down every vCPU it carries no CPU record for. Nothing is applied unless the
-//!   whole stream is valid.
+//!   whole stream is valid, and only before any vCPU has started (-EBUSY after).
 
 use super::XenDomctl;
-use crate::domain::{Domain, Vcpu};
+use crate::domain::{Domain, Vcpu, VcpuState};
 use crate::hvm::InitState;
 use crate::hypercall::Ctx;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use keel_abi::domctl::{hvm_save as rec, seg, HvmContext, HvmHwCpu, HvmHwMtrr, SaveDescriptor, SaveHeader};
+use keel_abi::domctl::{
+    hvm_save as rec, seg, HvmContext, HvmContextPartial, HvmHwCpu, HvmHwMtrr, SaveDescriptor, SaveHeader,
+};
 use keel_abi::hypercall::errno::*;
 use keel_abi::{Errno, Pod, Zeroable};
 
@@ -96,21 +104,62 @@ fn started(dom: &Domain) -> bool {
     dom.vcpus.iter().any(|v| v.hw.try_lock().is_none_or(|h| h.is_some()))
 }
 
-/// The domain's context as a record stream.
-fn save(dom: &Domain) -> Result<Vec<u8>, Errno> {
-    if started(dom) {
-        crate::warning!("gethvmcontext d{}: saving a started vCPU's state is not implemented", dom.id);
-        return Err(EOPNOTSUPP);
+/// A vCPU's CPU record: its saved state once started (with its FPU image), its start state before, none while
+/// it is down.
+fn cpu_record(v: &Vcpu) -> Option<HvmHwCpu> {
+    if let Some(hw) = v.hw.lock().as_ref() {
+        if v.state() == VcpuState::Offline {
+            return None; // taken down by the guest
+        }
+        let mut c = hw.save_cpu();
+        c.fpu_regs = *v.fpu.lock().area();
+        c.flags = rec::FPU_INITIALISED;
+        return Some(c);
     }
+    match *v.boot.lock() {
+        Some(InitState::Pvh { entry, start_info }) => Some(pvh_record(entry, start_info)),
+        _ => None,
+    }
+}
+
+/// The per-vCPU records of a paused domain, in stream order: (type, vCPU, payload).
+fn records(dom: &Domain) -> Vec<(u16, u16, Vec<u8>)> {
     let mut out = Vec::new();
-    push(&mut out, rec::HEADER, 0, &header());
     for v in &dom.vcpus {
-        if let Some(InitState::Pvh { entry, start_info }) = *v.boot.lock() {
-            push(&mut out, rec::CPU, v.id as u16, &pvh_record(entry, start_info));
+        if let Some(c) = cpu_record(v) {
+            out.push((rec::CPU, v.id as u16, bytemuck::bytes_of(&c).to_vec()));
         }
     }
     for v in &dom.vcpus {
-        push(&mut out, rec::MTRR, v.id as u16, &mtrr_record(v));
+        out.push((rec::MTRR, v.id as u16, bytemuck::bytes_of(&mtrr_record(v)).to_vec()));
+    }
+    out
+}
+
+/// Runs `f` with `dom` paused, as Xen's save does (domain_pause around it): -EBUSY if a vCPU is still on a CPU
+/// when the pause's wait ends. The pause is dropped again; it starts nothing (a paused domain stays paused, and
+/// an unpaused one has started its vCPUs already).
+fn while_paused<T>(dom: &Arc<Domain>, f: impl FnOnce() -> T) -> Result<T, Errno> {
+    dom.pause()?;
+    let r = if dom.vcpus.iter().any(|v| v.state() == VcpuState::Running) {
+        crate::warning!("gethvmcontext d{}: a vCPU did not leave its CPU", dom.id);
+        Err(EBUSY)
+    } else {
+        Ok(f())
+    };
+    dom.unpause(super::lifecycle::start)?;
+    r
+}
+
+/// The domain's context as a record stream.
+fn save(dom: &Arc<Domain>) -> Result<Vec<u8>, Errno> {
+    let recs = while_paused(dom, || records(dom))?;
+    let mut out = Vec::new();
+    push(&mut out, rec::HEADER, 0, &header());
+    for (typ, instance, payload) in &recs {
+        let d = SaveDescriptor { typecode: *typ, instance: *instance, length: payload.len() as u32 };
+        out.extend_from_slice(bytemuck::bytes_of(&d));
+        out.extend_from_slice(payload);
     }
     out.extend_from_slice(bytemuck::bytes_of(&SaveDescriptor { typecode: rec::END, instance: 0, length: 0 }));
     Ok(out)
@@ -118,7 +167,7 @@ fn save(dom: &Domain) -> Result<Vec<u8>, Errno> {
 
 /// XEN_DOMCTL_gethvmcontext: a null buffer asks for the size; a buffer too small is -ENOSPC; `size` comes back
 /// as the bytes written.
-pub fn get(c: &Ctx, dom: &Domain, d: &mut XenDomctl) -> Result<(), Errno> {
+pub fn get(c: &Ctx, dom: &Arc<Domain>, d: &mut XenDomctl) -> Result<(), Errno> {
     let mut h: HvmContext = d.get();
     let ctx = save(dom)?;
     if h.buffer != 0 {
@@ -129,6 +178,30 @@ pub fn get(c: &Ctx, dom: &Domain, d: &mut XenDomctl) -> Result<(), Errno> {
     }
     h.size = ctx.len() as u32;
     d.set(&h);
+    Ok(())
+}
+
+/// XEN_DOMCTL_gethvmcontext_partial: one record's payload; `bufsz` comes back as its length.
+pub fn get_partial(c: &Ctx, dom: &Arc<Domain>, d: &mut XenDomctl) -> Result<(), Errno> {
+    let mut p: HvmContextPartial = d.get();
+    let typ = u16::try_from(p.typ).map_err(|_| EINVAL)?;
+    if typ != rec::CPU && typ != rec::MTRR {
+        return Err(EINVAL);
+    }
+    let vcpu = dom.vcpus.get(p.instance as usize).ok_or(ENOENT)?;
+    let payload = while_paused(dom, || match typ {
+        rec::CPU => cpu_record(vcpu).map(|c| bytemuck::bytes_of(&c).to_vec()),
+        _ => Some(bytemuck::bytes_of(&mtrr_record(vcpu)).to_vec()),
+    })?
+    .ok_or(ENOENT)?;
+    if p.buffer != 0 {
+        if p.bufsz < payload.len() as u64 {
+            return Err(ENOBUFS);
+        }
+        c.write_bytes(p.buffer, &payload)?;
+    }
+    p.bufsz = payload.len() as u64;
+    d.set(&p);
     Ok(())
 }
 

@@ -83,7 +83,7 @@ fn support() -> Option<crate::hvm::Support> {
 
 /// Starts a vCPU in the state the toolstack gave it. Host unit tests have no hardware context to build: the
 /// vCPU is only made runnable there.
-fn start(v: &Arc<Vcpu>, init: InitState) -> Result<(), CreateError> {
+pub(super) fn start(v: &Arc<Vcpu>, init: InitState) -> Result<(), CreateError> {
     #[cfg(test)]
     {
         let _ = init;
