@@ -579,7 +579,8 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
     let _ = std::fs::remove_file(&initrd);
 
     let cycles = figs.first().and_then(|f| f.cycles).unwrap_or_default();
-    let rows: [(&str, fn(&CreateFigs) -> Option<u64>); 6] = [
+    type Pick = fn(&CreateFigs) -> Option<u64>;
+    let rows: [(&str, Pick); 6] = [
         ("`xm create` issued → `KEEL-DOMU: init reached` in the domU's console log", |f| f.init_ms),
         ("`xm create` itself (returns once the domain is built and unpaused)", |f| f.cmd_ms),
         ("`xm destroy` of the booted domU", |f| f.destroy_ms),
