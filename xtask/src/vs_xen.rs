@@ -89,6 +89,10 @@ struct Marks {
     /// dom0's `/bin/createbench`: `xm create` (Keel, PVH domU) or `xl create` (Xen, PV domU) → the domU's init,
     /// and create/destroy cycles.
     create: bench::CreateFigs,
+    /// The hypervisor's power-off line (`(KEEL) Powering off`, `(XEN) Entering ACPI S5 state`); without it QEMU
+    /// (`-no-reboot`) ended on a reset or triple fault.
+    powered_off: bool,
+    last_line: String,
     exit: Duration,
 }
 
@@ -184,6 +188,12 @@ impl Marks {
             }
         }
         self.create.see(line);
+        if line.contains("(KEEL) Powering off") || line.contains("(XEN) Entering ACPI S5 state") {
+            self.powered_off = true;
+        }
+        if !line.trim().is_empty() {
+            self.last_line = line.trim().to_string();
+        }
         if let (Some(u), Some(f)) = (self.usable_mib, self.free_mib) {
             self.kept_mib = u.checked_sub(f);
         }
@@ -550,6 +560,16 @@ fn failures(side: Side, runs: &[Run]) -> String {
         if !r.marks.create.complete() && r.marks.create.failures.is_empty() && r.marks.dom0_init_seen(side) {
             let _ = writeln!(s, "- {} run {}: createbench: no create/cycle figures", side.name(), i + 1);
         }
+        if !r.marks.powered_off && r.marks.hv_first.is_some() {
+            let _ = writeln!(
+                s,
+                "- {} run {}: the machine stopped without the hypervisor's power-off line (QEMU runs with \
+                 `-no-reboot`: a reset or triple fault), after `{}`",
+                side.name(),
+                i + 1,
+                r.marks.last_line.replace('`', "'")
+            );
+        }
     }
     s
 }
@@ -725,6 +745,12 @@ mod tests {
         assert_eq!((m.create.init_ms, m.create.cmd_ms, m.create.destroy_ms), (Some(7012), Some(950), Some(80)));
         assert_eq!((m.create.cycle_ms, m.create.cycle_destroy_ms), (Some(1100), Some(100)));
         assert_eq!(m.create.guest_type.as_deref(), Some("pvh"));
+        assert!(!m.powered_off);
+        m.see(Side::Keel, "(KEEL) domain 1 created by the toolstack: PVH, 2 vCPUs, paused", s(24));
+        let stopped = failures(Side::Keel, &[Run { marks: m.clone(), failure: None }]);
+        assert!(stopped.contains("run 1: the machine stopped without") && stopped.ends_with("2 vCPUs, paused`\n"));
+        m.see(Side::Keel, "(KEEL) Powering off", s(25));
+        assert!(m.powered_off && !failures(Side::Keel, &[Run { marks: m.clone(), failure: None }]).contains("stopped"));
         let run = Run { marks: m, failure: None };
         let t = table(std::slice::from_ref(&run), &[], None, None);
         assert!(t.contains("| 5. Domain creation: `create` issued → the domU's `KEEL-DOMU: init reached`"));
