@@ -667,12 +667,14 @@ pub fn cmd(args: &Args) -> Result<()> {
          init prints `KEEL-DOMU: init reached`) as a 256 MiB, 2-vCPU domU with `extra = \"console=hvc0\"`: on \
          Keel `xm create` of a **PVH** domU ({keel_type}), on Xen `xl create` of a **PV** domU ({xen_type}), because \
          Xen 4.17's PVH domU does not boot under this TCG machine (see below) while its PV domU does. So rows 5 \
-         compare Keel's PVH path with Xen's PV one, not like for like: a PV guest boots without an emulated \
-         platform, and libxl builds it differently. It times, by dom0's wall clock (`adjtimex`, ms), `create` \
+         compare Keel's PVH path with Xen's PV one, not like for like: a PV guest starts at the kernel's PV entry \
+         with paravirtualised page tables that libxl sets up for it, a PVH guest in an HVM container at its PVH \
+         entry. It times, by dom0's wall clock (`adjtimex`, ms), `create` \
          issued → that line in the console log xenconsoled writes (`--log=guest`, polled every 50 ms), then \
          `destroy`; then {cycles} create/destroy cycles back to back without waiting for the guest to boot \
          (mean per cycle in each run). Both toolstacks unpack the XZ bzImage in dom0 user space; on Xen the \
-         commands run in a PV dom0, on Keel in a PVH one.\n\
+         commands run in a PV dom0, on Keel in a PVH one. This runs before the guest's power-off, so it lengthens \
+         row 3's \"QEMU exited\".\n\
          - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
