@@ -600,7 +600,7 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
          ({kver}) as dom0 and as domU.\n\n\
          The Linux machine above (`-smp {LINUX_CPUS} -m {LINUX_MEM}`, `multiboot2 /boot/keel.elf \
          {LINUX_KEEL_CMDLINE}`), dom0 with `{CREATE_KERNEL_CMDLINE}` and an initramfs that also carries the kernel \
-         as `/usr/lib/keel/vmlinuz`; {runs} boots. In each, dom0's `/bin/createbench` (xtask/assets/createbench.sh) \
+         as `/usr/lib/keel/vmlinuz`; {runs} boot{plural}. In each, dom0's `/bin/createbench` (xtask/assets/createbench.sh) \
          runs `xm create` of a **PVH** domU (`type = \"pvh\"`, 256 MiB, 2 vCPUs, `extra = \"console=hvc0\"`; \
          Debian's kernel with the busybox initrd of xtask/assets/checks/0domu.sh, whose init prints `KEEL-DOMU: \
          init reached`), waits for that line in the console log dom0's xenconsoled writes \
@@ -614,6 +614,7 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
         qemu = deps::qemu_version_line()?,
         kpkg = k.package,
         kver = k.version,
+        plural = if runs == 1 { "" } else { "s" },
     ))
 }
 
