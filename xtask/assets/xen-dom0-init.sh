@@ -51,6 +51,10 @@ echo "XEN-DOM0: memory total=$total free=$free dom0=$dom0"
 # The same null-hypercall loop in this PV dom0 (syscall-based hypercalls), for reference.
 /bin/hcbench "${calls:-20000}"
 
+# `xl create` → the domU's init and create/destroy cycles (xtask/assets/createbench.sh), against `xm create` on
+# Keel: the same kernel and busybox initrd, as a PV domU (Xen 4.17's PVH domU does not boot under QEMU TCG).
+/bin/createbench xl pv /domu/vmlinuz
+
 # The domU's console comes here through xenconsoled and `xl create -c` (in the background). Its configuration
 # preserves it when it stops, so that a domU which never reached its init can be examined: this loop polls its
 # state every 2 s, and once it has shut down, reports xl's reason code, dumps its VMCB ('v' debug key: RIP,

@@ -2,9 +2,11 @@
 //!
 //! Boots `qemu -kernel keel -append "console=com1 selftest=boot"` (PVH, `-smp 4`, SVM+NPT CPU model)
 //! several times; then Debian's stock kernel as dom0 from a GRUB ISO (Xen-style `multiboot2`/`module2`
-//! lines, 2 CPUs and 2 vCPUs, busybox `/init` with `keel.init=poweroff`), a few times. Every serial line is
-//! timestamped on the host as it arrives ([`keel_tests::run_timed`]); the figures go to two marked sections
-//! of docs/benchmarks.md. Nothing is written unless every run finished properly.
+//! lines, 2 CPUs and 2 vCPUs, busybox `/init` with `keel.init=poweroff`), a few times; then the same dom0 with
+//! `keel.init=createbench`, timing `xm create` of the same kernel as a PVH domU up to its init and create/destroy
+//! cycles (xtask/assets/createbench.sh, dom0's wall clock). Every serial line is timestamped on the host as it
+//! arrives ([`keel_tests::run_timed`]); the figures go to marked sections of docs/benchmarks.md.
+//! Nothing is written unless every run finished properly.
 
 use crate::qemu::{self, Accel};
 use crate::util::{self, Result};
@@ -39,6 +41,10 @@ pub struct Args {
     /// How many Linux (dom0) boots to time; 0 skips them and leaves their section alone.
     #[arg(long, default_value_t = 3)]
     pub linux_runs: usize,
+    /// How many dom0 boots that time `xm create` of Debian's kernel as a PVH domU (→ its init) and create/destroy
+    /// cycles; 0 skips them and leaves their section alone.
+    #[arg(long, default_value_t = 2)]
+    pub create_runs: usize,
     /// Measure only; leave docs/benchmarks.md alone (implied by --elf: the doc records `keel` only).
     #[arg(long)]
     pub no_write: bool,
@@ -182,6 +188,66 @@ fn linux_boot_once(iso: &Path) -> Result<LinuxMarks> {
     }
 }
 
+/// dom0's `/bin/createbench` figures (xtask/assets/createbench.sh), ms of dom0's wall clock: `<tool> create` of the
+/// Debian domU → its `KEEL-DOMU: init reached` line in its console log, and create/destroy cycles.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct CreateFigs {
+    /// `KEEL-BENCH: create tool=… type=… ms=… cmd_ms=… destroy_ms=… status=0`.
+    pub init_ms: Option<u64>,
+    pub cmd_ms: Option<u64>,
+    pub destroy_ms: Option<u64>,
+    /// The domU's type as createbench reports it (`pvh` on Keel, `pv` on Xen).
+    pub guest_type: Option<String>,
+    /// `KEEL-BENCH: cycle tool=… runs=… ms=… create_ms=… destroy_ms=… status=0`: per cycle.
+    pub cycle_ms: Option<u64>,
+    pub cycle_create_ms: Option<u64>,
+    pub cycle_destroy_ms: Option<u64>,
+    pub cycles: Option<u64>,
+    /// `KEEL-BENCH: create failed: …` and `KEEL-BENCH: cycle failed: …`, in order.
+    pub failures: Vec<String>,
+}
+
+/// The number after `key` in `line` (digits up to the next non-digit).
+pub(crate) fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+impl CreateFigs {
+    pub(crate) fn see(&mut self, line: &str) {
+        for what in ["create", "cycle"] {
+            if let Some((_, why)) = line.split_once(&format!("KEEL-BENCH: {what} failed: ")) {
+                self.failures.push(format!("{what}: {}", why.trim()));
+            }
+        }
+        // A figure counts only when the toolstack's commands succeeded.
+        if !line.contains(" status=0") {
+            return;
+        }
+        if let Some((_, rest)) = line.split_once("KEEL-BENCH: create tool=") {
+            self.init_ms = number_after(rest, " ms=");
+            self.cmd_ms = number_after(rest, " cmd_ms=");
+            self.destroy_ms = number_after(rest, " destroy_ms=");
+            self.guest_type = rest.split_once(" type=").and_then(|(_, t)| t.split_whitespace().next()).map(Into::into);
+        }
+        if let Some((_, rest)) = line.split_once("KEEL-BENCH: cycle tool=") {
+            self.cycle_ms = number_after(rest, " ms=");
+            self.cycle_create_ms = number_after(rest, " create_ms=");
+            self.cycle_destroy_ms = number_after(rest, " destroy_ms=");
+            self.cycles = number_after(rest, " runs=");
+            if self.guest_type.is_none() {
+                self.guest_type =
+                    rest.split_once(" type=").and_then(|(_, t)| t.split_whitespace().next()).map(Into::into);
+            }
+        }
+    }
+
+    /// Whether both figures came.
+    pub(crate) fn complete(&self) -> bool {
+        self.init_ms.is_some() && self.cycle_ms.is_some()
+    }
+}
+
 /// (median, min, max); the median of an even count is the mean of the middle two.
 fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
@@ -246,6 +312,7 @@ pub fn cmd(args: &Args) -> Result<()> {
     }
 
     let linux = if args.linux_runs == 0 { None } else { Some(linux_section(&elf, args.linux_runs)?) };
+    let create = if args.create_runs == 0 { None } else { Some(create_section(&elf, args.create_runs)?) };
     let roundtrips = roundtrip_section(&elf)?;
 
     let rows: [Row<Marks>; 4] = [
@@ -286,6 +353,9 @@ pub fn cmd(args: &Args) -> Result<()> {
     if let Some(linux) = &linux {
         println!("\n{linux}");
     }
+    if let Some(create) = &create {
+        println!("\n{create}");
+    }
     println!("\n{roundtrips}");
 
     if args.no_write || args.elf.elf.is_some() {
@@ -295,6 +365,9 @@ pub fn cmd(args: &Args) -> Result<()> {
     let mut sections = vec![(section.as_str(), BEGIN, END)];
     if let Some(linux) = &linux {
         sections.push((linux, LINUX_BEGIN, LINUX_END));
+    }
+    if let Some(create) = &create {
+        sections.push((create, CREATE_BEGIN, CREATE_END));
     }
     sections.push((&roundtrips, EXITS_BEGIN, EXITS_END));
     write_sections(&sections)
@@ -459,6 +532,92 @@ fn linux_section(elf: &Path, runs: usize) -> Result<String> {
     ))
 }
 
+const CREATE_BEGIN: &str = "<!-- xtask-bench:create begin (written by `cargo xtask bench`; edits here are lost) -->";
+const CREATE_END: &str = "<!-- xtask-bench:create end -->";
+const CREATE_KERNEL_CMDLINE: &str = "console=hvc0 keel.init=createbench";
+const CREATE_TIMEOUT_SECS: u32 = 600;
+
+/// Boots dom0 `runs` times with `keel.init=createbench` (xtask/assets/createbench.sh: `xm create` of Debian's
+/// kernel as a PVH domU → its init line, then 3 create/destroy cycles) and returns the docs/benchmarks.md section.
+fn create_section(elf: &Path, runs: usize) -> Result<String> {
+    let k = kernel::ensure()?;
+    let base = initramfs::build()?;
+    let initrd = util::target_dir().join("bench-create.cpio.gz");
+    crate::xen::with_domu_kernel(&base, &k.vmlinuz, &initrd)?;
+    let iso = util::target_dir().join("bench-create.iso");
+    keel_tests::iso::dom0_iso(elf, LINUX_KEEL_CMDLINE, &k.vmlinuz, CREATE_KERNEL_CMDLINE, Some(&initrd), &iso)?;
+
+    let mut figs = Vec::new();
+    for i in 1..=runs {
+        let mut qemu_cmd = qemu::machine(Accel::Tcg, LINUX_CPUS, LINUX_MEM);
+        qemu::boot_cdrom(&mut qemu_cmd, &iso);
+        qemu_cmd.args(["-serial", "stdio", "-monitor", "none"]);
+        let t = timed_qemu(&qemu_cmd, CREATE_TIMEOUT_SECS)?;
+        let mut f = CreateFigs::default();
+        for l in &t.lines {
+            f.see(&l.text);
+        }
+        let ms = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        eprintln!(
+            "bench: create run {i}/{runs}: xm create → init {} ms (create {} ms, destroy {} ms), cycle {} ms \
+             (create {} ms, destroy {} ms){}",
+            ms(f.init_ms),
+            ms(f.cmd_ms),
+            ms(f.destroy_ms),
+            ms(f.cycle_ms),
+            ms(f.cycle_create_ms),
+            ms(f.cycle_destroy_ms),
+            if f.failures.is_empty() { String::new() } else { format!(" — {}", f.failures.join("; ")) },
+        );
+        if !f.complete() {
+            let problem = f.failures.first().cloned().unwrap_or_else(|| "no `KEEL-BENCH: create`/`cycle` line".into());
+            return Err(failed(&qemu_cmd, &problem, &t.lines));
+        }
+        figs.push(f);
+    }
+    let _ = std::fs::remove_file(&iso);
+    let _ = std::fs::remove_file(&initrd);
+
+    let cycles = figs.first().and_then(|f| f.cycles).unwrap_or_default();
+    type Pick = fn(&CreateFigs) -> Option<u64>;
+    let rows: [(&str, Pick); 6] = [
+        ("`xm create` issued → `KEEL-DOMU: init reached` in the domU's console log", |f| f.init_ms),
+        ("`xm create` itself (returns once the domain is built and unpaused)", |f| f.cmd_ms),
+        ("`xm destroy` of the booted domU", |f| f.destroy_ms),
+        ("create/destroy cycle (`xm create`, then `xm destroy` at once), per cycle", |f| f.cycle_ms),
+        ("… its `xm create`", |f| f.cycle_create_ms),
+        ("… its `xm destroy`", |f| f.cycle_destroy_ms),
+    ];
+    let mut table = String::from("| dom0 wall clock | median (min–max) |\n|---|---:|\n");
+    for (what, pick) in rows {
+        let cell = count_cell(&figs.iter().map(pick).collect::<Vec<_>>(), " ms");
+        table.push_str(&format!("| {what} | {cell} |\n"));
+    }
+    let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    Ok(format!(
+        "{CREATE_BEGIN}\n## `xm create` of a PVH domU from dom0 under QEMU TCG\n\n\
+         Measured {date} by `cargo xtask bench` on {cpu_model} ({ncpu} host CPUs), {qemu}; kernel {kpkg} \
+         ({kver}) as dom0 and as domU.\n\n\
+         The Linux machine above (`-smp {LINUX_CPUS} -m {LINUX_MEM}`, `multiboot2 /boot/keel.elf \
+         {LINUX_KEEL_CMDLINE}`), dom0 with `{CREATE_KERNEL_CMDLINE}` and an initramfs that also carries the kernel \
+         as `/usr/lib/keel/vmlinuz`; {runs} boot{plural}. In each, dom0's `/bin/createbench` (xtask/assets/createbench.sh) \
+         runs `xm create` of a **PVH** domU (`type = \"pvh\"`, 256 MiB, 2 vCPUs, `extra = \"console=hvc0\"`; \
+         Debian's kernel with the busybox initrd of xtask/assets/checks/0domu.sh, whose init prints `KEEL-DOMU: \
+         init reached`), waits for that line in the console log dom0's xenconsoled writes \
+         (`/var/log/xen/console/guest-createbench.log`, polled every 50 ms), destroys the domU, then runs {cycles} \
+         create/destroy cycles of the same domU back to back without waiting for it to boot. Times are dom0's wall \
+         clock (`adjtimex`, ms), so they include `xm`'s own start-up and the XZ kernel unpacked in dom0 user space \
+         by the domain builder.\n\n{table}{CREATE_END}",
+        date = date.trim(),
+        cpu_model = cpu_model(),
+        ncpu = host_cpus(),
+        qemu = deps::qemu_version_line()?,
+        kpkg = k.package,
+        kver = k.version,
+        plural = if runs == 1 { "" } else { "s" },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +663,36 @@ mod tests {
         assert_eq!(m.dom0_start, Some(s(11)));
         assert_eq!((m.linux_version, m.init_reached, m.power_off), (Some(s(14)), Some(s(18)), Some(s(20))));
         assert_eq!((m.exits, m.cpu_ms), (Some(161749), Some(50719)));
+    }
+
+    #[test]
+    fn create_figures_follow_the_createbench_lines() {
+        let mut f = CreateFigs::default();
+        f.see("(KEEL) (d0) KEEL-BENCH: create tool=xm type=pvh ms=6123 cmd_ms=812 destroy_ms=95 status=0");
+        f.see("(KEEL) (d0) KEEL-BENCH: cycle tool=xm type=pvh runs=3 ms=903 create_ms=801 destroy_ms=102 status=0");
+        assert_eq!((f.init_ms, f.cmd_ms, f.destroy_ms), (Some(6123), Some(812), Some(95)));
+        assert_eq!(f.guest_type.as_deref(), Some("pvh"));
+        assert_eq!(
+            (f.cycle_ms, f.cycle_create_ms, f.cycle_destroy_ms, f.cycles),
+            (Some(903), Some(801), Some(102), Some(3))
+        );
+        assert!(f.complete() && f.failures.is_empty());
+        // A failed destroy does not count, nor does a line without figures; failures are kept in order.
+        let mut g = CreateFigs::default();
+        g.see("KEEL-BENCH: create tool=xl type=pv ms=20000 cmd_ms=15000 destroy_ms=300 status=1");
+        g.see(
+            "KEEL-BENCH: create failed: no \"KEEL-DOMU: init reached\" in /var/log/xen/console/guest-x.log after 300 s",
+        );
+        g.see("KEEL-BENCH: cycle failed: xl create exited 3: libxl: error");
+        assert_eq!((g.init_ms, g.cycle_ms, g.guest_type.as_deref()), (None, None, None));
+        assert!(!g.complete());
+        assert_eq!(g.failures.len(), 2);
+        assert!(
+            g.failures[0].starts_with("create: no \"KEEL-DOMU")
+                && g.failures[1] == "cycle: xl create exited 3: libxl: error"
+        );
+        assert_eq!(number_after("a ms= b", " ms="), None);
+        assert_eq!(number_after("a ms=12 b", "ms="), Some(12));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! the console) and `/etc/init.d/rcS`, which starts each `/etc/init.d/S??*` in order (Buildroot's convention):
 //! `S30xencommons` (the Xen drivers, xenfs on /proc/xen, xenstored) and `S99keel` (the test and benchmark modes
 //! chosen with `keel.init=` on dom0's command line), with `/etc/keel/checks.d/*.sh` (xtask/assets/checks/: the
-//! checks of `keel.init=checks`, one file per area); dom0's static programs (`xm`, `xenstored`, `xenstore` and
+//! checks of `keel.init=checks`, one file per area); `/bin/createbench` (xtask/assets/createbench.sh, the `create`
+//! timings of `cargo xtask bench`); dom0's static programs (`xm`, `xenstored`, `xenstore` and
 //! its `xenstore-*` names); `/etc/xen`, `/var/lib/xen`, `/var/log/xen`; `/dev/console` when we may create device
 //! nodes; and — when `cargo xtask kernel` has fetched the kernel — the Xen driver modules, as
 //! `/lib/modules/<name>.ko`.
@@ -27,6 +28,9 @@ const ETC: &[(&str, &str, bool)] = &[
     ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
     ("etc/xen/example-pvh", include_str!("../../dom0-tools/config/example-pvh"), false),
 ];
+/// `/bin/createbench`: the toolstack's `create` → domU init and create/destroy cycle times in dom0 (S99keel's
+/// `keel.init=bench` and `keel.init=createbench`; Xen's `/xen-init` for `cargo xtask bench --vs-xen`).
+pub const CREATEBENCH: &str = include_str!("../assets/createbench.sh");
 /// The names the `xenstore` program answers to, as xenstore-utils installs them.
 const XENSTORE_NAMES: &[&str] = &["read", "write", "rm", "exists", "list", "ls", "watch", "chmod"];
 /// The modules `/init` loads, in dependency order (xenfs needs xen-privcmd).
@@ -83,6 +87,8 @@ pub fn build() -> Result<PathBuf> {
         std::fs::write(&f, text)?;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if *exec { 0o755 } else { 0o644 }))?;
     }
+    std::fs::write(stage.join("bin/createbench"), CREATEBENCH)?;
+    std::fs::set_permissions(stage.join("bin/createbench"), std::fs::Permissions::from_mode(0o755))?;
 
     // The checks of `keel.init=checks`, one file per area, sourced by S99keel in name order.
     let checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/checks");

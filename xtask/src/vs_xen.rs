@@ -4,10 +4,12 @@
 //! Debian's stock kernel and the same busybox initramfs (plus `/bin/hcbench`), run alternately (Keel, Xen,
 //! Keel, …). The measured guest boots with `keel.init=bench`: it times null hypercalls (`xen_version` through
 //! privcmd's hypercall ioctl) and powers off.
-//! - Keel: the guest is dom0 (PVH), as Keel boots it today; Keel cannot create a domU yet.
+//! - Keel: the guest is dom0 (PVH), as Keel boots it; dom0 then times `xm create` of the same kernel as a PVH
+//!   domU (xtask/assets/createbench.sh; its initramfs carries the kernel as `/usr/lib/keel/vmlinuz`).
 //! - Xen: a PV dom0 (`rdinit=/xen-init`, xtask/assets/xen-dom0-init.sh) brings up xenstored, xen-init-dom0 and
-//!   xenconsoled, then `xl create -c` starts the same kernel and initramfs as a PVH domU with its console on
-//!   dom0's, and powers the machine off when the domU has gone.
+//!   xenconsoled, times `xl create` of the same kernel and domU initrd as a **PV** domU (createbench; Xen 4.17's
+//!   PVH domU does not boot under TCG here), then `xl create -c` starts the same kernel and initramfs as a PVH
+//!   domU with its console on dom0's, and powers the machine off when the domU has gone.
 //!
 //! Every serial line is timestamped on the host as it arrives; one run failing (or a whole side) is reported
 //! and the other side's figures are still printed. The table goes to a marked section of docs/benchmarks.md.
@@ -30,8 +32,9 @@ const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2";
 const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=2 loglvl=all";
 const GUEST_CMDLINE: &str = "console=hvc0 keel.init=bench keel.bench.calls=20000";
 const XEN_DOM0_CMDLINE: &str = "console=hvc0 rdinit=/xen-init";
-const KEEL_TIMEOUT_SECS: u32 = 240;
-const XEN_TIMEOUT_SECS: u32 = 420;
+/// Long enough for createbench's domU boot and cycles too (xtask/assets/createbench.sh waits up to 300 s).
+const KEEL_TIMEOUT_SECS: u32 = 600;
+const XEN_TIMEOUT_SECS: u32 = 900;
 const BEGIN: &str = "<!-- xtask-bench:vs-xen begin (written by `cargo xtask bench --vs-xen`; edits here are lost) -->";
 const END: &str = "<!-- xtask-bench:vs-xen end -->";
 
@@ -83,6 +86,13 @@ struct Marks {
     /// dom0's toolstack (`/bin/toolbench`): `list` and `info` wall times per run, µs (Keel: xm; Xen: xl).
     tool_list_us: Option<u64>,
     tool_info_us: Option<u64>,
+    /// dom0's `/bin/createbench`: `xm create` (Keel, PVH domU) or `xl create` (Xen, PV domU) → the domU's init,
+    /// and create/destroy cycles.
+    create: bench::CreateFigs,
+    /// The hypervisor's power-off line (`(KEEL) Powering off`, `(XEN) Entering ACPI S5 state`); without it QEMU
+    /// (`-no-reboot`) ended on a reset or triple fault.
+    powered_off: bool,
+    last_line: String,
     exit: Duration,
 }
 
@@ -99,8 +109,7 @@ struct Hc {
 
 /// The number after `key` (up to the next space) in `line`.
 fn field(line: &str, key: &str) -> Option<u64> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    bench::number_after(line, key)
 }
 
 impl Marks {
@@ -178,6 +187,13 @@ impl Marks {
                 self.tool_info_us = field(line, " us=");
             }
         }
+        self.create.see(line);
+        if line.contains("(KEEL) Powering off") || line.contains("(XEN) Entering ACPI S5 state") {
+            self.powered_off = true;
+        }
+        if !line.trim().is_empty() {
+            self.last_line = line.trim().to_string();
+        }
         if let (Some(u), Some(f)) = (self.usable_mib, self.free_mib) {
             self.kept_mib = u.checked_sub(f);
         }
@@ -186,6 +202,15 @@ impl Marks {
             if let (Some(t), Some(f), Some(d)) = (field(line, "total="), field(line, "free="), field(line, "dom0=")) {
                 self.kept_mib = t.checked_sub(f + d);
             }
+        }
+    }
+
+    /// Whether dom0 got as far as running its benchmarks (Keel: dom0 is the guest and reached its init; Xen: the
+    /// PV dom0's toolstack came up).
+    fn dom0_init_seen(&self, side: Side) -> bool {
+        match side {
+            Side::Keel => self.init.is_some(),
+            Side::Xen => self.toolstack.is_some(),
         }
     }
 
@@ -246,8 +271,11 @@ struct Prepared {
 
 fn prepare_keel(args: &Args, vmlinuz: &Path, guest_initrd: &Path) -> Result<Prepared> {
     let elf = args.elf.get()?;
+    // The guest initramfs plus the kernel as `/usr/lib/keel/vmlinuz`, which dom0's createbench boots as a domU.
+    let initrd = util::target_dir().join("xen-bench/keel-dom0.cpio.gz");
+    xen::with_domu_kernel(guest_initrd, vmlinuz, &initrd)?;
     let iso = util::target_dir().join("xen-bench/keel.iso");
-    keel_tests::iso::dom0_iso(&elf, KEEL_CMDLINE, vmlinuz, GUEST_CMDLINE, Some(guest_initrd), &iso)?;
+    keel_tests::iso::dom0_iso(&elf, KEEL_CMDLINE, vmlinuz, GUEST_CMDLINE, Some(&initrd), &iso)?;
     // GRUB loads the ELF as it is; what it loads is the loadable segments. Gzip'd, for comparison with xen.gz.
     let stripped = util::target_dir().join("xen-bench/keel.stripped");
     keel_tests::iso::strip_debug(&elf, &stripped)?;
@@ -431,6 +459,48 @@ fn rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
     ]
 }
 
+/// The domain-creation rows (dom0's `/bin/createbench`), after the image sizes.
+fn create_rows() -> Vec<(&'static str, &'static str, usize, Pick, Pick)> {
+    vec![
+        (
+            "5. Domain creation: `create` issued → the domU's `KEEL-DOMU: init reached` in its console log (Keel: \
+             `xm create`, PVH domU; Xen: `xl create`, PV domU)",
+            " s",
+            2,
+            |m| m.create.init_ms.map(|n| n as f64 / 1000.0),
+            |m| m.create.init_ms.map(|n| n as f64 / 1000.0),
+        ),
+        (
+            "5. Domain creation: the `create` command itself (returns once the domain is built and unpaused)",
+            " s",
+            2,
+            |m| m.create.cmd_ms.map(|n| n as f64 / 1000.0),
+            |m| m.create.cmd_ms.map(|n| n as f64 / 1000.0),
+        ),
+        (
+            "5. Domain creation: `destroy` of the booted domU",
+            " ms",
+            0,
+            |m| m.create.destroy_ms.map(|n| n as f64),
+            |m| m.create.destroy_ms.map(|n| n as f64),
+        ),
+        (
+            "5. Create/destroy cycle (`create`, then `destroy` at once), per cycle",
+            " s",
+            2,
+            |m| m.create.cycle_ms.map(|n| n as f64 / 1000.0),
+            |m| m.create.cycle_ms.map(|n| n as f64 / 1000.0),
+        ),
+        (
+            "5. Create/destroy cycle: its `destroy`",
+            " ms",
+            0,
+            |m| m.create.cycle_destroy_ms.map(|n| n as f64),
+            |m| m.create.cycle_destroy_ms.map(|n| n as f64),
+        ),
+    ]
+}
+
 fn table(keel: &[Run], xen: &[Run], keel_img: Option<&Prepared>, xen_img: Option<&Prepared>) -> String {
     // Every run counts for the figures it has; a cell says when some runs lack its figure.
     let ok = |runs: &[Run]| runs.iter().map(|r| r.marks.clone()).collect::<Vec<_>>();
@@ -452,7 +522,24 @@ fn table(keel: &[Run], xen: &[Run], keel_img: Option<&Prepared>, xen_img: Option
         let (ks, xs) = (size(keel_img, f), size(xen_img, f));
         let _ = writeln!(t, "| {label} | {} | {} | {} |", kb(ks), kb(xs), ratio(ks, xs));
     }
+    for (label, unit, digits, pick_k, pick_x) in create_rows() {
+        let (kc, km) = cell(&k.iter().map(pick_k).collect::<Vec<_>>(), unit, digits);
+        let (xc, xm) = cell(&x.iter().map(pick_x).collect::<Vec<_>>(), unit, digits);
+        let _ = writeln!(t, "| {label} | {kc} | {xc} | {} |", ratio(km, xm));
+    }
     t
+}
+
+/// The domU types createbench reported (`type=pvh`), or that it reported none.
+fn guest_types(runs: &[Run]) -> String {
+    let mut types: Vec<&str> = runs.iter().filter_map(|r| r.marks.create.guest_type.as_deref()).collect();
+    types.sort_unstable();
+    types.dedup();
+    if types.is_empty() {
+        "no run reported its type".into()
+    } else {
+        format!("`type={}` as reported", types.join("`, `type="))
+    }
 }
 
 fn failures(side: Side, runs: &[Run]) -> String {
@@ -466,6 +553,22 @@ fn failures(side: Side, runs: &[Run]) -> String {
         }
         if let Some(h) = &r.marks.hypercall_failure {
             let _ = writeln!(s, "- {} run {}: hypercall program: {h}", side.name(), i + 1);
+        }
+        for f in &r.marks.create.failures {
+            let _ = writeln!(s, "- {} run {}: createbench {f}", side.name(), i + 1);
+        }
+        if !r.marks.create.complete() && r.marks.create.failures.is_empty() && r.marks.dom0_init_seen(side) {
+            let _ = writeln!(s, "- {} run {}: createbench: no create/cycle figures", side.name(), i + 1);
+        }
+        if !r.marks.powered_off && r.marks.hv_first.is_some() {
+            let _ = writeln!(
+                s,
+                "- {} run {}: the machine stopped without the hypervisor's power-off line (QEMU runs with \
+                 `-no-reboot`: a reset or triple fault), after `{}`",
+                side.name(),
+                i + 1,
+                r.marks.last_line.replace('`', "'")
+            );
         }
     }
     s
@@ -503,7 +606,8 @@ pub fn cmd(args: &Args) -> Result<()> {
             let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64()));
             eprintln!(
                 "bench: {} run {i}/{runs}: hv {} s, dom0 Linux {} s, guest start {} s, guest Linux {} s, init {} s, \
-                 exit {:.2} s, hypercall (sysfs) {} ns, (privcmd) {} ns, syscall {} ns, kept {} MiB{}",
+                 exit {:.2} s, hypercall (sysfs) {} ns, (privcmd) {} ns, syscall {} ns, kept {} MiB, create → domU \
+                 init {} ms, create/destroy cycle {} ms{}",
                 side.name(),
                 secs(m.hv_first),
                 secs(m.dom0_first),
@@ -515,6 +619,8 @@ pub fn cmd(args: &Args) -> Result<()> {
                 m.guest_hc.privcmd.map_or("-".into(), |n| n.to_string()),
                 m.guest_hc.syscall.map_or("-".into(), |n| n.to_string()),
                 m.kept_mib.map_or("-".into(), |n| n.to_string()),
+                m.create.init_ms.map_or("-".into(), |n| n.to_string()),
+                m.create.cycle_ms.map_or("-".into(), |n| n.to_string()),
                 run.failure.as_ref().map_or(String::new(), |f| format!(" — FAILED: {f}")),
             );
             out.push(run);
@@ -534,8 +640,9 @@ pub fn cmd(args: &Args) -> Result<()> {
          {kt} runs and Xen {xn} of {xt} runs finished; the whole command took {elapsed:.1} min.\n\n\
          Machine: `qemu-system-x86_64 -accel tcg -cpu {tcg} -smp {CPUS} -m {MEM} -cdrom <iso> -boot d`, GRUB \
          (multiboot2). Every serial line is timestamped on the host as it arrives, from the moment QEMU is spawned.\n\
-         - **Keel**: `multiboot2 keel.elf {KEEL_CMDLINE}`, `module2 vmlinuz {GUEST_CMDLINE}`, the initramfs. The \
-         guest is **dom0** (PVH): Keel cannot create a domU yet, so the \"guest\" rows are its dom0 boot.\n\
+         - **Keel**: `multiboot2 keel.elf {KEEL_CMDLINE}`, `module2 vmlinuz {GUEST_CMDLINE}`, the initramfs \
+         (plus the kernel as `/usr/lib/keel/vmlinuz`, for rows 5). The \"guest\" of rows 1–3 is **dom0** (PVH), \
+         Keel's own boot of the kernel; rows 5 are `xm create` of a PVH domU from that dom0.\n\
          - **Xen**: `multiboot2 xen.gz {XEN_CMDLINE}`, `module2 vmlinuz {XEN_DOM0_CMDLINE}`, a dom0 initramfs \
          (the same busybox one plus Xen's tools). Dom0 is **PV** (Xen's default); its `/xen-init` starts \
          xenstored, xen-init-dom0 and xenconsoled, then `xl create -c` a **PVH domU** (`type=\"pvh\"`, \
@@ -555,6 +662,19 @@ pub fn cmd(args: &Args) -> Result<()> {
          dom0, timed by `/proc/uptime`: on Keel Keel's own `xm` (static Rust) in its PVH dom0, from the \
          guest's bench mode; on Xen Debian's `xl` (libxl) in its PV dom0, before the domU. Both read the \
          hypervisor through privcmd and dom0's xenstored.\n\
+         - Domain creation (rows 5): dom0's `/bin/createbench` (xtask/assets/createbench.sh), the same script on \
+         both sides, boots the same Debian kernel with the same busybox initrd (xtask/assets/checks/0domu.sh; its \
+         init prints `KEEL-DOMU: init reached`) as a 256 MiB, 2-vCPU domU with `extra = \"console=hvc0\"`: on \
+         Keel `xm create` of a **PVH** domU ({keel_type}), on Xen `xl create` of a **PV** domU ({xen_type}), because \
+         Xen 4.17's PVH domU does not boot under this TCG machine (see below) while its PV domU does. So rows 5 \
+         compare Keel's PVH path with Xen's PV one, not like for like: a PV guest starts at the kernel's PV entry \
+         with paravirtualised page tables that libxl sets up for it, a PVH guest in an HVM container at its PVH \
+         entry. It times, by dom0's wall clock (`adjtimex`, ms), `create` \
+         issued → that line in the console log xenconsoled writes (`--log=guest`, polled every 50 ms), then \
+         `destroy`; then {cycles} create/destroy cycles back to back without waiting for the guest to boot \
+         (mean per cycle in each run). Both toolstacks unpack the XZ bzImage in dom0 user space; on Xen the \
+         commands run in a PV dom0, on Keel in a PVH one. This runs before the guest's power-off, so it lengthens \
+         row 3's \"QEMU exited\".\n\
          - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
@@ -565,6 +685,9 @@ pub fn cmd(args: &Args) -> Result<()> {
         kpkg = k.package,
         kver = k.version,
         tcg = qemu::TCG_CPU,
+        keel_type = guest_types(&keel_runs),
+        xen_type = guest_types(&xen_runs),
+        cycles = keel_runs.iter().chain(&xen_runs).find_map(|r| r.marks.create.cycles).unwrap_or(3),
         kn = count(&keel_runs),
         kt = keel_runs.len(),
         xn = count(&xen_runs),
@@ -611,6 +734,31 @@ mod tests {
         m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: toolstack tool=xm cmd=list runs=20 us=41500 status=0", s(11));
         m.see(Side::Keel, "(KEEL) (d0) KEEL-BENCH: toolstack tool=xm cmd=info runs=20 us=52000 status=1", s(12));
         assert_eq!((m.tool_list_us, m.tool_info_us), (Some(41500), None));
+        m.see(
+            Side::Keel,
+            "(KEEL) (d0) KEEL-BENCH: create tool=xm type=pvh ms=7012 cmd_ms=950 destroy_ms=80 status=0",
+            s(20),
+        );
+        m.see(
+            Side::Keel,
+            "(KEEL) (d0) KEEL-BENCH: cycle tool=xm type=pvh runs=3 ms=1100 create_ms=1000 destroy_ms=100 status=0",
+            s(23),
+        );
+        assert_eq!((m.create.init_ms, m.create.cmd_ms, m.create.destroy_ms), (Some(7012), Some(950), Some(80)));
+        assert_eq!((m.create.cycle_ms, m.create.cycle_destroy_ms), (Some(1100), Some(100)));
+        assert_eq!(m.create.guest_type.as_deref(), Some("pvh"));
+        assert!(!m.powered_off);
+        m.see(Side::Keel, "(KEEL) domain 1 created by the toolstack: PVH, 2 vCPUs, paused", s(24));
+        let stopped = failures(Side::Keel, &[Run { marks: m.clone(), failure: None }]);
+        assert!(stopped.contains("run 1: the machine stopped without") && stopped.ends_with("2 vCPUs, paused`\n"));
+        m.see(Side::Keel, "(KEEL) Powering off", s(25));
+        assert!(m.powered_off && !failures(Side::Keel, &[Run { marks: m.clone(), failure: None }]).contains("stopped"));
+        let run = Run { marks: m, failure: None };
+        let t = table(std::slice::from_ref(&run), &[], None, None);
+        assert!(t.contains("| 5. Domain creation: `create` issued → the domU's `KEEL-DOMU: init reached`"));
+        assert!(t.contains("PV domU) | 7.01 s (7.01–7.01) | n/a | n/a |"), "{t}");
+        assert!(t.contains("per cycle | 1.10 s (1.10–1.10) | n/a | n/a |"), "{t}");
+        assert_eq!(guest_types(&[run]), "`type=pvh` as reported");
     }
 
     #[test]
@@ -639,6 +787,22 @@ mod tests {
         m.see(Side::Xen, "(XEN) RAX = 0x0000000000000000  RFLAGS=0x0000000000000082", s(62));
         assert_eq!(m.domu_vmcb, "exitcode 0x78; RIP 0xffffffff81a592f9; RFLAGS 0x0000000000000082; ");
         assert!(m.problem().unwrap().contains("KEEL-INIT"));
+        // createbench in the PV dom0: a PV domU that never printed its init line, and cycles that worked.
+        m.see(
+            Side::Xen,
+            "KEEL-BENCH: create failed: no \"KEEL-DOMU: init reached\" in /var/log/x.log after 300 s",
+            s(63),
+        );
+        m.see(
+            Side::Xen,
+            "KEEL-BENCH: cycle tool=xl type=pv runs=3 ms=16500 create_ms=16000 destroy_ms=500 status=0",
+            s(64),
+        );
+        assert_eq!((m.create.init_ms, m.create.cycle_ms), (None, Some(16500)));
+        let run = Run { marks: m, failure: Some("no init".into()) };
+        let notes = failures(Side::Xen, std::slice::from_ref(&run));
+        assert!(notes.contains("- Xen run 1: createbench create: no \"KEEL-DOMU: init reached\""), "{notes}");
+        assert_eq!(guest_types(&[run]), "`type=pv` as reported");
     }
 
     #[test]

@@ -276,6 +276,18 @@ pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path) -> Resu
     Ok(out)
 }
 
+/// `initrd` (a gzip'd cpio) plus Debian's kernel as `/usr/lib/keel/vmlinuz`, in `out`: a Keel dom0 initramfs whose
+/// bench modes run `/bin/createbench xm pvh /usr/lib/keel/vmlinuz` (xtask/assets/keel-init).
+pub fn with_domu_kernel(initrd: &Path, vmlinuz: &Path, out: &Path) -> Result<()> {
+    let mut stage = out.as_os_str().to_owned();
+    stage.push(".stage");
+    let stage = PathBuf::from(stage);
+    util::remove_dir(&stage)?;
+    copy_exec(vmlinuz, &stage.join("usr/lib/keel/vmlinuz"))?;
+    extend_initramfs(initrd, &stage, out)?;
+    util::remove_dir(&stage)
+}
+
 /// `gzip -dc`'s output size: the uncompressed hypervisor image.
 pub fn gunzipped_size(path: &Path) -> Result<u64> {
     let out = util::output(Command::new("sh").args(["-ec", "gzip -dc \"$1\" | wc -c", "sh"]).arg(path))?;
@@ -299,6 +311,7 @@ mod tests {
         }
         assert!(TOOLS.iter().all(|t| DOM0_INIT.contains(t)));
         assert!(DOM0_INIT.contains("/bin/toolbench xl"));
+        assert!(DOM0_INIT.contains("/bin/createbench xl pv /domu/vmlinuz"));
     }
 
     /// Runs `script` with `sh` on this host (no Xen, no /usr/lib/xen-4.17): (exit status, stdout + stderr).
@@ -315,6 +328,12 @@ mod tests {
     fn toolbench_does_nothing_outside_a_control_domain() {
         assert!(!std::fs::read_to_string("/proc/xen/capabilities").is_ok_and(|c| c.contains("control_d")));
         assert_eq!(run_here(TOOLBENCH), (true, String::new()));
+    }
+
+    /// The same goes for createbench, which every dom0 initramfs carries.
+    #[test]
+    fn createbench_does_nothing_outside_a_control_domain() {
+        assert_eq!(run_here(crate::initramfs::CREATEBENCH), (true, String::new()));
     }
 
     /// Every boot test's dom0 sources checks/xl.sh; only the xl test's initramfs has the stock tools.
