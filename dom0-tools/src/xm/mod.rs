@@ -13,6 +13,7 @@ pub mod create;
 pub mod format;
 pub mod hostinfo;
 pub mod lifecycle;
+pub mod monitor;
 pub mod onshutdown;
 pub mod top;
 
