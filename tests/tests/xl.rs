@@ -10,6 +10,7 @@ mod xl {
     use keel_tests::{env_path, iso, Run};
 
     mod domu;
+    mod lifecycle;
 
     /// Seconds before `timeout` stops QEMU: the dom0 boot (~60 s under TCG), the common checks (~20 s), then the
     /// stock tools (each xl command starts a glibc program and its libraries under TCG: a few seconds each), and a

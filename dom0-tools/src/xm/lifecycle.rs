@@ -736,7 +736,8 @@ pub(crate) mod tests {
             let mut c = Ctx { hv: &mut hv, xs: &mut xs };
             c.shutdown(&sargs(Some("web"), false, true), "reboot", &mut |l| log.push(l)).unwrap();
             assert_eq!(hv.waits, 3, "keep {keep}: waited past the shutdown for the monitor");
-            let mut want = vec!["Rebooting domain 3", "Waiting for 1 domains", "Domain 3 has been shut down, reason code 1"];
+            let mut want =
+                vec!["Rebooting domain 3", "Waiting for 1 domains", "Domain 3 has been shut down, reason code 1"];
             if !keep {
                 want.push("Domain 3 has been destroyed");
             }

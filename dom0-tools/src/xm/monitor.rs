@@ -250,8 +250,7 @@ pub fn run(config: &DomainConfig, domid: u16) -> i32 {
     }
     let mut hv = Watching { hv: XcHypervisor(xc), events: Some(events) };
     let mut builder = Rebuilder { run_dir: run_dir.clone(), following: domid };
-    let mut now =
-        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let outcome = watch(&mut Ctx { hv: &mut hv, xs: &mut xs }, &mut builder, domid, config, &mut now, &mut log);
     release(&run_dir, builder.following);
     match outcome {

@@ -422,7 +422,10 @@ mod tests {
         assert_eq!(out, Outcome::Destroyed);
         assert_eq!(b.created, [10]);
         let shut: Vec<_> = log.iter().filter(|l| l.contains("has shut down")).collect();
-        assert_eq!(shut, ["Domain 3 has shut down, reason code 1 0x10004", "Domain 10 has shut down, reason code 0 0x4"]);
+        assert_eq!(
+            shut,
+            ["Domain 3 has shut down, reason code 1 0x10004", "Domain 10 has shut down, reason code 0 0x4"]
+        );
         assert_eq!(hv.hv.calls, ["wait", "destroy 3", "wait", "destroy 10"]);
     }
 }

@@ -11,6 +11,6 @@ pub fn check(run: &Run, what: &str) -> Option<String> {
 
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
-    let areas: [fn(&Run) -> Vec<String>; 0] = [];
+    let areas: [fn(&Run) -> Vec<String>; 1] = [super::lifecycle::problems];
     areas.iter().flat_map(|area| area(run)).collect()
 }
