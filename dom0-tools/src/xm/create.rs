@@ -21,7 +21,8 @@
 //!    with `-p`).
 //!
 //! Any failure after createdomain destroys the domain and removes its xenstore nodes (and releases it from
-//! xenstored if it was introduced): nothing is left behind.
+//! xenstored if it was introduced): nothing is left behind. Once the domain runs, `xm create` forks its monitor
+//! ([`super::monitor`], as xl does), which applies on_poweroff/on_reboot/on_crash for as long as the domain lives.
 
 use std::io::Write;
 
