@@ -12,7 +12,7 @@
 # Linux turns control/shutdown=reboot into ctrl_alt_del(), which restarts at once unless ctrl-alt-del is 0 (then
 # init gets SIGINT): the command line sets it, so that the guest reboots itself through its init.
 if domu_available; then
-    lc_extra='extra = "console=hvc0 sysctl.kernel.ctrl-alt-del=0"'
+    lc_extra='extra = "console=hvc0 sysctl.kernel.ctrl-alt-del=0 sysrq_always_enabled"'
 
     # lc_create NAME [LINE ...]: creates a fresh domU NAME; sets lc_out (xm create's output), lc_id and lc_mon
     # (its monitor's pid).
