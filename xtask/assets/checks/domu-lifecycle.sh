@@ -91,6 +91,9 @@ if domu_available; then
         "same-monitor=$([ "$(cat "/run/xen/xm-monitor-$lc_new.pid" 2>/dev/null)" = "$lc_mon" ] && lc_alive "$lc_mon" && echo yes || echo no)"
     echo "KEEL-CHECK: lifecycle-reboot-console rebooting=$(domu_count lc-reboot 'KEEL-DOMU: rebooting')" \
         "init=$(domu_count lc-reboot 'KEEL-DOMU: init reached')"
+    # What the guest said about its reboot, for the log (`KEEL-LC-LOG:` lines; not judged).
+    grep -a -E 'KEEL-DOMU: (init|rebooting)|reboot|ctrl-alt-del|sysctl|Restarting' "$(domu_log lc-reboot)" 2>/dev/null |
+        head -n 12 | tr -d '\r' | sed 's/^/KEEL-LC-LOG: /'
     echo "KEEL-CHECK: lifecycle-reboot-log $(grep -c 'Action for shutdown reason code 1 is restart' /var/log/xen/xl-lc-reboot.log 2>/dev/null)"
     xm destroy lc-reboot >/dev/null 2>&1
     echo "KEEL-CHECK: lifecycle-reboot-destroyed listed=$(xm list 2>/dev/null | grep -c '^lc-reboot ') nodes=$(lc_nodes "$lc_new")" \
