@@ -3,16 +3,29 @@
 # /run/xen/xm-monitor-<id>.pid, log /var/log/xen/xl-<name>.log) that watches @releaseDomain and applies the config's
 # action. Each case boots its own small domU (0domu.sh's initrd; 128 MiB, 1 vCPU) and leaves nothing behind:
 #   shutdown  `xm shutdown -w` (on_poweroff=destroy): the guest's own /sbin/poweroff runs; -w returns with it gone
-#   reboot    `xm reboot -w` (on_reboot=restart): init's SIGINT handler reboots it; a new id, init again
+#   reboot    `xm reboot -w` (on_reboot=restart): its own /sbin/reboot runs; a new id, init again
 #   crash     `xm sysrq c` (on_crash=restart): Linux panics and reports SHUTDOWN_crash; a new id, init again
 #   preserve  `xm sysrq c` (on_crash=preserve): the domain stays in state c, unwatched, until `xm destroy`
 #   early     `xm destroy` a second after `xm create`, mid-boot
 # One `KEEL-CHECK: lifecycle-<what> <value>` line per fact; tests/tests/xl/lifecycle.rs judges them.
 #
-# Linux turns control/shutdown=reboot into ctrl_alt_del(), which restarts at once unless ctrl-alt-del is 0 (then
-# init gets SIGINT): the command line sets it, so that the guest reboots itself through its init.
+# Linux 6.1 turns control/shutdown=reboot into orderly_reboot(), which runs /sbin/reboot (and restarts by itself,
+# "Failed to start orderly reboot: forcing the issue", when there is none): the initrd here is 0domu.sh's plus a
+# second cpio archive (Linux unpacks concatenated ones) with a /sbin/reboot that says `KEEL-DOMU: rebooting`.
+# control/sysrq goes through the guest's sysrq mask, and Debian's default (438) lacks the crash key:
+# sysrq_always_enabled on the command line.
 if domu_available; then
-    lc_extra='extra = "console=hvc0 sysctl.kernel.ctrl-alt-del=0 sysrq_always_enabled"'
+    lc_extra='extra = "console=hvc0 sysrq_always_enabled"'
+    lc_initrd=/tmp/lc-domu.cpio.gz
+    domu_initrd
+    rm -rf /tmp/lc-domu && mkdir -p /tmp/lc-domu/sbin
+    cat >/tmp/lc-domu/sbin/reboot <<'EOF'
+#!/bin/busybox sh
+echo "KEEL-DOMU: rebooting" >/dev/hvc0
+exec /bin/busybox reboot -f
+EOF
+    chmod +x /tmp/lc-domu/sbin/reboot
+    { cat "$DOMU_INITRD" && (cd /tmp/lc-domu && find . | cpio -o -H newc 2>/dev/null | gzip -1); } >"$lc_initrd"
 
     # lc_create NAME [LINE ...]: creates a fresh domU NAME; sets lc_out (xm create's output), lc_id and lc_mon
     # (its monitor's pid).
@@ -20,7 +33,7 @@ if domu_available; then
         lc_name=$1
         shift
         rm -f "$(domu_log "$lc_name")" "/var/log/xen/xl-$lc_name.log"
-        domu_cfg "$lc_name" 'memory = 128' 'vcpus = 1' "$lc_extra" "$@" >/dev/null
+        domu_cfg "$lc_name" 'memory = 128' 'vcpus = 1' "$lc_extra" "ramdisk = \"$lc_initrd\"" "$@" >/dev/null
         lc_out=$(xm create "/tmp/$lc_name.cfg" 2>&1)
         lc_id=$(echo "$lc_out" | sed -n "s/^Started domain $lc_name (id=\([0-9]*\))\$/\1/p")
         lc_n=0
@@ -92,7 +105,7 @@ if domu_available; then
     echo "KEEL-CHECK: lifecycle-reboot-console rebooting=$(domu_count lc-reboot 'KEEL-DOMU: rebooting')" \
         "init=$(domu_count lc-reboot 'KEEL-DOMU: init reached')"
     # What the guest said about its reboot, for the log (`KEEL-LC-LOG:` lines; not judged).
-    grep -a -E 'KEEL-DOMU: (init|rebooting)|reboot|ctrl-alt-del|sysctl|Restarting' "$(domu_log lc-reboot)" 2>/dev/null |
+    grep -a -E 'KEEL-DOMU: (init|rebooting)|reboot:' "$(domu_log lc-reboot)" 2>/dev/null |
         head -n 12 | tr -d '\r' | sed 's/^/KEEL-LC-LOG: /'
     echo "KEEL-CHECK: lifecycle-reboot-log $(grep -c 'Action for shutdown reason code 1 is restart' /var/log/xen/xl-lc-reboot.log 2>/dev/null)"
     xm destroy lc-reboot >/dev/null 2>&1
