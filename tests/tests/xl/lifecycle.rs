@@ -107,6 +107,20 @@ pub fn problems(run: &Run) -> Vec<String> {
         "xm destroy removes the preserved domain and gives its memory back",
     );
 
+    // A crash with on_crash=coredump-destroy: the dump attempted (written, or its failure logged), then destroyed.
+    want(
+        "coredump",
+        get("lifecycle-coredump") == "listed=0 nodes=0 free=yes monitor=exited dumped=1 destroyed=1",
+        "dump attempted, then the domain destroyed with nothing left",
+    );
+    let f = get("lifecycle-coredump-file");
+    want(
+        "coredump-file",
+        f.strip_prefix("bytes=").and_then(|b| b.parse::<u64>().ok()).is_some_and(|b| b > 100 << 20)
+            || f.starts_with("core dump failed ("),
+        "a core holding the guest's RAM (128 MiB), or the failure in the monitor's log",
+    );
+
     // xm destroy mid-boot.
     let e = get("lifecycle-early");
     want(

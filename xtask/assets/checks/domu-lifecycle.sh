@@ -6,6 +6,7 @@
 #   reboot    `xm reboot -w` (on_reboot=restart): its own /sbin/reboot runs; a new id, init again
 #   crash     `xm sysrq c` (on_crash=restart): Linux panics and reports SHUTDOWN_crash; a new id, init again
 #   preserve  `xm sysrq c` (on_crash=preserve): the domain stays in state c, unwatched, until `xm destroy`
+#   coredump  `xm sysrq c` (on_crash=coredump-destroy): a dump attempted through xm dump-core's path, then destroyed
 #   early     `xm destroy` a second after `xm create`, mid-boot
 # One `KEEL-CHECK: lifecycle-<what> <value>` line per fact; tests/tests/xl/lifecycle.rs judges them.
 #
@@ -144,7 +145,24 @@ EOF
     echo "KEEL-CHECK: lifecycle-preserve-destroyed listed=$(xm list 2>/dev/null | grep -c '^lc-keep ') nodes=$(lc_nodes "$lc_id")" \
         "free=$(lc_free_back)"
 
-    # 5. xm destroy mid-boot.
+    # 5. A crash, on_crash=coredump-destroy: the monitor dumps through xm dump-core's path to
+    # /var/lib/xen/dump/<name>, and destroys the domain whether or not the dump worked (a failure is logged).
+    lc_create lc-dump 'on_crash = "coredump-destroy"'
+    domu_wait lc-dump 'KEEL-DOMU: init reached' 180
+    rm -f /var/lib/xen/dump/lc-dump
+    xm sysrq lc-dump c >/dev/null 2>&1
+    lc_monitor=$(lc_gone "$lc_mon")
+    lc_xl=/var/log/xen/xl-lc-dump.log
+    echo "KEEL-CHECK: lifecycle-coredump listed=$(xm list 2>/dev/null | grep -c '^lc-dump ') nodes=$(lc_nodes "$lc_id")" \
+        "free=$(lc_free_back) monitor=$lc_monitor" \
+        "dumped=$(grep -c 'dumping core to /var/lib/xen/dump/lc-dump' $lc_xl 2>/dev/null)" \
+        "destroyed=$(grep -c "Domain $lc_id needs to be cleaned up: destroying the domain" $lc_xl 2>/dev/null)"
+    # The dump itself: a file, or the monitor's logged reason (xm dump-core is another part of issue 12).
+    echo "KEEL-CHECK: lifecycle-coredump-file $([ -s /var/lib/xen/dump/lc-dump ] && echo "bytes=$(wc -c </var/lib/xen/dump/lc-dump)" ||
+        grep -a 'core dump failed' $lc_xl 2>/dev/null | head -n 1)"
+    rm -f /var/lib/xen/dump/lc-dump
+
+    # 6. xm destroy mid-boot.
     lc_create lc-early
     sleep 1
     lc_out=$(xm destroy lc-early 2>&1)
