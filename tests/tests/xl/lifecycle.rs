@@ -64,7 +64,7 @@ pub fn problems(run: &Run) -> Vec<String> {
     want(
         "reboot-console",
         get("lifecycle-reboot-console") == "rebooting=1 init=2",
-        "the guest's init rebooted it and init was reached again",
+        "the guest's own /sbin/reboot ran and init was reached again",
     );
     want("reboot-log", get("lifecycle-reboot-log") == "1", "the monitor applied on_reboot=restart once");
     want(
