@@ -12,6 +12,7 @@ mod xl {
     mod balloon;
     mod domu;
     mod dumpcore;
+    mod lifecycle;
     mod ops;
 
     /// Seconds before `timeout` stops QEMU: the dom0 boot (~60 s under TCG), the common checks (~20 s), then the

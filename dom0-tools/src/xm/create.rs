@@ -21,7 +21,8 @@
 //!    with `-p`).
 //!
 //! Any failure after createdomain destroys the domain and removes its xenstore nodes (and releases it from
-//! xenstored if it was introduced): nothing is left behind.
+//! xenstored if it was introduced): nothing is left behind. Once the domain runs, `xm create` forks its monitor
+//! ([`super::monitor`], as xl does), which applies on_poweroff/on_reboot/on_crash for as long as the domain lives.
 
 use std::io::Write;
 
@@ -60,7 +61,20 @@ pub fn create(args: &CreateArgs) -> CmdResult {
     }
     // The checks that look at dom0's files (the kernel and ramdisk must be readable).
     config.check_files().map_err(|e| XmError::Failed(e.to_string()))?;
-    start(&config, args)
+    let id = start_domain(&config, args.paused)?;
+    println!("Started domain {} (id={id})", config.name);
+    let _ = std::io::stdout().flush();
+    // As xl: a detached monitor applies on_poweroff/on_reboot/on_crash for as long as the domain lives. Without
+    // one the domain still runs; the failure is reported (and nothing else is left behind).
+    if let Err(e) = super::monitor::spawn(&config, id) {
+        eprintln!("xm: warning: domain {id} runs without its monitor (on_poweroff/on_reboot/on_crash): {e}");
+    }
+    if args.console {
+        let mut xs = Client::open().map_err(|e| failed(format!("cannot reach xenstore: {e}")))?;
+        wait_for_console(&mut xs, id);
+        return super::console::attach_domain(id);
+    }
+    Ok(())
 }
 
 /// libxl's `LIBXL_MAXMEM_CONSTANT`: KiB beyond `maxmem` for the pages outside RAM (ACPI, special pages).
@@ -212,8 +226,9 @@ fn remove_tree(xs: &mut Client, id: u16, vm: &str) {
     let _ = xs.rm(0, vm);
 }
 
-/// Builds and starts the domain `config` describes (attaching its console with `-c`, leaving it paused with `-p`).
-fn start(config: &DomainConfig, args: &CreateArgs) -> CmdResult {
+/// Builds and starts the domain `config` describes (leaving it paused with `paused`, xm create's `-p`); its id.
+/// The monitor's restarts build through here too.
+pub fn start_domain(config: &DomainConfig, paused: bool) -> Result<u16, XmError> {
     let (kernel, ramdisk, layout) = plan(config)?;
     let xc = Xc::open().map_err(|e| failed(e.to_string()))?;
     let mut xs = Client::open().map_err(|e| failed(format!("cannot reach xenstore: {e}")))?;
@@ -236,27 +251,20 @@ fn start(config: &DomainConfig, args: &CreateArgs) -> CmdResult {
         .create_domain(0, &keel_xenctrl::pvh_domain_config(config.maxvcpus, uuid))
         .map_err(|e| failed(format!("cannot create domain '{}': {e}", config.name)))?;
     let mut p = Partial { xc: &xc, xs: &mut xs, id, vm: format!("/vm/{uuid_text}"), introduced: false };
-    match build_and_run(&mut p, config, args, &kernel, ramdisk.as_deref(), &layout, &uuid_text) {
-        Ok(()) => {}
+    match build_and_run(&mut p, config, paused, &kernel, ramdisk.as_deref(), &layout, &uuid_text) {
+        Ok(()) => Ok(id),
         Err(e) => {
             p.undo();
-            return Err(e);
+            Err(e)
         }
     }
-    println!("Started domain {} (id={id})", config.name);
-    let _ = std::io::stdout().flush();
-    if args.console {
-        wait_for_console(&mut xs, id);
-        return super::console::attach_domain(id);
-    }
-    Ok(())
 }
 
 /// Every step after createdomain.
 fn build_and_run(
     p: &mut Partial<'_>,
     config: &DomainConfig,
-    args: &CreateArgs,
+    paused: bool,
     kernel: &[u8],
     ramdisk: Option<&[u8]>,
     layout: &Layout,
@@ -282,7 +290,7 @@ fn build_and_run(
     let intro = format!("{id}\0{}\0{}\0", built.store_pfn, built.store_port);
     p.xs.request(typ::INTRODUCE, 0, intro.as_bytes()).map_err(|e| failed(format!("xenstore introduce: {e}")))?;
     p.introduced = true;
-    if !args.paused {
+    if !paused {
         step("unpause", xc.unpause_domain(id))?;
     }
     Ok(())

@@ -8,7 +8,8 @@
 //! The xenstore-driven commands talk to the guest as xl does:
 //! - `shutdown`/`reboot` write `poweroff`/`reboot` to `/local/domain/N/control/shutdown`; with `-w`, they wait until
 //!   the domain has shut down or gone (xl watches `@releaseDomain`; this polls getdomaininfo, which is what that
-//!   watch fires on).
+//!   watch fires on), and, where `xm create`'s monitor follows the domain, until the monitor has acted on it (the
+//!   domain destroyed, or restarted under a new id, or left preserved).
 //! - `sysrq` writes the key to `control/sysrq`.
 //! - `rename` writes `name` (and `/vm/<uuid>/name` where the domain has one), refusing a name another domain has.
 //! - `mem-set` writes `memory/target` in KiB, refusing a target above `memory/static-max`, and raises the
@@ -46,6 +47,11 @@ pub trait Hypervisor {
     /// Waits a moment before looking at the domains again (`shutdown -w`).
     fn wait(&mut self) {
         std::thread::sleep(Duration::from_millis(200));
+    }
+    /// Whether `xm create`'s monitor still follows domain `domid` (it will act on its shutdown: `shutdown -w`
+    /// waits for that). None by default.
+    fn monitored(&mut self, _domid: u16) -> bool {
+        false
     }
 }
 
@@ -92,6 +98,9 @@ impl Hypervisor for XcHypervisor {
     }
     fn set_max_mem(&mut self, domid: u16, kib: u64) -> Result<(), XmError> {
         self.domctl("max_mem", domctl_cmd::MAX_MEM, domid, Some(kib))
+    }
+    fn monitored(&mut self, domid: u16) -> bool {
+        super::monitor::follows(domid)
     }
 }
 
@@ -231,16 +240,25 @@ impl Ctx<'_> {
         if args.wait {
             let mut left: Vec<u16> = targets.iter().map(|(d, _)| d.domain).collect();
             log(format!("Waiting for {} domains", left.len()));
+            // Domains seen shut down while their monitor still follows them: it is about to act (destroy,
+            // restart: the old id goes; preserve: it stops following), and the wait lasts until it has.
+            let mut seen_shut = Vec::new();
             while !left.is_empty() {
                 let mut still = Vec::new();
                 for id in left {
                     match self.hv.domain_info(id)? {
                         None => log(format!("Domain {id} has been destroyed")),
-                        Some(i) if i.flags & dominf::SHUTDOWN != 0 => {
-                            let code = (i.flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
-                            log(format!("Domain {id} has been shut down, reason code {code}"));
-                        }
                         Some(i) if i.flags & dominf::DYING != 0 => log(format!("Domain {id} has been destroyed")),
+                        Some(i) if i.flags & dominf::SHUTDOWN != 0 => {
+                            if !seen_shut.contains(&id) {
+                                let code = (i.flags >> dominf::SHUTDOWN_SHIFT) & dominf::SHUTDOWN_MASK;
+                                log(format!("Domain {id} has been shut down, reason code {code}"));
+                                seen_shut.push(id);
+                            }
+                            if self.hv.monitored(id) {
+                                still.push(id);
+                            }
+                        }
                         Some(_) => still.push(id),
                     }
                 }
@@ -667,6 +685,69 @@ pub(crate) mod tests {
         c.shutdown(&sargs(Some("web"), false, true), "reboot", &mut |l| log.push(l)).unwrap();
         assert_eq!(log, ["Rebooting domain 3", "Waiting for 1 domains", "Domain 3 has been destroyed",]);
         assert_eq!(hv.calls, ["wait"]);
+    }
+
+    /// Domain 3 followed by a monitor: the first wait shuts it down (reboot); at the third, its monitor acts:
+    /// destroys it (`restart`, the old id goes) or, with `keep`, stops following it (`preserve`).
+    struct Monitored {
+        hv: FakeHv,
+        keep: bool,
+        following: bool,
+        waits: u32,
+    }
+
+    impl Hypervisor for Monitored {
+        fn domain_info(&mut self, domid: u16) -> Result<Option<GetDomainInfo>, XmError> {
+            self.hv.domain_info(domid)
+        }
+        fn domains(&mut self) -> Result<Vec<GetDomainInfo>, XmError> {
+            self.hv.domains()
+        }
+        fn destroy(&mut self, domid: u16) -> Result<(), XmError> {
+            self.hv.destroy(domid)
+        }
+        fn pause(&mut self, domid: u16) -> Result<(), XmError> {
+            self.hv.pause(domid)
+        }
+        fn unpause(&mut self, domid: u16) -> Result<(), XmError> {
+            self.hv.unpause(domid)
+        }
+        fn set_max_mem(&mut self, domid: u16, kib: u64) -> Result<(), XmError> {
+            self.hv.set_max_mem(domid, kib)
+        }
+        fn wait(&mut self) {
+            self.waits += 1;
+            match self.waits {
+                1 => self.hv.doms.get_mut(&3).unwrap().flags = dominf::SHUTDOWN | (1 << dominf::SHUTDOWN_SHIFT),
+                3 if self.keep => self.following = false,
+                3 => {
+                    self.hv.doms.remove(&3);
+                    self.following = false;
+                }
+                _ => {}
+            }
+        }
+        fn monitored(&mut self, domid: u16) -> bool {
+            domid == 3 && self.following
+        }
+    }
+
+    #[test]
+    fn waiting_lasts_until_the_monitor_has_acted() {
+        for keep in [false, true] {
+            let (hv, mut xs) = setup();
+            let mut hv = Monitored { hv, keep, following: true, waits: 0 };
+            let mut log = Vec::new();
+            let mut c = Ctx { hv: &mut hv, xs: &mut xs };
+            c.shutdown(&sargs(Some("web"), false, true), "reboot", &mut |l| log.push(l)).unwrap();
+            assert_eq!(hv.waits, 3, "keep {keep}: waited past the shutdown for the monitor");
+            let mut want =
+                vec!["Rebooting domain 3", "Waiting for 1 domains", "Domain 3 has been shut down, reason code 1"];
+            if !keep {
+                want.push("Domain 3 has been destroyed");
+            }
+            assert_eq!(log, want, "keep {keep}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod dumpcore;
 pub mod format;
 pub mod hostinfo;
 pub mod lifecycle;
+pub mod monitor;
 pub mod onshutdown;
 pub mod top;
 

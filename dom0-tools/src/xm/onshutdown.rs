@@ -6,7 +6,8 @@
 //! the domain; `rename-restart` keeps it renamed `<name>-<YYYYmmddTHHMM>Z` and starts a new one; a suspend is
 //! left alone; an unknown reason destroys. [`handle_shutdown`] carries a plan out through the lifecycle traits and
 //! a [`Builder`] (the domain builder, which creates a domain from its config), and [`watch`] is the loop around it
-//! that follows one domain (and its restarts) until nothing is left to watch.
+//! that follows one domain (and its restarts) until nothing is left to watch. `xm create`'s detached monitor
+//! ([`super::monitor`]) runs that loop for every domain it starts.
 
 use std::path::PathBuf;
 
@@ -184,7 +185,8 @@ pub fn handle_shutdown(
         Then::Nothing | Then::Preserve | Then::SoftReset => Ok(Outcome::Left),
         Then::Destroy | Then::Restart => {
             log(format!("Domain {domid} needs to be cleaned up: destroying the domain"));
-            ctx.hv.destroy(domid)?;
+            // `xm destroy`'s path: the domain and its xenstore nodes (/local/domain/<id>, /vm/<uuid>), as libxl.
+            ctx.destroy(&target)?;
             if plan.then == Then::Destroy {
                 return Ok(Outcome::Destroyed);
             }
@@ -212,6 +214,7 @@ pub fn watch(
     loop {
         let Some(info) = ctx.hv.domain_info(domid)? else { return Ok(Outcome::Destroyed) };
         if let Some(reason) = Reason::of(&info) {
+            log(format!("Domain {domid} has shut down, reason code {} 0x{:x}", reason.code(), info.flags));
             match handle_shutdown(ctx, builder, domid, config, reason, now(), log)? {
                 Outcome::Restarted(new) => domid = new,
                 done => return Ok(done),
@@ -315,6 +318,9 @@ mod tests {
         let mut hv = FakeHv::with(&[(0, 1), (3, 1)]);
         let mut xs = MemStore::new();
         let mut b = FakeBuilder::default();
+        xs.write("/local/domain/3/name", "web").unwrap();
+        xs.write("/local/domain/3/vm", "/vm/u-3").unwrap();
+        xs.write("/vm/u-3/name", "web").unwrap();
         let c = config(Action::Destroy, Action::Restart, Action::CoredumpRestart);
         shut(&mut hv, 3, 3);
         let mut log = Vec::new();
@@ -325,6 +331,10 @@ mod tests {
         assert_eq!(out, Outcome::Restarted(10));
         assert_eq!(b.dumps, [(3, PathBuf::from("/var/lib/xen/dump/web"))]);
         assert_eq!(hv.calls, ["destroy 3"]);
+        // Destroyed as `xm destroy` does: its xenstore nodes went with it (the new domain may take the name).
+        for gone in ["/local/domain/3", "/vm/u-3"] {
+            assert_eq!(xs.read(gone), None, "{gone}");
+        }
         assert!(log.contains(&"core dump failed (failed: no memory source).".to_string()), "{log:?}");
         assert_eq!(log[0], "Action for shutdown reason code 3 is coredump-restart");
         assert!(log.contains(&"Domain 3 needs to be cleaned up: destroying the domain".to_string()), "{log:?}");
@@ -407,9 +417,15 @@ mod tests {
         let mut xs = MemStore::new();
         let mut b = FakeBuilder::default();
         let c = config(Action::Destroy, Action::Restart, Action::Destroy);
-        let out = watch(&mut Ctx { hv: &mut hv, xs: &mut xs }, &mut b, 3, &c, &mut || 0, &mut |_| {}).unwrap();
+        let mut log = Vec::new();
+        let out = watch(&mut Ctx { hv: &mut hv, xs: &mut xs }, &mut b, 3, &c, &mut || 0, &mut |l| log.push(l)).unwrap();
         assert_eq!(out, Outcome::Destroyed);
         assert_eq!(b.created, [10]);
+        let shut: Vec<_> = log.iter().filter(|l| l.contains("has shut down")).collect();
+        assert_eq!(
+            shut,
+            ["Domain 3 has shut down, reason code 1 0x10004", "Domain 10 has shut down, reason code 0 0x4"]
+        );
         assert_eq!(hv.hv.calls, ["wait", "destroy 3", "wait", "destroy 10"]);
     }
 }

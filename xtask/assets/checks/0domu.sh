@@ -7,8 +7,8 @@
 # to its console (hvc0, recorded by xenconsoled --log=guest in /var/log/xen/console/guest-<name>.log), and then one
 #   KEEL-DOMU-TICK: up=<seconds of its own uptime> cpus=<online CPU list> mem=<MemTotal kB>
 # line a second: a clock-driven counter that stops while the domain is paused, and that shows vcpu-set and mem-set
-# from inside. Its /sbin/poweroff powers off (Linux's orderly_poweroff runs it for control/shutdown = poweroff), and
-# SIGINT to init (ctrl_alt_del, what Linux does for control/shutdown = reboot) reboots. With `keel.spin=N` in its
+# from inside. Its /sbin/poweroff and /sbin/reboot say so on the console and power off or reboot (Linux 6.1's
+# control/shutdown handling runs them through orderly_poweroff and orderly_reboot). With `keel.spin=N` in its
 # `extra` it also runs N CPU-bound loops. Like udev on a distribution, it brings CPUs online that `xm vcpu-set`
 # has made present again (Linux's Xen hotplug marks them present; user space onlines them).
 DOMU_KERNEL=/usr/lib/keel/vmlinuz
@@ -26,7 +26,6 @@ domu_initrd() {
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 exec >/dev/hvc0 2>&1
-trap 'echo "KEEL-DOMU: rebooting"; /bin/busybox reboot -f' INT
 echo "KEEL-DOMU: init reached, $(/bin/busybox grep -c ^processor /proc/cpuinfo) cpus"
 # keel.spin=N on its command line: N CPU-bound loops, for the scheduler checks.
 spin=$(/bin/busybox sed -n 's/.*keel\.spin=\([0-9]*\).*/\1/p' /proc/cmdline)
@@ -51,7 +50,12 @@ EOF
 echo "KEEL-DOMU: powering off" >/dev/hvc0
 exec /bin/busybox poweroff -f
 EOF
-    chmod +x /tmp/domu/init /tmp/domu/sbin/poweroff
+    cat >/tmp/domu/sbin/reboot <<'EOF'
+#!/bin/busybox sh
+echo "KEEL-DOMU: rebooting" >/dev/hvc0
+exec /bin/busybox reboot -f
+EOF
+    chmod +x /tmp/domu/init /tmp/domu/sbin/poweroff /tmp/domu/sbin/reboot
     (cd /tmp/domu && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$DOMU_INITRD"
 }
 
