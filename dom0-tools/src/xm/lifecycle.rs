@@ -55,6 +55,29 @@ pub trait Hypervisor {
     }
 }
 
+/// Inside `impl Hypervisor for W`, the domctl calls a wrapper passes straight to its field (`W.hv`): the wrappers
+/// (the monitor's, and test fakes) write only what they add, `wait`, `monitored` or `domain_info`.
+macro_rules! pass_domctls_to {
+    ($inner:ident) => {
+        fn domains(&mut self) -> Result<Vec<keel_abi::domctl::GetDomainInfo>, $crate::xm::XmError> {
+            self.$inner.domains()
+        }
+        fn destroy(&mut self, domid: u16) -> Result<(), $crate::xm::XmError> {
+            self.$inner.destroy(domid)
+        }
+        fn pause(&mut self, domid: u16) -> Result<(), $crate::xm::XmError> {
+            self.$inner.pause(domid)
+        }
+        fn unpause(&mut self, domid: u16) -> Result<(), $crate::xm::XmError> {
+            self.$inner.unpause(domid)
+        }
+        fn set_max_mem(&mut self, domid: u16, kib: u64) -> Result<(), $crate::xm::XmError> {
+            self.$inner.set_max_mem(domid, kib)
+        }
+    };
+}
+pub(crate) use pass_domctls_to;
+
 /// The xenstore side of the lifecycle commands (dom0's privileged view).
 pub trait Xenstore {
     /// A node's value, `None` if it does not exist.
@@ -697,23 +720,9 @@ pub(crate) mod tests {
     }
 
     impl Hypervisor for Monitored {
+        pass_domctls_to!(hv);
         fn domain_info(&mut self, domid: u16) -> Result<Option<GetDomainInfo>, XmError> {
             self.hv.domain_info(domid)
-        }
-        fn domains(&mut self) -> Result<Vec<GetDomainInfo>, XmError> {
-            self.hv.domains()
-        }
-        fn destroy(&mut self, domid: u16) -> Result<(), XmError> {
-            self.hv.destroy(domid)
-        }
-        fn pause(&mut self, domid: u16) -> Result<(), XmError> {
-            self.hv.pause(domid)
-        }
-        fn unpause(&mut self, domid: u16) -> Result<(), XmError> {
-            self.hv.unpause(domid)
-        }
-        fn set_max_mem(&mut self, domid: u16, kib: u64) -> Result<(), XmError> {
-            self.hv.set_max_mem(domid, kib)
         }
         fn wait(&mut self) {
             self.waits += 1;

@@ -148,23 +148,9 @@ struct Watching {
 }
 
 impl Hypervisor for Watching {
+    super::lifecycle::pass_domctls_to!(hv);
     fn domain_info(&mut self, domid: u16) -> Result<Option<keel_abi::domctl::GetDomainInfo>, XmError> {
         self.hv.domain_info(domid)
-    }
-    fn domains(&mut self) -> Result<Vec<keel_abi::domctl::GetDomainInfo>, XmError> {
-        self.hv.domains()
-    }
-    fn destroy(&mut self, domid: u16) -> Result<(), XmError> {
-        self.hv.destroy(domid)
-    }
-    fn pause(&mut self, domid: u16) -> Result<(), XmError> {
-        self.hv.pause(domid)
-    }
-    fn unpause(&mut self, domid: u16) -> Result<(), XmError> {
-        self.hv.unpause(domid)
-    }
-    fn set_max_mem(&mut self, domid: u16, kib: u64) -> Result<(), XmError> {
-        self.hv.set_max_mem(domid, kib)
     }
     fn wait(&mut self) {
         if let Some(events) = &mut self.events {

@@ -385,21 +385,7 @@ mod tests {
             }
             self.hv.domain_info(domid)
         }
-        fn domains(&mut self) -> Result<Vec<GetDomainInfo>, XmError> {
-            self.hv.domains()
-        }
-        fn destroy(&mut self, domid: u16) -> Result<(), XmError> {
-            self.hv.destroy(domid)
-        }
-        fn pause(&mut self, domid: u16) -> Result<(), XmError> {
-            self.hv.pause(domid)
-        }
-        fn unpause(&mut self, domid: u16) -> Result<(), XmError> {
-            self.hv.unpause(domid)
-        }
-        fn set_max_mem(&mut self, domid: u16, kib: u64) -> Result<(), XmError> {
-            self.hv.set_max_mem(domid, kib)
-        }
+        crate::xm::lifecycle::pass_domctls_to!(hv);
         fn wait(&mut self) {
             self.hv.calls.push("wait".into());
             // The first wait reboots domain 3, the next powers off its replacement.

@@ -1,4 +1,4 @@
-# Helpers for the checks that run Debian's stock kernel as a PVH domU (issue 12 and later). They only define
+# Helpers for the checks that build domUs: Debian's stock kernel as a PVH domU, and a tiny hand-made PVH guest. They only define
 # functions and run nothing: a check calls `domu_available` first, because only the xl test's initramfs carries the
 # domU kernel in /usr/lib/keel/vmlinuz (`KEEL_DOMU=1 cargo xtask ...` adds it to the normal one).
 #
@@ -105,3 +105,67 @@ domu_last_tick() { grep -a 'KEEL-DOMU-TICK: ' "$(domu_log "$1")" 2>/dev/null | t
 
 # domu_free: free pages as the hypervisor counts them.
 domu_free() { keel-devcheck free; }
+
+# tiny_guest: writes create.sh's 450-byte hand-made PVH guest (an ELF64 with one PT_LOAD at 0x100000 and
+# XEN_ELFNOTE_PHYS32_ENTRY 0x100000) to stdout. It says hello through console_io, writes `data/tiny` = `ran` on its
+# xenstore ring, signals its store event channel and blocks in a loop (0x100061..0x100072); its message is at
+# physical 0x10008c. create.sh and domu-dumpcore.sh run it.
+#
+# The guest's source (GNU as, --32; Keel's hypercall arguments are in edi, esi, edx):
+#           .code32
+#           .set BASE, 0x100000
+#           .set RING, 0xfeffc000
+#   start:
+#           mov $18, %eax                   # console_io
+#           mov $0, %edi                    # CONSOLEIO_write
+#           mov $(msg_end - msg), %esi
+#           mov $(BASE + msg - start), %edx
+#           vmmcall
+#           mov $34, %eax                   # hvm_op
+#           mov $1, %edi                    # HVMOP_get_param
+#           mov $(BASE + param - start), %esi
+#           vmmcall
+#           mov $(BASE + req - start), %esi
+#           mov $RING, %edi
+#           mov $(req_end - req), %ecx
+#           cld
+#           rep movsb
+#           movl $(req_end - req), RING + 2052   # req_prod
+#           mov (BASE + param - start + 8), %eax
+#           mov %eax, (BASE + send - start)
+#           mov $32, %eax                   # event_channel_op
+#           mov $4, %edi                    # EVTCHNOP_send
+#           mov $(BASE + send - start), %esi
+#           vmmcall
+#   1:      mov $29, %eax                   # sched_op
+#           mov $1, %edi                    # SCHEDOP_block
+#           xor %esi, %esi
+#           vmmcall
+#           jmp 1b
+#           .balign 8
+#   param:  .short 0x7ff0, 0                # DOMID_SELF
+#           .long 2                         # HVM_PARAM_STORE_EVTCHN
+#           .quad 0
+#   send:   .long 0
+#   msg:    .ascii "keel-tiny-guest: running\n"
+#   msg_end:
+#   req:    .long 11, 1, 0, (req_end - req - 16)   # XS_WRITE
+#           .ascii "data/tiny\0ran"
+#   req_end:
+tiny_guest() {
+    printf '\177\105\114\106\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000\000\000\020\000\000\000\000\000'
+    printf '\100\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\100\000\070\000\002\000\000\000\000\000\000\000'
+    printf '\001\000\000\000\007\000\000\000\000\001\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\020\000\000\000\000\000'
+    printf '\302\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\001\000\000\000\000\000\000\004\000\000\000\004\000\000\000'
+    printf '\260\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\024\000\000\000\000\000\000\000'
+    printf '\024\000\000\000\000\000\000\000\004\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000\022\000\000\000\130\145\156\000'
+    printf '\000\000\020\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
+    printf '\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
+    printf '\270\022\000\000\000\277\000\000\000\000\276\031\000\000\000\272\214\000\020\000\017\001\331\270\042\000\000\000\277\001\000\000'
+    printf '\000\276\170\000\020\000\017\001\331\276\245\000\020\000\277\000\300\377\376\271\035\000\000\000\374\363\244\307\005\004\310\377'
+    printf '\376\035\000\000\000\241\200\000\020\000\243\210\000\020\000\270\040\000\000\000\277\004\000\000\000\276\210\000\020\000\017\001'
+    printf '\331\270\035\000\000\000\277\001\000\000\000\061\366\017\001\331\353\357\215\266\000\000\000\000\360\177\000\000\002\000\000\000'
+    printf '\000\000\000\000\000\000\000\000\000\000\000\000\153\145\145\154\055\164\151\156\171\055\147\165\145\163\164\072\040\162\165\156'
+    printf '\156\151\156\147\012\013\000\000\000\001\000\000\000\000\000\000\000\015\000\000\000\144\141\164\141\057\164\151\156\171\000\162'
+    printf '\141\156'
+}

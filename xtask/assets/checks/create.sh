@@ -1,71 +1,12 @@
 # `xm create` of a PVH domU from dom0 (issue 12; dom0-tools/src/xm/create.rs, keel-builder, xenstored's domU rings).
-# The guest is a 450-byte PVH ELF64 written here (one PT_LOAD at 0x100000, XEN_ELFNOTE_PHYS32_ENTRY 0x100000); its
-# 32-bit code says hello through console_io (`xm dmesg` shows it as "(dN) ..."), reads its store event channel
+# The guest is a 450-byte PVH ELF64 that 0domu.sh's tiny_guest writes (one PT_LOAD at 0x100000,
+# XEN_ELFNOTE_PHYS32_ENTRY 0x100000); its 32-bit code says hello through console_io (`xm dmesg` shows it as "(dN) ..."), reads its store event channel
 # (HVMOP_get_param HVM_PARAM_STORE_EVTCHN), puts an XS_WRITE of `data/tiny` = `ran` on its xenstore ring (the
 # special page 0xFEFFC000), signals the channel, and then blocks. Seeing /local/domain/N/data/tiny = ran in dom0
 # proves the build (memory, image, start state), the grant-seeded ring mapped by xenstored after XS_INTRODUCE,
 # and the event channel. Then a duplicate name is refused, the domain is destroyed with `xm destroy` (destroydomain
 # and the removal of its nodes, as libxl does), xenstored releases it (VIRQ_DOM_EXC), and free memory
 # returns exactly. tests/tests/linux.rs asserts the KEEL-CHECK lines.
-#
-# The guest's source (GNU as, --32; Keel's hypercall arguments are in edi, esi, edx):
-#           .code32
-#           .set BASE, 0x100000
-#           .set RING, 0xfeffc000
-#   start:
-#           mov $18, %eax                   # console_io
-#           mov $0, %edi                    # CONSOLEIO_write
-#           mov $(msg_end - msg), %esi
-#           mov $(BASE + msg - start), %edx
-#           vmmcall
-#           mov $34, %eax                   # hvm_op
-#           mov $1, %edi                    # HVMOP_get_param
-#           mov $(BASE + param - start), %esi
-#           vmmcall
-#           mov $(BASE + req - start), %esi
-#           mov $RING, %edi
-#           mov $(req_end - req), %ecx
-#           cld
-#           rep movsb
-#           movl $(req_end - req), RING + 2052   # req_prod
-#           mov (BASE + param - start + 8), %eax
-#           mov %eax, (BASE + send - start)
-#           mov $32, %eax                   # event_channel_op
-#           mov $4, %edi                    # EVTCHNOP_send
-#           mov $(BASE + send - start), %esi
-#           vmmcall
-#   1:      mov $29, %eax                   # sched_op
-#           mov $1, %edi                    # SCHEDOP_block
-#           xor %esi, %esi
-#           vmmcall
-#           jmp 1b
-#           .balign 8
-#   param:  .short 0x7ff0, 0                # DOMID_SELF
-#           .long 2                         # HVM_PARAM_STORE_EVTCHN
-#           .quad 0
-#   send:   .long 0
-#   msg:    .ascii "keel-tiny-guest: running\n"
-#   msg_end:
-#   req:    .long 11, 1, 0, (req_end - req - 16)   # XS_WRITE
-#           .ascii "data/tiny\0ran"
-#   req_end:
-tiny_guest() {
-    printf '\177\105\114\106\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000\000\000\020\000\000\000\000\000'
-    printf '\100\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\100\000\070\000\002\000\000\000\000\000\000\000'
-    printf '\001\000\000\000\007\000\000\000\000\001\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\020\000\000\000\000\000'
-    printf '\302\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\001\000\000\000\000\000\000\004\000\000\000\004\000\000\000'
-    printf '\260\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\024\000\000\000\000\000\000\000'
-    printf '\024\000\000\000\000\000\000\000\004\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000\022\000\000\000\130\145\156\000'
-    printf '\000\000\020\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
-    printf '\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
-    printf '\270\022\000\000\000\277\000\000\000\000\276\031\000\000\000\272\214\000\020\000\017\001\331\270\042\000\000\000\277\001\000\000'
-    printf '\000\276\170\000\020\000\017\001\331\276\245\000\020\000\277\000\300\377\376\271\035\000\000\000\374\363\244\307\005\004\310\377'
-    printf '\376\035\000\000\000\241\200\000\020\000\243\210\000\020\000\270\040\000\000\000\277\004\000\000\000\276\210\000\020\000\017\001'
-    printf '\331\270\035\000\000\000\277\001\000\000\000\061\366\017\001\331\353\357\215\266\000\000\000\000\360\177\000\000\002\000\000\000'
-    printf '\000\000\000\000\000\000\000\000\000\000\000\000\153\145\145\154\055\164\151\156\171\055\147\165\145\163\164\072\040\162\165\156'
-    printf '\156\151\156\147\012\013\000\000\000\001\000\000\000\000\000\000\000\015\000\000\000\144\141\164\141\057\164\151\156\171\000\162'
-    printf '\141\156'
-}
 tiny_guest >/tmp/keel-tiny.elf
 cat >/tmp/tiny.cfg <<EOF
 name = "tiny"

@@ -1,27 +1,9 @@
 # `xm dump-core` (issue 12; dom0-tools/src/xm/dumpcore.rs, gethvmcontext of a paused domain): the core of a domU
 # read back with binutils' readelf (the xl test's initramfs carries /usr/bin/readelf) and od/dd. First create.sh's
-# tiny PVH guest (16 MiB, 1 vCPU; its generator is copied below, since a KEEL_CHECKS run may not source create.sh):
+# tiny PVH guest (16 MiB, 1 vCPU; 0domu.sh's tiny_guest):
 # once it has said hello it blocks in its loop at 0x100061..0x100072, and its message is at physical 0x10008c. Then,
 # where dom0 carries the domU kernel, a 128 MiB 2-vCPU Debian domU at its init, whose vCPUs must be in kernel text
 # (0xffffffff8...). Every core is deleted and every domain destroyed; tests/tests/xl/dumpcore.rs judges the lines.
-dumpcore_tiny_guest() {
-    printf '\177\105\114\106\002\001\001\000\000\000\000\000\000\000\000\000\002\000\076\000\001\000\000\000\000\000\020\000\000\000\000\000'
-    printf '\100\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\100\000\070\000\002\000\000\000\000\000\000\000'
-    printf '\001\000\000\000\007\000\000\000\000\001\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\020\000\000\000\000\000'
-    printf '\302\000\000\000\000\000\000\000\000\020\000\000\000\000\000\000\000\001\000\000\000\000\000\000\004\000\000\000\004\000\000\000'
-    printf '\260\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\024\000\000\000\000\000\000\000'
-    printf '\024\000\000\000\000\000\000\000\004\000\000\000\000\000\000\000\004\000\000\000\004\000\000\000\022\000\000\000\130\145\156\000'
-    printf '\000\000\020\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
-    printf '\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
-    printf '\270\022\000\000\000\277\000\000\000\000\276\031\000\000\000\272\214\000\020\000\017\001\331\270\042\000\000\000\277\001\000\000'
-    printf '\000\276\170\000\020\000\017\001\331\276\245\000\020\000\277\000\300\377\376\271\035\000\000\000\374\363\244\307\005\004\310\377'
-    printf '\376\035\000\000\000\241\200\000\020\000\243\210\000\020\000\270\040\000\000\000\277\004\000\000\000\276\210\000\020\000\017\001'
-    printf '\331\270\035\000\000\000\277\001\000\000\000\061\366\017\001\331\353\357\215\266\000\000\000\000\360\177\000\000\002\000\000\000'
-    printf '\000\000\000\000\000\000\000\000\000\000\000\000\153\145\145\154\055\164\151\156\171\055\147\165\145\163\164\072\040\162\165\156'
-    printf '\156\151\156\147\012\013\000\000\000\001\000\000\000\000\000\000\000\015\000\000\000\144\141\164\141\057\164\151\156\171\000\162'
-    printf '\141\156'
-}
-
 DUMPCORE_READELF=/usr/bin/readelf
 
 # dumpcore_u64 FILE OFFSET: the little-endian 64-bit word at OFFSET, as 0x%016x.
@@ -75,7 +57,7 @@ dumpcore_read() {
 
 # Only where dom0 has readelf (the xl test's initramfs): elsewhere this file prints one line and does nothing.
 dumpcore_main() {
-    dumpcore_tiny_guest >/tmp/dumpcore-tiny.elf
+    tiny_guest >/tmp/dumpcore-tiny.elf
     cat >/tmp/dumpcore-tiny.cfg <<EOF
 name = "dumpcore-tiny"
 type = "pvh"
