@@ -1,5 +1,5 @@
-# Helpers for the checks that build domUs: Debian's stock kernel as a PVH domU, and a tiny hand-made PVH guest. They only define
-# functions and run nothing: a check calls `domu_available` first, because only the xl test's initramfs carries the
+# Helpers for the checks that build domUs: Debian's stock kernel as a PVH domU, and a tiny hand-made PVH guest.
+# They only define functions and run nothing: a check calls `domu_available` first, because only the xl test's initramfs carries the
 # domU kernel in /usr/lib/keel/vmlinuz (`KEEL_DOMU=1 cargo xtask ...` adds it to the normal one).
 #
 # Every domU boots the same busybox initrd, made once here: its init prints
