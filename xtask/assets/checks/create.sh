@@ -88,9 +88,10 @@ echo "KEEL-CHECK: create-leftover domains=$(xenstore-list /local/domain 2>/dev/n
 # puts it in the normal one too (off by default: it makes every boot bigger). Its
 # init's line must reach its console log (xenconsoled --log=guest); then it is destroyed and its memory comes back.
 if domu_available; then
-    domu_cfg debian >/dev/null
+    # As a sysadmin does: the config in /etc/xen, created by its bare name.
+    cp "$(domu_cfg debian)" /etc/xen/debian
     before=$(free_pages)
-    out=$(xm create /tmp/debian.cfg 2>&1)
+    out=$(xm create debian 2>&1)
     id=$(echo "$out" | sed -n 's/^Started domain debian (id=\([0-9]*\))$/\1/p')
     log=$(domu_log debian)
     n=0
