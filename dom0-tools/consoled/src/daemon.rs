@@ -381,14 +381,56 @@ impl<P: Platform> Daemon<P> {
             self.read(&format!("{dir}/limit")).and_then(|s| s.trim().parse::<usize>().ok()).unwrap_or(DEFAULT_LIMIT);
         let name = self.read(&format!("/local/domain/{id}/name")).unwrap_or_else(|| id.to_string());
         let log = self.open_log(id, &name);
-        if let Err(e) = self.store.write(0, &format!("{dir}/tty"), pty.path().as_bytes()) {
-            self.log(&format!("domain {id}: cannot write {dir}/tty: {e}"));
-            return;
+        match self.write_tty(&dir, pty.path().as_bytes()) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.log(&format!("domain {id}: {dir} is gone (the domain is being destroyed): no console"));
+                return;
+            }
+            Err(e) => {
+                self.log(&format!("domain {id}: cannot write {dir}/tty: {e}"));
+                return;
+            }
         }
         self.log(&format!("domain {id} ({name}): console on {} ({how}, port {port})", pty.path()));
         let c = Console { name, ring_ref, port, page, chan, pty, out: OutBuf::new(limit), log };
         self.consoles.insert(id, c);
         self.service_ring(id);
+    }
+
+    /// Writes `dir/tty` only while `dir` (the toolstack's `console` directory) exists, in one transaction: a
+    /// toolstack that destroys the domain meanwhile removes the directory, and a write after that would bring back
+    /// nodes of a domain that is gone. `false`: the directory was gone.
+    fn write_tty(&mut self, dir: &str, tty: &[u8]) -> Result<bool, keel_xenstore::client::Error> {
+        use keel_xenstore::client::Error;
+        use keel_xenstore::XsError;
+        loop {
+            let tx = self.store.transaction_start()?;
+            let written = match self.store.read(tx, dir) {
+                Err(Error::Store(XsError::Enoent)) => None,
+                Err(e) => {
+                    let _ = self.store.transaction_end(tx, false);
+                    return Err(e);
+                }
+                Ok(_) => Some(self.store.write(tx, &format!("{dir}/tty"), tty)),
+            };
+            match written {
+                None => {
+                    self.store.transaction_end(tx, false)?;
+                    return Ok(false);
+                }
+                Some(Err(e)) => {
+                    let _ = self.store.transaction_end(tx, false);
+                    return Err(e);
+                }
+                Some(Ok(())) => match self.store.transaction_end(tx, true) {
+                    Ok(()) => return Ok(true),
+                    // Someone changed what it read (the toolstack removing the domain): look again.
+                    Err(Error::Store(XsError::Eagain)) => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
     }
 
     /// Opens (appending) domain `id`'s log file, with `--log=guest`.
