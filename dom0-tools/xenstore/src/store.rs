@@ -253,10 +253,11 @@ impl View<'_> {
             n.generation = parent_gen;
         }
         for m in missing.iter().rev() {
+            // Recorded as absent (before it exists here): a transaction's own new node is no conflict at commit.
+            self.touch(m);
             let g = self.bump();
             let v = if m == p { value.to_vec() } else { Vec::new() };
             self.tree.nodes.insert(m.clone(), Node { value: v, perms: perms.clone(), generation: g });
-            self.touch(m);
             self.mark_written(m);
         }
         self.changes.push(Change::Node(p.to_string()));

@@ -224,6 +224,22 @@ fn transactions_commit_abort_and_conflict() {
     assert_eq!(payload(&out, d0).unwrap(), b"OK\0");
     assert_eq!(events(&out, w), vec!["/a|t|"], "watches fire at commit");
     assert_eq!(t.ok(other, typ::READ, b"/a\0"), b"1");
+    // A transaction that reads a directory and creates nodes below it commits (what xenconsoled does for
+    // console/tty, and libxl for a new domain's tree); a concurrent removal of that directory makes it EAGAIN.
+    let tx = String::from_utf8(t.ok(d0, typ::TRANSACTION_START, b"")).unwrap().trim_end_matches('\0').parse().unwrap();
+    assert_eq!(payload(&t.req(d0, typ::READ, tx, b"/a\0"), d0).unwrap(), b"1");
+    assert_eq!(payload(&t.req(d0, typ::WRITE, tx, b"/a/tty\0/dev/pts/3"), d0).unwrap(), b"OK\0");
+    assert_eq!(payload(&t.req(d0, typ::WRITE, tx, b"/a/x/y\0z"), d0).unwrap(), b"OK\0");
+    assert_eq!(payload(&t.req(d0, typ::TRANSACTION_END, tx, b"T\0"), d0).unwrap(), b"OK\0");
+    assert_eq!(t.ok(other, typ::READ, b"/a/tty\0"), b"/dev/pts/3");
+    assert_eq!(t.ok(other, typ::READ, b"/a/x/y\0"), b"z");
+    let tx = String::from_utf8(t.ok(d0, typ::TRANSACTION_START, b"")).unwrap().trim_end_matches('\0').parse().unwrap();
+    t.req(d0, typ::READ, tx, b"/a\0");
+    t.req(d0, typ::WRITE, tx, b"/a/late\0x");
+    t.ok(other, typ::RM, b"/a\0");
+    assert_eq!(payload(&t.req(d0, typ::TRANSACTION_END, tx, b"T\0"), d0).unwrap_err(), "EAGAIN");
+    assert_eq!(t.err(other, typ::READ, b"/a\0"), "ENOENT");
+    t.write(d0, "/a", "1");
     // A conflicting write in between makes the commit fail with EAGAIN, and nothing of it lands.
     let id2 = String::from_utf8(t.ok(d0, typ::TRANSACTION_START, b"")).unwrap().trim_end_matches('\0').parse().unwrap();
     t.req(d0, typ::READ, id2, b"/a\0");
