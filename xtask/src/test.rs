@@ -169,7 +169,8 @@ fn qemu_tests(
     steps.run("boot tests (qemu)", || {
         util::run(
             util::cargo()
-                .args(["test", "-p", "keel-tests", "--", "--test-threads=1", "--skip", "on_bochs::"])
+                // Every test file runs even when an earlier one failed: one failure must not hide the others.
+                .args(["test", "-p", "keel-tests", "--no-fail-fast", "--", "--test-threads=1", "--skip", "on_bochs::"])
                 .args(&args.harness_args)
                 .env("KEEL_ELF", elf)
                 .env("KEEL_ISO", &iso)
