@@ -313,6 +313,9 @@ pub struct Options {
     pub maxcpus: Option<u32>,
     /// `xtf`: every boot module is a test guest (Keel's test mode).
     pub xtf: bool,
+    /// `cpu0-guests=<bool>` (Keel's; default on): whether CPU 0 runs guest vCPUs. Off is the narrow workaround for
+    /// QEMU TCG's nested-SVM defect (docs/testing.md, "A QEMU defect"), which corrupts only CPU 0's world switches.
+    pub cpu0_guests: bool,
 }
 
 impl Default for Options {
@@ -327,6 +330,7 @@ impl Default for Options {
             dom0_max_vcpus: None,
             maxcpus: None,
             xtf: false,
+            cpu0_guests: true,
         }
     }
 }
@@ -369,6 +373,10 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 None => bad("expected a boolean"),
             },
             ("no-hvm", None) => o.hvm = false,
+            ("cpu0-guests", v) => match v.map_or(Some(true), parse_bool) {
+                Some(b) => o.cpu0_guests = b,
+                None => bad("expected a boolean"),
+            },
             ("xtf", None) => o.xtf = true,
             ("selftest", Some(v)) => match v {
                 "boot" => o.selftest = Some(Selftest::Boot),
@@ -472,6 +480,8 @@ mod tests {
         assert!(!parse("no-hvm").0.hvm);
         assert!(parse("hvm=1").0.hvm);
         assert!(parse("hvm").0.hvm);
+        assert!(parse("").0.cpu0_guests);
+        assert!(!parse("cpu0-guests=off").0.cpu0_guests);
     }
 
     #[test]

@@ -167,6 +167,15 @@ mod bare {
         let online = smp::start_aps(&tramp, &apic_ids, cr3, ap_entry, opts.maxcpus.map_or(usize::MAX, |m| m as usize));
         info!("Brought up {} CPUs", online);
         sched::set_online_cpus(online as u32);
+        if !opts.cpu0_guests {
+            if sched::keep_guests_off_cpu0() {
+                warning!(
+                    "cpu0-guests=off: CPU 0 runs no guests (the QEMU TCG nested-SVM defect workaround, docs/testing.md)"
+                );
+            } else {
+                warning!("cpu0-guests=off ignored: CPU 0 is the only CPU");
+            }
+        }
         let free = mm::with_frames(|f| f.free_frames()).unwrap_or(0);
         let h = HEAP.stats();
         info!(

@@ -95,7 +95,7 @@ fn account(now: u64) {
                 .collect(),
         })
         .collect();
-    let cpus = sched::queues().online();
+    let cpus = sched::queues().guest_cpus();
     sched::hand_out(elapsed, cpus, &shares);
 }
 

@@ -305,6 +305,8 @@ struct RunQueue {
 pub struct Queues {
     rq: [RunQueue; MAX_CPUS],
     online: AtomicU32,
+    /// CPUs that run no guest vCPUs (bit n: CPU n; `cpu0-guests=off`).
+    no_guests: AtomicU64,
 }
 
 impl Default for Queues {
@@ -325,7 +327,21 @@ impl Queues {
                 }
             }; MAX_CPUS],
             online: AtomicU32::new(1),
+            no_guests: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps guest vCPUs off CPU 0 (`cpu0-guests=off`), when another CPU is there to run them; returns whether it
+    /// does. A vCPU whose hard affinity names only CPU 0 then runs on the others.
+    pub fn keep_guests_off_cpu0(&self) -> bool {
+        let on = self.online() > 1;
+        self.no_guests.store(u64::from(on), Ordering::Relaxed);
+        on
+    }
+
+    /// How many CPUs run guests (what the credit accounting hands out).
+    pub fn guest_cpus(&self) -> u32 {
+        self.online() - (self.no_guests.load(Ordering::Relaxed) & ((1u64 << self.online().min(63)) - 1)).count_ones()
     }
 
     /// Sets how many CPUs take part.
@@ -338,9 +354,16 @@ impl Queues {
         self.online.load(Ordering::Relaxed)
     }
 
-    /// Hard affinity: `v` may run on `cpu`.
+    /// Hard affinity: `v` may run on `cpu`. CPUs that run no guests are never allowed; a hard affinity that names
+    /// only those counts as every other CPU.
     pub fn allowed(&self, v: &dyn Entity, cpu: u32) -> bool {
-        cpu < self.online() && v.sched().affinity.load(Ordering::Relaxed) & (1u64 << (cpu % 64)) != 0
+        let bit = 1u64 << (cpu % 64);
+        let no_guests = self.no_guests.load(Ordering::Relaxed);
+        if cpu >= self.online() || no_guests & bit != 0 {
+            return false;
+        }
+        let affinity = v.sched().affinity.load(Ordering::Relaxed);
+        affinity & bit != 0 || affinity & !no_guests == 0
     }
 
     fn home(&self, v: &dyn Entity) -> u32 {
@@ -532,6 +555,11 @@ pub fn queues() -> &'static Queues {
 /// Records how many CPUs take part in scheduling.
 pub fn set_online_cpus(n: u32) {
     QUEUES.set_online(n);
+}
+
+/// `cpu0-guests=off`: guest vCPUs stay off CPU 0 (when there is another CPU); whether they do.
+pub fn keep_guests_off_cpu0() -> bool {
+    QUEUES.keep_guests_off_cpu0()
 }
 
 /// Makes a runnable vCPU eligible to run.

@@ -185,6 +185,30 @@ fn hard_affinity_is_respected() {
     assert_eq!(w.s.processor.load(Ordering::Relaxed), 0);
 }
 
+/// `cpu0-guests=off`: no vCPU runs on CPU 0, one pinned only there runs elsewhere, and the accounting hands out
+/// the other CPUs' time only. With one CPU the setting cannot apply.
+#[test]
+fn guests_kept_off_cpu0() {
+    assert!(!queues(1).keep_guests_off_cpu0());
+    let q = queues(2);
+    assert_eq!(q.guest_cpus(), 2);
+    assert!(q.keep_guests_off_cpu0());
+    assert_eq!(q.guest_cpus(), 1);
+    let (free, pinned0, pinned1) =
+        (vcpu(1, RunState::Runnable), vcpu(2, RunState::Runnable), vcpu(3, RunState::Runnable));
+    pinned0.s.affinity.store(1, Ordering::Relaxed);
+    pinned1.s.affinity.store(1 << 1, Ordering::Relaxed);
+    for v in [&free, &pinned0, &pinned1] {
+        assert!(!q.allowed(&**v, 0) && q.allowed(&**v, 1));
+        q.enqueue(&item(v), 0);
+        assert_eq!(v.s.processor.load(Ordering::Relaxed), 1);
+    }
+    assert!(q.pick(0).is_none(), "CPU 0 neither runs nor steals guests");
+    for _ in 0..3 {
+        assert!(q.pick(1).is_some());
+    }
+}
+
 #[test]
 fn a_yielding_vcpu_goes_behind_its_peers_once() {
     let q = queues(1);

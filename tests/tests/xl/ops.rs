@@ -54,7 +54,7 @@ pub fn problems(run: &Run) -> Vec<String> {
     let weights = check(run, "ops-weights").unwrap_or_default();
     let secs = |k: &str| field(&weights, k).and_then(|v| v.parse::<f64>().ok());
     match (secs("heavy"), secs("light")) {
-        (Some(h), Some(l)) if l > 1.0 && h + l > 20.0 && (1.5..=2.5).contains(&(h / l)) => {}
+        (Some(h), Some(l)) if l > 1.0 && h + l > 8.0 && (1.5..=2.5).contains(&(h / l)) => {}
         _ => p.push(format!("ops: CPU time of weights 512:256 on one CPU: {weights:?}")),
     }
     // xm top's second frame: the heavier domain has the larger live CPU share; both show their 128 MiB.

@@ -37,10 +37,11 @@ if domu_available; then
     echo "KEEL-CHECK: ops-vcpu-set-2 $(domu_last_tick ops | sed 's/.*\(cpus=[^ ]*\).*/\1/')"
     grep -a -i -E 'cpu.*(offline|online|hotplug|died|fail)' "$(domu_log ops)" | tail -n 8 | sed 's/^/KEEL-OPS-LOG: /'
     xm destroy ops
-    # Two domUs with two spinning vCPUs each on the 2 CPUs, weights 512 and 256: their CPU time over 20 s should
-    # split about 2:1. (Pinned to one shared CPU they would split evenly, in Xen's credit1 as here: each domain's
+    # Two domUs with two spinning vCPUs each, weights 512 and 256: their CPU time over 20 s should split about 2:1.
+    # (Two 1-vCPU domUs pinned to one of several CPUs would split evenly, in Xen's credit1 as here: each domain's
     # credit is its weight's share of every CPU, more than half a CPU for both.) The heavy one's vCPUs are pinned
-    # one to each CPU with a per-vCPU `cpus` list, which xm vcpu-list shows.
+    # one to each CPU with a per-vCPU `cpus` list, which xm vcpu-list shows (with cpu0-guests=off, as in the xl
+    # tests, a vCPU pinned to CPU 0 alone runs on the others).
     xm create "$(domu_cfg heavy 'memory = 128' 'cpus = ["0", "1"]' 'cpu_weight = 512' \
         'extra = "console=hvc0 keel.spin=2"')" >/dev/null 2>&1
     xm create "$(domu_cfg light 'memory = 128' 'cpu_weight = 256' 'extra = "console=hvc0 keel.spin=2"')" \
