@@ -84,7 +84,7 @@ echo "KEEL-CHECK: create-vcpus $(xm create /tmp/tiny.cfg vcpus=1000 2>&1 | head 
 echo "KEEL-CHECK: create-leftover domains=$(xenstore-list /local/domain 2>/dev/null | grep -vc '^0$')" \
     "free-same=$([ "$(free_pages)" = "$before" ] && echo yes || echo no)"
 # Debian's stock kernel as a 2-vCPU PVH domU with a busybox initrd made here, when dom0 carries the kernel in
-# /usr/lib/keel/vmlinuz: the xl test's initramfs does (tests/tests/xl.rs asserts it); `KEEL_DOMU=1 cargo xtask ...`
+# /usr/lib/keel/vmlinuz: the xl test's initramfs does (tests/tests/xl/create.rs asserts it); `KEEL_DOMU=1 cargo xtask ...`
 # puts it in the normal one too (off by default: it makes every boot bigger). Its
 # init's line must reach its console log (xenconsoled --log=guest); then it is destroyed and its memory comes back.
 if domu_available; then
