@@ -11,9 +11,11 @@ mod xl {
 
     mod balloon;
     mod create;
+    mod disk;
     mod domu;
     mod dumpcore;
     mod lifecycle;
+    mod net;
     mod ops;
 
     /// Seconds before `timeout` stops QEMU: the dom0 boot (~60 s under TCG), the common checks (~20 s), then the

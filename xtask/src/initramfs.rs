@@ -27,15 +27,36 @@ const ETC: &[(&str, &str, bool)] = &[
     ("etc/init.d/S30xencommons", include_str!("../assets/xencommons"), true),
     ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
     ("etc/xen/example-pvh", include_str!("../../dom0-tools/config/example-pvh"), false),
+    // The hotplug scripts xm runs for guests' disks and vifs, and dom0's bridge (xtask/assets/xen-scripts/).
+    ("etc/xen/scripts/xen-hotplug-common.sh", include_str!("../assets/xen-scripts/xen-hotplug-common.sh"), false),
+    ("etc/xen/scripts/block", include_str!("../assets/xen-scripts/block"), true),
+    ("etc/xen/scripts/vif-bridge", include_str!("../assets/xen-scripts/vif-bridge"), true),
+    ("etc/xen/scripts/network-bridge", include_str!("../assets/xen-scripts/network-bridge"), true),
 ];
 /// `/bin/createbench`: the toolstack's `create` → domU init and create/destroy cycle times in dom0 (S99keel's
 /// `keel.init=bench` and `keel.init=createbench`; Xen's `/xen-init` for `cargo xtask bench --vs-xen`).
 pub const CREATEBENCH: &str = include_str!("../assets/createbench.sh");
 /// The names the `xenstore` program answers to, as xenstore-utils installs them.
 const XENSTORE_NAMES: &[&str] = &["read", "write", "rm", "exists", "list", "ls", "watch", "chmod"];
-/// The modules `/init` loads, in dependency order (xenfs needs xen-privcmd).
-pub const XEN_MODULES: &[&str] =
-    &["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc", "xen-blkback", "xen-netback"];
+/// The modules S30xencommons loads, in dependency order (xenfs needs xen-privcmd, bridge stp and llc): the Xen
+/// drivers and backends, loop devices for disk images, the bridge for guests' networks.
+pub const XEN_MODULES: &[&str] = &[
+    "xen-evtchn",
+    "xen-privcmd",
+    "xenfs",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xen-blkback",
+    "xen-netback",
+    "loop",
+    "llc",
+    "stp",
+    "bridge",
+];
+/// The modules dom0 carries for its domUs' initrds (in /usr/lib/keel/domu-modules/, in load order): the
+/// frontends, and ext4 (which also mounts ext2) with what it needs.
+pub const DOMU_MODULES: &[&str] =
+    &["xen-blkfront", "xen-netfront", "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4"];
 
 pub fn path() -> PathBuf {
     util::target_dir().join("initramfs.cpio.gz")
@@ -58,6 +79,7 @@ pub fn build() -> Result<PathBuf> {
         "root",
         "etc/init.d",
         "etc/xen",
+        "etc/xen/scripts",
         "var/lib/xen",
         "var/log/xen",
         "lib/modules",
@@ -116,7 +138,10 @@ pub fn build() -> Result<PathBuf> {
         util::run(Command::new("mknod").args(["-m", "600"]).arg(stage.join("dev/console")).args(["c", "5", "1"]))?;
     }
 
-    let modules = copy_xen_modules(&stage.join("lib/modules"))?;
+    let modules = copy_modules(XEN_MODULES, &stage.join("lib/modules"))?;
+    std::fs::create_dir_all(stage.join("usr/lib/keel/domu-modules"))?;
+    copy_modules(DOMU_MODULES, &stage.join("usr/lib/keel/domu-modules"))?;
+    std::fs::write(stage.join("usr/lib/keel/domu-modules/order"), DOMU_MODULES.join("\n") + "\n")?;
 
     // Optional (`KEEL_DOMU=1`): Debian's kernel once more, as `/usr/lib/keel/vmlinuz`, for the check that `xm create`
     // boots it as a domU (xtask/assets/checks/create.sh). Off by default: it adds 8 MB to every dom0 boot.
@@ -139,8 +164,8 @@ pub fn build() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Copies the Xen driver modules of the fetched kernel, if any; returns how many.
-fn copy_xen_modules(dest: &Path) -> Result<usize> {
+/// Copies the modules `names` of the fetched kernel, if any, into `dest`; returns how many.
+fn copy_modules(names: &[&str], dest: &Path) -> Result<usize> {
     let Some(k) = kernel::cached() else {
         eprintln!("initramfs: no kernel fetched yet (`cargo xtask kernel`); no Xen modules");
         return Ok(0);
@@ -148,7 +173,7 @@ fn copy_xen_modules(dest: &Path) -> Result<usize> {
     let mut found = Vec::new();
     find_files(&k.modules.join("kernel"), &mut found)?;
     let mut copied = 0;
-    for name in XEN_MODULES {
+    for name in names {
         let file = format!("{name}.ko");
         match found.iter().find(|p| p.file_name().is_some_and(|n| *n == *file)) {
             Some(src) => {
@@ -240,7 +265,10 @@ mod tests {
     #[test]
     fn dom0_scripts_parse_in_busybox_ash() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-        let mut scripts = vec![assets.join("keel-init"), assets.join("init.sh")];
+        let mut scripts = vec![assets.join("keel-init"), assets.join("init.sh"), assets.join("xencommons")];
+        for entry in std::fs::read_dir(assets.join("xen-scripts")).expect("assets/xen-scripts") {
+            scripts.push(entry.expect("a directory entry").path());
+        }
         for entry in std::fs::read_dir(assets.join("checks")).expect("assets/checks") {
             let path = entry.expect("a directory entry").path();
             if path.extension().is_some_and(|e| e == "sh") {

@@ -50,6 +50,17 @@ pub struct Cli {
 /// Every `xm` subcommand, in the order `xm help` lists them.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a new virtual block device for a domain
+    ///
+    /// <Disk> is a disk specification as in a config file's disk list,
+    /// either in one argument (file:/var/lib/xen/images/d.img,xvdb,w) or
+    /// in xm's three (<BackDev> <FrontDev> <Mode>: phy:/dev/vg/d xvdb r).
+    #[command(verbatim_doc_comment)]
+    BlockAttach(BlockAttachArgs),
+    /// Destroy a domain's virtual block device.
+    BlockDetach(DeviceDetachArgs),
+    /// List the virtual block devices of a domain.
+    BlockList(DeviceListArgs),
     /// Attach to <Domain>'s console.
     Console(DomainArg),
     /// Create a domain based on <ConfigFile>.
@@ -68,6 +79,16 @@ pub enum Command {
     MemSet(MemSetArgs),
     /// Migrate a domain to another machine.
     Migrate(MigrateArgs),
+    /// Create a new virtual network device for a domain
+    ///
+    /// The settings are those of a vif in a config file
+    /// (mac=00:16:3e:01:02:03 bridge=xenbr0 ip=... script=... vifname=...).
+    #[command(verbatim_doc_comment)]
+    NetworkAttach(NetworkAttachArgs),
+    /// Destroy a domain's virtual network device (by its index or MAC).
+    NetworkDetach(DeviceDetachArgs),
+    /// List the virtual network devices of a domain.
+    NetworkList(DeviceListArgs),
     /// Pause execution of a domain.
     Pause(DomainActionArgs),
     /// Reboot a domain.
@@ -131,6 +152,62 @@ pub struct DomainArg {
     /// The domain, by id or name.
     #[arg(value_name = "Domain")]
     pub domain: DomainRef,
+}
+
+/// `xm block-attach <Domain> <Disk>...`
+#[derive(Debug, Args)]
+pub struct BlockAttachArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The disk specification (one argument, or xm's <BackDev> <FrontDev> <Mode>).
+    #[arg(value_name = "Disk", required = true)]
+    pub spec: Vec<String>,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm network-attach <Domain> [KEY=VALUE]...`
+#[derive(Debug, Args)]
+pub struct NetworkAttachArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The vif's settings.
+    #[arg(value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm block-detach` / `network-detach <Domain> <DevId>`
+#[derive(Debug, Args)]
+pub struct DeviceDetachArgs {
+    /// The domain, by id or name.
+    #[arg(value_name = "Domain")]
+    pub domain: DomainRef,
+    /// The device: a disk's name (xvdb) or number, a vif's index or MAC.
+    #[arg(value_name = "DevId")]
+    pub device: String,
+    /// Remove it even if the guest does not let go of it.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xm block-list` / `network-list <Domain>...`
+#[derive(Debug, Args)]
+pub struct DeviceListArgs {
+    /// The domains, by id or name.
+    #[arg(value_name = "Domain", required = true)]
+    pub domains: Vec<DomainRef>,
+    /// Print the devices as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `destroy`, `pause` and `unpause`.

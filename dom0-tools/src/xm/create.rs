@@ -34,6 +34,7 @@ use keel_xenstore::wire::typ;
 
 use super::cmdtable::CreateArgs;
 use super::commands::CmdResult;
+use super::devices;
 use super::format::json;
 use super::XmError;
 
@@ -158,6 +159,9 @@ impl Partial<'_> {
             let _ = self.xs.request(typ::RELEASE, 0, format!("{}\0", self.id).as_bytes());
         }
         let _ = self.xc.destroy_domain(self.id);
+        for problem in devices::remove_all(self.xs, &mut devices::Scripts, self.id, devices::CLOSE_TIMEOUT) {
+            eprintln!("xm: domain {}: {problem}", self.id);
+        }
         remove_tree(self.xs, self.id, &self.vm);
     }
 }
@@ -290,8 +294,27 @@ fn build_and_run(
     let intro = format!("{id}\0{}\0{}\0", built.store_pfn, built.store_port);
     p.xs.request(typ::INTRODUCE, 0, intro.as_bytes()).map_err(|e| failed(format!("xenstore introduce: {e}")))?;
     p.introduced = true;
+    attach_devices(p.xs, id, config)?;
     if !paused {
         step("unpause", xc.unpause_domain(id))?;
+    }
+    Ok(())
+}
+
+/// The config's disks and vifs, attached as libxl does before the domain first runs (the backends in dom0, the
+/// hotplug scripts run here: [`devices`]).
+fn attach_devices(xs: &mut Client, id: u16, config: &DomainConfig) -> Result<(), XmError> {
+    for disk in &config.disk {
+        let dev = devices::Device::new(devices::Kind::Vbd, id, disk.vbd);
+        let nodes = devices::disk_nodes(&dev, disk);
+        devices::add(xs, &mut devices::Scripts, &dev, &nodes, devices::INIT_TIMEOUT)
+            .map_err(|e| failed(format!("disk '{}': {e}", disk.vdev)))?;
+    }
+    for vif in &config.vif {
+        let dev = devices::Device::new(devices::Kind::Vif, id, vif.devid);
+        let nodes = devices::vif_nodes(&dev, vif, vif.mac.unwrap_or_else(devices::random_mac));
+        devices::add(xs, &mut devices::Scripts, &dev, &nodes, devices::INIT_TIMEOUT)
+            .map_err(|e| failed(format!("vif {}: {e}", vif.devid)))?;
     }
     Ok(())
 }

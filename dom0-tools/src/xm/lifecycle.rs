@@ -86,6 +86,10 @@ pub trait Xenstore {
     fn write(&mut self, path: &str, value: &str) -> Result<(), XmError>;
     /// Removes a node and everything below it (a missing node is not an error).
     fn rm(&mut self, path: &str) -> Result<(), XmError>;
+    /// A node's children (none if it does not exist).
+    fn directory(&mut self, path: &str) -> Vec<String>;
+    /// Sets a node's permissions (xenstore's `n0`, `r3` ... form).
+    fn set_perms(&mut self, path: &str, perms: &[String]) -> Result<(), XmError>;
 }
 
 /// The hypervisor through privcmd.
@@ -142,6 +146,13 @@ impl Xenstore for keel_xenstore::client::Client {
         }
         keel_xenstore::client::Client::rm(self, 0, path)
             .map_err(|e| XmError::Failed(format!("xenstore rm {path}: {e}")))
+    }
+    fn directory(&mut self, path: &str) -> Vec<String> {
+        keel_xenstore::client::Client::directory(self, 0, path).unwrap_or_default()
+    }
+    fn set_perms(&mut self, path: &str, perms: &[String]) -> Result<(), XmError> {
+        keel_xenstore::client::Client::set_perms(self, 0, path, perms)
+            .map_err(|e| XmError::Failed(format!("xenstore set-perms {path}: {e}")))
     }
 }
 
@@ -205,6 +216,13 @@ impl Ctx<'_> {
         let dom_path = format!("/local/domain/{}", d.domain);
         let vm = self.xs.read(&format!("{dom_path}/vm"));
         self.hv.destroy(d.domain)?;
+        // Its disks and vifs: the backends let go (their grant mappings with them), the hotplug scripts detach the
+        // loop devices and vifs, and the directories go, as libxl does.
+        for problem in
+            super::devices::remove_all(self.xs, &mut super::devices::Scripts, d.domain, super::devices::CLOSE_TIMEOUT)
+        {
+            eprintln!("xm: domain {}: {problem}", d.domain);
+        }
         if let Some(vm) = vm.filter(|v| v.starts_with("/vm/")) {
             self.xs.rm(&vm)?;
         }
@@ -523,6 +541,29 @@ pub(crate) mod tests {
                 Err(e) if e.contains("ENOENT") => Ok(()),
                 Err(e) => Err(XmError::Failed(e)),
             }
+        }
+        fn directory(&mut self, path: &str) -> Vec<String> {
+            self.req(typ::DIRECTORY, format!("{path}\0").into_bytes())
+                .map(|v| {
+                    v.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into()).collect()
+                })
+                .unwrap_or_default()
+        }
+        fn set_perms(&mut self, path: &str, perms: &[String]) -> Result<(), XmError> {
+            let mut payload = format!("{path}\0").into_bytes();
+            for p in perms {
+                payload.extend_from_slice(p.as_bytes());
+                payload.push(0);
+            }
+            self.req(typ::SET_PERMS, payload).map(drop).map_err(XmError::Failed)
+        }
+    }
+
+    impl MemStore {
+        /// A node's permissions.
+        pub fn get_perms(&mut self, path: &str) -> Vec<String> {
+            let v = self.req(typ::GET_PERMS, format!("{path}\0").into_bytes()).unwrap();
+            v.split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into()).collect()
         }
     }
 

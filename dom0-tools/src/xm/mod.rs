@@ -10,6 +10,8 @@ pub mod commands;
 pub mod console;
 pub mod corefile;
 pub mod create;
+pub mod devcmds;
+pub mod devices;
 pub mod dumpcore;
 pub mod format;
 pub mod hostinfo;
@@ -77,6 +79,12 @@ impl std::error::Error for XmError {}
 /// Runs the handler of `command`.
 pub fn dispatch(command: &Command) -> commands::CmdResult {
     match command {
+        Command::BlockAttach(args) => devcmds::block_attach(args),
+        Command::BlockDetach(args) => devcmds::detach(args, devices::Kind::Vbd),
+        Command::BlockList(args) => devcmds::list(args, devices::Kind::Vbd),
+        Command::NetworkAttach(args) => devcmds::network_attach(args),
+        Command::NetworkDetach(args) => devcmds::detach(args, devices::Kind::Vif),
+        Command::NetworkList(args) => devcmds::list(args, devices::Kind::Vif),
         Command::Console(args) => console::console(args),
         Command::Create(args) => commands::create(args),
         Command::Destroy(args) => commands::destroy(args),
@@ -112,6 +120,10 @@ impl Command {
     pub fn json(&self) -> bool {
         match self {
             Command::Create(a) => a.json,
+            Command::BlockAttach(a) => a.json,
+            Command::NetworkAttach(a) => a.json,
+            Command::BlockDetach(a) | Command::NetworkDetach(a) => a.json,
+            Command::BlockList(a) | Command::NetworkList(a) => a.json,
             Command::VcpuSet(a) => a.json,
             Command::Sysrq(a) => a.json,
             Command::Shutdown(a) => a.json,
@@ -181,7 +193,10 @@ mod tests {
     use clap::Parser;
 
     /// Every command, in table order.
-    const COMMANDS: [&str; 27] = [
+    const COMMANDS: [&str; 33] = [
+        "block-attach",
+        "block-detach",
+        "block-list",
         "console",
         "create",
         "destroy",
@@ -191,6 +206,9 @@ mod tests {
         "list",
         "mem-set",
         "migrate",
+        "network-attach",
+        "network-detach",
+        "network-list",
         "pause",
         "reboot",
         "rename",
@@ -238,7 +256,10 @@ mod tests {
 
     #[test]
     fn commands_not_built_say_so() {
-        let samples: [&[&str]; 27] = [
+        let samples: [&[&str]; 33] = [
+            &["block-attach", "1", "file:/img,xvdb,w"],
+            &["block-detach", "1", "xvdb"],
+            &["block-list", "1"],
             &["console", "1"],
             &["create", "guest.cfg"],
             &["destroy", "1"],
@@ -248,6 +269,9 @@ mod tests {
             &["list"],
             &["mem-set", "1", "512"],
             &["migrate", "1", "dest"],
+            &["network-attach", "1", "bridge=xenbr0"],
+            &["network-detach", "1", "0"],
+            &["network-list", "1"],
             &["pause", "1"],
             &["reboot", "1"],
             &["rename", "1", "new"],
@@ -289,6 +313,12 @@ mod tests {
             "mem-set",
             "vcpu-set",
             "dump-core",
+            "block-attach",
+            "block-detach",
+            "block-list",
+            "network-attach",
+            "network-detach",
+            "network-list",
         ];
         for (sample, name) in samples.iter().zip(COMMANDS) {
             assert_eq!(sample[0], name);

@@ -11,7 +11,13 @@ pub fn check(run: &Run, what: &str) -> Option<String> {
 
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
-    let areas: [fn(&Run) -> Vec<String>; 4] =
-        [super::ops::problems, super::balloon::problems, super::dumpcore::problems, super::lifecycle::problems];
+    let areas: [fn(&Run) -> Vec<String>; 6] = [
+        super::ops::problems,
+        super::balloon::problems,
+        super::dumpcore::problems,
+        super::lifecycle::problems,
+        super::disk::problems,
+        super::net::problems,
+    ];
     areas.iter().flat_map(|area| area(run)).collect()
 }

@@ -27,6 +27,8 @@ domu_initrd() {
 /bin/busybox mount -t sysfs sys /sys
 exec >/dev/hvc0 2>&1
 echo "KEEL-DOMU: init reached, $(/bin/busybox grep -c ^processor /proc/cpuinfo) cpus"
+# A check's own work (domu_initrd_task), beside the ticks.
+[ -x /task ] && /task &
 # keel.spin=N on its command line: N CPU-bound loops, for the scheduler checks.
 spin=$(/bin/busybox sed -n 's/.*keel\.spin=\([0-9]*\).*/\1/p' /proc/cmdline)
 i=0
@@ -57,6 +59,21 @@ exec /bin/busybox reboot -f
 EOF
     chmod +x /tmp/domu/init /tmp/domu/sbin/poweroff /tmp/domu/sbin/reboot
     (cd /tmp/domu && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$DOMU_INITRD"
+}
+
+# domu_initrd_task NAME TASK: prints the path of a variant of the domU initrd whose init also runs the script
+# TASK (a file) as /task in the background, with the modules dom0 carries for domUs (the Xen frontends, ext4) in
+# /lib/modules (their load order in /lib/modules/order) and every busybox applet installable by
+# `/bin/busybox --install -s`.
+domu_initrd_task() {
+    domu_initrd
+    out=/tmp/domu-$1.cpio.gz
+    rm -rf "/tmp/domu-$1" && cp -a /tmp/domu "/tmp/domu-$1" && mkdir -p "/tmp/domu-$1/lib/modules"
+    cp /usr/lib/keel/domu-modules/* "/tmp/domu-$1/lib/modules/" 2>/dev/null
+    cp "$2" "/tmp/domu-$1/task" && chmod +x "/tmp/domu-$1/task"
+    (cd "/tmp/domu-$1" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$out"
+    rm -rf "/tmp/domu-$1"
+    echo "$out"
 }
 
 # domu_cfg NAME [LINE ...]: writes /tmp/NAME.cfg for a 2-vCPU, 256 MiB domU (the lines given are appended, and a

@@ -1,0 +1,86 @@
+//! Guest disks served by dom0's stock blkback (xtask/assets/checks/domu-disk.sh): a Debian PVH domU's stock blkfront
+//! mounts a `file:` disk and a `phy:` disk, writes a random file on each, and dom0 reads the same SHA-256 from the
+//! images after the guest powered off; a read-only disk refuses writes in the guest; nothing is left behind (no
+//! loop device of xm's, no backend directory, no page).
+
+use super::domu::check;
+use keel_tests::Run;
+
+/// The guest's `wrote xvdX <sha256>` checksum.
+fn guest_sum(run: &Run, dev: &str) -> Option<String> {
+    let head = format!("KEEL-CHECK: disk-guest wrote {dev} ");
+    run.lines().find_map(|l| l.split_once(head.as_str()).map(|(_, v)| v.trim().to_string()))
+}
+
+/// What the disk checks got wrong.
+pub fn problems(run: &Run) -> Vec<String> {
+    let mut p = Vec::new();
+    let c = |what: &str| check(run, what).unwrap_or_default();
+    let create = c("disk-create");
+    if !create.starts_with("Started domain disk (id=") {
+        return vec![format!("disk: xm create with three disks: {create:?} (setup: {:?})", c("disk-setup"))];
+    }
+    let backend = c("disk-backend");
+    if !backend.starts_with("/dev/loop") || !backend.ends_with("hotplug=connected") {
+        p.push(format!("disk: the block script's loop device and hotplug-status: {backend:?}"));
+    }
+    let devices = c("disk-guest devices");
+    if devices.split_whitespace().collect::<Vec<_>>() != ["xvda", "xvdb", "xvdc"] {
+        p.push(format!("disk: the guest's block devices: {devices:?}, want xvda xvdb xvdc"));
+    }
+    // Sizes as dom0 made the images (16, 8 and 4 MiB); xvdc alone read-only.
+    let sizes = c("disk-guest sizes");
+    if sizes != "xvda=16777216 xvdb=8388608 xvdc=4194304 ro=001" {
+        p.push(format!("disk: sizes and read-only flags in the guest: {sizes:?}"));
+    }
+    if c("disk-guest read xvdc") != "read-only disk" {
+        p.push(format!("disk: the read-only disk's file: {:?}", c("disk-guest read xvdc")));
+    }
+    if c("disk-guest ro-write") != "remount=refused raw=refused" {
+        p.push(format!("disk: writes to the read-only disk: {:?}", c("disk-guest ro-write")));
+    }
+    let sums = c("disk-dom0-sums");
+    for dev in ["xvda", "xvdb"] {
+        let key = if dev == "xvda" { "a=" } else { "b=" };
+        let dom0 = sums.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap_or("");
+        match guest_sum(run, dev) {
+            Some(g) if g.len() == 64 && g == dom0 => {}
+            g => p.push(format!("disk: {dev}: the guest wrote sha256 {g:?}, dom0 read {dom0:?} from its image")),
+        }
+    }
+    // Hot-plug on the running guest: block-attach makes xvdd appear in it (2 MiB), block-detach makes it go.
+    if c("disk-block-attach") != "rc=0" || c("disk-guest hotplug xvdd") != "appeared 2097152" {
+        p.push(format!(
+            "disk: block-attach: {:?}, in the guest: {:?}",
+            c("disk-block-attach"),
+            c("disk-guest hotplug xvdd")
+        ));
+    }
+    if c("disk-block-detach") != "rc=0"
+        || c("disk-guest unplug xvdd") != "gone"
+        || c("disk-detached") != "backend-gone frontend-gone"
+    {
+        p.push(format!(
+            "disk: block-detach: {:?}, in the guest: {:?}, xenstore: {:?}",
+            c("disk-block-detach"),
+            c("disk-guest unplug xvdd"),
+            c("disk-detached")
+        ));
+    }
+    if !run.lines().any(|l| l.contains("KEEL-CHECK: disk-guest done")) {
+        p.push("disk: the guest's disk task did not finish".into());
+    }
+    if c("disk-gone") != "yes" {
+        p.push(format!("disk: the guest powered off but its domain stayed: {:?}", c("disk-gone")));
+    }
+    let left = c("disk-leftover");
+    let loops_back = left
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("loops="))
+        .and_then(|v| v.split_once('/'))
+        .is_some_and(|(now, before)| now == before);
+    if !loops_back || !left.contains("backends=0") || !left.ends_with("free-returned=yes") {
+        p.push(format!("disk: after the guest: {left:?}, want its loop devices, backend directories and pages back"));
+    }
+    p
+}

@@ -1,0 +1,140 @@
+# Guest disks served by dom0's stock blkback (issue 13): a Debian PVH domU with three disks, as a sysadmin writes
+# them: `file:` (an image xm's block script puts on a loop device), `phy:` (a dom0 block device: a loop device
+# dom0 set up itself, standing in for a partition or an LVM volume) and a read-only `file:` disk. The guest's
+# stock blkfront sees them as xvda, xvdb, xvdc; it mounts the ext2 filesystems made here, writes a file of random
+# bytes on each writable one and prints its SHA-256, finds the read-only one refusing writes, syncs and powers
+# off. dom0 then reads the same checksums from the images. Afterwards no loop device of xm's, no backend
+# directory and no page is left. tests/tests/xl/disk.rs judges the KEEL-CHECK: disk-* lines.
+if domu_available; then
+    # disk_insmod: ext4 (which mounts ext2) in dom0, to read the images back.
+    disk_insmod() {
+        for m in $(cat /usr/lib/keel/domu-modules/order); do
+            case $m in xen-*) continue ;; esac
+            [ -d "/sys/module/$(echo "$m" | tr - _)" ] || insmod "/usr/lib/keel/domu-modules/$m.ko" 2>/dev/null
+        done
+    }
+    # disk_image FILE KIB [NAME TEXT]: an ext2 image of KIB KiB, with file NAME holding TEXT if given.
+    disk_image() {
+        dd if=/dev/zero of="$1" bs=1024 count="$2" 2>/dev/null
+        mke2fs -F -q "$1" >/dev/null 2>&1 || mke2fs -F "$1" >/dev/null 2>&1
+        if [ -n "$3" ]; then
+            mkdir -p /tmp/disk-mnt
+            mount -o loop -t ext2 "$1" /tmp/disk-mnt && echo "$4" >"/tmp/disk-mnt/$3" && umount /tmp/disk-mnt
+        fi
+    }
+    # disk_sum IMAGE FILE: the SHA-256 of FILE in the ext2 image IMAGE, read by dom0 (mounted read-only).
+    disk_sum() {
+        mkdir -p /tmp/disk-mnt
+        if mount -o loop,ro -t ext2 "$1" /tmp/disk-mnt 2>/dev/null; then
+            sha256sum "/tmp/disk-mnt/$2" 2>/dev/null | cut -d' ' -f1
+            umount /tmp/disk-mnt
+        fi
+    }
+    # disk_loops: dom0's attached loop devices.
+    disk_loops() { losetup -a 2>/dev/null | wc -l; }
+
+    disk_insmod
+    img=/var/lib/xen/images
+    mkdir -p $img
+    disk_image $img/disk-a.img 16384
+    disk_image $img/disk-b.img 8192
+    disk_image $img/disk-c.img 4096 ro.txt "read-only disk"
+    loops0=$(disk_loops)
+    phy=$(losetup -f)
+    losetup "$phy" $img/disk-b.img
+    echo "KEEL-CHECK: disk-setup images=$(ls $img | tr '\n' ' ')phy=$phy loops=$loops0"
+
+    cat >/tmp/disk-task <<'EOF'
+#!/bin/busybox sh
+/bin/busybox mkdir -p /usr/bin /usr/sbin /mnt
+/bin/busybox --install -s
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+n=0
+while [ $n -lt 100 ] && ! { [ -b /dev/xvda ] && [ -b /dev/xvdb ] && [ -b /dev/xvdc ]; }; do
+    n=$((n + 1))
+    sleep 0.1
+done
+echo "KEEL-DOMU-DISK: devices $(ls /dev | grep '^xvd' | tr '\n' ' ')"
+echo "KEEL-DOMU-DISK: sizes xvda=$(blockdev --getsize64 /dev/xvda) xvdb=$(blockdev --getsize64 /dev/xvdb)" \
+    "xvdc=$(blockdev --getsize64 /dev/xvdc) ro=$(blockdev --getro /dev/xvda)$(blockdev --getro /dev/xvdb)$(blockdev --getro /dev/xvdc)"
+for d in a b; do
+    mkdir -p /mnt/$d
+    if mount -t ext2 /dev/xvd$d /mnt/$d; then
+        dd if=/dev/urandom of=/mnt/$d/data bs=1024 count=2048 2>/dev/null
+        echo "KEEL-DOMU-DISK: wrote xvd$d $(sha256sum /mnt/$d/data | cut -d' ' -f1)"
+    else
+        echo "KEEL-DOMU-DISK: wrote xvd$d mount-failed"
+    fi
+done
+mkdir -p /mnt/c
+mount -o ro -t ext2 /dev/xvdc /mnt/c 2>&1
+echo "KEEL-DOMU-DISK: read xvdc $(cat /mnt/c/ro.txt 2>&1)"
+# A read-only disk: the filesystem cannot be remounted writable, and the device refuses a raw write.
+if mount -o remount,rw /mnt/c 2>/dev/null; then rw=remounted; else rw=refused; fi
+if dd if=/dev/zero of=/dev/xvdc bs=4096 count=1 seek=100 conv=notrunc,fsync 2>/dev/null; then raw=written; else raw=refused; fi
+echo "KEEL-DOMU-DISK: ro-write remount=$rw raw=$raw"
+sync
+umount /mnt/a /mnt/b /mnt/c
+# Hot-plug: dom0 attaches xvdd (block-attach) once it sees this line, then detaches it (block-detach).
+echo "KEEL-DOMU-DISK: ready for hotplug"
+n=0
+while [ $n -lt 600 ] && ! [ -b /dev/xvdd ]; do
+    n=$((n + 1))
+    sleep 0.1
+done
+echo "KEEL-DOMU-DISK: hotplug xvdd $([ -b /dev/xvdd ] && echo "appeared $(blockdev --getsize64 /dev/xvdd)" || echo missing)"
+n=0
+while [ $n -lt 600 ] && [ -b /dev/xvdd ]; do
+    n=$((n + 1))
+    sleep 0.1
+done
+echo "KEEL-DOMU-DISK: unplug xvdd $([ -b /dev/xvdd ] && echo still-there || echo gone)"
+echo "KEEL-DOMU-DISK: done"
+/sbin/poweroff
+EOF
+    initrd=$(domu_initrd_task disk /tmp/disk-task)
+    domu_cfg disk "ramdisk = \"$initrd\"" 'vcpus = 1' \
+        "disk = [ 'file:$img/disk-a.img,xvda,w', 'phy:$phy,xvdb,w', 'file:$img/disk-c.img,xvdc,r' ]" >/dev/null
+    before=$(domu_free)
+    out=$(xm create /tmp/disk.cfg 2>&1)
+    echo "KEEL-CHECK: disk-create $out"
+    id=$(echo "$out" | sed -n 's/^Started domain disk (id=\([0-9]*\))$/\1/p')
+    if [ -n "$id" ]; then
+        xm block-list disk 2>&1 | sed 's/^/KEEL-DISK-LIST: /'
+        echo "KEEL-CHECK: disk-backend $(xenstore-read /local/domain/0/backend/vbd/$id/51712/physical-device-path 2>&1)" \
+            "hotplug=$(xenstore-read /local/domain/0/backend/vbd/$id/51712/hotplug-status 2>&1)"
+        if domu_wait disk 'KEEL-DOMU-DISK: ready for hotplug' 240; then
+            disk_image $img/disk-d.img 2048
+            echo "KEEL-CHECK: disk-block-attach $(xm block-attach disk file:$img/disk-d.img,xvdd,w 2>&1; echo "rc=$?")"
+            xm block-list disk 2>&1 | sed 's/^/KEEL-DISK-LIST2: /'
+            domu_wait disk 'KEEL-DOMU-DISK: hotplug xvdd' 60
+            echo "KEEL-CHECK: disk-block-detach $(xm block-detach disk xvdd 2>&1; echo "rc=$?")"
+            echo "KEEL-CHECK: disk-detached $(xenstore-exists /local/domain/0/backend/vbd/$id/51760 2>/dev/null && echo backend-left || echo backend-gone)" \
+                "$(xenstore-exists /local/domain/$id/device/vbd/51760 2>/dev/null && echo frontend-left || echo frontend-gone)"
+        fi
+        domu_wait disk 'KEEL-DOMU-DISK: done' 120
+        grep -a 'KEEL-DOMU-DISK: ' "$(domu_log disk)" | tr -d '\r' | sed 's/.*KEEL-DOMU-DISK: /KEEL-CHECK: disk-guest /'
+        # Powered off, the monitor destroys it (on_poweroff=destroy): wait for the domain to go.
+        n=0
+        while [ $n -lt 150 ] && xm domid disk >/dev/null 2>&1; do
+            n=$((n + 1))
+            sleep 0.2
+        done
+        echo "KEEL-CHECK: disk-gone $(xm domid disk >/dev/null 2>&1 && echo no || echo yes)"
+    else
+        [ -f "$(domu_log disk)" ] && tail -n 5 "$(domu_log disk)" | tr -d '\r' | sed 's/^/KEEL-DOMU-LOG: /'
+    fi
+    [ -n "$id" ] && xm destroy "$id" >/dev/null 2>&1
+    losetup -d "$phy"
+    echo "KEEL-CHECK: disk-dom0-sums a=$(disk_sum $img/disk-a.img data) b=$(disk_sum $img/disk-b.img data)"
+    n=0
+    while [ $n -lt 100 ] && { [ "$(domu_free)" != "$before" ] || [ "$(disk_loops)" != "$loops0" ]; }; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+    echo "KEEL-CHECK: disk-leftover loops=$(disk_loops)/$loops0" \
+        "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)" \
+        "free-returned=$([ "$(domu_free)" = "$before" ] && echo yes || echo "no($before/$(domu_free))")"
+    grep -a -E 'block|vif' /var/log/xen/xen-hotplug.log 2>/dev/null | tail -n 8 | sed 's/^/KEEL-DISK-HOTPLUG: /'
+    rm -f $img/disk-a.img $img/disk-b.img $img/disk-c.img $img/disk-d.img
+fi
