@@ -21,7 +21,7 @@ use keel_config::disk::{Access, Disk};
 use keel_config::vif::{Mac, Vif};
 use serde::Serialize;
 
-use super::lifecycle::Xenstore;
+use super::lifecycle::{Xenstore, XsOp};
 use super::XmError;
 
 /// Where the hotplug scripts are.
@@ -276,19 +276,17 @@ pub fn add(
     }
     let failed =
         |what: String| XmError::Failed(format!("{} {} of domain {}: {what}", dev.kind.as_str(), dev.devid, dev.domid));
-    let written = (|| {
-        xs.write(&back, "")?;
-        xs.set_perms(&back, &[format!("n{}", dev.backend_domid), format!("r{}", dev.domid)])?;
-        for (k, v) in &nodes.back {
-            xs.write(&format!("{back}/{k}"), v)?;
-        }
-        xs.write(&front, "")?;
-        xs.set_perms(&front, &[format!("n{}", dev.domid), format!("r{}", dev.backend_domid)])?;
-        for (k, v) in &nodes.front {
-            xs.write(&format!("{front}/{k}"), v)?;
-        }
-        Ok(())
-    })();
+    // Both directories in one transaction, as libxl writes them: the guest's xenbus probes a device as soon as
+    // its directory appears, and one without `backend` yet would fail for good.
+    let mut ops = vec![
+        XsOp::Write(back.clone(), String::new()),
+        XsOp::Perms(back.clone(), vec![format!("n{}", dev.backend_domid), format!("r{}", dev.domid)]),
+    ];
+    ops.extend(nodes.back.iter().map(|(k, v)| XsOp::Write(format!("{back}/{k}"), v.clone())));
+    ops.push(XsOp::Write(front.clone(), String::new()));
+    ops.push(XsOp::Perms(front.clone(), vec![format!("n{}", dev.domid), format!("r{}", dev.backend_domid)]));
+    ops.extend(nodes.front.iter().map(|(k, v)| XsOp::Write(format!("{front}/{k}"), v.clone())));
+    let written = xs.apply(&ops);
     let undo = |xs: &mut dyn Xenstore| {
         let _ = xs.rm(&front);
         let _ = xs.rm(&back);

@@ -90,6 +90,24 @@ pub trait Xenstore {
     fn directory(&mut self, path: &str) -> Vec<String>;
     /// Sets a node's permissions (xenstore's `n0`, `r3` ... form).
     fn set_perms(&mut self, path: &str, perms: &[String]) -> Result<(), XmError>;
+    /// Writes nodes and sets permissions, in order, as one change others see at once (a transaction: a guest
+    /// watching its `device` directory must never see a half-written device).
+    fn apply(&mut self, ops: &[XsOp]) -> Result<(), XmError> {
+        for op in ops {
+            match op {
+                XsOp::Write(path, value) => self.write(path, value)?,
+                XsOp::Perms(path, perms) => self.set_perms(path, perms)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One step of [`Xenstore::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XsOp {
+    Write(String, String),
+    Perms(String, Vec<String>),
 }
 
 /// The hypervisor through privcmd.
@@ -153,6 +171,28 @@ impl Xenstore for keel_xenstore::client::Client {
     fn set_perms(&mut self, path: &str, perms: &[String]) -> Result<(), XmError> {
         keel_xenstore::client::Client::set_perms(self, 0, path, perms)
             .map_err(|e| XmError::Failed(format!("xenstore set-perms {path}: {e}")))
+    }
+    fn apply(&mut self, ops: &[XsOp]) -> Result<(), XmError> {
+        use keel_xenstore::client::{Client, Error};
+        let fail = |what: &str, e: Error| XmError::Failed(format!("xenstore {what}: {e}"));
+        // A transaction that meets another's change ends with EAGAIN and is tried again, as libxl does.
+        for _ in 0..10 {
+            let tx = self.transaction_start().map_err(|e| fail("transaction", e))?;
+            let done = ops.iter().try_for_each(|op| match op {
+                XsOp::Write(path, value) => Client::write(self, tx, path, value.as_bytes()).map_err(|e| (path, e)),
+                XsOp::Perms(path, perms) => Client::set_perms(self, tx, path, perms).map_err(|e| (path, e)),
+            });
+            if let Err((path, e)) = done {
+                let _ = self.transaction_end(tx, false);
+                return Err(fail(path, e));
+            }
+            match self.transaction_end(tx, true) {
+                Ok(()) => return Ok(()),
+                Err(Error::Store(keel_xenstore::XsError::Eagain)) => continue,
+                Err(e) => return Err(fail("transaction end", e)),
+            }
+        }
+        Err(XmError::Failed("xenstore: the transaction kept meeting other changes (EAGAIN)".into()))
     }
 }
 

@@ -134,7 +134,57 @@ EOF
     done
     echo "KEEL-CHECK: disk-leftover loops=$(disk_loops)/$loops0" \
         "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)" \
-        "free-returned=$([ "$(domu_free)" = "$before" ] && echo yes || echo "no($before/$(domu_free))")"
+        "free-diff=$(($(domu_free) - before))"
+    grep -a -i -E 'blkfront|vbd|xvd|error' "$(domu_log disk)" 2>/dev/null | grep -v KEEL-DOMU | tail -n 8 | tr -d '\r' |
+        sed 's/^/KEEL-DISK-GUEST-LOG: /'
     grep -a -E 'block|vif' /var/log/xen/xen-hotplug.log 2>/dev/null | tail -n 8 | sed 's/^/KEEL-DISK-HOTPLUG: /'
+
+    # Destroy with I/O in flight, three times: a guest writes its disk without pause (each pass synced) and is
+    # destroyed mid-stream. blkback finishes or fails what it holds and lets go; nothing is left, dom0 carries on.
+    cat >/tmp/diskio-task <<'EOF'
+#!/bin/busybox sh
+/bin/busybox mkdir -p /usr/bin /usr/sbin
+/bin/busybox --install -s
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+n=0
+while [ $n -lt 100 ] && ! [ -b /dev/xvda ]; do
+    n=$((n + 1))
+    sleep 0.1
+done
+i=0
+while :; do
+    dd if=/dev/urandom of=/dev/xvda bs=65536 count=64 conv=fsync 2>/dev/null
+    dd if=/dev/xvda of=/dev/null bs=65536 count=64 2>/dev/null
+    i=$((i + 1))
+    echo "KEEL-DOMU-DISKIO: pass $i"
+done
+EOF
+    ioinitrd=$(domu_initrd_task diskio /tmp/diskio-task)
+    domu_cfg diskio "ramdisk = \"$ioinitrd\"" 'vcpus = 1' 'memory = 128' "disk = [ 'file:$img/disk-a.img,xvda,w' ]" >/dev/null
+    before=$(domu_free)
+    ok=0
+    for round in 1 2 3; do
+        rm -f "$(domu_log diskio)"
+        out=$(xm create /tmp/diskio.cfg 2>&1)
+        id=$(echo "$out" | sed -n 's/^Started domain diskio (id=\([0-9]*\))$/\1/p')
+        if [ -n "$id" ] && domu_wait diskio 'KEEL-DOMU-DISKIO: pass' 240 2; then
+            xm destroy diskio 2>&1 && ok=$((ok + 1))
+        else
+            echo "KEEL-CHECK: disk-io-round $round: $out $(tail -n 3 "$(domu_log diskio)" 2>/dev/null | tr -d '\r' | tr '\n' '|')"
+            [ -n "$id" ] && xm destroy "$id" >/dev/null 2>&1
+        fi
+        [ $round = 1 ] && after1=$(domu_free)
+    done
+    n=0
+    while [ $n -lt 100 ] && [ "$(disk_loops)" != "$loops0" ]; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+    echo "KEEL-CHECK: disk-io-destroyed $ok/3 loops=$(disk_loops)/$loops0" \
+        "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)" \
+        "free-vs-start=$(($(domu_free) - before)) free-vs-round1=$(($(domu_free) - after1))" \
+        "xenstored=$(pidof xenstored >/dev/null && echo running || echo gone)" \
+        "xenconsoled=$(pidof xenconsoled >/dev/null && echo running || echo gone)"
     rm -f $img/disk-a.img $img/disk-b.img $img/disk-c.img $img/disk-d.img
 fi
+
