@@ -98,7 +98,7 @@ pub fn problems(run: &Run) -> Vec<String> {
     let io = c("disk-io-destroyed");
     let io_loops = io.split_whitespace().find_map(|w| w.strip_prefix("loops=")).and_then(|v| v.split_once('/'));
     if !io.starts_with("3/3 ")
-        || !io_loops.is_some_and(|(now, before)| now == before)
+        || io_loops.is_none_or(|(now, before)| now != before)
         || !io.contains("backends=0")
         || num(&io, "free-vs-round1") != Some(0)
         || !num(&io, "free-vs-start").is_some_and(|d| (-P2M_TABLES..=0).contains(&d))
