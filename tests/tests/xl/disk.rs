@@ -93,6 +93,21 @@ pub fn problems(run: &Run) -> Vec<String> {
     if !loops_back || !left.contains("backends=0") || !free_diff.is_some_and(|d| (-P2M_TABLES..=0).contains(&d)) {
         p.push(format!("disk: after the guest: {left:?}, want its loop devices, backend directories and pages back"));
     }
+    // Bad disks: one line each, naming the disk and the block script's reason; nothing left.
+    for (what, why) in
+        [("disk-bad-file", "nosuch.img: no such image file"), ("disk-bad-phy", "/dev/null: not a block device")]
+    {
+        let got = c(what);
+        if !got.starts_with("xm: 'create' failed: disk 'xvda': ") || !got.contains(why) {
+            p.push(format!("disk: {what}: {got:?}, want xm create's one-line error with {why:?}"));
+        }
+    }
+    let bad_left = c("disk-bad-left");
+    if !bad_left.starts_with("domains=0 backends=0 loops=")
+        || bad_left.rsplit_once("loops=").and_then(|(_, v)| v.split_once('/')).is_none_or(|(a, b)| a != b)
+    {
+        p.push(format!("disk: after the bad disks: {bad_left:?}"));
+    }
     // Destroyed three times with I/O in flight: nothing left, the same free pages after rounds 1 and 3, dom0's
     // daemons still there.
     let io = c("disk-io-destroyed");

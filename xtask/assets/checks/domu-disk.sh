@@ -139,6 +139,15 @@ EOF
         sed 's/^/KEEL-DISK-GUEST-LOG: /'
     grep -a -E 'block|vif' /var/log/xen/xen-hotplug.log 2>/dev/null | tail -n 8 | sed 's/^/KEEL-DISK-HOTPLUG: /'
 
+    # Bad disks: a missing image and a phy: path that is no block device fail in one line each, naming the disk
+    # and the reason the block script gave; no domain, backend directory or loop device is left.
+    tiny_guest >/tmp/disk-tiny.elf
+    printf 'name = "badisk"\ntype = "pvh"\nkernel = "/tmp/disk-tiny.elf"\nmemory = 16\nvcpus = 1\n' >/tmp/badisk.cfg
+    echo "KEEL-CHECK: disk-bad-file $(xm create /tmp/badisk.cfg "disk=['file:$img/nosuch.img,xvda,w']" 2>&1 | head -n 1)"
+    echo "KEEL-CHECK: disk-bad-phy $(xm create /tmp/badisk.cfg "disk=['phy:/dev/null,xvda,w']" 2>&1 | head -n 1)"
+    echo "KEEL-CHECK: disk-bad-left domains=$(xm list | grep -c badisk)" \
+        "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l) loops=$(disk_loops)/$loops0"
+
     # Destroy with I/O in flight, three times: a guest writes its disk without pause (each pass synced) and is
     # destroyed mid-stream. blkback finishes or fails what it holds and lets go; nothing is left, dom0 carries on.
     cat >/tmp/diskio-task <<'EOF'
