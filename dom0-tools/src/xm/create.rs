@@ -308,13 +308,13 @@ fn attach_devices(xs: &mut Client, id: u16, config: &DomainConfig) -> Result<(),
         let dev = devices::Device::new(devices::Kind::Vbd, id, disk.vbd);
         let nodes = devices::disk_nodes(&dev, disk);
         devices::add(xs, &mut devices::Scripts, &dev, &nodes, devices::INIT_TIMEOUT)
-            .map_err(|e| failed(format!("disk '{}': {e}", disk.vdev)))?;
+            .map_err(|e| failed(format!("disk '{}': {}", disk.vdev, e.reason())))?;
     }
     for vif in &config.vif {
         let dev = devices::Device::new(devices::Kind::Vif, id, vif.devid);
         let nodes = devices::vif_nodes(&dev, vif, vif.mac.unwrap_or_else(devices::random_mac));
         devices::add(xs, &mut devices::Scripts, &dev, &nodes, devices::INIT_TIMEOUT)
-            .map_err(|e| failed(format!("vif {}: {e}", vif.devid)))?;
+            .map_err(|e| failed(format!("vif {}: {}", vif.devid, e.reason())))?;
     }
     Ok(())
 }

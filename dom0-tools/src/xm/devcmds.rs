@@ -49,7 +49,8 @@ pub fn block_attach(args: &BlockAttachArgs) -> CmdResult {
     let done = with_host(|ctx| {
         let domid = guest(ctx, &args.domain)?;
         let dev = Device::new(Kind::Vbd, domid, disk.vbd);
-        devices::add(ctx.xs, &mut devices::Scripts, &dev, &devices::disk_nodes(&dev, &disk), devices::INIT_TIMEOUT)?;
+        devices::add(ctx.xs, &mut devices::Scripts, &dev, &devices::disk_nodes(&dev, &disk), devices::INIT_TIMEOUT)
+            .map_err(|e| XmError::Failed(format!("disk '{}' of domain {domid}: {}", disk.vdev, e.reason())))?;
         Ok(Done { domid, action: "block-attach", kind: Kind::Vbd, devid: disk.vbd, warning: None })
     })?;
     if args.json {
@@ -67,7 +68,8 @@ pub fn network_attach(args: &NetworkAttachArgs) -> CmdResult {
         let v = vif::parse(&spec, next).map_err(|e| XmError::Failed(format!("vif '{spec}': {e}")))?;
         let dev = Device::new(Kind::Vif, domid, v.devid);
         let nodes = devices::vif_nodes(&dev, &v, v.mac.unwrap_or_else(devices::random_mac));
-        devices::add(ctx.xs, &mut devices::Scripts, &dev, &nodes, devices::INIT_TIMEOUT)?;
+        devices::add(ctx.xs, &mut devices::Scripts, &dev, &nodes, devices::INIT_TIMEOUT)
+            .map_err(|e| XmError::Failed(format!("vif {} of domain {domid}: {}", v.devid, e.reason())))?;
         Ok(Done { domid, action: "network-attach", kind: Kind::Vif, devid: v.devid, warning: None })
     })?;
     if args.json {

@@ -274,8 +274,7 @@ pub fn add(
             dev.devid
         )));
     }
-    let failed =
-        |what: String| XmError::Failed(format!("{} {} of domain {}: {what}", dev.kind.as_str(), dev.devid, dev.domid));
+    let failed = XmError::Failed;
     // Both directories in one transaction, as libxl writes them: the guest's xenbus probes a device as soon as
     // its directory appears, and one without `backend` yet would fail for good.
     let mut ops = vec![
@@ -309,11 +308,14 @@ pub fn add(
     let (attach, detach) = dev.kind.actions();
     let ran = hp.run(xs, &nodes.script, attach, &env);
     let status = xs.read(&format!("{back}/hotplug-status"));
-    // The scripts say why they failed in hotplug-error, as Xen's do.
-    let why = xs.read(&format!("{back}/hotplug-error")).map(|e| format!(": {e}")).unwrap_or_default();
-    if let Err(e) = ran.map_err(|e| format!("{e}{why}")).and_then(|()| match status.as_deref() {
+    // The scripts say why they failed in hotplug-error, as Xen's do; what they printed is the fallback.
+    let why = xs.read(&format!("{back}/hotplug-error")).filter(|e| !e.is_empty());
+    let said = |fallback: String| why.as_ref().map_or(fallback, |w| format!("{} {attach}: {w}", nodes.script));
+    if let Err(e) = ran.map_err(said).and_then(|()| match status.as_deref() {
         Some("connected") => Ok(()),
-        other => Err(format!("{} {attach} reported hotplug-status {:?}{why}", nodes.script, other.unwrap_or("(none)"))),
+        other => {
+            Err(said(format!("{} {attach} reported hotplug-status {:?}", nodes.script, other.unwrap_or("(none)"))))
+        }
     }) {
         let _ = xs.write(&format!("{back}/online"), "0");
         let _ = xs.rm(&front);
@@ -627,7 +629,7 @@ mod tests {
         let dev = Device::new(Kind::Vbd, 5, 51712);
         let nodes = disk_nodes(&dev, &disk("/images/a.img,raw,xvda,w"));
         let e = add(&mut xs, &mut hp, &dev, &nodes, T).unwrap_err().to_string();
-        assert!(e.contains("vbd 51712 of domain 5") && e.contains("no free loop device"), "{e}");
+        assert_eq!(e, "failed: /etc/xen/scripts/block add: no free loop device");
         assert_eq!(hp.calls.len(), 2, "add, then remove: {:?}", hp.calls);
         assert!(xs.read(&dev.backend()).is_none() && xs.read(&dev.frontend()).is_none());
 

@@ -58,6 +58,14 @@ impl XmError {
 
     /// The one-line message `xm` prints to stderr when `command` fails
     /// with this error.
+    /// What went wrong, without the "failed: " of [`fmt::Display`] (for a message that adds its own context).
+    pub fn reason(&self) -> String {
+        match self {
+            XmError::Failed(why) => why.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn report(&self, command: &str) -> String {
         format!("xm: '{command}' {self}")
     }
