@@ -137,3 +137,6 @@ if [ "$i" -gt 0 ] && [ "$i" -eq "$cycles" ]; then
     echo "KEEL-BENCH: cycle tool=$tool type=$type runs=$i ms=$(((create_ms + destroy_ms) / i))" \
         "create_ms=$((create_ms / i)) destroy_ms=$((destroy_ms / i)) status=0"
 fi
+
+# The domU's split devices against dom0's own (xtask/assets/devbench.sh).
+[ -x /bin/devbench ] && /bin/devbench "$tool" "$type" "$kernel"

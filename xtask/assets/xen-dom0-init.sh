@@ -21,7 +21,7 @@ case "$cmdline" in
     ;;
 esac
 
-for m in xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc; do
+for m in xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc xen-blkback xen-netback loop llc stp bridge; do
     insmod "/lib/modules/$m.ko" || echo "XEN-DOM0: insmod $m failed"
 done
 mkdir -p /proc/xen
@@ -39,6 +39,8 @@ xen-init-dom0 || echo "XEN-DOM0: xen-init-dom0 failed"
 mkdir -p /var/log/xen/console
 xenconsoled --pid-file=/var/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console ||
     echo "XEN-DOM0: xenconsoled failed"
+# The bridge for devbench's domU, as on Keel's dom0 (xl runs the same /etc/xen/scripts).
+/etc/xen/scripts/network-bridge start || echo "XEN-DOM0: no xenbr0"
 echo "XEN-DOM0: toolstack up"
 # RAM Xen keeps for itself: all of it, less what is free, less dom0's (MiB).
 total=$(xl info | awk '$1 == "total_memory" { print $3 }')

@@ -203,8 +203,22 @@ pub(crate) struct CreateFigs {
     pub cycle_create_ms: Option<u64>,
     pub cycle_destroy_ms: Option<u64>,
     pub cycles: Option<u64>,
-    /// `KEEL-BENCH: create failed: …` and `KEEL-BENCH: cycle failed: …`, in order.
+    /// `KEEL-BENCH: dev tool=… read_kbs=… write_kbs=… dom0_read_kbs=… dom0_write_kbs=… tcp_kbs=… ping_us=…
+    /// status=0` (xtask/assets/devbench.sh): the domU's split devices against dom0's own.
+    pub dev: Option<DevFigs>,
+    /// `KEEL-BENCH: create failed: …`, `… cycle failed: …` and `… dev failed: …`, in order.
     pub failures: Vec<String>,
+}
+
+/// dom0's `/bin/devbench` figures: KiB/s, and µs for the ping.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DevFigs {
+    pub read_kbs: u64,
+    pub write_kbs: u64,
+    pub dom0_read_kbs: u64,
+    pub dom0_write_kbs: u64,
+    pub tcp_kbs: u64,
+    pub ping_us: u64,
 }
 
 /// The number after `key` in `line` (digits up to the next non-digit).
@@ -215,7 +229,7 @@ pub(crate) fn number_after(line: &str, key: &str) -> Option<u64> {
 
 impl CreateFigs {
     pub(crate) fn see(&mut self, line: &str) {
-        for what in ["create", "cycle"] {
+        for what in ["create", "cycle", "dev"] {
             if let Some((_, why)) = line.split_once(&format!("KEEL-BENCH: {what} failed: ")) {
                 self.failures.push(format!("{what}: {}", why.trim()));
             }
@@ -229,6 +243,20 @@ impl CreateFigs {
             self.cmd_ms = number_after(rest, " cmd_ms=");
             self.destroy_ms = number_after(rest, " destroy_ms=");
             self.guest_type = rest.split_once(" type=").and_then(|(_, t)| t.split_whitespace().next()).map(Into::into);
+        }
+        if let Some((_, rest)) = line.split_once("KEEL-BENCH: dev tool=") {
+            let n = |k: &str| number_after(rest, &format!(" {k}="));
+            if let (
+                Some(read_kbs),
+                Some(write_kbs),
+                Some(dom0_read_kbs),
+                Some(dom0_write_kbs),
+                Some(tcp_kbs),
+                Some(ping_us),
+            ) = (n("read_kbs"), n("write_kbs"), n("dom0_read_kbs"), n("dom0_write_kbs"), n("tcp_kbs"), n("ping_us"))
+            {
+                self.dev = Some(DevFigs { read_kbs, write_kbs, dom0_read_kbs, dom0_write_kbs, tcp_kbs, ping_us });
+            }
         }
         if let Some((_, rest)) = line.split_once("KEEL-BENCH: cycle tool=") {
             self.cycle_ms = number_after(rest, " ms=");
@@ -535,6 +563,20 @@ fn linux_section(elf: &Path, runs: usize) -> Result<String> {
 const CREATE_BEGIN: &str = "<!-- xtask-bench:create begin (written by `cargo xtask bench`; edits here are lost) -->";
 const CREATE_END: &str = "<!-- xtask-bench:create end -->";
 const CREATE_KERNEL_CMDLINE: &str = "console=hvc0 keel.init=createbench";
+
+/// The split-device rows (xtask/assets/devbench.sh): label, unit, figure.
+pub(crate) type DevRow = (&'static str, &'static str, fn(DevFigs) -> u64);
+pub(crate) const DEV_ROWS: [DevRow; 7] = [
+    ("domU disk (`phy:` loop device, blkfront → dom0's blkback): sequential read, O_DIRECT 1 MiB", " KiB/s", |d| {
+        d.read_kbs
+    }),
+    ("… dom0 reading the same loop device itself", " KiB/s", |d| d.dom0_read_kbs),
+    ("domU disk: sequential write, O_DIRECT 1 MiB", " KiB/s", |d| d.write_kbs),
+    ("… dom0 writing the same loop device itself", " KiB/s", |d| d.dom0_write_kbs),
+    ("domU → dom0 TCP over netfront/netback and xenbr0 (64 MiB, busybox nc)", " KiB/s", |d| d.tcp_kbs),
+    ("domU → dom0 ping, average round trip (20 pings)", " µs", |d| d.ping_us),
+    ("domU read as a share of dom0's (per mille)", " ‰", |d| d.read_kbs * 1000 / d.dom0_read_kbs.max(1)),
+];
 const CREATE_TIMEOUT_SECS: u32 = 600;
 
 /// Boots dom0 `runs` times with `keel.init=createbench` (xtask/assets/createbench.sh: `xm create` of Debian's
@@ -593,6 +635,10 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
         let cell = count_cell(&figs.iter().map(pick).collect::<Vec<_>>(), " ms");
         table.push_str(&format!("| {what} | {cell} |\n"));
     }
+    for (what, unit, pick) in DEV_ROWS {
+        let cell = count_cell(&figs.iter().map(|f| f.dev.map(pick)).collect::<Vec<_>>(), unit);
+        table.push_str(&format!("| {what} | {cell} |\n"));
+    }
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     Ok(format!(
         "{CREATE_BEGIN}\n## `xm create` of a PVH domU from dom0 under QEMU TCG\n\n\
@@ -607,7 +653,9 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
          (`/var/log/xen/console/guest-createbench.log`, polled every 50 ms), destroys the domU, then runs {cycles} \
          create/destroy cycles of the same domU back to back without waiting for it to boot. Times are dom0's wall \
          clock (`adjtimex`, ms), so they include `xm`'s own start-up and the XZ kernel unpacked in dom0 user space \
-         by the domain builder.\n\n{table}{CREATE_END}",
+         by the domain builder. Then `/bin/devbench` (xtask/assets/devbench.sh) gives a 1-vCPU domU a 64 MiB \
+         loop device of dom0's as `phy:` disk and a vif on `xenbr0`, and times its stock blkfront and netfront \
+         against dom0 using the same loop device directly (`/proc/uptime`, 10 ms).\n\n{table}{CREATE_END}",
         date = date.trim(),
         cpu_model = cpu_model(),
         ncpu = host_cpus(),
@@ -677,6 +725,15 @@ mod tests {
             (Some(903), Some(801), Some(102), Some(3))
         );
         assert!(f.complete() && f.failures.is_empty());
+        assert_eq!(f.dev, None);
+        f.see(
+            "KEEL-BENCH: dev tool=xm type=pvh read_kbs=20480 write_kbs=10240 dom0_read_kbs=40960 \
+             dom0_write_kbs=30720 tcp_kbs=5120 ping_us=850 status=0",
+        );
+        let d = f.dev.expect("the dev line");
+        assert_eq!((d.read_kbs, d.write_kbs, d.dom0_read_kbs, d.dom0_write_kbs), (20480, 10240, 40960, 30720));
+        assert_eq!((d.tcp_kbs, d.ping_us), (5120, 850));
+        assert_eq!(DEV_ROWS[6].2(d), 500, "half of dom0's read rate");
         // A failed destroy does not count, nor does a line without figures; failures are kept in order.
         let mut g = CreateFigs::default();
         g.see("KEEL-BENCH: create tool=xl type=pv ms=20000 cmd_ms=15000 destroy_ms=300 status=1");
@@ -684,9 +741,11 @@ mod tests {
             "KEEL-BENCH: create failed: no \"KEEL-DOMU: init reached\" in /var/log/xen/console/guest-x.log after 300 s",
         );
         g.see("KEEL-BENCH: cycle failed: xl create exited 3: libxl: error");
+        g.see("KEEL-BENCH: dev failed: no bridge xenbr0 in dom0");
         assert_eq!((g.init_ms, g.cycle_ms, g.guest_type.as_deref()), (None, None, None));
         assert!(!g.complete());
-        assert_eq!(g.failures.len(), 2);
+        assert_eq!(g.failures.len(), 3);
+        assert_eq!(g.failures[2], "dev: no bridge xenbr0 in dom0");
         assert!(
             g.failures[0].starts_with("create: no \"KEEL-DOMU")
                 && g.failures[1] == "cycle: xl create exited 3: libxl: error"

@@ -36,6 +36,8 @@ const ETC: &[(&str, &str, bool)] = &[
 /// `/bin/createbench`: the toolstack's `create` → domU init and create/destroy cycle times in dom0 (S99keel's
 /// `keel.init=bench` and `keel.init=createbench`; Xen's `/xen-init` for `cargo xtask bench --vs-xen`).
 pub const CREATEBENCH: &str = include_str!("../assets/createbench.sh");
+/// `/bin/devbench`: a domU's disk and network against dom0's own (run by createbench).
+pub const DEVBENCH: &str = include_str!("../assets/devbench.sh");
 /// The names the `xenstore` program answers to, as xenstore-utils installs them.
 const XENSTORE_NAMES: &[&str] = &["read", "write", "rm", "exists", "list", "ls", "watch", "chmod"];
 /// The modules S30xencommons loads, in dependency order (xenfs needs xen-privcmd, bridge stp and llc): the Xen
@@ -109,8 +111,10 @@ pub fn build() -> Result<PathBuf> {
         std::fs::write(&f, text)?;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if *exec { 0o755 } else { 0o644 }))?;
     }
-    std::fs::write(stage.join("bin/createbench"), CREATEBENCH)?;
-    std::fs::set_permissions(stage.join("bin/createbench"), std::fs::Permissions::from_mode(0o755))?;
+    for (name, text) in [("bin/createbench", CREATEBENCH), ("bin/devbench", DEVBENCH)] {
+        std::fs::write(stage.join(name), text)?;
+        std::fs::set_permissions(stage.join(name), std::fs::Permissions::from_mode(0o755))?;
+    }
 
     // The checks of `keel.init=checks`, one file per area, sourced by S99keel in name order.
     let checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/checks");
@@ -265,7 +269,14 @@ mod tests {
     #[test]
     fn dom0_scripts_parse_in_busybox_ash() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-        let mut scripts = vec![assets.join("keel-init"), assets.join("init.sh"), assets.join("xencommons")];
+        let mut scripts = vec![
+            assets.join("keel-init"),
+            assets.join("init.sh"),
+            assets.join("xencommons"),
+            assets.join("createbench.sh"),
+            assets.join("devbench.sh"),
+            assets.join("xen-dom0-init.sh"),
+        ];
         for entry in std::fs::read_dir(assets.join("xen-scripts")).expect("assets/xen-scripts") {
             scripts.push(entry.expect("a directory entry").path());
         }

@@ -527,6 +527,13 @@ fn table(keel: &[Run], xen: &[Run], keel_img: Option<&Prepared>, xen_img: Option
         let (xc, xm) = cell(&x.iter().map(pick_x).collect::<Vec<_>>(), unit, digits);
         let _ = writeln!(t, "| {label} | {kc} | {xc} | {} |", ratio(km, xm));
     }
+    // The split devices (xtask/assets/devbench.sh): Keel's PVH domU against Xen's PV domU.
+    for (label, unit, pick) in bench::DEV_ROWS {
+        let dev = |runs: &[Marks]| runs.iter().map(|m| m.create.dev.map(|d| pick(d) as f64)).collect::<Vec<_>>();
+        let (kc, km) = cell(&dev(&k), unit, 0);
+        let (xc, xm) = cell(&dev(&x), unit, 0);
+        let _ = writeln!(t, "| 6. Split devices: {label} | {kc} | {xc} | {} |", ratio(km, xm));
+    }
     t
 }
 
