@@ -218,6 +218,9 @@ const _: () = {
     assert!(offset_of!(GnttabMapGrantRef, status) == 18);
     assert!(offset_of!(GnttabMapGrantRef, dev_bus_addr) == 24);
     assert!(size_of::<GnttabUnmapGrantRef>() == 24);
+    assert!(size_of::<GnttabCopyPtr>() == 16 && size_of::<GnttabCopy>() == 40);
+    assert!(offset_of!(GnttabCopy, dest) == 16 && offset_of!(GnttabCopy, len) == 32);
+    assert!(offset_of!(GnttabCopy, status) == 36);
     assert!(offset_of!(GnttabUnmapGrantRef, handle) == 16);
     assert!(offset_of!(GnttabUnmapGrantRef, status) == 20);
 };
@@ -367,9 +370,16 @@ pub mod gnttab {
     pub const MAP_GRANT_REF: u64 = 0;
     pub const UNMAP_GRANT_REF: u64 = 1;
     pub const SETUP_TABLE: u64 = 2;
+    pub const DUMP_TABLE: u64 = 3;
+    pub const COPY: u64 = 5;
     pub const QUERY_SIZE: u64 = 6;
     pub const SET_VERSION: u64 = 8;
+    pub const GET_STATUS_FRAMES: u64 = 9;
     pub const GET_VERSION: u64 = 10;
+    /// `GNTCOPY_source_gref`: the copy's source is a grant reference (else a frame of the caller's).
+    pub const COPY_SOURCE_GREF: u16 = 1 << 0;
+    /// `GNTCOPY_dest_gref`: the same for the destination.
+    pub const COPY_DEST_GREF: u16 = 1 << 1;
     /// Grant frames a domain may have (Xen's default `max_grant_frames`).
     pub const MAX_FRAMES: u32 = 64;
 }
@@ -413,6 +423,34 @@ pub struct GnttabUnmapGrantRef {
     pub host_addr: u64,
     pub dev_bus_addr: u64,
     pub handle: u32,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    pub pad: u16,
+}
+
+/// One side of a `struct gnttab_copy`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GnttabCopyPtr {
+    /// A grant reference (low 32 bits) with the side's `GNTCOPY_*_gref` flag, else a frame (GFN) of the caller's.
+    pub u: u64,
+    /// The granting domain, or `DOMID_SELF` for a frame.
+    pub domid: u16,
+    /// Byte offset in the frame.
+    pub offset: u16,
+    pub pad: u32,
+}
+
+/// `struct gnttab_copy`: GNTTABOP_copy's op.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GnttabCopy {
+    pub source: GnttabCopyPtr,
+    pub dest: GnttabCopyPtr,
+    /// Bytes to copy (within one frame on each side).
+    pub len: u16,
+    /// `GNTCOPY_*`.
+    pub flags: u16,
     /// Out: `GNTST_*`.
     pub status: i16,
     pub pad: u16,

@@ -24,7 +24,9 @@ pub mod status {
     pub const BAD_DOMAIN: i16 = -2;
     pub const BAD_GNTREF: i16 = -3;
     pub const BAD_HANDLE: i16 = -4;
+    pub const PERMISSION_DENIED: i16 = -8;
     pub const BAD_PAGE: i16 = -9;
+    pub const BAD_COPY_ARG: i16 = -10;
     pub const NO_SPACE: i16 = -13;
 }
 
@@ -281,6 +283,89 @@ fn unpin(rd: &Domain, gref: u32, readonly: bool) {
             clear_flags(word, gtf::READING);
         }
     }
+}
+
+/// One side of a copy: a granted frame pinned in its granter's active entries, or a frame of the caller's own
+/// holding a reference; either way the frame stays allocated until [`CopySide::release`].
+struct CopySide {
+    hpa: u64,
+    pinned: Option<(Arc<Domain>, u32)>,
+    readonly: bool,
+}
+
+impl CopySide {
+    /// Xen's gnttab_copy_claim_buf: `gref` says whether `ptr.u` is a grant reference (of `ptr.domid`, granted to
+    /// `ld`) or a frame of `ld`'s own (only `DOMID_SELF` may name a frame).
+    fn claim(
+        ld: &Arc<Domain>,
+        ptr: &keel_abi::shared_info::GnttabCopyPtr,
+        gref: bool,
+        write: bool,
+    ) -> Result<Self, i16> {
+        let readonly = !write;
+        if !gref {
+            if ptr.domid != keel_abi::DOMID_SELF {
+                return Err(status::PERMISSION_DENIED);
+            }
+            let mem = ld.mem.lock();
+            // The caller's RAM only (not a frame it borrowed), and writable in its p2m for a destination.
+            let hpa = mem.ram_frame(ptr.u).ok_or(status::BAD_PAGE)?;
+            if write && mem.translate(ptr.u << 12, true).is_err() {
+                return Err(status::BAD_PAGE);
+            }
+            crate::mm::get_frame_ref(hpa);
+            return Ok(CopySide { hpa, pinned: None, readonly });
+        }
+        let domid = if ptr.domid == keel_abi::DOMID_SELF { ld.id } else { ptr.domid };
+        let rd = super::get(domid).ok_or(status::BAD_DOMAIN)?;
+        if rd.dying.load(Ordering::Acquire) {
+            return Err(status::BAD_DOMAIN);
+        }
+        let gref = u32::try_from(ptr.u).map_err(|_| status::BAD_GNTREF)?;
+        let hpa = pin(ld.id, &rd, gref, readonly)?;
+        Ok(CopySide { hpa, pinned: Some((rd, gref)), readonly })
+    }
+
+    fn release(self) {
+        match self.pinned {
+            Some((rd, gref)) => unpin(&rd, gref, self.readonly),
+            None => crate::mm::put_frame_ref(self.hpa),
+        }
+    }
+}
+
+/// GNTTABOP_copy's op `op` for `ld`: copies `len` bytes between two frames, each a grant (the granted frame is
+/// pinned meanwhile, with GTF_reading/GTF_writing set as for a mapping) or a frame of the caller's. Returns the
+/// status: Xen's checks in Xen's order (arguments, domains, grants, frames).
+pub fn copy(ld: &Arc<Domain>, op: &keel_abi::shared_info::GnttabCopy) -> i16 {
+    use keel_abi::shared_info::gnttab::{COPY_DEST_GREF, COPY_SOURCE_GREF};
+    let page = PAGE_SIZE as u16;
+    let len = op.len;
+    if len > page || op.source.offset > page - len || op.dest.offset > page - len {
+        return status::BAD_COPY_ARG;
+    }
+    let src = match CopySide::claim(ld, &op.source, op.flags & COPY_SOURCE_GREF != 0, false) {
+        Ok(s) => s,
+        Err(st) => return st,
+    };
+    let dst = match CopySide::claim(ld, &op.dest, op.flags & COPY_DEST_GREF != 0, true) {
+        Ok(d) => d,
+        Err(st) => {
+            src.release();
+            return st;
+        }
+    };
+    let from = src.hpa + u64::from(op.source.offset);
+    let to = dst.hpa + u64::from(op.dest.offset);
+    // SAFETY: both frames are RAM frames Keel identity-maps, each held (a pinned grant's active entry, or a frame
+    // reference) until the release below, so neither can be freed or reused meanwhile; the ranges stay inside
+    // their frames (checked above). The two may be the same frame, hence a copy that allows overlap. Guests may
+    // write the frames concurrently, as on Xen; the bytes copied are then whatever the race gives, never memory
+    // outside the two frames.
+    unsafe { core::ptr::copy(from as *const u8, to as *mut u8, usize::from(len)) };
+    src.release();
+    dst.release();
+    status::OKAY
 }
 
 /// GNTTABOP_unmap_grant_ref from `ld`: removes mapping `handle`, which must be the grant mapped at
