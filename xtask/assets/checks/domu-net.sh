@@ -7,7 +7,7 @@
 if domu_available; then
     cat >/tmp/net-task <<'EOF'
 #!/bin/busybox sh
-/bin/busybox mkdir -p /usr/bin /usr/sbin
+/bin/busybox mkdir -p /usr/bin /usr/sbin /tmp
 /bin/busybox --install -s
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
 arg() { sed -n "s/.*keel\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
@@ -21,15 +21,14 @@ done
 ip addr add "$me/24" dev eth0
 ip link set eth0 up
 echo "KEEL-DOMU-NET: up $(cat /sys/class/net/eth0/address) $(ip -o -4 addr show dev eth0 | awk '{ print $4 }')"
-# ping HOST: the number of replies to 3 pings, trying for up to 30 s (the peer may still be booting).
+# ping HOST: the number of replies to 3 pings, once one ping has gone through (for up to 40 s: the peer may still
+# be booting, and a bridge port forwards a moment after its vif comes up).
 tries() {
     n=0
-    while [ $n -lt 10 ]; do
-        got=$(ping -c 3 -W 2 "$1" 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
-        [ "${got:-0}" -gt 0 ] && break
+    while [ $n -lt 20 ] && ! ping -c 1 -W 2 "$1" >/dev/null 2>&1; do
         n=$((n + 1))
-        sleep 1
     done
+    got=$(ping -c 3 -W 2 "$1" 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
     echo "${got:-0}"
 }
 echo "KEEL-DOMU-NET: ping dom0 $(tries 10.0.3.1)/3"
@@ -117,7 +116,7 @@ EOF
     done
     echo "KEEL-CHECK: net-leftover vifs=$(ls /sys/class/net | grep -c '^vif')" \
         "backends=$(xenstore-list /local/domain/0/backend/vif 2>/dev/null | wc -l)" \
-        "free-returned=$([ "$(domu_free)" = "$before" ] && echo yes || echo "no($before/$(domu_free))")"
+        "free-diff=$(($(domu_free) - before))"
     grep -a 'vif' /var/log/xen/xen-hotplug.log 2>/dev/null | tail -n 6 | sed 's/^/KEEL-NET-HOTPLUG: /'
     rm -f /tmp/net-recv
 fi
