@@ -89,16 +89,15 @@ on_poweroff = "destroy"
 EOF
 log=$(domu_log devbench)
 rm -f "$log"
-nc -l -p 5001 >/dev/null &
-listener=$!
+nc_sink 5001 /dev/null
 out=$($tool create /tmp/devbench.cfg 2>&1) || {
-    kill $listener 2>/dev/null
+    nc_sink_stop
     fail "$tool create exited $?: $(echo "$out" | tail -n 1)"
 }
 domu_wait devbench 'KEEL-DEVBENCH: ' 300
 line=$(grep -a 'KEEL-DEVBENCH: ' "$log" | tail -n 1 | tr -d '\r')
 $tool destroy devbench >/dev/null 2>&1
-kill $listener 2>/dev/null
+nc_sink_stop
 losetup -d "$loop" 2>/dev/null
 loop=
 rm -f "$img"

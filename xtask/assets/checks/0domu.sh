@@ -76,6 +76,21 @@ domu_initrd_task() {
     echo "$out"
 }
 
+# nc_sink PORT FILE: a TCP listener on PORT that writes what it receives to FILE, in the background ($nc_pid). Its
+# input is a FIFO this shell holds open until nc_sink_stop: busybox nc stops reading the connection once its own
+# input ends, which for a background job would be at once (its input is /dev/null).
+nc_sink() {
+    rm -f /tmp/nc-sink.in && mkfifo /tmp/nc-sink.in
+    nc -l -p "$1" </tmp/nc-sink.in >"$2" &
+    nc_pid=$!
+    exec 8>/tmp/nc-sink.in
+}
+nc_sink_stop() {
+    exec 8>&-
+    kill "$nc_pid" 2>/dev/null
+    rm -f /tmp/nc-sink.in
+}
+
 # domu_cfg NAME [LINE ...]: writes /tmp/NAME.cfg for a 2-vCPU, 256 MiB domU (the lines given are appended, and a
 # later key overrides an earlier one as in xl) and prints its path.
 domu_cfg() {

@@ -66,8 +66,7 @@ EOF
     echo "KEEL-CHECK: net-bridge $(ip -o -4 addr show dev xenbr0 2>&1 | awk '{ print $2, $4 }')"
     before=$(domu_free)
     rm -f /tmp/net-recv
-    nc -l -p 5000 >/tmp/net-recv &
-    listener=$!
+    nc_sink 5000 /tmp/net-recv
     out1=$(xm create /tmp/net1.cfg 2>&1)
     out2=$(xm create /tmp/net2.cfg 2>&1)
     echo "KEEL-CHECK: net-create $out1 / $out2"
@@ -82,7 +81,7 @@ EOF
             "net2=$(ping -c 3 -W 2 10.0.3.3 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')/3"
         domu_wait net2 'KEEL-DOMU-NET: sent' 300
         n=0
-        while [ $n -lt 100 ] && kill -0 $listener 2>/dev/null; do
+        while [ $n -lt 100 ] && kill -0 "$nc_pid" 2>/dev/null && [ "$(wc -c </tmp/net-recv)" -lt 67108864 ]; do
             n=$((n + 1))
             sleep 0.1
         done
@@ -106,7 +105,7 @@ EOF
             [ -f "$(domu_log $g)" ] && tail -n 5 "$(domu_log $g)" | tr -d '\r' | sed "s/^/KEEL-DOMU-LOG: $g /"
         done
     fi
-    kill $listener 2>/dev/null
+    nc_sink_stop
     [ -n "$id1" ] && xm destroy "$id1" >/dev/null 2>&1
     [ -n "$id2" ] && xm destroy "$id2" >/dev/null 2>&1
     n=0
