@@ -228,10 +228,6 @@ fn test_main() -> xtf::TestResult {
     if state != Some(INIT_WAIT) {
         return Err(error!("backend state {state:?}, want InitWait (2)"));
     }
-    let sectors = read_num(&mut xs, be, "sectors").ok_or_else(|| error!("no {be}/sectors"))?;
-    let sector_size = read_num(&mut xs, be, "sector-size").unwrap_or(0);
-    xtf::println!("hostile: disk sectors={sectors} sector-size={sector_size}");
-
     let gt = gnttab::setup().map_err(|e| error!("mapping the grant table: {e}"))?;
     let port = hypercall::evtchn_alloc_unbound(BACKEND).map_err(|e| error!("EVTCHNOP_alloc_unbound: {e}"))?;
     gt.grant(REF_RING, BACKEND, RING.gfn(), false);
@@ -253,6 +249,10 @@ fn test_main() -> xtf::TestResult {
     }
     xs.write_fmt(fe("state").as_str(), format_args!("{CONNECTED}"))?;
     xtf::println!("hostile: connected: ring-ref {REF_RING}, event channel {port}, {RING_SIZE_1PAGE} slots");
+    // blkback writes the disk's size as it connects.
+    let sectors = read_num(&mut xs, be, "sectors").ok_or_else(|| error!("no {be}/sectors"))?;
+    let sector_size = read_num(&mut xs, be, "sector-size").unwrap_or(0);
+    xtf::println!("hostile: disk sectors={sectors} sector-size={sector_size}");
 
     let mut p = Probes { front: Front { req_prod: 0, rsp_cons: 0, port, next_id: 1 }, bad: 0, run: 0 };
     use blkif::{OP_READ, OP_WRITE};
