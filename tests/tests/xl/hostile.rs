@@ -1,9 +1,9 @@
 //! A hostile frontend cannot hurt dom0 or Keel (xtask/assets/checks/domu-hostile.sh): Keel's test guest
 //! hostile_frontend, a deliberately bad blkfront, gets an error response from dom0's stock blkback for every bad
 //! request and a good one for every good request (its `hostile: probe ... -> ok` lines and `Test result:
-//! SUCCESS`); its bogus producer index makes blkback stop serving that ring (dom0 logs "bogus ring requests");
-//! meanwhile a Debian domU keeps writing its own disk, dom0's kernel logs no oops, its xenstored and xenconsoled
-//! keep running, and nothing is left afterwards.
+//! SUCCESS`); blkback refuses the bad rings it offers at connect time; its bogus producer index makes blkback stop
+//! serving that ring (dom0 logs "bogus ring requests"); meanwhile a Debian domU keeps writing its own disk, dom0's
+//! kernel logs no oops, its xenstored and xenconsoled keep running, and nothing is left afterwards.
 
 use super::domu::check;
 use keel_tests::Run;
@@ -29,6 +29,12 @@ const PROBES: &[&str] = &[
     "unknown-operation",
     "good-read-after",
     "grants-released",
+    "ro-disk-read",
+    "ro-disk-write",
+    "bad-ring-ref",
+    "bad-event-channel",
+    "prefilled-producer",
+    "good-read-after-refusals",
     "good-read-after-flood",
     "bogus-producer",
 ];

@@ -1,8 +1,8 @@
 # A hostile frontend cannot hurt dom0 or Keel (issue 13): Keel's test guest hostile_frontend (tests/guests/src/bin/
-# hostile_frontend.rs, carried in /usr/lib/keel/guests/ by the xl test's initramfs only) boots as a PVH domU with a
-# disk and acts as a deliberately bad blkfront against dom0's stock xen-blkback: bad grant refs, bad segments,
-# sectors past the end, an unknown operation, a notification flood and last a producer index far ahead of the
-# consumer. It prints `hostile: ...` lines through console_io (`xm dmesg` shows them as "(dN) hostile: ...") and
+# hostile_frontend.rs, carried in /usr/lib/keel/guests/ by the xl test's initramfs only) boots as a PVH domU with
+# five disks and acts as a deliberately bad blkfront against dom0's stock xen-blkback: bad grant refs, bad
+# segments, sectors past the end, an unknown operation, a write to a read-only disk, bad rings offered at connect
+# time, a notification flood and last a producer index far ahead of the consumer. It prints `hostile: ...` lines through console_io (`xm dmesg` shows them as "(dN) hostile: ...") and
 # `Test result: SUCCESS` when every bad request got an error and every good one worked. Meanwhile a Debian domU
 # (the bystander) writes to its own disk every second: it must go on doing so. Afterwards dom0's daemons still
 # run, dom0's kernel logged no oops, and nothing is left (loop devices, backend directories, pages).
@@ -20,6 +20,10 @@ if domu_available && [ -f "$HOSTILE_GUEST" ]; then
     mkdir -p $img
     dd if=/dev/zero of=$img/hostile.img bs=1024 count=4096 2>/dev/null
     printf 'keel-hostile-disk sector 0\n' | dd of=$img/hostile.img conv=notrunc 2>/dev/null
+    # xvdb, read-only; xvdc..xvde, offered bad rings (their backends must give up).
+    for d in ro c d e; do
+        dd if=/dev/zero of=$img/hostile-$d.img bs=1024 count=1024 2>/dev/null
+    done
     dd if=/dev/zero of=$img/hbystander.img bs=1024 count=4096 2>/dev/null
     loops0=$(hostile_loops)
     oops0=$(dmesg | grep -c -E 'BUG:|Oops|WARNING:|Call Trace')
@@ -61,7 +65,8 @@ type = "pvh"
 kernel = "$HOSTILE_GUEST"
 memory = 16
 vcpus = 1
-disk = [ 'file:$img/hostile.img,xvda,w' ]
+disk = [ 'file:$img/hostile.img,xvda,w', 'file:$img/hostile-ro.img,xvdb,r', 'file:$img/hostile-c.img,xvdc,w',
+         'file:$img/hostile-d.img,xvdd,w', 'file:$img/hostile-e.img,xvde,w' ]
 EOF
     out=$(xm create /tmp/hostile.cfg 2>&1)
     echo "KEEL-CHECK: hostile-create $out"
@@ -106,5 +111,6 @@ EOF
     echo "KEEL-CHECK: hostile-leftover loops=$(hostile_loops)/$loops0" \
         "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)" \
         "free-returned=$([ "$(domu_free)" = "$before" ] && echo yes || echo "no($before/$(domu_free))")"
-    rm -f $img/hostile.img $img/hbystander.img
+    rm -f $img/hostile.img $img/hostile-ro.img $img/hostile-c.img $img/hostile-d.img $img/hostile-e.img \
+        $img/hbystander.img
 fi
