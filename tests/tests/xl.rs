@@ -14,6 +14,7 @@ mod xl {
     mod disk;
     mod domu;
     mod dumpcore;
+    mod hostile;
     mod lifecycle;
     mod net;
     mod ops;

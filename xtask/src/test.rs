@@ -164,8 +164,8 @@ fn qemu_tests(
         )
     })?;
     // Debian's stock xl and xenstore-ls for tests/tests/xl.rs (fetched with apt-get download like the kernel).
-    let xl_initrd =
-        steps.run("xen 4.17 tools (xl test)", || xen::stock_tools_initramfs(&xen::ensure()?, &initrd, &k.vmlinuz))?;
+    let xl_initrd = steps
+        .run("xen 4.17 tools (xl test)", || xen::stock_tools_initramfs(&xen::ensure()?, &initrd, &k.vmlinuz, guests))?;
     steps.run("boot tests (qemu)", || {
         util::run(
             util::cargo()

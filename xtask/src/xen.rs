@@ -17,7 +17,8 @@
 //!   library they load and glibc's loader, and an empty `/etc/xen/xl.conf`; not Xen's xenstored or xenconsoled:
 //!   on Keel, dom0's own xenstored serves them; binutils' `readelf` as `/usr/bin/readelf` (the dump-core check
 //!   reads core files with it). It also carries Debian's kernel as `/usr/lib/keel/vmlinuz`, which
-//!   xtask/assets/checks/create.sh boots as a PVH domU with `xm create`.
+//!   xtask/assets/checks/create.sh boots as a PVH domU with `xm create`, and the test guests dom0 starts as
+//!   domUs ([`DOMU_GUESTS`]) in `/usr/lib/keel/guests/`.
 
 use crate::util::{self, Context, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -258,10 +259,14 @@ pub fn dom0_initramfs(xen: &Xen, base: &Path, hcbench: &Path, domu: &Domu) -> Re
     Ok(out)
 }
 
+/// Test guests (tests/guests, ELFs in the directory [`crate::build::guests`] returns) that dom0 boots as domUs with
+/// `xm create` in the xl test: `hostile_frontend` (xtask/assets/checks/domu-hostile.sh).
+pub const DOMU_GUESTS: &[&str] = &["hostile_frontend"];
+
 /// Keel's dom0 initramfs `base` plus Debian's stock `xl` and `xenstore-ls` ([`STOCK_TOOLS`]) and their
 /// libraries, in `target/xl-initramfs.cpio.gz`: what the xl test (tests/tests/xl.rs) boots.
 /// xtask/assets/checks/xl.sh runs the tools when they are there.
-pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path) -> Result<PathBuf> {
+pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path, guests: &Path) -> Result<PathBuf> {
     let stage = util::target_dir().join("xl-initramfs-root");
     util::remove_dir(&stage)?;
     stage_tools(xen, STOCK_TOOLS, &stage)?;
@@ -270,6 +275,9 @@ pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path) -> Resu
     stage_libraries(xen, &[readelf], &stage)?;
     // The domU kernel of xtask/assets/checks/create.sh: this boot also has dom0 start Debian's kernel as a domU.
     copy_exec(domu_kernel, &stage.join("usr/lib/keel/vmlinuz"))?;
+    for name in DOMU_GUESTS {
+        copy_exec(&guests.join(name), &stage.join("usr/lib/keel/guests").join(name))?;
+    }
     let out = util::target_dir().join("xl-initramfs.cpio.gz");
     extend_initramfs(base, &stage, &out)?;
     util::remove_dir(&stage)?;

@@ -384,6 +384,37 @@ pub mod gnttab {
     pub const MAX_FRAMES: u32 = 64;
 }
 
+/// `GTF_*` flags of a v1 grant entry (`grant_entry_v1.flags`).
+pub mod gtf {
+    /// `GTF_invalid`: the entry grants nothing.
+    pub const INVALID: u16 = 0;
+    /// `GTF_permit_access`: `domid` may map `frame`.
+    pub const PERMIT_ACCESS: u16 = 1;
+    /// `GTF_readonly`: only read-only mappings.
+    pub const READONLY: u16 = 1 << 2;
+    /// `GTF_reading`: the hypervisor's mark while the frame is mapped.
+    pub const READING: u16 = 1 << 3;
+    /// `GTF_writing`: the same, for a writable mapping.
+    pub const WRITING: u16 = 1 << 4;
+}
+
+/// `struct grant_entry_v1`: one entry of a v1 grant table, written by the granting guest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GrantEntryV1 {
+    /// `GTF_*`; written last when granting.
+    pub flags: u16,
+    /// The domain allowed to map the frame.
+    pub domid: u16,
+    /// The frame (a GFN for an auto-translated granter).
+    pub frame: u32,
+}
+
+/// Grant references the toolstack keeps (`GNTTAB_NR_RESERVED_ENTRIES`: the console's and xenstore's).
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
+
+const _: () = assert!(size_of::<GrantEntryV1>() == 8 && offset_of!(GrantEntryV1, frame) == 4);
+
 /// `struct gnttab_query_size`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]

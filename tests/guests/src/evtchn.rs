@@ -109,3 +109,14 @@ pub(crate) fn upcall() {
         }
     }
 }
+
+/// Sleeps (SCHEDOP_poll) until `port` is pending or Xen system time reaches `deadline_ns`, for a guest that takes
+/// no upcalls; clears the pending bit. Returns whether the port was pending.
+pub fn poll(port: u32, deadline_ns: u64) -> Result<bool, Errno> {
+    let si = xen::shared_info()?;
+    let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+    if si.evtchn_pending(word).load(Ordering::Acquire) & bit == 0 {
+        hypercall::sched_poll(&[port], deadline_ns);
+    }
+    Ok(si.evtchn_pending(word).fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+}

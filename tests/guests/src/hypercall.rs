@@ -223,6 +223,25 @@ pub fn set_hvm_param(index: u32, value: u64) -> Result<(), Errno> {
     check(unsafe { call(nr::HVM_OP, [hvmop::SET_PARAM, &raw mut p as u64, 0, 0, 0]) }).map(drop)
 }
 
+/// `hvm_op(HVMOP_get_param, {DOMID_SELF, index})`: the parameter's value.
+pub fn get_hvm_param(index: u32) -> Result<u64, Errno> {
+    let mut p = XenHvmParam { domid: keel_abi::DOMID_SELF, pad: 0, index, value: 0 };
+    // SAFETY: `p` is a `struct xen_hvm_param`; getting a parameter only writes its value there.
+    check(unsafe { call(nr::HVM_OP, [hvmop::GET_PARAM, &raw mut p as u64, 0, 0, 0]) })?;
+    Ok(p.value)
+}
+
+/// `event_channel_op(EVTCHNOP_alloc_unbound, {DOMID_SELF, remote})`: a port of ours that domain `remote` may
+/// bind; returns it.
+pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32, Errno> {
+    let mut a = keel_abi::shared_info::EvtchnAllocUnbound { dom: keel_abi::DOMID_SELF, remote_dom: remote, port: 0 };
+    // SAFETY: `a` is a `struct evtchn_alloc_unbound`.
+    check(unsafe {
+        call(nr::EVENT_CHANNEL_OP, [keel_abi::shared_info::evtchnop::ALLOC_UNBOUND, &raw mut a as u64, 0, 0, 0])
+    })?;
+    Ok(a.port)
+}
+
 /// `event_channel_op(EVTCHNOP_bind_virq)`: returns the port.
 pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32, Errno> {
     let mut b = EvtchnBindVirq { virq, vcpu, port: 0 };

@@ -30,6 +30,7 @@ pub mod arch;
 pub mod console;
 pub mod evtchn;
 pub mod exinfo;
+pub mod gnttab;
 pub mod hypercall;
 mod result;
 pub mod rt;
@@ -37,6 +38,7 @@ pub mod smp;
 pub mod time;
 pub mod traps;
 pub mod xen;
+pub mod xenstore;
 
 pub use hypercall::Errno;
 pub use result::{Msg, Outcome, TestResult};

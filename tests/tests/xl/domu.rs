@@ -11,13 +11,14 @@ pub fn check(run: &Run, what: &str) -> Option<String> {
 
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
-    let areas: [fn(&Run) -> Vec<String>; 6] = [
+    let areas: [fn(&Run) -> Vec<String>; 7] = [
         super::ops::problems,
         super::balloon::problems,
         super::dumpcore::problems,
         super::lifecycle::problems,
         super::disk::problems,
         super::net::problems,
+        super::hostile::problems,
     ];
     areas.iter().flat_map(|area| area(run)).collect()
 }
