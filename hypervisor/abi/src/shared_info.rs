@@ -396,6 +396,10 @@ pub mod gtf {
     pub const READING: u16 = 1 << 3;
     /// `GTF_writing`: the same, for a writable mapping.
     pub const WRITING: u16 = 1 << 4;
+    /// The entry's type bits (`GTF_type_mask`).
+    pub const TYPE_MASK: u16 = 3;
+    /// `GTF_sub_page` (v2 only: never mappable through a v1 table).
+    pub const SUB_PAGE: u16 = 1 << 8;
 }
 
 /// `struct grant_entry_v1`: one entry of a v1 grant table, written by the granting guest.

@@ -39,15 +39,8 @@ pub mod map {
     pub const CONTAINS_PTE: u32 = 1 << 4;
 }
 
-/// `GTF_*` flags of a v1 shared entry.
-pub mod gtf {
-    pub const TYPE_MASK: u16 = 3;
-    pub const PERMIT_ACCESS: u16 = 1;
-    pub const READONLY: u16 = 1 << 2;
-    pub const READING: u16 = 1 << 3;
-    pub const WRITING: u16 = 1 << 4;
-    pub const SUB_PAGE: u16 = 1 << 8;
-}
+/// `GTF_*` flags of a v1 shared entry (keel-abi's).
+pub use keel_abi::shared_info::gtf;
 
 /// Most grant mappings a domain may hold at once (Xen's default: 1024 maptrack frames of 256 entries).
 pub const MAX_MAPTRACK: usize = 1024 * 256;
