@@ -50,15 +50,11 @@ dom0_write=$(kbs $((MIB * 1024)) $((t2 - t1)))
 
 cat >/tmp/devbench-task <<EOF
 #!/bin/busybox sh
-/bin/busybox mkdir -p /usr/bin /usr/sbin
-/bin/busybox --install -s
-for m in \$(cat /lib/modules/order); do insmod /lib/modules/\$m.ko 2>/dev/null; done
+. /lib/task.sh
+task_setup
 cs() { read -r up _ </proc/uptime; echo \$((\${up%.*} * 100 + (1\${up#*.} - 100))); }
-n=0
-while [ \$n -lt 200 ] && ! { [ -b /dev/xvda ] && [ -d /sys/class/net/eth0 ]; }; do
-    n=\$((n + 1))
-    sleep 0.1
-done
+task_wait /dev/xvda
+task_wait /sys/class/net/eth0
 ip addr add 10.0.3.2/24 dev eth0
 ip link set eth0 up
 t0=\$(cs)

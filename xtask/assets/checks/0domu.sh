@@ -63,14 +63,29 @@ EOF
 
 # domu_initrd_task NAME TASK: prints the path of a variant of the domU initrd whose init also runs the script
 # TASK (a file) as /task in the background, with the modules dom0 carries for domUs (the Xen frontends, ext4) in
-# /lib/modules (their load order in /lib/modules/order) and every busybox applet installable by
-# `/bin/busybox --install -s`.
+# /lib/modules (their load order in /lib/modules/order) and /lib/task.sh: `task_setup` installs every busybox
+# applet and loads the modules, `task_wait PATH` waits up to 20 s for a device.
 domu_initrd_task() {
     domu_initrd
     out=/tmp/domu-$1.cpio.gz
     rm -rf "/tmp/domu-$1" && cp -a /tmp/domu "/tmp/domu-$1" && mkdir -p "/tmp/domu-$1/lib/modules"
     cp /usr/lib/keel/domu-modules/* "/tmp/domu-$1/lib/modules/" 2>/dev/null
     cp "$2" "/tmp/domu-$1/task" && chmod +x "/tmp/domu-$1/task"
+    # What every task starts with: `. /lib/task.sh; task_setup`, then `task_wait PATH` for a device to appear.
+    cat >"/tmp/domu-$1/lib/task.sh" <<'EOF'
+task_setup() {
+    /bin/busybox mkdir -p /usr/bin /usr/sbin /tmp
+    /bin/busybox --install -s
+    for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+}
+task_wait() {
+    n=0
+    while [ $n -lt 200 ] && ! [ -e "$1" ]; do
+        n=$((n + 1))
+        sleep 0.1
+    done
+}
+EOF
     (cd "/tmp/domu-$1" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$out"
     rm -rf "/tmp/domu-$1"
     echo "$out"

@@ -46,14 +46,10 @@ if domu_available; then
 
     cat >/tmp/disk-task <<'EOF'
 #!/bin/busybox sh
-/bin/busybox mkdir -p /usr/bin /usr/sbin /mnt
-/bin/busybox --install -s
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
-n=0
-while [ $n -lt 100 ] && ! { [ -b /dev/xvda ] && [ -b /dev/xvdb ] && [ -b /dev/xvdc ]; }; do
-    n=$((n + 1))
-    sleep 0.1
-done
+. /lib/task.sh
+task_setup
+mkdir -p /mnt
+for d in xvda xvdb xvdc; do task_wait /dev/$d; done
 echo "KEEL-DOMU-DISK: devices $(ls /dev | grep '^xvd' | tr '\n' ' ')"
 echo "KEEL-DOMU-DISK: sizes xvda=$(blockdev --getsize64 /dev/xvda) xvdb=$(blockdev --getsize64 /dev/xvdb)" \
     "xvdc=$(blockdev --getsize64 /dev/xvdc) ro=$(blockdev --getro /dev/xvda)$(blockdev --getro /dev/xvdb)$(blockdev --getro /dev/xvdc)"
@@ -152,14 +148,9 @@ EOF
     # destroyed mid-stream. blkback finishes or fails what it holds and lets go; nothing is left, dom0 carries on.
     cat >/tmp/diskio-task <<'EOF'
 #!/bin/busybox sh
-/bin/busybox mkdir -p /usr/bin /usr/sbin
-/bin/busybox --install -s
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
-n=0
-while [ $n -lt 100 ] && ! [ -b /dev/xvda ]; do
-    n=$((n + 1))
-    sleep 0.1
-done
+. /lib/task.sh
+task_setup
+task_wait /dev/xvda
 i=0
 while :; do
     dd if=/dev/urandom of=/dev/xvda bs=65536 count=64 conv=fsync 2>/dev/null

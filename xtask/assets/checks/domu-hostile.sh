@@ -33,14 +33,9 @@ if domu_available && [ -f "$HOSTILE_GUEST" ]; then
     # The bystander: a Debian domU whose stock blkfront writes a block of its disk (and syncs it) every second.
     cat >/tmp/hbystander-task <<'EOF'
 #!/bin/busybox sh
-/bin/busybox mkdir -p /usr/bin /usr/sbin
-/bin/busybox --install -s
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
-n=0
-while [ $n -lt 100 ] && ! [ -b /dev/xvda ]; do
-    n=$((n + 1))
-    sleep 0.1
-done
+. /lib/task.sh
+task_setup
+task_wait /dev/xvda
 n=0
 while :; do
     if dd if=/dev/urandom of=/dev/xvda bs=4096 count=1 seek=$((n % 1000)) conv=notrunc,fsync 2>/dev/null; then

@@ -7,17 +7,12 @@
 if domu_available; then
     cat >/tmp/net-task <<'EOF'
 #!/bin/busybox sh
-/bin/busybox mkdir -p /usr/bin /usr/sbin /tmp
-/bin/busybox --install -s
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+. /lib/task.sh
+task_setup
 arg() { sed -n "s/.*keel\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 me=$(arg ip)
 peer=$(arg peer)
-n=0
-while [ $n -lt 100 ] && ! [ -d /sys/class/net/eth0 ]; do
-    n=$((n + 1))
-    sleep 0.1
-done
+task_wait /sys/class/net/eth0
 ip addr add "$me/24" dev eth0
 ip link set eth0 up
 echo "KEEL-DOMU-NET: up $(cat /sys/class/net/eth0/address) $(ip -o -4 addr show dev eth0 | awk '{ print $4 }')"
