@@ -1,5 +1,5 @@
 //! A hostile netfront cannot hurt dom0 or Keel (xtask/assets/checks/domu-hostnet.sh): Keel's test guest
-//! hostile_netfront, a deliberately bad netfront with three vifs, gets its valid ARP request through dom0's stock
+//! hostile_netfront, a deliberately bad netfront with four vifs, gets its valid ARP request through dom0's stock
 //! netback and bridge and dom0's reply back on its rx ring; each bad request that fails only itself gets
 //! NETIF_RSP_ERROR; the requests netback takes as fatal get no NETIF_RSP_OKAY (netback disables that vif, and says
 //! so in dom0's log); meanwhile a Debian domU keeps pinging dom0, dom0's kernel logs no oops, its xenstored and

@@ -1,6 +1,6 @@
 # A hostile netfront cannot hurt dom0 or Keel (issue 13): Keel's test guest hostile_netfront (tests/guests/src/bin/
 # hostile_netfront.rs, carried in /usr/lib/keel/guests/ by the xl test's initramfs only) boots as a PVH domU with
-# three vifs on xenbr0 and acts as a deliberately bad netfront against dom0's stock xen-netback: a valid ARP
+# four vifs on xenbr0 and acts as a deliberately bad netfront against dom0's stock xen-netback: a valid ARP
 # request (dom0's reply must come back on its rx ring), then bad grant refs, short sizes, too many slots, a reused
 # id, a notification flood, and the requests netback takes as fatal (data across the page's end, 24 slots, a
 # producer far ahead). It prints `hostile: ...` lines through console_io (`xm dmesg` shows them as
@@ -54,7 +54,7 @@ kernel = "$HOSTNET_GUEST"
 memory = 16
 vcpus = 1
 vif = [ 'mac=00:16:3e:4b:01:09,bridge=xenbr0', 'mac=00:16:3e:4b:01:0a,bridge=xenbr0',
-        'mac=00:16:3e:4b:01:0b,bridge=xenbr0' ]
+        'mac=00:16:3e:4b:01:0b,bridge=xenbr0', 'mac=00:16:3e:4b:01:0c,bridge=xenbr0' ]
 EOF2
     out=$(xm create /tmp/hostnet.cfg 2>&1)
     echo "KEEL-CHECK: hostnet-create $out"

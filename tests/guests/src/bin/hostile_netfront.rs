@@ -1,5 +1,5 @@
 //! A deliberately bad netfront against dom0's stock Linux xen-netback (issue 13: a hostile frontend cannot hurt
-//! dom0 or Keel). Booted by `xm create` as a PVH domU with three vifs on dom0's bridge xenbr0, it talks xenstore
+//! dom0 or Keel). Booted by `xm create` as a PVH domU with four vifs on dom0's bridge xenbr0, it talks xenstore
 //! over its own ring, sets up grant table v1, and connects to each vif's backend as netfront does (tx and rx ring
 //! pages, one event channel, request-rx-copy, feature-rx-notify, Connected). Then, printing a
 //! `hostile: probe NAME ... -> ok|BAD` line for each:
@@ -10,8 +10,9 @@
 //!   nothing, one granted to another domain, a size below the Ethernet header, a packet of 19 slots (more than
 //!   netback's 18); a request id used twice gets both its responses; after a flood of notifications a valid frame
 //!   still goes out; last on vif 0, data crossing the page's end, which netback takes as fatal;
-//! - vif 1: a first slot whose size is beyond what the chain holds, then a chain of 24 slots (fatal);
-//! - vif 2: a producer index far ahead of the consumer (fatal).
+//! - vif 1: a first slot whose size is beyond what the chain holds (netback: data across the page's end, fatal);
+//! - vif 2: a chain of 24 slots (fatal);
+//! - vif 3: a producer index far ahead of the consumer (fatal).
 //!
 //! A fatal probe is ok when no request of it got NETIF_RSP_OKAY and xenstore still answers (netback disables the
 //! vif: "fatal error; disabling device"). `Test result: SUCCESS` means every probe was ok.
@@ -41,7 +42,7 @@ const QUIET_NS: u64 = 3 * time::SECOND;
 /// Notifications in the flood.
 const FLOOD: u32 = 100_000;
 /// The vifs.
-const VIFS: usize = 3;
+const VIFS: usize = 4;
 /// Receive buffers (pages) posted on vif 0.
 const RX_BUFS: usize = 16;
 
@@ -344,6 +345,7 @@ fn test_main() -> xtf::TestResult {
     let mut v0 = connect(&mut xs, gt, 0)?;
     let mut v1 = connect(&mut xs, gt, 1)?;
     let mut v2 = connect(&mut xs, gt, 2)?;
+    let mut v3 = connect(&mut xs, gt, 3)?;
     for id in 0..RX_BUFS as u16 {
         v0.post_rx(id);
     }
@@ -416,14 +418,14 @@ fn test_main() -> xtf::TestResult {
     let n = chain(2, 65535, next(2), &mut reqs);
     p.probe(&mut xs, &mut v1, "size-beyond-chain", &reqs[..n], Want::Survive);
     let n = chain(24, 2400, next(24), &mut reqs);
-    p.probe(&mut xs, &mut v1, "slots-24", &reqs[..n], Want::NotOkay);
+    p.probe(&mut xs, &mut v2, "slots-24", &reqs[..n], Want::NotOkay);
     // A producer index far ahead of the consumer.
-    let rsp_before = v2.tx.header(RSP_PROD).load(Ordering::Acquire);
-    v2.tx_prod = v2.tx_prod.wrapping_add(1000);
-    v2.tx.header(REQ_PROD).store(v2.tx_prod, Ordering::Release);
-    let _ = evtchn::send(v2.port);
+    let rsp_before = v3.tx.header(RSP_PROD).load(Ordering::Acquire);
+    v3.tx_prod = v3.tx_prod.wrapping_add(1000);
+    v3.tx.header(REQ_PROD).store(v3.tx_prod, Ordering::Release);
+    let _ = evtchn::send(v3.port);
     let mut r = [NetifTxResponse::default(); 4];
-    let got = v2.responses(4, QUIET_NS, &mut r);
+    let got = v3.responses(4, QUIET_NS, &mut r);
     let okay = r[..got.min(4)].iter().filter(|r| r.status == RSP_OKAY).count();
     let xs_ok = xs.read_u64("domid").is_ok();
     let ok = okay == 0 && xs_ok;
@@ -433,7 +435,7 @@ fn test_main() -> xtf::TestResult {
     }
     xtf::println!(
         "hostile: probe producer-ahead rsp_prod {rsp_before}->{} responses={got} okay={okay} xenstore={xs_ok} -> {}",
-        v2.tx.header(RSP_PROD).load(Ordering::Acquire),
+        v3.tx.header(RSP_PROD).load(Ordering::Acquire),
         if ok { "ok" } else { "BAD" }
     );
 
