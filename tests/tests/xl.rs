@@ -15,7 +15,6 @@ mod xl {
     mod domu;
     mod dumpcore;
     mod hostile;
-    mod hostnet;
     mod lifecycle;
     mod net;
     mod ops;

@@ -11,7 +11,7 @@ pub fn check(run: &Run, what: &str) -> Option<String> {
 
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
-    let areas: [fn(&Run) -> Vec<String>; 8] = [
+    let areas: [fn(&Run) -> Vec<String>; 7] = [
         super::ops::problems,
         super::balloon::problems,
         super::dumpcore::problems,
@@ -19,7 +19,6 @@ pub fn problems(run: &Run) -> Vec<String> {
         super::disk::problems,
         super::net::problems,
         super::hostile::problems,
-        super::hostnet::problems,
     ];
     areas.iter().flat_map(|area| area(run)).collect()
 }

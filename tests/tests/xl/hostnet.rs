@@ -4,6 +4,9 @@
 //! NETIF_RSP_ERROR; the requests netback takes as fatal get no NETIF_RSP_OKAY (netback disables that vif, and says
 //! so in dom0's log); meanwhile a Debian domU keeps pinging dom0, dom0's kernel logs no oops, its xenstored and
 //! xenconsoled keep running, and no vif, backend directory or page is left afterwards.
+//!
+//! Not yet registered (no `mod hostnet;` in tests/tests/xl.rs): its check waits in
+//! xtask/assets/checks-pending/domu-hostnet.sh (see there why).
 
 use super::domu::check;
 use keel_tests::Run;
@@ -16,6 +19,7 @@ const PROBES: &[&str] = &[
     "gref-other-domain",
     "size-below-header",
     "size-zero",
+    // Linux 6.1 takes a 19-slot packet: the guest reports it and does not judge it.
     "slots-19",
     "id-reused",
     "valid-after-errors",

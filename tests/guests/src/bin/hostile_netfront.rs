@@ -7,9 +7,10 @@
 //! - vif 0: a valid frame (an ARP request for dom0's 10.0.3.1 from 10.0.3.9, broadcast) must be sent (NETIF_RSP_OKAY)
 //!   and dom0's ARP reply must arrive on the rx ring (netback copies it into a granted page); bad requests that
 //!   fail only themselves must each get NETIF_RSP_ERROR: a grant ref beyond the table, an entry that grants
-//!   nothing, one granted to another domain, a size below the Ethernet header, a packet of 19 slots (more than
-//!   netback's 18); a request id used twice gets both its responses; after a flood of notifications a valid frame
-//!   still goes out; last on vif 0, data crossing the page's end, which netback takes as fatal;
+//!   nothing, one granted to another domain, a size below the Ethernet header; a packet of 19 slots (more than
+//!   netback's legacy 18: Linux 6.1 sends it, so any outcome is ok); a request id used twice gets both its
+//!   responses; after a flood of notifications a valid frame still goes out; last on vif 0, data crossing the
+//!   page's end, which netback takes as fatal;
 //! - vif 1: a first slot whose size is beyond what the chain holds (netback: data across the page's end, fatal);
 //! - vif 2: a chain of 24 slots (fatal);
 //! - vif 3: a producer index far ahead of the consumer (fatal).
@@ -395,7 +396,8 @@ fn test_main() -> xtf::TestResult {
     p.probe(&mut xs, &mut v0, "size-zero", &[bad(REF_DATA, 0, next(1))], Want::Error);
     let mut reqs = [NetifTxRequest::default(); 32];
     let n = chain(19, 1900, next(19), &mut reqs);
-    p.probe(&mut xs, &mut v0, "slots-19", &reqs[..n], Want::Error);
+    // Linux 6.1's netback takes a 19-slot packet (OKAY for every slot): reported, not judged.
+    p.probe(&mut xs, &mut v0, "slots-19", &reqs[..n], Want::Survive);
     let same = next(1);
     p.probe(&mut xs, &mut v0, "id-reused", &[frame(same), frame(same)], Want::Okay);
     p.probe(&mut xs, &mut v0, "valid-after-errors", &[frame(next(1))], Want::Okay);

@@ -1,3 +1,8 @@
+# NOT YET A CHECK (kept out of xtask/assets/checks/, which dom0 runs in full): on its one run end to end every probe
+# was ok but `hostnet-leftover` said free-returned=no(386015/386013), two pages short 30 s after both domains were
+# destroyed; until that is understood (a leak in Keel's grant copy/map paths, or pages freed later) a failing check
+# would fail CI. To run it: copy it to xtask/assets/checks/, add `mod hostnet;` to tests/tests/xl.rs and
+# super::hostnet::problems to the areas of tests/tests/xl/domu.rs.
 # A hostile netfront cannot hurt dom0 or Keel (issue 13): Keel's test guest hostile_netfront (tests/guests/src/bin/
 # hostile_netfront.rs, carried in /usr/lib/keel/guests/ by the xl test's initramfs only) boots as a PVH domU with
 # four vifs on xenbr0 and acts as a deliberately bad netfront against dom0's stock xen-netback: a valid ARP
