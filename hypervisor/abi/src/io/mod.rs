@@ -2,5 +2,6 @@
 
 pub mod blkif;
 pub mod console;
+pub mod netif;
 pub mod xenstore;
 pub mod xs_wire;
