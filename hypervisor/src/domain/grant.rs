@@ -24,10 +24,10 @@ pub mod status {
     pub const BAD_DOMAIN: i16 = -2;
     pub const BAD_GNTREF: i16 = -3;
     pub const BAD_HANDLE: i16 = -4;
+    pub const NO_DEVICE_SPACE: i16 = -7;
     pub const PERMISSION_DENIED: i16 = -8;
     pub const BAD_PAGE: i16 = -9;
     pub const BAD_COPY_ARG: i16 = -10;
-    pub const NO_SPACE: i16 = -13;
 }
 
 /// `GNTMAP_*` flags of a map request.
@@ -174,7 +174,7 @@ pub fn map(ld: &Arc<Domain>, host_addr: u64, flags: u32, gref: u32, dom: DomId) 
         .grants
         .lock()
         .reserve(Mapping { granter: dom, gref, gfn: None, readonly, hpa: 0 })
-        .ok_or(status::NO_SPACE)?;
+        .ok_or(status::NO_DEVICE_SPACE)?;
     let hpa = match pin(ld.id, &rd, gref, readonly) {
         Ok(hpa) => hpa,
         Err(st) => {
@@ -301,9 +301,15 @@ impl CopySide {
                 return Err(status::PERMISSION_DENIED);
             }
             let mem = ld.mem.lock();
-            // The caller's RAM only (not a frame it borrowed), and writable in its p2m for a destination.
-            let hpa = mem.ram_frame(ptr.u).ok_or(status::BAD_PAGE)?;
-            if write && mem.translate(ptr.u << 12, true).is_err() {
+            // The caller's RAM, or a grant it has mapped (Xen's get_paged_frame refuses only foreign mappings):
+            // netback copies a packet another guest sent, which sits in its grant mapping, into a receiver's
+            // buffer. Writable in the caller's p2m for a destination.
+            let hpa = match mem.borrowed(ptr.u) {
+                Some(Borrowed::Grant(hpa)) => hpa,
+                Some(Borrowed::Foreign(_)) => return Err(status::BAD_PAGE),
+                None => mem.ram_frame(ptr.u).ok_or(status::BAD_PAGE)?,
+            };
+            if mem.translate(ptr.u << 12, write) != Ok(hpa) {
                 return Err(status::BAD_PAGE);
             }
             crate::mm::get_frame_ref(hpa);

@@ -367,6 +367,27 @@ mod tests {
         };
         assert_eq!(copy_status(&d0, own), st::OKAY);
         assert_eq!(get::<u64>(&d0, 0x31004), 0xabcd, "an overlapping copy is a move");
+        // From a grant dom0 has mapped (another guest's packet) into a guest's grant, by dom0's GFN of the mapping;
+        // a read-only mapping is no destination.
+        let gm = map(&d0, 0x92000, gm::HOST_MAP | gm::READONLY, 8, du.id);
+        assert_eq!(gm.status, st::OKAY);
+        let fwd = GnttabCopy {
+            source: side(0x92, DOMID_SELF, 0),
+            dest: side(7, du.id, 0x10),
+            len: 8,
+            flags: DEST,
+            ..Default::default()
+        };
+        assert_eq!(copy_status(&d0, fwd), st::OKAY);
+        assert_eq!(get::<u64>(&du, 0x20010), 0xabcd);
+        let into_mapping = GnttabCopy {
+            source: side(0x30, DOMID_SELF, 0),
+            dest: side(0x92, DOMID_SELF, 0),
+            len: 8,
+            ..Default::default()
+        };
+        assert_eq!(copy_status(&d0, into_mapping), st::BAD_PAGE);
+        assert_eq!(unmap(&d0, 0x92000, gm.handle), st::OKAY);
         // The entries carry no pin afterwards, and no frame reference is left.
         assert_eq!(
             (entry_flags(&du, 7), entry_flags(&du, 8)),
