@@ -65,7 +65,7 @@ t2=\$(cs)
 ping -c 3 -W 2 10.0.3.1 >/dev/null 2>&1
 rtt=\$(ping -c 20 -i 0.2 10.0.3.1 2>/dev/null | sed -n 's|.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
 t3=\$(cs)
-dd if=/dev/zero bs=1048576 count=$MIB 2>/dev/null | nc 10.0.3.1 5001
+dd if=/dev/zero bs=1048576 count=$MIB iflag=fullblock 2>/dev/null | nc 10.0.3.1 5001
 t4=\$(cs)
 echo "KEEL-DEVBENCH: read_cs=\$((t1 - t0)) write_cs=\$((t2 - t1)) rtt_ms=\${rtt:-none} tcp_cs=\$((t4 - t3))"
 /sbin/poweroff

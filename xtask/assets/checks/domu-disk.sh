@@ -74,13 +74,13 @@ umount /mnt/a /mnt/b /mnt/c
 # Hot-plug: dom0 attaches xvdd (block-attach) once it sees this line, then detaches it (block-detach).
 echo "KEEL-DOMU-DISK: ready for hotplug"
 n=0
-while [ $n -lt 600 ] && ! [ -b /dev/xvdd ]; do
+while [ $n -lt 3000 ] && ! [ -b /dev/xvdd ]; do
     n=$((n + 1))
     sleep 0.1
 done
 echo "KEEL-DOMU-DISK: hotplug xvdd $([ -b /dev/xvdd ] && echo "appeared $(blockdev --getsize64 /dev/xvdd)" || echo missing)"
 n=0
-while [ $n -lt 600 ] && [ -b /dev/xvdd ]; do
+while [ $n -lt 3000 ] && [ -b /dev/xvdd ]; do
     n=$((n + 1))
     sleep 0.1
 done

@@ -29,7 +29,7 @@ tries() {
 echo "KEEL-DOMU-NET: ping dom0 $(tries 10.0.3.1)/3"
 echo "KEEL-DOMU-NET: ping peer $(tries "$peer")/3"
 if [ "$(arg send)" = 1 ]; then
-    dd if=/dev/urandom of=/tmp/blob bs=1048576 count=64 2>/dev/null
+    dd if=/dev/urandom of=/tmp/blob bs=1048576 count=64 iflag=fullblock 2>/dev/null
     echo "KEEL-DOMU-NET: blob $(sha256sum /tmp/blob | cut -d' ' -f1)"
     t0=$(cut -d' ' -f1 /proc/uptime)
     nc 10.0.3.1 5000 </tmp/blob
@@ -37,15 +37,16 @@ if [ "$(arg send)" = 1 ]; then
     rm -f /tmp/blob
 fi
 echo "KEEL-DOMU-NET: ready for hotplug"
-# network-detach makes eth0 go; network-attach brings an interface back.
+# network-detach makes eth0 go; network-attach brings an interface back. dom0 does so once the other guest's
+# transfer is over, minutes later under TCG: wait for up to 10 minutes.
 n=0
-while [ $n -lt 600 ] && [ -d /sys/class/net/eth0 ]; do
+while [ $n -lt 6000 ] && [ -d /sys/class/net/eth0 ]; do
     n=$((n + 1))
     sleep 0.1
 done
 echo "KEEL-DOMU-NET: unplug eth0 $([ -d /sys/class/net/eth0 ] && echo still-there || echo gone)"
 n=0
-while [ $n -lt 600 ] && [ -z "$(ls /sys/class/net | grep '^eth')" ]; do
+while [ $n -lt 6000 ] && [ -z "$(ls /sys/class/net | grep '^eth')" ]; do
     n=$((n + 1))
     sleep 0.1
 done
