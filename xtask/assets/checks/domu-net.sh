@@ -29,6 +29,7 @@ tries() {
 echo "KEEL-DOMU-NET: ping dom0 $(tries 10.0.3.1)/3"
 echo "KEEL-DOMU-NET: ping peer $(tries "$peer")/3"
 if [ "$(arg send)" = 1 ]; then
+    # 64 MiB in its rootfs (a tmpfs of half its RAM: the sender has 320 MiB).
     dd if=/dev/urandom of=/tmp/blob bs=1048576 count=64 iflag=fullblock 2>/dev/null
     echo "KEEL-DOMU-NET: blob $(sha256sum /tmp/blob | cut -d' ' -f1)"
     t0=$(cut -d' ' -f1 /proc/uptime)
@@ -56,7 +57,7 @@ EOF
     initrd=$(domu_initrd_task net /tmp/net-task)
     domu_cfg net1 "ramdisk = \"$initrd\"" 'vcpus = 1' 'memory = 192' "vif = [ 'bridge=xenbr0' ]" \
         'extra = "console=hvc0 keel.ip=10.0.3.2 keel.peer=10.0.3.3"' >/dev/null
-    domu_cfg net2 "ramdisk = \"$initrd\"" 'vcpus = 1' 'memory = 192' \
+    domu_cfg net2 "ramdisk = \"$initrd\"" 'vcpus = 1' 'memory = 320' \
         "vif = [ 'mac=00:16:3e:4b:00:03,bridge=xenbr0' ]" \
         'extra = "console=hvc0 keel.ip=10.0.3.3 keel.peer=10.0.3.2 keel.send=1"' >/dev/null
     echo "KEEL-CHECK: net-bridge $(ip -o -4 addr show dev xenbr0 2>&1 | awk '{ print $2, $4 }')"
@@ -75,7 +76,7 @@ EOF
         domu_wait net2 'KEEL-DOMU-NET: ping peer' 120
         echo "KEEL-CHECK: net-dom0-ping net1=$(ping -c 3 -W 2 10.0.3.2 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')/3" \
             "net2=$(ping -c 3 -W 2 10.0.3.3 2>/dev/null | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')/3"
-        domu_wait net2 'KEEL-DOMU-NET: sent' 300
+        domu_wait net2 'KEEL-DOMU-NET: sent' 900
         n=0
         while [ $n -lt 100 ] && kill -0 "$nc_pid" 2>/dev/null && [ "$(wc -c </tmp/net-recv)" -lt 67108864 ]; do
             n=$((n + 1))
