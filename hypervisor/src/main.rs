@@ -438,6 +438,7 @@ mod bare {
                 weight: sched::DEFAULT_WEIGHT,
                 cap: 0,
                 expect_crash: false,
+                limits: keel::domain::Limits::DEFAULT,
             };
             match keel::domain::create(cfg, support) {
                 Ok(d) => {

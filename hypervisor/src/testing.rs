@@ -14,6 +14,11 @@ pub fn support() -> Support {
 
 /// A running domain with `vcpus` vCPUs (offline: no hardware context) and `mib` MiB of RAM.
 pub fn domain(vcpus: u32, mib: u64) -> Arc<Domain> {
+    domain_with_limits(vcpus, mib, crate::domain::Limits::DEFAULT)
+}
+
+/// [`domain`], with the event-channel and grant limits a toolstack could give it.
+pub fn domain_with_limits(vcpus: u32, mib: u64, limits: crate::domain::Limits) -> Arc<Domain> {
     let cfg = DomainConfig {
         name: "test".into(),
         vcpus,
@@ -21,6 +26,7 @@ pub fn domain(vcpus: u32, mib: u64) -> Arc<Domain> {
         weight: crate::sched::DEFAULT_WEIGHT,
         cap: 0,
         expect_crash: false,
+        limits,
     };
     domain::create(cfg, &support()).expect("a test domain")
 }

@@ -36,6 +36,8 @@ pub fn parse_spec(s: &str) -> Result<GuestSpec, String> {
         weight: crate::sched::DEFAULT_WEIGHT,
         cap: 0,
         expect_crash: false,
+        // Test guests are built by Keel, not the toolstack: Xen's defaults, as for dom0.
+        limits: crate::domain::Limits::DEFAULT,
     };
     for word in s.split_ascii_whitespace() {
         let (k, v) = word.split_once('=').ok_or_else(|| format!("'{word}' is not key=value"))?;

@@ -80,6 +80,8 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
         weight: crate::sched::DEFAULT_WEIGHT,
         cap: 0,
         expect_crash: false,
+        // Xen creates its dom0 with every limit -1: its defaults.
+        limits: crate::domain::Limits::DEFAULT,
     };
     let dom = match domain::create_with_id(0, cfg, support) {
         Ok(d) => d,

@@ -43,6 +43,8 @@ pub fn virq_is_global(virq: u32) -> bool {
 /// A domain's ports (port 0 is never used).
 pub struct Table {
     ports: Vec<Port>,
+    /// The highest port that may be allocated (the domain's `max_evtchn_port`).
+    max_port: u32,
 }
 
 impl Default for Table {
@@ -52,9 +54,14 @@ impl Default for Table {
 }
 
 impl Table {
-    /// No ports bound.
+    /// No ports bound, every port of the 2-level ABI allocatable.
     pub fn new() -> Self {
-        Self { ports: alloc::vec![Port { binding: Binding::Free, vcpu: 0 }] }
+        Self::with_max_port(u32::MAX)
+    }
+
+    /// No ports bound; ports above `max_port` are never allocated (Xen's `max_evtchn_port`).
+    pub fn with_max_port(max_port: u32) -> Self {
+        Self { ports: alloc::vec![Port { binding: Binding::Free, vcpu: 0 }], max_port }
     }
 
     /// Whether `port` is a port number of the 2-level ABI (Xen's `port_is_valid`: an in-range number, bound or
@@ -63,13 +70,15 @@ impl Table {
         port < si::EVTCHN_2L_PORTS
     }
 
-    /// Allocates the lowest free port.
+    /// Allocates the lowest free port. -ENOSPC when none is free up to the domain's `max_evtchn_port` and the
+    /// ABI's last port (Xen's get_free_port).
     pub fn alloc(&mut self, binding: Binding, vcpu: u32) -> Result<u32, Errno> {
-        if let Some(i) = self.ports.iter().skip(1).position(|p| p.binding == Binding::Free) {
+        let last = self.max_port.min(si::EVTCHN_2L_PORTS - 1) as usize;
+        if let Some(i) = self.ports.iter().take(last + 1).skip(1).position(|p| p.binding == Binding::Free) {
             self.ports[i + 1] = Port { binding, vcpu };
             return Ok(i as u32 + 1);
         }
-        if self.ports.len() as u32 >= si::EVTCHN_2L_PORTS {
+        if self.ports.len() > last {
             return Err(ENOSPC);
         }
         self.ports.push(Port { binding, vcpu });
@@ -321,6 +330,28 @@ mod tests {
         assert_eq!(t.status(99).unwrap().0, evtchnstat::CLOSED);
         assert_eq!(t.status(si::EVTCHN_2L_PORTS), Err(EINVAL));
         for _ in 3..si::EVTCHN_2L_PORTS {
+            t.alloc(Binding::Ipi, 0).unwrap();
+        }
+        assert_eq!(t.alloc(Binding::Ipi, 0), Err(ENOSPC));
+    }
+
+    /// A domain's `max_evtchn_port` is the highest port it gets (Xen's get_free_port): -ENOSPC beyond, a freed port
+    /// below it is reused; 0 leaves it none (port 0 is reserved).
+    #[test]
+    fn ports_stop_at_max_evtchn_port() {
+        let mut t = Table::with_max_port(3);
+        for want in 1..=3 {
+            assert_eq!(t.alloc(Binding::Ipi, 0), Ok(want));
+        }
+        assert_eq!(t.alloc(Binding::Ipi, 0), Err(ENOSPC));
+        assert_eq!(t.status(4).unwrap().0, evtchnstat::CLOSED, "a port beyond the limit is still a valid number");
+        t.close(2).unwrap();
+        assert_eq!(t.alloc(Binding::Unbound { remote: 0 }, 0), Ok(2));
+        assert_eq!(t.alloc(Binding::Ipi, 0), Err(ENOSPC));
+        assert_eq!(Table::with_max_port(0).alloc(Binding::Ipi, 0), Err(ENOSPC));
+        // Above the 2-level ABI's ports, the ABI's limit holds.
+        let mut t = Table::with_max_port(i32::MAX as u32);
+        for _ in 1..si::EVTCHN_2L_PORTS {
             t.alloc(Binding::Ipi, 0).unwrap();
         }
         assert_eq!(t.alloc(Binding::Ipi, 0), Err(ENOSPC));

@@ -15,7 +15,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use keel_abi::hypercall::errno::*;
-use keel_abi::shared_info::gnttab;
 
 /// `GNTST_*` statuses.
 pub mod status {
@@ -24,10 +23,11 @@ pub mod status {
     pub const BAD_DOMAIN: i16 = -2;
     pub const BAD_GNTREF: i16 = -3;
     pub const BAD_HANDLE: i16 = -4;
-    pub const NO_DEVICE_SPACE: i16 = -7;
     pub const PERMISSION_DENIED: i16 = -8;
     pub const BAD_PAGE: i16 = -9;
     pub const BAD_COPY_ARG: i16 = -10;
+    /// `GNTST_no_space`: out of handles (Xen 4.16 and later; before, `GNTST_no_device_space`).
+    pub const NO_SPACE: i16 = -13;
 }
 
 /// `GNTMAP_*` flags of a map request.
@@ -42,8 +42,9 @@ pub mod map {
 /// `GTF_*` flags of a v1 shared entry (keel-abi's).
 pub use keel_abi::shared_info::gtf;
 
-/// Most grant mappings a domain may hold at once (Xen's default: 1024 maptrack frames of 256 entries).
-pub const MAX_MAPTRACK: usize = 1024 * 256;
+/// Grant mappings per maptrack frame (Xen's `MAPTRACK_PER_PAGE`: 16-byte entries): a domain holds at most its
+/// `max_maptrack_frames` times this many.
+pub const MAPTRACK_PER_FRAME: usize = (PAGE_SIZE / 16) as usize;
 
 /// v1 entries per grant-table frame (8 bytes each).
 pub const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
@@ -106,12 +107,13 @@ impl Grants {
         self.active.get(&gref).map(|a| (a.ro, a.rw))
     }
 
-    fn reserve(&mut self, m: Mapping) -> Option<u32> {
+    /// A handle for `m`; None when `max_frames` maptrack frames are full.
+    fn reserve(&mut self, m: Mapping, max_frames: u32) -> Option<u32> {
         if let Some(h) = self.free.pop() {
             self.maptrack[h as usize] = Some(m);
             return Some(h);
         }
-        if self.maptrack.len() >= MAX_MAPTRACK {
+        if self.maptrack.len() >= max_frames as usize * MAPTRACK_PER_FRAME {
             return None;
         }
         self.maptrack.push(Some(m));
@@ -126,22 +128,79 @@ impl Grants {
     }
 }
 
-/// The host frame of grant-table frame `idx` of `dom`, creating frames up to it (at most
-/// [`gnttab::MAX_FRAMES`]: -EINVAL beyond; -ENOMEM when the machine has none).
+/// A domain's grant-table frames: Keel's frames, created on demand and freed with the domain, and the GFN each
+/// was last mapped at with XENMEM_add_to_physmap (what Xen's M2P tells GNTTABOP_setup_table).
+#[derive(Default)]
+pub struct TableFrames {
+    frames: Vec<u64>,
+    gfns: Vec<Option<u64>>,
+}
+
+impl TableFrames {
+    /// Frames the table has (`nr_grant_frames`).
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether the table has no frame yet.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The host frame of table frame `idx`.
+    pub fn get(&self, idx: usize) -> Option<u64> {
+        self.frames.get(idx).copied()
+    }
+
+    /// The host frames, in table order.
+    pub fn frames(&self) -> &[u64] {
+        &self.frames
+    }
+
+    /// Records that table frame `idx` is now mapped at `gfn`.
+    pub fn set_gfn(&mut self, idx: usize, gfn: u64) {
+        if let Some(g) = self.gfns.get_mut(idx) {
+            *g = Some(gfn);
+        }
+    }
+
+    /// Table frame `idx` and the GFN it was last mapped at.
+    pub fn with_gfn(&self, idx: usize) -> Option<(u64, Option<u64>)> {
+        Some((*self.frames.get(idx)?, self.gfns.get(idx).copied().flatten()))
+    }
+
+    /// Takes the frames out (the domain is being freed).
+    pub fn take(&mut self) -> Vec<u64> {
+        self.gfns.clear();
+        core::mem::take(&mut self.frames)
+    }
+}
+
+/// The host frame of grant-table frame `idx` of `dom`, growing the table up to it. -EINVAL at or beyond the
+/// domain's `max_grant_frames`, and when the machine has no frame for the growth (Xen's
+/// gnttab_get_shared_frame_mfn only checks whether the table grew).
 pub fn table_frame(dom: &Domain, idx: usize) -> Result<u64, Errno> {
-    if idx >= gnttab::MAX_FRAMES as usize {
+    grow(dom, idx.checked_add(1).ok_or(EINVAL)?).map_err(|_| EINVAL)?;
+    dom.grant_frames.lock().get(idx).ok_or(EINVAL)
+}
+
+/// Grows `dom`'s table to at least `nr` frames (Xen's gnttab_grow_table): -EINVAL beyond the domain's
+/// `max_grant_frames`, -ENOMEM when the machine has no frame (the frames made so far stay).
+pub fn grow(dom: &Domain, nr: usize) -> Result<(), Errno> {
+    if nr > dom.config.limits.max_grant_frames as usize {
         return Err(EINVAL);
     }
-    let mut frames = dom.grant_frames.lock();
-    while frames.len() <= idx {
-        frames.push(crate::mm::alloc_frame().map_err(|_| ENOMEM)?);
+    let mut t = dom.grant_frames.lock();
+    while t.frames.len() < nr {
+        t.frames.push(crate::mm::alloc_frame().map_err(|_| ENOMEM)?);
+        t.gfns.push(None);
     }
-    Ok(frames[idx])
+    Ok(())
 }
 
 /// The first word (flags, domid) and the frame of `dom`'s v1 entry `gref`, if the table has it.
 fn entry(dom: &Domain, gref: u32) -> Option<(&AtomicU32, u32)> {
-    let frame = *dom.grant_frames.lock().get((gref / ENTRIES_PER_FRAME) as usize)?;
+    let frame = dom.grant_frames.lock().get((gref / ENTRIES_PER_FRAME) as usize)?;
     let at = frame + u64::from(gref % ENTRIES_PER_FRAME) * 8;
     // SAFETY: grant-table frames are Keel's frames, allocated for `dom` and freed only when `dom` is (the caller
     // holds a reference to it); entries are 8-byte aligned inside them. The guest writes them concurrently,
@@ -173,8 +232,8 @@ pub fn map(ld: &Arc<Domain>, host_addr: u64, flags: u32, gref: u32, dom: DomId) 
     let handle = ld
         .grants
         .lock()
-        .reserve(Mapping { granter: dom, gref, gfn: None, readonly, hpa: 0 })
-        .ok_or(status::NO_DEVICE_SPACE)?;
+        .reserve(Mapping { granter: dom, gref, gfn: None, readonly, hpa: 0 }, ld.config.limits.max_maptrack_frames)
+        .ok_or(status::NO_SPACE)?;
     let hpa = match pin(ld.id, &rd, gref, readonly) {
         Ok(hpa) => hpa,
         Err(st) => {

@@ -50,6 +50,58 @@ pub struct DomainConfig {
     pub cap: u32,
     /// In test mode: a crash is the expected outcome.
     pub expect_crash: bool,
+    /// Event-channel and grant limits.
+    pub limits: Limits,
+}
+
+/// A domain's event-channel and grant limits, fixed at creation: XEN_DOMCTL_createdomain's `max_evtchn_port`,
+/// `max_grant_frames` and `max_maptrack_frames`, resolved as Xen's evtchn_init and grant_table_init resolve them.
+/// Domains Keel builds itself (dom0, test guests) get [`Limits::DEFAULT`], what Xen gives its dom0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Highest event-channel port the domain may allocate (Xen caps the request at `INT_MAX`; the 2-level ABI's
+    /// [`keel_abi::shared_info::EVTCHN_2L_PORTS`] bounds it further).
+    pub max_evtchn_port: u32,
+    /// Grant-table frames the table may grow to (at least 1).
+    pub max_grant_frames: u32,
+    /// Maptrack frames, each [`grant::MAPTRACK_PER_FRAME`] grant mappings the domain may hold (0: none).
+    pub max_maptrack_frames: u32,
+}
+
+impl Limits {
+    /// Xen's `gnttab_max_frames` default: the most grant-table frames any domain may have.
+    pub const MAX_GRANT_FRAMES: u32 = keel_abi::shared_info::gnttab::MAX_FRAMES;
+    /// Xen's `gnttab_max_maptrack_frames` default: the most maptrack frames any domain may have.
+    pub const MAX_MAPTRACK_FRAMES: u32 = 1024;
+
+    /// What Xen's x86 dom0 is created with (every limit -1, so Xen's defaults).
+    pub const DEFAULT: Limits = Limits {
+        max_evtchn_port: i32::MAX as u32,
+        max_grant_frames: Self::MAX_GRANT_FRAMES,
+        max_maptrack_frames: Self::MAX_MAPTRACK_FRAMES,
+    };
+
+    /// The limits of a createdomain request, as Xen's evtchn_init (the port capped at `INT_MAX`) and
+    /// grant_table_init take them: a negative frame count means the default; -EINVAL for no grant frame or more
+    /// grant or maptrack frames than the defaults allow.
+    pub fn from_request(max_evtchn_port: u32, max_grant_frames: i32, max_maptrack_frames: i32) -> Result<Self, Errno> {
+        let grant = u32::try_from(max_grant_frames).unwrap_or(Self::MAX_GRANT_FRAMES);
+        let maptrack = u32::try_from(max_maptrack_frames).unwrap_or(Self::MAX_MAPTRACK_FRAMES);
+        if grant == 0 || grant > Self::MAX_GRANT_FRAMES || maptrack > Self::MAX_MAPTRACK_FRAMES {
+            return Err(EINVAL);
+        }
+        Ok(Limits {
+            max_evtchn_port: max_evtchn_port.min(i32::MAX as u32),
+            max_grant_frames: grant,
+            max_maptrack_frames: maptrack,
+        })
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// Guest physical memory of a domain.
@@ -666,8 +718,9 @@ pub struct Domain {
     /// May use the toolstack's hypercalls (domctl, sysctl, platform_op): the initial domain, as Xen's hardware
     /// and control domain.
     pub privileged: AtomicBool,
-    /// Grant-table frames (host addresses), created on demand by XENMEM_add_to_physmap.
-    pub grant_frames: Mutex<Vec<u64>>,
+    /// Grant-table frames, created on demand (XENMEM_add_to_physmap, GNTTABOP_setup_table, acquire_resource) up
+    /// to the domain's `max_grant_frames`.
+    pub grant_frames: Mutex<grant::TableFrames>,
     /// Grant mappings: this domain's entries others (or itself) have mapped, and this domain's own mappings.
     pub grants: Mutex<grant::Grants>,
     /// The memory map the domain was built with (for XENMEM_memory_map).
@@ -1235,6 +1288,7 @@ fn build(id: DomId, cfg: DomainConfig, support: &Support, empty: bool) -> Result
             return Err(CreateError("out of memory for shared_info".into()));
         }
     };
+    let max_evtchn_port = cfg.limits.max_evtchn_port;
     let dom = Arc::new_cyclic(|weak: &Weak<Domain>| {
         let vcpus = (0..cfg.vcpus)
             .map(|i| {
@@ -1285,12 +1339,12 @@ fn build(id: DomId, cfg: DomainConfig, support: &Support, empty: bool) -> Result
             shared_info,
             shared_info_gfn: AtomicU64::new(u64::MAX),
             params: Mutex::new([0; keel_abi::shared_info::hvm_param::NR as usize]),
-            evtchn: Mutex::new(evtchn::Table::new()),
+            evtchn: Mutex::new(evtchn::Table::with_max_port(max_evtchn_port)),
             console: Mutex::new(console::Console::new(crate::arch::x86::time::now_ns())),
             test_result: Mutex::new(None),
             dying: AtomicBool::new(false),
             privileged: AtomicBool::new(false),
-            grant_frames: Mutex::new(Vec::new()),
+            grant_frames: Mutex::new(grant::TableFrames::default()),
             grants: Mutex::new(grant::Grants::default()),
             memmap: Mutex::new(Vec::new()),
             flush_gen: AtomicU64::new(0),
@@ -1399,7 +1453,7 @@ impl Drop for Domain {
         p2m.destroy(&mut MachineFrames);
         mem.tot_pages = 0;
         crate::mm::free_frame(self.shared_info);
-        for f in self.grant_frames.get_mut().drain(..) {
+        for f in self.grant_frames.get_mut().take() {
             crate::mm::free_frame(f);
         }
     }

@@ -505,6 +505,7 @@ mod tests {
             weight: crate::sched::DEFAULT_WEIGHT,
             cap: 0,
             expect_crash: false,
+            limits: crate::domain::Limits::DEFAULT,
         };
         for _ in 0..1000 {
             if let Ok(d) = crate::domain::create_with_id(0, cfg(), &testing::support()) {

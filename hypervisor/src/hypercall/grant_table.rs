@@ -96,7 +96,7 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
                 Err(status) => q.status = status,
                 Ok(()) => {
                     q.nr_frames = c.dom.grant_frames.lock().len() as u32;
-                    q.max_nr_frames = gnttab::MAX_FRAMES;
+                    q.max_nr_frames = c.dom.config.limits.max_grant_frames;
                     q.status = 0;
                 }
             }
@@ -283,6 +283,47 @@ mod tests {
         assert_eq!(crate::mm::frame_refs(hpa(&dom, 0x60)), 0);
         crate::domain::destroy(&dom);
         crate::domain::destroy(&other);
+    }
+
+    /// A domain's `max_grant_frames` bounds its table (QUERY_SIZE reports it, add_to_physmap and acquire_resource
+    /// grow no further: -EINVAL), and its `max_maptrack_frames` the grants it may map at once (256 a frame;
+    /// GNTST_no_space beyond, as Xen 4.16 and later; 0 frames: none).
+    #[test]
+    fn grant_limits_are_the_domains() {
+        use crate::domain::{grant::MAPTRACK_PER_FRAME, Limits};
+        let limits = Limits { max_evtchn_port: 1023, max_grant_frames: 2, max_maptrack_frames: 1 };
+        let dom = testing::domain_with_limits(1, 4, limits);
+        let q = query(&dom, DOMID_SELF);
+        assert_eq!((q.status, q.nr_frames, q.max_nr_frames), (0, 0, 2));
+        let add = |idx: u64, gpfn: u64| {
+            put(&dom, ARG, &XenAddToPhysmap { domid: DOMID_SELF, size: 0, space: 1, idx, gpfn });
+            testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::ADD_TO_PHYSMAP, ARG, 0, 0, 0])
+        };
+        grant(&dom, 3, gtf::PERMIT_ACCESS, dom.id, 0x60);
+        assert_eq!(add(2, 0x51), EINVAL.negated(), "beyond max_grant_frames");
+        assert_eq!(add(1, 0x51), 0);
+        assert_eq!(query(&dom, DOMID_SELF).nr_frames, 2);
+        // One maptrack frame: 256 mappings of the domain's own grant, then no more until one goes.
+        let ro = gm::HOST_MAP | gm::READONLY;
+        let handles: alloc::vec::Vec<u32> = (0..MAPTRACK_PER_FRAME as u64)
+            .map(|i| {
+                let m = map(&dom, (0x1000 + i) << 12, ro, 3, dom.id);
+                assert_eq!(m.status, st::OKAY, "mapping {i}");
+                m.handle
+            })
+            .collect();
+        assert_eq!(map(&dom, 0x2000 << 12, ro, 3, dom.id).status, st::NO_SPACE);
+        assert_eq!(unmap(&dom, 0x1005 << 12, handles[5]), st::OKAY);
+        let again = map(&dom, 0x2000 << 12, ro, 3, dom.id);
+        assert_eq!((again.status, again.handle), (st::OKAY, handles[5]), "the freed handle is reused");
+        assert_eq!(dom.grants.lock().mappings(), MAPTRACK_PER_FRAME);
+        crate::domain::destroy(&dom);
+        // No maptrack frame at all: nothing maps.
+        let dom = testing::domain_with_limits(1, 4, Limits { max_maptrack_frames: 0, ..Limits::DEFAULT });
+        grant(&dom, 3, gtf::PERMIT_ACCESS, dom.id, 0x60);
+        assert_eq!(map(&dom, 0x70000, ro, 3, dom.id).status, st::NO_SPACE);
+        assert_eq!(entry_flags(&dom, 3), gtf::PERMIT_ACCESS, "untouched");
+        crate::domain::destroy(&dom);
     }
 
     use keel_abi::shared_info::GnttabCopyPtr;

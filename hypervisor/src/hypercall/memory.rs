@@ -12,7 +12,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{
-    gnttab, xenmem, XenAddToPhysmap, XenAddToPhysmapBatch, XenForeignMemoryMap, XenMemAcquireResource, XenMemoryMap,
+    xenmem, XenAddToPhysmap, XenAddToPhysmapBatch, XenForeignMemoryMap, XenMemAcquireResource, XenMemoryMap,
     XenMemoryReservation, XenRemoveFromPhysmap,
 };
 use keel_abi::start_info::HvmMemmapEntry;
@@ -206,12 +206,13 @@ fn add_one(c: &Ctx, dom: &Arc<Domain>, space: u32, idx: u64, gpfn: u64, foreign_
                 return Err(EINVAL); // status frames exist only with grant table v2
             }
             let idx = usize::try_from(idx).map_err(|_| EINVAL)?;
-            if idx >= gnttab::MAX_FRAMES as usize {
+            if idx >= dom.config.limits.max_grant_frames as usize {
                 return Err(EINVAL);
             }
             dom.mem.lock().gfn_to_gpa(gpfn)?;
             let frame = grant::table_frame(dom, idx)?;
             dom.map_foreign_frame(gpfn, frame)?;
+            dom.grant_frames.lock().set_gfn(idx, gpfn);
             crate::debug!("d{}: grant-table frame {idx} at gfn {:#x}", dom.id, gpfn);
             Ok(())
         }
@@ -283,12 +284,12 @@ fn add_to_physmap_batch(c: &Ctx, arg: u64, start: u64) -> HResult {
     Ok(Action::Return(0))
 }
 
-/// Frames of a resource of `dom` (Xen's resource_max_frames): the shared grant-table frames; nothing for the
-/// status frames (grant table v1 only), the ioreq server and vmtrace buffers (Keel has neither). Xen answers an
-/// unknown type with -EOPNOTSUPP in an unsigned count, so the size query reports that value.
-fn resource_max_frames(typ: u16, id: u32) -> u32 {
+/// Frames of a resource of `dom` (Xen's resource_max_frames): its `max_grant_frames` shared grant-table frames;
+/// nothing for the status frames (grant table v1 only), the ioreq server and vmtrace buffers (Keel has neither).
+/// Xen answers an unknown type with -EOPNOTSUPP in an unsigned count, so the size query reports that value.
+fn resource_max_frames(dom: &Domain, typ: u16, id: u32) -> u32 {
     match (typ, id) {
-        (xenmem::RESOURCE_GRANT_TABLE, xenmem::RESOURCE_GRANT_TABLE_SHARED) => gnttab::MAX_FRAMES,
+        (xenmem::RESOURCE_GRANT_TABLE, xenmem::RESOURCE_GRANT_TABLE_SHARED) => dom.config.limits.max_grant_frames,
         (xenmem::RESOURCE_GRANT_TABLE | xenmem::RESOURCE_IOREQ_SERVER | xenmem::RESOURCE_VMTRACE_BUF, _) => 0,
         _ => EOPNOTSUPP.negated() as u32,
     }
@@ -309,7 +310,7 @@ fn acquire_resource(c: &Ctx, arg: u64, start: u64) -> HResult {
     if Arc::ptr_eq(&d, c.dom) {
         return Err(EPERM);
     }
-    let max = resource_max_frames(x.typ, x.id);
+    let max = resource_max_frames(&d, x.typ, x.id);
     if max == 0 {
         return Err(EINVAL);
     }
@@ -333,7 +334,7 @@ fn acquire_resource(c: &Ctx, arg: u64, start: u64) -> HResult {
                 let last = usize::try_from(frame + todo - 1).map_err(|_| EINVAL)?;
                 grant::table_frame(&d, last)?;
                 let frames = d.grant_frames.lock();
-                frames[frame as usize..=last].to_vec()
+                frames.frames()[frame as usize..=last].to_vec()
             }
             (xenmem::RESOURCE_GRANT_TABLE, _) => return Err(EINVAL),
             _ => return Err(EOPNOTSUPP),
@@ -686,7 +687,7 @@ mod tests {
         // Two frames mapped at dom0's GFNs 0x50 and 0x51; the domain's table grows to them.
         put(&d0, GPFNS, &[0x50u64, 0x51]);
         assert_eq!(acquire(&d0, gnttab_res(du.id, 0, 0, 2, GPFNS)).0, 0);
-        let frames = du.grant_frames.lock().clone();
+        let frames = du.grant_frames.lock().frames().to_vec();
         assert_eq!(frames.len(), 2);
         assert_eq!((hpa(&d0, 0x50), hpa(&d0, 0x51)), (frames[0], frames[1]));
         // What the domain writes in its table (here its entry 1: permit_access to d0, frame 0x1234) shows in dom0.
@@ -884,7 +885,7 @@ mod tests {
         let dom = testing::domain(1, 4);
         assert_eq!(add(&dom, SHARED_INFO, 0, 0x20), 0);
         assert_eq!(add(&dom, GRANT, 0, 0x21), 0);
-        let grant_frame = dom.grant_frames.lock()[0];
+        let grant_frame = dom.grant_frames.lock().get(0).unwrap();
         put(&dom, ARG, &VcpuRegisterVcpuInfo { mfn: 0x22, offset: 0, rsvd: 0 });
         assert_eq!(vcpu_op(&dom, vcpuop::REGISTER_VCPU_INFO, 0), 0);
         let pinned = hpa(&dom, 0x22);

@@ -24,7 +24,6 @@ fn refusal(cfg: &dc::CreateDomain) -> Option<(&'static str, Errno)> {
         | cdf::IOMMU
         | cdf::NESTED_VIRT
         | cdf::VPMU;
-    let grant_frames_ok = |n: i32| n == -1 || (0..=keel_abi::shared_info::gnttab::MAX_FRAMES as i32).contains(&n);
     Some(if cfg.flags & !known != 0 {
         ("unknown flags", EINVAL)
     } else if cfg.flags & cdf::HVM == 0 {
@@ -39,8 +38,8 @@ fn refusal(cfg: &dc::CreateDomain) -> Option<(&'static str, Errno)> {
         ("unknown x86 misc flags", EINVAL)
     } else if cfg.max_vcpus == 0 || cfg.max_vcpus > domain::MAX_VCPUS {
         ("max_vcpus must be 1 to 64", EINVAL)
-    } else if !grant_frames_ok(cfg.max_grant_frames) || cfg.max_grant_frames == 0 || cfg.max_maptrack_frames < -1 {
-        ("bad grant or maptrack frame limits", EINVAL)
+    } else if limits(cfg).is_err() {
+        ("bad grant or maptrack frame limits (1 to 64 grant frames, at most 1024 maptrack frames, or -1)", EINVAL)
     } else if cfg.grant_opts & !0xf != 0 || (cfg.grant_opts & 0xf) == 0 || (cfg.grant_opts & 0xf) > MAX_GRANT_VERSION {
         ("only grant-table version 1 is supported", EINVAL)
     } else if cfg.vmtrace_size != 0 {
@@ -52,8 +51,14 @@ fn refusal(cfg: &dc::CreateDomain) -> Option<(&'static str, Errno)> {
     })
 }
 
-/// XEN_DOMCTL_createdomain: an empty PVH domain (no RAM, vCPUs down, paused once), the id in the header's
-/// `domain` (the one asked for if it is free and real, else Keel's pick), the request copied back.
+/// The request's event-channel and grant limits (see [`domain::Limits::from_request`]).
+fn limits(cfg: &dc::CreateDomain) -> Result<domain::Limits, Errno> {
+    domain::Limits::from_request(cfg.max_evtchn_port, cfg.max_grant_frames, cfg.max_maptrack_frames)
+}
+
+/// XEN_DOMCTL_createdomain: an empty PVH domain (no RAM, vCPUs down, paused once, the request's event-channel and
+/// grant limits), the id in the header's `domain` (the one asked for if it is free and real, else Keel's pick),
+/// the request copied back.
 pub fn create(c: &Ctx, arg: u64, d: &mut XenDomctl) -> Result<(), Errno> {
     let cfg: dc::CreateDomain = d.get();
     if let Some((why, e)) = refusal(&cfg) {
@@ -68,6 +73,7 @@ pub fn create(c: &Ctx, arg: u64, d: &mut XenDomctl) -> Result<(), Errno> {
         weight: crate::sched::DEFAULT_WEIGHT,
         cap: 0,
         expect_crash: false,
+        limits: limits(&cfg)?,
     };
     let dom = domain::create_empty(d.domain, config, &support)?;
     *dom.handle.lock() = cfg.handle;

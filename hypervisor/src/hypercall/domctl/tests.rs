@@ -201,6 +201,7 @@ fn dom0() -> Arc<Domain> {
         weight: crate::sched::DEFAULT_WEIGHT,
         cap: 0,
         expect_crash: false,
+        limits: crate::domain::Limits::DEFAULT,
     };
     for _ in 0..1000 {
         if let Ok(d) = domain::create_with_id(0, cfg(), &testing::support()) {
@@ -447,7 +448,15 @@ fn createdomain_refuses_what_keel_cannot_build() {
     assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
     // A machine without nested paging cannot run one.
     let no_npt = crate::hvm::Support::Svm(crate::hvm::svm::Capabilities::default());
-    let cfg = domain::DomainConfig { name: "x".into(), vcpus: 1, memory: 0, weight: 256, cap: 0, expect_crash: false };
+    let cfg = domain::DomainConfig {
+        name: "x".into(),
+        vcpus: 1,
+        memory: 0,
+        weight: 256,
+        cap: 0,
+        expect_crash: false,
+        limits: crate::domain::Limits::DEFAULT,
+    };
     assert_eq!(domain::create_empty(0, cfg, &no_npt).err(), Some(EOPNOTSUPP));
     // Unprivileged: -EPERM.
     let user = testing::domain(1, 4);
@@ -455,6 +464,53 @@ fn createdomain_refuses_what_keel_cannot_build() {
     d.set(&pvh(1));
     assert_eq!(call(&user, &d).0, EPERM.negated());
     domain::destroy(&user);
+    domain::destroy(&d0);
+}
+
+/// createdomain's event-channel and grant limits, taken as Xen's evtchn_init and grant_table_init take them
+/// (a negative frame count: the default; no grant frame, or more than the defaults: -EINVAL), and held to:
+/// a port above `max_evtchn_port` is never allocated (-ENOSPC).
+#[test]
+fn createdomain_limits_are_the_domains() {
+    use crate::domain::Limits;
+    let d0 = privileged_domain();
+    let limits = |c: &CreateDomain| {
+        let (r, id) = create(&d0, c, 0);
+        assert_eq!(r, 0);
+        let l = domain::get(id).unwrap().config.limits;
+        assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+        l
+    };
+    let l = |max_evtchn_port, max_grant_frames, max_maptrack_frames| Limits {
+        max_evtchn_port,
+        max_grant_frames,
+        max_maptrack_frames,
+    };
+    assert_eq!(limits(&pvh(1)), l(1023, 32, 1024), "libxl's");
+    let with = |e: u32, g: i32, m: i32| CreateDomain {
+        max_evtchn_port: e,
+        max_grant_frames: g,
+        max_maptrack_frames: m,
+        ..pvh(1)
+    };
+    assert_eq!(limits(&with(u32::MAX, -1, -1)), Limits::DEFAULT, "-1: Xen's defaults, as its dom0's");
+    assert_eq!(limits(&with(0, -7, i32::MIN)), l(0, 64, 1024), "any negative frame count is the default");
+    assert_eq!(limits(&with(5, 1, 0)), l(5, 1, 0), "no maptrack: the domain maps no grant");
+    assert_eq!(limits(&with(1 << 31, 64, 1024)), l(i32::MAX as u32, 64, 1024), "the port capped at INT_MAX");
+    for (g, m) in [(0, 1), (65, 1), (1, 1025), (1 << 20, 1)] {
+        assert_eq!(create(&d0, &with(1023, g, m), 0).0, EINVAL.negated(), "{g} grant, {m} maptrack frames");
+    }
+    // Ports 1 and 2 of a domain limited to port 2; dom0 asks for a third.
+    let (_, id) = create(&d0, &with(2, 1, 1), 0);
+    let alloc = || {
+        put(&d0, ARG, &EvtchnAllocUnbound { dom: id, remote_dom: 0, port: 0 });
+        let r = testing::hypercall(&d0, 0, nr::EVENT_CHANNEL_OP, [evtchnop::ALLOC_UNBOUND, ARG, 0, 0, 0]);
+        (r, get::<EvtchnAllocUnbound>(&d0, ARG).port)
+    };
+    assert_eq!(alloc(), (0, 1));
+    assert_eq!(alloc(), (0, 2));
+    assert_eq!(alloc().0, ENOSPC.negated());
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
     domain::destroy(&d0);
 }
 
