@@ -376,6 +376,10 @@ pub mod gnttab {
     pub const SET_VERSION: u64 = 8;
     pub const GET_STATUS_FRAMES: u64 = 9;
     pub const GET_VERSION: u64 = 10;
+    pub const SWAP_GRANT_REF: u64 = 11;
+    /// `INVALID_M2P_ENTRY` (all ones): what GNTTABOP_setup_table reports, for a translated domain, for a table
+    /// frame mapped at no GFN.
+    pub const INVALID_GFN: u64 = u64::MAX;
     /// `GNTCOPY_source_gref`: the copy's source is a grant reference (else a frame of the caller's).
     pub const COPY_SOURCE_GREF: u16 = 1 << 0;
     /// `GNTCOPY_dest_gref`: the same for the destination.
@@ -429,6 +433,35 @@ pub struct GnttabQuerySize {
     pub max_nr_frames: u32,
     pub status: i16,
     pub pad2: u16,
+}
+
+/// `struct gnttab_setup_table`: GNTTABOP_setup_table's op (only `status` is written back).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GnttabSetupTable {
+    /// In: the domain (`DOMID_SELF`, or another one for a privileged caller).
+    pub dom: u16,
+    pub pad: u16,
+    /// In: frames the table is to have at least, and entries of `frame_list` to fill.
+    pub nr_frames: u32,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    pub pad2: [u16; 3],
+    /// In: guest pointer to `nr_frames` `xen_pfn_t`s, each filled with the frame's number (for a translated
+    /// domain, the GFN it is mapped at, or [`gnttab::INVALID_GFN`]).
+    pub frame_list: u64,
+}
+
+/// `struct gnttab_swap_grant_ref`: GNTTABOP_swap_grant_ref's op.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GnttabSwapGrantRef {
+    /// In: the caller's two grant references.
+    pub ref_a: u32,
+    pub ref_b: u32,
+    /// Out: `GNTST_*`.
+    pub status: i16,
+    pub pad: u16,
 }
 
 /// `struct gnttab_map_grant_ref`.
@@ -545,6 +578,13 @@ pub struct EvtchnBindInterdomain {
 
 const _: () = {
     assert!(size_of::<GnttabQuerySize>() == 16);
+    assert!(size_of::<GnttabSetupTable>() == 24);
+    assert!(offset_of!(GnttabSetupTable, nr_frames) == 4);
+    assert!(offset_of!(GnttabSetupTable, status) == 8);
+    assert!(offset_of!(GnttabSetupTable, frame_list) == 16);
+    assert!(size_of::<GnttabSwapGrantRef>() == 12);
+    assert!(offset_of!(GnttabSwapGrantRef, ref_b) == 4);
+    assert!(offset_of!(GnttabSwapGrantRef, status) == 8);
     assert!(offset_of!(GnttabQuerySize, nr_frames) == 4);
     assert!(offset_of!(GnttabQuerySize, max_nr_frames) == 8);
     assert!(offset_of!(GnttabQuerySize, status) == 12);

@@ -23,6 +23,7 @@ pub mod status {
     pub const BAD_DOMAIN: i16 = -2;
     pub const BAD_GNTREF: i16 = -3;
     pub const BAD_HANDLE: i16 = -4;
+    pub const BAD_VIRT_ADDR: i16 = -5;
     pub const PERMISSION_DENIED: i16 = -8;
     pub const BAD_PAGE: i16 = -9;
     pub const BAD_COPY_ARG: i16 = -10;
@@ -196,6 +197,16 @@ pub fn grow(dom: &Domain, nr: usize) -> Result<(), Errno> {
         t.gfns.push(None);
     }
     Ok(())
+}
+
+/// The GFN `dom`'s table frame `idx` is mapped at, as Xen's M2P tells it for a translated domain
+/// (gnttab_shared_gfn): where XENMEM_add_to_physmap last put the frame, if it is still there; None for a frame
+/// mapped nowhere (or not in the table).
+pub fn frame_gfn(dom: &Domain, idx: usize) -> Option<u64> {
+    let (hpa, gfn) = dom.grant_frames.lock().with_gfn(idx)?;
+    let gfn = gfn?;
+    let gpa = gfn.checked_mul(PAGE_SIZE)?;
+    (dom.mem.lock().translate(gpa, false) == Ok(hpa)).then_some(gfn)
 }
 
 /// The first word (flags, domid) and the frame of `dom`'s v1 entry `gref`, if the table has it.

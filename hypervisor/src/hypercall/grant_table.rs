@@ -1,31 +1,59 @@
-//! `grant_table_op`: grant table v1 set-up (size, version), and mapping granted frames into the caller's physical
-//! address space and out again (map/unmap_grant_ref; the bookkeeping is [`crate::domain::grant`]'s). The table's
-//! frames themselves are mapped with XENMEM_add_to_physmap (see `memory`).
+//! `grant_table_op`: grant table v1 set-up (size, growth, version), and mapping granted frames into the caller's
+//! physical address space and out again (map/unmap_grant_ref; the bookkeeping is [`crate::domain::grant`]'s). The
+//! table's frames themselves are mapped with XENMEM_add_to_physmap (see `memory`).
 
 use super::{Action, Ctx, HResult};
-use crate::domain::grant;
+use crate::domain::{grant, Domain};
+use alloc::sync::Arc;
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{
-    gnttab, GnttabCopy, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabUnmapGrantRef,
+    gnttab, GnttabCopy, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GnttabUnmapGrantRef,
 };
 
 /// The most GNTTABOP_copy ops one call takes (-EINVAL above).
 pub const COPY_MAX: u64 = 1024;
 
-/// `GNTST_bad_domain`: the status QUERY_SIZE reports for a domain that does not exist.
+/// `GNTST_bad_domain`: the status QUERY_SIZE and SETUP_TABLE report for a domain that does not exist.
 const GNTST_BAD_DOMAIN: i16 = -2;
-/// `GNTST_permission_denied`: the status QUERY_SIZE reports for another domain.
+/// `GNTST_permission_denied`: the status they report for another domain of an unprivileged caller.
 const GNTST_PERMISSION_DENIED: i16 = -8;
 
-/// Whether `domid` names the caller; Err(status or errno) otherwise, as `bad` and `perm` say.
-fn own<E>(c: &Ctx, domid: u16, bad: E, perm: E) -> Result<(), E> {
+/// The domain `domid` names, as Xen's rcu_lock_domain_by_any_id and its XSM_TARGET check (dummy policy) find it:
+/// the caller (DOMID_SELF or its own id), or any live domain for a privileged (control) caller. Err(`bad`) when
+/// no domain has the id, Err(`perm`) for another domain of an unprivileged caller.
+fn target<E>(c: &Ctx, domid: u16, bad: E, perm: E) -> Result<Arc<Domain>, E> {
     if domid == keel_abi::DOMID_SELF || domid == c.dom.id {
-        Ok(())
-    } else if crate::domain::get(domid).is_some() {
-        Err(perm)
-    } else {
-        Err(bad)
+        return Ok(c.dom.clone());
     }
+    let d = crate::domain::get(domid).ok_or(bad)?;
+    if c.dom.is_privileged() {
+        Ok(d)
+    } else {
+        Err(perm)
+    }
+}
+
+/// GNTTABOP_setup_table's status for `op` (Xen's gnttab_setup_table): the table of `op.dom` grows to
+/// `op.nr_frames` frames (GNTST_general_error beyond its `max_grant_frames`, or when the machine has no frame),
+/// and `frame_list` gets each frame's number: for a translated domain, which every Keel domain is, the GFN it is
+/// mapped at or INVALID_GFN (x86's gnttab_shared_gfn reads the M2P). An entry that cannot be written makes the
+/// status GNTST_bad_virt_addr; the others are written still.
+fn setup_table(c: &Ctx, op: &GnttabSetupTable) -> i16 {
+    let d = match target(c, op.dom, GNTST_BAD_DOMAIN, GNTST_PERMISSION_DENIED) {
+        Ok(d) => d,
+        Err(st) => return st,
+    };
+    if op.nr_frames > d.config.limits.max_grant_frames || grant::grow(&d, op.nr_frames as usize).is_err() {
+        return grant::status::GENERAL_ERROR;
+    }
+    let mut status = grant::status::OKAY;
+    for i in 0..op.nr_frames {
+        let gfn = grant::frame_gfn(&d, i as usize).unwrap_or(gnttab::INVALID_GFN);
+        if c.write(op.frame_list.wrapping_add(8 * u64::from(i)), &gfn).is_err() {
+            status = grant::status::BAD_VIRT_ADDR;
+        }
+    }
+    status
 }
 
 pub fn grant_table_op(c: &mut Ctx) -> HResult {
@@ -33,11 +61,11 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
     let (cmd, arg, count) = (c.args[0] as u32, c.args[1], c.args[2] as u32);
     match u64::from(cmd) {
         gnttab::MAP_GRANT_REF | gnttab::UNMAP_GRANT_REF | gnttab::COPY => {}
-        gnttab::QUERY_SIZE | gnttab::SET_VERSION | gnttab::GET_VERSION => {}
-        // Commands an HVM guest may use that Keel does not implement (setup_table, swap_grant_ref), and the rest
-        // (dump_table, get_status_frames, ...: Xen's hvm_grant_table_op offers them no HVM/PVH caller): -ENOSYS, as
-        // Xen says for the commands it does not offer HVM guests (Xen checks the whole command word here, so one with
-        // continuation bits set is -ENOSYS too).
+        gnttab::SETUP_TABLE | gnttab::QUERY_SIZE | gnttab::SET_VERSION | gnttab::GET_VERSION => {}
+        // A command an HVM guest may use that Keel does not implement (swap_grant_ref), and the rest (transfer,
+        // dump_table, unmap_and_replace, get_status_frames, cache_flush: Xen's hvm_grant_table_op offers them no
+        // HVM/PVH caller): -ENOSYS, as Xen says for the commands it does not offer HVM guests (Xen checks the whole
+        // command word here, so one with continuation bits set is -ENOSYS too).
         _ => return Err(ENOSYS),
     }
     if (count as i32) < 0 {
@@ -87,16 +115,26 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
             }
             Ok(Action::Return(0))
         }
+        gnttab::SETUP_TABLE => {
+            if count != 1 {
+                return Err(EINVAL);
+            }
+            let op: GnttabSetupTable = c.read(arg)?;
+            let status = setup_table(c, &op);
+            // Only the status goes back, as in Xen.
+            c.write(arg.wrapping_add(core::mem::offset_of!(GnttabSetupTable, status) as u64), &status)?;
+            Ok(Action::Return(0))
+        }
         gnttab::QUERY_SIZE => {
             if count != 1 {
                 return Err(EINVAL);
             }
             let mut q: GnttabQuerySize = c.read(arg)?;
-            match own(c, q.dom, GNTST_BAD_DOMAIN, GNTST_PERMISSION_DENIED) {
+            match target(c, q.dom, GNTST_BAD_DOMAIN, GNTST_PERMISSION_DENIED) {
                 Err(status) => q.status = status,
-                Ok(()) => {
-                    q.nr_frames = c.dom.grant_frames.lock().len() as u32;
-                    q.max_nr_frames = c.dom.config.limits.max_grant_frames;
+                Ok(d) => {
+                    q.nr_frames = d.grant_frames.lock().len() as u32;
+                    q.max_nr_frames = d.config.limits.max_grant_frames;
                     q.status = 0;
                 }
             }
@@ -119,7 +157,7 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
         gnttab::GET_VERSION => {
             // `struct gnttab_get_version`: domid (u16), pad, version (u32, out).
             let dom: u16 = c.read(arg)?;
-            own(c, dom, ESRCH, EPERM)?;
+            target(c, dom, ESRCH, EPERM)?;
             c.write(arg.wrapping_add(4), &GnttabSetVersion { version: 1 })?;
             Ok(Action::Return(0))
         }
@@ -150,10 +188,10 @@ mod tests {
     fn grant_table_errors_follow_xen() {
         let dom = testing::domain(1, 4);
         let other = testing::domain(1, 4);
-        // What Xen refuses an HVM/PVH caller (dump_table, get_status_frames, ...; hvm_grant_table_op), what Keel
-        // does not implement (setup_table: PVH guests map their table with add_to_physmap), unknown commands and a
+        // What Xen refuses an HVM/PVH caller (transfer, dump_table, unmap_and_replace, get_status_frames,
+        // cache_flush; hvm_grant_table_op), what Keel does not implement (swap_grant_ref), unknown commands and a
         // command word with continuation bits: -ENOSYS.
-        for cmd in [gnttab::SETUP_TABLE, gnttab::DUMP_TABLE, gnttab::GET_STATUS_FRAMES, 11, 13, 99, 0x1006] {
+        for cmd in [4, gnttab::DUMP_TABLE, 7, gnttab::GET_STATUS_FRAMES, 11, 12, 13, 99, 0x1006] {
             assert_eq!(op(&dom, cmd, 1), ENOSYS.negated(), "cmd {cmd}");
         }
         put(&dom, ARG, &GnttabQuerySize { dom: DOMID_SELF, ..Default::default() });
@@ -324,6 +362,72 @@ mod tests {
         assert_eq!(map(&dom, 0x70000, ro, 3, dom.id).status, st::NO_SPACE);
         assert_eq!(entry_flags(&dom, 3), gtf::PERMIT_ACCESS, "untouched");
         crate::domain::destroy(&dom);
+    }
+
+    /// GNTTABOP_setup_table from a translated guest (Xen's gnttab_setup_table, with x86's gnttab_shared_gfn): the
+    /// table grows to `nr_frames`, `frame_list` gets the GFN each frame is mapped at or INVALID_GFN, and only the
+    /// status is written back; statuses and errnos as Xen's.
+    #[test]
+    fn setup_table_follows_xen() {
+        use crate::domain::Limits;
+        const LIST: u64 = 0x2000;
+        const NONE: u64 = gnttab::INVALID_GFN;
+        let dom = testing::domain_with_limits(1, 4, Limits { max_grant_frames: 4, ..Limits::DEFAULT });
+        let other = testing::domain(1, 4);
+        let setup = |d: &alloc::sync::Arc<crate::domain::Domain>, domid: u16, nr_frames: u32, frame_list: u64| {
+            put(d, ARG, &GnttabSetupTable { dom: domid, nr_frames, status: 0x55, frame_list, ..Default::default() });
+            assert_eq!(op(d, gnttab::SETUP_TABLE, 1), 0);
+            let out: GnttabSetupTable = get(d, ARG);
+            assert_eq!((out.dom, out.nr_frames, out.frame_list), (domid, nr_frames, frame_list), "only the status");
+            out.status
+        };
+        let list = |d: &crate::domain::Domain| get::<[u64; 5]>(d, LIST);
+        // Frame 0 mapped at GFN 0x50 (by `grant`); the table grows from 1 to 3 frames, the new ones mapped nowhere.
+        grant(&dom, 0, gtf::PERMIT_ACCESS, dom.id, 0x60);
+        put(&dom, LIST, &[0x1111_u64; 5]);
+        assert_eq!(setup(&dom, DOMID_SELF, 3, LIST), st::OKAY);
+        assert_eq!(list(&dom), [0x50, NONE, NONE, 0x1111, 0x1111]);
+        assert_eq!(query(&dom, DOMID_SELF).nr_frames, 3);
+        // Frame 2 mapped at 0x52 is reported there; a smaller request writes only its entries and shrinks nothing.
+        put(&dom, ARG, &XenAddToPhysmap { domid: DOMID_SELF, size: 0, space: 1, idx: 2, gpfn: 0x52 });
+        assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::ADD_TO_PHYSMAP, ARG, 0, 0, 0]), 0);
+        put(&dom, LIST, &[0x1111_u64; 5]);
+        assert_eq!(setup(&dom, dom.id, 3, LIST), st::OKAY);
+        assert_eq!(list(&dom), [0x50, NONE, 0x52, 0x1111, 0x1111]);
+        put(&dom, LIST, &[0x1111_u64; 5]);
+        assert_eq!(setup(&dom, DOMID_SELF, 0, LIST), st::OKAY);
+        assert_eq!(list(&dom), [0x1111; 5], "nothing asked, nothing written");
+        assert_eq!(query(&dom, DOMID_SELF).nr_frames, 3);
+        // Something else mapped over GFN 0x50 (shared_info): frame 0 is mapped nowhere now.
+        put(&dom, ARG, &XenAddToPhysmap { domid: DOMID_SELF, size: 0, space: 0, idx: 0, gpfn: 0x50 });
+        assert_eq!(testing::hypercall(&dom, 0, nr::MEMORY_OP, [xenmem::ADD_TO_PHYSMAP, ARG, 0, 0, 0]), 0);
+        assert_eq!(setup(&dom, DOMID_SELF, 1, LIST), st::OKAY);
+        assert_eq!(list(&dom)[0], NONE);
+        // Beyond max_grant_frames: GNTST_general_error, the table as it was.
+        put(&dom, LIST, &[0x1111_u64; 5]);
+        assert_eq!(setup(&dom, DOMID_SELF, 5, LIST), st::GENERAL_ERROR);
+        assert_eq!((query(&dom, DOMID_SELF).nr_frames, list(&dom)), (3, [0x1111; 5]));
+        // A frame list that cannot be written: GNTST_bad_virt_addr, and the table has grown.
+        assert_eq!(setup(&dom, DOMID_SELF, 4, 0x4000_0000), st::BAD_VIRT_ADDR);
+        assert_eq!(query(&dom, DOMID_SELF).nr_frames, 4);
+        // Another domain: unknown, or not the unprivileged caller's; a privileged caller grows another's table and
+        // is told its GFNs.
+        assert_eq!(setup(&dom, 0x7000, 1, LIST), st::BAD_DOMAIN);
+        assert_eq!(setup(&dom, other.id, 1, LIST), st::PERMISSION_DENIED);
+        assert_eq!(other.grant_frames.lock().len(), 0);
+        dom.privileged.store(true, core::sync::atomic::Ordering::Release);
+        assert_eq!(setup(&dom, other.id, 2, LIST), st::OKAY);
+        assert_eq!(&list(&dom)[..2], &[NONE, NONE]);
+        let q = query(&dom, other.id);
+        assert_eq!((q.status, q.nr_frames, q.max_nr_frames), (st::OKAY, 2, gnttab::MAX_FRAMES), "so does QUERY_SIZE");
+        put(&dom, ARG, &[u32::from(other.id), 0]);
+        assert_eq!(op(&dom, gnttab::GET_VERSION, 1), 0, "and GET_VERSION");
+        // One op only (-EINVAL otherwise); an unreadable op is -EFAULT.
+        assert_eq!(op(&dom, gnttab::SETUP_TABLE, 2), EINVAL.negated());
+        assert_eq!(op(&dom, gnttab::SETUP_TABLE, 0), EINVAL.negated());
+        assert_eq!(testing::hypercall(&dom, 0, nr::GRANT_TABLE_OP, [2, 0x4000_0000, 1, 0, 0]), EFAULT.negated());
+        crate::domain::destroy(&dom);
+        crate::domain::destroy(&other);
     }
 
     use keel_abi::shared_info::GnttabCopyPtr;
