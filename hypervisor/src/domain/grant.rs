@@ -27,6 +27,7 @@ pub mod status {
     pub const PERMISSION_DENIED: i16 = -8;
     pub const BAD_PAGE: i16 = -9;
     pub const BAD_COPY_ARG: i16 = -10;
+    pub const EAGAIN: i16 = -12;
     /// `GNTST_no_space`: out of handles (Xen 4.16 and later; before, `GNTST_no_device_space`).
     pub const NO_SPACE: i16 = -13;
 }
@@ -209,14 +210,44 @@ pub fn frame_gfn(dom: &Domain, idx: usize) -> Option<u64> {
     (dom.mem.lock().translate(gpa, false) == Ok(hpa)).then_some(gfn)
 }
 
-/// The first word (flags, domid) and the frame of `dom`'s v1 entry `gref`, if the table has it.
-fn entry(dom: &Domain, gref: u32) -> Option<(&AtomicU32, u32)> {
+/// The two words of `dom`'s v1 entry `gref` (flags and domid; frame), if the table has it.
+fn entry_words(dom: &Domain, gref: u32) -> Option<&[AtomicU32; 2]> {
     let frame = dom.grant_frames.lock().get((gref / ENTRIES_PER_FRAME) as usize)?;
     let at = frame + u64::from(gref % ENTRIES_PER_FRAME) * 8;
     // SAFETY: grant-table frames are Keel's frames, allocated for `dom` and freed only when `dom` is (the caller
     // holds a reference to it); entries are 8-byte aligned inside them. The guest writes them concurrently,
-    // which is why the first word is only accessed atomically and the frame number read once.
-    unsafe { Some((&*(at as *const AtomicU32), core::ptr::read_volatile((at + 4) as *const u32))) }
+    // which is why they are only accessed atomically.
+    unsafe { Some(&*(at as *const [AtomicU32; 2])) }
+}
+
+/// The first word (flags, domid) and the frame of `dom`'s v1 entry `gref`, if the table has it (the frame number
+/// read once).
+fn entry(dom: &Domain, gref: u32) -> Option<(&AtomicU32, u32)> {
+    let [word, frame] = entry_words(dom, gref)?;
+    Some((word, frame.load(Ordering::Acquire)))
+}
+
+/// GNTTABOP_swap_grant_ref on `dom`'s own v1 entries `a` and `b` (Xen's swap_grant_ref): GNTST_bad_gntref for a
+/// ref beyond the table (`a` checked first), nothing for a ref swapped with itself, GNTST_eagain while either is
+/// in use (mapped, or pinned by a copy); otherwise the two entries trade places. The guest may write them
+/// meanwhile, as on Xen, where the swap is a plain copy too.
+pub fn swap(dom: &Domain, a: u32, b: u32) -> i16 {
+    // Held throughout: no map or copy pins either entry meanwhile.
+    let grants = dom.grants.lock();
+    let Some(ea) = entry_words(dom, a) else { return status::BAD_GNTREF };
+    let Some(eb) = entry_words(dom, b) else { return status::BAD_GNTREF };
+    if a == b {
+        return status::OKAY;
+    }
+    if grants.active.contains_key(&a) || grants.active.contains_key(&b) {
+        return status::EAGAIN;
+    }
+    let (wa, wb) = (ea.each_ref().map(|w| w.load(Ordering::Acquire)), eb.each_ref().map(|w| w.load(Ordering::Acquire)));
+    for i in 0..2 {
+        ea[i].store(wb[i], Ordering::Release);
+        eb[i].store(wa[i], Ordering::Release);
+    }
+    status::OKAY
 }
 
 /// Clears `bits` in a shared entry's flags.

@@ -7,7 +7,8 @@ use crate::domain::{grant, Domain};
 use alloc::sync::Arc;
 use keel_abi::hypercall::errno::*;
 use keel_abi::shared_info::{
-    gnttab, GnttabCopy, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GnttabUnmapGrantRef,
+    gnttab, GnttabCopy, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GnttabSwapGrantRef,
+    GnttabUnmapGrantRef,
 };
 
 /// The most GNTTABOP_copy ops one call takes (-EINVAL above).
@@ -60,12 +61,11 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
     // Xen takes the command and the count as 32-bit values.
     let (cmd, arg, count) = (c.args[0] as u32, c.args[1], c.args[2] as u32);
     match u64::from(cmd) {
-        gnttab::MAP_GRANT_REF | gnttab::UNMAP_GRANT_REF | gnttab::COPY => {}
+        gnttab::MAP_GRANT_REF | gnttab::UNMAP_GRANT_REF | gnttab::COPY | gnttab::SWAP_GRANT_REF => {}
         gnttab::SETUP_TABLE | gnttab::QUERY_SIZE | gnttab::SET_VERSION | gnttab::GET_VERSION => {}
-        // A command an HVM guest may use that Keel does not implement (swap_grant_ref), and the rest (transfer,
-        // dump_table, unmap_and_replace, get_status_frames, cache_flush: Xen's hvm_grant_table_op offers them no
-        // HVM/PVH caller): -ENOSYS, as Xen says for the commands it does not offer HVM guests (Xen checks the whole
-        // command word here, so one with continuation bits set is -ENOSYS too).
+        // The rest (transfer, dump_table, unmap_and_replace, get_status_frames, cache_flush, unknown commands): Xen
+        // 4.17's hvm_grant_table_op (arch/x86/hvm/hypercall.c) offers them no HVM/PVH caller and answers -ENOSYS.
+        // It checks the whole command word, so one with continuation bits set is -ENOSYS too.
         _ => return Err(ENOSYS),
     }
     if (count as i32) < 0 {
@@ -112,6 +112,16 @@ pub fn grant_table_op(c: &mut Ctx) -> HResult {
                 let mut op: GnttabCopy = c.read(at)?;
                 op.status = grant::copy(c.dom, &op);
                 c.write(at, &op)?;
+            }
+            Ok(Action::Return(0))
+        }
+        gnttab::SWAP_GRANT_REF => {
+            // Each op's status goes back in the op (that field only); a fault on the array ends the call.
+            for i in 0..u64::from(count) {
+                let at = arg.wrapping_add(i * core::mem::size_of::<GnttabSwapGrantRef>() as u64);
+                let op: GnttabSwapGrantRef = c.read(at)?;
+                let status = grant::swap(c.dom, op.ref_a, op.ref_b);
+                c.write(at.wrapping_add(core::mem::offset_of!(GnttabSwapGrantRef, status) as u64), &status)?;
             }
             Ok(Action::Return(0))
         }
@@ -188,10 +198,10 @@ mod tests {
     fn grant_table_errors_follow_xen() {
         let dom = testing::domain(1, 4);
         let other = testing::domain(1, 4);
-        // What Xen refuses an HVM/PVH caller (transfer, dump_table, unmap_and_replace, get_status_frames,
-        // cache_flush; hvm_grant_table_op), what Keel does not implement (swap_grant_ref), unknown commands and a
-        // command word with continuation bits: -ENOSYS.
-        for cmd in [4, gnttab::DUMP_TABLE, 7, gnttab::GET_STATUS_FRAMES, 11, 12, 13, 99, 0x1006] {
+        // What Xen 4.17's hvm_grant_table_op refuses an HVM/PVH caller (transfer, dump_table, unmap_and_replace,
+        // get_status_frames, cache_flush, unknown commands, and a command word with continuation bits, even one
+        // it offers): -ENOSYS.
+        for cmd in [4, gnttab::DUMP_TABLE, 7, gnttab::GET_STATUS_FRAMES, 12, 13, 99, 0x1006, 0x100b] {
             assert_eq!(op(&dom, cmd, 1), ENOSYS.negated(), "cmd {cmd}");
         }
         put(&dom, ARG, &GnttabQuerySize { dom: DOMID_SELF, ..Default::default() });
@@ -426,6 +436,61 @@ mod tests {
         assert_eq!(op(&dom, gnttab::SETUP_TABLE, 2), EINVAL.negated());
         assert_eq!(op(&dom, gnttab::SETUP_TABLE, 0), EINVAL.negated());
         assert_eq!(testing::hypercall(&dom, 0, nr::GRANT_TABLE_OP, [2, 0x4000_0000, 1, 0, 0]), EFAULT.negated());
+        crate::domain::destroy(&dom);
+        crate::domain::destroy(&other);
+    }
+
+    /// GNTTABOP_swap_grant_ref (Xen's swap_grant_ref, which Xen offers HVM guests): two of the caller's own v1
+    /// entries trade places; GNTST_bad_gntref beyond the table, GNTST_eagain while either is mapped; a ref with
+    /// itself is nothing to do; each op gets its status (that field only), a fault ends the call.
+    #[test]
+    fn swap_grant_ref_follows_xen() {
+        let dom = testing::domain(1, 4);
+        let other = testing::domain(1, 4);
+        let swap = |d: &alloc::sync::Arc<crate::domain::Domain>, ref_a: u32, ref_b: u32| {
+            put(d, ARG, &GnttabSwapGrantRef { ref_a, ref_b, status: 0x55, pad: 0x66 });
+            assert_eq!(op(d, gnttab::SWAP_GRANT_REF, 1), 0);
+            let out: GnttabSwapGrantRef = get(d, ARG);
+            assert_eq!((out.ref_a, out.ref_b, out.pad), (ref_a, ref_b, 0x66), "only the status is written");
+            out.status
+        };
+        let raw = |gref: u64| get::<u64>(&dom, 0x50000 + gref * 8);
+        grant(&dom, 4, gtf::PERMIT_ACCESS, other.id, 0x60);
+        grant(&dom, 5, gtf::PERMIT_ACCESS | gtf::READONLY, dom.id, 0x61);
+        let (e4, e5) = (raw(4), raw(5));
+        assert_eq!(swap(&dom, 4, 5), st::OKAY);
+        assert_eq!((raw(4), raw(5)), (e5, e4));
+        assert_eq!(swap(&dom, 4, 9), st::OKAY, "with an empty entry");
+        assert_eq!((raw(4), raw(9)), (0, e5));
+        assert_eq!(swap(&dom, 9, 9), st::OKAY);
+        assert_eq!(raw(9), e5, "with itself: unchanged");
+        assert_eq!(swap(&dom, 512, 4), st::BAD_GNTREF, "beyond the table's one frame");
+        assert_eq!(swap(&dom, 4, 512), st::BAD_GNTREF);
+        assert_eq!(swap(&dom, 512, 512), st::BAD_GNTREF, "bounds before the same-ref shortcut");
+        // A mapped entry is busy until unmapped: from the other side of the pair too.
+        let m = map(&dom, 0x70000, gm::HOST_MAP | gm::READONLY, 9, dom.id);
+        assert_eq!(m.status, st::OKAY);
+        assert_eq!(swap(&dom, 9, 5), st::EAGAIN);
+        assert_eq!(swap(&dom, 5, 9), st::EAGAIN);
+        assert_eq!(raw(9) as u16, gtf::PERMIT_ACCESS | gtf::READONLY | gtf::READING, "left as it was");
+        assert_eq!(unmap(&dom, 0x70000, m.handle), st::OKAY);
+        assert_eq!(swap(&dom, 9, 5), st::OKAY);
+        assert_eq!(raw(5), e5);
+        // A batch: a status each; an unreadable op ends the call with -EFAULT.
+        put(
+            &dom,
+            ARG,
+            &[
+                GnttabSwapGrantRef { ref_a: 4, ref_b: 5, ..Default::default() },
+                GnttabSwapGrantRef { ref_a: 600, ref_b: 5, ..Default::default() },
+            ],
+        );
+        assert_eq!(op(&dom, gnttab::SWAP_GRANT_REF, 2), 0);
+        let out: [GnttabSwapGrantRef; 2] = get(&dom, ARG);
+        assert_eq!([out[0].status, out[1].status], [st::OKAY, st::BAD_GNTREF]);
+        assert_eq!((raw(4), raw(5)), (e5, 0));
+        assert_eq!(op(&dom, gnttab::SWAP_GRANT_REF, 0), 0);
+        assert_eq!(testing::hypercall(&dom, 0, nr::GRANT_TABLE_OP, [11, 0x4000_0000, 1, 0, 0]), EFAULT.negated());
         crate::domain::destroy(&dom);
         crate::domain::destroy(&other);
     }

@@ -9,8 +9,8 @@
 //!    first GFN past RAM, one into a read-only page, one on an MMIO or unmapped GFN (0xa0000, the LAPIC page,
 //!    3.99 GiB...), or garbage with bits 63 and 31 set. Only what would stop, re-time or re-plumb the guest is
 //!    left out (sched_op, set_timer_op, vCPU up/down/initialise/NMI, vcpu_info and periodic-timer registration,
-//!    EVTCHNOP_reset/init_control/expand_array, console writes of scratch bytes; grant map/unmap get one op); those
-//!    are exercised below, one at a time, with their results checked.
+//!    EVTCHNOP_reset/init_control/expand_array, console writes of scratch bytes; grant map/unmap/swap get one op);
+//!    those are exercised below, one at a time, with their results checked.
 //! 2. Struct-aware sequences: event channels (IPI bind, send, mask/unmask, BIND_VCPU, close, loopback
 //!    interdomain), both vCPUs racing on the same ports, and rounds in which both vCPUs bind the same unbound port.
 //! 3. XENMEM_add_to_physmap of grant frames and of shared_info over scratch GFNs (shared_info goes back to its
@@ -388,9 +388,10 @@ fn random_call(rng: &mut Rng, s: Scratch, vcpus: u32, domid: u16) -> Option<(u64
                 a[0] = vcpuop::GET_RUNSTATE_INFO;
             }
         }
-        // GNTTABOP_map/unmap_grant_ref write each op's status back (as Xen does): one op only, so that a count
-        // running past the scratch buffer does not write statuses over the guest's stack and page tables.
-        nr::GRANT_TABLE_OP if cmd32 <= 1 => a[2] = 1,
+        // GNTTABOP_map/unmap_grant_ref and swap_grant_ref write each op's status back (as Xen does): one op only,
+        // so that a count running past the scratch buffer does not write statuses over the guest's stack and page
+        // tables.
+        nr::GRANT_TABLE_OP if cmd32 <= 1 || cmd32 == gnttab::SWAP_GRANT_REF => a[2] = 1,
         nr::EVENT_CHANNEL_OP => {
             if (evtchnop::RESET..=evtchnop::INIT_CONTROL + 1).contains(&cmd32) || cmd32 == 15 {
                 a[0] = evtchnop::STATUS;
