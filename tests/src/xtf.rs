@@ -68,7 +68,7 @@ pub const KNOWN_DEFECTS: &[(&str, &str)] = &[];
 /// docs/testing.md and is run by `cargo xtask qemu-defect`, never by the test suite (under QEMU it is meant to
 /// fail); `hostile_frontend` needs dom0's block backend, so dom0 starts it as a domU in the xl test
 /// (xtask/assets/checks/domu-hostile.sh, judged by tests/tests/xl/hostile.rs); `hostile_netfront` needs its
-/// netback (xtask/assets/checks-pending/domu-hostnet.sh).
+/// netback (xtask/assets/checks/domu-hostnet.sh).
 pub const NOT_TESTS: &[&str] = &["fxrstor_race", "hostile_frontend", "hostile_netfront"];
 
 /// The listed guest called `name`.

@@ -15,6 +15,7 @@ mod xl {
     mod domu;
     mod dumpcore;
     mod hostile;
+    mod hostnet;
     mod lifecycle;
     mod net;
     mod ops;

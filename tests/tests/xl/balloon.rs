@@ -2,7 +2,7 @@
 //! driver gives 128 MiB back and takes it again, and its own MemTotal, `xm list` and the hypervisor's free pages
 //! all follow; destroyed, it leaves free memory exactly as before.
 
-use super::domu::check;
+use super::domu::{check, num};
 use keel_tests::Run;
 
 /// 128 MiB in kB and in 4 KiB pages.
@@ -13,11 +13,6 @@ const MEM_SLACK_KB: i64 = 4096;
 /// Slack for the hypervisor's free pages: splitting 2 MiB mappings costs the p2m up to one table per 2 MiB of the
 /// 128 MiB (64 frames), and Keel's heap may take or give a few frames meanwhile.
 const FREE_SLACK_PAGES: i64 = 512;
-
-/// `key=<integer>` in a check's value.
-fn num(value: &str, key: &str) -> Option<i64> {
-    value.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
 
 fn near(v: Option<i64>, want: i64, slack: i64) -> bool {
     v.is_some_and(|v| (v - want).abs() <= slack)
