@@ -327,7 +327,8 @@ pub fn add(
 }
 
 /// Detaches a device. `live`: the guest runs and is asked to close its frontend first (`*-detach`); otherwise
-/// (the domain is gone) its frontend directory is removed, which the backend takes as the guest gone. The
+/// (the domain is gone) the backend is told Closing and the frontend directory is removed, which the backend takes
+/// as the guest gone (libxl's forced removal). The
 /// script's remove action always runs and both directories go, even when the backend does not answer in time.
 /// Err only when the device does not exist.
 pub fn remove(
@@ -343,9 +344,14 @@ pub fn remove(
     }
     let _ = xs.write(&format!("{back}/online"), "0");
     let was = state_of(xs, &back).unwrap_or(0);
-    if live && (state::INIT_WAIT..state::CLOSING).contains(&was) {
+    let active = (state::INIT_WAIT..state::CLOSING).contains(&was);
+    // The backend's state says Closing, as libxl writes it, before the frontend goes: a backend driver that
+    // unregisters on losing its frontend (blkback does, without a word) finds Closing there and says Closed as it
+    // goes (Linux's xenbus_dev_remove), so the wait below ends at once instead of timing out.
+    if active {
         let _ = xs.write(&format!("{back}/state"), &state::CLOSING.to_string());
-    } else {
+    }
+    if !live || !active {
         let _ = xs.rm(&front);
     }
     // A backend that never picked the device up has nothing to close.
@@ -481,10 +487,14 @@ mod tests {
     use super::*;
 
     /// The store with a backend driver simulated on it: it says InitWait once its directory is complete, Closed
-    /// when its frontend goes or the toolstack says Closing (unless `dead`).
+    /// when its frontend goes or the toolstack says Closing (unless `dead`). With `blkback`, it behaves as Linux's
+    /// blkback with a dead guest instead: Closing from the toolstack changes nothing (no live frontend answers it),
+    /// and its frontend's directory going makes it unregister, which says Closed only where the state already says
+    /// Closing (xenbus_dev_remove).
     struct Backend {
         xs: MemStore,
         dead: bool,
+        blkback: bool,
     }
 
     impl Xenstore for Backend {
@@ -497,7 +507,7 @@ mod tests {
                 let dir = path.rsplit_once('/').unwrap().0.to_string();
                 if path.ends_with("/discard-enable") || path.ends_with("/mtu") {
                     self.xs.write(&format!("{dir}/state"), "2")?;
-                } else if path.ends_with("/state") && value == "5" {
+                } else if path.ends_with("/state") && value == "5" && !self.blkback {
                     self.xs.write(path, "6")?;
                 }
             }
@@ -509,7 +519,8 @@ mod tests {
             let parts: Vec<&str> = path.split('/').collect();
             if !self.dead && parts.len() == 7 && parts[4] == "device" {
                 let st = format!("/local/domain/0/backend/{}/{}/{}/state", parts[5], parts[3], parts[6]);
-                if self.xs.read(&st).is_some() {
+                let closing = self.xs.read(&st).as_deref() == Some("5");
+                if self.xs.read(&st).is_some() && (!self.blkback || closing) {
                     self.xs.write(&st, "6")?;
                 }
             }
@@ -554,11 +565,27 @@ mod tests {
     const T: Duration = Duration::from_millis(200);
 
     fn store() -> Backend {
-        Backend { xs: MemStore::new(), dead: false }
+        Backend { xs: MemStore::new(), dead: false, blkback: false }
     }
 
     fn disk(spec: &str) -> Disk {
         keel_config::disk::parse(spec).unwrap()
+    }
+
+    /// A destroyed guest's disk: blkback, losing its frontend, unregisters; told Closing first (as libxl tells
+    /// it), it says Closed as it goes, so the removal does not wait out its timeout.
+    #[test]
+    fn a_dead_guests_disk_closes_at_once() {
+        let (mut xs, mut hp) = (store(), Log::default());
+        let dev = Device::new(Kind::Vbd, 4, 51712);
+        add(&mut xs, &mut hp, &dev, &disk_nodes(&dev, &disk("file:/images/a.img,xvda,w")), T).unwrap();
+        xs.xs.write("/local/domain/0/backend/vbd/4/51712/state", "4").unwrap();
+        xs.blkback = true;
+        let started = std::time::Instant::now();
+        let r = remove(&mut xs, &mut hp, &dev, false, Duration::from_secs(5)).unwrap();
+        assert!(r.closed, "the backend said Closed");
+        assert!(started.elapsed() < Duration::from_secs(2), "no wait for the timeout: {:?}", started.elapsed());
+        assert!(xs.read("/local/domain/0/backend/vbd/4/51712").is_none());
     }
 
     /// A file disk: libxl's nodes in both directories, the perms crossing over, the block script run with Xen's
@@ -633,7 +660,7 @@ mod tests {
         assert_eq!(hp.calls.len(), 2, "add, then remove: {:?}", hp.calls);
         assert!(xs.read(&dev.backend()).is_none() && xs.read(&dev.frontend()).is_none());
 
-        let mut dead = Backend { xs: MemStore::new(), dead: true };
+        let mut dead = Backend { xs: MemStore::new(), dead: true, blkback: false };
         let mut hp = Log::default();
         let e = add(&mut dead, &mut hp, &dev, &nodes, T).unwrap_err().to_string();
         assert!(e.contains("did not answer") && e.contains("xen-blkback"), "{e}");
