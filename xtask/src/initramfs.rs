@@ -54,6 +54,8 @@ pub const XEN_MODULES: &[&str] = &[
     "llc",
     "stp",
     "bridge",
+    // device-mapper, for LVM volumes as `phy:` disks.
+    "dm-mod",
 ];
 /// The modules dom0 carries for its domUs' initrds (in /usr/lib/keel/domu-modules/, in load order): the
 /// frontends, and ext4 (which also mounts ext2) with what it needs.

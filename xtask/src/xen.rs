@@ -47,6 +47,15 @@ pub const PACKAGES: &[&str] = &[
     "binutils-x86-64-linux-gnu",
     "libbinutils",
     "libctf-nobfd0",
+    // LVM's `lvm` for the xl test's dom0 (a `phy:` disk on a logical volume, xtask/assets/checks/domu-disk.sh), with
+    // the libraries a bare Debian may lack.
+    "lvm2",
+    "libdevmapper1.02.1",
+    "libdevmapper-event1.02.1",
+    "libaio1",
+    "libedit2",
+    "libbsd0",
+    "libmd0",
 ];
 /// Where the packages put the hypervisor and the tools.
 const HYPERVISOR: &str = "boot/xen-4.17-amd64.gz";
@@ -58,6 +67,12 @@ const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-in
 pub const STOCK_TOOLS: &[(&str, &str)] = &[("usr/lib/xen-4.17/bin/xl", "xl"), ("usr/bin/xenstore", "xenstore-ls")];
 /// binutils' readelf: where its package puts it, where the xl test's dom0 has it.
 pub const READELF: (&str, &str) = ("usr/bin/x86_64-linux-gnu-readelf", "usr/bin/readelf");
+/// LVM's one binary (`lvm pvcreate ...`): `(where lvm2 puts it, where the xl test's dom0 has it)`.
+pub const LVM: (&str, &str) = ("sbin/lvm", "sbin/lvm");
+/// dom0 has no udev: LVM makes its device nodes itself and keeps no metadata backups.
+const LVM_CONF: &str = "devices { obtain_device_list_from_udev = 0 }\n\
+activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }\n\
+backup { backup = 0 archive = 0 }\n";
 /// Loaded by glibc at run time (xl's threads), so `ldd` does not name it.
 const DLOPENED: &[&str] = &["/lib/x86_64-linux-gnu/libgcc_s.so.1"];
 const DOM0_INIT: &str = include_str!("../assets/xen-dom0-init.sh");
@@ -90,7 +105,8 @@ pub fn cached() -> Option<Xen> {
     let tools = TOOLS.iter().all(|t| xen.root.join(TOOLS_DIR).join(t).is_file());
     let stock = STOCK_TOOLS.iter().all(|(t, _)| xen.root.join(t).is_file());
     let readelf = xen.root.join(READELF.0).is_file();
-    (xen.hypervisor.is_file() && tools && stock && readelf).then_some(xen)
+    let lvm = xen.root.join(LVM.0).is_file();
+    (xen.hypervisor.is_file() && tools && stock && readelf && lvm).then_some(xen)
 }
 
 /// Downloads (`apt-get download`) and unpacks (`dpkg -x`) the packages unless they are cached.
@@ -261,11 +277,11 @@ pub fn dom0_initramfs(xen: &Xen, base: &Path, hcbench: &Path, domu: &Domu) -> Re
 
 /// Test guests (tests/guests, ELFs in the directory [`crate::build::guests`] returns) that dom0 boots as domUs with
 /// `xm create` in the xl test: `hostile_frontend` (xtask/assets/checks/domu-hostile.sh) and `hostile_netfront`
-/// (xtask/assets/checks-pending/domu-hostnet.sh, not yet run).
+/// (xtask/assets/checks/domu-hostnet.sh).
 pub const DOMU_GUESTS: &[&str] = &["hostile_frontend", "hostile_netfront"];
 
-/// Keel's dom0 initramfs `base` plus Debian's stock `xl` and `xenstore-ls` ([`STOCK_TOOLS`]) and their
-/// libraries, in `target/xl-initramfs.cpio.gz`: what the xl test (tests/tests/xl.rs) boots.
+/// Keel's dom0 initramfs `base` plus Debian's stock `xl` and `xenstore-ls` ([`STOCK_TOOLS`]), readelf and LVM's
+/// `lvm`, and their libraries, in `target/xl-initramfs.cpio.gz`: what the xl test (tests/tests/xl.rs) boots.
 /// xtask/assets/checks/xl.sh runs the tools when they are there.
 pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path, guests: &Path) -> Result<PathBuf> {
     let stage = util::target_dir().join("xl-initramfs-root");
@@ -273,7 +289,11 @@ pub fn stock_tools_initramfs(xen: &Xen, base: &Path, domu_kernel: &Path, guests:
     stage_tools(xen, STOCK_TOOLS, &stage)?;
     let readelf = xen.root.join(READELF.0);
     copy_exec(&readelf, &stage.join(READELF.1))?;
-    stage_libraries(xen, &[readelf], &stage)?;
+    let lvm = xen.root.join(LVM.0);
+    copy_exec(&lvm, &stage.join(LVM.1))?;
+    std::fs::create_dir_all(stage.join("etc/lvm"))?;
+    std::fs::write(stage.join("etc/lvm/lvm.conf"), LVM_CONF)?;
+    stage_libraries(xen, &[readelf, lvm], &stage)?;
     // The domU kernel of xtask/assets/checks/create.sh: this boot also has dom0 start Debian's kernel as a domU.
     copy_exec(domu_kernel, &stage.join("usr/lib/keel/vmlinuz"))?;
     for name in DOMU_GUESTS {

@@ -3,16 +3,8 @@
 //! images after the guest powered off; a read-only disk refuses writes in the guest; nothing is left behind (no
 //! loop device of xm's, no backend directory, no page).
 
-use super::domu::check;
+use super::domu::{check, num, P2M_TABLES};
 use keel_tests::Run;
-
-/// Page-table frames dom0's p2m may gain for the range its backends map grants into.
-const P2M_TABLES: i64 = 4;
-
-/// `key=<integer>` in a check's value.
-fn num(value: &str, key: &str) -> Option<i64> {
-    value.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
 
 /// The guest's `wrote xvdX <sha256>` checksum.
 fn guest_sum(run: &Run, dev: &str) -> Option<String> {
@@ -56,8 +48,12 @@ pub fn problems(run: &Run) -> Vec<String> {
             g => p.push(format!("disk: {dev}: the guest wrote sha256 {g:?}, dom0 read {dom0:?} from its image")),
         }
     }
-    // Hot-plug on the running guest: block-attach makes xvdd appear in it (2 MiB), block-detach makes it go.
-    if c("disk-block-attach") != "rc=0" || c("disk-guest hotplug xvdd") != "appeared 2097152" {
+    // Hot-plug on the running guest: block-attach of an LVM logical volume (4 MiB) makes xvdd appear in it,
+    // block-detach makes it go; the volume group is removed afterwards.
+    if c("disk-lvm") != "/dev/keelvg/hot 4194304B" || c("disk-lvm-removed") != "yes" {
+        p.push(format!("disk: the LVM volume: {:?}, removed: {:?}", c("disk-lvm"), c("disk-lvm-removed")));
+    }
+    if c("disk-block-attach") != "rc=0" || c("disk-guest hotplug xvdd") != "appeared 4194304" {
         p.push(format!(
             "disk: block-attach: {:?}, in the guest: {:?}",
             c("disk-block-attach"),
@@ -109,11 +105,13 @@ pub fn problems(run: &Run) -> Vec<String> {
     {
         p.push(format!("disk: after the bad disks: {bad_left:?}"));
     }
-    // Destroyed three times with I/O in flight: nothing left, the same free pages after rounds 1 and 3, dom0's
-    // daemons still there.
+    // Created, used (a ping over xenbr0, disk I/O) and destroyed with I/O in flight 20 times: every backend closed
+    // at once (none waited out xm's timeout), nothing left (loop devices, vifs, backends), the same free pages after
+    // rounds 1 and 20, dom0's daemons still there.
     let io = c("disk-io-destroyed");
     let io_loops = io.split_whitespace().find_map(|w| w.strip_prefix("loops=")).and_then(|v| v.split_once('/'));
-    if !io.starts_with("3/3 ")
+    if !io.starts_with("20/20 pinged=20 slow-closes=0 ")
+        || !io.contains("vifs=0")
         || io_loops.is_none_or(|(now, before)| now != before)
         || !io.contains("backends=0")
         || num(&io, "free-vs-round1") != Some(0)

@@ -1,6 +1,7 @@
 # Guest disks served by dom0's stock blkback (issue 13): a Debian PVH domU with three disks, as a sysadmin writes
 # them: `file:` (an image xm's block script puts on a loop device), `phy:` (a dom0 block device: a loop device
-# dom0 set up itself, standing in for a partition or an LVM volume) and a read-only `file:` disk. The guest's
+# dom0 set up itself, standing in for a partition) and a read-only `file:` disk; a fourth is hot-plugged, an LVM
+# logical volume (`phy:/dev/keelvg/hot`) where dom0 has LVM. The guest's
 # stock blkfront sees them as xvda, xvdb, xvdc; it mounts the ext2 filesystems made here, writes a file of random
 # bytes on each writable one and prints its SHA-256, finds the read-only one refusing writes, syncs and powers
 # off. dom0 then reads the same checksums from the images. Afterwards no loop device of xm's, no backend
@@ -40,6 +41,7 @@ if domu_available; then
     disk_image $img/disk-b.img 8192
     disk_image $img/disk-c.img 4096 ro.txt "read-only disk"
     loops0=$(disk_loops)
+    lvpv=
     phy=$(losetup -f)
     losetup "$phy" $img/disk-b.img
     echo "KEEL-CHECK: disk-setup images=$(ls $img | tr '\n' ' ')phy=$phy loops=$loops0"
@@ -100,8 +102,21 @@ EOF
         echo "KEEL-CHECK: disk-backend $(xenstore-read /local/domain/0/backend/vbd/$id/51712/physical-device-path 2>&1)" \
             "hotplug=$(xenstore-read /local/domain/0/backend/vbd/$id/51712/hotplug-status 2>&1)"
         if domu_wait disk 'KEEL-DOMU-DISK: ready for hotplug' 240; then
-            disk_image $img/disk-d.img 2048
-            echo "KEEL-CHECK: disk-block-attach $(xm block-attach disk file:$img/disk-d.img,xvdd,w 2>&1; echo "rc=$?")"
+            # The hot-plugged disk: an LVM logical volume where dom0 has LVM (the xl test's dom0), else an image.
+            if command -v lvm >/dev/null; then
+                mkdir -p /run/lock/lvm
+                dd if=/dev/zero of=$img/disk-pv.img bs=1M count=12 2>/dev/null
+                lvpv=$(losetup -f)
+                losetup "$lvpv" $img/disk-pv.img
+                lvm pvcreate -q "$lvpv" >/dev/null && lvm vgcreate -q keelvg "$lvpv" >/dev/null &&
+                    lvm lvcreate -q -L 4M -n hot keelvg >/dev/null
+                echo "KEEL-CHECK: disk-lvm $(lvm lvs --noheadings --units b -o lv_path,lv_size keelvg 2>&1 | awk '{ print $1, $2 }')"
+                hot=phy:/dev/keelvg/hot
+            else
+                disk_image $img/disk-d.img 2048
+                hot=file:$img/disk-d.img
+            fi
+            echo "KEEL-CHECK: disk-block-attach $(xm block-attach disk $hot,xvdd,w 2>&1; echo "rc=$?")"
             xm block-list disk 2>&1 | sed 's/^/KEEL-DISK-LIST2: /'
             domu_wait disk 'KEEL-DOMU-DISK: hotplug xvdd' 60
             echo "KEEL-CHECK: disk-block-detach $(xm block-detach disk xvdd 2>&1; echo "rc=$?")"
@@ -122,6 +137,12 @@ EOF
     fi
     [ -n "$id" ] && xm destroy "$id" >/dev/null 2>&1
     losetup -d "$phy"
+    if [ -n "$lvpv" ]; then
+        lvm vgremove -q -f keelvg >/dev/null 2>&1
+        lvm pvremove -q "$lvpv" >/dev/null 2>&1
+        losetup -d "$lvpv"
+        echo "KEEL-CHECK: disk-lvm-removed $([ -e /dev/mapper/keelvg-hot ] && echo no || echo yes)"
+    fi
     echo "KEEL-CHECK: disk-dom0-sums a=$(disk_sum $img/disk-a.img data) b=$(disk_sum $img/disk-b.img data)"
     n=0
     while [ $n -lt 100 ] && { [ "$(domu_free)" != "$before" ] || [ "$(disk_loops)" != "$loops0" ]; }; do
@@ -144,47 +165,67 @@ EOF
     echo "KEEL-CHECK: disk-bad-left domains=$(xm list | grep -c badisk)" \
         "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l) loops=$(disk_loops)/$loops0"
 
-    # Destroy with I/O in flight, three times: a guest writes its disk without pause (each pass synced) and is
-    # destroyed mid-stream. blkback finishes or fails what it holds and lets go; nothing is left, dom0 carries on.
+    # Create, use, destroy with I/O in flight, 20 times: a guest with a disk and a vif pings dom0 over xenbr0, then
+    # writes its disk without pause (each pass synced) and is destroyed mid-stream. blkback and netback finish or
+    # fail what they hold and let go; nothing is left (loop devices, vifs, backends, pages), dom0 carries on.
     cat >/tmp/diskio-task <<'EOF'
 #!/bin/busybox sh
 . /lib/task.sh
 task_setup
 task_wait /dev/xvda
+task_wait /sys/class/net/eth0
+ip addr add 10.0.3.9/24 dev eth0
+ip link set eth0 up
+n=0
+while [ $n -lt 20 ] && ! ping -c 1 -W 1 10.0.3.1 >/dev/null 2>&1; do n=$((n + 1)); done
+[ $n -lt 20 ] && echo "KEEL-DOMU-DISKIO: ping ok" || echo "KEEL-DOMU-DISKIO: ping failed"
 i=0
 while :; do
-    dd if=/dev/urandom of=/dev/xvda bs=65536 count=64 conv=fsync 2>/dev/null
-    dd if=/dev/xvda of=/dev/null bs=65536 count=64 2>/dev/null
+    dd if=/dev/urandom of=/dev/xvda bs=65536 count=16 conv=fsync 2>/dev/null
+    dd if=/dev/xvda of=/dev/null bs=65536 count=16 2>/dev/null
     i=$((i + 1))
     echo "KEEL-DOMU-DISKIO: pass $i"
 done
 EOF
     ioinitrd=$(domu_initrd_task diskio /tmp/diskio-task)
-    domu_cfg diskio "ramdisk = \"$ioinitrd\"" 'vcpus = 1' 'memory = 128' "disk = [ 'file:$img/disk-a.img,xvda,w' ]" >/dev/null
+    # `quiet`: the kernel's boot messages would cost each of the 20 boots seconds of console output under TCG.
+    domu_cfg diskio "ramdisk = \"$ioinitrd\"" 'vcpus = 1' 'memory = 128' "disk = [ 'file:$img/disk-a.img,xvda,w' ]" \
+        "vif = [ 'bridge=xenbr0' ]" 'extra = "console=hvc0 quiet"' >/dev/null
+    rounds=20
     before=$(domu_free)
     ok=0
-    for round in 1 2 3; do
+    pinged=0
+    slow=0
+    round=1
+    while [ $round -le $rounds ]; do
         rm -f "$(domu_log diskio)"
         out=$(xm create /tmp/diskio.cfg 2>&1)
         id=$(echo "$out" | sed -n 's/^Started domain diskio (id=\([0-9]*\))$/\1/p')
-        if [ -n "$id" ] && domu_wait diskio 'KEEL-DOMU-DISKIO: pass' 240 2; then
-            xm destroy diskio 2>&1 && ok=$((ok + 1))
+        if [ -n "$id" ] && domu_wait diskio 'KEEL-DOMU-DISKIO: pass' 240 1; then
+            [ "$(domu_count diskio 'KEEL-DOMU-DISKIO: ping ok')" = 1 ] && pinged=$((pinged + 1))
+            # xm destroy says which backends did not close in time (it waits for them up to 10 s each).
+            if said=$(xm destroy diskio 2>&1); then ok=$((ok + 1)); fi
+            [ -n "$said" ] && echo "KEEL-CHECK: disk-io-destroy-said $round: $said"
+            echo "$said" | grep -q 'did not close' && slow=$((slow + 1))
         else
             echo "KEEL-CHECK: disk-io-round $round: $out $(tail -n 3 "$(domu_log diskio)" 2>/dev/null | tr -d '\r' | tr '\n' '|')"
             [ -n "$id" ] && xm destroy "$id" >/dev/null 2>&1
         fi
         [ $round = 1 ] && after1=$(domu_free)
+        round=$((round + 1))
     done
     n=0
-    while [ $n -lt 100 ] && [ "$(disk_loops)" != "$loops0" ]; do
+    while [ $n -lt 100 ] && { [ "$(disk_loops)" != "$loops0" ] || ls /sys/class/net | grep -q '^vif'; }; do
         n=$((n + 1))
         sleep 0.1
     done
-    echo "KEEL-CHECK: disk-io-destroyed $ok/3 loops=$(disk_loops)/$loops0" \
-        "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)" \
+    vbds=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)
+    vifbs=$(xenstore-list /local/domain/0/backend/vif 2>/dev/null | wc -l)
+    echo "KEEL-CHECK: disk-io-destroyed $ok/$rounds pinged=$pinged slow-closes=$slow loops=$(disk_loops)/$loops0" \
+        "vifs=$(ls /sys/class/net | grep -c '^vif') backends=$((vbds + vifbs))" \
         "free-vs-start=$(($(domu_free) - before)) free-vs-round1=$(($(domu_free) - after1))" \
         "xenstored=$(pidof xenstored >/dev/null && echo running || echo gone)" \
         "xenconsoled=$(pidof xenconsoled >/dev/null && echo running || echo gone)"
-    rm -f $img/disk-a.img $img/disk-b.img $img/disk-c.img $img/disk-d.img
+    rm -f $img/disk-a.img $img/disk-b.img $img/disk-c.img $img/disk-d.img $img/disk-pv.img
 fi
 
