@@ -166,8 +166,9 @@ EOF
         "backends=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l) loops=$(disk_loops)/$loops0"
 
     # Create, use, destroy with I/O in flight, 20 times: a guest with a disk and a vif pings dom0 over xenbr0, then
-    # writes its disk without pause (each pass synced) and is destroyed mid-stream. blkback and netback finish or
-    # fail what they hold and let go; nothing is left (loop devices, vifs, backends, pages), dom0 carries on.
+    # writes its disk without pause (each pass synced) and is destroyed once its first write has begun. blkback and
+    # netback finish or fail what they hold and let go; nothing is left (loop devices, vifs, backends, pages), dom0
+    # carries on.
     cat >/tmp/diskio-task <<'EOF'
 #!/bin/busybox sh
 . /lib/task.sh
@@ -179,6 +180,7 @@ ip link set eth0 up
 n=0
 while [ $n -lt 20 ] && ! ping -c 1 -W 1 10.0.3.1 >/dev/null 2>&1; do n=$((n + 1)); done
 [ $n -lt 20 ] && echo "KEEL-DOMU-DISKIO: ping ok" || echo "KEEL-DOMU-DISKIO: ping failed"
+echo "KEEL-DOMU-DISKIO: io started"
 i=0
 while :; do
     dd if=/dev/urandom of=/dev/xvda bs=65536 count=16 conv=fsync 2>/dev/null
@@ -196,17 +198,26 @@ EOF
     ok=0
     pinged=0
     slow=0
+    # Seconds spent in xm create, from there to the guest's I/O, and in xm destroy, over all rounds (dom0's
+    # uptime, 10 ms).
+    uptime_s() { cut -d' ' -f1 /proc/uptime; }
+    times="0 0 0"
     round=1
     while [ $round -le $rounds ]; do
         rm -f "$(domu_log diskio)"
+        t0=$(uptime_s)
         out=$(xm create /tmp/diskio.cfg 2>&1)
+        t1=$(uptime_s)
         id=$(echo "$out" | sed -n 's/^Started domain diskio (id=\([0-9]*\))$/\1/p')
-        if [ -n "$id" ] && domu_wait diskio 'KEEL-DOMU-DISKIO: pass' 240 1; then
+        # Destroyed as soon as its disk I/O has begun: the first write is in flight.
+        if [ -n "$id" ] && domu_wait diskio 'KEEL-DOMU-DISKIO: io started' 240 1; then
+            t2=$(uptime_s)
             [ "$(domu_count diskio 'KEEL-DOMU-DISKIO: ping ok')" = 1 ] && pinged=$((pinged + 1))
             # xm destroy says which backends did not close in time (it waits for them up to 10 s each).
             if said=$(xm destroy diskio 2>&1); then ok=$((ok + 1)); fi
             [ -n "$said" ] && echo "KEEL-CHECK: disk-io-destroy-said $round: $said"
             echo "$said" | grep -q 'did not close' && slow=$((slow + 1))
+            times=$(echo "$times $t0 $t1 $t2 $(uptime_s)" | awk '{ printf "%.2f %.2f %.2f", $1 + $5 - $4, $2 + $6 - $5, $3 + $7 - $6 }')
         else
             echo "KEEL-CHECK: disk-io-round $round: $out $(tail -n 3 "$(domu_log diskio)" 2>/dev/null | tr -d '\r' | tr '\n' '|')"
             [ -n "$id" ] && xm destroy "$id" >/dev/null 2>&1
@@ -219,6 +230,7 @@ EOF
         n=$((n + 1))
         sleep 0.1
     done
+    echo "KEEL-CHECK: disk-io-times $(echo "$times" | awk '{ printf "create=%ss to-io=%ss destroy=%ss", $1, $2, $3 }')"
     vbds=$(xenstore-list /local/domain/0/backend/vbd 2>/dev/null | wc -l)
     vifbs=$(xenstore-list /local/domain/0/backend/vif 2>/dev/null | wc -l)
     echo "KEEL-CHECK: disk-io-destroyed $ok/$rounds pinged=$pinged slow-closes=$slow loops=$(disk_loops)/$loops0" \
