@@ -125,6 +125,37 @@ domu_cfg() {
     echo "/tmp/$name.cfg"
 }
 
+# test_guest_lines ID: domain ID's console_io lines in Keel's log (a test guest of tests/guests speaks through
+# console_io, which `xm dmesg` shows as "(dID) ..."), without Keel's prefix.
+test_guest_lines() { xm dmesg 2>/dev/null | tr -d '\r' | grep -a "(d$1) " | sed "s/.*(d$1) //"; }
+
+# test_guest_run NAME CFG TAG: `xm create CFG` of test guest NAME (a domU whose config powers it off when done);
+# waits up to 3 minutes for its `Test result:` line and prints `KEEL-CHECK: TAG-create`, its `TAG-guest` lines,
+# `TAG-result` and whether it was gone after its power-off (`TAG-gone`); destroys it if it is still there.
+test_guest_run() {
+    out=$(xm create "$2" 2>&1)
+    echo "KEEL-CHECK: $3-create $out"
+    id=$(echo "$out" | sed -n "s/^Started domain $1 (id=\([0-9]*\))\$/\1/p")
+    [ -n "$id" ] || return 0
+    n=0
+    while [ $n -lt 720 ] && ! test_guest_lines "$id" | grep -q '^Test result: '; do
+        n=$((n + 1))
+        sleep 0.25
+    done
+    test_guest_lines "$id" | grep -a -E '^(hostile: |Test result: |Failure: |Error: |PANIC)' |
+        sed "s/^/KEEL-CHECK: $3-guest /"
+    echo "KEEL-CHECK: $3-result $(test_guest_lines "$id" | sed -n 's/^Test result: //p' | tail -n 1)"
+    # Powered off, the monitor destroys it (on_poweroff=destroy).
+    n=0
+    while [ $n -lt 150 ] && xm domid "$1" >/dev/null 2>&1; do
+        n=$((n + 1))
+        sleep 0.2
+    done
+    echo "KEEL-CHECK: $3-gone $(xm domid "$1" >/dev/null 2>&1 && echo no || echo yes)"
+    xm destroy "$1" >/dev/null 2>&1
+    return 0
+}
+
 # domu_log NAME: the domU's console log.
 domu_log() { echo "/var/log/xen/console/guest-$1.log"; }
 

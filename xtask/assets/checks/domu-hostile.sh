@@ -10,8 +10,6 @@
 HOSTILE_GUEST=/usr/lib/keel/guests/hostile_frontend
 if domu_available && [ -f "$HOSTILE_GUEST" ]; then
     hostile_loops() { losetup -a 2>/dev/null | wc -l; }
-    # hostile_guest_lines ID: domain ID's console_io lines in Keel's log, without Keel's prefix.
-    hostile_guest_lines() { xm dmesg 2>/dev/null | tr -d '\r' | grep -a "(d$1) " | sed "s/.*(d$1) //"; }
     for m in $(cat /usr/lib/keel/domu-modules/order 2>/dev/null); do
         case $m in xen-*) continue ;; esac
         [ -d "/sys/module/$(echo "$m" | tr - _)" ] || insmod "/usr/lib/keel/domu-modules/$m.ko" 2>/dev/null
@@ -64,27 +62,7 @@ vcpus = 1
 disk = [ 'file:$img/hostile.img,xvda,w', 'file:$img/hostile-ro.img,xvdb,r', 'file:$img/hostile-c.img,xvdc,w',
          'file:$img/hostile-d.img,xvdd,w', 'file:$img/hostile-e.img,xvde,w' ]
 EOF
-    out=$(xm create /tmp/hostile.cfg 2>&1)
-    echo "KEEL-CHECK: hostile-create $out"
-    id=$(echo "$out" | sed -n 's/^Started domain hostile (id=\([0-9]*\))$/\1/p')
-    if [ -n "$id" ]; then
-        n=0
-        while [ $n -lt 720 ] && ! hostile_guest_lines "$id" | grep -q '^Test result: '; do
-            n=$((n + 1))
-            sleep 0.25
-        done
-        hostile_guest_lines "$id" | grep -a -E '^(hostile: |Test result: |Failure: |Error: |PANIC)' |
-            sed 's/^/KEEL-CHECK: hostile-guest /'
-        echo "KEEL-CHECK: hostile-result $(hostile_guest_lines "$id" | sed -n 's/^Test result: //p' | tail -n 1)"
-        # Powered off, the monitor destroys it (on_poweroff=destroy).
-        n=0
-        while [ $n -lt 150 ] && xm domid hostile >/dev/null 2>&1; do
-            n=$((n + 1))
-            sleep 0.2
-        done
-        echo "KEEL-CHECK: hostile-gone $(xm domid hostile >/dev/null 2>&1 && echo no || echo yes)"
-        xm destroy hostile >/dev/null 2>&1
-    fi
+    test_guest_run hostile /tmp/hostile.cfg hostile
     # What dom0's blkback said about it, and whether dom0 is still well.
     dmesg | grep -a -i -E 'blkback|blkif|bogus|vbd' | grep -v 'Modules linked in' | tail -n 16 | sed 's/^/KEEL-HOSTILE-DMESG: /'
     echo "KEEL-CHECK: hostile-dom0-bogus $(dmesg | grep -c 'bogus ring requests')"

@@ -12,8 +12,6 @@
 # KEEL-CHECK: hostnet-* lines.
 HOSTNET_GUEST=/usr/lib/keel/guests/hostile_netfront
 if domu_available && [ -f "$HOSTNET_GUEST" ]; then
-    # hostnet_guest_lines ID: domain ID's console_io lines in Keel's log, without Keel's prefix.
-    hostnet_guest_lines() { xm dmesg 2>/dev/null | tr -d '\r' | grep -a "(d$1) " | sed "s/.*(d$1) //"; }
     oops0=$(dmesg | grep -c -E 'BUG:|Oops|general protection|Kernel panic')
     before=$(domu_free)
 
@@ -61,27 +59,7 @@ EOF2
     # hostnet_run TAG: one run of the hostile guest, its lines tagged TAG; returns once it is gone and its vifs
     # with it.
     hostnet_run() {
-        out=$(xm create /tmp/hostnet.cfg 2>&1)
-        echo "KEEL-CHECK: $1-create $out"
-        id=$(echo "$out" | sed -n 's/^Started domain hostnet (id=\([0-9]*\))$/\1/p')
-        if [ -n "$id" ]; then
-            n=0
-            while [ $n -lt 720 ] && ! hostnet_guest_lines "$id" | grep -q '^Test result: '; do
-                n=$((n + 1))
-                sleep 0.25
-            done
-            hostnet_guest_lines "$id" | grep -a -E '^(hostile: |Test result: |Failure: |Error: |PANIC)' |
-                sed "s/^/KEEL-CHECK: $1-guest /"
-            echo "KEEL-CHECK: $1-result $(hostnet_guest_lines "$id" | sed -n 's/^Test result: //p' | tail -n 1)"
-            # Powered off, the monitor destroys it (on_poweroff=destroy).
-            n=0
-            while [ $n -lt 150 ] && xm domid hostnet >/dev/null 2>&1; do
-                n=$((n + 1))
-                sleep 0.2
-            done
-            echo "KEEL-CHECK: $1-gone $(xm domid hostnet >/dev/null 2>&1 && echo no || echo yes)"
-            xm destroy hostnet >/dev/null 2>&1
-        fi
+        test_guest_run hostnet /tmp/hostnet.cfg "$1"
         # Its vifs go (the bystander's stays), then free memory settles.
         n=0
         while [ $n -lt 150 ] && [ "$(ls /sys/class/net | grep -c '^vif')" -gt 1 ]; do
