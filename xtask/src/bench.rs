@@ -578,8 +578,8 @@ pub(crate) const DEV_ROWS: [DevRow; 7] = [
     ("domU read as a share of dom0's (per mille)", " ‰", |d| d.read_kbs * 1000 / d.dom0_read_kbs.max(1)),
 ];
 const CREATE_TIMEOUT_SECS: u32 = 600;
-/// The domain-creation boots keep domUs off CPU 0 (`cpu0-guests=off`): the narrow workaround for the QEMU TCG
-/// nested-SVM defect of docs/testing.md, which otherwise ends about one boot in two that builds domUs.
+/// The domain-creation boots keep every vCPU off CPU 0 (`cpu0-guests=off`, dom0's too): the narrow workaround for
+/// the QEMU TCG nested-SVM defect of docs/testing.md, which otherwise ends about one boot in two that builds domUs.
 const CREATE_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2 cpu0-guests=off";
 
 /// Boots dom0 `runs` times with `keel.init=createbench` (xtask/assets/createbench.sh: `xm create` of Debian's
@@ -648,8 +648,8 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
          Measured {date} by `cargo xtask bench` on {cpu_model} ({ncpu} host CPUs), {qemu}; kernel {kpkg} \
          ({kver}) as dom0 and as domU.\n\n\
          The Linux machine above (`-smp {LINUX_CPUS} -m {LINUX_MEM}`, `multiboot2 /boot/keel.elf \
-         {CREATE_KEEL_CMDLINE}`: domUs stay off CPU 0, docs/testing.md's workaround for QEMU's nested-SVM defect, so a \
-         2-vCPU domU shares CPU 1), dom0 with `{CREATE_KERNEL_CMDLINE}` and an initramfs that also carries the kernel \
+         {CREATE_KEEL_CMDLINE}`: CPU 0 runs no vCPU, docs/testing.md's workaround for QEMU's nested-SVM defect, so \
+         dom0 and the domU share CPU 1), dom0 with `{CREATE_KERNEL_CMDLINE}` and an initramfs that also carries the kernel \
          as `/usr/lib/keel/vmlinuz`; {runs} boot{plural}. In each, dom0's `/bin/createbench` (xtask/assets/createbench.sh) \
          runs `xm create` of a **PVH** domU (`type = \"pvh\"`, 256 MiB, 2 vCPUs, `extra = \"console=hvc0\"`; \
          Debian's kernel with the busybox initrd of xtask/assets/checks/0domu.sh, whose init prints `KEEL-DOMU: \
