@@ -1,8 +1,8 @@
 # Guest disks served by dom0's stock blkback (issue 13): a Debian PVH domU with three disks, as a sysadmin writes
-# them: `file:` (an image xm's block script puts on a loop device), `phy:` (a dom0 block device: a loop device
-# dom0 set up itself, standing in for a partition) and a read-only `file:` disk; a fourth is hot-plugged, an LVM
-# logical volume (`phy:/dev/keelvg/hot`) where dom0 has LVM. The guest's
-# stock blkfront sees them as xvda, xvdb, xvdc; it mounts the ext2 filesystems made here, writes a file of random
+# them: `tap:aio:` (the seed's form of an image, which xm's block script puts on a loop device as it does `file:`),
+# `phy:` (a dom0 block device: a loop device dom0 set up itself, standing in for a partition) and a read-only
+# `file:` disk; a fourth is hot-plugged, an LVM logical volume (`phy:/dev/keelvg/hot`) where dom0 has LVM. The
+# guest's stock blkfront sees them as xvda, xvdb, xvdc; it mounts the ext2 filesystems made here, writes a file of random
 # bytes on each writable one and prints its SHA-256, finds the read-only one refusing writes, syncs and powers
 # off. dom0 then reads the same checksums from the images. Afterwards no loop device of xm's, no backend
 # directory and no page is left. tests/tests/xl/disk.rs judges the KEEL-CHECK: disk-* lines.
@@ -92,7 +92,7 @@ echo "KEEL-DOMU-DISK: done"
 EOF
     initrd=$(domu_initrd_task disk /tmp/disk-task)
     domu_cfg disk "ramdisk = \"$initrd\"" 'vcpus = 1' \
-        "disk = [ 'file:$img/disk-a.img,xvda,w', 'phy:$phy,xvdb,w', 'file:$img/disk-c.img,xvdc,r' ]" >/dev/null
+        "disk = [ 'tap:aio:$img/disk-a.img,xvda,w', 'phy:$phy,xvdb,w', 'file:$img/disk-c.img,xvdc,r' ]" >/dev/null
     before=$(domu_free)
     out=$(xm create /tmp/disk.cfg 2>&1)
     echo "KEEL-CHECK: disk-create $out"
