@@ -32,13 +32,7 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// XenbusState values (xen/include/public/io/xenbus.h).
-pub mod state {
-    pub const INITIALISING: u32 = 1;
-    pub const INIT_WAIT: u32 = 2;
-    pub const CONNECTED: u32 = 4;
-    pub const CLOSING: u32 = 5;
-    pub const CLOSED: u32 = 6;
-}
+pub use keel_abi::io::xenbus::state;
 
 /// A kind of split device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -3,5 +3,6 @@
 pub mod blkif;
 pub mod console;
 pub mod netif;
+pub mod xenbus;
 pub mod xenstore;
 pub mod xs_wire;

@@ -27,6 +27,7 @@ use keel_abi::io::blkif::{
     self, BlkifRequest, BlkifRequestSegment, BlkifResponse, RING_OFFSET, RING_SIZE_1PAGE, RSP_EOPNOTSUPP, RSP_ERROR,
     RSP_OKAY,
 };
+use keel_abi::io::xenbus::state::{CONNECTED, INITIALISED, INIT_WAIT};
 use keel_abi::shared_info::gtf;
 use xtf::gnttab::{self, GrantTable, GNTTAB_NR_RESERVED_ENTRIES};
 use xtf::xenstore::Xenstore;
@@ -46,10 +47,6 @@ const VBD_BAD_PROD: &str = "device/vbd/51776";
 const PORT_UNBOUND: u32 = 4000;
 /// The backend's domain.
 const BACKEND: u16 = 0;
-/// XenbusState values (`public/io/xenbus.h`).
-const INIT_WAIT: u64 = 2;
-const INITIALISED: u64 = 3;
-const CONNECTED: u64 = 4;
 /// How long the backend gets for each step and each response.
 const STEP_NS: u64 = 30 * time::SECOND;
 /// How long the guest listens for a response that must not come.
@@ -240,8 +237,8 @@ fn read_num(xs: &mut Xenstore, dir: &str, key: &str) -> Option<u64> {
 fn backend_of(xs: &mut Xenstore, vbd: &str) -> Result<Msg, xtf::Outcome> {
     let mut buf = [0u8; 128];
     let be = Msg::new(format_args!("{}", xs.read(Msg::new(format_args!("{vbd}/backend")).as_str(), &mut buf)?));
-    let state = xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), STEP_NS, |s| s >= INIT_WAIT);
-    if state != Some(INIT_WAIT) {
+    let state = xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), STEP_NS, |s| s >= u64::from(INIT_WAIT));
+    if state != Some(u64::from(INIT_WAIT)) {
         return Err(error!("{be}: backend state {state:?}, want InitWait (2)"));
     }
     Ok(be)
@@ -255,7 +252,7 @@ fn offer(xs: &mut Xenstore, vbd: &str, be: &str, ring_ref: u32, port: u32) -> Re
     xs.write_fmt(fe("event-channel").as_str(), format_args!("{port}"))?;
     xs.write(fe("protocol").as_str(), b"x86_64-abi")?;
     xs.write_fmt(fe("state").as_str(), format_args!("{INITIALISED}"))?;
-    Ok(xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), STEP_NS, |s| s >= CONNECTED))
+    Ok(xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), STEP_NS, |s| s >= u64::from(CONNECTED)))
 }
 
 /// Connects frontend `vbd` with ring page `ring` (granted as `ring_ref`): the front end and the disk's sectors.
@@ -271,7 +268,7 @@ fn connect(
     let port = hypercall::evtchn_alloc_unbound(BACKEND).map_err(|e| error!("EVTCHNOP_alloc_unbound: {e}"))?;
     gt.grant(ring_ref, BACKEND, ring.gfn(), false);
     let state = offer(xs, vbd, be, ring_ref, port)?;
-    if state != Some(CONNECTED) {
+    if state != Some(u64::from(CONNECTED)) {
         return Err(error!("{be}: backend state {state:?} after Initialised, want Connected (4)"));
     }
     xs.write_fmt(Msg::new(format_args!("{vbd}/state")).as_str(), format_args!("{CONNECTED}"))?;

@@ -25,6 +25,7 @@ use keel_abi::io::netif::{
     self, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RSP_ERROR, RSP_OKAY, RX_RING_SIZE,
     TXF_MORE_DATA, TX_RING_SIZE,
 };
+use keel_abi::io::xenbus::state::{CONNECTED, INIT_WAIT};
 use xtf::gnttab::{self, GrantTable, GNTTAB_NR_RESERVED_ENTRIES};
 use xtf::xenstore::Xenstore;
 use xtf::{error, evtchn, hypercall, time, Msg};
@@ -33,9 +34,6 @@ xtf::guest!(test_main);
 
 /// The backend's domain.
 const BACKEND: u16 = 0;
-/// XenbusState values (`public/io/xenbus.h`).
-const INIT_WAIT: u64 = 2;
-const CONNECTED: u64 = 4;
 /// How long the backend gets for each step and each response.
 const STEP_NS: u64 = 30 * time::SECOND;
 /// How long the guest listens for responses that need not come.
@@ -301,8 +299,8 @@ fn connect(xs: &mut Xenstore, gt: GrantTable, n: usize) -> Result<Vif, xtf::Outc
     let mut buf = [0u8; 128];
     let be = Msg::new(format_args!("{}", xs.read(fe("backend").as_str(), &mut buf)?));
     let bstate = Msg::new(format_args!("{be}/state"));
-    let state = xs.wait_for(bstate.as_str(), STEP_NS, |s| s >= INIT_WAIT);
-    if state != Some(INIT_WAIT) {
+    let state = xs.wait_for(bstate.as_str(), STEP_NS, |s| s >= u64::from(INIT_WAIT));
+    if state != Some(u64::from(INIT_WAIT)) {
         return Err(error!("{be}: backend state {state:?}, want InitWait (2)"));
     }
     let port = hypercall::evtchn_alloc_unbound(BACKEND).map_err(|e| error!("EVTCHNOP_alloc_unbound: {e}"))?;
@@ -315,8 +313,8 @@ fn connect(xs: &mut Xenstore, gt: GrantTable, n: usize) -> Result<Vif, xtf::Outc
     xs.write(fe("request-rx-copy").as_str(), b"1")?;
     xs.write(fe("feature-rx-notify").as_str(), b"1")?;
     xs.write_fmt(fe("state").as_str(), format_args!("{CONNECTED}"))?;
-    let state = xs.wait_for(bstate.as_str(), STEP_NS, |s| s >= CONNECTED);
-    if state != Some(CONNECTED) {
+    let state = xs.wait_for(bstate.as_str(), STEP_NS, |s| s >= u64::from(CONNECTED));
+    if state != Some(u64::from(CONNECTED)) {
         return Err(error!("{be}: backend state {state:?} after Connected, want Connected (4)"));
     }
     xtf::println!("hostile: {be} connected: tx-ring-ref {tx_ref}, rx-ring-ref {rx_ref}, event channel {port}");
