@@ -60,6 +60,15 @@ pub fn send(port: u32) -> Result<(), Errno> {
     hypercall::evtchn_port_op(evtchnop::SEND, port)
 }
 
+/// Sends `count` notifications on `port` back to back (a hostile guest's flood of its backend) and prints
+/// `hostile: flood N notifications in MS ms, R refused`.
+pub fn flood(port: u32, count: u32) {
+    let t0 = crate::time::xen_system_time_ns();
+    let refused = (0..count).filter(|_| send(port).is_err()).count();
+    let ms = (crate::time::xen_system_time_ns() - t0) / crate::time::MS;
+    crate::println!("hostile: flood {count} notifications in {ms} ms, {refused} refused");
+}
+
 /// EVTCHNOP_close, and forgets the handler.
 pub fn close(port: u32) -> Result<(), Errno> {
     if port < MAX_PORTS {
