@@ -18,6 +18,42 @@ pub fn num(value: &str, key: &str) -> Option<i64> {
 /// domain's p2m tables): a check's first use of a backend may cost that much, its repeats nothing.
 pub const P2M_TABLES: i64 = 4;
 
+/// What went wrong with a test guest that xtask/assets/checks/0domu.sh's `test_guest_run NAME CFG TAG` booted
+/// (`what` names it in the messages): `xm create` of it, each of `probes` (and any other probe it ran) ending
+/// `-> ok`, its `Test result: SUCCESS`, and its domain gone after its power-off. Err when it was not even created:
+/// nothing else of it can be judged then.
+pub fn test_guest_problems(run: &Run, tag: &str, what: &str, probes: &[&str]) -> Result<Vec<String>, String> {
+    let c = |key: &str| check(run, &format!("{tag}-{key}")).unwrap_or_default();
+    let area = tag.split('-').next().unwrap_or(tag);
+    let create = c("create");
+    if !create.starts_with("Started domain ") {
+        return Err(format!("{area}: xm create of {what}: {create:?}"));
+    }
+    let head = format!("KEEL-CHECK: {tag}-guest hostile: probe ");
+    let guest: Vec<&str> = run.lines().filter_map(|l| l.split_once(head.as_str()).map(|(_, v)| v.trim_end())).collect();
+    let mut p = Vec::new();
+    for name in probes {
+        let head = format!("{name} ");
+        match guest.iter().find(|l| l.starts_with(head.as_str())) {
+            Some(l) if l.ends_with("-> ok") => {}
+            Some(l) => p.push(format!("{area}: probe {l}")),
+            None => p.push(format!("{area}: {what} did not run probe {name}")),
+        }
+    }
+    if let Some(l) =
+        guest.iter().find(|l| !l.ends_with("-> ok") && !probes.iter().any(|n| l.starts_with(&format!("{n} "))))
+    {
+        p.push(format!("{area}: probe {l}"));
+    }
+    if c("result") != "SUCCESS" {
+        p.push(format!("{area}: {what}'s result: {:?}", c("result")));
+    }
+    if c("gone") != "yes" {
+        p.push(format!("{area}: {what} powered off but its domain stayed: {:?}", c("gone")));
+    }
+    Ok(p)
+}
+
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
     let areas: [fn(&Run) -> Vec<String>; 8] = [

@@ -6,7 +6,7 @@
 //! kernel logs no oops (and no WARNING but blkback's known one on a failed connect), its xenstored and xenconsoled
 //! keep running, and nothing is left afterwards.
 
-use super::domu::check;
+use super::domu::{check, test_guest_problems};
 use keel_tests::Run;
 
 /// Probes the guest must have run, each ending `-> ok`.
@@ -47,33 +47,11 @@ const BLKBACK_CONNECT_WARN: &str = "xen_blkif_disconnect";
 
 /// What the hostile-frontend check got wrong.
 pub fn problems(run: &Run) -> Vec<String> {
-    let mut p = Vec::new();
     let c = |what: &str| check(run, what).unwrap_or_default();
-    let create = c("hostile-create");
-    if !create.starts_with("Started domain hostile (id=") {
-        return vec![format!("hostile: xm create of the hostile guest: {create:?}")];
-    }
-    let guest: Vec<&str> = run
-        .lines()
-        .filter_map(|l| l.split_once("KEEL-CHECK: hostile-guest hostile: probe ").map(|(_, v)| v.trim_end()))
-        .collect();
-    for name in PROBES {
-        let head = format!("{name} ");
-        match guest.iter().find(|l| l.starts_with(head.as_str())) {
-            Some(l) if l.ends_with("-> ok") => {}
-            Some(l) => p.push(format!("hostile: probe {l}")),
-            None => p.push(format!("hostile: the guest did not run probe {name}")),
-        }
-    }
-    if let Some(l) = guest.iter().find(|l| !l.ends_with("-> ok")) {
-        p.push(format!("hostile: probe {l}"));
-    }
-    if c("hostile-result") != "SUCCESS" {
-        p.push(format!("hostile: the guest's result: {:?}", c("hostile-result")));
-    }
-    if c("hostile-gone") != "yes" {
-        p.push(format!("hostile: the guest powered off but its domain stayed: {:?}", c("hostile-gone")));
-    }
+    let mut p = match test_guest_problems(run, "hostile", "the hostile guest", PROBES) {
+        Ok(p) => p,
+        Err(e) => return vec![e],
+    };
     if c("hostile-dom0-bogus").parse::<u32>().unwrap_or(0) == 0 {
         p.push("hostile: dom0's blkback did not log \"bogus ring requests\" for the runaway producer".into());
     }

@@ -6,7 +6,7 @@
 //! xenconsoled keep running, and no vif, backend directory or page is left afterwards: the guest runs twice, and
 //! the second run costs no page at all (the first may give dom0's p2m a table or two for netback's grant range).
 
-use super::domu::{check, num, P2M_TABLES};
+use super::domu::{check, num, test_guest_problems, P2M_TABLES};
 use keel_tests::Run;
 
 /// Probes the guest must have run, each ending `-> ok`.
@@ -30,30 +30,11 @@ const PROBES: &[&str] = &[
 
 /// What the hostile-netfront check got wrong.
 pub fn problems(run: &Run) -> Vec<String> {
-    let mut p = Vec::new();
     let c = |what: &str| check(run, what).unwrap_or_default();
-    let create = c("hostnet-create");
-    if !create.starts_with("Started domain hostnet (id=") {
-        return vec![format!("hostnet: xm create of the hostile netfront: {create:?}")];
-    }
-    let guest: Vec<&str> = run
-        .lines()
-        .filter_map(|l| l.split_once("KEEL-CHECK: hostnet-guest hostile: probe ").map(|(_, v)| v.trim_end()))
-        .collect();
-    for name in PROBES {
-        let head = format!("{name} ");
-        match guest.iter().find(|l| l.starts_with(head.as_str())) {
-            Some(l) if l.ends_with("-> ok") => {}
-            Some(l) => p.push(format!("hostnet: probe {l}")),
-            None => p.push(format!("hostnet: the guest did not run probe {name}")),
-        }
-    }
-    if c("hostnet-result") != "SUCCESS" {
-        p.push(format!("hostnet: the guest's result: {:?}", c("hostnet-result")));
-    }
-    if c("hostnet-gone") != "yes" {
-        p.push(format!("hostnet: the guest powered off but its domain stayed: {:?}", c("hostnet-gone")));
-    }
+    let mut p = match test_guest_problems(run, "hostnet", "the hostile netfront", PROBES) {
+        Ok(p) => p,
+        Err(e) => return vec![e],
+    };
     if c("hostnet-dom0-fatal").parse::<u32>().unwrap_or(0) == 0 {
         p.push("hostnet: dom0's netback did not log \"fatal error; disabling device\" for the fatal probes".into());
     }
@@ -71,12 +52,9 @@ pub fn problems(run: &Run) -> Vec<String> {
     if after.unwrap_or(0) < 5 || !ping.ends_with("failed=0") {
         p.push(format!("hostnet: the bystander's pings of dom0 after the hostile guest: {ping:?}, want 5 or more"));
     }
-    if c("hostnet-again-result") != "SUCCESS" || c("hostnet-again-gone") != "yes" {
-        p.push(format!(
-            "hostnet: the second run: result {:?}, gone {:?}",
-            c("hostnet-again-result"),
-            c("hostnet-again-gone")
-        ));
+    match test_guest_problems(run, "hostnet-again", "the hostile netfront's second run", PROBES) {
+        Ok(again) => p.extend(again),
+        Err(e) => p.push(e),
     }
     if c("hostnet-again-free") != "0" {
         p.push(format!("hostnet: the second run changed free memory by {} pages, want 0", c("hostnet-again-free")));
