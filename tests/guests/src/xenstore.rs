@@ -248,6 +248,11 @@ impl Xenstore {
         Ok(buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| core::str::from_utf8(s).unwrap_or("?")))
     }
 
+    /// How long a test guest waits for a backend's xenbus state to move (InitWait, Connected). Under QEMU TCG,
+    /// dom0's four vCPUs and every domU share one or two emulated CPUs, and a stock netback's connect took up to
+    /// 25 s there (docs/testing.md): a real frontend waits minutes (xenbus's device timeout is 300 s).
+    pub const BACKEND_WAIT_NS: u64 = 120 * time::SECOND;
+
     /// Reads `path` until it holds a number for which `done` says yes, or `timeout_ns` passes; returns the last
     /// number read (`None` if it never held one).
     pub fn wait_for(&mut self, path: &str, timeout_ns: u64, done: impl Fn(u64) -> bool) -> Option<u64> {

@@ -138,7 +138,7 @@ test_guest_run() {
     id=$(echo "$out" | sed -n "s/^Started domain $1 (id=\([0-9]*\))\$/\1/p")
     [ -n "$id" ] || return 0
     n=0
-    while [ $n -lt 720 ] && ! test_guest_lines "$id" | grep -q '^Test result: '; do
+    while [ $n -lt 1200 ] && ! test_guest_lines "$id" | grep -q '^Test result: '; do
         n=$((n + 1))
         sleep 0.25
     done

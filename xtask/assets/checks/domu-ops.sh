@@ -40,9 +40,11 @@ if domu_available; then
     # Two domUs with two spinning vCPUs each, weights 512 and 256: their CPU time over 20 s should split about 2:1.
     # (Two 1-vCPU domUs pinned to one of several CPUs would split evenly, in Xen's credit1 as here: each domain's
     # credit is its weight's share of every CPU, more than half a CPU for both.) The heavy one's vCPUs are pinned
-    # one to each CPU with a per-vCPU `cpus` list, which xm vcpu-list shows (with cpu0-guests=off, as in the xl
-    # tests, a vCPU pinned to CPU 0 alone runs on the others).
-    xm create "$(domu_cfg heavy 'memory = 128' 'cpus = ["0", "1"]' 'cpu_weight = 512' \
+    # one to each of the machine's last two CPUs with a per-vCPU `cpus` list, which xm vcpu-list shows (the domU
+    # test's machine has three, and guests stay off CPU 0 with cpu0-guests=off; a vCPU pinned to CPU 0 alone would
+    # run on the others).
+    last=$(($(xm info | awk '$1 == "nr_cpus" { print $3 }') - 1))
+    xm create "$(domu_cfg heavy 'memory = 128' "cpus = [\"$((last - 1))\", \"$last\"]" 'cpu_weight = 512' \
         'extra = "console=hvc0 keel.spin=2"')" >/dev/null 2>&1
     xm create "$(domu_cfg light 'memory = 128' 'cpu_weight = 256' 'extra = "console=hvc0 keel.spin=2"')" \
         >/dev/null 2>&1

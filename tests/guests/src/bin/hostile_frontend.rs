@@ -47,7 +47,7 @@ const VBD_BAD_PROD: &str = "device/vbd/51776";
 const PORT_UNBOUND: u32 = 4000;
 /// The backend's domain.
 const BACKEND: u16 = 0;
-/// How long the backend gets for each step and each response.
+/// How long the backend gets for each response.
 const STEP_NS: u64 = 30 * time::SECOND;
 /// How long the guest listens for a response that must not come.
 const QUIET_NS: u64 = 3 * time::SECOND;
@@ -237,7 +237,9 @@ fn read_num(xs: &mut Xenstore, dir: &str, key: &str) -> Option<u64> {
 fn backend_of(xs: &mut Xenstore, vbd: &str) -> Result<Msg, xtf::Outcome> {
     let mut buf = [0u8; 128];
     let be = Msg::new(format_args!("{}", xs.read(Msg::new(format_args!("{vbd}/backend")).as_str(), &mut buf)?));
-    let state = xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), STEP_NS, |s| s >= u64::from(INIT_WAIT));
+    let state = xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), Xenstore::BACKEND_WAIT_NS, |s| {
+        s >= u64::from(INIT_WAIT)
+    });
     if state != Some(u64::from(INIT_WAIT)) {
         return Err(error!("{be}: backend state {state:?}, want InitWait (2)"));
     }
@@ -252,7 +254,9 @@ fn offer(xs: &mut Xenstore, vbd: &str, be: &str, ring_ref: u32, port: u32) -> Re
     xs.write_fmt(fe("event-channel").as_str(), format_args!("{port}"))?;
     xs.write(fe("protocol").as_str(), b"x86_64-abi")?;
     xs.write_fmt(fe("state").as_str(), format_args!("{INITIALISED}"))?;
-    Ok(xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), STEP_NS, |s| s >= u64::from(CONNECTED)))
+    Ok(xs.wait_for(Msg::new(format_args!("{be}/state")).as_str(), Xenstore::BACKEND_WAIT_NS, |s| {
+        s >= u64::from(CONNECTED)
+    }))
 }
 
 /// Connects frontend `vbd` with ring page `ring` (granted as `ring_ref`): the front end and the disk's sectors.

@@ -34,7 +34,7 @@ xtf::guest!(test_main);
 
 /// The backend's domain.
 const BACKEND: u16 = 0;
-/// How long the backend gets for each step and each response.
+/// How long the backend gets for each response.
 const STEP_NS: u64 = 30 * time::SECOND;
 /// How long the guest listens for responses that need not come.
 const QUIET_NS: u64 = 3 * time::SECOND;
@@ -299,7 +299,7 @@ fn connect(xs: &mut Xenstore, gt: GrantTable, n: usize) -> Result<Vif, xtf::Outc
     let mut buf = [0u8; 128];
     let be = Msg::new(format_args!("{}", xs.read(fe("backend").as_str(), &mut buf)?));
     let bstate = Msg::new(format_args!("{be}/state"));
-    let state = xs.wait_for(bstate.as_str(), STEP_NS, |s| s >= u64::from(INIT_WAIT));
+    let state = xs.wait_for(bstate.as_str(), Xenstore::BACKEND_WAIT_NS, |s| s >= u64::from(INIT_WAIT));
     if state != Some(u64::from(INIT_WAIT)) {
         return Err(error!("{be}: backend state {state:?}, want InitWait (2)"));
     }
@@ -313,7 +313,7 @@ fn connect(xs: &mut Xenstore, gt: GrantTable, n: usize) -> Result<Vif, xtf::Outc
     xs.write(fe("request-rx-copy").as_str(), b"1")?;
     xs.write(fe("feature-rx-notify").as_str(), b"1")?;
     xs.write_fmt(fe("state").as_str(), format_args!("{CONNECTED}"))?;
-    let state = xs.wait_for(bstate.as_str(), STEP_NS, |s| s >= u64::from(CONNECTED));
+    let state = xs.wait_for(bstate.as_str(), Xenstore::BACKEND_WAIT_NS, |s| s >= u64::from(CONNECTED));
     if state != Some(u64::from(CONNECTED)) {
         return Err(error!("{be}: backend state {state:?} after Connected, want Connected (4)"));
     }
