@@ -234,6 +234,10 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         if v.state() == VcpuState::Dead {
             break Outcome::Stop;
         }
+        // Taken down from another vCPU (VCPUOP_down): it stays as it is until VCPUOP_up.
+        if v.state() == VcpuState::Offline {
+            break Outcome::Stop;
+        }
         if dom.is_paused() {
             break Outcome::Yield;
         }

@@ -130,8 +130,11 @@ pub fn start(modules: &[Module], support: &Support) -> usize {
     for b in built {
         let d = &b.dom;
         let init = crate::hvm::InitState::Pvh { entry: b.entry, start_info: b.start_info };
-        if let Some((i, e)) =
-            d.vcpus.iter().enumerate().find_map(|(i, v)| domain::start_vcpu(v, support, init).err().map(|e| (i, e)))
+        if let Some((i, e)) = d
+            .vcpus
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| domain::start_vcpu(v, support, init.clone()).err().map(|e| (i, e)))
         {
             let msg = format!("{}: {}", d.name, e.0);
             crate::error!("xtf: cannot start test guest: {msg}");

@@ -427,6 +427,39 @@ pub mod seg {
     pub const GDTR: usize = 9;
 }
 
+/// `struct hvm_hw_lapic` (record 5, one per vCPU): the APIC base MSR, whether the APIC is disabled, the timer's
+/// divisor and the TSC-deadline MSR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct HvmHwLapic {
+    pub apic_base_msr: u64,
+    /// [`lapic::SW_DISABLED`] | [`lapic::HW_DISABLED`].
+    pub disabled: u32,
+    pub timer_divisor: u32,
+    pub tdt_msr: u64,
+}
+
+/// `struct hvm_hw_lapic_regs` (record 6, one per vCPU): the APIC's register page as xAPIC MMIO lays it out
+/// (register at offset `0x10 * index`, the x2APIC MSR being `0x800 + index`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct HvmHwLapicRegs {
+    pub data: [u8; 1024],
+}
+
+/// Values of the LAPIC records.
+pub mod lapic {
+    /// `VLAPIC_SW_DISABLED`: the spurious-vector register's enable bit is clear.
+    pub const SW_DISABLED: u32 = 1;
+    /// `VLAPIC_HW_DISABLED`: the APIC base MSR's enable bit is clear.
+    pub const HW_DISABLED: u32 = 2;
+    /// The APIC base MSR's bits: BSP, x2APIC mode, global enable; the default base address.
+    pub const BASE_BSP: u64 = 1 << 8;
+    pub const BASE_X2APIC: u64 = 1 << 10;
+    pub const BASE_ENABLE: u64 = 1 << 11;
+    pub const DEFAULT_BASE: u64 = 0xfee0_0000;
+}
+
 /// `struct hvm_hw_mtrr` (record 14, one per vCPU).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
@@ -574,6 +607,9 @@ const _: () = {
     assert!(offset_of!(HvmHwCpu, tsc) == 1008);
     assert!(offset_of!(HvmHwCpu, pending_event) == 1016);
     assert!(offset_of!(HvmHwCpu, flags) == 1024);
+    assert!(size_of::<HvmHwLapic>() == 24);
+    assert!(offset_of!(HvmHwLapic, tdt_msr) == 16);
+    assert!(size_of::<HvmHwLapicRegs>() == 1024);
     assert!(size_of::<HvmHwMtrr>() == 240);
     assert!(offset_of!(HvmHwMtrr, msr_mtrr_fixed) == 136);
     assert!(offset_of!(HvmHwMtrr, msr_mtrr_cap) == 224);

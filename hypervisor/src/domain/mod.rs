@@ -842,7 +842,7 @@ impl Domain {
             return Ok(());
         }
         for v in &self.vcpus {
-            let init = *v.boot.lock();
+            let init = v.boot.lock().clone();
             if let Some(init) = init {
                 if v.state() == VcpuState::Offline && v.hw.lock().is_none() {
                     if let Err(e) = start(v, init) {
@@ -1371,6 +1371,11 @@ pub fn start_vcpu(v: &Arc<Vcpu>, support: &Support, init: InitState) -> Result<(
         // vCPU is on no CPU and in no run queue, and this holds its context's lock.
         if slot.is_some() && v.state() != VcpuState::Offline {
             return Err(CreateError("the vCPU is running".into()));
+        }
+        if let InitState::Restore(saved) = &init {
+            if saved.flags & keel_abi::domctl::hvm_save::FPU_INITIALISED != 0 {
+                v.fpu.lock().load_image(&saved.fpu_regs);
+            }
         }
         let hw = HwVcpu::new(support, root, init).map_err(|e| CreateError(e.into()))?;
         if let Some(old) = slot.replace(hw) {

@@ -145,6 +145,28 @@ impl Gprs {
         (c.rbp, c.rsi, c.rdi) = (self.rbp, self.rsi, self.rdi);
         c.r8_r15 = [self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15];
     }
+
+    /// The registers of a save record (RSP is the caller's).
+    pub fn from_record(c: &keel_abi::domctl::HvmHwCpu) -> Self {
+        let [r8, r9, r10, r11, r12, r13, r14, r15] = c.r8_r15;
+        Self {
+            rax: c.rax,
+            rbx: c.rbx,
+            rcx: c.rcx,
+            rdx: c.rdx,
+            rsi: c.rsi,
+            rdi: c.rdi,
+            rbp: c.rbp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        }
+    }
 }
 
 /// The control state the page-table walker and the instruction decoder need.
@@ -161,12 +183,17 @@ pub struct PagingState {
 }
 
 /// The architectural state a vCPU starts in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InitState {
     /// PVH entry: 32-bit protected mode, paging off, flat segments, EIP = `entry`, EBX = `start_info`.
     Pvh { entry: u32, start_info: u32 },
     /// After INIT and a start-up IPI: real mode at `vector << 12` (CS = vector << 8, IP = 0).
     Sipi { vector: u8 },
+    /// A saved vCPU resumed (`xm restore`): the CPU record's registers, control registers, segments with their
+    /// hidden parts, descriptor tables, system-call MSRs, EFER and a pending event, as checked by the caller
+    /// (`hypercall::domctl::hvmctx`). Its FPU image is loaded by [`crate::domain::start_vcpu`]; the guest keeps
+    /// reading the host's TSC (Keel gives guests no TSC offset), so a restore on the same host continues it.
+    Restore(alloc::boxed::Box<keel_abi::domctl::HvmHwCpu>),
 }
 
 /// An event to deliver to the guest.

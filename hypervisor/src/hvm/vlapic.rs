@@ -4,6 +4,8 @@
 //! SELF_IPI. Pure state and decisions; the caller delivers what it returns.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use keel_abi::domctl::{lapic, HvmHwLapic, HvmHwLapicRegs};
+use keel_abi::Zeroable;
 
 /// x2APIC MSR range.
 pub const MSR_FIRST: u32 = 0x800;
@@ -301,6 +303,78 @@ impl Vlapic {
                 None => return None,
             },
         })
+    }
+
+    /// The APIC as Xen's LAPIC and LAPIC_REGS save records at host time `now`: enabled in x2APIC mode (the only
+    /// mode Keel's vCPUs have), and the register page with the timer's remaining count in its current-count
+    /// register. `bsp` marks vCPU 0's APIC base MSR.
+    pub fn save(&self, bsp: bool, now: u64) -> (HvmHwLapic, HvmHwLapicRegs) {
+        let mut base = lapic::DEFAULT_BASE | lapic::BASE_X2APIC | lapic::BASE_ENABLE;
+        if bsp {
+            base |= lapic::BASE_BSP;
+        }
+        let disabled = if self.svr & SVR_ENABLE == 0 { lapic::SW_DISABLED } else { 0 };
+        let rec = HvmHwLapic { apic_base_msr: base, disabled, timer_divisor: self.divisor() as u32, tdt_msr: 0 };
+        let mut regs = HvmHwLapicRegs::zeroed();
+        let mut put = |r: u32, v: u32| {
+            let at = (r * 0x10) as usize;
+            regs.data[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        for r in [reg::ID, reg::VERSION, reg::TPR, reg::PPR, reg::LDR, reg::SVR, reg::ESR, reg::TIMER_CURRENT]
+            .into_iter()
+            .chain(0x10..0x18) // ISR
+            .chain(0x20..0x28) // IRR
+            .chain([reg::LVT_CMCI, reg::TIMER_INITIAL, reg::TIMER_DIVIDE])
+            .chain(0x32..0x38)
+        {
+            if let Some(v) = self.read(MSR_FIRST + r, now) {
+                put(r, v as u32);
+            }
+        }
+        (rec, regs)
+    }
+
+    /// Whether records can be loaded by [`Self::load`]: the APIC enabled in x2APIC mode (an xAPIC, a disabled one
+    /// or a TSC-deadline timer is more than Keel's vCPUs have).
+    pub fn loadable(rec: &HvmHwLapic) -> Result<(), &'static str> {
+        let want = lapic::BASE_X2APIC | lapic::BASE_ENABLE;
+        if rec.apic_base_msr & want != want || rec.disabled & lapic::HW_DISABLED != 0 {
+            return Err("the local APIC is not enabled in x2APIC mode");
+        }
+        if rec.tdt_msr != 0 {
+            return Err("the TSC-deadline timer is armed");
+        }
+        Ok(())
+    }
+
+    /// Loads records saved by [`Self::save`] (checked with [`Self::loadable`]) at host time `now`: TPR, SVR, ESR,
+    /// ISR, IRR, the LVTs and the timer's divider and initial count; a running timer resumes with the count it had
+    /// left. The id stays this vCPU's.
+    pub fn load(&mut self, regs: &HvmHwLapicRegs, now: u64) {
+        let get = |r: u32| {
+            let at = (r * 0x10) as usize;
+            u32::from_le_bytes([regs.data[at], regs.data[at + 1], regs.data[at + 2], regs.data[at + 3]])
+        };
+        self.tpr = get(reg::TPR) & 0xff;
+        self.svr = get(reg::SVR) & 0x1ff;
+        self.esr = get(reg::ESR);
+        self.pending_esr = 0;
+        for i in 0..4 {
+            let pair = |first: u32| u64::from(get(first + 2 * i)) | u64::from(get(first + 2 * i + 1)) << 32;
+            self.isr[i as usize] = pair(reg::ISR0);
+            self.irr[i as usize].store(pair(reg::IRR0), Ordering::Release);
+        }
+        self.lvt[0] = get(reg::LVT_CMCI);
+        for (i, r) in (0x32..0x38).enumerate() {
+            self.lvt[i + 1] = get(r);
+        }
+        self.timer_divide = get(reg::TIMER_DIVIDE) & 0xb;
+        self.timer_initial = get(reg::TIMER_INITIAL);
+        let left = get(reg::TIMER_CURRENT);
+        self.timer_start = now;
+        let deadline =
+            if self.timer_initial == 0 || left == 0 { 0 } else { now.saturating_add(self.count_to_ns(left).max(1000)) };
+        self.timer_deadline.store(deadline, Ordering::Release);
     }
 
     /// WRMSR of an x2APIC register.

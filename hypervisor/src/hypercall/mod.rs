@@ -31,6 +31,8 @@ pub enum Action {
     Yield,
     /// The domain is finished.
     Stop,
+    /// Return 0 and take the calling vCPU down (VCPUOP_down of itself).
+    Down,
 }
 
 /// A handler's result: an action, or an errno (the dispatcher returns it negated, once).
@@ -109,6 +111,7 @@ pub fn call(dom: &Arc<Domain>, v: &Arc<Vcpu>, paging: PagingState, number: u64, 
         Ok(Action::Block) => (0, Outcome::Block),
         Ok(Action::Yield) => (0, Outcome::Yield),
         Ok(Action::Stop) => (0, Outcome::Stop),
+        Ok(Action::Down) => (0, Outcome::Offline),
         Err(e) => (e.to_return(), Outcome::Continue),
     }
 }

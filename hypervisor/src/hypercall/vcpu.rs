@@ -134,6 +134,29 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
             Ok(Action::Return(0))
         }
         vcpuop::IS_UP => Ok(Action::Return(u64::from(!matches!(target.state(), VcpuState::Offline | VcpuState::Dead)))),
+        // As Xen's: the vCPU stops where it is, its state kept, until VCPUOP_up (Linux takes its other vCPUs down
+        // and up again around re-registering their vcpu_info when it resumes from a save).
+        vcpuop::DOWN if is_self => Ok(Action::Down),
+        vcpuop::DOWN => {
+            for from in [VcpuState::Running, VcpuState::Runnable, VcpuState::Blocked] {
+                if target.transition(from, VcpuState::Offline) {
+                    // A running one leaves its CPU at the kick; a queued one is dropped when picked.
+                    crate::sched::kick(&target);
+                    break;
+                }
+            }
+            Ok(Action::Return(0))
+        }
+        // -EINVAL for a vCPU that never started (Xen: not initialised); a vCPU that is up stays as it is.
+        vcpuop::UP => {
+            if target.hw.lock().is_none() {
+                return Err(EINVAL);
+            }
+            if target.transition(VcpuState::Offline, VcpuState::Runnable) {
+                crate::sched::wake(&target);
+            }
+            Ok(Action::Return(0))
+        }
         _ => Err(ENOSYS),
     }
 }

@@ -38,11 +38,27 @@ impl FpuState {
         self.valid = true;
     }
 
+    /// Takes a saved FXSAVE image (a restored vCPU's). MXCSR bits this CPU does not implement would make FXRSTOR
+    /// fault in Keel itself, so they are cleared, by the CPU's own MXCSR_MASK (0xffbf when it reports none, as the
+    /// SDM says); nothing else in an image can make FXRSTOR fault.
+    pub fn load_image(&mut self, image: &[u8; 512]) {
+        let mut host = Self::new();
+        host.save();
+        let mask = match u32::from_le_bytes([host.area[28], host.area[29], host.area[30], host.area[31]]) {
+            0 => 0xffbf,
+            m => m,
+        };
+        self.area = *image;
+        let mxcsr = u32::from_le_bytes([image[24], image[25], image[26], image[27]]) & mask;
+        self.area[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+        self.valid = true;
+    }
+
     /// Loads these registers into the CPU.
     pub fn restore(&self) {
         if self.valid {
-            // SAFETY: the area holds an image produced by FXSAVE or the reset image above (valid MXCSR), 16-byte
-            // aligned; FXRSTOR only changes FPU/SSE registers, which Keel never uses.
+            // SAFETY: the area holds an image produced by FXSAVE, the reset image above, or a loaded image whose
+            // MXCSR was masked with the CPU's MXCSR_MASK (`load_image`); 16-byte aligned; FXRSTOR only changes FPU/SSE registers, which Keel never uses.
             unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) self.area.as_ptr(), options(nostack)) };
         }
     }

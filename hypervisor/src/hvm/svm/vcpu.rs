@@ -216,7 +216,7 @@ impl SvmVcpu {
         c.efer = efer::SVME;
         c.rflags = 0x2;
         c.rsp = 0;
-        match init {
+        match &init {
             InitState::Pvh { entry, .. } => {
                 // PVH entry state (xen-abi.md §1.2).
                 c.cs = Segment::flat(0x08, 0xc9b);
@@ -225,15 +225,15 @@ impl SvmVcpu {
                 }
                 c.tr = Segment { selector: 0x18, attrib: 0x8b, limit: 0x67, base: 0 };
                 c.cr0 = 0x11; // PE | ET
-                c.rip = entry as u64;
+                c.rip = *entry as u64;
             }
             InitState::Sipi { vector } => {
                 // Real mode at vector:0000, as after INIT-SIPI on hardware.
                 c.cs = Segment {
-                    selector: (vector as u16) << 8,
+                    selector: (*vector as u16) << 8,
                     attrib: 0x9b,
                     limit: 0xffff,
-                    base: (vector as u64) << 12,
+                    base: (*vector as u64) << 12,
                 };
                 for s in [&mut c.ds, &mut c.es, &mut c.ss, &mut c.fs, &mut c.gs] {
                     *s = Segment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
@@ -242,6 +242,7 @@ impl SvmVcpu {
                 c.cr0 = 0x6000_0010; // CD | NW | ET: the reset value
                 c.rip = 0;
             }
+            InitState::Restore(_) => {}
         }
         if let InitState::Pvh { start_info, .. } = init {
             v.gprs.rbx = start_info as u64;
@@ -251,7 +252,46 @@ impl SvmVcpu {
         c.dr7 = 0x400;
         c.g_pat = 0x0007_0406_0007_0406;
         c.cpl = 0;
+        if let InitState::Restore(saved) = &init {
+            v.load_cpu(saved);
+        }
         Ok(v)
+    }
+
+    /// Loads a save record (the inverse of [`Self::save_cpu`]): registers, RIP/RSP/RFLAGS, control and debug
+    /// registers, segments (the VMCB keeps Xen's packed attributes), descriptor tables, the SYSENTER/SYSCALL MSRs,
+    /// EFER (with SVME, which VMRUN needs), TSC_AUX, the privilege level (SS.DPL, as the VMCB's CPL must be) and
+    /// an event that was waiting for injection. The record was checked by the caller; what VMRUN still refuses
+    /// ends the domain at its first entry, never Keel.
+    fn load_cpu(&mut self, s: &HvmHwCpu) {
+        self.gprs = Gprs::from_record(s);
+        // TSC_AUX goes into the host MSR around each entry: its upper half must stay 0 there.
+        self.tsc_aux = s.msr_tsc_aux & 0xffff_ffff;
+        let c = self.vmcb_mut();
+        (c.rsp, c.rip, c.rflags) = (s.rsp, s.rip, s.rflags | 2);
+        (c.cr0, c.cr2, c.cr3, c.cr4) = (s.cr0, s.cr2, s.cr3, s.cr4);
+        (c.dr6, c.dr7) = (s.dr6, s.dr7);
+        let sg = |i: usize| Segment {
+            selector: s.sel[i] as u16,
+            attrib: s.arbytes[i] as u16,
+            limit: s.limit[i],
+            base: s.base[i],
+        };
+        (c.cs, c.ds, c.es, c.fs, c.gs) = (sg(seg::CS), sg(seg::DS), sg(seg::ES), sg(seg::FS), sg(seg::GS));
+        (c.ss, c.tr, c.ldtr) = (sg(seg::SS), sg(seg::TR), sg(seg::LDTR));
+        c.idtr = Segment { limit: s.limit[seg::IDTR], base: s.base[seg::IDTR], ..Default::default() };
+        c.gdtr = Segment { limit: s.limit[seg::GDTR], base: s.base[seg::GDTR], ..Default::default() };
+        (c.sysenter_cs, c.sysenter_esp, c.sysenter_eip) = (s.sysenter_cs, s.sysenter_esp, s.sysenter_eip);
+        c.kernel_gs_base = s.shadow_gs;
+        (c.lstar, c.star, c.cstar, c.sfmask) = (s.msr_lstar, s.msr_star, s.msr_cstar, s.msr_syscall_mask);
+        c.efer = s.msr_efer | efer::SVME;
+        c.cpl = ((s.arbytes[seg::SS] >> 5) & 3) as u8;
+        c.event_inj = if s.pending_event & (1 << 31) != 0 {
+            u64::from(s.pending_event) | u64::from(s.error_code) << 32
+        } else {
+            0
+        };
+        c.tlb_control = TlbControl::FlushAll as u8;
     }
 
     /// Enters the guest and decodes the exit.

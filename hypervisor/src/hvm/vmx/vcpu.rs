@@ -333,6 +333,7 @@ impl VmxVcpu {
             (Guest16::Gs, GuestN::GsBase, Guest32::GsLimit, Guest32::GsAr),
         ];
         match init {
+            InitState::Restore(saved) => return self.write_state(&saved),
             InitState::Pvh { entry, start_info } => {
                 Guest16::Cs.write(0x08)?;
                 GuestN::CsBase.write(0)?;
@@ -372,6 +373,58 @@ impl VmxVcpu {
             }
         }
         self.set_cr4(0)?;
+        Ok(())
+    }
+
+    /// Loads a save record into the current VMCS (the inverse of [`Self::read_state`]): registers, RIP/RSP/RFLAGS,
+    /// CR0/CR4 through their read shadows (EFER first, so that `set_cr0` derives LMA and the IA-32e entry control
+    /// from LME and PG), CR2/CR3, DR7, segments (Xen's packed attributes in VMX's access-rights form; one not
+    /// present is unusable), descriptor tables, the SYSENTER MSRs, the swapped MSRs and an event waiting for
+    /// injection. The record was checked by the caller; what VM entry still refuses ends the domain, never Keel.
+    fn write_state(&mut self, c: &HvmHwCpu) -> Result<(), VmFail> {
+        self.gprs = Gprs::from_record(c);
+        GuestN::Rsp.write(c.rsp)?;
+        GuestN::Rip.write(c.rip)?;
+        GuestN::Rflags.write(c.rflags | 2)?;
+        Guest64::Efer.write(c.msr_efer & !(1 << 10))?;
+        self.set_cr0(c.cr0)?;
+        self.set_cr4(c.cr4)?;
+        GuestN::Cr3.write(c.cr3)?;
+        self.cr2 = c.cr2;
+        GuestN::Dr7.write(c.dr7)?;
+        let segs = [
+            (seg::CS, Guest16::Cs, Guest32::CsLimit, GuestN::CsBase, Guest32::CsAr),
+            (seg::DS, Guest16::Ds, Guest32::DsLimit, GuestN::DsBase, Guest32::DsAr),
+            (seg::ES, Guest16::Es, Guest32::EsLimit, GuestN::EsBase, Guest32::EsAr),
+            (seg::FS, Guest16::Fs, Guest32::FsLimit, GuestN::FsBase, Guest32::FsAr),
+            (seg::GS, Guest16::Gs, Guest32::GsLimit, GuestN::GsBase, Guest32::GsAr),
+            (seg::SS, Guest16::Ss, Guest32::SsLimit, GuestN::SsBase, Guest32::SsAr),
+            (seg::TR, Guest16::Tr, Guest32::TrLimit, GuestN::TrBase, Guest32::TrAr),
+            (seg::LDTR, Guest16::Ldtr, Guest32::LdtrLimit, GuestN::LdtrBase, Guest32::LdtrAr),
+        ];
+        for (i, sel, limit, base, ar) in segs {
+            sel.write(u64::from(c.sel[i] as u16))?;
+            limit.write(u64::from(c.limit[i]))?;
+            base.write(c.base[i])?;
+            let attrib = c.arbytes[i] as u16;
+            let unusable = if attrib & 0x80 == 0 { vmcs::AR_UNUSABLE } else { 0 };
+            ar.write(vmcs::ar_from_attrib(attrib) | unusable)?;
+        }
+        Guest32::IdtrLimit.write(u64::from(c.limit[seg::IDTR]))?;
+        GuestN::IdtrBase.write(c.base[seg::IDTR])?;
+        Guest32::GdtrLimit.write(u64::from(c.limit[seg::GDTR]))?;
+        GuestN::GdtrBase.write(c.base[seg::GDTR])?;
+        Guest32::SysenterCs.write(c.sysenter_cs)?;
+        GuestN::SysenterEsp.write(c.sysenter_esp)?;
+        GuestN::SysenterEip.write(c.sysenter_eip)?;
+        // SWAPPED_MSRS' order: KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK, TSC_AUX (its upper half must stay 0 in
+        // the host MSR it is loaded into).
+        self.swapped =
+            [c.shadow_gs, c.msr_star, c.msr_lstar, c.msr_cstar, c.msr_syscall_mask, c.msr_tsc_aux & 0xffff_ffff];
+        if c.pending_event & (1 << 31) != 0 {
+            Control32::EntryInterruptionInfo.write(u64::from(c.pending_event))?;
+            Control32::EntryExceptionError.write(u64::from(c.error_code))?;
+        }
         Ok(())
     }
 

@@ -1,32 +1,36 @@
 //! XEN_DOMCTL_gethvmcontext / gethvmcontext_partial / sethvmcontext: how libxenguest gives a PVH guest's boot vCPU
-//! its start state, and how the toolstack reads a domain's vCPU state (`xm dump-core`). Segment attributes are in
-//! Xen's packed form (type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9, D/B 10, G 11: a flat 32-bit code segment is 0xc9b).
-//! Keel handles the records that build and a core dump need (HEADER, CPU, MTRR, END):
+//! its start state, how the toolstack reads a domain's vCPU state (`xm dump-core`, `xm save`), and how a saved
+//! domain's vCPUs resume (`xm restore`). Segment attributes are in Xen's packed form (type 0-3, S 4, DPL 5-6, P 7,
+//! AVL 8, L 9, D/B 10, G 11: a flat 32-bit code segment is 0xc9b). Keel handles the records a build, a core dump
+//! and a save need (HEADER, CPU, LAPIC, LAPIC_REGS, MTRR, END):
 //! - get: as Xen, the domain is paused around the save (its vCPUs leave their CPUs; -EBUSY if one does not within
-//!   the pause's bound), so the state is consistent. HEADER, a CPU record per vCPU, one MTRR record per vCPU, END.
-//!   A started vCPU's CPU record is its real saved state ([`crate::hvm::HwVcpu::save_cpu`], SVM or VMX, with its
-//!   FPU image); a vCPU not started but given a start state has that state; a vCPU that is down (never started, or
-//!   taken down by the guest) has none, as in Xen.
-//! - get_partial: one CPU or MTRR record's payload (Xen's hvm_save_one): -EINVAL for other types (Keel saves no
-//!   such state), -ENOENT for a vCPU without that record, -ENOBUFS for a buffer too small; a null buffer asks for
-//!   the length.
-//! - set: a HEADER with Xen's magic and version first (-EINVAL otherwise); CPU records must hold the PVH entry
-//!   state (32-bit flat protected mode, paging off; EIP = entry, EBX = start_info), the only state Keel starts a
-//!   vCPU in (-EINVAL otherwise, logged); MTRR records set the vCPU's MTRRs; the per-vCPU LAPIC, LAPIC_REGS,
-//!   CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR records are accepted and ignored (a vCPU starts from reset values);
-//!   records of devices a PVH domain has not (PIC, IOAPIC, PIT, RTC, HPET, …) and unknown types are -EINVAL. As
-//!   Xen's hvm_load, a load leaves down every vCPU it carries no CPU record for. Nothing is applied unless the
-//!   whole stream is valid, and only before any vCPU has started (-EBUSY after).
+//!   the pause's bound), so the state is consistent. HEADER, a CPU record per vCPU, then LAPIC, LAPIC_REGS and MTRR
+//!   records per vCPU (Xen's order: by type, then vCPU), END. A started vCPU's CPU record is its real saved state
+//!   ([`crate::hvm::HwVcpu::save_cpu`], SVM or VMX, with its FPU image); a vCPU not started but given a start state
+//!   has that state; a vCPU that is down (never started, or taken down by the guest) has none, as in Xen.
+//! - get_partial: one CPU, LAPIC, LAPIC_REGS or MTRR record's payload (Xen's hvm_save_one): -EINVAL for other
+//!   types (Keel saves no such state), -ENOENT for a vCPU without that record, -ENOBUFS for a buffer too small; a
+//!   null buffer asks for the length.
+//! - set: a HEADER with Xen's magic and version first (-EINVAL otherwise). A CPU record holds either the PVH entry
+//!   state (a build) or a saved vCPU's state (a restore), which must be one VMRUN and VM entry would take
+//!   ([`unrestorable`]; -EINVAL otherwise, logged); LAPIC records must describe an APIC enabled in x2APIC mode, the
+//!   only mode Keel's vCPUs have, and LAPIC_REGS records set the APIC's registers (a running timer resumes with the
+//!   count it had left); MTRR records set the vCPU's MTRRs; the per-vCPU CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR
+//!   records are accepted and ignored; records of devices a PVH domain has not (PIC, IOAPIC, PIT, RTC, HPET, …)
+//!   and unknown types are -EINVAL. As Xen's hvm_load, a load leaves down every vCPU it carries no CPU record for.
+//!   Nothing is applied unless the whole stream is valid, and only before any vCPU has started (-EBUSY after).
 
 use super::XenDomctl;
 use crate::domain::{Domain, Vcpu, VcpuState};
+use crate::hvm::vlapic::Vlapic;
 use crate::hvm::InitState;
 use crate::hypercall::Ctx;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use keel_abi::domctl::{
-    hvm_save as rec, seg, HvmContext, HvmContextPartial, HvmHwCpu, HvmHwMtrr, SaveDescriptor, SaveHeader,
+    hvm_save as rec, seg, HvmContext, HvmContextPartial, HvmHwCpu, HvmHwLapic, HvmHwLapicRegs, HvmHwMtrr,
+    SaveDescriptor, SaveHeader,
 };
 use keel_abi::hypercall::errno::*;
 use keel_abi::{Errno, Pod, Zeroable};
@@ -44,8 +48,35 @@ const PAT_RESET: u64 = 0x0007_0406_0007_0406;
 /// MTRRs enabled, default type write-back: what Keel's vCPUs read when nothing was set.
 const MTRR_DEF_WB_ENABLED: u64 = 1 << 11 | 6;
 
-/// Per-vCPU records Keel accepts and ignores.
-const IGNORED: [u16; 6] = [rec::LAPIC, rec::LAPIC_REGS, 16, 18, 19, 20];
+/// Per-vCPU records Keel accepts and ignores: CPU_XSAVE (16; the CPU record's FXSAVE image carries the x87/SSE
+/// state Keel's vCPUs have), VMCE_VCPU (18), TSC_ADJUST (19), CPU_MSR (20).
+const IGNORED: [u16; 4] = [16, 18, 19, 20];
+
+/// EFER bits a restored vCPU may have: SCE, LME, LMA, NXE (SVME is Keel's own).
+const EFER_RESTORABLE: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11;
+
+/// Why a saved CPU record cannot be resumed, if it cannot: the consistency rules VMRUN and VM entry check that a
+/// save of a real vCPU always meets (CR0.PG needs PE; EFER only SCE/LME/LMA/NXE (SVME ignored), LMA exactly when
+/// LME and PG, PAE in long mode; a 64-bit code segment only in long mode, and never with D set).
+fn unrestorable(c: &HvmHwCpu) -> Option<&'static str> {
+    let (pe, pg) = (c.cr0 & 1 != 0, c.cr0 & (1 << 31) != 0);
+    let efer = c.msr_efer & !(1 << 12);
+    let (lme, lma) = (efer & (1 << 8) != 0, efer & (1 << 10) != 0);
+    let cs = c.arbytes[seg::CS];
+    if c.cr0 >> 32 != 0 || (pg && !pe) {
+        Some("CR0 is inconsistent (reserved bits, or PG without PE)")
+    } else if efer & !EFER_RESTORABLE != 0 {
+        Some("EFER has bits a vCPU cannot have")
+    } else if lma != (lme && pg) || (lma && c.cr4 & (1 << 5) == 0) {
+        Some("long mode is inconsistent (EFER.LMA, LME, CR0.PG, CR4.PAE)")
+    } else if cs & 0x200 != 0 && (!lma || cs & 0x400 != 0) {
+        Some("CS is 64-bit outside long mode, or with D set")
+    } else if c.cr4 >> 32 != 0 {
+        Some("CR4 has reserved bits")
+    } else {
+        None
+    }
+}
 
 /// The PVH start state as an HVM CPU record (what libxenguest's vcpu_hvm writes).
 pub fn pvh_record(entry: u32, start_info: u32) -> HvmHwCpu {
@@ -116,8 +147,9 @@ fn cpu_record(v: &Vcpu) -> Option<HvmHwCpu> {
         c.flags = rec::FPU_INITIALISED;
         return Some(c);
     }
-    match *v.boot.lock() {
-        Some(InitState::Pvh { entry, start_info }) => Some(pvh_record(entry, start_info)),
+    match &*v.boot.lock() {
+        Some(InitState::Pvh { entry, start_info }) => Some(pvh_record(*entry, *start_info)),
+        Some(InitState::Restore(c)) => Some(**c),
         _ => None,
     }
 }
@@ -129,6 +161,14 @@ fn records(dom: &Domain) -> Vec<(u16, u16, Vec<u8>)> {
         if let Some(c) = cpu_record(v) {
             out.push((rec::CPU, v.id as u16, bytemuck::bytes_of(&c).to_vec()));
         }
+    }
+    let now = crate::arch::x86::time::now_ns();
+    let lapics: Vec<_> = dom.vcpus.iter().map(|v| v.lapic.lock().save(v.id == 0, now)).collect();
+    for (v, (l, _)) in dom.vcpus.iter().zip(&lapics) {
+        out.push((rec::LAPIC, v.id as u16, bytemuck::bytes_of(l).to_vec()));
+    }
+    for (v, (_, r)) in dom.vcpus.iter().zip(&lapics) {
+        out.push((rec::LAPIC_REGS, v.id as u16, bytemuck::bytes_of(r).to_vec()));
     }
     for v in &dom.vcpus {
         out.push((rec::MTRR, v.id as u16, bytemuck::bytes_of(&mtrr_record(v)).to_vec()));
@@ -185,13 +225,18 @@ pub fn get(c: &Ctx, dom: &Arc<Domain>, d: &mut XenDomctl) -> Result<(), Errno> {
 pub fn get_partial(c: &Ctx, dom: &Arc<Domain>, d: &mut XenDomctl) -> Result<(), Errno> {
     let mut p: HvmContextPartial = d.get();
     let typ = u16::try_from(p.typ).map_err(|_| EINVAL)?;
-    if typ != rec::CPU && typ != rec::MTRR {
+    if ![rec::CPU, rec::LAPIC, rec::LAPIC_REGS, rec::MTRR].contains(&typ) {
         return Err(EINVAL);
     }
     let vcpu = dom.vcpus.get(p.instance as usize).ok_or(ENOENT)?;
-    let payload = while_paused(dom, || match typ {
-        rec::CPU => cpu_record(vcpu).map(|c| bytemuck::bytes_of(&c).to_vec()),
-        _ => Some(bytemuck::bytes_of(&mtrr_record(vcpu)).to_vec()),
+    let payload = while_paused(dom, || {
+        let lapic = || vcpu.lapic.lock().save(vcpu.id == 0, crate::arch::x86::time::now_ns());
+        match typ {
+            rec::CPU => cpu_record(vcpu).map(|c| bytemuck::bytes_of(&c).to_vec()),
+            rec::LAPIC => Some(bytemuck::bytes_of(&lapic().0).to_vec()),
+            rec::LAPIC_REGS => Some(bytemuck::bytes_of(&lapic().1).to_vec()),
+            _ => Some(bytemuck::bytes_of(&mtrr_record(vcpu)).to_vec()),
+        }
     })?
     .ok_or(ENOENT)?;
     if p.buffer != 0 {
@@ -210,6 +255,7 @@ pub fn get_partial(c: &Ctx, dom: &Arc<Domain>, d: &mut XenDomctl) -> Result<(), 
 struct Load {
     cpu: Option<InitState>,
     mtrr: Option<HvmHwMtrr>,
+    lapic_regs: Option<HvmHwLapicRegs>,
 }
 
 fn read_at<T: Pod>(buf: &[u8], at: usize, len: usize) -> Result<T, Errno> {
@@ -247,15 +293,30 @@ fn parse(dom: &Domain, buf: &[u8]) -> Result<Vec<Load>, Errno> {
                 rec::CPU => {
                     let cpu: HvmHwCpu = read_at(buf, at, len)?;
                     let l = loads.get_mut(vcpu).ok_or(EINVAL)?;
-                    let Some(state) = pvh_state(&cpu) else {
-                        crate::warning!(
-                            "sethvmcontext d{}: vCPU {vcpu}'s state is not the PVH entry state (32-bit flat \
-                             protected mode, paging off), the only one Keel starts a vCPU in",
-                            dom.id
-                        );
+                    l.cpu = Some(match pvh_state(&cpu) {
+                        Some(state) => state,
+                        None => {
+                            if let Some(why) = unrestorable(&cpu) {
+                                crate::warning!("sethvmcontext d{}: vCPU {vcpu}'s CPU record: {why}", dom.id);
+                                return Err(EINVAL);
+                            }
+                            InitState::Restore(alloc::boxed::Box::new(cpu))
+                        }
+                    });
+                }
+                rec::LAPIC => {
+                    let l: HvmHwLapic = read_at(buf, at, len)?;
+                    if vcpu >= dom.vcpus.len() {
                         return Err(EINVAL);
-                    };
-                    l.cpu = Some(state);
+                    }
+                    if let Err(why) = Vlapic::loadable(&l) {
+                        crate::warning!("sethvmcontext d{}: vCPU {vcpu}'s LAPIC record: {why}", dom.id);
+                        return Err(EINVAL);
+                    }
+                }
+                rec::LAPIC_REGS => {
+                    let r: HvmHwLapicRegs = read_at(buf, at, len)?;
+                    loads.get_mut(vcpu).ok_or(EINVAL)?.lapic_regs = Some(r);
                 }
                 rec::MTRR => {
                     let m: HvmHwMtrr = read_at(buf, at, len)?;
@@ -292,8 +353,12 @@ pub fn set(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
         crate::warning!("sethvmcontext d{}: a vCPU has started; Keel loads state only before", dom.id);
         return Err(EBUSY);
     }
+    let now = crate::arch::x86::time::now_ns();
     for (v, l) in dom.vcpus.iter().zip(loads) {
         *v.boot.lock() = l.cpu;
+        if let Some(r) = &l.lapic_regs {
+            v.lapic.lock().load(r, now);
+        }
         if let Some(m) = l.mtrr {
             let mut msrs = v.msrs.lock();
             for (i, r) in m.msr_mtrr_var.iter().enumerate() {

@@ -378,7 +378,11 @@ fn a_guest_is_built_through_hypercalls_and_destroyed_without_leaks() {
     // The boot vCPU: libxenguest reads the context (size, then the records), then loads HEADER + CPU + END.
     let (r, size) = hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, 0);
     assert_eq!(r, 0);
-    assert_eq!(size as usize, 8 + 24 + 2 * (8 + 240) + 8, "HEADER, MTRR per vCPU, END");
+    assert_eq!(
+        size as usize,
+        8 + 24 + 2 * (8 + 24) + 2 * (8 + 1024) + 2 * (8 + 240) + 8,
+        "HEADER, LAPIC, LAPIC_REGS, MTRR per vCPU, END"
+    );
     assert_eq!(hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, size - 1).0, ENOSPC.negated());
     assert_eq!(hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, size), (0, size));
     let first: SaveDescriptor = get(&d0, BUF);
@@ -562,14 +566,42 @@ fn sethvmcontext_takes_only_a_valid_pvh_start_state() {
     let mut bad_magic = boot_context(0x10_0000, 0x9000);
     bad_magic[8] ^= 1;
     assert_eq!(set(&bad_magic), EINVAL.negated());
-    // Paging on (a 64-bit state): not the PVH entry.
-    let mut cpu = hvmctx::pvh_record(0x10_0000, 0x9000);
-    cpu.cr0 |= 1 << 31;
-    let mut s = alloc::vec::Vec::new();
-    record(&mut s, hvm_save::HEADER, 0, &header());
-    record(&mut s, hvm_save::CPU, 0, &cpu);
-    record(&mut s, hvm_save::END, 0, &[0u8; 0]);
-    assert_eq!(set(&s), EINVAL.negated());
+    // Not the PVH entry, and not a state a vCPU can resume in: paging on without PE; EFER with SVME's neighbours;
+    // LME and PG without LMA; a 64-bit CS outside long mode.
+    let base = hvmctx::pvh_record(0x10_0000, 0x9000);
+    let bad: [fn(&mut dc::HvmHwCpu); 4] = [
+        |c| c.cr0 = 1 << 31,
+        |c| {
+            c.cr0 |= 1 << 31;
+            c.msr_efer = 1 << 13;
+        },
+        |c| {
+            c.cr0 |= 1 << 31;
+            c.msr_efer = 1 << 8;
+            c.cr4 = 1 << 5;
+        },
+        |c| c.arbytes[dc::seg::CS] = 0xa9b,
+    ];
+    for (i, f) in bad.iter().enumerate() {
+        let mut cpu = base;
+        f(&mut cpu);
+        let mut s = alloc::vec::Vec::new();
+        record(&mut s, hvm_save::HEADER, 0, &header());
+        record(&mut s, hvm_save::CPU, 0, &cpu);
+        record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+        assert_eq!(set(&s), EINVAL.negated(), "bad CPU record {i}");
+    }
+    // A LAPIC record of an xAPIC (x2APIC mode off), or of an armed TSC-deadline timer.
+    for l in [
+        dc::HvmHwLapic { apic_base_msr: 0xfee0_0000 | 1 << 11, ..Default::default() },
+        dc::HvmHwLapic { apic_base_msr: 0xfee0_0000 | 3 << 10, tdt_msr: 5, ..Default::default() },
+    ] {
+        let mut s = alloc::vec::Vec::new();
+        record(&mut s, hvm_save::HEADER, 0, &header());
+        record(&mut s, hvm_save::LAPIC, 0, &l);
+        record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+        assert_eq!(set(&s), EINVAL.negated(), "{l:?}");
+    }
     // A PIC record (a device a PVH domain lacks), a vCPU beyond the domain, a truncated stream, no END.
     for (typ, inst, len) in [(3u16, 0u16, 8usize), (hvm_save::MTRR, 2, 240), (hvm_save::CPU, 0, 1000)] {
         let mut s = alloc::vec::Vec::new();
@@ -583,10 +615,10 @@ fn sethvmcontext_takes_only_a_valid_pvh_start_state() {
     assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, id, None, hvmctx::MAX_CONTEXT + 1).0, EINVAL.negated());
     assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, d0.id, Some(&good), good.len() as u32).0, EINVAL.negated(), "self");
     assert!(guest.vcpus.iter().all(|v| v.boot.lock().is_none()), "nothing applied");
-    // An ignored per-vCPU record (LAPIC) next to a valid CPU record is fine; an MTRR record sets the MTRRs.
+    // An ignored per-vCPU record (TSC_ADJUST) next to a valid CPU record is fine; an MTRR record sets the MTRRs.
     let mut s = alloc::vec::Vec::new();
     record(&mut s, hvm_save::HEADER, 0, &header());
-    record(&mut s, hvm_save::LAPIC, 1, &[0u8; 24]);
+    record(&mut s, 19, 1, &[0u8; 8]);
     let mut mtrr: dc::HvmHwMtrr = keel_abi::Zeroable::zeroed();
     mtrr.msr_mtrr_def_type = 0x806;
     record(&mut s, hvm_save::MTRR, 1, &mtrr);
@@ -595,6 +627,66 @@ fn sethvmcontext_takes_only_a_valid_pvh_start_state() {
     assert_eq!(set(&s), 0);
     assert_eq!(*guest.vcpus[1].boot.lock(), Some(InitState::Pvh { entry: 0x20_0000, start_info: 0x8000 }));
     assert_eq!(guest.vcpus[1].msrs.lock().get(&0x2ff), Some(&0x806));
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    domain::destroy(&d0);
+}
+
+/// A saved vCPU (64-bit long mode) loads into a new domain as a restore: its CPU record is kept for the vCPU's
+/// start (and reported as its state until then), its LAPIC_REGS set the local APIC, and a save of the new domain
+/// gives back the same records.
+#[test]
+fn sethvmcontext_restores_a_saved_vcpu() {
+    let d0 = privileged_domain();
+    let (_, id) = create(&d0, &pvh(2), 0);
+    let guest = domain::get(id).unwrap();
+    let mut cpu = hvmctx::pvh_record(0, 0);
+    cpu.cr0 = 0x8005_0033;
+    cpu.cr3 = 0x1234_5000;
+    cpu.cr4 = 0x0000_06f0;
+    cpu.msr_efer = 1 | 1 << 8 | 1 << 10 | 1 << 11;
+    cpu.arbytes[dc::seg::CS] = 0xa9b;
+    cpu.rip = 0xffff_ffff_8100_0000;
+    cpu.rax = 0;
+    cpu.r8_r15[7] = 0x1515;
+    cpu.msr_lstar = 0xffff_ffff_8180_0000;
+    cpu.flags = hvm_save::FPU_INITIALISED;
+    // The APIC: TPR 0x20, enabled (SVR 0x1ff), vector 0xec in service, the timer unmasked at vector 0xef.
+    let mut regs = dc::HvmHwLapicRegs { data: [0; 1024] };
+    let mut put32 = |off: usize, v: u32| regs.data[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    put32(0x80, 0x20);
+    put32(0xf0, 0x1ff);
+    put32(0x170, 1 << (0xec - 0xe0));
+    put32(0x320, 0xef);
+    let lapic = dc::HvmHwLapic { apic_base_msr: 0xfee0_0000 | 1 << 8 | 3 << 10, ..Default::default() };
+    let mut s = alloc::vec::Vec::new();
+    record(&mut s, hvm_save::HEADER, 0, &header());
+    record(&mut s, hvm_save::CPU, 0, &cpu);
+    record(&mut s, hvm_save::LAPIC, 0, &lapic);
+    record(&mut s, hvm_save::LAPIC_REGS, 0, &regs);
+    record(&mut s, hvm_save::END, 0, &[0u8; 0]);
+    assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, id, Some(&s), s.len() as u32).0, 0);
+    assert_eq!(*guest.vcpus[0].boot.lock(), Some(InitState::Restore(alloc::boxed::Box::new(cpu))));
+    assert_eq!(*guest.vcpus[1].boot.lock(), None, "no record: down");
+    let apic = guest.vcpus[0].lapic.lock();
+    assert_eq!(
+        (apic.read(0x808, 0), apic.read(0x80f, 0), apic.read(0x817, 0)),
+        (Some(0x20), Some(0x1ff), Some(1 << 12))
+    );
+    assert_eq!(apic.read(0x832, 0), Some(0xef));
+    drop(apic);
+    // Saved again before it starts: the same CPU record and APIC registers.
+    assert_eq!(partial(&d0, id, u32::from(hvm_save::CPU), 0, BUF, 4096), (0, 1032));
+    assert_eq!(get::<dc::HvmHwCpu>(&d0, BUF), cpu);
+    assert_eq!(partial(&d0, id, u32::from(hvm_save::LAPIC_REGS), 0, BUF, 4096), (0, 1024));
+    let back: dc::HvmHwLapicRegs = get(&d0, BUF);
+    for off in [0x80, 0xf0, 0x170, 0x320] {
+        assert_eq!(back.data[off..off + 4], regs.data[off..off + 4], "APIC register at {off:#x}");
+    }
+    assert_eq!(partial(&d0, id, u32::from(hvm_save::LAPIC), 0, BUF, 4096), (0, 24));
+    assert_eq!(get::<dc::HvmHwLapic>(&d0, BUF).apic_base_msr, lapic.apic_base_msr);
+    assert_eq!(simple(&d0, cmd::UNPAUSEDOMAIN, id), 0);
+    assert_eq!(guest.vcpus[0].state(), VcpuState::Runnable);
+    assert_eq!(guest.vcpus[1].state(), VcpuState::Offline);
     assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
     domain::destroy(&d0);
 }
@@ -621,7 +713,11 @@ fn gethvmcontext_saves_a_paused_domain_and_the_partial_call_one_record() {
     // Running (unpaused): saved all the same, and still unpaused after.
     let (r, size) = hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, 0);
     assert_eq!(r, 0);
-    assert_eq!(size as usize, 8 + 24 + (8 + 1032) + 2 * (8 + 240) + 8, "HEADER, CPU of vCPU 0 only, 2 MTRR, END");
+    assert_eq!(
+        size as usize,
+        8 + 24 + (8 + 1032) + 2 * (8 + 24) + 2 * (8 + 1024) + 2 * (8 + 240) + 8,
+        "HEADER, CPU of vCPU 0 only, 2 LAPIC, 2 LAPIC_REGS, 2 MTRR, END"
+    );
     assert_eq!(hvmctx(&d0, cmd::GETHVMCONTEXT, id, None, size), (0, size));
     let cpu: SaveDescriptor = get(&d0, BUF + 32);
     assert_eq!((cpu.typecode, cpu.instance, cpu.length), (hvm_save::CPU, 0, 1032));
@@ -642,7 +738,11 @@ fn gethvmcontext_saves_a_paused_domain_and_the_partial_call_one_record() {
     assert_eq!(partial(&d0, id, 2, 1, BUF, 4096).0, ENOENT.negated(), "vCPU 1 is down");
     assert_eq!(partial(&d0, id, 2, 7, BUF, 4096).0, ENOENT.negated());
     assert_eq!(partial(&d0, id, u32::from(hvm_save::MTRR), 1, BUF, 4096), (0, 240));
-    for typ in [0, 1, 5, 99] {
+    assert_eq!(partial(&d0, id, u32::from(hvm_save::LAPIC), 1, BUF, 4096), (0, 24));
+    let l: dc::HvmHwLapic = get(&d0, BUF);
+    assert_eq!(l.apic_base_msr, 0xfee0_0000 | 1 << 10 | 1 << 11, "x2APIC, enabled, not the BSP");
+    assert_eq!(partial(&d0, id, u32::from(hvm_save::LAPIC_REGS), 0, BUF, 4096), (0, 1024));
+    for typ in [0, 1, 3, 99] {
         assert_eq!(partial(&d0, id, typ, 0, BUF, 4096).0, EINVAL.negated(), "type {typ}");
     }
     assert_eq!(partial(&d0, d0.id, 2, 0, BUF, 4096).0, EINVAL.negated(), "self");
