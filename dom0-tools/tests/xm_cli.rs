@@ -211,6 +211,7 @@ fn commands_say_why_they_cannot_run() {
         "mem-set",
         "vcpu-set",
         "dump-core",
+        "save",
     ];
     for (args, name) in VALID.iter().zip(COMMANDS) {
         assert_eq!(args[0], name);
@@ -236,6 +237,9 @@ fn commands_say_why_they_cannot_run() {
             assert!(err.starts_with("xm: 'console' failed: cannot reach xenstore"), "xm {args:?}: {err}");
         } else if name == "vnet-list" {
             assert!(err.starts_with("xm: 'vnet-list' is not supported: Xen removed virtual networks"), "{err}");
+        } else if name == "restore" {
+            // Checks its file before anything else.
+            assert!(err.starts_with("xm: 'restore' failed: cannot open /var/save/guest1.chk: "), "{err}");
         } else {
             assert_eq!(err, format!("xm: '{name}' is not available yet in this Keel build\n"), "xm {args:?}");
         }

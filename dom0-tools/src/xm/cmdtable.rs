@@ -339,9 +339,15 @@ pub struct RenameArgs {
     pub json: bool,
 }
 
-/// `xm restore <CheckpointFile>`
+/// `xm restore [-p] [-c] <CheckpointFile>`
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// Leave the restored domain paused.
+    #[arg(short, long)]
+    pub paused: bool,
+    /// Attach to the domain's console once it runs.
+    #[arg(short, long)]
+    pub console: bool,
     /// The file a domain was saved to.
     #[arg(value_name = "CheckpointFile")]
     pub checkpoint_file: PathBuf,

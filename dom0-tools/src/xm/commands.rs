@@ -55,13 +55,13 @@ pub use super::lifecycle::reboot;
 pub use super::lifecycle::rename;
 
 /// `xm restore <CheckpointFile>`
-pub fn restore(_args: &RestoreArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+pub fn restore(args: &RestoreArgs) -> CmdResult {
+    super::save::restore(args)
 }
 
 /// `xm save <Domain> <CheckpointFile>`
-pub fn save(_args: &SaveArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+pub fn save(args: &SaveArgs) -> CmdResult {
+    super::save::save(args)
 }
 
 /// `xm shutdown [-w] (-a | <Domain>)`

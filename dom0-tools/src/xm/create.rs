@@ -221,8 +221,21 @@ fn write_tree(xs: &mut Client, id: u16, vm: &str, config: &DomainConfig, uuid: &
     let store = format!("{dom}/store");
     xs_write(xs, &store, "")?;
     xs_perms(xs, &store, &ro)?;
+    // The configuration, for `xm save` (libxl keeps it in /var/lib/xen/userdata): dom0's alone, gone with the
+    // domain's /vm directory.
+    let saved = format!("{vm}/{CONFIG_NODE}");
+    let text = config.to_config_text();
+    if text.len() > keel_xenstore::wire::PAYLOAD_MAX - saved.len() - 2 {
+        eprintln!("xm: warning: the configuration of '{}' is too long to keep: `xm save` will refuse it", config.name);
+        return Ok(());
+    }
+    xs_write(xs, &saved, &text)?;
+    xs_perms(xs, &saved, &["n0".to_string()])?;
     Ok(())
 }
+
+/// Where [`write_tree`] keeps the domain's configuration, under its `/vm/<uuid>`.
+pub const CONFIG_NODE: &str = "keel-config";
 
 /// Removes what [`write_tree`] and the build wrote.
 fn remove_tree(xs: &mut Client, id: u16, vm: &str) {
@@ -230,10 +243,40 @@ fn remove_tree(xs: &mut Client, id: u16, vm: &str) {
     let _ = xs.rm(0, vm);
 }
 
+/// The rings a built or restored domain talks to xenstored and xenconsoled on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rings {
+    pub store_pfn: u64,
+    pub store_port: u32,
+    pub console_pfn: u64,
+    pub console_port: u32,
+}
+
 /// Builds and starts the domain `config` describes (leaving it paused with `paused`, xm create's `-p`); its id.
 /// The monitor's restarts build through here too.
 pub fn start_domain(config: &DomainConfig, paused: bool) -> Result<u16, XmError> {
     let (kernel, ramdisk, layout) = plan(config)?;
+    make_domain(config, paused, &mut |xc, id| {
+        let mut ops = XcOps { xc, unpause: false };
+        let built = keel_builder::build(&mut ops, id, &spec(config, &kernel, ramdisk.as_deref()), &layout)
+            .map_err(|e| failed(format!("building domain '{}': {e}", config.name)))?;
+        Ok(Rings {
+            store_pfn: built.store_pfn,
+            store_port: built.store_port,
+            console_pfn: built.console_pfn,
+            console_port: built.console_port,
+        })
+    })
+}
+
+/// Makes the domain `config` describes as libxl does (see the module's description), with `fill` for its memory
+/// and vCPUs (the build, or a restore's saved state) once it exists with its xenstore tree; then its rings are
+/// introduced, its devices attached, and it is unpaused unless `paused`. Any failure leaves nothing behind.
+pub fn make_domain(
+    config: &DomainConfig,
+    paused: bool,
+    fill: &mut dyn FnMut(&Xc, u16) -> Result<Rings, XmError>,
+) -> Result<u16, XmError> {
     let xc = Xc::open().map_err(|e| failed(e.to_string()))?;
     let mut xs = Client::open().map_err(|e| failed(format!("cannot reach xenstore: {e}")))?;
     if let Some(id) = name_in_use(&mut xs, &config.name) {
@@ -255,7 +298,7 @@ pub fn start_domain(config: &DomainConfig, paused: bool) -> Result<u16, XmError>
         .create_domain(0, &keel_xenctrl::pvh_domain_config(config.maxvcpus, uuid))
         .map_err(|e| failed(format!("cannot create domain '{}': {e}", config.name)))?;
     let mut p = Partial { xc: &xc, xs: &mut xs, id, vm: format!("/vm/{uuid_text}"), introduced: false };
-    match build_and_run(&mut p, config, paused, &kernel, ramdisk.as_deref(), &layout, &uuid_text) {
+    match build_and_run(&mut p, config, paused, &uuid_text, fill) {
         Ok(()) => Ok(id),
         Err(e) => {
             p.undo();
@@ -269,10 +312,8 @@ fn build_and_run(
     p: &mut Partial<'_>,
     config: &DomainConfig,
     paused: bool,
-    kernel: &[u8],
-    ramdisk: Option<&[u8]>,
-    layout: &Layout,
     uuid: &str,
+    fill: &mut dyn FnMut(&Xc, u16) -> Result<Rings, XmError>,
 ) -> Result<(), XmError> {
     let (xc, id) = (p.xc, p.id);
     let step = |what: &str, r: keel_xenctrl::Result<()>| r.map_err(|e| failed(format!("{what}: {e}")));
@@ -283,9 +324,7 @@ fn build_and_run(
     pin_vcpus(xc, id, config)?;
     let vm = p.vm.clone();
     write_tree(p.xs, id, &vm, config, uuid)?;
-    let mut ops = XcOps { xc, unpause: false };
-    let built = keel_builder::build(&mut ops, id, &spec(config, kernel, ramdisk), layout)
-        .map_err(|e| failed(format!("building domain '{}': {e}", config.name)))?;
+    let built = fill(xc, id)?;
     let dom = format!("/local/domain/{id}");
     p.write(&format!("{dom}/store/ring-ref"), &built.store_pfn.to_string())?;
     p.write(&format!("{dom}/store/port"), &built.store_port.to_string())?;

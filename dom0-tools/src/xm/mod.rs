@@ -18,6 +18,7 @@ pub mod hostinfo;
 pub mod lifecycle;
 pub mod monitor;
 pub mod onshutdown;
+pub mod save;
 pub mod top;
 
 use std::ffi::OsString;
@@ -321,6 +322,7 @@ mod tests {
             "mem-set",
             "vcpu-set",
             "dump-core",
+            "save",
             "block-attach",
             "block-detach",
             "block-list",
@@ -338,6 +340,8 @@ mod tests {
                 // Reads /var/log/xen/, which may or may not exist on the host.
                 _ if name == "log" => {}
                 Err(XmError::Unsupported(why)) if name == "vnet-list" => assert!(why.contains("xend"), "{why}"),
+                // Reads its checkpoint file first, which the host does not have.
+                Err(XmError::Failed(why)) if name == "restore" => assert!(why.starts_with("cannot open"), "{why}"),
                 // Reads its config file (/etc/xen/guest.cfg), which the host does not have.
                 Err(XmError::Failed(why)) if name == "create" => {
                     assert!(why.starts_with("/etc/xen/guest.cfg: cannot read the configuration file"), "{why}")
