@@ -240,8 +240,9 @@ impl Domain {
         self.mem.lock().mark_dirty(gfn);
     }
 
-    /// The first step of a CLEAN or PEEK: the counters, and a copy of the bitmap's chunks that lie below `pages`
-    /// bits (whole chunks, as Xen clears whole leaves). With `final_round` (XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL) the
+    /// The first step of a CLEAN or PEEK: the counters, and a copy of the bitmap's first `pages` bits (at most
+    /// [`MAX_PAGES`]; bits from `pages` on are neither reported nor, by the CLEAN, cleared, where Xen clears the
+    /// rest of the last 4 KiB leaf it reports from). With `final_round` (XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL) the
     /// frames Keel writes through cached host addresses (the pinned ones) are marked first. Log-dirty off: zero
     /// counters and an empty copy, as Xen answers. -ENOMEM (the counters still given) when a mark was lost for
     /// want of memory since log-dirty went on, or the copy finds no memory.
@@ -260,7 +261,8 @@ impl Domain {
             crate::warning!("d{}: {} dirty pages could not be logged for want of memory", self.id, log.failed_allocs);
             return (stats, Err(ENOMEM));
         }
-        let end = pages.min(MAX_PAGES).div_ceil(CHUNK_GFNS);
+        let pages = pages.min(MAX_PAGES);
+        let end = pages.div_ceil(CHUNK_GFNS);
         let mut snap = Snapshot { chunks: Vec::new(), counts: (log.fault_count, log.dirty_count) };
         let wanted = log.chunks.range(..end).count();
         if snap.chunks.try_reserve_exact(wanted).is_err() {
@@ -269,6 +271,17 @@ impl Domain {
         for (&index, words) in log.chunks.range(..end) {
             let Some(mut copy) = new_chunk() else { return (stats, Err(ENOMEM)) };
             copy.copy_from_slice(words);
+            // The chunk `pages` ends in keeps only the bits below it (`index` < `end`, so at least one).
+            let keep = pages - index * CHUNK_GFNS;
+            if keep < CHUNK_GFNS {
+                for (w, word) in copy.iter_mut().enumerate() {
+                    *word &= match keep.saturating_sub(w as u64 * 64) {
+                        0 => 0,
+                        n if n >= 64 => u64::MAX,
+                        n => (1 << n) - 1,
+                    };
+                }
+            }
             snap.chunks.push((index, copy));
         }
         (stats, Ok(snap))

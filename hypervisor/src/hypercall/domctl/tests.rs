@@ -860,10 +860,17 @@ fn shadow_op_errors_follow_xen() {
     assert_eq!((r, s.pages, bits[0], bits[1], bits[2]), (0, 13, 0b1000, 0, 0xee));
     let (r, s) = shadow(&d0, id, ShadowOp { op: sop::PEEK, pages: 1 << 50, ..Default::default() });
     assert_eq!((r, s.pages, s.dirty_count), (0, 1 << 42, 1));
+    // A CLEAN of fewer bits than are set reports and clears only those.
+    assert!(guest.log_dirty_fault(0x14000));
+    let (r, _, bits) = bitmap_op(&d0, id, sop::CLEAN, 13, 0);
+    assert_eq!((r, bits[0], bits[1]), (0, 0b1000, 0));
+    assert_eq!((page_state(&guest, 3), page_state(&guest, 20)), ((false, true), (true, false)));
+    assert_eq!(set_bits(&bitmap_op(&d0, id, sop::PEEK, 1024, 0).2[..128]), [20]);
+    assert!(guest.log_dirty_fault(0x3000));
     // A CLEAN with a null buffer cleans.
     let (r, _) = shadow(&d0, id, ShadowOp { op: sop::CLEAN, pages: 1024, ..Default::default() });
     assert_eq!(r, 0);
-    assert_eq!(page_state(&guest, 3), (false, true));
+    assert_eq!((page_state(&guest, 3), page_state(&guest, 20)), ((false, true), (false, true)));
     assert!(set_bits(&bitmap_op(&d0, id, sop::PEEK, 1024, 0).2[..128]).is_empty());
 
     // A dying domain is left alone (0, nothing done), as Xen; a destroyed one is gone (-ESRCH).
