@@ -125,6 +125,11 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
         Exit::Msr { write } => msr(dom, v, hw, write),
         Exit::Io { port, size, input, string, rep } => io(dom, v, hw, port, size, input, string, rep),
         Exit::NestedPageFault { gpa, write, fetch } => {
+            // Both backends decode their fault (SVM's NPF, VMX's EPT violation) into this exit. A write to a page
+            // write-protected for log-dirty is logged and retried; so is one to a page made writable since.
+            if write && !fetch && dom.log_dirty_fault(gpa) {
+                return Outcome::Continue;
+            }
             let kind = if fetch {
                 "instruction fetch"
             } else if write {

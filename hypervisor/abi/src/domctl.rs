@@ -483,17 +483,60 @@ pub struct TscInfo {
     pub elapsed_nsec: u64,
 }
 
-/// `struct xen_domctl_shadow_op` (with its stats).
+/// `XEN_DOMCTL_SHADOW_OP_*`: the operations of `XEN_DOMCTL_shadow_op` ([`ShadowOp::op`]).
+pub mod shadow_op {
+    /// Turn log-dirty (and, on Xen's shadow paging, shadow mode) off.
+    pub const OFF: u32 = 0;
+    /// Legacy: enable with no mode flags.
+    pub const ENABLE_TEST: u32 = 1;
+    /// Legacy: enable with [`super::shadow_mode::LOG_DIRTY`] (what libxenguest's save path uses).
+    pub const ENABLE_LOGDIRTY: u32 = 2;
+    /// Legacy and no longer supported by Xen (refcount + translate).
+    pub const ENABLE_TRANSLATE: u32 = 3;
+    /// Return the dirty bitmap and clear it for the next round.
+    pub const CLEAN: u32 = 11;
+    /// Return the dirty bitmap and leave it as it is.
+    pub const PEEK: u32 = 12;
+    /// Read the paging pool size, in MiB ([`super::ShadowOp::mb`]).
+    pub const GET_ALLOCATION: u32 = 30;
+    /// Set the paging pool size, in MiB.
+    pub const SET_ALLOCATION: u32 = 31;
+    /// Enable with the [`super::shadow_mode`] flags in [`super::ShadowOp::mode`].
+    pub const ENABLE: u32 = 32;
+}
+
+/// `XEN_DOMCTL_SHADOW_ENABLE_*` (mode flags of [`shadow_op::ENABLE`]) and `XEN_DOMCTL_SHADOW_LOGDIRTY_*` (mode
+/// flags of [`shadow_op::CLEAN`] and [`shadow_op::PEEK`]).
+pub mod shadow_mode {
+    /// ENABLE: shadow page tables are reference-counted.
+    pub const REFCOUNT: u32 = 1 << 1;
+    /// ENABLE: log pages in a bitmap as they are dirtied.
+    pub const LOG_DIRTY: u32 = 1 << 2;
+    /// ENABLE: the hypervisor translates GPFNs.
+    pub const TRANSLATE: u32 = 1 << 3;
+    /// ENABLE: the hypervisor takes no guest virtual address space.
+    pub const EXTERNAL: u32 = 1 << 4;
+    /// CLEAN/PEEK: the save's final round; pages the hypervisor keeps mapped writable are reported dirty too. Any
+    /// other CLEAN/PEEK mode bit is -EINVAL.
+    pub const LOGDIRTY_FINAL: u32 = 1 << 0;
+}
+
+/// `struct xen_domctl_shadow_op` (with its stats): [`shadow_op`] in `op`, [`shadow_mode`] flags in `mode`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ShadowOp {
     pub op: u32,
     pub mode: u32,
+    /// GET/SET_ALLOCATION: the paging pool in MiB.
     pub mb: u32,
     pub pad: u32,
+    /// CLEAN/PEEK: the caller's buffer for the bitmap (a guest handle; 0 = none, only the stats are wanted).
     pub dirty_bitmap: u64,
+    /// CLEAN/PEEK: bits wanted (in), bits written (out).
     pub pages: u64,
+    /// `stats.fault_count`.
     pub fault_count: u32,
+    /// `stats.dirty_count`.
     pub dirty_count: u32,
 }
 

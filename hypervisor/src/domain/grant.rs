@@ -58,6 +58,8 @@ struct Active {
     mapper: DomId,
     /// The granted frame.
     hpa: u64,
+    /// The granter's GFN for it when it was first pinned (marked dirty under log-dirty after a writable use).
+    gfn: u64,
     /// Read-only and writable mappings.
     ro: u32,
     rw: u32,
@@ -286,7 +288,7 @@ pub fn map(ld: &Arc<Domain>, host_addr: u64, flags: u32, gref: u32, dom: DomId) 
     // Xen's create_grant_p2m_mapping: nothing but host_map (+readonly), and the GFN must take the frame.
     if let Err(e) = ld.map_borrowed(gfn, Borrowed::Grant(hpa), !readonly) {
         crate::debug!("d{}: grant map of d{dom} ref {gref} at gfn {gfn:#x}: {e:?}", ld.id);
-        unpin(&rd, gref, readonly);
+        unpin(&rd, gref, readonly, false);
         ld.grants.lock().release(handle);
         return Err(status::GENERAL_ERROR);
     }
@@ -329,8 +331,8 @@ fn pin(mapper: DomId, rd: &Domain, gref: u32, readonly: bool) -> Result<u64, i16
             Err(_) => return Err(status::GENERAL_ERROR),
         }
     }
-    let hpa = match grants.active.get(&gref) {
-        Some(a) => a.hpa,
+    let (hpa, gfn) = match grants.active.get(&gref) {
+        Some(a) => (a.hpa, a.gfn),
         None => {
             // The granted frame must be the granter's RAM (Xen's get_paged_frame). The active entry holds a
             // reference on it, taken while the granter's p2m still maps it, so that it cannot be freed meanwhile.
@@ -341,10 +343,10 @@ fn pin(mapper: DomId, rd: &Domain, gref: u32, readonly: bool) -> Result<u64, i16
                 return Err(status::BAD_PAGE);
             };
             crate::mm::get_frame_ref(hpa);
-            hpa
+            (hpa, u64::from(frame))
         }
     };
-    let a = grants.active.entry(gref).or_insert(Active { mapper, hpa, ro: 0, rw: 0 });
+    let a = grants.active.entry(gref).or_insert(Active { mapper, hpa, gfn, ro: 0, rw: 0 });
     if readonly {
         a.ro += 1;
     } else {
@@ -354,10 +356,14 @@ fn pin(mapper: DomId, rd: &Domain, gref: u32, readonly: bool) -> Result<u64, i16
 }
 
 /// Drops one pin of `rd`'s entry `gref`; clears GTF_writing with the last writable mapping and GTF_reading with
-/// the last mapping.
-fn unpin(rd: &Domain, gref: u32, readonly: bool) {
+/// the last mapping. `written`: the pin was writable and used (a writable mapping unmapped, a copy's
+/// destination): under log-dirty the granter's page is marked dirty, as Xen's gnttab_mark_dirty does then.
+fn unpin(rd: &Domain, gref: u32, readonly: bool, written: bool) {
     let mut grants = rd.grants.lock();
     let Some(a) = grants.active.get_mut(&gref) else { return };
+    if written {
+        rd.mark_dirty(a.gfn);
+    }
     if readonly {
         a.ro = a.ro.saturating_sub(1);
     } else {
@@ -380,10 +386,11 @@ fn unpin(rd: &Domain, gref: u32, readonly: bool) {
 }
 
 /// One side of a copy: a granted frame pinned in its granter's active entries, or a frame of the caller's own
-/// holding a reference; either way the frame stays allocated until [`CopySide::release`].
+/// (at `gfn`) holding a reference; either way the frame stays allocated until [`CopySide::release`].
 struct CopySide {
     hpa: u64,
     pinned: Option<(Arc<Domain>, u32)>,
+    gfn: u64,
     readonly: bool,
 }
 
@@ -414,7 +421,7 @@ impl CopySide {
                 return Err(status::BAD_PAGE);
             }
             crate::mm::get_frame_ref(hpa);
-            return Ok(CopySide { hpa, pinned: None, readonly });
+            return Ok(CopySide { hpa, pinned: None, gfn: ptr.u, readonly });
         }
         let domid = if ptr.domid == keel_abi::DOMID_SELF { ld.id } else { ptr.domid };
         let rd = super::get(domid).ok_or(status::BAD_DOMAIN)?;
@@ -423,13 +430,21 @@ impl CopySide {
         }
         let gref = u32::try_from(ptr.u).map_err(|_| status::BAD_GNTREF)?;
         let hpa = pin(ld.id, &rd, gref, readonly)?;
-        Ok(CopySide { hpa, pinned: Some((rd, gref)), readonly })
+        Ok(CopySide { hpa, pinned: Some((rd, gref)), gfn: 0, readonly })
     }
 
-    fn release(self) {
+    /// Lets the frame go; `ld` is the caller. A destination (`!readonly`) was written: under log-dirty its page
+    /// is marked dirty, the granter's or the caller's own (its RAM only: a grant the caller maps is marked in its
+    /// granter when that mapping goes, as on Xen).
+    fn release(self, ld: &Domain) {
         match self.pinned {
-            Some((rd, gref)) => unpin(&rd, gref, self.readonly),
-            None => crate::mm::put_frame_ref(self.hpa),
+            Some((rd, gref)) => unpin(&rd, gref, self.readonly, !self.readonly),
+            None => {
+                if !self.readonly {
+                    ld.mark_dirty(self.gfn);
+                }
+                crate::mm::put_frame_ref(self.hpa)
+            }
         }
     }
 }
@@ -451,7 +466,7 @@ pub fn copy(ld: &Arc<Domain>, op: &keel_abi::shared_info::GnttabCopy) -> i16 {
     let dst = match CopySide::claim(ld, &op.dest, op.flags & COPY_DEST_GREF != 0, true) {
         Ok(d) => d,
         Err(st) => {
-            src.release();
+            src.release(ld);
             return st;
         }
     };
@@ -463,8 +478,8 @@ pub fn copy(ld: &Arc<Domain>, op: &keel_abi::shared_info::GnttabCopy) -> i16 {
     // write the frames concurrently, as on Xen; the bytes copied are then whatever the race gives, never memory
     // outside the two frames.
     unsafe { core::ptr::copy(from as *const u8, to as *mut u8, usize::from(len)) };
-    src.release();
-    dst.release();
+    src.release(ld);
+    dst.release(ld);
     status::OKAY
 }
 
@@ -483,7 +498,7 @@ pub fn unmap(ld: &Arc<Domain>, host_addr: u64, handle: u32) -> Result<(), i16> {
     ld.grants.lock().release(handle);
     // A granter that is gone keeps nothing to update; its frame is released with the last reference.
     if let Some(rd) = super::get(m.granter) {
-        unpin(&rd, m.gref, m.readonly);
+        unpin(&rd, m.gref, m.readonly, !m.readonly);
     }
     Ok(())
 }

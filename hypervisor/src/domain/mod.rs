@@ -4,6 +4,7 @@
 pub mod console;
 pub mod evtchn;
 pub mod grant;
+pub mod logdirty;
 pub mod pvclock;
 
 use crate::hvm::walk::{self, Access};
@@ -121,6 +122,8 @@ impl Default for Limits {
 ///   meanwhile (it dies, or replaces the page): the frame then returns to the allocator with the last reference.
 /// - *Bounded p2m.* GFNs lie below [`Memory::max_gpa`] and the nested page tables are capped at what the RAM needs
 ///   plus [`P2M_EXTRA_TABLES`], so no sequence of hypercalls makes Keel allocate page tables without bound.
+/// - *Log-dirty.* While it is on ([`logdirty`]), Keel's own writes into the domain's RAM ([`Memory::write`], pins,
+///   populated pages) mark the pages in the dirty bitmap, and write-protected pages stay writable to Keel.
 pub struct Memory {
     /// The nested page table.
     pub p2m: GuestP2m,
@@ -140,6 +143,9 @@ pub struct Memory {
     /// Frames the domain owns outside its p2m (XENMEM_increase_reservation on a translated domain allocates them
     /// without a GFN, as Xen does): counted in `tot_pages`, freed with the domain.
     unmapped: Vec<u64>,
+    /// The dirty bitmap while log-dirty is on. Its own lock so that writes through `&Memory` can mark pages; it is
+    /// only taken with the memory lock held, and nothing is locked inside it.
+    log: Mutex<Option<logdirty::DirtyLog>>,
 }
 
 /// A frame that left the p2m and waits for every vCPU to flush.
@@ -194,6 +200,7 @@ impl Memory {
             deferred: Vec::new(),
             borrowed: BTreeMap::new(),
             unmapped: Vec::new(),
+            log: Mutex::new(None),
         }
     }
 
@@ -244,10 +251,12 @@ impl Memory {
 
     /// Pins the guest frame `gfn` (mapped writable) so that its mapping cannot be replaced until as many
     /// [`Self::unpin`] calls; returns the host address of the frame. -EINVAL if nothing writable is mapped there.
+    /// Keel writes the frame through that address from now on: under log-dirty it is marked dirty.
     pub fn pin(&mut self, gfn: u64) -> Result<u64, Errno> {
         let gpa = gfn.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
         let hpa = self.translate(gpa, true).map_err(|_| EINVAL)?;
         *self.pinned.entry(gfn).or_insert(0) += 1;
+        self.mark_dirty(gfn);
         Ok(hpa)
     }
 
@@ -291,10 +300,16 @@ impl Memory {
         self.translate(gpa, false).ok()
     }
 
-    /// Host address of guest-physical `gpa`, if mapped (writable when `write`).
+    /// Host address of guest-physical `gpa`, if mapped (writable when `write`: for Keel's own writes, so a page
+    /// write-protected only for log-dirty counts as writable; whoever writes through it marks it dirty).
     pub fn translate(&self, gpa: u64, write: bool) -> Result<u64, BadGpa> {
-        match self.p2m.lookup(&mut MachineFrames, gpa) {
-            Some((hpa, perms)) if !write || perms.write => Ok(hpa),
+        self.write_target(gpa, write).map(|(hpa, _)| hpa)
+    }
+
+    /// [`Self::translate`], and whether the domain owns the frame.
+    fn write_target(&self, gpa: u64, write: bool) -> Result<(u64, bool), BadGpa> {
+        match self.p2m.leaf(&mut MachineFrames, gpa) {
+            Some(l) if !write || l.perms.write || l.log_dirty => Ok((l.hpa, l.owned)),
             _ => Err(BadGpa(gpa)),
         }
     }
@@ -313,15 +328,19 @@ impl Memory {
         Ok(())
     }
 
-    /// Copies into guest-physical memory.
+    /// Copies into guest-physical memory; under log-dirty, the domain's pages written are marked dirty (Xen's
+    /// copy to an HVM guest marks them too).
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), BadGpa> {
         let mut done = 0;
         while done < buf.len() {
             let a = gpa.checked_add(done as u64).ok_or(BadGpa(gpa))?;
-            let hpa = self.translate(a, true)?;
+            let (hpa, owned) = self.write_target(a, true)?;
             let n = core::cmp::min(buf.len() - done, (PAGE_SIZE - (a & 0xfff)) as usize);
             // SAFETY: as in `read`, and the mapping is writable RAM of this domain.
             unsafe { core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), hpa as *mut u8, n) };
+            if owned {
+                self.mark_owned(a >> 12, a >> 12);
+            }
             done += n;
         }
         Ok(())
@@ -879,7 +898,8 @@ impl Domain {
     }
 
     /// XENMEM_populate_physmap / increase_reservation for one extent: 2^`order` fresh zeroed RAM frames at `gfn`
-    /// (aligned to the extent), 2 MiB pages where the allocator has them. -ENOMEM beyond the domain's max_pages
+    /// (aligned to the extent), 2 MiB pages where the allocator has them; under log-dirty they start dirty and
+    /// writable (as Xen's guest_physmap_add_entry marks them). -ENOMEM beyond the domain's max_pages
     /// (or the machine's memory, or the p2m's table cap), -EINVAL for a GFN beyond [`Memory::max_gpa`] or a
     /// misaligned one, -EBUSY where something is mapped already. Frames of a partly done extent stay the
     /// domain's.
@@ -913,6 +933,7 @@ impl Domain {
                     match mem.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size2M, Perms::RAM, true) {
                         Ok(()) => {
                             mem.tot_pages += 512;
+                            mem.mark_owned(gpa >> 12, (gpa >> 12) + 511);
                             gpa += 2 << 20;
                             continue;
                         }
@@ -928,6 +949,7 @@ impl Domain {
             }
             let hpa = crate::mm::alloc_frame().map_err(|_| ENOMEM)?;
             mem.map_owned(gpa, hpa, PageSize::Size4K).map_err(|_| ENOMEM)?;
+            mem.mark_owned(gpa >> 12, gpa >> 12);
             gpa += PAGE_SIZE;
         }
         mem.ram_end = mem.ram_end.max(end);

@@ -3,7 +3,7 @@
 //! getdomaininfo, which answers with the first domain at or above the id asked for (4.17's semantics, which
 //! xenstored relies on); an unknown command is -ENOSYS. The commands that build and run a guest from dom0
 //! (createdomain, destroydomain, pause/unpause, setdomainhandle, settimeoffset, get/sethvmcontext) are in [`lifecycle`] and
-//! [`hvmctx`].
+//! [`hvmctx`]; shadow_op (log-dirty tracking for save and migration) is in [`shadow`].
 
 use super::sysctl::{domain_info, privileged};
 use super::{Action, Ctx, HResult};
@@ -38,7 +38,7 @@ pub fn domctl(c: &mut Ctx) -> HResult {
     }
     let target = domain::get(d.domain).ok_or(ESRCH)?;
     // Commands whose whole request goes back to the caller, even on failure (as Xen copies it back).
-    let copy_back = matches!(d.cmd, cmd::GETVCPUINFO | cmd::SCHEDULER_OP);
+    let copy_back = matches!(d.cmd, cmd::GETVCPUINFO | cmd::SCHEDULER_OP | cmd::SHADOW_OP);
     let r = match d.cmd {
         cmd::DESTROYDOMAIN => lifecycle::destroy(c, &target),
         cmd::PAUSEDOMAIN => lifecycle::pause(c, &target),
@@ -63,6 +63,7 @@ pub fn domctl(c: &mut Ctx) -> HResult {
         cmd::SETVCPUAFFINITY | cmd::GETVCPUAFFINITY => affinity(c, &target, &d),
         cmd::SCHEDULER_OP => scheduler(&target, &mut d),
         cmd::MAX_MEM => max_mem(&target, &d),
+        cmd::SHADOW_OP => shadow::shadow_op(c, &target, &mut d),
         other => {
             log_unknown(other);
             Err(ENOSYS)
@@ -226,5 +227,6 @@ fn max_mem(dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
 
 pub mod hvmctx;
 pub mod lifecycle;
+pub mod shadow;
 #[cfg(test)]
 mod tests;

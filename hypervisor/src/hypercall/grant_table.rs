@@ -744,4 +744,49 @@ mod tests {
         crate::domain::destroy(&d0);
         crate::domain::destroy(&du);
     }
+    /// Under log-dirty, what Keel writes into a guest through grants marks the guest's pages, as Xen's
+    /// gnttab_mark_dirty: a copy into its grant, and a writable mapping of its grant once unmapped (the backend
+    /// may have written it meanwhile); a copy out of its grant, a read-only mapping and a copy into the caller's
+    /// own frame mark nothing of the guest's (the caller's frame is marked in the caller's log, which is off).
+    #[test]
+    fn grant_writes_mark_the_granters_pages_dirty() {
+        use gnttab::{COPY_DEST_GREF as DEST, COPY_SOURCE_GREF as SRC};
+        let d0 = testing::domain(1, 4);
+        let du = testing::domain(1, 4);
+        grant(&du, 7, gtf::PERMIT_ACCESS, d0.id, 0x20);
+        grant(&du, 8, gtf::PERMIT_ACCESS, d0.id, 0x21);
+        grant(&du, 9, gtf::PERMIT_ACCESS, d0.id, 0x22);
+        du.log_dirty_enable().unwrap();
+        let dirty = |gfn: u64| du.mem.lock().with_log(|l| l.unwrap().is_dirty(gfn));
+        let tx = GnttabCopy {
+            source: side(7, du.id, 0),
+            dest: side(0x30, DOMID_SELF, 0),
+            len: 8,
+            flags: SRC,
+            ..Default::default()
+        };
+        assert_eq!(copy_status(&d0, tx), st::OKAY);
+        assert!(!dirty(0x20), "a source is only read");
+        let rx = GnttabCopy {
+            source: side(0x30, DOMID_SELF, 0),
+            dest: side(7, du.id, 8),
+            len: 8,
+            flags: DEST,
+            ..Default::default()
+        };
+        assert_eq!(copy_status(&d0, rx), st::OKAY);
+        assert!(dirty(0x20), "a copy into the guest's grant");
+        let ro = map(&d0, 0x90000, gm::HOST_MAP | gm::READONLY, 8, du.id);
+        assert_eq!(unmap(&d0, 0x90000, ro.handle), st::OKAY);
+        assert!(!dirty(0x21), "a read-only mapping");
+        let rw = map(&d0, 0x91000, gm::HOST_MAP, 9, du.id);
+        put(&d0, 0x91000, &0x77_u64);
+        assert!(!dirty(0x22), "not yet: marked when the mapping goes");
+        assert_eq!(unmap(&d0, 0x91000, rw.handle), st::OKAY);
+        assert!(dirty(0x22), "a writable mapping, unmapped");
+        assert_eq!(get::<u64>(&du, 0x22000), 0x77);
+        du.log_dirty_disable();
+        crate::domain::destroy(&du);
+        crate::domain::destroy(&d0);
+    }
 }

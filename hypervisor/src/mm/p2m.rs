@@ -6,6 +6,12 @@
 //! by every entry point (map, lookup, unmap) instead of being truncated onto a lower one. The table frames a map
 //! uses are counted and capped ([`P2m::set_table_limit`]), so that a guest cannot make Keel allocate page tables
 //! without bound by mapping frames at scattered addresses.
+//!
+//! Log-dirty tracking (XEN_DOMCTL_shadow_op) write-protects the domain's writable RAM leaves and marks each such
+//! leaf with [`LOG_DIRTY_BIT`], a software bit meaning "writable underneath": [`P2m::log_dirty_protect_all`],
+//! [`P2m::log_dirty_unprotect`] (one page, on the guest's write fault; a protected 2 MiB leaf is split then),
+//! [`P2m::log_dirty_reprotect`] (after a CLEAN) and [`P2m::log_dirty_restore_all`] (log-dirty off). Only leaves
+//! the domain owns are ever protected: foreign, grant and Keel's own frames keep their rights.
 
 use super::frame::OutOfFrames;
 use super::PAGE_SIZE;
@@ -65,6 +71,24 @@ pub trait PteFormat {
     }
     /// The rights of a leaf.
     fn perms(e: u64) -> Perms;
+    /// The leaf `e` with writes allowed or not (bit 1 in both formats).
+    fn with_write(e: u64, write: bool) -> u64 {
+        if write {
+            e | WRITE_BIT
+        } else {
+            e & !WRITE_BIT
+        }
+    }
+    /// Whether a leaf is write-protected for log-dirty tracking only (see [`LOG_DIRTY_BIT`]).
+    fn log_dirty(e: u64) -> bool {
+        e & LOG_DIRTY_BIT != 0
+    }
+    /// The `k`th 4 KiB leaf of the 2 MiB leaf `e` split into 512: every flag (rights, memory type, ownership,
+    /// [`LOG_DIRTY_BIT`]) kept, the large-page bit (bit 7: PAT in an NPT 4 KiB entry, ignored in EPT) cleared.
+    fn small_of_large(e: u64, k: u64) -> u64 {
+        let base = Self::addr(e) & !((2 << 20) - 1);
+        (e & !ADDR_MASK & !(1 << 7)) | (base + k * PAGE_SIZE)
+    }
 }
 
 /// Guest-physical addresses the 4-level nested page table reaches: `[0, GPA_LIMIT)` (48 bits).
@@ -78,6 +102,14 @@ pub const fn tables_for(bytes: u64) -> u64 {
 
 /// Software bit 11 (ignored by the MMU in both NPT and EPT entries): the frame belongs to the domain.
 pub const OWNED_BIT: u64 = 1 << 11;
+/// Software bit 52 of a leaf: write access was taken away for log-dirty tracking, and the page is writable
+/// underneath (a write fault gives it back and marks the page dirty; log-dirty off gives every such page back).
+/// Bit 52 is free in both formats whatever the CPU enables: AMD leaves bits 52-58 of a long-mode entry to software
+/// (59-62 may become a protection key), and EPT ignores bits 52-56 of every entry (57, 58, 60, 61 and 63 take a
+/// meaning under optional controls); it is also clear of the address, which ends at bit 51.
+pub const LOG_DIRTY_BIT: u64 = 1 << 52;
+/// The write permission, bit 1 in both formats.
+const WRITE_BIT: u64 = 1 << 1;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// AMD NPT: long-mode page-table entries; nested walks are user accesses, so U/S is always set.
@@ -159,6 +191,33 @@ pub struct Unmapped {
     pub hpa: u64,
     /// Whether the domain owned it.
     pub owned: bool,
+}
+
+/// A leaf as [`P2m::leaf`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Host address of the guest-physical address looked up (the frame plus the offset into the leaf).
+    pub hpa: u64,
+    /// The rights the hardware sees.
+    pub perms: Perms,
+    /// The leaf's size.
+    pub size: PageSize,
+    /// The domain owns the frame.
+    pub owned: bool,
+    /// Write-protected for log-dirty tracking only ([`LOG_DIRTY_BIT`]): writable underneath.
+    pub log_dirty: bool,
+}
+
+/// What [`P2m::log_dirty_unprotect`] made writable again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unprotected {
+    /// Nothing: the leaf there is not protected for log-dirty (or nothing is mapped).
+    Nothing,
+    /// The one 4 KiB page (a 2 MiB leaf is split first, its other 511 pages staying protected).
+    Page,
+    /// The whole 2 MiB leaf, whose 512 pages start at this guest-physical address: no table frame was left to
+    /// split it, so all of them count as dirtied.
+    Large(u64),
 }
 
 /// Why a mapping failed.
@@ -272,24 +331,139 @@ impl<F: PteFormat> P2m<F> {
         Ok(())
     }
 
-    /// Translates a guest-physical address.
-    pub fn lookup(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, Perms)> {
+    /// The table holding the leaf that maps `gpa`, the leaf's index in it and its size; None where nothing is
+    /// mapped (or `gpa` is beyond the map's reach).
+    fn find_leaf(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, usize, PageSize)> {
         if gpa >= GPA_LIMIT || self.root == 0 {
             return None;
         }
         let mut table = self.root;
         for level in (1..=4).rev() {
-            let e = src.table(table)[index(gpa, level)];
+            let i = index(gpa, level);
+            let e = src.table(table)[i];
             if !F::present(e) {
                 return None;
             }
-            if level == 1 || (level == 2 && F::is_large(e)) {
-                let size = if level == 1 { PAGE_SIZE } else { 2 << 20 };
-                return Some((F::addr(e) + (gpa & (size - 1)), F::perms(e)));
+            if level == 1 {
+                return Some((table, i, PageSize::Size4K));
+            }
+            if level == 2 && F::is_large(e) {
+                return Some((table, i, PageSize::Size2M));
             }
             table = F::addr(e);
         }
         None
+    }
+
+    /// The leaf mapping `gpa`, if any.
+    pub fn leaf(&self, src: &mut impl FrameSource, gpa: u64) -> Option<Leaf> {
+        let (table, i, size) = self.find_leaf(src, gpa)?;
+        let e = src.table(table)[i];
+        Some(Leaf {
+            hpa: F::addr(e) + (gpa & (size.bytes() - 1)),
+            perms: F::perms(e),
+            size,
+            owned: F::owned(e),
+            log_dirty: F::log_dirty(e),
+        })
+    }
+
+    /// Translates a guest-physical address.
+    pub fn lookup(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, Perms)> {
+        self.leaf(src, gpa).map(|l| (l.hpa, l.perms))
+    }
+
+    /// Log-dirty on: takes write access away from every writable leaf the domain owns, marking it with
+    /// [`LOG_DIRTY_BIT`]. 2 MiB leaves stay whole (a write fault splits one). Returns the 4 KiB pages protected.
+    /// The caller flushes every vCPU's cached translations before relying on it.
+    pub fn log_dirty_protect_all(&mut self, src: &mut impl FrameSource) -> u64 {
+        self.for_each_leaf(src, |e, pages| {
+            (F::owned(e) && F::perms(e).write).then(|| (F::with_write(e, false) | LOG_DIRTY_BIT, pages))
+        })
+    }
+
+    /// Log-dirty off: gives write access back to every leaf [`Self::log_dirty_protect_all`] (or
+    /// [`Self::log_dirty_reprotect`]) took it from. Split leaves stay split. Returns the 4 KiB pages restored.
+    pub fn log_dirty_restore_all(&mut self, src: &mut impl FrameSource) -> u64 {
+        self.for_each_leaf(src, |e, pages| F::log_dirty(e).then(|| (F::with_write(e, true) & !LOG_DIRTY_BIT, pages)))
+    }
+
+    /// Rewrites every present leaf `e` (of `pages` 4 KiB pages) to what `f` returns, if anything; sums the pages
+    /// `f` reported for the leaves it changed.
+    fn for_each_leaf(&mut self, src: &mut impl FrameSource, mut f: impl FnMut(u64, u64) -> Option<(u64, u64)>) -> u64 {
+        fn walk<F: PteFormat>(
+            src: &mut impl FrameSource,
+            table: u64,
+            level: u32,
+            f: &mut impl FnMut(u64, u64) -> Option<(u64, u64)>,
+        ) -> u64 {
+            let mut n = 0;
+            for i in 0..512 {
+                let e = src.table(table)[i];
+                if !F::present(e) {
+                    continue;
+                }
+                if level == 1 || (level == 2 && F::is_large(e)) {
+                    let pages = if level == 1 { 1 } else { 512 };
+                    if let Some((new, counted)) = f(e, pages) {
+                        src.table(table)[i] = new;
+                        n += counted;
+                    }
+                } else {
+                    n += walk::<F>(src, F::addr(e), level - 1, f);
+                }
+            }
+            n
+        }
+        if self.root == 0 {
+            return 0;
+        }
+        walk::<F>(src, self.root, 4, &mut f)
+    }
+
+    /// A guest write faulted at `gpa`: if the leaf there is protected for log-dirty, makes the page writable
+    /// again. A protected 2 MiB leaf is split into 512 protected 4 KiB leaves first and only the page written is
+    /// given back; when no table frame is left for the split (the table cap), the whole 2 MiB leaf is given back
+    /// instead and the caller counts all of its pages dirty. No flush is needed: rights only grow.
+    pub fn log_dirty_unprotect(&mut self, src: &mut impl FrameSource, gpa: u64) -> Unprotected {
+        let Some((table, i, size)) = self.find_leaf(src, gpa) else { return Unprotected::Nothing };
+        let e = src.table(table)[i];
+        if !F::log_dirty(e) {
+            return Unprotected::Nothing;
+        }
+        let writable = F::with_write(e, true) & !LOG_DIRTY_BIT;
+        if size == PageSize::Size4K {
+            src.table(table)[i] = writable;
+            return Unprotected::Page;
+        }
+        match self.alloc_table(src) {
+            Ok(t) => {
+                for k in 0..512u64 {
+                    src.table(t)[k as usize] = F::small_of_large(e, k);
+                }
+                let j = index(gpa, 1);
+                src.table(t)[j] = F::with_write(src.table(t)[j], true) & !LOG_DIRTY_BIT;
+                src.table(table)[i] = F::table(t);
+                Unprotected::Page
+            }
+            Err(_) => {
+                src.table(table)[i] = writable;
+                Unprotected::Large(gpa & !((2 << 20) - 1))
+            }
+        }
+    }
+
+    /// After a log-dirty CLEAN: takes write access away again from the owned leaf at `gpa` (the whole leaf, if it
+    /// is a 2 MiB one), if it is writable. Returns whether it changed anything. The caller flushes every vCPU's
+    /// cached translations before relying on it.
+    pub fn log_dirty_reprotect(&mut self, src: &mut impl FrameSource, gpa: u64) -> bool {
+        let Some((table, i, _)) = self.find_leaf(src, gpa) else { return false };
+        let e = src.table(table)[i];
+        if !F::owned(e) || !F::perms(e).write {
+            return false;
+        }
+        src.table(table)[i] = F::with_write(e, false) | LOG_DIRTY_BIT;
+        true
     }
 
     /// Removes the 4 KiB mapping at `gpa`, splitting a 2 MiB leaf that covers it into 4 KiB leaves first.
@@ -307,11 +481,10 @@ impl<F: PteFormat> P2m<F> {
                 return Ok(None);
             }
             if level == 2 && F::is_large(e) {
-                // Split: a new table of 512 leaves with the same rights and ownership.
+                // Split: a new table of 512 leaves with the same rights, ownership and log-dirty state.
                 let t = self.alloc_table(src)?;
-                let (base, perms, owned) = (F::addr(e) & !((2 << 20) - 1), F::perms(e), F::owned(e));
                 for k in 0..512u64 {
-                    src.table(t)[k as usize] = F::leaf(base + k * PAGE_SIZE, perms, PageSize::Size4K, owned);
+                    src.table(t)[k as usize] = F::small_of_large(e, k);
                 }
                 src.table(table)[i] = F::table(t);
                 table = t;
@@ -423,6 +596,31 @@ impl GuestP2m {
     /// See [`P2m::lookup`].
     pub fn lookup(&self, src: &mut impl FrameSource, gpa: u64) -> Option<(u64, Perms)> {
         each!(self, p => p.lookup(src, gpa))
+    }
+
+    /// See [`P2m::leaf`].
+    pub fn leaf(&self, src: &mut impl FrameSource, gpa: u64) -> Option<Leaf> {
+        each!(self, p => p.leaf(src, gpa))
+    }
+
+    /// See [`P2m::log_dirty_protect_all`].
+    pub fn log_dirty_protect_all(&mut self, src: &mut impl FrameSource) -> u64 {
+        each!(self, p => p.log_dirty_protect_all(src))
+    }
+
+    /// See [`P2m::log_dirty_restore_all`].
+    pub fn log_dirty_restore_all(&mut self, src: &mut impl FrameSource) -> u64 {
+        each!(self, p => p.log_dirty_restore_all(src))
+    }
+
+    /// See [`P2m::log_dirty_unprotect`].
+    pub fn log_dirty_unprotect(&mut self, src: &mut impl FrameSource, gpa: u64) -> Unprotected {
+        each!(self, p => p.log_dirty_unprotect(src, gpa))
+    }
+
+    /// See [`P2m::log_dirty_reprotect`].
+    pub fn log_dirty_reprotect(&mut self, src: &mut impl FrameSource, gpa: u64) -> bool {
+        each!(self, p => p.log_dirty_reprotect(src, gpa))
     }
 
     /// See [`P2m::unmap_4k`].
@@ -547,6 +745,121 @@ mod tests {
         assert!(f.live.is_empty());
         assert_eq!(tables_for(4 << 20), 1 + 1 + 1 + 2);
         assert_eq!(tables_for(0), 1);
+    }
+
+    /// Log-dirty in one format: protection of owned writable leaves only, a write fault giving back one page (a
+    /// 2 MiB leaf split around it), re-protection after a CLEAN, and everything given back at the end.
+    fn log_dirty_cycle<F: PteFormat>() {
+        let mut f = Fake::default();
+        let mut p = P2m::<F>::new(&mut f).unwrap();
+        f.data_frames = 2 + 512;
+        let ro = Perms { write: false, exec: true };
+        p.map(&mut f, 0x1000, 0x7_0000_1000, PageSize::Size4K, Perms::RAM, true).unwrap();
+        p.map(&mut f, 0x2000, 0x7_0000_2000, PageSize::Size4K, ro, true).unwrap();
+        p.map(&mut f, 0x20_0000, 0x8_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
+        // Not the domain's: a grant or foreign frame, and Keel's shared_info.
+        p.map(&mut f, 0x9000, 0x5_0000_9000, PageSize::Size4K, Perms::RAM, false).unwrap();
+        let tables = p.table_frames();
+
+        assert_eq!(p.log_dirty_protect_all(&mut f), 1 + 512);
+        let leaf = |p: &P2m<F>, f: &mut Fake, gpa| p.leaf(f, gpa).unwrap();
+        for gpa in [0x1000, 0x20_0000, 0x3f_f000] {
+            let l = leaf(&p, &mut f, gpa);
+            assert!(!l.perms.write && l.log_dirty && l.owned, "{gpa:#x}: {l:?}");
+            assert!(l.perms.exec, "only write access is taken");
+        }
+        assert_eq!(leaf(&p, &mut f, 0x20_5123).hpa, 0x8_0000_5123, "the mapping itself is unchanged");
+        assert!(!leaf(&p, &mut f, 0x2000).log_dirty, "a read-only page is not the log's");
+        assert!(leaf(&p, &mut f, 0x9000).perms.write, "frames the domain does not own keep their rights");
+        assert_eq!(p.table_frames(), tables, "nothing is split up front");
+
+        // Write faults: a 4 KiB page comes back; inside a 2 MiB leaf, one page comes back after a split.
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x1000), Unprotected::Page);
+        assert!(leaf(&p, &mut f, 0x1000).perms.write && !leaf(&p, &mut f, 0x1000).log_dirty);
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x1000), Unprotected::Nothing, "a second fault finds it writable");
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x2000), Unprotected::Nothing);
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x9000), Unprotected::Nothing);
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x7000), Unprotected::Nothing, "nothing mapped");
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x20_3abc), Unprotected::Page);
+        assert_eq!(p.table_frames(), tables + 1, "the 2 MiB leaf was split");
+        let l = leaf(&p, &mut f, 0x20_3000);
+        assert_eq!((l.size, l.perms.write, l.log_dirty, l.hpa), (PageSize::Size4K, true, false, 0x8_0000_3000));
+        for gpa in [0x20_0000, 0x20_2000, 0x20_4000, 0x3f_f000] {
+            let l = leaf(&p, &mut f, gpa);
+            assert!(!l.perms.write && l.log_dirty && l.owned && l.perms.exec, "{gpa:#x}: {l:?}");
+            assert_eq!(l.hpa, 0x8_0000_0000 + (gpa - 0x20_0000));
+        }
+
+        // CLEAN: the dirtied pages are protected again; others are left alone.
+        assert!(p.log_dirty_reprotect(&mut f, 0x20_3000));
+        assert!(p.log_dirty_reprotect(&mut f, 0x1000));
+        assert!(!p.log_dirty_reprotect(&mut f, 0x1000), "already protected");
+        assert!(!p.log_dirty_reprotect(&mut f, 0x9000), "not the domain's");
+        assert!(!p.log_dirty_reprotect(&mut f, 0x2000), "read-only");
+        assert!(leaf(&p, &mut f, 0x20_3000).log_dirty && leaf(&p, &mut f, 0x1000).log_dirty);
+
+        // Unmapping inside a protected 2 MiB region keeps the neighbours protected (the split copies the bit).
+        p.map(&mut f, 0x40_0000, 0x9_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
+        p.log_dirty_reprotect(&mut f, 0x40_0000);
+        f.data_frames += 512;
+        assert_eq!(p.unmap_4k(&mut f, 0x40_1000).unwrap().unwrap().hpa, 0x9_0000_1000);
+        f.data_frames -= 1;
+        assert!(leaf(&p, &mut f, 0x40_2000).log_dirty && !leaf(&p, &mut f, 0x40_2000).perms.write);
+
+        // Off: every protected page is writable again, nothing else changes.
+        assert_eq!(p.log_dirty_restore_all(&mut f), 1 + 512 + 511);
+        for gpa in [0x1000, 0x20_0000, 0x20_3000, 0x3f_f000, 0x40_2000] {
+            let l = leaf(&p, &mut f, gpa);
+            assert!(l.perms.write && !l.log_dirty && l.owned, "{gpa:#x}: {l:?}");
+        }
+        assert!(!leaf(&p, &mut f, 0x2000).perms.write, "read-only stays read-only");
+        assert_eq!(p.log_dirty_restore_all(&mut f), 0);
+        assert_eq!(p.destroy(&mut f), 2 + 512 + 511);
+        assert!(f.live.is_empty(), "every table freed, the split ones too");
+        assert_eq!(f.data_frames, 0, "every owned frame freed once");
+    }
+
+    #[test]
+    fn log_dirty_on_npt() {
+        log_dirty_cycle::<Npt>();
+    }
+
+    #[test]
+    fn log_dirty_on_ept() {
+        log_dirty_cycle::<Ept>();
+    }
+
+    /// A write fault in a protected 2 MiB leaf when the table cap leaves no frame for the split: the whole leaf is
+    /// given back (for the caller to count all 512 pages dirty), and a CLEAN protects it whole again.
+    #[test]
+    fn log_dirty_without_a_table_for_the_split_gives_back_the_whole_leaf() {
+        let mut f = Fake::default();
+        let mut p = P2m::<Ept>::new(&mut f).unwrap();
+        f.data_frames = 512;
+        p.map(&mut f, 0x20_0000, 0x8_0000_0000, PageSize::Size2M, Perms::RAM, true).unwrap();
+        p.set_table_limit(p.table_frames());
+        assert_eq!(p.log_dirty_protect_all(&mut f), 512);
+        assert_eq!(p.log_dirty_unprotect(&mut f, 0x21_2345), Unprotected::Large(0x20_0000));
+        let l = p.leaf(&mut f, 0x3f_f000).unwrap();
+        assert_eq!((l.size, l.perms.write, l.log_dirty), (PageSize::Size2M, true, false));
+        assert!(p.log_dirty_reprotect(&mut f, 0x20_0000));
+        assert!(!p.leaf(&mut f, 0x3f_f000).unwrap().perms.write);
+        assert_eq!(p.log_dirty_restore_all(&mut f), 512);
+        assert_eq!(p.destroy(&mut f), 512);
+        assert!(f.live.is_empty());
+    }
+
+    /// The log-dirty bit is one both formats' MMUs ignore, clear of the address, the ownership bit and the rights.
+    #[test]
+    fn log_dirty_bit_is_software_only() {
+        assert_eq!(LOG_DIRTY_BIT & (ADDR_MASK | OWNED_BIT | (1 << 63) | 0xfff), 0);
+        let n = Npt::with_write(Npt::leaf(0x1000, Perms::RAM, PageSize::Size4K, true), false) | LOG_DIRTY_BIT;
+        assert_eq!((Npt::addr(n), Npt::perms(n), Npt::present(n)), (0x1000, Perms { write: false, exec: true }, true));
+        let e = Ept::with_write(Ept::leaf(0x20_0000, Perms::RAM, PageSize::Size2M, true), false) | LOG_DIRTY_BIT;
+        let small = Ept::small_of_large(e, 3);
+        assert_eq!(Ept::addr(small), 0x20_3000);
+        assert!(!Ept::is_large(small) && Ept::log_dirty(small) && Ept::owned(small) && !Ept::perms(small).write);
+        assert_eq!(small & 0b111_1000, 6 << 3, "memory type kept");
     }
 
     #[test]

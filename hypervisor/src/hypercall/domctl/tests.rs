@@ -793,3 +793,256 @@ fn a_shutdown_guest_stays_until_destroyed_and_dom0_hears_of_it() {
     assert_eq!(b, crate::domain::evtchn::Binding::Unbound { remote: id });
     domain::destroy(&d0);
 }
+
+// ---- shadow_op: log-dirty tracking for save and live migration ----
+
+use keel_abi::domctl::{shadow_mode, shadow_op as sop, ShadowOp};
+
+/// A 4 MiB guest (1024 pages), with nested paging in EPT format when `ept`, NPT otherwise.
+fn ld_guest(ept: bool) -> Arc<Domain> {
+    if !ept {
+        return testing::domain(2, 4);
+    }
+    let cfg = domain::DomainConfig {
+        name: "ept".into(),
+        vcpus: 2,
+        memory: 4 << 20,
+        weight: crate::sched::DEFAULT_WEIGHT,
+        cap: 0,
+        expect_crash: false,
+        limits: crate::domain::Limits::DEFAULT,
+    };
+    let d = domain::create(cfg, &crate::hvm::Support::Vmx(Default::default())).expect("an EPT domain");
+    assert!(matches!(d.mem.lock().p2m, crate::mm::p2m::GuestP2m::Ept(_)));
+    d
+}
+
+/// XEN_DOMCTL_shadow_op from `caller` on `domid`: the result and the member as copied back.
+fn shadow(caller: &Arc<Domain>, domid: u16, s: ShadowOp) -> (i64, ShadowOp) {
+    let mut d = req(cmd::SHADOW_OP, domid);
+    d.set(&s);
+    let (r, out) = call(caller, &d);
+    (r, out.get())
+}
+
+/// A CLEAN or PEEK of `pages` bits into the caller's buffer at BUF (its first 256 bytes filled with 0xee first).
+fn bitmap_op(caller: &Arc<Domain>, domid: u16, op: u32, pages: u64, mode: u32) -> (i64, ShadowOp, [u8; 256]) {
+    put(caller, BUF, &[0xeeu8; 256]);
+    let (r, s) = shadow(caller, domid, ShadowOp { op, mode, dirty_bitmap: BUF, pages, ..Default::default() });
+    (r, s, get(caller, BUF))
+}
+
+/// The dirty GFNs of a bitmap.
+fn set_bits(bits: &[u8]) -> alloc::vec::Vec<u64> {
+    (0..bits.len() as u64 * 8).filter(|&g| bits[(g / 8) as usize] & (1 << (g % 8)) != 0).collect()
+}
+
+/// The p2m's view of one guest page: (writable for the guest, protected for log-dirty).
+fn page_state(guest: &Domain, gfn: u64) -> (bool, bool) {
+    let l = guest.mem.lock().p2m.leaf(&mut crate::mm::MachineFrames, gfn << 12).expect("mapped");
+    (l.perms.write, l.log_dirty)
+}
+
+/// The save loop's calls, on NPT and on EPT: enable write-protects all RAM; a guest write fault marks its page
+/// and gives write access back; Keel's own writes into the guest mark pages without a fault; PEEK reports
+/// without clearing; CLEAN reports, clears and protects again; OFF gives everything back.
+fn log_dirty_round_trip(ept: bool) {
+    let d0 = privileged_domain();
+    let guest = ld_guest(ept);
+    let id = guest.id;
+    let (r, s) = shadow(&d0, id, ShadowOp { op: sop::ENABLE_LOGDIRTY, ..Default::default() });
+    assert_eq!((r, s.op), (0, sop::ENABLE_LOGDIRTY), "the member comes back");
+    assert!((0..1024).all(|g| page_state(&guest, g) == (false, true)), "every RAM page write-protected");
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::ENABLE_LOGDIRTY, ..Default::default() }).0, EINVAL.negated());
+
+    // The guest writes GFN 5 (what vmexit does with the nested page fault): logged, writable again.
+    assert!(guest.log_dirty_fault(0x5123));
+    assert_eq!(page_state(&guest, 5), (true, false));
+    assert!(guest.log_dirty_fault(0x5000), "a second vCPU's fault on the same page is retried");
+    assert!(!guest.log_dirty_fault(0x400_0000), "beyond RAM: not log-dirty's, the guest is crashed");
+    // Keel writes into GFN 7 (a hypercall's copy-out): logged, still protected.
+    put(&guest, 0x7ff8, &0x1234_5678_9abc_def0_u64);
+    assert_eq!(get::<u64>(&guest, 0x7ff8), 0x1234_5678_9abc_def0_u64);
+    assert_eq!(page_state(&guest, 7), (false, true));
+
+    // PEEK: the bits and the counts, twice the same; the buffer is written for `pages` bits only.
+    for _ in 0..2 {
+        let (r, s, bits) = bitmap_op(&d0, id, sop::PEEK, 1024, 0);
+        assert_eq!(r, 0);
+        assert_eq!(set_bits(&bits[..128]), [5, 7]);
+        assert_eq!(&bits[128..], &[0xee; 128], "nothing beyond 1024 bits");
+        assert_eq!((s.pages, s.fault_count, s.dirty_count), (1024, 1, 2));
+    }
+    // CLEAN: the same answer, then the pages are protected again and the next round starts empty.
+    let (r, s, bits) = bitmap_op(&d0, id, sop::CLEAN, 1024, 0);
+    assert_eq!((r, s.pages, s.fault_count, s.dirty_count), (0, 1024, 1, 2));
+    assert_eq!(set_bits(&bits[..128]), [5, 7]);
+    assert_eq!(page_state(&guest, 5), (false, true));
+    let (r, s, bits) = bitmap_op(&d0, id, sop::PEEK, 1024, 0);
+    assert_eq!((r, s.fault_count, s.dirty_count), (0, 0, 0));
+    assert!(set_bits(&bits[..128]).is_empty());
+    // The next write is caught again; the final round (guest suspended) also reports pinned frames.
+    assert!(guest.log_dirty_fault(0x5000));
+    guest.mem.lock().pin(9).expect("RAM");
+    let (_, _, bits) = bitmap_op(&d0, id, sop::CLEAN, 1024, 0);
+    assert_eq!(set_bits(&bits[..128]), [5, 9], "pinned: marked when pinned");
+    let (r, _, bits) = bitmap_op(&d0, id, sop::CLEAN, 1024, shadow_mode::LOGDIRTY_FINAL);
+    assert_eq!((r, set_bits(&bits[..128])), (0, alloc::vec![9]), "and again in the final round");
+    guest.mem.lock().unpin(9);
+
+    // OFF: every page writable again, the bitmap gone; again is fine; CLEAN now answers zeros, as Xen.
+    assert!(guest.log_dirty_fault(0x6000));
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::OFF, ..Default::default() }).0, 0);
+    assert!((0..1024).all(|g| page_state(&guest, g) == (true, false)), "every page writable again");
+    assert!(!guest.mem.lock().log_dirty_enabled());
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::OFF, ..Default::default() }).0, 0);
+    let (r, s, bits) = bitmap_op(&d0, id, sop::CLEAN, 1024, 0);
+    assert_eq!((r, s.pages, s.dirty_count), (0, 1024, 0));
+    assert!(set_bits(&bits[..128]).is_empty());
+    // ENABLE with the LOG_DIRTY mode is the same as ENABLE_LOGDIRTY.
+    let enable =
+        ShadowOp { op: sop::ENABLE, mode: shadow_mode::LOG_DIRTY | shadow_mode::EXTERNAL, ..Default::default() };
+    assert_eq!(shadow(&d0, id, enable).0, 0);
+    assert_eq!(page_state(&guest, 5), (false, true));
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::OFF, ..Default::default() }).0, 0);
+    domain::destroy(&guest);
+    domain::destroy(&d0);
+}
+
+#[test]
+fn log_dirty_round_trip_on_npt() {
+    log_dirty_round_trip(false);
+}
+
+#[test]
+fn log_dirty_round_trip_on_ept() {
+    log_dirty_round_trip(true);
+}
+
+/// Xen's answers to bad requests: the caller itself, a missing or unprivileged one, unknown operations and modes,
+/// a buffer that cannot be written (nothing cleared then), more bits than Xen's bitmap holds.
+#[test]
+fn shadow_op_errors_follow_xen() {
+    let d0 = privileged_domain();
+    let guest = ld_guest(false);
+    let id = guest.id;
+    let plain = |op: u32, mode: u32| ShadowOp { op, mode, ..Default::default() };
+    let (r, s) = shadow(&d0, d0.id, plain(sop::ENABLE_LOGDIRTY, 0));
+    assert_eq!((r, s.op), (EINVAL.negated(), sop::ENABLE_LOGDIRTY), "on itself; the member still comes back");
+    assert!(!d0.mem.lock().log_dirty_enabled());
+    assert_eq!(shadow(&d0, 0x7fe0, plain(sop::ENABLE_LOGDIRTY, 0)).0, ESRCH.negated());
+    let user = testing::domain(1, 4);
+    assert_eq!(shadow(&user, id, plain(sop::ENABLE_LOGDIRTY, 0)).0, EPERM.negated());
+    for (op, mode) in [
+        (sop::ENABLE, 0),
+        (sop::ENABLE, shadow_mode::REFCOUNT | shadow_mode::TRANSLATE),
+        (sop::ENABLE_TEST, 0),
+        (sop::ENABLE_TRANSLATE, 0),
+        (99, 0),
+        (sop::CLEAN, 2),
+        (sop::PEEK, shadow_mode::LOGDIRTY_FINAL | 0x100),
+    ] {
+        assert_eq!(shadow(&d0, id, plain(op, mode)).0, EINVAL.negated(), "op {op} mode {mode:#x}");
+    }
+    assert!(!guest.mem.lock().log_dirty_enabled(), "nothing enabled by a refused request");
+
+    assert_eq!(shadow(&d0, id, plain(sop::ENABLE_LOGDIRTY, 0)).0, 0);
+    assert!(guest.log_dirty_fault(0x3000));
+    // A buffer outside the caller's memory: -EFAULT, and the bit is still there for the next try.
+    let bad = ShadowOp { op: sop::CLEAN, dirty_bitmap: 0x7000_0000, pages: 1024, ..Default::default() };
+    let (r, s) = shadow(&d0, id, bad);
+    assert_eq!((r, s.dirty_count), (EFAULT.negated(), 1));
+    let (r, _, bits) = bitmap_op(&d0, id, sop::PEEK, 1024, 0);
+    assert_eq!((r, set_bits(&bits[..128])), (0, alloc::vec![3]));
+    // A bit count that is no multiple of 8 writes whole bytes; a null buffer gives the stats only; more bits than
+    // Xen's bitmap addresses come back as its size.
+    let (r, s, bits) = bitmap_op(&d0, id, sop::PEEK, 13, 0);
+    assert_eq!((r, s.pages, bits[0], bits[1], bits[2]), (0, 13, 0b1000, 0, 0xee));
+    let (r, s) = shadow(&d0, id, ShadowOp { op: sop::PEEK, pages: 1 << 50, ..Default::default() });
+    assert_eq!((r, s.pages, s.dirty_count), (0, 1 << 42, 1));
+    // A CLEAN of fewer bits than are set reports and clears only those.
+    assert!(guest.log_dirty_fault(0x14000));
+    let (r, _, bits) = bitmap_op(&d0, id, sop::CLEAN, 13, 0);
+    assert_eq!((r, bits[0], bits[1]), (0, 0b1000, 0));
+    assert_eq!((page_state(&guest, 3), page_state(&guest, 20)), ((false, true), (true, false)));
+    assert_eq!(set_bits(&bitmap_op(&d0, id, sop::PEEK, 1024, 0).2[..128]), [20]);
+    assert!(guest.log_dirty_fault(0x3000));
+    // A CLEAN with a null buffer cleans.
+    let (r, _) = shadow(&d0, id, ShadowOp { op: sop::CLEAN, pages: 1024, ..Default::default() });
+    assert_eq!(r, 0);
+    assert_eq!((page_state(&guest, 3), page_state(&guest, 20)), ((false, true), (false, true)));
+    assert!(set_bits(&bitmap_op(&d0, id, sop::PEEK, 1024, 0).2[..128]).is_empty());
+
+    // A dying domain is left alone (0, nothing done), as Xen; a destroyed one is gone (-ESRCH).
+    guest.dying.store(true, Ordering::Release);
+    assert!(guest.log_dirty_fault(0x4000));
+    assert_eq!(shadow(&d0, id, plain(sop::OFF, 0)).0, 0);
+    assert!(guest.mem.lock().log_dirty_enabled(), "left alone");
+    guest.dying.store(false, Ordering::Release);
+
+    // The paging pool: Keel's cap on the p2m's table frames, in MiB rounded up; a set never goes below the tables
+    // in use.
+    let (r, s) = shadow(&d0, id, plain(sop::GET_ALLOCATION, 0));
+    let limit = guest.mem.lock().p2m.table_limit();
+    assert_eq!((r, u64::from(s.mb)), (0, limit.div_ceil(256)));
+    let (r, s) = shadow(&d0, id, ShadowOp { op: sop::SET_ALLOCATION, mb: 8, ..Default::default() });
+    assert_eq!((r, s.mb, guest.mem.lock().p2m.table_limit()), (0, 8, 2048));
+    let (r, s) = shadow(&d0, id, ShadowOp { op: sop::SET_ALLOCATION, mb: 0, ..Default::default() });
+    let used = guest.mem.lock().p2m.table_frames();
+    assert_eq!((r, u64::from(s.mb), guest.mem.lock().p2m.table_limit()), (0, used.div_ceil(256), used));
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::SET_ALLOCATION, mb: 8, ..Default::default() }).0, 0);
+
+    domain::destroy(&guest);
+    assert_eq!(shadow(&d0, id, plain(sop::CLEAN, 0)).0, ESRCH.negated());
+    domain::destroy(&user);
+    domain::destroy(&d0);
+}
+
+/// RAM populated while log-dirty is on starts dirty (and writable); bits beyond the first 4 KiB piece of the
+/// caller's bitmap land in the second piece.
+#[test]
+fn populated_pages_start_dirty() {
+    let d0 = privileged_domain();
+    let guest = ld_guest(false);
+    let id = guest.id;
+    guest.set_max_pages(2048);
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::ENABLE_LOGDIRTY, ..Default::default() }).0, 0);
+    assert_eq!(populate(&d0, id, &[33_000], 0), 1);
+    assert_eq!(page_state(&guest, 33_000), (true, false));
+    put(&d0, BUF + 4096, &[0xeeu8; 48]);
+    let pages = 33_100;
+    let s = ShadowOp { op: sop::CLEAN, dirty_bitmap: BUF, pages, ..Default::default() };
+    let (r, s) = shadow(&d0, id, s);
+    assert_eq!((r, s.pages, s.dirty_count), (0, pages, 1));
+    let second: [u8; 48] = get(&d0, BUF + 4096);
+    assert_eq!(second[(33_000 - 32_768) / 8], 1 << ((33_000 - 32_768) % 8));
+    assert_eq!(set_bits(&second[..42]), [33_000 - 32_768]);
+    assert_eq!(&second[42..], &[0xee; 6], "(33100 - 32768) bits are 42 bytes");
+    assert!(set_bits(&get::<[u8; 128]>(&d0, BUF)).is_empty());
+    assert_eq!(page_state(&guest, 33_000), (false, true), "protected after the CLEAN");
+    domain::destroy(&guest);
+    domain::destroy(&d0);
+}
+
+/// A domain destroyed with log-dirty on, pages split and bits set: its bitmap goes with it (the domain itself is
+/// freed), and so do its RAM and every p2m table.
+#[test]
+fn a_domain_destroyed_with_log_dirty_on_frees_its_bitmap() {
+    let d0 = privileged_domain();
+    let guest = ld_guest(true);
+    let id = guest.id;
+    assert_eq!(shadow(&d0, id, ShadowOp { op: sop::ENABLE_LOGDIRTY, ..Default::default() }).0, 0);
+    for g in [1u64, 100, 1000] {
+        assert!(guest.log_dirty_fault(g << 12));
+    }
+    assert!(guest.mem.lock().with_log(|l| l.is_some_and(|l| l.is_dirty(100) && l.bytes() > 0)));
+    let ram: alloc::vec::Vec<u64> = (0..1024).map(|g| guest.mem.lock().translate(g << 12, false).unwrap()).collect();
+    let root = guest.mem.lock().p2m.root();
+    let weak = Arc::downgrade(&guest);
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    drop(guest);
+    assert!(weak.upgrade().is_none(), "the domain, its memory and its dirty bitmap are freed");
+    assert!(!host_frames::is_live(root), "p2m root leaked");
+    assert!(ram.iter().all(|&f| !host_frames::is_live(f)), "RAM leaked");
+    domain::destroy(&d0);
+}
