@@ -297,6 +297,25 @@ pub fn clear_pending(dom: &Domain, port: u32) {
     }
 }
 
+/// Masks every port: how a restored domain starts (`hypercall::domctl::hvmctx`). Its guest's masks stayed in
+/// the shared_info page of the domain it was saved from, which is not carried over; Linux's resume rebinds its
+/// ports and unmasks those it uses, and relies on the others (its PV spinlock kicker, which it only polls) staying
+/// masked.
+pub fn mask_all(dom: &Domain) {
+    if dom.dying.load(Ordering::Acquire) {
+        return;
+    }
+    for idx in 0..(si::EVTCHN_2L_PORTS / 64) as usize {
+        word(dom, si::EVTCHN_MASK_OFFSET, idx).store(u64::MAX, Ordering::SeqCst);
+    }
+}
+
+/// Whether `port` is masked.
+pub fn is_masked(dom: &Domain, port: u32) -> bool {
+    port < si::EVTCHN_2L_PORTS
+        && word(dom, si::EVTCHN_MASK_OFFSET, (port / 64) as usize).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+}
+
 /// Whether `port` is pending (for SCHEDOP_poll).
 pub fn is_pending(dom: &Domain, port: u32) -> bool {
     port < si::EVTCHN_2L_PORTS

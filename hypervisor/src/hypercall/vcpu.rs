@@ -24,6 +24,9 @@ pub fn singleshot_deadline(timeout_abs_ns: u64) -> u64 {
     }
 }
 
+/// How long VCPUOP_down waits for the vCPU it takes down to leave its CPU.
+const DOWN_WAIT_NS: u64 = 10_000_000;
+
 pub fn vcpu_op(c: &mut Ctx) -> HResult {
     let (cmd, id, arg) = (c.args[0], c.args[1], c.args[2]);
     let target = c.dom.vcpus.get(usize::try_from(id).map_err(|_| EINVAL)?).cloned().ok_or(ENOENT)?;
@@ -144,6 +147,12 @@ pub fn vcpu_op(c: &mut Ctx) -> HResult {
                     crate::sched::kick(&target);
                     break;
                 }
+            }
+            // As Xen's vcpu_sleep_sync: it has left its CPU when this returns (its context is free), so that a
+            // VCPUOP_up right after cannot find it still in its run loop. Bounded, as the toolstack's pause is.
+            let deadline = time::now_ns().saturating_add(DOWN_WAIT_NS);
+            while target.hw.try_lock().is_none() && time::now_ns() < deadline {
+                core::hint::spin_loop();
             }
             Ok(Action::Return(0))
         }

@@ -15,7 +15,8 @@
 //!   state (a build) or a saved vCPU's state (a restore), which must be one VMRUN and VM entry would take
 //!   ([`unrestorable`]; -EINVAL otherwise, logged); LAPIC records must describe an APIC enabled in x2APIC mode, the
 //!   only mode Keel's vCPUs have, and LAPIC_REGS records set the APIC's registers (a running timer resumes with the
-//!   count it had left); MTRR records set the vCPU's MTRRs; the per-vCPU CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR
+//!   count it had left); a restore starts with every event-channel port masked ([`crate::domain::evtchn::mask_all`]);
+//!   MTRR records set the vCPU's MTRRs; the per-vCPU CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR
 //!   records are accepted and ignored; records of devices a PVH domain has not (PIC, IOAPIC, PIT, RTC, HPET, …)
 //!   and unknown types are -EINVAL. As Xen's hvm_load, a load leaves down every vCPU it carries no CPU record for.
 //!   Nothing is applied unless the whole stream is valid, and only before any vCPU has started (-EBUSY after).
@@ -352,6 +353,10 @@ pub fn set(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     if started(dom) {
         crate::warning!("sethvmcontext d{}: a vCPU has started; Keel loads state only before", dom.id);
         return Err(EBUSY);
+    }
+    // A restore: the saved guest's event-channel masks are not carried over (see `evtchn::mask_all`).
+    if loads.iter().any(|l| matches!(l.cpu, Some(InitState::Restore(_)))) {
+        crate::domain::evtchn::mask_all(dom);
     }
     let now = crate::arch::x86::time::now_ns();
     for (v, l) in dom.vcpus.iter().zip(loads) {

@@ -392,6 +392,7 @@ fn a_guest_is_built_through_hypercalls_and_destroyed_without_leaks() {
     assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, id, Some(&ctx), ctx.len() as u32).0, 0);
     assert_eq!(*guest.vcpus[0].boot.lock(), Some(InitState::Pvh { entry: 0x10_0000, start_info: 0x9000 }));
     assert_eq!(*guest.vcpus[1].boot.lock(), None);
+    assert!(!crate::domain::evtchn::is_masked(&guest, 5), "a build leaves the masks to the guest");
     assert_eq!(guest.vcpus[0].state(), VcpuState::Offline, "nothing runs while paused");
 
     // Unpause: the boot vCPU starts, the other stays down.
@@ -667,6 +668,7 @@ fn sethvmcontext_restores_a_saved_vcpu() {
     assert_eq!(hvmctx(&d0, cmd::SETHVMCONTEXT, id, Some(&s), s.len() as u32).0, 0);
     assert_eq!(*guest.vcpus[0].boot.lock(), Some(InitState::Restore(alloc::boxed::Box::new(cpu))));
     assert_eq!(*guest.vcpus[1].boot.lock(), None, "no record: down");
+    assert!((0..4096).all(|p| crate::domain::evtchn::is_masked(&guest, p)), "a restore starts with every port masked");
     let apic = guest.vcpus[0].lapic.lock();
     assert_eq!(
         (apic.read(0x808, 0), apic.read(0x80f, 0), apic.read(0x817, 0)),
