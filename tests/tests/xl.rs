@@ -19,6 +19,7 @@ mod xl {
     mod lifecycle;
     mod net;
     mod ops;
+    mod save;
 
     /// Seconds before `timeout` stops QEMU: the dom0 boot (~60 s under TCG), the common checks (~20 s), then the
     /// stock tools (each xl command starts a glibc program and its libraries under TCG: a few seconds each), and a

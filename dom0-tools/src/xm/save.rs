@@ -425,9 +425,13 @@ pub fn save(args: &SaveArgs) -> CmdResult {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                // The guest stays suspended (its memory is intact): Xen's `xl save` leaves it so too; destroy or
-                // save it again.
-                return Err(failed(format!("{e}; domain {} ({name}) is left suspended", d.domain)));
+                // The guest stays suspended, its memory intact: save it again, or destroy it. (Resuming it in place
+                // needs XEN_DOMCTL_resumedomain, which Keel has not yet.)
+                let why = match e {
+                    XmError::Failed(m) => m,
+                    other => other.to_string(),
+                };
+                return Err(failed(format!("{why}; domain {} ({name}) is left suspended", d.domain)));
             }
         };
         c.destroy(&args.domain)?;

@@ -18,7 +18,9 @@ pub fn without_printk(line: &str) -> &str {
         let rest = line[i + 1..].trim_start_matches(' ');
         let (secs, rest) = rest.split_once('.').unwrap_or(("", ""));
         let frac = rest.split_once(']').map_or("", |(f, _)| f);
-        !secs.is_empty() && secs.bytes().all(|b| b.is_ascii_digit()) && frac.len() == 6
+        !secs.is_empty()
+            && secs.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() == 6
             && frac.bytes().all(|b| b.is_ascii_digit())
     };
     match line.match_indices('[').map(|(i, _)| i).find(|&i| stamp_at(i)) {
@@ -74,7 +76,7 @@ pub fn test_guest_problems(run: &Run, tag: &str, what: &str, probes: &[&str]) ->
 
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
-    let areas: [fn(&Run) -> Vec<String>; 8] = [
+    let areas: [fn(&Run) -> Vec<String>; 9] = [
         super::ops::problems,
         super::balloon::problems,
         super::dumpcore::problems,
@@ -83,6 +85,7 @@ pub fn problems(run: &Run) -> Vec<String> {
         super::net::problems,
         super::hostile::problems,
         super::hostnet::problems,
+        super::save::problems,
     ];
     areas.iter().flat_map(|area| area(run)).collect()
 }
