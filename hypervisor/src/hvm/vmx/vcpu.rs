@@ -165,6 +165,19 @@ fn set_bitmap_bit(base: u64, bit: u64, on: bool) {
     }
 }
 
+/// The segment registers of Xen's CPU save record (index in its arrays) and their VMCS fields: selector, limit,
+/// base, access rights.
+const SAVED_SEGMENTS: [(usize, Guest16, Guest32, GuestN, Guest32); 8] = [
+    (seg::CS, Guest16::Cs, Guest32::CsLimit, GuestN::CsBase, Guest32::CsAr),
+    (seg::DS, Guest16::Ds, Guest32::DsLimit, GuestN::DsBase, Guest32::DsAr),
+    (seg::ES, Guest16::Es, Guest32::EsLimit, GuestN::EsBase, Guest32::EsAr),
+    (seg::FS, Guest16::Fs, Guest32::FsLimit, GuestN::FsBase, Guest32::FsAr),
+    (seg::GS, Guest16::Gs, Guest32::GsLimit, GuestN::GsBase, Guest32::GsAr),
+    (seg::SS, Guest16::Ss, Guest32::SsLimit, GuestN::SsBase, Guest32::SsAr),
+    (seg::TR, Guest16::Tr, Guest32::TrLimit, GuestN::TrBase, Guest32::TrAr),
+    (seg::LDTR, Guest16::Ldtr, Guest32::LdtrLimit, GuestN::LdtrBase, Guest32::LdtrAr),
+];
+
 impl VmxVcpu {
     /// A vCPU in `init` state, with the nested page table at `ept_root`.
     pub fn new(caps: &Capabilities, ept_root: u64, init: InitState) -> Result<Self, &'static str> {
@@ -392,17 +405,7 @@ impl VmxVcpu {
         GuestN::Cr3.write(c.cr3)?;
         self.cr2 = c.cr2;
         GuestN::Dr7.write(c.dr7)?;
-        let segs = [
-            (seg::CS, Guest16::Cs, Guest32::CsLimit, GuestN::CsBase, Guest32::CsAr),
-            (seg::DS, Guest16::Ds, Guest32::DsLimit, GuestN::DsBase, Guest32::DsAr),
-            (seg::ES, Guest16::Es, Guest32::EsLimit, GuestN::EsBase, Guest32::EsAr),
-            (seg::FS, Guest16::Fs, Guest32::FsLimit, GuestN::FsBase, Guest32::FsAr),
-            (seg::GS, Guest16::Gs, Guest32::GsLimit, GuestN::GsBase, Guest32::GsAr),
-            (seg::SS, Guest16::Ss, Guest32::SsLimit, GuestN::SsBase, Guest32::SsAr),
-            (seg::TR, Guest16::Tr, Guest32::TrLimit, GuestN::TrBase, Guest32::TrAr),
-            (seg::LDTR, Guest16::Ldtr, Guest32::LdtrLimit, GuestN::LdtrBase, Guest32::LdtrAr),
-        ];
-        for (i, sel, limit, base, ar) in segs {
+        for (i, sel, limit, base, ar) in SAVED_SEGMENTS {
             sel.write(u64::from(c.sel[i] as u16))?;
             limit.write(u64::from(c.limit[i]))?;
             base.write(c.base[i])?;
@@ -856,17 +859,7 @@ impl VmxVcpu {
         out.cr4 = visible(GuestN::Cr4.read(), ControlN::Cr4ReadShadow.read(), ControlN::Cr4Mask.read());
         (out.cr2, out.cr3) = (self.cr2, GuestN::Cr3.read());
         out.dr7 = GuestN::Dr7.read();
-        let segs = [
-            (seg::CS, Guest16::Cs, Guest32::CsLimit, GuestN::CsBase, Guest32::CsAr),
-            (seg::DS, Guest16::Ds, Guest32::DsLimit, GuestN::DsBase, Guest32::DsAr),
-            (seg::ES, Guest16::Es, Guest32::EsLimit, GuestN::EsBase, Guest32::EsAr),
-            (seg::FS, Guest16::Fs, Guest32::FsLimit, GuestN::FsBase, Guest32::FsAr),
-            (seg::GS, Guest16::Gs, Guest32::GsLimit, GuestN::GsBase, Guest32::GsAr),
-            (seg::SS, Guest16::Ss, Guest32::SsLimit, GuestN::SsBase, Guest32::SsAr),
-            (seg::TR, Guest16::Tr, Guest32::TrLimit, GuestN::TrBase, Guest32::TrAr),
-            (seg::LDTR, Guest16::Ldtr, Guest32::LdtrLimit, GuestN::LdtrBase, Guest32::LdtrAr),
-        ];
-        for (i, sel, limit, base, ar) in segs {
+        for (i, sel, limit, base, ar) in SAVED_SEGMENTS {
             out.sel[i] = sel.read() as u32;
             out.limit[i] = limit.read() as u32;
             out.base[i] = base.read();
