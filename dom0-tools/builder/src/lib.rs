@@ -155,14 +155,19 @@ pub struct Layout {
 impl Layout {
     /// Every pfn to populate, as (first pfn, count) runs: RAM, the ACPI pages, the special pages.
     pub fn populate_runs(&self) -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = ram_ranges(self.lowmem_end + self.highmem)
-            .iter()
-            .map(|&(gpa, len)| (gpa / PAGE_SIZE, len / PAGE_SIZE))
-            .collect();
-        v.push((self.acpi.0 / PAGE_SIZE, self.acpi.1.div_ceil(PAGE_SIZE)));
-        v.push((special_pfn(0), NR_SPECIAL_PAGES));
-        v
+        frame_runs(self.lowmem_end + self.highmem, self.acpi.1.div_ceil(PAGE_SIZE))
     }
+}
+
+/// The frames a PVH domU of `memory` bytes of RAM and `acpi_pages` ACPI pages has, as (first pfn, count) runs:
+/// its RAM ([`ram_ranges`]), the ACPI area at [`ACPI_GPA`], the special pages (what [`build`] populates, and
+/// what `xm save` probes).
+pub fn frame_runs(memory: u64, acpi_pages: u64) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> =
+        ram_ranges(memory).iter().map(|&(gpa, len)| (gpa / PAGE_SIZE, len / PAGE_SIZE)).collect();
+    v.push((ACPI_GPA / PAGE_SIZE, acpi_pages));
+    v.push((special_pfn(0), NR_SPECIAL_PAGES));
+    v
 }
 
 /// Where a PVH domU of `memory` bytes has its RAM, as (guest-physical address, bytes): below [`LOWMEM_MAX`] from 0,

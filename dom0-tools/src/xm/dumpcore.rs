@@ -233,11 +233,7 @@ pub fn dump_to_path(
     let (d, _) = c.find(r)?;
     let memory = memory_bytes(c, d.domain)?;
     let candidates = keel_builder::ram_ranges(memory).into_iter().map(|(gpa, len)| MemRange { gpa, len }).collect();
-    let tmp = {
-        let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(format!(".partial-{}", std::process::id()));
-        path.with_file_name(name)
-    };
+    let tmp = super::partial_path(path);
     let file_err = |what: &str, p: &Path, e: std::io::Error| XmError::Failed(format!("{what} {}: {e}", p.display()));
     let file = std::fs::File::create(&tmp).map_err(|e| file_err("cannot create", path, e))?;
     let mut out = std::io::BufWriter::new(file);

@@ -196,6 +196,14 @@ where
     }
 }
 
+/// The temporary name a file (a core dump, a save) is written under until it is complete and renamed into place,
+/// so that a failed write leaves nothing that looks whole.
+pub(crate) fn partial_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".partial-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

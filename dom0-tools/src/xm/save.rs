@@ -22,7 +22,7 @@
 //!   ballooned-out frame is a hole, not an error.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keel_abi::domctl::dominf;
@@ -49,6 +49,9 @@ const PAGE: usize = 4096;
 const BATCH: usize = 256;
 /// The most bytes one record may hold (a page batch with its frame numbers is well below).
 const RECORD_MAX: u32 = 16 << 20;
+/// The most pages a domU's ACPI area takes (its tables grow with the vCPUs; a probe of pages not there costs
+/// nothing).
+const ACPI_PAGES_MAX: u64 = 16;
 /// How long the guest gets to suspend.
 const SUSPEND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -291,15 +294,10 @@ fn current_config(c: &mut Ctx, domid: u16) -> Result<DomainConfig, XmError> {
     Ok(config)
 }
 
-/// The frames a save probes: RAM up to `static-max`, the ACPI pages, the special pages.
+/// The frames a save probes: what `xm create` populates (RAM up to `static-max`, the ACPI pages, the special
+/// pages), with the ACPI area at its largest.
 fn candidate_frames(static_max_bytes: u64) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = keel_builder::ram_ranges(static_max_bytes)
-        .into_iter()
-        .map(|(gpa, len)| (gpa / PAGE as u64, len / PAGE as u64))
-        .collect();
-    v.push((keel_builder::ACPI_GPA / PAGE as u64, 16));
-    v.push((keel_builder::special_pfn(0), keel_builder::NR_SPECIAL_PAGES));
-    v
+    keel_builder::frame_runs(static_max_bytes, ACPI_PAGES_MAX)
 }
 
 /// Asks domain `domid` to suspend and waits until it has (shut down with reason suspend). On a timeout the
@@ -383,13 +381,6 @@ fn write_state<W: Write>(
     Ok((out, Saved { pages, bytes }))
 }
 
-/// The temporary name a file is written under until it is complete.
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".partial-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// `xm save <Domain> <CheckpointFile>`.
 pub fn save(args: &SaveArgs) -> CmdResult {
     let xc = Xc::open().map_err(|e| failed(e.to_string()))?;
@@ -405,7 +396,7 @@ pub fn save(args: &SaveArgs) -> CmdResult {
                 .ok_or_else(|| failed("the domain's memory/static-max is missing"))?
                 << 10;
         let path = &args.checkpoint_file;
-        let tmp = partial_path(path);
+        let tmp = super::partial_path(path);
         // The file is created before the guest is asked anything: a path that cannot be written costs nothing.
         let file = std::fs::File::create(&tmp).map_err(|e| failed(format!("cannot create {}: {e}", path.display())))?;
         let started = Instant::now();
