@@ -8,6 +8,7 @@ pub mod create_vars;
 pub mod domain;
 pub mod host;
 pub mod mem;
+pub mod relocd;
 pub mod sched;
 pub mod sysrq;
 pub mod xm;

@@ -17,6 +17,7 @@ mod xl {
     mod hostile;
     mod hostnet;
     mod lifecycle;
+    mod migrate;
     mod net;
     mod ops;
     mod save;

@@ -36,6 +36,7 @@ pub const DOM0_PROGRAMS: &[(&str, &str)] = &[
     ("xenstore", "usr/bin"),
     ("keel-devcheck", "usr/bin"),
     ("xenconsoled", "usr/sbin"),
+    ("keel-relocd", "usr/sbin"),
 ];
 /// The target dom0's static programs are built for (glibc with crt-static: no other Rust target needed).
 pub const DOM0_TARGET: &str = "x86_64-unknown-linux-gnu";

@@ -27,6 +27,8 @@ const ETC: &[(&str, &str, bool)] = &[
     ("etc/init.d/S30xencommons", include_str!("../assets/xencommons"), true),
     ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
     ("etc/xen/example-pvh", include_str!("../../dom0-tools/config/example-pvh"), false),
+    // The relocation server's settings (keel-relocd).
+    ("etc/xen/xend-config.sxp", include_str!("../assets/xend-config.sxp"), false),
     // The hotplug scripts xm runs for guests' disks and vifs, and dom0's bridge (xtask/assets/xen-scripts/).
     ("etc/xen/scripts/xen-hotplug-common.sh", include_str!("../assets/xen-scripts/xen-hotplug-common.sh"), false),
     ("etc/xen/scripts/block", include_str!("../assets/xen-scripts/block"), true),

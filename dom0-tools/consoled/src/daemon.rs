@@ -221,7 +221,11 @@ pub struct Daemon<P: Platform> {
     stopper: Stopper,
 }
 
+/// The log file's name for a domain named `name`. A domain a migration brings in is named `NAME--incoming` until
+/// the hand-over renames it `NAME` (xl's convention, Keel's xm migrate too): its console is logged as `NAME`'s from
+/// the start, so that a guest's log stays one file wherever it moves on the host.
 fn log_name(name: &str) -> String {
+    let name = name.strip_suffix("--incoming").filter(|n| !n.is_empty()).unwrap_or(name);
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:+".contains(c) { c } else { '_' }).collect()
 }
 
@@ -660,5 +664,7 @@ mod tests {
         assert_eq!(log_name("guest1"), "guest1");
         assert_eq!(log_name("../../etc/passwd"), ".._.._etc_passwd");
         assert_eq!(log_name("a b\n"), "a_b_");
+        assert_eq!(log_name("web--incoming"), "web", "a migrating guest keeps its log");
+        assert_eq!(log_name("--incoming"), "--incoming");
     }
 }

@@ -311,18 +311,21 @@ pub struct MemSetArgs {
     pub json: bool,
 }
 
-/// `xm migrate [-l|--live] <Domain> <Host>`
+/// `xm migrate [-l|--live] [-p|--port PORT] <Domain> <Host>[:<Port>]`
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The domain to migrate, by id or name.
     #[arg(value_name = "Domain")]
     pub domain: DomainRef,
-    /// The host to migrate it to.
+    /// The host to migrate it to (its keel-relocd), with its port after a colon if not xend-relocation-port.
     #[arg(value_name = "Host")]
     pub host: Host,
     /// Use live migration.
     #[arg(short, long)]
     pub live: bool,
+    /// The relocation server's port (default: xend-relocation-port, 8002).
+    #[arg(short, long)]
+    pub port: Option<u16>,
 }
 
 /// `xm rename <Domain> <NewName>`

@@ -41,8 +41,8 @@ pub fn dump_core(args: &DumpCoreArgs) -> CmdResult {
 pub use super::lifecycle::mem_set;
 
 /// `xm migrate [-l] <Domain> <Host>`
-pub fn migrate(_args: &MigrateArgs) -> CmdResult {
-    Err(XmError::NotAvailable)
+pub fn migrate(args: &MigrateArgs) -> CmdResult {
+    super::migrate::migrate(args)
 }
 
 /// `xm pause <Domain>`

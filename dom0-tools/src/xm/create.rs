@@ -240,7 +240,14 @@ pub const CONFIG_NODE: &str = "keel-config";
 /// Removes what [`write_tree`] and the build wrote.
 fn remove_tree(xs: &mut Client, id: u16, vm: &str) {
     let _ = xs.rm(0, &format!("/local/domain/{id}"));
-    let _ = xs.rm(0, vm);
+    // Unless another domain shares it (a migration's source on this host).
+    let ids = xs.directory(0, "/local/domain").unwrap_or_default();
+    let shared = ids.iter().filter_map(|s| s.parse::<u16>().ok()).filter(|&o| o != id).any(|o| {
+        xs.read(0, &format!("/local/domain/{o}/vm")).is_ok_and(|v| v.strip_suffix(&[0]).unwrap_or(&v) == vm.as_bytes())
+    });
+    if !shared {
+        let _ = xs.rm(0, vm);
+    }
 }
 
 /// The rings a built or restored domain talks to xenstored and xenconsoled on.
@@ -277,6 +284,30 @@ pub fn make_domain(
     paused: bool,
     fill: &mut dyn FnMut(&Xc, u16) -> Result<Rings, XmError>,
 ) -> Result<u16, XmError> {
+    make(config, paused, fill, None)
+}
+
+/// What [`make_domain_staged`] runs once the devices are attached.
+pub type Finish<'a> = dyn FnMut(&Xc, u16) -> Result<(), XmError> + 'a;
+
+/// As [`make_domain`] for a migration's incoming domain, left paused: `fill` loads the first state (the rings'
+/// parameters and the first round of memory), the devices are attached (their hotplug scripts run while the guest
+/// still runs on the source), then `finish` loads the rest (the last rounds and the vCPUs), and only then are the
+/// rings introduced to xenstored and xenconsoled, whose pages are final by then.
+pub fn make_domain_staged(
+    config: &DomainConfig,
+    fill: &mut dyn FnMut(&Xc, u16) -> Result<Rings, XmError>,
+    finish: &mut Finish<'_>,
+) -> Result<u16, XmError> {
+    make(config, true, fill, Some(finish))
+}
+
+fn make(
+    config: &DomainConfig,
+    paused: bool,
+    fill: &mut dyn FnMut(&Xc, u16) -> Result<Rings, XmError>,
+    finish: Option<&mut Finish<'_>>,
+) -> Result<u16, XmError> {
     let xc = Xc::open().map_err(|e| failed(e.to_string()))?;
     let mut xs = Client::open().map_err(|e| failed(format!("cannot reach xenstore: {e}")))?;
     if let Some(id) = name_in_use(&mut xs, &config.name) {
@@ -298,7 +329,7 @@ pub fn make_domain(
         .create_domain(0, &keel_xenctrl::pvh_domain_config(config.maxvcpus, uuid))
         .map_err(|e| failed(format!("cannot create domain '{}': {e}", config.name)))?;
     let mut p = Partial { xc: &xc, xs: &mut xs, id, vm: format!("/vm/{uuid_text}"), introduced: false };
-    match build_and_run(&mut p, config, paused, &uuid_text, fill) {
+    match build_and_run(&mut p, config, paused, &uuid_text, fill, finish) {
         Ok(()) => Ok(id),
         Err(e) => {
             p.undo();
@@ -314,6 +345,7 @@ fn build_and_run(
     paused: bool,
     uuid: &str,
     fill: &mut dyn FnMut(&Xc, u16) -> Result<Rings, XmError>,
+    finish: Option<&mut Finish<'_>>,
 ) -> Result<(), XmError> {
     let (xc, id) = (p.xc, p.id);
     let step = |what: &str, r: keel_xenctrl::Result<()>| r.map_err(|e| failed(format!("{what}: {e}")));
@@ -325,6 +357,26 @@ fn build_and_run(
     let vm = p.vm.clone();
     write_tree(p.xs, id, &vm, config, uuid)?;
     let built = fill(xc, id)?;
+    match finish {
+        None => {
+            connect_rings(p, &built)?;
+            attach_devices(p.xs, id, config)?;
+        }
+        Some(finish) => {
+            attach_devices(p.xs, id, config)?;
+            finish(xc, id)?;
+            connect_rings(p, &built)?;
+        }
+    }
+    if !paused {
+        step("unpause", xc.unpause_domain(id))?;
+    }
+    Ok(())
+}
+
+/// Writes the ring nodes and introduces the domain to xenstored.
+fn connect_rings(p: &mut Partial<'_>, built: &Rings) -> Result<(), XmError> {
+    let id = p.id;
     let dom = format!("/local/domain/{id}");
     p.write(&format!("{dom}/store/ring-ref"), &built.store_pfn.to_string())?;
     p.write(&format!("{dom}/store/port"), &built.store_port.to_string())?;
@@ -333,10 +385,6 @@ fn build_and_run(
     let intro = format!("{id}\0{}\0{}\0", built.store_pfn, built.store_port);
     p.xs.request(typ::INTRODUCE, 0, intro.as_bytes()).map_err(|e| failed(format!("xenstore introduce: {e}")))?;
     p.introduced = true;
-    attach_devices(p.xs, id, config)?;
-    if !paused {
-        step("unpause", xc.unpause_domain(id))?;
-    }
     Ok(())
 }
 

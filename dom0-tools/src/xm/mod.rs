@@ -16,6 +16,7 @@ pub mod dumpcore;
 pub mod format;
 pub mod hostinfo;
 pub mod lifecycle;
+pub mod migrate;
 pub mod monitor;
 pub mod onshutdown;
 pub mod save;
@@ -348,6 +349,8 @@ mod tests {
                 // Reads /var/log/xen/, which may or may not exist on the host.
                 _ if name == "log" => {}
                 Err(XmError::Unsupported(why)) if name == "vnet-list" => assert!(why.contains("xend"), "{why}"),
+                // Reads the relocation key first, which the host does not have.
+                Err(XmError::Failed(why)) if name == "migrate" => assert!(why.contains("relocation key"), "{why}"),
                 // Reads its checkpoint file first, which the host does not have.
                 Err(XmError::Failed(why)) if name == "restore" => assert!(why.starts_with("cannot open"), "{why}"),
                 // Reads its config file (/etc/xen/guest.cfg), which the host does not have.

@@ -67,6 +67,8 @@ pub mod rec {
     pub const HVM_PARAMS: u32 = 3;
     /// Pages: a count u32, reserved u32, `count` frame numbers (u64), then `count` pages of 4096 bytes.
     pub const PAGES: u32 = 4;
+    /// The end of a pre-copy round (migration streams): the round u32, the pages it sent u32.
+    pub const ROUND: u32 = 5;
 }
 
 /// The HVM parameters a save carries (what the toolstack, not the guest, sets).
@@ -125,6 +127,11 @@ impl<W: Write> Writer<W> {
         self.record(rec::PAGES, &[&head, &frames, data])
     }
 
+    /// The output, for a flush between records.
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Closes the file with END (the SHA-256 of everything before it); the writer back.
     pub fn finish(mut self) -> Result<W, std::io::Error> {
         let digest = self.hash.clone().finalize();
@@ -145,6 +152,8 @@ pub enum Record {
     HvmParams(Vec<(u32, u64)>),
     /// Frame numbers and their pages (`4096 * gfns.len()` bytes).
     Pages(Vec<u64>, Vec<u8>),
+    /// A pre-copy round ended: its number and the pages it sent.
+    Round(u32, u32),
 }
 
 /// Reads a save file's records in order, checking the header, each record's framing, and at the end the
@@ -237,6 +246,13 @@ impl<R: Read> Reader<R> {
                     .collect();
                 Record::Pages(gfns, body[8 + 8 * count..].to_vec())
             }
+            rec::ROUND => {
+                if body.len() != 8 {
+                    return bad("round");
+                }
+                let word = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().expect("4 bytes"));
+                Record::Round(word(0), word(4))
+            }
             t => return Err(format!("unknown record type {t}")),
         }))
     }
@@ -267,13 +283,14 @@ pub fn read_all<R: Read>(input: R, each_pages: &mut PagesFn<'_>) -> Result<Summa
                 s.pages += gfns.len() as u64;
                 each_pages(&gfns, &data)?;
             }
+            Record::Round(..) => {}
         }
     }
     Ok(s)
 }
 
 /// The configuration `xm create` recorded for domain `domid`, with the UUID and vif MACs it has now.
-fn current_config(c: &mut Ctx, domid: u16) -> Result<DomainConfig, XmError> {
+pub(crate) fn current_config(c: &mut Ctx, domid: u16) -> Result<DomainConfig, XmError> {
     let vm = c.xs.read(&format!("/local/domain/{domid}/vm")).unwrap_or_default();
     let text =
         c.xs.read(&format!("{vm}/{}", create::CONFIG_NODE)).filter(|_| vm.starts_with("/vm/")).ok_or_else(|| {
@@ -300,9 +317,96 @@ fn candidate_frames(static_max_bytes: u64) -> Vec<(u64, u64)> {
     keel_builder::frame_runs(static_max_bytes, ACPI_PAGES_MAX)
 }
 
+/// Every frame [`candidate_frames`] names, in order.
+pub(crate) fn candidate_gfns(static_max_bytes: u64) -> Vec<u64> {
+    candidate_frames(static_max_bytes).into_iter().flat_map(|(first, count)| first..first + count).collect()
+}
+
+/// Writes the frames of `gfns` that map in domain `domid` as PAGES records, probed in batches (a frame that does
+/// not map, ballooned out, is skipped); the pages written.
+pub(crate) fn send_frames<W: Write>(w: &mut Writer<W>, domid: u16, gfns: &[u64]) -> Result<u64, XmError> {
+    let io = |e: std::io::Error| failed(format!("writing the domain's pages: {e}"));
+    let mut pages = 0u64;
+    for chunk in gfns.chunks(BATCH) {
+        let batch = ForeignPages::foreign_each(domid, chunk).map_err(|e| failed(e.to_string()))?;
+        let mut kept = Vec::with_capacity(chunk.len());
+        let mut data = Vec::with_capacity(chunk.len() * PAGE);
+        for (i, &g) in chunk.iter().enumerate() {
+            if let Some(p) = batch.page(i) {
+                kept.push(g);
+                data.extend_from_slice(p);
+            }
+        }
+        drop(batch);
+        if !kept.is_empty() {
+            w.pages(&kept, &data).map_err(io)?;
+            pages += kept.len() as u64;
+        }
+    }
+    Ok(pages)
+}
+
+/// The HVM_PARAMS record's payload for domain `domid`.
+pub(crate) fn params_record(xc: &Xc, domid: u16) -> Result<Vec<u8>, XmError> {
+    let mut params = Vec::new();
+    for p in PARAMS {
+        let v = xc.hvm_param(domid, p).map_err(|e| failed(format!("HVM parameter {p}: {e}")))?;
+        params.extend_from_slice(&p.to_le_bytes());
+        params.extend_from_slice(&0u32.to_le_bytes());
+        params.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(params)
+}
+
+/// Populates (where `populated` does not hold them yet, noting them there) and writes saved pages into domain `id`.
+pub(crate) fn load_pages(
+    xc: &Xc,
+    id: u16,
+    gfns: &[u64],
+    data: &[u8],
+    populated: &mut std::collections::HashSet<u64>,
+) -> Result<(), String> {
+    let fresh: Vec<u64> = gfns.iter().copied().filter(|g| !populated.contains(g)).collect();
+    for chunk in fresh.chunks(4096) {
+        xc.populate_physmap(id, chunk, 0).map_err(|e| format!("populating the saved frames: {e}"))?;
+    }
+    populated.extend(fresh);
+    let mut map = ForeignPages::foreign(id, gfns).map_err(|e| e.to_string())?;
+    map[..data.len()].copy_from_slice(data);
+    Ok(())
+}
+
+/// Cancels a suspend, as libxc's cooperative xc_domain_resume: the suspend hypercall's result in vCPU 0 becomes 1
+/// (Linux then keeps its event channels, grants and devices as they are), and the domain runs again.
+pub fn resume_cancelled(xc: &Xc, domid: u16) -> Result<(), String> {
+    use keel_abi::domctl::{hvm_save, SaveDescriptor};
+    let mut ctx = xc.hvm_context(domid).map_err(|e| format!("gethvmcontext: {e}"))?;
+    let dlen = std::mem::size_of::<SaveDescriptor>();
+    let rax = std::mem::offset_of!(keel_abi::domctl::HvmHwCpu, rax);
+    let mut at = 0;
+    let mut patched = false;
+    while at + dlen <= ctx.len() {
+        let d: SaveDescriptor = bytemuck::pod_read_unaligned(&ctx[at..at + dlen]);
+        at += dlen;
+        if d.typecode == hvm_save::CPU && d.instance == 0 && at + rax + 8 <= ctx.len() {
+            ctx[at + rax..at + rax + 8].copy_from_slice(&1u64.to_le_bytes());
+            patched = true;
+        }
+        if d.typecode == hvm_save::END {
+            break;
+        }
+        at += d.length as usize;
+    }
+    if !patched {
+        return Err("vCPU 0 has no CPU record".into());
+    }
+    xc.set_hvm_context(domid, &ctx).map_err(|e| format!("sethvmcontext: {e}"))?;
+    xc.resume_domain(domid).map_err(|e| format!("resumedomain: {e}"))
+}
+
 /// Asks domain `domid` to suspend and waits until it has (shut down with reason suspend). On a timeout the
 /// request is withdrawn and the guest keeps running.
-fn suspend(c: &mut Ctx, domid: u16) -> Result<(), XmError> {
+pub(crate) fn suspend(c: &mut Ctx, domid: u16) -> Result<(), XmError> {
     let control = format!("/local/domain/{domid}/control/shutdown");
     c.xs.write(&control, "suspend")?;
     let start = Instant::now();
@@ -323,8 +427,18 @@ fn suspend(c: &mut Ctx, domid: u16) -> Result<(), XmError> {
                 SUSPEND_TIMEOUT.as_secs()
             )));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Short: the wait is part of a live migration's downtime.
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Domain `domid`'s `memory/static-max`, in bytes.
+pub(crate) fn static_max_bytes(c: &mut Ctx, domid: u16) -> Result<u64, XmError> {
+    Ok(c.xs
+        .read(&format!("/local/domain/{domid}/memory/static-max"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| failed("the domain's memory/static-max is missing"))?
+        << 10)
 }
 
 /// What a save wrote.
@@ -346,36 +460,8 @@ fn write_state<W: Write>(
     w.record(rec::CONFIG, &[config.to_config_text().as_bytes()]).map_err(io)?;
     let ctx = xc.hvm_context(domid).map_err(|e| failed(format!("gethvmcontext: {e}")))?;
     w.record(rec::HVM_CONTEXT, &[&ctx]).map_err(io)?;
-    let mut params = Vec::new();
-    for p in PARAMS {
-        let v = xc.hvm_param(domid, p).map_err(|e| failed(format!("HVM parameter {p}: {e}")))?;
-        params.extend_from_slice(&p.to_le_bytes());
-        params.extend_from_slice(&0u32.to_le_bytes());
-        params.extend_from_slice(&v.to_le_bytes());
-    }
-    w.record(rec::HVM_PARAMS, &[&params]).map_err(io)?;
-    let mut pages = 0u64;
-    for (first, count) in candidate_frames(static_max) {
-        let mut gfn = first;
-        while gfn < first + count {
-            let gfns: Vec<u64> = (gfn..(first + count).min(gfn + BATCH as u64)).collect();
-            let batch = ForeignPages::foreign_each(domid, &gfns).map_err(|e| failed(e.to_string()))?;
-            let mut kept = Vec::new();
-            let mut data = Vec::with_capacity(gfns.len() * PAGE);
-            for (i, &g) in gfns.iter().enumerate() {
-                if let Some(p) = batch.page(i) {
-                    kept.push(g);
-                    data.extend_from_slice(p);
-                }
-            }
-            drop(batch);
-            if !kept.is_empty() {
-                w.pages(&kept, &data).map_err(io)?;
-                pages += kept.len() as u64;
-            }
-            gfn += gfns.len() as u64;
-        }
-    }
+    w.record(rec::HVM_PARAMS, &[&params_record(xc, domid)?]).map_err(io)?;
+    let pages = send_frames(&mut w, domid, &candidate_gfns(static_max))?;
     let bytes = w.bytes + 40;
     let out = w.finish().map_err(io)?;
     Ok((out, Saved { pages, bytes }))
@@ -390,11 +476,7 @@ pub fn save(args: &SaveArgs) -> CmdResult {
             return Err(failed("cannot save domain 0"));
         }
         let config = current_config(c, d.domain)?;
-        let static_max: u64 =
-            c.xs.read(&format!("/local/domain/{}/memory/static-max", d.domain))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| failed("the domain's memory/static-max is missing"))?
-                << 10;
+        let static_max = static_max_bytes(c, d.domain)?;
         let path = &args.checkpoint_file;
         let tmp = super::partial_path(path);
         // The file is created before the guest is asked anything: a path that cannot be written costs nothing.
@@ -416,13 +498,17 @@ pub fn save(args: &SaveArgs) -> CmdResult {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                // The guest stays suspended, its memory intact: save it again, or destroy it. (Resuming it in place
-                // needs XEN_DOMCTL_resumedomain, which Keel has not yet.)
                 let why = match e {
                     XmError::Failed(m) => m,
                     other => other.to_string(),
                 };
-                return Err(failed(format!("{why}; domain {} ({name}) is left suspended", d.domain)));
+                // The guest's suspend is cancelled: it carries on as it was, devices and all.
+                return Err(failed(match resume_cancelled(&xc, d.domain) {
+                    Ok(()) => format!("{why}; nothing was saved, and domain {} ({name}) runs on", d.domain),
+                    Err(r) => {
+                        format!("{why}; domain {} ({name}) could not be resumed ({r}) and is left suspended", d.domain)
+                    }
+                }));
             }
         };
         c.destroy(&args.domain)?;
@@ -445,45 +531,47 @@ pub fn save(args: &SaveArgs) -> CmdResult {
 /// last (its vCPUs start at the unpause).
 fn load_state(xc: &Xc, id: u16, path: &Path) -> Result<Rings, XmError> {
     let file = std::fs::File::open(path).map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
-    let mut write_pages = |gfns: &[u64], data: &[u8]| -> Result<(), String> {
-        for chunk in gfns.chunks(4096) {
-            xc.populate_physmap(id, chunk, 0).map_err(|e| format!("populating the saved frames: {e}"))?;
-        }
-        let mut map = ForeignPages::foreign(id, gfns).map_err(|e| e.to_string())?;
-        map[..data.len()].copy_from_slice(data);
-        Ok(())
-    };
+    let mut populated = std::collections::HashSet::new();
+    let mut write_pages = |gfns: &[u64], data: &[u8]| load_pages(xc, id, gfns, data, &mut populated);
     let s = read_all(BufReader::new(file), &mut write_pages).map_err(|e| failed(format!("{}: {e}", path.display())))?;
-    let param = |i: u32| s.params.iter().find(|(p, _)| *p == i).map(|(_, v)| *v);
+    let rings = apply_params(xc, id, &s.params).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    let ctx = s.hvm_context.ok_or_else(|| failed(format!("{}: no HVM context", path.display())))?;
+    xc.set_hvm_context(id, &ctx).map_err(|e| failed(format!("sethvmcontext: {e}")))?;
+    Ok(rings)
+}
+
+/// Gives new domain `id` the saved HVM parameters, the console and xenstore event channels (which must get the
+/// ports the guest had: the first two a new domain allocates, console first, as the build allocates them), and the
+/// two reserved grants.
+pub(crate) fn apply_params(xc: &Xc, id: u16, params: &[(u32, u64)]) -> Result<Rings, String> {
+    let param = |i: u32| params.iter().find(|(p, _)| *p == i).map(|(_, v)| *v);
     let (Some(store_pfn), Some(store_port), Some(console_pfn), Some(console_port)) = (
         param(hvm_param::STORE_PFN),
         param(hvm_param::STORE_EVTCHN),
         param(hvm_param::CONSOLE_PFN),
         param(hvm_param::CONSOLE_EVTCHN),
     ) else {
-        return Err(failed(format!("{}: the ring parameters are missing", path.display())));
+        return Err("the ring parameters are missing".into());
     };
-    let step = |what: &str, r: keel_xenctrl::Result<u32>| r.map_err(|e| failed(format!("{what}: {e}")));
+    let step = |what: &str, r: keel_xenctrl::Result<u32>| r.map_err(|e| format!("{what}: {e}"));
     let console = step("console event channel", xc.evtchn_alloc_unbound(id, 0))?;
     let store = step("xenstore event channel", xc.evtchn_alloc_unbound(id, 0))?;
     if (u64::from(console), u64::from(store)) != (console_port, store_port) {
-        return Err(failed(format!(
+        return Err(format!(
             "the new domain's console and xenstore ports are {console} and {store}, the saved guest's {console_port} and \
              {store_port}"
-        )));
+        ));
     }
-    for (p, v) in &s.params {
-        xc.set_hvm_param(id, *p, *v).map_err(|e| failed(format!("HVM parameter {p}: {e}")))?;
+    for (p, v) in params {
+        xc.set_hvm_param(id, *p, *v).map_err(|e| format!("HVM parameter {p}: {e}"))?;
     }
     let mut ops = keel_builder::xc::XcOps { xc, unpause: false };
     use keel_builder::DomainOps;
     for (gref, pfn) in
         [(keel_builder::GNTTAB_RESERVED_CONSOLE, console_pfn), (keel_builder::GNTTAB_RESERVED_XENSTORE, store_pfn)]
     {
-        ops.seed_grant(id, gref, 0, pfn).map_err(|e| failed(format!("grant {gref}: {e}")))?;
+        ops.seed_grant(id, gref, 0, pfn).map_err(|e| format!("grant {gref}: {e}"))?;
     }
-    let ctx = s.hvm_context.ok_or_else(|| failed(format!("{}: no HVM context", path.display())))?;
-    xc.set_hvm_context(id, &ctx).map_err(|e| failed(format!("sethvmcontext: {e}")))?;
     Ok(Rings { store_pfn, store_port: store, console_pfn, console_port: console })
 }
 

@@ -368,6 +368,40 @@ impl Xc {
         self.domctl_plain(domctl::cmd::UNPAUSEDOMAIN, domid)
     }
 
+    /// `XEN_DOMCTL_resumedomain`: a domain that has shut down (a cancelled suspend) runs again.
+    pub fn resume_domain(&self, domid: u16) -> Result<()> {
+        self.domctl_plain(domctl::cmd::RESUMEDOMAIN, domid)
+    }
+
+    /// `XEN_DOMCTL_shadow_op` ENABLE_LOGDIRTY: the hypervisor starts logging the pages the domain writes.
+    pub fn log_dirty_enable(&self, domid: u16) -> Result<()> {
+        let s = domctl::ShadowOp { op: domctl::shadow_op::ENABLE_LOGDIRTY, ..Default::default() };
+        self.domctl_member(domctl::cmd::SHADOW_OP, domid, &s).map(drop)
+    }
+
+    /// `XEN_DOMCTL_shadow_op` OFF: log-dirty ends.
+    pub fn log_dirty_off(&self, domid: u16) -> Result<()> {
+        let s = domctl::ShadowOp { op: domctl::shadow_op::OFF, ..Default::default() };
+        self.domctl_member(domctl::cmd::SHADOW_OP, domid, &s).map(drop)
+    }
+
+    /// `XEN_DOMCTL_shadow_op` CLEAN (`final_round`: with LOGDIRTY_FINAL) of the first `pages` frames: the dirty
+    /// bitmap (bit `g` of byte `g / 8` for frame `g`), cleared in the hypervisor for the next round.
+    pub fn log_dirty_clean(&self, domid: u16, pages: u64, final_round: bool) -> Result<Vec<u8>> {
+        let bytes = pages.div_ceil(8) as usize;
+        let buf = self.buffer(bytes.max(1))?;
+        let mode = if final_round { domctl::shadow_mode::LOGDIRTY_FINAL } else { 0 };
+        let s = domctl::ShadowOp {
+            op: domctl::shadow_op::CLEAN,
+            mode,
+            dirty_bitmap: buf.addr(),
+            pages,
+            ..Default::default()
+        };
+        self.domctl_member(domctl::cmd::SHADOW_OP, domid, &s)?;
+        Ok(buf.bytes()[..bytes].to_vec())
+    }
+
     /// `XEN_DOMCTL_setdomainhandle`.
     pub fn set_domain_handle(&self, domid: u16, handle: [u8; 16]) -> Result<()> {
         self.domctl_member(domctl::cmd::SETDOMAINHANDLE, domid, &domctl::SetDomainHandle { handle }).map(drop)

@@ -26,6 +26,8 @@ pub mod cmd {
     pub const SCHEDULER_OP: u32 = 16;
     pub const SETDOMAINHANDLE: u32 = 17;
     pub const SETTIMEOFFSET: u32 = 24;
+    /// `XEN_DOMCTL_resumedomain`: a domain shut down (a suspend the toolstack gives up) runs again.
+    pub const RESUMEDOMAIN: u32 = 27;
     pub const GETVCPUAFFINITY: u32 = 25;
     pub const GETHVMCONTEXT: u32 = 33;
     pub const SETHVMCONTEXT: u32 = 34;

@@ -549,6 +549,9 @@ pub struct Vcpu {
     pub boot: Mutex<Option<InitState>>,
     /// Set aside by the run loop because its domain is paused; the unpause queues it again.
     held: AtomicBool,
+    /// It was down (taken down by the guest, or never started) when its domain shut down: a resume
+    /// ([`Domain::resume`]) leaves it down.
+    down_at_shutdown: AtomicBool,
 }
 
 /// Where a vCPU's runstate is published: host addresses translated at registration, and the GFNs pinned for them.
@@ -820,6 +823,41 @@ impl Domain {
         crate::info!("domain {} ({}) shut down: {}", self.id, self.name, reason.name());
         self.stop_vcpus();
         notify_dom_exc(self.id);
+    }
+
+    /// XEN_DOMCTL_resumedomain: a domain the guest shut down runs again from where each vCPU stopped (the toolstack
+    /// gives up a save or migration after the guest suspended). Each vCPU that was running or blocked is queued
+    /// again (a paused domain holds them until its unpause); one that was down stays down. -EINVAL unless the
+    /// domain has shut down (a crashed one stays crashed), -EBUSY while a vCPU is still on a CPU.
+    pub fn resume(&self) -> Result<(), Errno> {
+        if !matches!(*self.state.lock(), DomainState::Shutdown(_)) || self.dying.load(Ordering::Acquire) {
+            return Err(EINVAL);
+        }
+        let deadline = crate::arch::x86::time::now_ns().saturating_add(PAUSE_WAIT_NS);
+        while !all_vcpus_stopped(self) {
+            if crate::arch::x86::time::now_ns() >= deadline {
+                return Err(EBUSY);
+            }
+            core::hint::spin_loop();
+        }
+        {
+            let mut s = self.state.lock();
+            if !matches!(*s, DomainState::Shutdown(_)) {
+                return Err(EINVAL);
+            }
+            *s = DomainState::Running;
+        }
+        for v in &self.vcpus {
+            let runs = !v.down_at_shutdown.load(Ordering::SeqCst) && v.hw.lock().is_some();
+            if runs {
+                v.set_state(VcpuState::Runnable);
+                crate::sched::requeue(v);
+            } else {
+                v.set_state(VcpuState::Offline);
+            }
+        }
+        crate::info!("domain {} ({}) resumed", self.id, self.name);
+        Ok(())
     }
 
     /// Whether the toolstack holds the domain paused.
@@ -1170,6 +1208,7 @@ impl Domain {
 
     fn stop_vcpus(&self) {
         for v in &self.vcpus {
+            v.down_at_shutdown.store(v.state() == VcpuState::Offline, Ordering::SeqCst);
             v.set_state(VcpuState::Dead);
             crate::sched::kick(v);
         }
@@ -1346,6 +1385,7 @@ fn build(id: DomId, cfg: DomainConfig, support: &Support, empty: bool) -> Result
                     runstate_area: Mutex::new(RunstateArea::default()),
                     boot: Mutex::new(None),
                     held: AtomicBool::new(false),
+                    down_at_shutdown: AtomicBool::new(false),
                 })
             })
             .collect();

@@ -43,6 +43,7 @@ pub fn domctl(c: &mut Ctx) -> HResult {
         cmd::DESTROYDOMAIN => lifecycle::destroy(c, &target),
         cmd::PAUSEDOMAIN => lifecycle::pause(c, &target),
         cmd::UNPAUSEDOMAIN => lifecycle::unpause(c, &target),
+        cmd::RESUMEDOMAIN => lifecycle::resume(c, &target),
         cmd::SETDOMAINHANDLE => lifecycle::set_handle(&target, &d),
         cmd::SETTIMEOFFSET => lifecycle::set_time_offset(&target, &d),
         cmd::GETHVMCONTEXT | cmd::GETHVMCONTEXT_PARTIAL | cmd::SETHVMCONTEXT if Arc::ptr_eq(&target, c.dom) => {

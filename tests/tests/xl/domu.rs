@@ -76,7 +76,7 @@ pub fn test_guest_problems(run: &Run, tag: &str, what: &str, probes: &[&str]) ->
 
 /// Every domU area's problems.
 pub fn problems(run: &Run) -> Vec<String> {
-    let areas: [fn(&Run) -> Vec<String>; 9] = [
+    let areas: [fn(&Run) -> Vec<String>; 10] = [
         super::ops::problems,
         super::balloon::problems,
         super::dumpcore::problems,
@@ -86,6 +86,7 @@ pub fn problems(run: &Run) -> Vec<String> {
         super::hostile::problems,
         super::hostnet::problems,
         super::save::problems,
+        super::migrate::problems,
     ];
     areas.iter().flat_map(|area| area(run)).collect()
 }

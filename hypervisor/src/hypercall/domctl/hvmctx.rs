@@ -19,12 +19,15 @@
 //!   MTRR records set the vCPU's MTRRs; the per-vCPU CPU_XSAVE, VMCE, TSC_ADJUST and CPU_MSR
 //!   records are accepted and ignored; records of devices a PVH domain has not (PIC, IOAPIC, PIT, RTC, HPET, …)
 //!   and unknown types are -EINVAL. As Xen's hvm_load, a load leaves down every vCPU it carries no CPU record for.
-//!   Nothing is applied unless the whole stream is valid, and only before any vCPU has started (-EBUSY after).
+//!   Nothing is applied unless the whole stream is valid, and only before any vCPU has started (-EBUSY after),
+//!   with one exception: a domain that has shut down (a suspend the toolstack cancels, as libxc's
+//!   xc_domain_resume does) may have its vCPUs' general-purpose registers (not RSP) changed, when nothing else in
+//!   their CPU records differs from their state ([`set_started`]); its other records are then left as they are.
 
 use super::XenDomctl;
-use crate::domain::{Domain, Vcpu, VcpuState};
+use crate::domain::{Domain, DomainState, Vcpu, VcpuState};
 use crate::hvm::vlapic::Vlapic;
-use crate::hvm::InitState;
+use crate::hvm::{Gprs, InitState};
 use crate::hypercall::Ctx;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -351,8 +354,7 @@ pub fn set(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     c.read_bytes(h.buffer, &mut buf)?;
     let loads = parse(dom, &buf)?;
     if started(dom) {
-        crate::warning!("sethvmcontext d{}: a vCPU has started; Keel loads state only before", dom.id);
-        return Err(EBUSY);
+        return set_started(dom, &loads);
     }
     // A restore: the saved guest's event-channel masks are not carried over (see `evtchn::mask_all`).
     if loads.iter().any(|l| matches!(l.cpu, Some(InitState::Restore(_)))) {
@@ -373,6 +375,46 @@ pub fn set(c: &Ctx, dom: &Domain, d: &XenDomctl) -> Result<(), Errno> {
                 msrs.insert(i, *r);
             }
             msrs.insert(MSR_MTRR_DEF_TYPE, m.msr_mtrr_def_type);
+        }
+    }
+    Ok(())
+}
+
+/// A CPU record with what [`set_started`] may change (the general-purpose registers but RSP) and what moves on
+/// its own (the TSC) cleared.
+fn fixed_part(c: &HvmHwCpu) -> HvmHwCpu {
+    let mut c = *c;
+    (c.rax, c.rbx, c.rcx, c.rdx, c.rbp, c.rsi, c.rdi, c.r8_r15, c.tsc) = (0, 0, 0, 0, 0, 0, 0, [0; 8], 0);
+    c
+}
+
+/// sethvmcontext on a domain whose vCPUs have run: allowed only once it has shut down and every vCPU is off its
+/// CPU, and only to change general-purpose registers (libxc's cancelled-suspend resume sets RAX, the suspend
+/// hypercall's result, to 1). -EBUSY, logged, for anything else.
+fn set_started(dom: &Domain, loads: &[Load]) -> Result<(), Errno> {
+    let refuse = |why: &str| {
+        crate::warning!("sethvmcontext d{}: {why}", dom.id);
+        Err(EBUSY)
+    };
+    if !matches!(dom.state(), DomainState::Shutdown(_)) || !crate::domain::all_vcpus_stopped(dom) {
+        return refuse("a vCPU has started; Keel loads whole states only before (registers after a shutdown)");
+    }
+    let mut changes = Vec::new();
+    for (v, l) in dom.vcpus.iter().zip(loads) {
+        match &l.cpu {
+            None => {}
+            Some(InitState::Restore(c)) if v.hw.lock().is_some() => {
+                if cpu_record(v).map(|n| fixed_part(&n)) != Some(fixed_part(c)) {
+                    return refuse("after a shutdown, only a vCPU's general-purpose registers (not RSP) may change");
+                }
+                changes.push((v, Gprs::from_record(c)));
+            }
+            Some(_) => return refuse("a vCPU that never ran cannot be given a state once the domain has run"),
+        }
+    }
+    for (v, g) in changes {
+        if let Some(hw) = v.hw.lock().as_mut() {
+            *hw.gprs() = g;
         }
     }
     Ok(())

@@ -135,6 +135,12 @@ pub fn unpause(c: &Ctx, target: &Arc<Domain>) -> Result<(), Errno> {
     target.unpause(start)
 }
 
+/// XEN_DOMCTL_resumedomain (see [`Domain::resume`]).
+pub fn resume(c: &Ctx, target: &Arc<Domain>) -> Result<(), Errno> {
+    not_self(c, target)?;
+    target.resume()
+}
+
 /// XEN_DOMCTL_setdomainhandle.
 pub fn set_handle(target: &Domain, d: &XenDomctl) -> Result<(), Errno> {
     let h: dc::SetDomainHandle = d.get();
