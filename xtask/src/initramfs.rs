@@ -27,6 +27,7 @@ const ETC: &[(&str, &str, bool)] = &[
     ("etc/init.d/S30xencommons", include_str!("../assets/xencommons"), true),
     ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
     ("etc/xen/example-pvh", include_str!("../../dom0-tools/config/example-pvh"), false),
+    ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n", false),
     // The relocation server's settings (keel-relocd).
     ("etc/xen/xend-config.sxp", include_str!("../assets/xend-config.sxp"), false),
     // The hotplug scripts xm runs for guests' disks and vifs, and dom0's bridge (xtask/assets/xen-scripts/).

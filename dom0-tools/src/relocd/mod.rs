@@ -207,6 +207,21 @@ pub fn host_names(addr: IpAddr, hosts: &str) -> Vec<String> {
     names
 }
 
+/// The address of `host`: an address as it is, a name from `/etc/hosts` (`hosts`: its text), `localhost` as
+/// 127.0.0.1 when the file does not name it; `None` for a name to ask the resolver about (a static dom0 program
+/// may have no resolver configuration at all, so the common cases do not need one).
+pub fn address_of(host: &str, hosts: &str) -> Option<IpAddr> {
+    if let Ok(a) = host.parse() {
+        return Some(a);
+    }
+    let listed = hosts.lines().map(|l| l.split('#').next().unwrap_or("")).find_map(|l| {
+        let mut w = l.split_whitespace();
+        let a: IpAddr = w.next()?.parse().ok()?;
+        w.any(|n| n.eq_ignore_ascii_case(host)).then_some(a)
+    });
+    listed.or_else(|| host.eq_ignore_ascii_case("localhost").then(|| IpAddr::from([127, 0, 0, 1])))
+}
+
 /// Reads the key in `path`: 64 hex digits (whitespace around them ignored).
 pub fn load_psk(path: &Path) -> Result<[u8; 32], String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -359,6 +374,10 @@ mod tests {
         assert!(!none.allows(lo, &host_names(lo, "")));
         assert!(Settings::default().allows(other, &[]), "empty: every host");
         assert_eq!(host_names(other, "10.0.3.7 host2 host2.lan # x\n"), ["host2", "host2.lan"]);
+        assert_eq!(address_of("localhost", ""), Some(lo));
+        assert_eq!(address_of("host2.lan", "10.0.3.7 host2 host2.lan\n"), Some(other));
+        assert_eq!(address_of("10.0.3.7", ""), Some(other));
+        assert_eq!(address_of("elsewhere", ""), None);
     }
 
     #[test]

@@ -172,11 +172,15 @@ pub fn migrate(args: &MigrateArgs) -> CmdResult {
         let domid = d.domain;
         let config = save::current_config(c, domid)?;
         let static_max = save::static_max_bytes(c, domid)?;
-        let addr = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| failed(format!("cannot resolve {host}: {e}")))?
-            .next()
-            .ok_or_else(|| failed(format!("{host} has no address")))?;
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let addr = match relocd::address_of(&host, &hosts) {
+            Some(ip) => std::net::SocketAddr::new(ip, port),
+            None => (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| failed(format!("cannot resolve {host}: {e}")))?
+                .next()
+                .ok_or_else(|| failed(format!("{host} has no address")))?,
+        };
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .map_err(|e| failed(format!("cannot reach the relocation server at {host}:{port}: {e}")))?;
         let mut ch = Channel::connect(stream, &psk).map_err(|e| failed(format!("{host}:{port}: {e}")))?;

@@ -796,6 +796,32 @@ fn a_shutdown_guest_stays_until_destroyed_and_dom0_hears_of_it() {
     domain::destroy(&d0);
 }
 
+/// XEN_DOMCTL_resumedomain: a guest that suspended runs again (a cancelled save or migration); a running or
+/// crashed one is -EINVAL; a vCPU that never started stays down.
+#[test]
+fn a_suspended_guest_resumes() {
+    let d0 = dom0();
+    let (_, id) = create(&d0, &pvh(2), 0);
+    let guest = domain::get(id).unwrap();
+    guest.set_max_pages(16);
+    assert_eq!(populate(&d0, id, &[0], 0), 1);
+    assert_eq!(simple(&d0, cmd::RESUMEDOMAIN, id), EINVAL.negated(), "not shut down");
+    put(&guest, 0, &keel_abi::hypercall::SchedShutdown { reason: 2 });
+    testing::hypercall(&guest, 0, nr::SCHED_OP, [keel_abi::hypercall::schedop::SHUTDOWN, 0, 0, 0, 0]);
+    let i = info(&d0, id);
+    assert_ne!(i.flags & dominf::SHUTDOWN, 0);
+    assert_eq!(i.flags >> dominf::SHUTDOWN_SHIFT & dominf::SHUTDOWN_MASK, 2, "suspend");
+    assert_eq!(simple(&d0, cmd::RESUMEDOMAIN, d0.id), EINVAL.negated(), "self");
+    assert_eq!(simple(&d0, cmd::RESUMEDOMAIN, id), 0);
+    assert_eq!(info(&d0, id).flags & dominf::SHUTDOWN, 0, "running again");
+    assert!(guest.vcpus.iter().all(|v| v.state() == crate::domain::VcpuState::Offline), "never started: down");
+    assert_eq!(simple(&d0, cmd::RESUMEDOMAIN, id), EINVAL.negated(), "once");
+    guest.crash("test");
+    assert_eq!(simple(&d0, cmd::RESUMEDOMAIN, id), EINVAL.negated(), "crashed");
+    assert_eq!(simple(&d0, cmd::DESTROYDOMAIN, id), 0);
+    domain::destroy(&d0);
+}
+
 // ---- shadow_op: log-dirty tracking for save and live migration ----
 
 use keel_abi::domctl::{shadow_mode, shadow_op as sop, ShadowOp};
