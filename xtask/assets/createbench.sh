@@ -140,3 +140,5 @@ fi
 
 # The domU's split devices against dom0's own (xtask/assets/devbench.sh).
 [ -x /bin/devbench ] && /bin/devbench "$tool" "$type" "$kernel"
+# Save, restore and localhost live migration (xtask/assets/savebench.sh).
+[ -x /bin/savebench ] && /bin/savebench "$tool" "$type" "$kernel"

@@ -206,9 +206,36 @@ pub(crate) struct CreateFigs {
     /// `KEEL-BENCH: dev tool=… read_kbs=… write_kbs=… dom0_read_kbs=… dom0_write_kbs=… tcp_kbs=… ping_us=…
     /// status=0` (xtask/assets/devbench.sh): the domU's split devices against dom0's own.
     pub dev: Option<DevFigs>,
-    /// `KEEL-BENCH: create failed: …`, `… cycle failed: …` and `… dev failed: …`, in order.
+    /// `KEEL-BENCH: save tool=… kind=idle|busy save_ms=… restore_ms=… migrate_ms=… gap_ms=… status=0`
+    /// (xtask/assets/savebench.sh), per kind.
+    pub save: [Option<SaveFigs>; 2],
+    /// `KEEL-BENCH: create failed: …`, `… cycle failed: …`, `… dev failed: …` and `… save failed: …`, in order.
     pub failures: Vec<String>,
 }
+
+/// dom0's `/bin/savebench` figures for one domU (idle or busy), ms of dom0's wall clock; `downtime_ms` is what
+/// `xm migrate` reports (suspend asked → running on the target), which Xen's xl does not.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SaveFigs {
+    pub save_ms: u64,
+    pub restore_ms: u64,
+    pub migrate_ms: u64,
+    pub gap_ms: u64,
+    pub downtime_ms: Option<u64>,
+}
+
+/// The kinds of domU savebench measures, in [`CreateFigs::save`]'s order.
+pub(crate) const SAVE_KINDS: [&str; 2] = ["idle", "busy"];
+
+/// The save rows: label, figure (ms).
+pub(crate) type SaveRow = (&'static str, fn(SaveFigs) -> Option<u64>);
+pub(crate) const SAVE_ROWS: [SaveRow; 5] = [
+    ("`save` of the running domU to a file in dom0", |s| Some(s.save_ms)),
+    ("`restore` of that file (returns once the domain runs)", |s| Some(s.restore_ms)),
+    ("live migration to localhost, total (`migrate` issued → returned)", |s| Some(s.migrate_ms)),
+    ("… downtime as the guest saw it (its longest gap between two clock reads, 10 ms steps)", |s| Some(s.gap_ms)),
+    ("… downtime as `xm migrate` reports it (suspend asked → running on the target)", |s| s.downtime_ms),
+];
 
 /// dom0's `/bin/devbench` figures: KiB/s, and µs for the ping.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -229,14 +256,31 @@ pub(crate) fn number_after(line: &str, key: &str) -> Option<u64> {
 
 impl CreateFigs {
     pub(crate) fn see(&mut self, line: &str) {
-        for what in ["create", "cycle", "dev"] {
+        for what in ["create", "cycle", "dev", "save"] {
             if let Some((_, why)) = line.split_once(&format!("KEEL-BENCH: {what} failed: ")) {
                 self.failures.push(format!("{what}: {}", why.trim()));
+            }
+        }
+        if let Some((_, rest)) = line.split_once("KEEL-BENCH: save-detail tool=") {
+            let kind = SAVE_KINDS.iter().position(|k| rest.contains(&format!(" kind={k} ")));
+            if let (Some(i), Some(d)) = (kind, number_after(rest, "downtime ")) {
+                if let Some(f) = self.save[i].as_mut() {
+                    f.downtime_ms = Some(d);
+                }
             }
         }
         // A figure counts only when the toolstack's commands succeeded.
         if !line.contains(" status=0") {
             return;
+        }
+        if let Some((_, rest)) = line.split_once("KEEL-BENCH: save tool=") {
+            let n = |k: &str| number_after(rest, &format!(" {k}="));
+            let kind = SAVE_KINDS.iter().position(|k| rest.contains(&format!(" kind={k} ")));
+            if let (Some(i), Some(save_ms), Some(restore_ms), Some(migrate_ms), Some(gap_ms)) =
+                (kind, n("save_ms"), n("restore_ms"), n("migrate_ms"), n("gap_ms"))
+            {
+                self.save[i] = Some(SaveFigs { save_ms, restore_ms, migrate_ms, gap_ms, downtime_ms: None });
+            }
         }
         if let Some((_, rest)) = line.split_once("KEEL-BENCH: create tool=") {
             self.init_ms = number_after(rest, " ms=");
@@ -577,10 +621,10 @@ pub(crate) const DEV_ROWS: [DevRow; 7] = [
     ("domU → dom0 ping, average round trip (20 pings)", " µs", |d| d.ping_us),
     ("domU read as a share of dom0's (per mille)", " ‰", |d| d.read_kbs * 1000 / d.dom0_read_kbs.max(1)),
 ];
-const CREATE_TIMEOUT_SECS: u32 = 600;
+const CREATE_TIMEOUT_SECS: u32 = 1200;
 /// The domain-creation boots keep every vCPU off CPU 0 (`cpu0-guests=off`, dom0's too): the narrow workaround for
 /// the QEMU TCG nested-SVM defect of docs/testing.md, which otherwise ends about one boot in two that builds domUs.
-const CREATE_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2 cpu0-guests=off";
+const CREATE_KEEL_CMDLINE: &str = "console=com1 dom0_mem=768M dom0_max_vcpus=2 cpu0-guests=off";
 
 /// Boots dom0 `runs` times with `keel.init=createbench` (xtask/assets/createbench.sh: `xm create` of Debian's
 /// kernel as a PVH domU → its init line, then 3 create/destroy cycles) and returns the docs/benchmarks.md section.
@@ -642,6 +686,12 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
         let cell = count_cell(&figs.iter().map(|f| f.dev.map(pick)).collect::<Vec<_>>(), unit);
         table.push_str(&format!("| {what} | {cell} |\n"));
     }
+    for (i, kind) in SAVE_KINDS.iter().enumerate() {
+        for (what, pick) in SAVE_ROWS {
+            let cell = count_cell(&figs.iter().map(|f| f.save[i].and_then(pick)).collect::<Vec<_>>(), " ms");
+            table.push_str(&format!("| 256 MiB domU, {kind}: {what} | {cell} |\n"));
+        }
+    }
     let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?;
     Ok(format!(
         "{CREATE_BEGIN}\n## `xm create` of a PVH domU from dom0 under QEMU TCG\n\n\
@@ -659,7 +709,10 @@ fn create_section(elf: &Path, runs: usize) -> Result<String> {
          clock (`adjtimex`, ms), so they include `xm`'s own start-up and the XZ kernel unpacked in dom0 user space \
          by the domain builder. Then `/bin/devbench` (xtask/assets/devbench.sh) gives a 1-vCPU domU a 64 MiB \
          loop device of dom0's as `phy:` disk and a vif on `xenbr0`, and times its stock blkfront and netfront \
-         against dom0 using the same loop device directly (`/proc/uptime`, 10 ms).\n\n{table}{CREATE_END}",
+         against dom0 using the same loop device directly (`/proc/uptime`, 10 ms). Last, `/bin/savebench` \
+         (xtask/assets/savebench.sh) saves, restores and live-migrates to localhost (keel-relocd) a 256 MiB, \
+         2-vCPU domU whose task counts in a tight loop, once idle and once busy (rewriting 4 MiB of its memory \
+         every second).\n\n{table}{CREATE_END}",
         date = date.trim(),
         cpu_model = cpu_model(),
         ncpu = host_cpus(),

@@ -41,6 +41,8 @@ const ETC: &[(&str, &str, bool)] = &[
 pub const CREATEBENCH: &str = include_str!("../assets/createbench.sh");
 /// `/bin/devbench`: a domU's disk and network against dom0's own (run by createbench).
 pub const DEVBENCH: &str = include_str!("../assets/devbench.sh");
+/// `/bin/savebench`: save, restore and localhost live migration of a domU, idle and busy (run by createbench).
+pub const SAVEBENCH: &str = include_str!("../assets/savebench.sh");
 /// The names the `xenstore` program answers to, as xenstore-utils installs them.
 const XENSTORE_NAMES: &[&str] = &["read", "write", "rm", "exists", "list", "ls", "watch", "chmod"];
 /// The modules S30xencommons loads, in dependency order (xenfs needs xen-privcmd, bridge stp and llc): the Xen
@@ -116,7 +118,7 @@ pub fn build() -> Result<PathBuf> {
         std::fs::write(&f, text)?;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(if *exec { 0o755 } else { 0o644 }))?;
     }
-    for (name, text) in [("bin/createbench", CREATEBENCH), ("bin/devbench", DEVBENCH)] {
+    for (name, text) in [("bin/createbench", CREATEBENCH), ("bin/devbench", DEVBENCH), ("bin/savebench", SAVEBENCH)] {
         std::fs::write(stage.join(name), text)?;
         std::fs::set_permissions(stage.join(name), std::fs::Permissions::from_mode(0o755))?;
     }
@@ -280,6 +282,7 @@ mod tests {
             assets.join("xencommons"),
             assets.join("createbench.sh"),
             assets.join("devbench.sh"),
+            assets.join("savebench.sh"),
             assets.join("xen-dom0-init.sh"),
         ];
         for entry in std::fs::read_dir(assets.join("xen-scripts")).expect("assets/xen-scripts") {

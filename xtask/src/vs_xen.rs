@@ -30,14 +30,14 @@ const GUEST_MEM_MIB: u32 = 512;
 /// With `cpu0-guests=off`, the QEMU TCG defect's workaround (docs/testing.md): it keeps every vCPU, dom0's too, off
 /// CPU 0, so Keel's guests get one CPU where Xen's get two. Without it the defect ended both Keel runs of
 /// 2026-12-04 15:45 before their domU figures (rows 5 and 6).
-const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2 cpu0-guests=off";
+const KEEL_CMDLINE: &str = "console=com1 dom0_mem=768M dom0_max_vcpus=2 cpu0-guests=off";
 /// The shared testing notes' recipe, with dom0 held to the same 512 MiB and 2 vCPUs.
-const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_mem=512M,max:512M dom0_max_vcpus=2 loglvl=all";
+const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_mem=768M,max:768M dom0_max_vcpus=2 loglvl=all";
 const GUEST_CMDLINE: &str = "console=hvc0 keel.init=bench keel.bench.calls=20000";
 const XEN_DOM0_CMDLINE: &str = "console=hvc0 rdinit=/xen-init";
 /// Long enough for createbench's domU boot and cycles too (xtask/assets/createbench.sh waits up to 300 s).
-const KEEL_TIMEOUT_SECS: u32 = 600;
-const XEN_TIMEOUT_SECS: u32 = 900;
+const KEEL_TIMEOUT_SECS: u32 = 1200;
+const XEN_TIMEOUT_SECS: u32 = 1500;
 const BEGIN: &str = "<!-- xtask-bench:vs-xen begin (written by `cargo xtask bench --vs-xen`; edits here are lost) -->";
 const END: &str = "<!-- xtask-bench:vs-xen end -->";
 
@@ -537,6 +537,18 @@ fn table(keel: &[Run], xen: &[Run], keel_img: Option<&Prepared>, xen_img: Option
         let (xc, xm) = cell(&dev(&x), unit, 0);
         let _ = writeln!(t, "| 6. Split devices: {label} | {kc} | {xc} | {} |", ratio(km, xm));
     }
+    // Save, restore and localhost live migration (xtask/assets/savebench.sh): Keel's xm and keel-relocd against
+    // Xen's xl save/restore/migrate, each with its own domU type.
+    for (i, kind) in bench::SAVE_KINDS.iter().enumerate() {
+        for (label, pick) in bench::SAVE_ROWS {
+            let f = |runs: &[Marks]| {
+                runs.iter().map(|m| m.create.save[i].and_then(pick).map(|v| v as f64 / 1000.0)).collect::<Vec<_>>()
+            };
+            let (kc, km) = cell(&f(&k), " s", 2);
+            let (xc, xm) = cell(&f(&x), " s", 2);
+            let _ = writeln!(t, "| 7. 256 MiB domU, {kind}: {label} | {kc} | {xc} | {} |", ratio(km, xm));
+        }
+    }
     t
 }
 
@@ -687,6 +699,13 @@ pub fn cmd(args: &Args) -> Result<()> {
          (mean per cycle in each run). Both toolstacks unpack the XZ bzImage in dom0 user space; on Xen the \
          commands run in a PV dom0, on Keel in a PVH one. This runs before the guest's power-off, so it lengthens \
          row 3's \"QEMU exited\".\n\
+         - Save, restore, migration (rows 7): dom0's `/bin/savebench` (xtask/assets/savebench.sh), the same \
+         script on both sides, runs a 256 MiB, 2-vCPU domU (the same kernel; on Keel PVH, on Xen PV) whose task \
+         counts in a tight loop reading `/proc/uptime`, idle and busy (rewriting 4 MiB of its memory every \
+         second): `save` to a file in dom0, `restore`, then live migration to the same host (Keel: `xm migrate \
+         --live` to keel-relocd over its authenticated channel; Xen: `xl migrate -s \"\" NAME \"xl \
+         migrate-receive\"`, xl's receiver run locally). The downtime is the guest's longest gap between two of its \
+         clock reads around the migration.\n\
          - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",

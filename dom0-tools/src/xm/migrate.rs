@@ -97,7 +97,7 @@ fn send_stream(
     sent: &mut Sent,
 ) -> Result<(), XmError> {
     let io = |e: std::io::Error| failed(format!("sending: {e}"));
-    let mut w = Writer::new(DataWriter::new(ch)).map_err(io)?;
+    let mut w = Writer::stream(DataWriter::new(ch)).map_err(io)?;
     w.record(rec::CONFIG, &[config.to_config_text().as_bytes()]).map_err(io)?;
     w.record(rec::HVM_PARAMS, &[&save::params_record(xc, domid)?]).map_err(io)?;
     let gfns = save::candidate_gfns(static_max);
@@ -111,7 +111,8 @@ fn send_stream(
     let mut round = 0u32;
     let send_round = |w: &mut Writer<DataWriter<'_>>, todo: &[u64], round: u32, sent: &mut Sent| {
         let t = Instant::now();
-        let n = save::send_frames(w, domid, todo)?;
+        let bar = save::progress_bar(todo.len() as u64, &format!("round {round}"));
+        let n = save::send_frames(w, domid, todo, bar.as_ref())?;
         let mut body = round.to_le_bytes().to_vec();
         body.extend_from_slice(&(n as u32).to_le_bytes());
         w.record(rec::ROUND, &[&body]).map_err(io)?;
@@ -262,21 +263,20 @@ pub fn receive(stream: TcpStream, psk: &[u8; 32]) -> Result<(), String> {
                 discard(id);
                 return Err(format!("no go from the sender ({go:?}): domain {id} destroyed"));
             }
-            let started = super::lifecycle::with_host(|c| {
-                c.rename(&by_id(id)?, &name)?;
-                let xc = Xc::open().map_err(|e| failed(e.to_string()))?;
-                xc.unpause_domain(id).map_err(|e| failed(format!("unpause: {e}")))?;
-                Ok(())
-            });
-            if let Err(e) = started {
+            // The guest runs first (the downtime ends here); its name and monitor follow.
+            let xc = Xc::open().map_err(|e| e.to_string());
+            if let Err(e) = xc.and_then(|xc| xc.unpause_domain(id).map_err(|e| format!("unpause: {e}"))) {
                 discard(id);
                 let _ = ch.send_control(&format!("error: {e}"));
                 return Err(format!("cannot start domain {id}: {e}"));
             }
+            ch.send_control("done")?;
+            if let Err(e) = super::lifecycle::with_host(|c| c.rename(&by_id(id)?, &name).map(drop)) {
+                eprintln!("warning: domain {id} runs, but cannot be renamed {name}: {e}");
+            }
             if let Err(e) = super::monitor::spawn(&config, id) {
                 eprintln!("warning: domain {id} runs without its monitor (on_poweroff/on_reboot/on_crash): {e}");
             }
-            ch.send_control("done")?;
             eprintln!("domain {id} ({name}) running");
             Ok(())
         }
@@ -289,7 +289,7 @@ pub fn receive(stream: TcpStream, psk: &[u8; 32]) -> Result<(), String> {
 
 /// Receives the stream into a new paused domain: its id, final name and configuration.
 fn receive_domain(ch: &mut Channel) -> Result<(u16, String, DomainConfig), String> {
-    let mut r = Reader::new(DataReader { channel: ch })?;
+    let mut r = Reader::stream(DataReader { channel: ch })?;
     let Some(Record::Config(text)) = r.next_record()? else {
         return Err("the stream does not start with the domain's configuration".into());
     };
@@ -312,6 +312,9 @@ fn receive_domain(ch: &mut Channel) -> Result<(u16, String, DomainConfig), Strin
             match next {
                 Some(Record::Pages(gfns, data)) => {
                     save::load_pages(xc, id, &gfns, &data, &mut populated.borrow_mut()).map_err(failed)?
+                }
+                Some(Record::Zeros(gfns)) => {
+                    save::load_pages(xc, id, &gfns, &[], &mut populated.borrow_mut()).map_err(failed)?
                 }
                 Some(Record::Round(n, pages)) => {
                     eprintln!("round {n}: {pages} pages at {} ms", start.elapsed().as_millis());
