@@ -80,6 +80,9 @@ struct Sent {
     pages: u64,
     /// When the guest was asked to suspend, once it was.
     suspended_at: Option<Instant>,
+    /// How long the guest took to suspend, and the last round.
+    suspend_ms: u128,
+    last_round_ms: u128,
     /// Log-dirty was turned on.
     log_dirty: bool,
 }
@@ -141,8 +144,11 @@ fn send_stream(
             }
         }
     }
-    sent.suspended_at = Some(Instant::now());
+    let asked = Instant::now();
+    sent.suspended_at = Some(asked);
     save::suspend(c, domid)?;
+    sent.suspend_ms = asked.elapsed().as_millis();
+    let last_started = Instant::now();
     if live {
         let bitmap = xc.log_dirty_clean(domid, bits, true).map_err(|e| failed(format!("log-dirty clean: {e}")))?;
         let mut last: Vec<u64> = todo.into_iter().chain(dirty_in(&bitmap)).collect();
@@ -156,6 +162,7 @@ fn send_stream(
     let mut out = w.finish().map_err(io)?;
     out.flush().map_err(io)?;
     out.channel.end_data().map_err(failed)?;
+    sent.last_round_ms = last_started.elapsed().as_millis();
     Ok(())
 }
 
@@ -237,13 +244,16 @@ pub fn migrate(args: &MigrateArgs) -> CmdResult {
         c.destroy(&me)?;
         println!(
             "Migrated domain {domid} ({name}) to {host}:{port}: {} rounds, {} pages ({:.1} MiB, {:.1} MiB on the \
-             wire), total {} ms, downtime {} ms",
+             wire), total {} ms, downtime {} ms (suspend {} ms, last round {} ms, hand-over {} ms)",
             sent.rounds,
             sent.pages,
             mib(sent.pages),
             ch.sent as f64 / (1 << 20) as f64,
             started.elapsed().as_millis(),
-            down.as_millis()
+            down.as_millis(),
+            sent.suspend_ms,
+            sent.last_round_ms,
+            down.as_millis().saturating_sub(sent.suspend_ms + sent.last_round_ms)
         );
         Ok(())
     })

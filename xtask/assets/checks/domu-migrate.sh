@@ -123,7 +123,9 @@ EOF2
         sleep 0.1
     done
     sleep 2
-    pkill -9 -f 'keel-relocd --receive'
+    # The receiving child the daemon started for this connection (its log names the process; busybox has no pkill).
+    child=$(grep 'receiving (process' /var/log/xen/relocd.log | tail -n 1 | sed 's/.*process \([0-9]*\)).*/\1/')
+    kill -9 "$child"
     wait $mp
     echo "KEEL-CHECK: mig-killed rc=$? $(tail -n 1 /tmp/relocd/killed.out)"
     sleep 2
