@@ -293,7 +293,7 @@ impl<R: Read> Reader<R> {
             }
             rec::ZEROS => {
                 let count = body.get(..4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) as usize);
-                if !count.is_some_and(|n| body.len() == 8 + n * 8) {
+                if count.is_none_or(|n| body.len() != 8 + n * 8) {
                     return bad("zero-page");
                 }
                 Record::Zeros(

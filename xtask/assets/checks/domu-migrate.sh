@@ -58,6 +58,7 @@ EOF2
     domu_wait mig 'KEEL-MIG-SUM: .* ping=ok' 300
     region=$(grep -a 'KEEL-MIG-REGION: ' "$log" | tail -n 1 | tr -d '\r' | sed 's/.*: //')
     echo "KEEL-CHECK: mig-region $region"
+    domu_wait mig 'KEEL-MIG-TICK: ' 60 2
     last_tick() { grep -a 'KEEL-MIG-TICK: ' "$log" | tail -n 1 | tr -d '\r' | sed 's/.*KEEL-MIG-TICK: //'; }
     last_sum() { grep -a 'KEEL-MIG-SUM: ' "$log" | tail -n 1 | tr -d '\r' | sed 's/.*KEEL-MIG-SUM: //'; }
     boots() { grep -a -c 'KEEL-DOMU: init reached' "$log"; }
@@ -77,7 +78,7 @@ EOF2
         gaps=$(grep -a 'KEEL-MIG-TICK: ' "$log" | sed -n "$((ticks + 1)),$((after + 3))p" | tr -d '\r' |
             sed 's/.*gap=\([0-9]*\).*/\1/' | sort -n | tail -n 1)
         echo "KEEL-CHECK: mig-after-$r before=[$before_tick] first=[$(grep -a 'KEEL-MIG-TICK: ' "$log" |
-            sed -n "$((after + 1))p" | tr -d '\r' | sed 's/.*KEEL-MIG-TICK: //')] gap=${gaps:-none}0ms" \
+            sed -n "$((after + 1))p" | tr -d '\r' | sed 's/.*KEEL-MIG-TICK: //')] worst=${gaps:-none}0ms" \
             "sum=[$(last_sum)] boots=$(boots) old=$id new=$(xm domid mig 2>/dev/null)" \
             "names=$(xm list | awk 'NR > 1 { print $1 }' | grep -c -- '--')"
         [ $r -eq 1 ] && round1=$(domu_free)
