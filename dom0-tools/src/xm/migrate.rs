@@ -206,8 +206,8 @@ pub fn migrate(args: &MigrateArgs) -> CmdResult {
         if sent.log_dirty {
             let _ = xc.log_dirty_off(domid);
         }
-        let give_back = |c: &mut Ctx, why: String, sent: &Sent| -> XmError {
-            let _ = c;
+        // The guest stays here: running on if it never suspended, its suspend cancelled if it did.
+        let give_back = |why: String, sent: &Sent| -> XmError {
             if sent.suspended_at.is_none() {
                 return failed(format!("migration failed: {why}; domain {domid} ({name}) keeps running here"));
             }
@@ -221,17 +221,20 @@ pub fn migrate(args: &MigrateArgs) -> CmdResult {
                 XmError::Failed(m) => m,
                 other => other.to_string(),
             };
-            return Err(give_back(c, why, &sent));
+            return Err(give_back(why, &sent));
         }
         let me = by_id(domid)?;
         let away = format!("{name}{AWAY_SUFFIX}");
-        c.rename(&me, &away)?;
+        if let Err(e) = c.rename(&me, &away) {
+            let _ = ch.send_control("error: the sender cannot hand over");
+            return Err(give_back(format!("cannot rename the domain {away}: {e}"), &sent));
+        }
         let answer = ch.send_control("go").and_then(|()| ch.recv_control());
         match answer {
             Ok(t) if t == "done" => {}
             Ok(t) => {
                 let _ = c.rename(&me, &name);
-                return Err(give_back(c, format!("the target could not start the domain: {t}"), &sent));
+                return Err(give_back(format!("the target could not start the domain: {t}"), &sent));
             }
             Err(e) => {
                 return Err(failed(format!(
