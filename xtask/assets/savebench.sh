@@ -31,23 +31,8 @@ if grep -q keel.busy /proc/cmdline; then
     mount -t tmpfs -o size=16m tmpfs /dev/shm
     (while :; do dd if=/dev/zero of=/dev/shm/dirt bs=65536 count=64 conv=notrunc 2>/dev/null; sleep 1; done) &
 fi
-read up _ </proc/uptime
-last=$((${up%.*} * 100 + 1${up#*.} - 100))
-shown=$last
-gap=0
-while :; do
-    read up _ </proc/uptime
-    now=$((${up%.*} * 100 + 1${up#*.} - 100))
-    d=$((now - last))
-    [ $d -gt $gap ] && gap=$d
-    last=$now
-    if [ $((now - shown)) -ge 100 ]; then
-        echo "KEEL-SAVEBENCH-TICK: gap=$gap"
-        shown=$now
-        gap=0
-    fi
-done
 EOF
+domu_counter_script KEEL-SAVEBENCH-TICK >>/tmp/savebench-task
 initrd=$(domu_initrd_task savebench /tmp/savebench-task)
 
 for kind in idle busy; do

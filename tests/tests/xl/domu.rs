@@ -30,6 +30,16 @@ pub fn without_printk(line: &str) -> &str {
 }
 
 /// `key=<integer>` in a check's value.
+/// `key=[...]` (bracketed) or `key=value` in a check's value.
+pub fn field<'a>(value: &'a str, key: &str) -> Option<&'a str> {
+    let at = value.find(&format!("{key}="))? + key.len() + 1;
+    let rest = &value[at..];
+    match rest.strip_prefix('[') {
+        Some(inner) => inner.split_once(']').map(|(v, _)| v),
+        None => rest.split_whitespace().next(),
+    }
+}
+
 pub fn num(value: &str, key: &str) -> Option<i64> {
     value.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }

@@ -2,18 +2,8 @@
 //! the same host, ten rounds while the guest writes memory; a wrong key, a refused host, a receiver killed
 //! mid-stream and a save that cannot be written each leave the guest running here; nothing left at the end.
 
-use super::domu::{check, num};
+use super::domu::{check, field, num};
 use keel_tests::Run;
-
-/// `key=[...]` (bracketed) or `key=value` in a check's value.
-fn field<'a>(value: &'a str, key: &str) -> Option<&'a str> {
-    let at = value.find(&format!("{key}="))? + key.len() + 1;
-    let rest = &value[at..];
-    match rest.strip_prefix('[') {
-        Some(inner) => inner.split_once(']').map(|(v, _)| v),
-        None => rest.split_whitespace().next(),
-    }
-}
 
 /// A number after `key ` in the migrate's summary line (`downtime 180 ms`).
 fn after_word(line: &str, key: &str) -> Option<u64> {

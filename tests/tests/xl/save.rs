@@ -1,18 +1,8 @@
 //! xtask/assets/checks/domu-save.sh: `xm save` and `xm restore` of a running Debian domU with a disk and a vif,
 //! ten rounds; a corrupted and a truncated file refused; nothing left at the end.
 
-use super::domu::{check, num};
+use super::domu::{check, field, num};
 use keel_tests::Run;
-
-/// `key=[...]` (bracketed) or `key=value` in a check's value.
-fn field<'a>(value: &'a str, key: &str) -> Option<&'a str> {
-    let at = value.find(&format!("{key}="))? + key.len() + 1;
-    let rest = &value[at..];
-    match rest.strip_prefix('[') {
-        Some(inner) => inner.split_once(']').map(|(v, _)| v),
-        None => rest.split_whitespace().next(),
-    }
-}
 
 pub fn problems(run: &Run) -> Vec<String> {
     let mut p = Vec::new();

@@ -157,6 +157,33 @@ test_guest_run() {
 }
 
 # domu_log NAME: the domU's console log.
+# domu_counter_script TAG: prints the end of a domU task (busybox sh): a tight loop reading /proc/uptime that
+# prints `TAG: n=<count> gap=<the longest time between two of its reads in the last second, centiseconds>` once a
+# second. n goes on only if the process survives (a save or a migration); gap is the guest's own view of a
+# downtime.
+domu_counter_script() {
+    sed "s/@TAG@/$1/" <<'EOF'
+n=0
+read up _ </proc/uptime
+last=$((${up%.*} * 100 + 1${up#*.} - 100))
+shown=$last
+gap=0
+while :; do
+    read up _ </proc/uptime
+    now=$((${up%.*} * 100 + 1${up#*.} - 100))
+    d=$((now - last))
+    [ $d -gt $gap ] && gap=$d
+    last=$now
+    n=$((n + 1))
+    if [ $((now - shown)) -ge 100 ]; then
+        echo "@TAG@: n=$n gap=$gap"
+        shown=$now
+        gap=0
+    fi
+done
+EOF
+}
+
 domu_log() { echo "/var/log/xen/console/guest-$1.log"; }
 
 # domu_count NAME PATTERN: lines of its console log matching PATTERN (grep -E).

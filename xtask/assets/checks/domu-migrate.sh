@@ -27,27 +27,8 @@ echo "KEEL-MIG-REGION: $(md5sum </dev/shm/region | cut -d' ' -f1)"
     echo "KEEL-MIG-SUM: $(md5sum </dev/shm/region | cut -d' ' -f1) ping=$p"
     sleep 3
 done) &
-# The counter: n goes on only if this process survives; gap is the longest time between two reads of the clock
-# in the last second, in centiseconds.
-n=0
-read up _ </proc/uptime
-last=$((${up%.*} * 100 + 1${up#*.} - 100))
-shown=$last
-gap=0
-while :; do
-    read up _ </proc/uptime
-    now=$((${up%.*} * 100 + 1${up#*.} - 100))
-    d=$((now - last))
-    [ $d -gt $gap ] && gap=$d
-    last=$now
-    n=$((n + 1))
-    if [ $((now - shown)) -ge 100 ]; then
-        echo "KEEL-MIG-TICK: n=$n gap=$gap"
-        shown=$now
-        gap=0
-    fi
-done
 EOF2
+    domu_counter_script KEEL-MIG-TICK >>/tmp/mig-task
     initrd=$(domu_initrd_task mig /tmp/mig-task)
     domu_cfg mig "ramdisk = \"$initrd\"" 'vcpus = 2' 'memory = 128' "vif = [ 'bridge=xenbr0' ]" \
         'extra = "console=hvc0 quiet"' >/dev/null
