@@ -17,6 +17,9 @@ kernel=$3
 WAIT_SECS=300
 mkdir -p /var/lib/xen/save
 
+# The first error lines of a command's output, then its last line (xl prints its cause first and its clean-up last).
+why() { echo "$1" | grep -i -m 3 'error\|fail\|cannot' | tr '\n' ' '; echo "$1" | tail -n 1; }
+
 now_ms() {
     read -r up _ </proc/uptime
     echo $((${up%.*} * 1000 + (1${up#*.} - 100) * 10))
@@ -66,7 +69,7 @@ EOF
     st=$?
     t1=$(now_ms)
     if [ $st -ne 0 ]; then
-        echo "KEEL-BENCH: save failed: $tool save: $(echo "$out" | tail -n 1)"
+        echo "KEEL-BENCH: save failed: $tool save: $(why "$out")"
         $tool destroy $name >/dev/null 2>&1
         continue
     fi
@@ -75,7 +78,7 @@ EOF
     t2=$(now_ms)
     rm -f $file
     if [ $st -ne 0 ]; then
-        echo "KEEL-BENCH: save failed: $tool restore: $(echo "$out" | tail -n 1)"
+        echo "KEEL-BENCH: save failed: $tool restore: $(why "$out")"
         continue
     fi
     n=$(domu_count $name 'KEEL-SAVEBENCH-TICK: ')
@@ -90,7 +93,7 @@ EOF
     st=$?
     t4=$(now_ms)
     if [ $st -ne 0 ]; then
-        echo "KEEL-BENCH: save failed: $tool migrate: $(echo "$out" | tail -n 1)"
+        echo "KEEL-BENCH: save failed: $tool migrate: $(why "$out")"
         $tool destroy $name >/dev/null 2>&1
         continue
     fi
