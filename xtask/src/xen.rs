@@ -60,8 +60,8 @@ pub const PACKAGES: &[&str] = &[
 /// Where the packages put the hypervisor and the tools.
 const HYPERVISOR: &str = "boot/xen-4.17-amd64.gz";
 const TOOLS_DIR: &str = "usr/lib/xen-4.17/bin";
-/// The tools `/xen-init` runs.
-const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-init-dom0"];
+/// The tools `/xen-init` runs (and libxl-save-helper, which `xl save`, `restore` and `migrate` run).
+const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenconsole", "xen-init-dom0", "libxl-save-helper"];
 /// The stock tools run on Keel ([`stock_tools_initramfs`]): `(where the packages put it, its name in TOOLS_DIR)`.
 /// xenstore-utils' `xenstore` is one program that acts by the name it is run as (`xenstore-ls` lists).
 pub const STOCK_TOOLS: &[(&str, &str)] = &[("usr/lib/xen-4.17/bin/xl", "xl"), ("usr/bin/xenstore", "xenstore-ls")];
