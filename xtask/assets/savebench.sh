@@ -15,7 +15,10 @@ type=$2
 kernel=$3
 . /etc/keel/checks.d/0domu.sh
 WAIT_SECS=300
+# The save files live in dom0's RAM: a tmpfs of their own, as the initramfs's root may not hold one (Xen's dom0
+# root, with Xen's tools and libraries, ran out of space at 256 MiB).
 mkdir -p /var/lib/xen/save
+mount -t tmpfs -o size=320m tmpfs /var/lib/xen/save 2>/dev/null
 
 # The first error lines of a command's output, then its last line (xl prints its cause first and its clean-up last).
 why() { echo "$1" | grep -i -m 3 'error\|fail\|cannot' | tr '\n' ' '; echo "$1" | tail -n 1; }
@@ -70,6 +73,7 @@ EOF
     t1=$(now_ms)
     if [ $st -ne 0 ]; then
         echo "KEEL-BENCH: save failed: $tool save: $(why "$out")"
+        rm -f $file
         $tool destroy $name >/dev/null 2>&1
         continue
     fi
@@ -105,3 +109,4 @@ EOF
     echo "KEEL-BENCH: save-detail tool=$tool kind=$kind $(echo "$out" | tail -n 1)"
     $tool destroy $name >/dev/null 2>&1
 done
+umount /var/lib/xen/save 2>/dev/null
