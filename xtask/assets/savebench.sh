@@ -5,8 +5,9 @@
 # The domU boots the same kernel and busybox initrd as createbench's, whose task counts in a tight loop reading
 # /proc/uptime and prints, every second, the longest gap between two of its reads (the guest's own view of a
 # downtime, 10 ms resolution); the busy guest also rewrites 4 MiB of its memory every second. Per kind one line:
-#   KEEL-BENCH: save tool=<tool> kind=<idle|busy> save_ms=<save> restore_ms=<restore> migrate_ms=<migrate's wall
-#       time> gap_ms=<the guest's longest gap around the migration> status=0
+#   KEEL-BENCH: save tool=<tool> kind=<idle|busy> save_ms=<save> restore_ms=<restore> status=0
+#   KEEL-BENCH: migrate tool=<tool> kind=<idle|busy> migrate_ms=<migrate's wall time> gap_ms=<the guest's longest
+#       gap around the migration> status=0
 # or `KEEL-BENCH: save failed: <why>`. Keel's migration goes to keel-relocd on localhost; Xen's xl runs its own
 # receiver locally (`xl migrate -s "" NAME "xl migrate-receive"`: an empty ssh command runs the host string).
 grep -q control_d /proc/xen/capabilities 2>/dev/null || exit 0
@@ -85,6 +86,7 @@ EOF
         echo "KEEL-BENCH: save failed: $tool restore: $(why "$out")"
         continue
     fi
+    echo "KEEL-BENCH: save tool=$tool kind=$kind save_ms=$((t1 - t0)) restore_ms=$((t2 - t1)) status=0"
     n=$(domu_count $name 'KEEL-SAVEBENCH-TICK: ')
     domu_wait $name 'KEEL-SAVEBENCH-TICK: ' 60 $((n + 3))
     n=$(domu_count $name 'KEEL-SAVEBENCH-TICK: ')
@@ -104,8 +106,7 @@ EOF
     domu_wait $name 'KEEL-SAVEBENCH-TICK: ' 60 $((n + 3))
     gap=$(grep -a 'KEEL-SAVEBENCH-TICK: ' "$log" | sed -n "$((n + 1)),\$p" | tr -d '\r' |
         sed 's/.*gap=\([0-9]*\).*/\1/' | sort -n | tail -n 1)
-    echo "KEEL-BENCH: save tool=$tool kind=$kind save_ms=$((t1 - t0)) restore_ms=$((t2 - t1))" \
-        "migrate_ms=$((t4 - t3)) gap_ms=$((${gap:-0} * 10)) status=0"
+    echo "KEEL-BENCH: migrate tool=$tool kind=$kind migrate_ms=$((t4 - t3)) gap_ms=$((${gap:-0} * 10)) status=0"
     echo "KEEL-BENCH: save-detail tool=$tool kind=$kind $(echo "$out" | tail -n 1)"
     $tool destroy $name >/dev/null 2>&1
 done

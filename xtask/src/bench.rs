@@ -206,8 +206,8 @@ pub(crate) struct CreateFigs {
     /// `KEEL-BENCH: dev tool=… read_kbs=… write_kbs=… dom0_read_kbs=… dom0_write_kbs=… tcp_kbs=… ping_us=…
     /// status=0` (xtask/assets/devbench.sh): the domU's split devices against dom0's own.
     pub dev: Option<DevFigs>,
-    /// `KEEL-BENCH: save tool=… kind=idle|busy save_ms=… restore_ms=… migrate_ms=… gap_ms=… status=0`
-    /// (xtask/assets/savebench.sh), per kind.
+    /// `KEEL-BENCH: save tool=… kind=idle|busy save_ms=… restore_ms=… status=0` and `KEEL-BENCH: migrate tool=…
+    /// kind=… migrate_ms=… gap_ms=… status=0` (xtask/assets/savebench.sh), per kind.
     pub save: [Option<SaveFigs>; 2],
     /// `KEEL-BENCH: create failed: …`, `… cycle failed: …`, `… dev failed: …` and `… save failed: …`, in order.
     pub failures: Vec<String>,
@@ -219,8 +219,8 @@ pub(crate) struct CreateFigs {
 pub(crate) struct SaveFigs {
     pub save_ms: u64,
     pub restore_ms: u64,
-    pub migrate_ms: u64,
-    pub gap_ms: u64,
+    pub migrate_ms: Option<u64>,
+    pub gap_ms: Option<u64>,
     pub downtime_ms: Option<u64>,
 }
 
@@ -232,8 +232,8 @@ pub(crate) type SaveRow = (&'static str, fn(SaveFigs) -> Option<u64>);
 pub(crate) const SAVE_ROWS: [SaveRow; 5] = [
     ("`save` of the running domU to a file in dom0", |s| Some(s.save_ms)),
     ("`restore` of that file (returns once the domain runs)", |s| Some(s.restore_ms)),
-    ("live migration to localhost, total (`migrate` issued → returned)", |s| Some(s.migrate_ms)),
-    ("… downtime as the guest saw it (its longest gap between two clock reads, 10 ms steps)", |s| Some(s.gap_ms)),
+    ("live migration to localhost, total (`migrate` issued → returned)", |s| s.migrate_ms),
+    ("… downtime as the guest saw it (its longest gap between two clock reads, 10 ms steps)", |s| s.gap_ms),
     ("… downtime as `xm migrate` reports it (suspend asked → running on the target)", |s| s.downtime_ms),
 ];
 
@@ -276,10 +276,15 @@ impl CreateFigs {
         if let Some((_, rest)) = line.split_once("KEEL-BENCH: save tool=") {
             let n = |k: &str| number_after(rest, &format!(" {k}="));
             let kind = SAVE_KINDS.iter().position(|k| rest.contains(&format!(" kind={k} ")));
-            if let (Some(i), Some(save_ms), Some(restore_ms), Some(migrate_ms), Some(gap_ms)) =
-                (kind, n("save_ms"), n("restore_ms"), n("migrate_ms"), n("gap_ms"))
-            {
-                self.save[i] = Some(SaveFigs { save_ms, restore_ms, migrate_ms, gap_ms, downtime_ms: None });
+            if let (Some(i), Some(save_ms), Some(restore_ms)) = (kind, n("save_ms"), n("restore_ms")) {
+                self.save[i] = Some(SaveFigs { save_ms, restore_ms, ..SaveFigs::default() });
+            }
+        }
+        if let Some((_, rest)) = line.split_once("KEEL-BENCH: migrate tool=") {
+            let n = |k: &str| number_after(rest, &format!(" {k}="));
+            let kind = SAVE_KINDS.iter().position(|k| rest.contains(&format!(" kind={k} ")));
+            if let Some(f) = kind.and_then(|i| self.save[i].as_mut()) {
+                (f.migrate_ms, f.gap_ms) = (n("migrate_ms"), n("gap_ms"));
             }
         }
         if let Some((_, rest)) = line.split_once("KEEL-BENCH: create tool=") {
@@ -809,6 +814,31 @@ mod tests {
         );
         assert_eq!(number_after("a ms= b", " ms="), None);
         assert_eq!(number_after("a ms=12 b", "ms="), Some(12));
+    }
+
+    #[test]
+    fn save_figures_follow_the_savebench_lines() {
+        let mut f = CreateFigs::default();
+        for l in [
+            "KEEL-BENCH: save tool=xl kind=idle save_ms=9000 restore_ms=8000 status=0",
+            "KEEL-BENCH: save failed: xl migrate: xc: error: Failed to enable logdirty",
+            "KEEL-BENCH: save tool=xm kind=busy save_ms=12 restore_ms=7 status=0",
+            "KEEL-BENCH: migrate tool=xm kind=busy migrate_ms=34000 gap_ms=270 status=0",
+            "KEEL-BENCH: save-detail tool=xm kind=busy Migrated domain 3 (sbbusy) ..., downtime 2640 ms (suspend 1 ms)",
+        ] {
+            f.see(l);
+        }
+        let idle = SaveFigs { save_ms: 9000, restore_ms: 8000, ..SaveFigs::default() };
+        assert_eq!(f.save[0], Some(idle), "save and restore count without the migration");
+        let busy = SaveFigs {
+            save_ms: 12,
+            restore_ms: 7,
+            migrate_ms: Some(34000),
+            gap_ms: Some(270),
+            downtime_ms: Some(2640),
+        };
+        assert_eq!(f.save[1], Some(busy));
+        assert_eq!(f.failures, ["save: xl migrate: xc: error: Failed to enable logdirty"]);
     }
 
     #[test]
