@@ -12,7 +12,8 @@
 //!   learns nothing, and every byte after it is encrypted and authenticated. `keel-relocd --generate-psk` makes a
 //!   key; copy the file to the other host.
 //!
-//! Each connection is checked against hosts-allow (a refused host is told why and logged), then handed to a child
+//! Each connection is checked against hosts-allow (a refused host is told why and logged) and against
+//! [`MAX_RECEIVERS`] migrations at once, then handed to a child
 //! process (`keel-relocd --receive`, the connection as its standard input) that authenticates the peer and receives
 //! the domain ([`crate::xm::migrate::receive`]). The child names the domain it makes on its standard error; if the
 //! child fails or is killed before the hand-over completes, the daemon destroys that domain, so a failed migration
@@ -37,6 +38,29 @@ pub const INCOMING: &str = "incoming domain ";
 pub const INCOMING_SUFFIX: &str = "--incoming";
 /// The suffix of the source's name during the hand-over (as xl's migrate).
 pub const AWAY_SUFFIX: &str = "--migratedaway";
+/// The most migrations received at once; a connection beyond them is refused ("busy"), so that peers that never
+/// finish their handshake cannot pile up receivers.
+pub const MAX_RECEIVERS: usize = 4;
+
+/// Receivers running now.
+static RECEIVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of [`MAX_RECEIVERS`] slots, given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        RECEIVERS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_RECEIVERS).then_some(n + 1)).ok()?;
+        Some(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        RECEIVERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 /// The relocation settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,6 +319,12 @@ fn handle(mut stream: TcpStream, settings: &Settings, config: &Path, exe: &Path)
         let _ = channel::greet(&mut stream, Some(&why));
         return;
     }
+    let Some(_slot) = Slot::take() else {
+        let why = format!("busy: {MAX_RECEIVERS} migrations are being received already");
+        log(&format!("refused {peer}: {why}"));
+        let _ = channel::greet(&mut stream, Some(&why));
+        return;
+    };
     if let Err(e) = channel::greet(&mut stream, None) {
         log(&format!("{peer}: {e}"));
         return;
@@ -378,6 +408,15 @@ mod tests {
         assert_eq!(address_of("host2.lan", "10.0.3.7 host2 host2.lan\n"), Some(other));
         assert_eq!(address_of("10.0.3.7", ""), Some(other));
         assert_eq!(address_of("elsewhere", ""), None);
+    }
+
+    #[test]
+    fn receivers_are_bounded() {
+        let slots: Vec<Slot> = std::iter::from_fn(Slot::take).take(MAX_RECEIVERS + 1).collect();
+        assert_eq!(slots.len(), MAX_RECEIVERS);
+        assert!(Slot::take().is_none());
+        drop(slots);
+        assert!(Slot::take().is_some(), "given back");
     }
 
     #[test]
