@@ -241,11 +241,7 @@ pub const CONFIG_NODE: &str = "keel-config";
 fn remove_tree(xs: &mut Client, id: u16, vm: &str) {
     let _ = xs.rm(0, &format!("/local/domain/{id}"));
     // Unless another domain shares it (a migration's source on this host).
-    let ids = xs.directory(0, "/local/domain").unwrap_or_default();
-    let shared = ids.iter().filter_map(|s| s.parse::<u16>().ok()).filter(|&o| o != id).any(|o| {
-        xs.read(0, &format!("/local/domain/{o}/vm")).is_ok_and(|v| v.strip_suffix(&[0]).unwrap_or(&v) == vm.as_bytes())
-    });
-    if !shared {
+    if !super::lifecycle::vm_shared(xs, vm, id) {
         let _ = xs.rm(0, vm);
     }
 }

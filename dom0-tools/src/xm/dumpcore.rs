@@ -98,9 +98,9 @@ pub fn user_regs(c: &HvmHwCpu) -> VcpuRegs {
     }
 }
 
-/// The CPU records of an HVM context stream, in vCPU order: (vCPU, record). A stream that is cut short, or has a
-/// CPU record of the wrong size, is an error.
-pub fn cpu_records(stream: &[u8]) -> Result<Vec<(u16, HvmHwCpu)>, XmError> {
+/// The records of an HVM context stream before its END: each descriptor with its payload's place in `stream`. A
+/// stream that is cut short is an error.
+pub fn hvm_records(stream: &[u8]) -> Result<Vec<(SaveDescriptor, std::ops::Range<usize>)>, XmError> {
     let bad = |why: &str| XmError::Failed(format!("the domain's HVM context is malformed: {why}"));
     let dlen = std::mem::size_of::<SaveDescriptor>();
     let mut out = Vec::new();
@@ -108,18 +108,31 @@ pub fn cpu_records(stream: &[u8]) -> Result<Vec<(u16, HvmHwCpu)>, XmError> {
     loop {
         let d: SaveDescriptor = bytemuck::pod_read_unaligned(stream.get(at..at + dlen).ok_or_else(|| bad("no END"))?);
         at += dlen;
-        let payload = stream.get(at..at + d.length as usize).ok_or_else(|| bad("a record runs past the end"))?;
-        match d.typecode {
-            hvm_save::END => break,
-            hvm_save::CPU => {
-                if payload.len() != std::mem::size_of::<HvmHwCpu>() {
-                    return Err(bad("a CPU record of the wrong size"));
-                }
-                out.push((d.instance, bytemuck::pod_read_unaligned(payload)));
-            }
-            _ => {}
+        let end = at + d.length as usize;
+        if end > stream.len() {
+            return Err(bad("a record runs past the end"));
         }
-        at += payload.len();
+        if d.typecode == hvm_save::END {
+            return Ok(out);
+        }
+        out.push((d, at..end));
+        at = end;
+    }
+}
+
+/// The CPU records of an HVM context stream, in vCPU order: (vCPU, record). A stream that is cut short, or has a
+/// CPU record of the wrong size, is an error.
+pub fn cpu_records(stream: &[u8]) -> Result<Vec<(u16, HvmHwCpu)>, XmError> {
+    let mut out = Vec::new();
+    for (d, payload) in hvm_records(stream)? {
+        if d.typecode == hvm_save::CPU {
+            if payload.len() != std::mem::size_of::<HvmHwCpu>() {
+                return Err(XmError::Failed(
+                    "the domain's HVM context is malformed: a CPU record of the wrong size".into(),
+                ));
+            }
+            out.push((d.instance, bytemuck::pod_read_unaligned(&stream[payload])));
+        }
     }
     out.sort_by_key(|(v, _)| *v);
     Ok(out)

@@ -216,6 +216,16 @@ pub struct Ctx<'a> {
     pub xs: &'a mut dyn Xenstore,
 }
 
+/// Whether a domain other than `except` has `vm` as its /vm directory (a migration's two ends on one host share
+/// it, as with Xen): then it stays when `except` goes.
+pub fn vm_shared(xs: &mut dyn Xenstore, vm: &str, except: u16) -> bool {
+    let ids = xs.directory("/local/domain");
+    ids.iter()
+        .filter_map(|i| i.parse::<u16>().ok())
+        .filter(|&i| i != except)
+        .any(|i| xs.read(&format!("/local/domain/{i}/vm")).as_deref() == Some(vm))
+}
+
 fn home(domid: u16) -> String {
     format!("/local/domain/{domid}")
 }
@@ -264,20 +274,11 @@ impl Ctx<'_> {
             eprintln!("xm: domain {}: {problem}", d.domain);
         }
         // Another domain may share the directory: a migration's two ends on one host, as with Xen.
-        if let Some(vm) = vm.filter(|v| v.starts_with("/vm/") && !self.vm_shared(v, d.domain)) {
+        if let Some(vm) = vm.filter(|v| v.starts_with("/vm/") && !vm_shared(self.xs, v, d.domain)) {
             self.xs.rm(&vm)?;
         }
         self.xs.rm(&dom_path)?;
         Ok(Done { domid: d.domain, name, action: "destroy", value: None })
-    }
-
-    /// Whether a domain other than `except` has `vm` as its /vm directory.
-    pub fn vm_shared(&mut self, vm: &str, except: u16) -> bool {
-        let ids = self.xs.directory("/local/domain");
-        ids.iter()
-            .filter_map(|i| i.parse::<u16>().ok())
-            .filter(|&i| i != except)
-            .any(|i| self.xs.read(&format!("/local/domain/{i}/vm")).as_deref() == Some(vm))
     }
 
     /// `xm pause`: Xen refuses to pause the domain asking (dom0 here).

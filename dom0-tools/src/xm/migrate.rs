@@ -78,7 +78,7 @@ fn split_host(host: &str, port: u16) -> Result<(String, u16), XmError> {
 struct Sent {
     rounds: u32,
     pages: u64,
-    /// When the guest was asked to suspend, once it was.
+    /// When the guest was asked to suspend, once it has suspended.
     suspended_at: Option<Instant>,
     /// How long the guest took to suspend, and the last round.
     suspend_ms: u128,
@@ -116,9 +116,7 @@ fn send_stream(
         let t = Instant::now();
         let bar = save::progress_bar(todo.len() as u64, &format!("round {round}"));
         let n = save::send_frames(w, domid, todo, bar.as_ref())?;
-        let mut body = round.to_le_bytes().to_vec();
-        body.extend_from_slice(&(n as u32).to_le_bytes());
-        w.record(rec::ROUND, &[&body]).map_err(io)?;
+        w.round(round, n as u32).map_err(io)?;
         w.out_mut().flush().map_err(io)?;
         let secs = t.elapsed().as_secs_f64();
         println!("round {round}: {n} pages ({:.1} MiB) in {:.2} s, {:.1} MiB/s", mib(n), secs, mib(n) / secs.max(1e-6));
@@ -145,8 +143,9 @@ fn send_stream(
         }
     }
     let asked = Instant::now();
-    sent.suspended_at = Some(asked);
+    // (A guest that does not suspend runs on: only one that did has a suspend to cancel.)
     save::suspend(c, domid)?;
+    sent.suspended_at = Some(asked);
     sent.suspend_ms = asked.elapsed().as_millis();
     let last_started = Instant::now();
     if live {
@@ -217,10 +216,7 @@ pub fn migrate(args: &MigrateArgs) -> CmdResult {
             })
         };
         if let Err(e) = r {
-            let why = match e {
-                XmError::Failed(m) => m,
-                other => other.to_string(),
-            };
+            let why = e.into_reason();
             return Err(give_back(why, &sent));
         }
         let me = by_id(domid)?;
@@ -355,10 +351,7 @@ fn receive_domain(ch: &mut Channel) -> Result<(u16, String, DomainConfig), Strin
             xc.set_hvm_context(id, &ctx).map_err(|e| failed(format!("sethvmcontext: {e}")))
         },
     )
-    .map_err(|e| match e {
-        XmError::Failed(m) => m,
-        other => other.to_string(),
-    })?;
+    .map_err(XmError::into_reason)?;
     eprintln!("domain {id} complete ({} pages) at {} ms", populated.borrow().len(), start.elapsed().as_millis());
     Ok((id, config.name.clone(), config))
 }

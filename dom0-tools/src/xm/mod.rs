@@ -86,6 +86,17 @@ impl fmt::Display for XmError {
 
 impl std::error::Error for XmError {}
 
+impl XmError {
+    /// The reason alone (a `Failed` error's words, without the "failed: " its display adds), to go into another
+    /// message.
+    pub fn into_reason(self) -> String {
+        match self {
+            XmError::Failed(why) => why,
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Runs the handler of `command`.
 pub fn dispatch(command: &Command) -> commands::CmdResult {
     match command {

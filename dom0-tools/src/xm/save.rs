@@ -146,6 +146,13 @@ impl<W: Write> Writer<W> {
         &mut self.out
     }
 
+    /// A ROUND record: pre-copy round `round` ended, having sent `pages` pages.
+    pub fn round(&mut self, round: u32, pages: u32) -> Result<(), std::io::Error> {
+        let mut body = round.to_le_bytes().to_vec();
+        body.extend_from_slice(&pages.to_le_bytes());
+        self.record(rec::ROUND, &[&body])
+    }
+
     /// A ZEROS record of `gfns`.
     pub fn zeros(&mut self, gfns: &[u64]) -> Result<(), std::io::Error> {
         let mut head = (gfns.len() as u32).to_le_bytes().to_vec();
@@ -496,27 +503,17 @@ pub(crate) fn load_pages(
 /// Cancels a suspend, as libxc's cooperative xc_domain_resume: the suspend hypercall's result in vCPU 0 becomes 1
 /// (Linux then keeps its event channels, grants and devices as they are), and the domain runs again.
 pub fn resume_cancelled(xc: &Xc, domid: u16) -> Result<(), String> {
-    use keel_abi::domctl::{hvm_save, SaveDescriptor};
+    use keel_abi::domctl::{hvm_save, HvmHwCpu};
     let mut ctx = xc.hvm_context(domid).map_err(|e| format!("gethvmcontext: {e}"))?;
-    let dlen = std::mem::size_of::<SaveDescriptor>();
-    let rax = std::mem::offset_of!(keel_abi::domctl::HvmHwCpu, rax);
-    let mut at = 0;
-    let mut patched = false;
-    while at + dlen <= ctx.len() {
-        let d: SaveDescriptor = bytemuck::pod_read_unaligned(&ctx[at..at + dlen]);
-        at += dlen;
-        if d.typecode == hvm_save::CPU && d.instance == 0 && at + rax + 8 <= ctx.len() {
-            ctx[at + rax..at + rax + 8].copy_from_slice(&1u64.to_le_bytes());
-            patched = true;
-        }
-        if d.typecode == hvm_save::END {
-            break;
-        }
-        at += d.length as usize;
-    }
-    if !patched {
+    let records = super::dumpcore::hvm_records(&ctx).map_err(XmError::into_reason)?;
+    let rax = std::mem::offset_of!(HvmHwCpu, rax);
+    let Some((_, cpu0)) = records
+        .into_iter()
+        .find(|(d, r)| d.typecode == hvm_save::CPU && d.instance == 0 && r.len() == std::mem::size_of::<HvmHwCpu>())
+    else {
         return Err("vCPU 0 has no CPU record".into());
-    }
+    };
+    ctx[cpu0.start + rax..cpu0.start + rax + 8].copy_from_slice(&1u64.to_le_bytes());
     xc.set_hvm_context(domid, &ctx).map_err(|e| format!("sethvmcontext: {e}"))?;
     xc.resume_domain(domid).map_err(|e| format!("resumedomain: {e}"))
 }
@@ -617,10 +614,7 @@ pub fn save(args: &SaveArgs) -> CmdResult {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                let why = match e {
-                    XmError::Failed(m) => m,
-                    other => other.to_string(),
-                };
+                let why = e.into_reason();
                 // The guest's suspend is cancelled: it carries on as it was, devices and all.
                 return Err(failed(match resume_cancelled(&xc, d.domain) {
                     Ok(()) => format!("{why}; nothing was saved, and domain {} ({name}) runs on", d.domain),
@@ -796,7 +790,7 @@ mod tests {
     fn a_migration_stream_reads_back_without_a_digest() {
         let mut w = Writer::stream(Vec::new()).unwrap();
         w.record(rec::CONFIG, &[b"name = \"web\"\n"]).unwrap();
-        w.record(rec::ROUND, &[&[0, 0, 0, 0, 5, 0, 0, 0]]).unwrap();
+        w.round(0, 5).unwrap();
         let bytes = w.finish().unwrap();
         assert_eq!(&bytes[bytes.len() - 32..], &[0; 32]);
         let mut r = Reader::stream(&bytes[..]).unwrap();
