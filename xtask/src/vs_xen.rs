@@ -705,7 +705,11 @@ pub fn cmd(args: &Args) -> Result<()> {
          second): `save` to a file in dom0, `restore`, then live migration to the same host (Keel: `xm migrate \
          --live` to keel-relocd over its authenticated channel; Xen: `xl migrate -s \"\" NAME \"xl \
          migrate-receive\"`, xl's receiver run locally). The downtime is the guest's longest gap between two of its \
-         clock reads around the migration.\n\
+         clock reads around the migration. Xen's migration rows stay empty: Debian's Xen 4.17 is built without \
+         shadow paging (`# CONFIG_SHADOW_PAGING is not set` in its `/boot/xen-4.17-amd64.config`), which is how \
+         Xen tracks a PV guest's dirty pages, so its log-dirty domctl answers -EOPNOTSUPP (`xc: error: Failed to \
+         enable logdirty: 95`) on any machine; its PVH domU, which would use HAP's log-dirty, does not boot \
+         under this TCG machine.\n\
          - The kernel's first lines are buffered until its console comes up, so `Linux version` arrives later than \
          it was logged; on Xen's domU it arrives through xenconsoled and `xl console`.\n\n\
          {table}\n{img_notes}{notes_block}{END}",
