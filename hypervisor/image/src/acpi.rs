@@ -85,12 +85,12 @@ fn align16(n: usize) -> usize {
 }
 
 /// The byte that makes `bytes` sum to zero.
-fn checksum(bytes: &[u8]) -> u8 {
+pub(crate) fn checksum(bytes: &[u8]) -> u8 {
     0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &x| a.wrapping_add(x)))
 }
 
 /// RSDP, ACPI 2.0+ form: checksum over the first 20 bytes, extended checksum over all 36.
-fn rsdp(xsdt: u64) -> [u8; RSDP_LEN] {
+pub(crate) fn rsdp(xsdt: u64) -> [u8; RSDP_LEN] {
     let mut r = [0u8; RSDP_LEN];
     r[0..8].copy_from_slice(b"RSD PTR ");
     r[9..15].copy_from_slice(OEM_ID);
@@ -104,7 +104,7 @@ fn rsdp(xsdt: u64) -> [u8; RSDP_LEN] {
 }
 
 /// A system description table: the 36-byte header, then `body`, checksummed.
-fn table(signature: [u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) fn table(signature: [u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
     let mut t = Vec::with_capacity(HEADER_LEN + body.len());
     t.extend_from_slice(&signature);
     t.extend_from_slice(&((HEADER_LEN + body.len()) as u32).to_le_bytes());

@@ -9,6 +9,9 @@
 //! - [`start_info`]: `hvm_start_info` (v1) with its module list, command lines and memory map, as the bytes of
 //!   the area at a given guest-physical address.
 //! - [`acpi`]: RSDP, XSDT, FADT, MADT and DSDT for `n` vCPUs, as bytes at a given guest-physical address.
+//! - [`host_acpi`]: the initial domain's view of the host's ACPI tables: a new RSDP, XSDT and MADT over the
+//!   host tables it may see.
+//! - [`host_map`]: that domain's physical map in the host's e820 shape.
 //!
 //! A malformed, truncated or hostile image is an error that names the problem: nothing here panics on bad input,
 //! and every allocation is bounded by the caller or by a constant ([`bzimage::MAX_UNPACKED`]).
@@ -22,6 +25,8 @@ extern crate std;
 pub mod acpi;
 pub mod bzimage;
 pub mod elf;
+pub mod host_acpi;
+pub mod host_map;
 pub mod kernel;
 pub mod start_info;
 

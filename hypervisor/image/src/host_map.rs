@@ -1,0 +1,230 @@
+//! The initial domain's physical map when it owns the machine's devices (issue 15): the host's e820 shape, as Xen
+//! builds it for a PVH hardware domain (facts from ../shared/docs/xen-abi.md §4.1, no code taken).
+//!
+//! - Host RAM ranges become dom0's RAM, in address order, until dom0's size is reached (each range page-aligned
+//!   inwards); the host RAM beyond that is UNUSABLE to dom0. Dom0's RAM frames are Keel's to choose (guest-physical
+//!   ≠ machine), so an address where Keel's own image or another domain's memory sits may be dom0 RAM.
+//! - Every other host range keeps its type at the same address, and ACPI, NVS and RESERVED ranges are mapped
+//!   1:1 (guest-physical = machine): firmware tables, the BIOS area, the firmware's reserved MMIO. So are the holes
+//!   below 1 MiB (VGA memory, option ROMs).
+//! - A tail is taken from the top of dom0's RAM between 1 MiB and 1 GiB: Keel's tables for dom0 (its RSDP, XSDT
+//!   and MADT, typed ACPI) and its start_info (RESERVED); it stays in `ram` (populated like the rest).
+
+use crate::{err, ImageError};
+use alloc::format;
+use alloc::vec::Vec;
+use core::ops::Range;
+use keel_abi::start_info::{
+    HvmMemmapEntry, HVM_MEMMAP_TYPE_ACPI, HVM_MEMMAP_TYPE_NVS, HVM_MEMMAP_TYPE_RAM, HVM_MEMMAP_TYPE_RESERVED,
+    HVM_MEMMAP_TYPE_UNUSABLE,
+};
+
+const PAGE: u64 = 4096;
+const MIB: u64 = 1 << 20;
+
+/// dom0's physical map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dom0Map {
+    /// The memory map dom0 is given (start_info and XENMEM_memory_map), sorted.
+    pub memmap: Vec<HvmMemmapEntry>,
+    /// Guest-physical ranges to fill with fresh RAM (page-aligned, sorted), the tail included.
+    pub ram: Vec<Range<u64>>,
+    /// Ranges mapped 1:1 from the host (page-aligned, sorted, disjoint from `ram`).
+    pub identity: Vec<Range<u64>>,
+    /// Start of the tail: `acpi_pages` of ACPI, then the rest RESERVED.
+    pub tail: u64,
+}
+
+fn entry(addr: u64, size: u64, typ: u32) -> HvmMemmapEntry {
+    HvmMemmapEntry { addr, size, typ, reserved: 0 }
+}
+
+/// Builds dom0's map from the host's (`host`, in any order) for `ram_bytes` of dom0 RAM, with a tail of
+/// `acpi_pages` ACPI pages followed by `reserved_pages` RESERVED pages. Errors: no host RAM range can hold the
+/// tail, or the host map has less RAM than dom0 is to have.
+pub fn dom0_map(
+    host: &[HvmMemmapEntry],
+    ram_bytes: u64,
+    acpi_pages: u64,
+    reserved_pages: u64,
+) -> Result<Dom0Map, ImageError> {
+    let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
+    sorted.sort_by_key(|e| e.addr);
+    let mut memmap = Vec::new();
+    let mut ram = Vec::new();
+    let mut identity: Vec<Range<u64>> = Vec::new();
+    let mut left = ram_bytes / PAGE * PAGE;
+    let mut covered = 0u64; // end of what the sorted entries covered so far
+    for e in &sorted {
+        let end = e.addr.saturating_add(e.size);
+        if e.typ == HVM_MEMMAP_TYPE_RAM {
+            let (start, stop) = (e.addr.next_multiple_of(PAGE), end / PAGE * PAGE);
+            // RAM that overlaps an earlier (non-RAM) entry loses the overlap.
+            let start = start.max(covered.next_multiple_of(PAGE));
+            if start < stop {
+                let take = (stop - start).min(left);
+                if take > 0 {
+                    memmap.push(entry(start, take, HVM_MEMMAP_TYPE_RAM));
+                    ram.push(start..start + take);
+                    left -= take;
+                }
+                if start + take < stop {
+                    memmap.push(entry(start + take, stop - start - take, HVM_MEMMAP_TYPE_UNUSABLE));
+                }
+            }
+        } else {
+            memmap.push(*e);
+            if matches!(e.typ, HVM_MEMMAP_TYPE_ACPI | HVM_MEMMAP_TYPE_NVS | HVM_MEMMAP_TYPE_RESERVED) {
+                identity.push(e.addr / PAGE * PAGE..end.next_multiple_of(PAGE));
+            }
+        }
+        covered = covered.max(end);
+    }
+    if left > 0 {
+        return err(format!("the host has {} MiB less RAM than dom0 is to have", left.div_ceil(MIB)));
+    }
+    // The holes below 1 MiB: legacy VGA memory and option ROMs.
+    let mut at = 0;
+    for e in sorted.iter().filter(|e| e.addr < MIB) {
+        if e.addr > at {
+            identity.push(at.next_multiple_of(PAGE)..e.addr / PAGE * PAGE);
+        }
+        at = at.max(e.addr.saturating_add(e.size));
+    }
+    if at < MIB {
+        identity.push(at.next_multiple_of(PAGE)..MIB);
+    }
+    // Identity ranges never overlap RAM (a RAM entry that shares a page with a firmware range loses that page).
+    identity = identity.into_iter().filter(|r| r.start < r.end).flat_map(|r| subtract(r, &ram)).collect();
+    identity.sort_by_key(|r| r.start);
+
+    // The tail: at the top of dom0's RAM below 1 GiB.
+    let tail_bytes = (acpi_pages + reserved_pages) * PAGE;
+    let (i, tail_end) = ram
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, r)| (i, r.end.min(1 << 30)))
+        .find(|&(i, end)| ram[i].start >= MIB && ram[i].start + tail_bytes < end)
+        .ok_or_else(|| ImageError(format!("no RAM between 1 MiB and 1 GiB holds {tail_bytes} bytes")))?;
+    let tail = tail_end - tail_bytes;
+    let m = memmap.iter().position(|e| e.addr == ram[i].start && e.typ == HVM_MEMMAP_TYPE_RAM).expect("listed");
+    let whole = memmap[m];
+    memmap[m].size = tail - whole.addr;
+    memmap.insert(m + 1, entry(tail, acpi_pages * PAGE, HVM_MEMMAP_TYPE_ACPI));
+    memmap.insert(m + 2, entry(tail + acpi_pages * PAGE, reserved_pages * PAGE, HVM_MEMMAP_TYPE_RESERVED));
+    memmap.insert(m + 3, entry(tail_end, whole.addr + whole.size - tail_end, HVM_MEMMAP_TYPE_RAM));
+    memmap.retain(|e| e.size > 0);
+    Ok(Dom0Map { memmap, ram, identity, tail })
+}
+
+/// `r` less every range of `cut` (sorted, disjoint).
+fn subtract(r: Range<u64>, cut: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut start = r.start;
+    for c in cut.iter().filter(|c| c.start < r.end && c.end > r.start) {
+        if c.start > start {
+            out.push(start..c.start);
+        }
+        start = start.max(c.end);
+    }
+    if start < r.end {
+        out.push(start..r.end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// QEMU q35 with 4 GiB, as SeaBIOS reports it: low RAM to 0x9fc00, EBDA, the BIOS area, RAM to 2 GiB less the
+    /// ACPI tables, a reserved PCIe window, 2 GiB above 4 GiB.
+    fn q35() -> Vec<HvmMemmapEntry> {
+        vec![
+            entry(0x1_0000_0000, 0x8000_0000, HVM_MEMMAP_TYPE_RAM),
+            entry(0, 0x9fc00, HVM_MEMMAP_TYPE_RAM),
+            entry(0x9fc00, 0x400, HVM_MEMMAP_TYPE_RESERVED),
+            entry(0xf0000, 0x10000, HVM_MEMMAP_TYPE_RESERVED),
+            entry(0x10_0000, 0x7fee_0000, HVM_MEMMAP_TYPE_RAM),
+            entry(0x7ffe_0000, 0x2_0000, HVM_MEMMAP_TYPE_ACPI),
+            entry(0xb000_0000, 0x1000_0000, HVM_MEMMAP_TYPE_RESERVED),
+            entry(0xfffc_0000, 0x4_0000, HVM_MEMMAP_TYPE_RESERVED),
+        ]
+    }
+
+    #[test]
+    fn the_tail_splits_a_range_that_crosses_1_gib() {
+        let m = dom0_map(&q35(), 1 << 30, 1, 3).unwrap();
+        let high_end = 0x10_0000 + (1 << 30) - 0x9f000;
+        assert_eq!(m.ram, [0..0x9f000, 0x10_0000..high_end]);
+        assert_eq!(m.tail, (1 << 30) - 4 * PAGE);
+        let around: Vec<_> = m.memmap.iter().filter(|e| e.addr >= 0x10_0000 && e.addr < 0x7ffe_0000).collect();
+        assert_eq!(
+            around,
+            [
+                &entry(0x10_0000, (1 << 30) - 4 * PAGE - 0x10_0000, HVM_MEMMAP_TYPE_RAM),
+                &entry((1 << 30) - 4 * PAGE, PAGE, HVM_MEMMAP_TYPE_ACPI),
+                &entry((1 << 30) - 3 * PAGE, 3 * PAGE, HVM_MEMMAP_TYPE_RESERVED),
+                &entry(1 << 30, high_end - (1 << 30), HVM_MEMMAP_TYPE_RAM),
+                &entry(high_end, 0x7ffe_0000 - high_end, HVM_MEMMAP_TYPE_UNUSABLE),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_tail_sits_below_1_gib_and_the_rest_is_unusable() {
+        let m = dom0_map(&q35(), 512 << 20, 1, 3).unwrap();
+        let low = 0x9f000;
+        let high_end = 0x10_0000 + (512 << 20) - low;
+        assert_eq!(m.ram, [0..low, 0x10_0000..high_end]);
+        assert_eq!(m.tail, high_end - 4 * PAGE);
+        assert_eq!(
+            m.memmap,
+            [
+                entry(0, low, HVM_MEMMAP_TYPE_RAM),
+                entry(0x9fc00, 0x400, HVM_MEMMAP_TYPE_RESERVED),
+                entry(0xf0000, 0x10000, HVM_MEMMAP_TYPE_RESERVED),
+                entry(0x10_0000, high_end - 4 * PAGE - 0x10_0000, HVM_MEMMAP_TYPE_RAM),
+                entry(high_end - 4 * PAGE, PAGE, HVM_MEMMAP_TYPE_ACPI),
+                entry(high_end - 3 * PAGE, 3 * PAGE, HVM_MEMMAP_TYPE_RESERVED),
+                entry(high_end, 0x7ffe_0000 - high_end, HVM_MEMMAP_TYPE_UNUSABLE),
+                entry(0x7ffe_0000, 0x2_0000, HVM_MEMMAP_TYPE_ACPI),
+                entry(0xb000_0000, 0x1000_0000, HVM_MEMMAP_TYPE_RESERVED),
+                entry(0xfffc_0000, 0x4_0000, HVM_MEMMAP_TYPE_RESERVED),
+                entry(0x1_0000_0000, 0x8000_0000, HVM_MEMMAP_TYPE_UNUSABLE),
+            ]
+        );
+        // 1:1: the EBDA page is shared with RAM (0x9f000..0xa0000 holds RAM up to 0x9fc00): RAM was rounded
+        // down, so the page is the EBDA's; the VGA/ROM hole; the BIOS; the tables; the PCIe window; the flash.
+        assert_eq!(
+            m.identity,
+            [
+                0x9f000..0xa0000,
+                0xa0000..0xf0000,
+                0xf0000..0x10_0000,
+                0x7ffe_0000..0x8000_0000,
+                0xb000_0000..0xc000_0000,
+                0xfffc_0000..0x1_0000_0000
+            ]
+        );
+    }
+
+    #[test]
+    fn ram_above_4_gib_is_used_when_dom0_is_big() {
+        let m = dom0_map(&q35(), 3 << 30, 1, 3).unwrap();
+        assert_eq!(m.ram.len(), 3);
+        assert_eq!(m.ram[2].start, 0x1_0000_0000);
+        let total: u64 = m.ram.iter().map(|r| r.end - r.start).sum();
+        assert_eq!(total, 3 << 30);
+        assert!(m.tail < 1 << 30 || m.ram[1].end <= 1 << 30);
+    }
+
+    #[test]
+    fn too_little_host_ram_or_no_room_for_the_tail_is_an_error() {
+        assert!(dom0_map(&q35(), 5 << 30, 1, 3).unwrap_err().0.contains("less RAM"));
+        let only_low = [entry(0, 0x9fc00, HVM_MEMMAP_TYPE_RAM)];
+        assert!(dom0_map(&only_low, 0x9f000, 1, 3).unwrap_err().0.contains("no RAM between"));
+    }
+}
