@@ -316,6 +316,10 @@ pub struct Options {
     /// `cpu0-guests=<bool>` (Keel's; default on): whether CPU 0 runs guest vCPUs. Off is the narrow workaround for
     /// QEMU TCG's nested-SVM defect (docs/testing.md, "A QEMU defect"), which corrupts only CPU 0's world switches.
     pub cpu0_guests: bool,
+    /// `dom0-platform=host|virtual` (Keel's; default `virtual` while issue 15 is built): `host` gives dom0 the
+    /// machine's platform as Xen gives its hardware domain (the host's e820 shape and ACPI tables, PCI
+    /// configuration space); `virtual` the PVH domU platform (Keel's own ACPI tables, RAM from 0).
+    pub dom0_host_platform: bool,
 }
 
 impl Default for Options {
@@ -331,6 +335,7 @@ impl Default for Options {
             maxcpus: None,
             xtf: false,
             cpu0_guests: true,
+            dom0_host_platform: false,
         }
     }
 }
@@ -378,6 +383,9 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 None => bad("expected a boolean"),
             },
             ("xtf", None) => o.xtf = true,
+            ("dom0-platform", Some("host")) => o.dom0_host_platform = true,
+            ("dom0-platform", Some("virtual")) => o.dom0_host_platform = false,
+            ("dom0-platform", _) => bad("expected host or virtual"),
             ("selftest", Some(v)) => match v {
                 "boot" => o.selftest = Some(Selftest::Boot),
                 "pagefault" => o.selftest = Some(Selftest::PageFault),
@@ -482,6 +490,9 @@ mod tests {
         assert!(parse("hvm").0.hvm);
         assert!(parse("").0.cpu0_guests);
         assert!(!parse("cpu0-guests=off").0.cpu0_guests);
+        assert!(parse("dom0-platform=host").0.dom0_host_platform);
+        assert!(!parse("dom0-platform=virtual").0.dom0_host_platform);
+        assert_eq!(parse("dom0-platform=real").1.len(), 1, "one warning");
     }
 
     #[test]

@@ -199,7 +199,10 @@ mod bare {
         if opts.xtf {
             xtf::start(&boot.modules, support);
         } else if !boot.modules.is_empty() {
-            keel::dom0::build(&boot.modules, opts, support, online as u32);
+            let host = opts
+                .dom0_host_platform
+                .then_some(keel::dom0::builder::HostPlatform { memory: &boot.memory, acpi: boot.acpi });
+            keel::dom0::build(&boot.modules, opts, support, online as u32, host);
         }
         keel::run::cpu_loop()
     }

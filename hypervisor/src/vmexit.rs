@@ -460,6 +460,17 @@ fn io(
         if rep {
             g.rcx = 0;
         }
+    } else if dom.owns_devices.load(Ordering::Acquire) && port != DEBUG_PORT {
+        let g = hw.gprs();
+        let mask: u64 = match size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        if let Some(value) = crate::hvm::ioport::hardware_access(port, size, input, (g.rax & mask) as u32) {
+            // A 32-bit input zero-extends into RAX, as `in eax` does; narrower ones keep RAX's upper bytes.
+            g.rax = if size == 4 { u64::from(value) } else { (g.rax & !mask) | u64::from(value) };
+        }
     } else if input {
         let g = hw.gprs();
         let mask = match size {

@@ -75,8 +75,17 @@ pub fn host_tables(mem: &impl PhysRead, rsdp_address: u64) -> Result<Vec<HostTab
         return err(format!("no valid RSDP at {rsdp_address:#x}"));
     }
     let xsdt = if r[15] >= 2 && checksum(&r) == 0 { u64_at(&r, 24) } else { 0 };
-    let (list, entry) = if xsdt != 0 { (xsdt, 8) } else { (u64::from(u32_at(&r, 16)), 4) };
-    let name = if entry == 8 { "XSDT" } else { "RSDT" };
+    if xsdt != 0 {
+        listed_tables(mem, xsdt, true)
+    } else {
+        listed_tables(mem, u64::from(u32_at(&r, 16)), false)
+    }
+}
+
+/// The tables the XSDT (`xsdt`) or RSDT at `list` names (a boot loader may pass the RSDP's copy, not its
+/// address: multiboot2 does).
+pub fn listed_tables(mem: &impl PhysRead, list: u64, xsdt: bool) -> Result<Vec<HostTable>, ImageError> {
+    let (entry, name) = if xsdt { (8, "XSDT") } else { (4, "RSDT") };
     let head = mem.read(list, HEADER_LEN).ok_or_else(|| ImageError(format!("{name} at {list:#x} unreadable")))?;
     let len = u32_at(&head, 4) as usize;
     if len < HEADER_LEN || (len - HEADER_LEN) / entry > MAX_TABLES {
@@ -88,7 +97,7 @@ pub fn host_tables(mem: &impl PhysRead, rsdp_address: u64) -> Result<Vec<HostTab
     }
     let mut out = Vec::new();
     for off in (HEADER_LEN..len - (len - HEADER_LEN) % entry).step_by(entry) {
-        let address = if entry == 8 { u64_at(&bytes, off) } else { u64::from(u32_at(&bytes, off)) };
+        let address = if xsdt { u64_at(&bytes, off) } else { u64::from(u32_at(&bytes, off)) };
         if address == 0 {
             continue;
         }

@@ -5,7 +5,7 @@
 //! xenstore ring: HVM_PARAM_STORE_PFN/STORE_EVTCHN stay 0, so Linux's xenbus takes the XS_LOCAL path (a page of its
 //! own, a port from EVTCHNOP_alloc_unbound to itself) that dom0's xenstored serves.
 
-use crate::bootinfo::Module;
+use crate::bootinfo::{AcpiRoot, MemKind, MemRegion, Module};
 use crate::cmdline::Options;
 use crate::domain::{self, Domain, DomainConfig};
 use crate::hvm::{InitState, Support};
@@ -66,8 +66,23 @@ fn load_kernel(dom: &Domain, image: &[u8]) -> Result<u32, String> {
     }
 }
 
-/// Builds and starts the initial domain. Errors are logged; Keel carries on without it.
-pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -> Option<Arc<Domain>> {
+/// What the machine is, for a dom0 given the host's platform (`dom0-platform=host`).
+pub struct HostPlatform<'a> {
+    /// The firmware's memory map.
+    pub memory: &'a [MemRegion],
+    /// Where its ACPI tables start.
+    pub acpi: Option<AcpiRoot>,
+}
+
+/// Builds and starts the initial domain. Errors are logged; Keel carries on without it. With `host`, dom0 gets
+/// the machine's platform (issue 15), else the PVH domU one.
+pub fn build(
+    modules: &[Module],
+    opts: &Options,
+    support: &Support,
+    cpus: u32,
+    host: Option<HostPlatform<'_>>,
+) -> Option<Arc<Domain>> {
     let kernel = modules.first()?;
     let initrd = modules.get(1);
     let free = crate::mm::free_frames() * PAGE_SIZE;
@@ -83,7 +98,21 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
         // Xen creates its dom0 with every limit -1: its defaults.
         limits: crate::domain::Limits::DEFAULT,
     };
-    let dom = match domain::create_with_id(0, cfg, support) {
+    let plan = match &host {
+        Some(h) => match host_plan(h, memory, vcpus) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                crate::error!("dom0: cannot lay out the host's platform for dom0: {e}");
+                return None;
+            }
+        },
+        None => None,
+    };
+    let made = match &plan {
+        Some(p) => domain::create_with_ram(0, cfg, &p.map.ram, support),
+        None => domain::create_with_id(0, cfg, support),
+    };
+    let dom = match made {
         Ok(d) => d,
         Err(e) => {
             crate::error!("dom0: cannot create the initial domain: {}", e.0);
@@ -92,7 +121,11 @@ pub fn build(modules: &[Module], opts: &Options, support: &Support, cpus: u32) -
     };
     // The initial domain is Keel's control domain: it may use domctl, sysctl and platform_op.
     dom.privileged.store(true, core::sync::atomic::Ordering::Release);
-    match setup(&dom, kernel, initrd, memory) {
+    let built = match plan {
+        Some(p) => setup_host(&dom, kernel, initrd, &p),
+        None => setup(&dom, kernel, initrd, memory),
+    };
+    match built {
         Ok(entry_si) => {
             let (entry, start_info) = entry_si;
             if let Err(e) = domain::start_vcpu(&dom.vcpus[0], support, InitState::Pvh { entry, start_info }) {
@@ -160,6 +193,130 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     let flags = si::SIF_PRIVILEGED | si::SIF_INITDOMAIN;
     let si_gpa = loader::write_start_info(&mem, start_info_at, flags, &kernel.cmdline, &mods, &map, acpi.rsdp_gpa)
         .map_err(|e| e.0)?;
+    drop(mem);
+    Ok((entry, si_gpa))
+}
+
+/// dom0's physical map and ACPI tables over the host's.
+struct HostPlan {
+    map: keel_image::host_map::Dom0Map,
+    /// The RSDP, XSDT and MADT, to be placed at `map.tail` (the bytes assume that address).
+    acpi: keel_image::acpi::AcpiBlob,
+}
+
+/// Lays dom0 out in the host's e820 shape with `memory` bytes of RAM and the host's ACPI tables behind a new
+/// RSDP, XSDT and MADT for `vcpus` vCPUs.
+fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPlan, String> {
+    use keel_image::host_acpi;
+    let e820: Vec<HvmMemmapEntry> = host
+        .memory
+        .iter()
+        .map(|r| HvmMemmapEntry {
+            addr: r.start,
+            size: r.end - r.start,
+            typ: match r.kind {
+                MemKind::Usable => si::HVM_MEMMAP_TYPE_RAM,
+                MemKind::AcpiReclaimable => si::HVM_MEMMAP_TYPE_ACPI,
+                MemKind::AcpiNvs => si::HVM_MEMMAP_TYPE_NVS,
+                MemKind::Bad => si::HVM_MEMMAP_TYPE_UNUSABLE,
+                MemKind::Reserved => si::HVM_MEMMAP_TYPE_RESERVED,
+            },
+            reserved: 0,
+        })
+        .collect();
+    let read = |a: u64, n: usize| crate::arch::x86::acpi::read_firmware(host.memory, a, n);
+    let tables = match host.acpi.ok_or("the boot loader passed no ACPI tables")? {
+        AcpiRoot::Rsdp(p) => host_acpi::host_tables(&read, p),
+        AcpiRoot::Sdt { revision, address } => host_acpi::listed_tables(&read, address, revision >= 2),
+    }
+    .map_err(|e| e.0)?;
+    let mut madt = match tables.iter().find(|t| &t.signature == b"APIC") {
+        Some(t) => {
+            let bytes = read(t.address, t.length as usize).ok_or("the host's MADT is unreadable")?;
+            host_acpi::parse_host_madt(&bytes).map_err(|e| e.0)?
+        }
+        None => host_acpi::HostMadt::default(),
+    };
+    // Keel has no emulated IO-APIC yet (issue 15, interrupts): an IO-APIC in dom0's MADT would send dom0 to
+    // MMIO that faults, so dom0 is told of none, and of no override that would name one.
+    for (id, address, base) in madt.ioapic_list() {
+        crate::warning!(
+            "dom0: the host's IO-APIC {id} at {address:#x} (GSI {base}-) is not shown to dom0: no emulated \
+             IO-APIC yet"
+        );
+    }
+    madt.ioapics.clear();
+    madt.overrides.clear();
+    let shown: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let sig = String::from_utf8_lossy(&t.signature).into_owned();
+            if host_acpi::kept(&t.signature) {
+                sig
+            } else {
+                format!("-{sig}")
+            }
+        })
+        .collect();
+    crate::info!("dom0: host ACPI tables (- hidden): {}", shown.join(" "));
+    let size = host_acpi::dom0_tables(0, vcpus, &tables, &madt).bytes.len() as u64;
+    let map = keel_image::host_map::dom0_map(&e820, memory, size.div_ceil(PAGE_SIZE), 3).map_err(|e| e.0)?;
+    let acpi = host_acpi::dom0_tables(map.tail, vcpus, &tables, &madt);
+    Ok(HostPlan { map, acpi })
+}
+
+/// [`setup`] for a dom0 in the host's shape: the firmware ranges mapped 1:1, the kernel at its physical address,
+/// the initrd below the tail, the tables and start_info in the tail.
+fn setup_host(
+    dom: &Arc<Domain>,
+    kernel: &Module,
+    initrd: Option<&Module>,
+    plan: &HostPlan,
+) -> Result<(u32, u32), String> {
+    for r in &plan.map.identity {
+        dom.map_identity(r.clone()).map_err(|e| format!("host range {:#x}-{:#x}: {e}", r.start, r.end))?;
+    }
+    dom.owns_devices.store(true, core::sync::atomic::Ordering::Release);
+    let entry = load_kernel(dom, module_bytes(kernel))?;
+    let tail = plan.map.tail;
+    let acpi_pages = (plan.acpi.bytes.len() as u64).div_ceil(PAGE_SIZE);
+    let start_info_at = tail + acpi_pages * PAGE_SIZE;
+    let mut mods = Vec::new();
+    let mem = dom.mem.lock();
+    if let Some(rd) = initrd {
+        let bytes = module_bytes(rd);
+        let range = plan.map.ram.iter().find(|r| r.contains(&tail)).ok_or("the tail is not in RAM")?;
+        let at = tail.checked_sub(bytes.len() as u64).ok_or("the initrd does not fit")? & !(PAGE_SIZE - 1);
+        if at < range.start.max(32 << 20) {
+            return Err(format!(
+                "the initrd ({} KiB) does not fit below {tail:#x} above the kernel",
+                bytes.len() >> 10
+            ));
+        }
+        mem.write(at, bytes).map_err(|e| format!("initrd: gpa {:#x} unmapped", e.0))?;
+        mods.push(GuestModule { gpa: at, size: bytes.len() as u64, cmdline: &rd.cmdline });
+    }
+    mem.write(tail, &plan.acpi.bytes).map_err(|_| "ACPI tables: unmapped")?;
+    *dom.memmap.lock() = plan.map.memmap.clone();
+    for e in &plan.map.memmap {
+        crate::debug!("dom0 e820: {:#012x}-{:#012x} type {}", e.addr, e.addr + e.size, e.typ);
+    }
+    crate::info!(
+        "dom0: the host's platform: {} RAM ranges, {} ranges 1:1, tables at {tail:#x}",
+        plan.map.ram.len(),
+        plan.map.identity.len()
+    );
+    let flags = si::SIF_PRIVILEGED | si::SIF_INITDOMAIN;
+    let si_gpa = loader::write_start_info(
+        &mem,
+        start_info_at,
+        flags,
+        &kernel.cmdline,
+        &mods,
+        &plan.map.memmap,
+        plan.acpi.rsdp_gpa,
+    )
+    .map_err(|e| e.0)?;
     drop(mem);
     Ok((entry, si_gpa))
 }

@@ -15,6 +15,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
+use core::ops::Range;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use keel_abi::hypercall::{errno::*, ShutdownReason};
 use keel_abi::Pod;
@@ -358,26 +359,28 @@ impl Memory {
         self.write(gpa, bytemuck::bytes_of(v))
     }
 
-    /// Populates [0, bytes) with RAM, using 2 MiB pages where possible.
-    fn populate(&mut self, bytes: u64) -> Result<(), &'static str> {
-        let mut gpa = 0;
-        while gpa < bytes {
-            let big = gpa.is_multiple_of(2 << 20) && bytes - gpa >= 2 << 20;
-            if big {
-                if let Ok(hpa) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX))
-                    .unwrap_or(Err(crate::mm::frame::OutOfFrames))
-                {
-                    zero(hpa, 2 << 20);
-                    self.map_owned(gpa, hpa, PageSize::Size2M)?;
-                    gpa += 2 << 20;
-                    continue;
+    /// Populates the guest-physical ranges `ram` (page-aligned) with RAM, using 2 MiB pages where possible.
+    fn populate(&mut self, ram: &[Range<u64>]) -> Result<(), &'static str> {
+        for r in ram {
+            let mut gpa = r.start;
+            while gpa < r.end {
+                let big = gpa.is_multiple_of(2 << 20) && r.end - gpa >= 2 << 20;
+                if big {
+                    if let Ok(hpa) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX))
+                        .unwrap_or(Err(crate::mm::frame::OutOfFrames))
+                    {
+                        zero(hpa, 2 << 20);
+                        self.map_owned(gpa, hpa, PageSize::Size2M)?;
+                        gpa += 2 << 20;
+                        continue;
+                    }
                 }
+                let hpa = crate::mm::alloc_frame().map_err(|_| "out of memory for guest RAM")?;
+                self.map_owned(gpa, hpa, PageSize::Size4K)?;
+                gpa += PAGE_SIZE;
             }
-            let hpa = crate::mm::alloc_frame().map_err(|_| "out of memory for guest RAM")?;
-            self.map_owned(gpa, hpa, PageSize::Size4K)?;
-            gpa += PAGE_SIZE;
+            self.ram_end = self.ram_end.max(r.end);
         }
-        self.ram_end = bytes;
         Ok(())
     }
 
@@ -760,6 +763,9 @@ pub struct Domain {
     pub handle: Mutex<[u8; 16]>,
     /// Offset of its wall clock from the host's, in seconds (XEN_DOMCTL_settimeoffset).
     pub time_offset: core::sync::atomic::AtomicI64,
+    /// The hardware domain: dom0 given the host's platform (`dom0-platform=host`), whose I/O ports other than
+    /// Keel's reach the hardware and whose PCI configuration accesses Keel mediates (`hvm::pci`).
+    pub owns_devices: AtomicBool,
 }
 
 static DOMAINS: Mutex<BTreeMap<DomId, Arc<Domain>>> = Mutex::new(BTreeMap::new());
@@ -994,6 +1000,28 @@ impl Domain {
             gpa += PAGE_SIZE;
         }
         mem.ram_end = mem.ram_end.max(end);
+        Ok(())
+    }
+
+    /// Maps the host range `r` (page-aligned) 1:1 into the domain, writable, as frames it does not own: the
+    /// firmware's tables and reserved ranges and the legacy holes of the initial domain's host-shaped map. The
+    /// caller makes sure no such frame is RAM Keel may hand out. 2 MiB pages where aligned; the p2m's table cap
+    /// grows by what the range needs.
+    pub fn map_identity(&self, r: Range<u64>) -> Result<(), &'static str> {
+        let mut mem = self.mem.lock();
+        let limit = mem.p2m.table_limit() + p2m::tables_for(r.end - r.start) + 2;
+        mem.p2m.set_table_limit(limit);
+        let mut at = r.start;
+        while at < r.end {
+            let size =
+                if at.is_multiple_of(2 << 20) && r.end - at >= 2 << 20 { PageSize::Size2M } else { PageSize::Size4K };
+            mem.p2m.map(&mut MachineFrames, at, at, size, Perms::RAM, false).map_err(|e| match e {
+                MapError::Busy => "a 1:1 range overlaps something mapped",
+                MapError::OutOfFrames | MapError::TableLimit => "out of memory for nested page tables",
+                _ => "a 1:1 range lies beyond the nested page table's reach",
+            })?;
+            at += size.bytes();
+        }
         Ok(())
     }
 
@@ -1261,7 +1289,20 @@ pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Creat
 /// Builds a domain with a given id (0 for the initial domain).
 pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
     let creating = CREATING.lock();
-    build(id, cfg, support, false, &creating)
+    let ram = core::slice::from_ref(&(0..cfg.memory)).to_vec();
+    build(id, cfg, &ram, support, false, &creating)
+}
+
+/// Builds a domain with a given id whose RAM is the guest-physical ranges `ram` (page-aligned, sorted, disjoint;
+/// `cfg.memory` their total): the initial domain in the host's e820 shape.
+pub fn create_with_ram(
+    id: DomId,
+    cfg: DomainConfig,
+    ram: &[Range<u64>],
+    support: &Support,
+) -> Result<Arc<Domain>, CreateError> {
+    let creating = CREATING.lock();
+    build(id, cfg, ram, support, false, &creating)
 }
 
 /// Most domains Keel holds at once (the toolstack's createdomain is refused beyond: -ENOMEM).
@@ -1316,7 +1357,7 @@ pub fn create_empty(requested: DomId, cfg: DomainConfig, support: &Support) -> R
         Support::Unavailable(_) => return Err(EOPNOTSUPP),
         _ => {}
     }
-    build(id, DomainConfig { memory: 0, ..cfg }, support, true, &creating).map_err(|e| {
+    build(id, DomainConfig { memory: 0, ..cfg }, &[], support, true, &creating).map_err(|e| {
         crate::warning!("createdomain: {}", e.0);
         ENOMEM
     })
@@ -1326,6 +1367,7 @@ pub fn create_empty(requested: DomId, cfg: DomainConfig, support: &Support) -> R
 fn build(
     id: DomId,
     cfg: DomainConfig,
+    ram: &[Range<u64>],
     support: &Support,
     empty: bool,
     _creating: &spin::MutexGuard<'_, ()>,
@@ -1346,11 +1388,15 @@ fn build(
     if !empty && (cfg.memory < 2 << 20 || !cfg.memory.is_multiple_of(PAGE_SIZE)) {
         return Err(CreateError("memory must be at least 2 MiB and a multiple of 4 KiB".into()));
     }
+    if ram.iter().map(|r| r.end - r.start).sum::<u64>() != cfg.memory {
+        return Err(CreateError("the RAM ranges do not add up to the domain's memory".into()));
+    }
     let ept = matches!(support, Support::Vmx(_));
     let p2m = GuestP2m::new(&mut MachineFrames, ept).map_err(|_| CreateError("out of memory".into()))?;
     let mut mem = Memory::new(p2m, cfg.memory / PAGE_SIZE);
-    mem.p2m.set_table_limit(p2m::tables_for(cfg.memory) + P2M_EXTRA_TABLES);
-    if let Err(e) = mem.populate(cfg.memory) {
+    let ram_end = ram.iter().map(|r| r.end).max().unwrap_or(0).max(cfg.memory);
+    mem.p2m.set_table_limit(p2m::tables_for(ram_end) + P2M_EXTRA_TABLES);
+    if let Err(e) = mem.populate(ram) {
         mem.p2m.destroy(&mut MachineFrames);
         return Err(CreateError(e.into()));
     }
@@ -1427,6 +1473,7 @@ fn build(
             pause_count: AtomicU32::new(u32::from(empty)),
             handle: Mutex::new([0; 16]),
             time_offset: core::sync::atomic::AtomicI64::new(0),
+            owns_devices: AtomicBool::new(false),
         }
     });
     pvclock::init_shared_info(&dom);

@@ -1,7 +1,7 @@
 //! The host's ACPI tables, through the `acpi` crate: the MADT for CPUs and IO-APICs, the FADT (and the DSDT's
 //! `\_S5` object) for power-off and reset.
 
-use crate::bootinfo::AcpiRoot;
+use crate::bootinfo::{AcpiRoot, MemKind, MemRegion};
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{fadt::Fadt, AcpiHandler, AcpiTables, PhysicalMapping};
 use alloc::format;
@@ -176,6 +176,23 @@ fn io_port(g: &acpi::address::GenericAddress) -> Option<u16> {
     (g.address_space == acpi::address::AddressSpace::SystemIo && g.address != 0)
         .then(|| u16::try_from(g.address).ok())
         .flatten()
+}
+
+/// `len` bytes of the firmware's memory at physical `address` (ACPI tables, for dom0's view of them), or `None`
+/// unless the whole range lies in one range of the host's memory map that is RAM, ACPI, NVS or reserved, below
+/// 4 GiB (which Keel's page tables always map) and above page 0 (which they leave unmapped).
+pub fn read_firmware(memory: &[MemRegion], address: u64, len: usize) -> Option<Vec<u8>> {
+    let end = address.checked_add(len as u64)?;
+    let inside = memory.iter().any(|r| r.kind != MemKind::Bad && r.start <= address && end <= r.end);
+    if !inside || address < 4096 || end > 1 << 32 || len > 1 << 20 {
+        return None;
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).ok()?;
+    // SAFETY: `address..end` lies below 4 GiB, above page 0, in one range the firmware's memory map describes as
+    // memory (checked above), all of which Keel's page tables map 1:1; the bytes are copied out as plain data.
+    out.extend_from_slice(unsafe { core::slice::from_raw_parts(address as *const u8, len) });
+    Some(out)
 }
 
 /// Reads the host tables starting at `root`.

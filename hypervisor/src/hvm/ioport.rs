@@ -1,0 +1,119 @@
+//! I/O ports of the hardware domain (dom0 with `dom0-platform=host`, issue 15): the ports of the machine reach
+//! the hardware, except those Keel keeps, as Xen's dom0_setup_permissions leaves them to its dom0 (facts from
+//! ../shared/docs/xen-abi.md §4.1); PCI configuration through 0xCF8/0xCFC is mediated: each domain's address
+//! latch is its own, and an access reaches the hardware's data port with that address put back first, under one
+//! lock, so that two vCPUs (or Keel) never interleave an address and its data.
+//!
+//! Keel emulates the accesses (an I/O exit, then the real `in`/`out` here), so every port is intercepted and the
+//! decision is made in one place. String I/O (INS/OUTS) is not passed through yet.
+
+use crate::arch::x86::cpu;
+use core::sync::atomic::{AtomicU32, Ordering};
+use spin::Mutex;
+
+/// PCI configuration address port.
+pub const PCI_CONF_ADDRESS: u16 = 0xcf8;
+/// PCI configuration data ports.
+pub const PCI_CONF_DATA: core::ops::RangeInclusive<u16> = 0xcfc..=0xcff;
+
+/// Ports Keel keeps from the hardware domain (reads give all-ones, writes are dropped): the 8259 PICs and their
+/// ELCR, the PIT and port 0x61, port 0x92 (fast A20/reset), the FPU error port 0xF0, the reset control 0xCF9, the
+/// ISA DMA controllers, port 0xE9 (Keel's debug console) and COM1 (Keel's serial line).
+pub fn kept_by_keel(port: u16) -> bool {
+    matches!(port,
+        0x00..=0x1f | 0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1 | 0x40..=0x43 | 0x61 | 0x80..=0x8f | 0x92
+        | 0xc0..=0xdf | 0xf0 | 0xcf9 | 0xe9 | 0x3f8..=0x3ff)
+    // 0x80 itself (the POST port) is harmless, but it sits among the DMA page registers 0x81-0x8f.
+}
+
+/// One latch per domain that may use PCI configuration: the last value written to 0xCF8. Only the hardware
+/// domain does, so one is enough.
+static CF8: AtomicU32 = AtomicU32::new(0);
+
+/// Serializes the two-step configuration mechanism on the real ports.
+static CONFIG: Mutex<()> = Mutex::new(());
+
+/// A port access of the hardware domain: `Some(value)` for an input, `None` for an output (or where nothing is
+/// read). `size` is 1, 2 or 4; `value` the data of an output.
+pub fn hardware_access(port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+    let ones = match size {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => 0xffff_ffff,
+    };
+    if port == PCI_CONF_ADDRESS && size == 4 {
+        if input {
+            return Some(CF8.load(Ordering::Acquire));
+        }
+        CF8.store(value, Ordering::Release);
+        return None;
+    }
+    if PCI_CONF_DATA.contains(&port) {
+        let address = CF8.load(Ordering::Acquire);
+        if address & 1 << 31 == 0 {
+            return input.then_some(ones);
+        }
+        let _g = CONFIG.lock();
+        // SAFETY: the configuration mechanism's ports; the address is the domain's own latch, the enable bit set,
+        // and the lock keeps the address and its data access together. (Mediation of BARs and MSI is to come.)
+        unsafe {
+            cpu::outl(PCI_CONF_ADDRESS, address);
+            return if input { Some(read(port, size)) } else { write(port, size, value) };
+        }
+    }
+    if kept_by_keel(port) || (PCI_CONF_ADDRESS..PCI_CONF_ADDRESS + 4).contains(&port) {
+        return input.then_some(ones);
+    }
+    // SAFETY: a port Keel does not use (kept_by_keel lists those it does) of a device the hardware domain owns;
+    // port I/O touches no memory Keel relies on. (A DMA-capable device programmed this way is issue 15's DMA
+    // part: without an IOMMU it is trusted, as Xen's dom0 is.)
+    unsafe {
+        if input {
+            Some(read(port, size))
+        } else {
+            write(port, size, value)
+        }
+    }
+}
+
+/// # Safety
+/// As for [`cpu::inb`].
+unsafe fn read(port: u16, size: u8) -> u32 {
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        match size {
+            1 => u32::from(cpu::inb(port)),
+            2 => u32::from(cpu::inw(port)),
+            _ => cpu::inl(port),
+        }
+    }
+}
+
+/// # Safety
+/// As for [`cpu::outb`].
+unsafe fn write(port: u16, size: u8, value: u32) -> Option<u32> {
+    // SAFETY: the caller vouches for the port.
+    unsafe {
+        match size {
+            1 => cpu::outb(port, value as u8),
+            2 => cpu::outw(port, value as u16),
+            _ => cpu::outl(port, value),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_by_keel;
+
+    #[test]
+    fn keel_keeps_its_own_ports() {
+        for p in [0x20, 0x21, 0xa0, 0x40, 0x43, 0x61, 0x3f8, 0x3fd, 0xcf9, 0xe9, 0x4d0, 0x0, 0x8f, 0xc0] {
+            assert!(kept_by_keel(p), "{p:#x}");
+        }
+        for p in [0x70, 0x71, 0x600, 0x604, 0xb2, 0x2f8, 0xcfc, 0x1f0, 0x170, 0xc000] {
+            assert!(!kept_by_keel(p), "{p:#x}");
+        }
+    }
+}
