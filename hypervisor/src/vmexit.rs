@@ -130,6 +130,11 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
             if write && !fetch && dom.log_dirty_fault(gpa) {
                 return Outcome::Continue;
             }
+            if !fetch && dom.owns_devices.load(Ordering::Acquire) {
+                if let Some(outcome) = emulated_mmio(dom, v, hw, gpa) {
+                    return outcome;
+                }
+            }
             let kind = if fetch {
                 "instruction fetch"
             } else if write {
@@ -218,6 +223,83 @@ fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
 
 /// Up to [`decode::MAX_INSN_LEN`] bytes at the guest's CS:RIP and how many could be read: the whole window, or
 /// (when the page after the instruction's is not mapped) up to the end of its page, or none.
+/// An access of the hardware domain to memory its p2m does not map: its IO-APICs' windows go to their models,
+/// anything else reads all-ones and drops writes (Xen's answer where no device model claims an access). The
+/// instruction at RIP is decoded and carried out, and RIP steps past it; one Keel cannot carry out crashes the
+/// domain with its bytes.
+fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Option<Outcome> {
+    let mut ioapics = dom.vioapics.lock();
+    let mut ioapic = ioapics.iter_mut().find(|a| a.covers(gpa));
+    if ioapic.is_none() {
+        // Memory nothing claims (HPET, which Keel keeps; a BAR not mapped): reads all-ones, writes dropped, as
+        // Xen completes an access no device model serves. The first pages touched are logged.
+        static LOGGED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+        if LOGGED.fetch_add(1, Ordering::Relaxed) < 32 {
+            crate::info!("d{}v{}: unclaimed MMIO at gpa {gpa:#x} (RIP {:#x}): all-ones", dom.id, v.id, hw.rip());
+        }
+    }
+    let offset = ioapic.as_ref().map_or(0, |a| gpa - a.base);
+    let cs = hw.code_segment();
+    let rip = hw.rip();
+    let (buf, n) = fetch_at_rip(dom, hw);
+    let Some((insn, len)) = decode::mmio_insn(&buf[..n], cs.bitness) else {
+        drop(ioapics);
+        dom.crash(&format!(
+            "vCPU {}: MMIO access at gpa {gpa:#x} by an instruction Keel does not emulate (RIP {rip:#x}, bytes \
+             {:02x?})",
+            v.id,
+            &buf[..n]
+        ));
+        return Some(Outcome::Stop);
+    };
+    let uses_rsp = match insn {
+        decode::MmioInsn::Load { dst: r, .. } | decode::MmioInsn::Store { src: decode::StoreSrc::Reg(r), .. } => {
+            r.number == 4 && !r.high8
+        }
+        decode::MmioInsn::Store { .. } => false,
+    };
+    if uses_rsp {
+        drop(ioapics);
+        dom.crash(&format!("vCPU {}: MMIO access through RSP at RIP {rip:#x}", v.id));
+        return Some(Outcome::Stop);
+    }
+    let g = hw.gprs();
+    match insn {
+        decode::MmioInsn::Load { dst, size } => {
+            let word = ioapic.as_ref().map_or(u32::MAX, |a| a.read(offset & !3));
+            let value = u64::from(word >> (8 * (offset & 3))) & (u64::MAX >> (64 - 8 * u32::from(size)));
+            let Some(r) = g.by_number(dst.number) else { return Some(Outcome::Stop) };
+            *r = match (dst.size, dst.high8) {
+                (1, true) => (*r & !0xff00) | (value & 0xff) << 8,
+                (1, false) => (*r & !0xff) | value,
+                (2, _) => (*r & !0xffff) | value,
+                _ => value, // 32-bit destinations clear the upper half; 64-bit ones take it all
+            };
+        }
+        decode::MmioInsn::Store { src, size } => {
+            let value = match src {
+                decode::StoreSrc::Imm(v) => v,
+                decode::StoreSrc::Reg(r) => {
+                    let Some(x) = g.by_number(r.number) else { return Some(Outcome::Stop) };
+                    if r.high8 {
+                        *x >> 8 & 0xff
+                    } else {
+                        *x
+                    }
+                }
+            };
+            // IOREGSEL and IOWIN take 32-bit writes; a narrower one writes its bytes into the register's low end.
+            let _ = size;
+            if let Some(a) = ioapic.as_mut() {
+                a.write(offset & !3, value as u32);
+            }
+        }
+    }
+    drop(ioapics);
+    hw.advance_to(cs.advance(rip, len));
+    Some(Outcome::Continue)
+}
+
 fn fetch_at_rip(dom: &Domain, hw: &HwVcpu) -> ([u8; decode::MAX_INSN_LEN], usize) {
     let linear = hw.code_segment().linear(hw.rip());
     let mut buf = [0u8; decode::MAX_INSN_LEN];

@@ -40,13 +40,15 @@ fn entry(addr: u64, size: u64, typ: u32) -> HvmMemmapEntry {
 }
 
 /// Builds dom0's map from the host's (`host`, in any order) for `ram_bytes` of dom0 RAM, with a tail of
-/// `acpi_pages` ACPI pages followed by `reserved_pages` RESERVED pages. Errors: no host RAM range can hold the
-/// tail, or the host map has less RAM than dom0 is to have.
+/// `acpi_pages` ACPI pages followed by `reserved_pages` RESERVED pages. `emulated` (sorted, disjoint) are never
+/// mapped 1:1 even where the host map marks them reserved: the IO-APICs' and local APICs' windows that Keel
+/// emulates. Errors: no host RAM range can hold the tail, or the host map has less RAM than dom0 is to have.
 pub fn dom0_map(
     host: &[HvmMemmapEntry],
     ram_bytes: u64,
     acpi_pages: u64,
     reserved_pages: u64,
+    emulated: &[Range<u64>],
 ) -> Result<Dom0Map, ImageError> {
     let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
     sorted.sort_by_key(|e| e.addr);
@@ -95,7 +97,12 @@ pub fn dom0_map(
         identity.push(at.next_multiple_of(PAGE)..MIB);
     }
     // Identity ranges never overlap RAM (a RAM entry that shares a page with a firmware range loses that page).
-    identity = identity.into_iter().filter(|r| r.start < r.end).flat_map(|r| subtract(r, &ram)).collect();
+    identity = identity
+        .into_iter()
+        .filter(|r| r.start < r.end)
+        .flat_map(|r| subtract(r, &ram))
+        .flat_map(|r| subtract(r, emulated))
+        .collect();
     identity.sort_by_key(|r| r.start);
 
     // The tail: at the top of dom0's RAM below 1 GiB.
@@ -156,7 +163,7 @@ mod tests {
 
     #[test]
     fn the_tail_splits_a_range_that_crosses_1_gib() {
-        let m = dom0_map(&q35(), 1 << 30, 1, 3).unwrap();
+        let m = dom0_map(&q35(), 1 << 30, 1, 3, &[]).unwrap();
         let high_end = 0x10_0000 + (1 << 30) - 0x9f000;
         assert_eq!(m.ram, [0..0x9f000, 0x10_0000..high_end]);
         assert_eq!(m.tail, (1 << 30) - 4 * PAGE);
@@ -175,7 +182,7 @@ mod tests {
 
     #[test]
     fn the_tail_sits_below_1_gib_and_the_rest_is_unusable() {
-        let m = dom0_map(&q35(), 512 << 20, 1, 3).unwrap();
+        let m = dom0_map(&q35(), 512 << 20, 1, 3, &[]).unwrap();
         let low = 0x9f000;
         let high_end = 0x10_0000 + (512 << 20) - low;
         assert_eq!(m.ram, [0..low, 0x10_0000..high_end]);
@@ -212,8 +219,18 @@ mod tests {
     }
 
     #[test]
+    fn emulated_windows_are_never_1_to_1() {
+        let mut host = q35();
+        host.push(entry(0xfec0_0000, 0x1000, HVM_MEMMAP_TYPE_RESERVED));
+        host.push(entry(0xfed0_0000, 0x20_0000, HVM_MEMMAP_TYPE_RESERVED));
+        let m = dom0_map(&host, 512 << 20, 1, 3, &[0xfec0_0000..0xfec0_1000, 0xfee0_0000..0xfee0_1000]).unwrap();
+        let high: Vec<_> = m.identity.iter().filter(|r| r.start >= 0xfe00_0000).cloned().collect();
+        assert_eq!(high, [0xfed0_0000..0xfee0_0000, 0xfee0_1000..0xfef0_0000, 0xfffc_0000..0x1_0000_0000]);
+    }
+
+    #[test]
     fn ram_above_4_gib_is_used_when_dom0_is_big() {
-        let m = dom0_map(&q35(), 3 << 30, 1, 3).unwrap();
+        let m = dom0_map(&q35(), 3 << 30, 1, 3, &[]).unwrap();
         assert_eq!(m.ram.len(), 3);
         assert_eq!(m.ram[2].start, 0x1_0000_0000);
         let total: u64 = m.ram.iter().map(|r| r.end - r.start).sum();
@@ -223,8 +240,8 @@ mod tests {
 
     #[test]
     fn too_little_host_ram_or_no_room_for_the_tail_is_an_error() {
-        assert!(dom0_map(&q35(), 5 << 30, 1, 3).unwrap_err().0.contains("less RAM"));
+        assert!(dom0_map(&q35(), 5 << 30, 1, 3, &[]).unwrap_err().0.contains("less RAM"));
         let only_low = [entry(0, 0x9fc00, HVM_MEMMAP_TYPE_RAM)];
-        assert!(dom0_map(&only_low, 0x9f000, 1, 3).unwrap_err().0.contains("no RAM between"));
+        assert!(dom0_map(&only_low, 0x9f000, 1, 3, &[]).unwrap_err().0.contains("no RAM between"));
     }
 }

@@ -197,11 +197,16 @@ fn setup(dom: &Arc<Domain>, kernel: &Module, initrd: Option<&Module>, memory: u6
     Ok((entry, si_gpa))
 }
 
+/// The local APIC page, which is each vCPU's vLAPIC.
+const LAPIC_WINDOW: core::ops::Range<u64> = 0xfee0_0000..0xfee0_1000;
+
 /// dom0's physical map and ACPI tables over the host's.
 struct HostPlan {
     map: keel_image::host_map::Dom0Map,
     /// The RSDP, XSDT and MADT, to be placed at `map.tail` (the bytes assume that address).
     acpi: keel_image::acpi::AcpiBlob,
+    /// An emulated IO-APIC per host IO-APIC.
+    ioapics: Vec<crate::hvm::vioapic::Vioapic>,
 }
 
 /// Lays dom0 out in the host's e820 shape with `memory` bytes of RAM and the host's ACPI tables behind a new
@@ -230,23 +235,21 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
         AcpiRoot::Sdt { revision, address } => host_acpi::listed_tables(&read, address, revision >= 2),
     }
     .map_err(|e| e.0)?;
-    let mut madt = match tables.iter().find(|t| &t.signature == b"APIC") {
+    let madt = match tables.iter().find(|t| &t.signature == b"APIC") {
         Some(t) => {
             let bytes = read(t.address, t.length as usize).ok_or("the host's MADT is unreadable")?;
             host_acpi::parse_host_madt(&bytes).map_err(|e| e.0)?
         }
         None => host_acpi::HostMadt::default(),
     };
-    // Keel has no emulated IO-APIC yet (issue 15, interrupts): an IO-APIC in dom0's MADT would send dom0 to
-    // MMIO that faults, so dom0 is told of none, and of no override that would name one.
-    for (id, address, base) in madt.ioapic_list() {
-        crate::warning!(
-            "dom0: the host's IO-APIC {id} at {address:#x} (GSI {base}-) is not shown to dom0: no emulated \
-             IO-APIC yet"
-        );
-    }
-    madt.ioapics.clear();
-    madt.overrides.clear();
+    // Dom0 sees each host IO-APIC at its address, emulated (`hvm::vioapic`), and the local APIC page is the
+    // vLAPIC's: neither window is ever mapped 1:1.
+    let mut emulated: Vec<core::ops::Range<u64>> = madt
+        .ioapic_list()
+        .map(|(_, a, _)| u64::from(a)..u64::from(a) + crate::hvm::vioapic::WINDOW)
+        .chain(core::iter::once(LAPIC_WINDOW))
+        .collect();
+    emulated.sort_by_key(|r| r.start);
     let shown: Vec<String> = tables
         .iter()
         .map(|t| {
@@ -260,9 +263,13 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
         .collect();
     crate::info!("dom0: host ACPI tables (- hidden): {}", shown.join(" "));
     let size = host_acpi::dom0_tables(0, vcpus, &tables, &madt).bytes.len() as u64;
-    let map = keel_image::host_map::dom0_map(&e820, memory, size.div_ceil(PAGE_SIZE), 3).map_err(|e| e.0)?;
+    let map = keel_image::host_map::dom0_map(&e820, memory, size.div_ceil(PAGE_SIZE), 3, &emulated).map_err(|e| e.0)?;
     let acpi = host_acpi::dom0_tables(map.tail, vcpus, &tables, &madt);
-    Ok(HostPlan { map, acpi })
+    let ioapics = madt
+        .ioapic_list()
+        .map(|(id, address, base)| crate::hvm::vioapic::Vioapic::new(id, u64::from(address), base))
+        .collect();
+    Ok(HostPlan { map, acpi, ioapics })
 }
 
 /// [`setup`] for a dom0 in the host's shape: the firmware ranges mapped 1:1, the kernel at its physical address,
@@ -276,6 +283,10 @@ fn setup_host(
     for r in &plan.map.identity {
         dom.map_identity(r.clone()).map_err(|e| format!("host range {:#x}-{:#x}: {e}", r.start, r.end))?;
     }
+    for a in &plan.ioapics {
+        crate::info!("dom0: emulated IO-APIC at {:#x}, GSI {}-{}", a.base, a.gsi_base, a.gsi_base + 23);
+    }
+    *dom.vioapics.lock() = plan.ioapics.clone();
     dom.owns_devices.store(true, core::sync::atomic::Ordering::Release);
     let entry = load_kernel(dom, module_bytes(kernel))?;
     let tail = plan.map.tail;

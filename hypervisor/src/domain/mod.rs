@@ -766,6 +766,8 @@ pub struct Domain {
     /// The hardware domain: dom0 given the host's platform (`dom0-platform=host`), whose I/O ports other than
     /// Keel's reach the hardware and whose PCI configuration accesses Keel mediates (`hvm::pci`).
     pub owns_devices: AtomicBool,
+    /// The hardware domain's emulated IO-APICs, one per host IO-APIC.
+    pub vioapics: Mutex<Vec<crate::hvm::vioapic::Vioapic>>,
 }
 
 static DOMAINS: Mutex<BTreeMap<DomId, Arc<Domain>>> = Mutex::new(BTreeMap::new());
@@ -1474,6 +1476,7 @@ fn build(
             handle: Mutex::new([0; 16]),
             time_offset: core::sync::atomic::AtomicI64::new(0),
             owns_devices: AtomicBool::new(false),
+            vioapics: Mutex::new(Vec::new()),
         }
     });
     pvclock::init_shared_info(&dom);

@@ -9,6 +9,7 @@ pub mod exit;
 pub mod ioport;
 pub mod msr;
 pub mod svm;
+pub mod vioapic;
 pub mod vlapic;
 pub mod vmx;
 pub mod walk;
@@ -140,6 +141,28 @@ pub struct Gprs {
 }
 
 impl Gprs {
+    /// The register with x86 number `n` (0 RAX … 15 R15); None for RSP (4), which lives in the VMCB/VMCS.
+    pub fn by_number(&mut self, n: u8) -> Option<&mut u64> {
+        Some(match n {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return None,
+        })
+    }
+
     /// Copies the registers into a save record (RSP is the caller's: it lives in the VMCB/VMCS).
     pub fn save_into(&self, c: &mut keel_abi::domctl::HvmHwCpu) {
         (c.rax, c.rbx, c.rcx, c.rdx) = (self.rax, self.rbx, self.rcx, self.rdx);
