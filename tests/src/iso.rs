@@ -119,6 +119,8 @@ pub struct Dom0Boot<'a> {
     pub smp: u32,
     pub timeout: u64,
     pub retries: u32,
+    /// QEMU's `-machine` (its default, i440fx, when `None`).
+    pub machine: Option<&'a str>,
 }
 
 impl Dom0Boot<'_> {
@@ -135,7 +137,14 @@ impl Dom0Boot<'_> {
         if let Err(e) = dom0_iso(&keel, self.keel_cmdline, self.kernel, self.kernel_cmdline, Some(self.initrd), &out) {
             panic!("{e}");
         }
-        let qemu = || crate::Qemu::cdrom(&out).smp(self.smp).mem("2048M").timeout_secs(self.timeout).timed().run();
+        let qemu = || {
+            let q = crate::Qemu::cdrom(&out).smp(self.smp).mem("2048M").timeout_secs(self.timeout).timed();
+            match self.machine {
+                Some(m) => q.arg("-machine").arg(m),
+                None => q,
+            }
+            .run()
+        };
         let mut run = qemu();
         for _ in 0..self.retries {
             let Some(why) = run.emulator_defect() else { break };

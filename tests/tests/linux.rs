@@ -26,7 +26,18 @@ mod linux {
     /// ([`iso::Dom0Boot`]: a run ended by the QEMU TCG defect is repeated once, loudly).
     fn boot(name: &str, keel_cmdline: &str, kernel: &Path, kernel_cmdline: &str, smp: u32, timeout: u64) -> Run {
         let initrd = env_path("KEEL_INITRD");
-        iso::Dom0Boot { name, keel_cmdline, kernel, kernel_cmdline, initrd: &initrd, smp, timeout, retries: 1 }.run()
+        iso::Dom0Boot {
+            name,
+            keel_cmdline,
+            kernel,
+            kernel_cmdline,
+            initrd: &initrd,
+            smp,
+            timeout,
+            retries: 1,
+            machine: None,
+        }
+        .run()
     }
 
     /// The value of `KEEL-CHECK: <what> <value>`.
@@ -546,6 +557,54 @@ mod linux {
             run.fail(&format!("dom0 got {mib} MiB of a 2 GiB machine with dom0_mem=4096M; want most of it"));
         }
         run.assert_no_line("EXCEPTION").assert_no_line("cannot build the initial domain");
+        run.assert_success();
+    }
+
+    /// `dom0-platform=host` on QEMU's q35 (issue 15's first steps): dom0 gets the host's e820 shape and ACPI
+    /// tables behind Keel's RSDP, XSDT and MADT, an emulated IO-APIC and PCI configuration through 0xCF8/0xCFC.
+    /// Its ACPI interpreter runs, the SCI is an IO-APIC interrupt, and it finds the PCI functions QEMU made.
+    #[test]
+    fn dom0_sees_the_hosts_pci_devices_on_q35() {
+        let vmlinuz = env_path("KEEL_VMLINUZ");
+        let initrd = env_path("KEEL_INITRD");
+        let run = iso::Dom0Boot {
+            name: "host-platform",
+            keel_cmdline: &format!("{XEN_LIKE} dom0_max_vcpus=2 dom0-platform=host"),
+            kernel: &vmlinuz,
+            kernel_cmdline: "console=hvc0 keel.init=platform",
+            initrd: &initrd,
+            smp: 2,
+            timeout: BOOT_TIMEOUT,
+            retries: 1,
+            machine: Some("q35"),
+        }
+        .run();
+        run.assert_order(&[
+            "(KEEL) dom0: emulated IO-APIC at 0xfec00000, GSI 0-23",
+            "(KEEL) dom0: the host's platform: ",
+            "ACPI: XSDT ",
+            "PCI: Using configuration type 1 for base access",
+            "ACPI: Interpreter enabled",
+            "ACPI: Using IOAPIC for interrupt routing",
+            "KEEL-PLATFORM: pci ",
+            "(KEEL) Rebooting",
+        ]);
+        // QEMU's q35 with its default devices: the host bridge, VGA, e1000e, the LPC bridge, AHCI and SMBus.
+        let pci = run.assert_parsed::<String>("KEEL-PLATFORM: pci ");
+        for (slot, ids) in [
+            ("0000:00:00.0", "8086:29c0"),
+            ("0000:00:01.0", "1234:1111"),
+            ("0000:00:02.0", "8086:10d3"),
+            ("0000:00:1f.0", "8086:2918"),
+            ("0000:00:1f.2", "8086:2922"),
+            ("0000:00:1f.3", "8086:2930"),
+        ] {
+            if !pci.split(',').any(|d| d == format!("{slot}={ids}")) {
+                run.fail(&format!("dom0 does not list PCI function {slot} ({ids}): {pci}"));
+            }
+        }
+        run.assert_line("KEEL-PLATFORM: irq 9 IO-APIC 9-fasteoi acpi");
+        run.assert_no_line("EXCEPTION").assert_no_line("crashed");
         run.assert_success();
     }
 

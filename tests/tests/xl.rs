@@ -65,6 +65,7 @@ mod xl {
             smp,
             timeout,
             retries: RETRIES,
+            machine: None,
         }
         .run()
     }
