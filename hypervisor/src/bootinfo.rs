@@ -146,6 +146,31 @@ impl BootInfo {
     }
 }
 
+impl BootInfo {
+    /// Where to move the modules that overlap `avoid` (the window dom0's kernel needs when dom0's RAM is mapped
+    /// 1:1): for each, its index and a new page-aligned start in usable RAM below 4 GiB, as high as possible, clear
+    /// of the first MiB, Keel's `image`, the boot information, `avoid` and every other module (old places and new).
+    /// An error names a module that fits nowhere.
+    pub fn relocation_plan(&self, avoid: (u64, u64), image: (u64, u64)) -> Result<Vec<(usize, u64)>, String> {
+        let usable: Vec<(u64, u64)> =
+            self.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| (r.start, r.end)).collect();
+        let mut taken = self.occupied_ranges();
+        taken.extend([(0, 0x10_0000), image, avoid]);
+        let mut plan = Vec::new();
+        for (i, m) in self.modules.iter().enumerate() {
+            if !overlaps((m.start, m.end), avoid) {
+                continue;
+            }
+            let size = m.size().next_multiple_of(4096);
+            let at = crate::mm::heap::find_free_range(&usable, &taken, size, 4096, 1 << 32)
+                .ok_or_else(|| format!("module {i} ({} KiB) fits nowhere outside {avoid:#x?}", m.size() >> 10))?;
+            taken.push((at, at + size));
+            plan.push((i, at));
+        }
+        Ok(plan)
+    }
+}
+
 /// Whether the half-open ranges `a` and `b` share a byte.
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.1 && b.0 < a.1
@@ -438,6 +463,36 @@ mod tests {
         assert!(why[3].starts_with("module 4 ") && why[3].contains("overlaps Keel's image"), "{}", why[3]);
         // What is left is reserved as before.
         assert_eq!(info.occupied_ranges()[1..], [(0x0100_0000, 0x0180_0000), (0x0180_0000, 0x0190_0000)]);
+    }
+
+    /// Modules in dom0's kernel window move to the top of RAM below 4 GiB, clear of each other; others stay.
+    #[test]
+    fn modules_in_the_kernel_window_move_high() {
+        let m = |start: u64, end: u64| Module { start, end, cmdline: String::new() };
+        let info = BootInfo {
+            protocol: Protocol::Multiboot2,
+            loader: String::new(),
+            cmdline: String::new(),
+            memory: alloc::vec![
+                MemRegion { start: 0, end: 0x9fc00, kind: MemKind::Usable },
+                MemRegion { start: 0x10_0000, end: 0x7ffd_f000, kind: MemKind::Usable },
+            ],
+            modules: alloc::vec![m(0x14d_2000, 0x1c9_ad00), m(0x1cb_0000, 0x248_b000), m(0x2000_0000, 0x2010_0000)],
+            acpi: None,
+            info_range: (0x9000, 0xa000),
+        };
+        let plan = info.relocation_plan((16 << 20, 144 << 20), (0x20_0000, 0x42_0000)).unwrap();
+        assert_eq!(plan.len(), 2, "the third module is outside the window");
+        assert_eq!(plan[0], (0, 0x7ffd_f000 - 0x7c_9000));
+        assert_eq!(plan[1], (1, 0x7ffd_f000 - 0x7c_9000 - 0x7db_000));
+        let small = BootInfo {
+            memory: alloc::vec![MemRegion { start: 0x10_0000, end: 0x900_0000, kind: MemKind::Usable }],
+            ..info
+        };
+        assert!(small
+            .relocation_plan((16 << 20, 144 << 20), (0x20_0000, 0x42_0000))
+            .unwrap_err()
+            .contains("fits nowhere"));
     }
 
     #[test]

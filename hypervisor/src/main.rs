@@ -120,6 +120,9 @@ mod bare {
         for why in boot.check_modules(image_range()) {
             warning!("{why}");
         }
+        if opts.dom0_host_platform {
+            clear_dom0_kernel_window(&mut boot);
+        }
         let opts = OPTIONS.call_once(|| opts);
 
         let cr3 = setup_memory(&boot);
@@ -196,6 +199,9 @@ mod bare {
         }
         // CPU 0 hands serial input to dom0's console or Keel's debug keys between guest entries.
         keel::run::add_poller(keel::dom0::input::poll_serial);
+        // The machine's interrupt lines that dom0 routes through its emulated IO-APIC.
+        keel::domain::irq::init();
+        keel::run::add_poller(keel::domain::irq::drain);
         if opts.xtf {
             xtf::start(&boot.modules, support);
         } else if !boot.modules.is_empty() {
@@ -216,6 +222,31 @@ mod bare {
         }
     }
 
+    /// Moves the boot modules that lie where a 1:1 dom0's kernel must load (`DOM0_KERNEL_WINDOW`) to the top of
+    /// RAM below 4 GiB, before anything else uses memory. A module that fits nowhere stays, and dom0's build will
+    /// say the window is not free.
+    fn clear_dom0_kernel_window(boot: &mut BootInfo) {
+        let window = keel::dom0::builder::DOM0_KERNEL_WINDOW;
+        let plan = match boot.relocation_plan(window, image_range()) {
+            Ok(p) => p,
+            Err(e) => {
+                warning!("dom0's kernel window {:#x}-{:#x}: {e}", window.0, window.1);
+                return;
+            }
+        };
+        for (i, to) in plan {
+            let m = &mut boot.modules[i];
+            let len = m.size() as usize;
+            // SAFETY: both ranges lie in usable RAM below 4 GiB, which the boot page tables identity-map; the
+            // destination was chosen clear of Keel's image, the boot information and every module's old and new
+            // place (`relocation_plan`), and nothing has allocated memory yet; the source is only read, and
+            // `copy` allows overlap all the same.
+            unsafe { core::ptr::copy(m.start as *const u8, to as *mut u8, len) };
+            info!("Module {i}: moved from {:#x} to {to:#x}, out of dom0's kernel window", m.start);
+            (m.start, m.end) = (to, to + len as u64);
+        }
+    }
+
     /// Frame allocator and Keel's own page tables. Returns the CR3 value.
     fn setup_memory(boot: &BootInfo) -> u64 {
         for r in &boot.memory {
@@ -233,6 +264,10 @@ mod bare {
         let (img_start, img_end) = image_range();
         let mut reserved = boot.occupied_ranges();
         reserved.extend([(0, 0x10_0000), (img_start, img_end)]);
+        if OPTIONS.get().is_some_and(|o| o.dom0_host_platform) {
+            // Kept for a 1:1 dom0's kernel until dom0 is built (`dom0::builder::release_for_dom0`).
+            reserved.push(keel::dom0::builder::DOM0_KERNEL_WINDOW);
+        }
         let early = early_heap_region(boot, top, &reserved);
         let mut frames = FrameAllocator::new(top);
         for r in boot.memory.iter().filter(|r| r.kind == MemKind::Usable) {
@@ -321,6 +356,9 @@ mod bare {
                 for io in &t.ioapics {
                     info!("ACPI: IO-APIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base);
                 }
+                keel::arch::x86::ioapic::init(
+                    &t.ioapics.iter().map(|io| (io.id, io.address, io.gsi_base)).collect::<Vec<_>>(),
+                );
                 power::init(h.power.clone());
                 if let Some((port, wide)) = h.power.pm_timer {
                     time::set_pm_timer(port, wide);

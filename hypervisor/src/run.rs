@@ -227,6 +227,10 @@ fn run_vcpu(cpu: u32, v: &Arc<Vcpu>, next_timer: u64) {
         v.last_rip.store(hw.rip(), Ordering::Relaxed);
         *v.last_exit.lock() = Some(exit);
         let out = vmexit::handle(&dom, v, hw, exit);
+        if cpu == 0 {
+            // Device interrupts arrive on the boot CPU: hand them to dom0 now, not at the end of the slice.
+            domain::irq::drain();
+        }
         if !matches!(out, Outcome::Continue) {
             break out;
         }

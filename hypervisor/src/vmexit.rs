@@ -131,6 +131,16 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
                 return Outcome::Continue;
             }
             if !fetch && dom.owns_devices.load(Ordering::Acquire) {
+                // Device memory (a BAR in the host map's holes): mapped 1:1 at its first access, then retried.
+                let page = gpa & !0xfff;
+                if dom.mmio_holes.lock().iter().any(|r| r.contains(&page)) {
+                    match dom.map_identity(page..page + 0x1000) {
+                        Ok(()) => return Outcome::Continue,
+                        // Another vCPU mapped it first.
+                        Err(_) if dom.mem.lock().translate(page, false).is_ok() => return Outcome::Continue,
+                        Err(e) => crate::warning!("d{}: device memory at {page:#x}: {e}", dom.id),
+                    }
+                }
                 if let Some(outcome) = emulated_mmio(dom, v, hw, gpa) {
                     return outcome;
                 }
@@ -291,7 +301,9 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Opti
             // IOREGSEL and IOWIN take 32-bit writes; a narrower one writes its bytes into the register's low end.
             let _ = size;
             if let Some(a) = ioapic.as_mut() {
-                a.write(offset & !3, value as u32);
+                if let Some((pin, entry)) = a.write(offset & !3, value as u32) {
+                    crate::domain::irq::entry_written(a.gsi_base + pin as u32, entry);
+                }
             }
         }
     }
@@ -463,6 +475,12 @@ fn write_msr(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, index: u32, valu
             match effect {
                 WriteEffect::Fault => false,
                 WriteEffect::None => true,
+                WriteEffect::Eoi(vector) => {
+                    if dom.owns_devices.load(Ordering::Acquire) {
+                        crate::domain::irq::eoi(vector);
+                    }
+                    true
+                }
                 WriteEffect::Timer => {
                     crate::timers::lapic_timer_changed();
                     true
@@ -512,7 +530,38 @@ fn io(
         let down = hw.rflags() & (1 << 10) != 0;
         let base = if down { reg.wrapping_sub(len.saturating_sub(size as u64)) } else { reg };
         // A buffer the heap cannot give drops the data, as for any other port.
-        if !input && port == DEBUG_PORT {
+        if dom.owns_devices.load(Ordering::Acquire) && port != DEBUG_PORT {
+            // The hardware domain's string I/O reaches the port element by element (ATA PIO uses REP INSW).
+            if let Ok(mut buf) = try_filled(len as usize, 0) {
+                let step = size as usize;
+                if input {
+                    for chunk in buf.chunks_mut(step) {
+                        let v = crate::hvm::ioport::hardware_access(port, size, true, 0).unwrap_or(u32::MAX);
+                        chunk.copy_from_slice(&v.to_le_bytes()[..step]);
+                    }
+                    if down {
+                        reverse_elements(&mut buf, step);
+                    }
+                    let mem = dom.mem.lock();
+                    let _ = domain::write_linear(&mem, &hw.paging(), base, &buf);
+                } else {
+                    let ok = {
+                        let mem = dom.mem.lock();
+                        domain::read_linear(&mem, &hw.paging(), base, &mut buf).is_ok()
+                    };
+                    if ok {
+                        if down {
+                            reverse_elements(&mut buf, step);
+                        }
+                        for chunk in buf.chunks(step) {
+                            let mut v = [0u8; 4];
+                            v[..step].copy_from_slice(chunk);
+                            crate::hvm::ioport::hardware_access(port, size, false, u32::from_le_bytes(v));
+                        }
+                    }
+                }
+            }
+        } else if !input && port == DEBUG_PORT {
             if let Ok(mut buf) = try_filled(len as usize, 0) {
                 let ok = {
                     let mem = dom.mem.lock();
@@ -566,6 +615,16 @@ fn io(
         dom.console_write(&[b]);
     }
     step_over(dom, v, hw)
+}
+
+/// Reverses the order of the `step`-byte elements of `buf` (a string instruction run with RFLAGS.DF set).
+fn reverse_elements(buf: &mut [u8], step: usize) {
+    let n = buf.len() / step;
+    for i in 0..n / 2 {
+        for b in 0..step {
+            buf.swap(i * step + b, (n - 1 - i) * step + b);
+        }
+    }
 }
 
 /// Delivers an IPI a vCPU sent through its vLAPIC.

@@ -119,8 +119,8 @@ pub struct Dom0Boot<'a> {
     pub smp: u32,
     pub timeout: u64,
     pub retries: u32,
-    /// QEMU's `-machine` (its default, i440fx, when `None`).
-    pub machine: Option<&'a str>,
+    /// More QEMU arguments (a machine type, devices).
+    pub qemu_args: &'a [String],
 }
 
 impl Dom0Boot<'_> {
@@ -139,11 +139,7 @@ impl Dom0Boot<'_> {
         }
         let qemu = || {
             let q = crate::Qemu::cdrom(&out).smp(self.smp).mem("2048M").timeout_secs(self.timeout).timed();
-            match self.machine {
-                Some(m) => q.arg("-machine").arg(m),
-                None => q,
-            }
-            .run()
+            self.qemu_args.iter().fold(q, |q, a| q.arg(a)).run()
         };
         let mut run = qemu();
         for _ in 0..self.retries {

@@ -35,7 +35,7 @@ mod linux {
             smp,
             timeout,
             retries: 1,
-            machine: None,
+            qemu_args: &[],
         }
         .run()
     }
@@ -560,13 +560,82 @@ mod linux {
         run.assert_success();
     }
 
-    /// `dom0-platform=host` on QEMU's q35 (issue 15's first steps): dom0 gets the host's e820 shape and ACPI
-    /// tables behind Keel's RSDP, XSDT and MADT, an emulated IO-APIC and PCI configuration through 0xCF8/0xCFC.
-    /// Its ACPI interpreter runs, the SCI is an IO-APIC interrupt, and it finds the PCI functions QEMU made.
+    /// An ext4 image of 16 MiB holding `keel-check` (`bytes`) and `keel-check.sha256` (its SHA-256), made with
+    /// the host's mkfs.ext4.
+    fn ext4_image(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = temp(name, "d");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::fs::write(dir.join("keel-check"), bytes).expect("write keel-check");
+        std::fs::write(dir.join("keel-check.sha256"), sha256_hex(bytes)).expect("write keel-check.sha256");
+        let img = temp(name, "img");
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&dir)
+            .arg(&img)
+            .arg("16M")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mkfs.ext4 -d {} {} failed", dir.display(), img.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        img
+    }
+
+    /// SHA-256 of `bytes` as hex, by the host's sha256sum.
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+    }
+
+    /// Bytes that are not all the same (a file a wrong DMA would not reproduce by chance).
+    fn pattern(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// `dom0-platform=host` on QEMU's q35 (issue 15's first steps): dom0 gets the host's e820 shape with its RAM
+    /// mapped 1:1, the host's ACPI tables behind Keel's RSDP, XSDT and MADT, an emulated IO-APIC whose lines Keel
+    /// routes on the real one, the machine's I/O ports and PCI configuration, and device memory 1:1. Its ACPI
+    /// interpreter runs, it lists the PCI functions QEMU made, takes the RTC's alarm interrupt, drives a
+    /// virtio-blk and an AHCI disk (a checksummed file on each) and its e1000e NIC (a DHCP lease, a ping of the
+    /// host, a TCP transfer from it), with interrupts.
     #[test]
-    fn dom0_sees_the_hosts_pci_devices_on_q35() {
+    fn dom0_drives_the_hosts_devices_on_q35() {
         let vmlinuz = env_path("KEEL_VMLINUZ");
         let initrd = env_path("KEEL_INITRD");
+        let (virtio, ahci) = (ext4_image("virtio", &pattern(1 << 20, 7)), ext4_image("ahci", &pattern(3 << 19, 11)));
+        let tcp_bytes = pattern(5 << 20, 13);
+        let tcp_file = temp("tcp", "bin");
+        std::fs::write(&tcp_file, &tcp_bytes).expect("write the TCP payload");
+        let args: Vec<String> = [
+            "-machine".to_string(),
+            "q35".into(),
+            "-drive".into(),
+            format!("file={},if=none,id=vd0,format=raw", virtio.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=vd0".into(),
+            "-drive".into(),
+            format!("file={},if=none,id=sd0,format=raw", ahci.display()),
+            "-device".into(),
+            "ide-hd,drive=sd0,bus=ide.0".into(),
+            "-nic".into(),
+            format!("user,model=e1000e,guestfwd=tcp:10.0.2.100:1234-cmd:cat {}", tcp_file.display()),
+        ]
+        .into();
         let run = iso::Dom0Boot {
             name: "host-platform",
             keel_cmdline: &format!("{XEN_LIKE} dom0_max_vcpus=2 dom0-platform=host"),
@@ -574,11 +643,14 @@ mod linux {
             kernel_cmdline: "console=hvc0 keel.init=platform",
             initrd: &initrd,
             smp: 2,
-            timeout: BOOT_TIMEOUT,
+            timeout: CHECKS_TIMEOUT,
             retries: 1,
-            machine: Some("q35"),
+            qemu_args: &args,
         }
         .run();
+        for f in [&virtio, &ahci, &tcp_file] {
+            let _ = std::fs::remove_file(f);
+        }
         run.assert_order(&[
             "(KEEL) dom0: emulated IO-APIC at 0xfec00000, GSI 0-23",
             "(KEEL) dom0: the host's platform: ",
@@ -589,22 +661,45 @@ mod linux {
             "KEEL-PLATFORM: pci ",
             "(KEEL) Rebooting",
         ]);
-        // QEMU's q35 with its default devices: the host bridge, VGA, e1000e, the LPC bridge, AHCI and SMBus.
+        // QEMU's q35 with these devices: the host bridge, VGA, the NIC, the two disks' controllers, LPC, SMBus.
         let pci = run.assert_parsed::<String>("KEEL-PLATFORM: pci ");
-        for (slot, ids) in [
-            ("0000:00:00.0", "8086:29c0"),
-            ("0000:00:01.0", "1234:1111"),
-            ("0000:00:02.0", "8086:10d3"),
-            ("0000:00:1f.0", "8086:2918"),
-            ("0000:00:1f.2", "8086:2922"),
-            ("0000:00:1f.3", "8086:2930"),
+        for (what, ids) in [
+            ("host bridge", "8086:29c0"),
+            ("VGA", "1234:1111"),
+            ("e1000e", "8086:10d3"),
+            ("virtio-blk", "1af4:1001"),
+            ("LPC", "8086:2918"),
+            ("AHCI", "8086:2922"),
+            ("SMBus", "8086:2930"),
         ] {
-            if !pci.split(',').any(|d| d == format!("{slot}={ids}")) {
-                run.fail(&format!("dom0 does not list PCI function {slot} ({ids}): {pci}"));
+            if !pci.split(',').any(|d| d.ends_with(&format!("={ids}"))) {
+                run.fail(&format!("dom0 does not list the {what} ({ids}): {pci}"));
             }
         }
         run.assert_line("KEEL-PLATFORM: irq 9 IO-APIC 9-fasteoi acpi");
-        run.assert_no_line("EXCEPTION").assert_no_line("crashed");
+        // The RTC's alarm, two seconds ahead: its interrupt reaches dom0 through Keel (GSI 8, edge).
+        run.assert_line("(KEEL) GSI 8: edge active high, forwarded to dom0 as vector ");
+        let rtc: u64 = run.assert_parsed("KEEL-PLATFORM: rtc0 interrupts ");
+        if rtc == 0 {
+            run.fail("the RTC's alarm raised no interrupt in dom0");
+        }
+        // Each disk: mounted, the file read back by DMA into dom0's 1:1 RAM, its SHA-256 as written on the host.
+        for (disk, driver) in [("vda", "virtio_blk"), ("sda", "sd")] {
+            let line = run.assert_line(&format!("KEEL-PLATFORM: disk {disk} {driver} "));
+            let want = line.split("want=").nth(1).and_then(|w| w.split_whitespace().next()).unwrap_or("");
+            let got = line.split("got=").nth(1).and_then(|w| w.split_whitespace().next()).unwrap_or("");
+            if want.len() != 64 || want != got {
+                run.fail(&format!("dom0 read the file on {disk} wrongly: {line}"));
+            }
+        }
+        run.assert_line("KEEL-PLATFORM: nic ");
+        run.assert_line("KEEL-PLATFORM: lease 10.0.2.15");
+        run.assert_line("KEEL-PLATFORM: ping 10.0.2.2 ok");
+        run.assert_line(&format!("KEEL-PLATFORM: tcp got={}", sha256_hex(&tcp_bytes)));
+        if run.count_lines_matching("KEEL-PLATFORM: interrupts ") == 0 {
+            run.fail("no device interrupt line in dom0's /proc/interrupts");
+        }
+        run.assert_no_line("EXCEPTION").assert_no_line("crashed").assert_no_line("KEEL-PLATFORM: insmod");
         run.assert_success();
     }
 

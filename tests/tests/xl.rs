@@ -65,7 +65,7 @@ mod xl {
             smp,
             timeout,
             retries: RETRIES,
-            machine: None,
+            qemu_args: &[],
         }
         .run()
     }

@@ -67,6 +67,35 @@ pub const XEN_MODULES: &[&str] = &[
 pub const DOMU_MODULES: &[&str] =
     &["xen-blkfront", "xen-netfront", "crc16", "mbcache", "jbd2", "crc32c_generic", "ext4"];
 
+/// The drivers of the machine's own devices dom0 loads when it owns them (`dom0-platform=host`; in
+/// /usr/lib/keel/host-modules/, in load order): AHCI and SCSI disks, virtio over PCI (disk and network), Intel's
+/// e1000 and e1000e NICs, with what they need.
+pub const HOST_DEVICE_MODULES: &[&str] = &[
+    "scsi_common",
+    "scsi_mod",
+    "libata",
+    "libahci",
+    "ahci",
+    "crct10dif_common",
+    "crct10dif_generic",
+    "crc-t10dif",
+    "crc64",
+    "crc64-rocksoft",
+    "t10-pi",
+    "sd_mod",
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "e1000",
+    "e1000e",
+];
+
 pub fn path() -> PathBuf {
     util::target_dir().join("initramfs.cpio.gz")
 }
@@ -153,6 +182,9 @@ pub fn build() -> Result<PathBuf> {
     std::fs::create_dir_all(stage.join("usr/lib/keel/domu-modules"))?;
     copy_modules(DOMU_MODULES, &stage.join("usr/lib/keel/domu-modules"))?;
     std::fs::write(stage.join("usr/lib/keel/domu-modules/order"), DOMU_MODULES.join("\n") + "\n")?;
+    std::fs::create_dir_all(stage.join("usr/lib/keel/host-modules"))?;
+    copy_modules(HOST_DEVICE_MODULES, &stage.join("usr/lib/keel/host-modules"))?;
+    std::fs::write(stage.join("usr/lib/keel/host-modules/order"), HOST_DEVICE_MODULES.join("\n") + "\n")?;
 
     // Optional (`KEEL_DOMU=1`): Debian's kernel once more, as `/usr/lib/keel/vmlinuz`, for the check that `xm create`
     // boots it as a domU (xtask/assets/checks/create.sh). Off by default: it adds 8 MB to every dom0 boot.

@@ -151,6 +151,31 @@ pub fn parse_host_madt(madt: &[u8]) -> Result<HostMadt, ImageError> {
     Ok(m)
 }
 
+/// The ECAM windows an MCFG table (its bytes, header included) describes: base + 1 MiB per bus. Malformed
+/// entries end the list.
+pub fn parse_mcfg(mcfg: &[u8]) -> Vec<core::ops::Range<u64>> {
+    let mut out = Vec::new();
+    let len = mcfg.len().min(if mcfg.len() >= 8 { u32_at(mcfg, 4) as usize } else { 0 });
+    let mut off = HEADER_LEN + 8;
+    while off + 16 <= len {
+        let base = u64_at(mcfg, off);
+        let (first, last) = (mcfg[off + 10], mcfg[off + 11]);
+        if last < first {
+            break;
+        }
+        let start = base + (u64::from(first) << 20);
+        out.push(start..base + ((u64::from(last) + 1) << 20));
+        off += 16;
+    }
+    out
+}
+
+/// The MMIO address of the HPET an HPET table (its bytes) describes, if it is in memory space.
+pub fn parse_hpet(hpet: &[u8]) -> Option<u64> {
+    // Event timer block id (4 bytes), then the base address as a Generic Address Structure: space id 0 = memory.
+    (hpet.len() >= HEADER_LEN + 16 && hpet[HEADER_LEN + 4] == 0).then(|| u64_at(hpet, HEADER_LEN + 8))
+}
+
 /// dom0's RSDP, XSDT and MADT, at `base` (16-byte aligned), for `vcpus` vCPUs: the XSDT lists the host tables
 /// [`kept`] and the new MADT. A count outside `1..=MAX_VCPUS` is clamped.
 pub fn dom0_tables(base: u64, vcpus: u32, host: &[HostTable], madt: &HostMadt) -> AcpiBlob {
@@ -320,5 +345,25 @@ mod tests {
         assert!(parse_host_madt(&m[..20]).is_err());
         m = host_table(b"APIC", &[0, 0, 0xe0, 0xfe, 1, 0, 0, 0, 0, 0]);
         assert!(parse_host_madt(&m).unwrap_err().0.contains("length 0"));
+    }
+
+    #[test]
+    fn mcfg_and_hpet_windows() {
+        // q35: ECAM at 0xb0000000 for buses 0-255; the HPET at 0xfed00000.
+        let mut body = vec![0u8; 8];
+        body.extend_from_slice(&0xb000_0000u64.to_le_bytes());
+        body.extend_from_slice(&[0, 0, 0, 255, 0, 0, 0, 0]);
+        let one = parse_mcfg(&host_table(b"MCFG", &body));
+        assert_eq!((one.len(), one[0].start, one[0].end), (1, 0xb000_0000, 0xc000_0000));
+        body.extend_from_slice(&0xe000_0000u64.to_le_bytes());
+        body.extend_from_slice(&[1, 0, 8, 3, 0, 0, 0, 0]); // last bus below the first: ends the list
+        assert_eq!(parse_mcfg(&host_table(b"MCFG", &body)).len(), 1);
+        let mut h = vec![0x01, 0xa2, 0x86, 0x80, 0, 0, 0, 0];
+        h.extend_from_slice(&0xfed0_0000u64.to_le_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(parse_hpet(&host_table(b"HPET", &h)), Some(0xfed0_0000));
+        h[4] = 1; // in I/O space
+        assert_eq!(parse_hpet(&host_table(b"HPET", &h)), None);
+        assert_eq!(parse_hpet(&[0; 10]), None);
     }
 }

@@ -52,27 +52,61 @@ pub fn dom0_map(
 ) -> Result<Dom0Map, ImageError> {
     let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
     sorted.sort_by_key(|e| e.addr);
-    let mut memmap = Vec::new();
     let mut ram = Vec::new();
-    let mut identity: Vec<Range<u64>> = Vec::new();
     let mut left = ram_bytes / PAGE * PAGE;
+    let mut covered = 0u64;
+    for e in &sorted {
+        let end = e.addr.saturating_add(e.size);
+        if e.typ == HVM_MEMMAP_TYPE_RAM {
+            let start = e.addr.next_multiple_of(PAGE).max(covered.next_multiple_of(PAGE));
+            let stop = end / PAGE * PAGE;
+            let take = stop.saturating_sub(start).min(left);
+            if take > 0 {
+                ram.push(start..start + take);
+                left -= take;
+            }
+        }
+        covered = covered.max(end);
+    }
+    if left > 0 {
+        return err(format!("the host has {} MiB less RAM than dom0 is to have", left.div_ceil(MIB)));
+    }
+    dom0_map_with_ram(host, ram, acpi_pages, reserved_pages, emulated)
+}
+
+/// [`dom0_map`] for dom0 RAM at the given guest-physical ranges (page-aligned, sorted, disjoint, inside host RAM):
+/// the ranges Keel picked when dom0's RAM is mapped 1:1. The host's other RAM is UNUSABLE to dom0.
+pub fn dom0_map_with_ram(
+    host: &[HvmMemmapEntry],
+    ram: Vec<Range<u64>>,
+    acpi_pages: u64,
+    reserved_pages: u64,
+    emulated: &[Range<u64>],
+) -> Result<Dom0Map, ImageError> {
+    let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
+    sorted.sort_by_key(|e| e.addr);
+    let mut memmap = Vec::new();
+    let mut identity: Vec<Range<u64>> = Vec::new();
     let mut covered = 0u64; // end of what the sorted entries covered so far
     for e in &sorted {
         let end = e.addr.saturating_add(e.size);
         if e.typ == HVM_MEMMAP_TYPE_RAM {
             let (start, stop) = (e.addr.next_multiple_of(PAGE), end / PAGE * PAGE);
             // RAM that overlaps an earlier (non-RAM) entry loses the overlap.
-            let start = start.max(covered.next_multiple_of(PAGE));
-            if start < stop {
-                let take = (stop - start).min(left);
-                if take > 0 {
-                    memmap.push(entry(start, take, HVM_MEMMAP_TYPE_RAM));
-                    ram.push(start..start + take);
-                    left -= take;
+            let mut at = start.max(covered.next_multiple_of(PAGE));
+            for r in &ram {
+                if r.start >= stop || r.end <= at {
+                    continue;
                 }
-                if start + take < stop {
-                    memmap.push(entry(start + take, stop - start - take, HVM_MEMMAP_TYPE_UNUSABLE));
+                let (rs, re) = (r.start.max(at), r.end.min(stop));
+                if rs > at {
+                    memmap.push(entry(at, rs - at, HVM_MEMMAP_TYPE_UNUSABLE));
                 }
+                memmap.push(entry(rs, re - rs, HVM_MEMMAP_TYPE_RAM));
+                at = re;
+            }
+            if at < stop {
+                memmap.push(entry(at, stop - at, HVM_MEMMAP_TYPE_UNUSABLE));
             }
         } else {
             memmap.push(*e);
@@ -82,8 +116,9 @@ pub fn dom0_map(
         }
         covered = covered.max(end);
     }
-    if left > 0 {
-        return err(format!("the host has {} MiB less RAM than dom0 is to have", left.div_ceil(MIB)));
+    let listed: u64 = memmap.iter().filter(|e| e.typ == HVM_MEMMAP_TYPE_RAM).map(|e| e.size).sum();
+    if listed != ram.iter().map(|r| r.end - r.start).sum::<u64>() {
+        return err("dom0's RAM ranges are not all inside the host's RAM");
     }
     // The holes below 1 MiB: legacy VGA memory and option ROMs.
     let mut at = 0;
@@ -107,7 +142,7 @@ pub fn dom0_map(
 
     // The tail: at the top of dom0's RAM below 1 GiB.
     let tail_bytes = (acpi_pages + reserved_pages) * PAGE;
-    let (i, tail_end) = ram
+    let (_, tail_end) = ram
         .iter()
         .enumerate()
         .rev()
@@ -115,7 +150,10 @@ pub fn dom0_map(
         .find(|&(i, end)| ram[i].start >= MIB && ram[i].start + tail_bytes < end)
         .ok_or_else(|| ImageError(format!("no RAM between 1 MiB and 1 GiB holds {tail_bytes} bytes")))?;
     let tail = tail_end - tail_bytes;
-    let m = memmap.iter().position(|e| e.addr == ram[i].start && e.typ == HVM_MEMMAP_TYPE_RAM).expect("listed");
+    let m = memmap
+        .iter()
+        .position(|e| e.typ == HVM_MEMMAP_TYPE_RAM && e.addr <= tail && tail_end <= e.addr + e.size)
+        .ok_or_else(|| ImageError(format!("dom0's tables at {tail:#x} would straddle two host RAM ranges")))?;
     let whole = memmap[m];
     memmap[m].size = tail - whole.addr;
     memmap.insert(m + 1, entry(tail, acpi_pages * PAGE, HVM_MEMMAP_TYPE_ACPI));
@@ -123,6 +161,30 @@ pub fn dom0_map(
     memmap.insert(m + 3, entry(tail_end, whole.addr + whole.size - tail_end, HVM_MEMMAP_TYPE_RAM));
     memmap.retain(|e| e.size > 0);
     Ok(Dom0Map { memmap, ram, identity, tail })
+}
+
+/// Where the host's map says nothing between 1 MiB and `top` (page-aligned), less `denied` (sorted, disjoint):
+/// device memory (PCI BARs) the hardware domain may have mapped 1:1 when it first touches it, as Xen maps the
+/// MMIO its dom0 may use on a nested page fault.
+pub fn mmio_holes(host: &[HvmMemmapEntry], top: u64, denied: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut sorted: Vec<(u64, u64)> = host
+        .iter()
+        .filter(|e| e.size > 0)
+        .map(|e| (e.addr / PAGE * PAGE, (e.addr + e.size).next_multiple_of(PAGE)))
+        .collect();
+    sorted.sort_unstable();
+    let mut holes = Vec::new();
+    let mut at = MIB;
+    for (s, e) in sorted {
+        if s > at && at < top {
+            holes.push(at..s.min(top));
+        }
+        at = at.max(e);
+    }
+    if at < top {
+        holes.push(at..top);
+    }
+    holes.into_iter().flat_map(|r| subtract(r, denied)).collect()
 }
 
 /// `r` less every range of `cut` (sorted, disjoint).
@@ -226,6 +288,48 @@ mod tests {
         let m = dom0_map(&host, 512 << 20, 1, 3, &[0xfec0_0000..0xfec0_1000, 0xfee0_0000..0xfee0_1000]).unwrap();
         let high: Vec<_> = m.identity.iter().filter(|r| r.start >= 0xfe00_0000).cloned().collect();
         assert_eq!(high, [0xfed0_0000..0xfee0_0000, 0xfee0_1000..0xfef0_0000, 0xfffc_0000..0x1_0000_0000]);
+    }
+
+    #[test]
+    fn ram_keel_picked_is_listed_and_the_rest_is_unusable() {
+        // Low RAM above Keel's first 64 KiB, then the frames Keel picked around its own (the image at 2 MiB,
+        // its heap at 160 MiB).
+        let ram = vec![0x1_0000..0x9f000, 0x10_0000..0x20_0000, 0x50_0000..0xa00_0000, 0xb00_0000..0x2000_0000];
+        let m = dom0_map_with_ram(&q35(), ram.clone(), 1, 3, &[]).unwrap();
+        assert_eq!(m.ram, ram);
+        let low: Vec<_> = m.memmap.iter().filter(|e| e.addr < 0xb00_0000).copied().collect();
+        assert_eq!(
+            low,
+            [
+                entry(0, 0x1_0000, HVM_MEMMAP_TYPE_UNUSABLE),
+                entry(0x1_0000, 0x8_f000, HVM_MEMMAP_TYPE_RAM),
+                entry(0x9fc00, 0x400, HVM_MEMMAP_TYPE_RESERVED),
+                entry(0xf0000, 0x10000, HVM_MEMMAP_TYPE_RESERVED),
+                entry(0x10_0000, 0x10_0000, HVM_MEMMAP_TYPE_RAM),
+                entry(0x20_0000, 0x30_0000, HVM_MEMMAP_TYPE_UNUSABLE),
+                entry(0x50_0000, 0x9b0_0000, HVM_MEMMAP_TYPE_RAM),
+                entry(0xa00_0000, 0x100_0000, HVM_MEMMAP_TYPE_UNUSABLE),
+            ]
+        );
+        assert_eq!(m.tail, 0x2000_0000 - 4 * PAGE, "the top of dom0's RAM below 1 GiB");
+        // RAM Keel says is dom0's but the host does not have.
+        let outside = core::iter::once(0x8000_0000..0x8010_0000).collect();
+        assert!(dom0_map_with_ram(&q35(), outside, 1, 3, &[]).is_err());
+    }
+
+    #[test]
+    fn mmio_holes_are_what_the_host_map_leaves_out() {
+        let holes = mmio_holes(&q35(), 1 << 40, &[0xfec0_0000..0xfec0_1000, 0xfed0_0000..0xfed0_1000]);
+        assert_eq!(
+            holes,
+            [
+                0x8000_0000..0xb000_0000,
+                0xc000_0000..0xfec0_0000,
+                0xfec0_1000..0xfed0_0000,
+                0xfed0_1000..0xfffc_0000,
+                0x1_8000_0000..1 << 40
+            ]
+        );
     }
 
     #[test]

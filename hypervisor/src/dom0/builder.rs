@@ -66,6 +66,33 @@ fn load_kernel(dom: &Domain, image: &[u8]) -> Result<u32, String> {
     }
 }
 
+/// Where dom0's kernel loads (Linux's PVH entry is at its link address, 16 MiB) when dom0's RAM is mapped 1:1:
+/// Keel moves boot modules out of it and keeps its own allocations out of it until dom0 is built.
+pub const DOM0_KERNEL_WINDOW: (u64, u64) = (16 << 20, 144 << 20);
+
+/// Dom0's RAM below 1 MiB mapped 1:1 when its RAM is (Linux needs some for its real-mode trampoline): above
+/// Keel's AP trampoline (0x8000), below the EBDA. The 64 KiB below it are fresh RAM, not 1:1: Linux reads the
+/// BIOS data area and looks for an MP table there (zeros: none), and no device DMAs there.
+const DOM0_LOW_RAM: (u64, u64) = (0x1_0000, 0x9_f000);
+
+/// Gives the frames set aside for a 1:1 dom0 to the allocator, for [`host_plan`] to claim: the kernel window
+/// and the low RAM, where the host has RAM and no boot module lies.
+fn release_for_dom0(host: &HostPlatform<'_>, modules: &[Module]) {
+    for r in host.memory.iter().filter(|r| r.kind == MemKind::Usable) {
+        for (s, e) in [DOM0_KERNEL_WINDOW, DOM0_LOW_RAM] {
+            let (s, e) = (s.max(r.start), e.min(r.end));
+            if s < e {
+                crate::mm::with_frames(|a| {
+                    a.add_free_range(s, e);
+                    for m in modules {
+                        a.reserve_range(m.start, m.end);
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// What the machine is, for a dom0 given the host's platform (`dom0-platform=host`).
 pub struct HostPlatform<'a> {
     /// The firmware's memory map.
@@ -85,6 +112,9 @@ pub fn build(
 ) -> Option<Arc<Domain>> {
     let kernel = modules.first()?;
     let initrd = modules.get(1);
+    if let Some(h) = &host {
+        release_for_dom0(h, modules);
+    }
     let free = crate::mm::free_frames() * PAGE_SIZE;
     let memory = opts.dom0_mem.resolve(free, loader::bzimage::unpack_room(module_bytes(kernel)));
     let vcpus = opts.dom0_max_vcpus.unwrap_or(cpus).clamp(1, 64);
@@ -109,7 +139,7 @@ pub fn build(
         None => None,
     };
     let made = match &plan {
-        Some(p) => domain::create_with_ram(0, cfg, &p.map.ram, support),
+        Some(p) => domain::create_with_ram(0, cfg, &p.map.ram, DOM0_LOW_RAM.0, support),
         None => domain::create_with_id(0, cfg, support),
     };
     let dom = match made {
@@ -207,6 +237,8 @@ struct HostPlan {
     acpi: keel_image::acpi::AcpiBlob,
     /// An emulated IO-APIC per host IO-APIC.
     ioapics: Vec<crate::hvm::vioapic::Vioapic>,
+    /// Device memory mapped 1:1 on first access.
+    holes: Vec<core::ops::Range<u64>>,
 }
 
 /// Lays dom0 out in the host's e820 shape with `memory` bytes of RAM and the host's ACPI tables behind a new
@@ -244,12 +276,19 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
     };
     // Dom0 sees each host IO-APIC at its address, emulated (`hvm::vioapic`), and the local APIC page is the
     // vLAPIC's: neither window is ever mapped 1:1.
+    // Neither is the memory-mapped PCI configuration space (MCFG is hidden until Keel mediates it), nor the HPET,
+    // which Keel keeps (as Xen does).
+    let table =
+        |sig: &[u8; 4]| tables.iter().find(|t| &t.signature == sig).and_then(|t| read(t.address, t.length as usize));
     let mut emulated: Vec<core::ops::Range<u64>> = madt
         .ioapic_list()
         .map(|(_, a, _)| u64::from(a)..u64::from(a) + crate::hvm::vioapic::WINDOW)
         .chain(core::iter::once(LAPIC_WINDOW))
+        .chain(table(b"MCFG").map(|t| host_acpi::parse_mcfg(&t)).unwrap_or_default())
+        .chain(table(b"HPET").and_then(|t| host_acpi::parse_hpet(&t)).map(|a| a & !0xfff..(a & !0xfff) + 0x1000))
         .collect();
     emulated.sort_by_key(|r| r.start);
+    let holes = keel_image::host_map::mmio_holes(&e820, 1 << 46, &emulated);
     let shown: Vec<String> = tables
         .iter()
         .map(|t| {
@@ -263,13 +302,41 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
         .collect();
     crate::info!("dom0: host ACPI tables (- hidden): {}", shown.join(" "));
     let size = host_acpi::dom0_tables(0, vcpus, &tables, &madt).bytes.len() as u64;
-    let map = keel_image::host_map::dom0_map(&e820, memory, size.div_ceil(PAGE_SIZE), 3, &emulated).map_err(|e| e.0)?;
+    // Dom0's RAM is mapped 1:1 (no IOMMU: a device it drives reaches RAM by machine address): the lowest free
+    // frames from 64 KiB up, which include the kernel window Keel kept free.
+    let pages = memory / PAGE_SIZE - DOM0_LOW_RAM.0 / PAGE_SIZE;
+    let claimed = crate::mm::with_frames(|a| a.claim_lowest(DOM0_LOW_RAM.0, pages)).unwrap_or_default();
+    let mut ram = alloc::vec![0..DOM0_LOW_RAM.0];
+    ram.extend(claimed.iter().cloned());
+    let give_back = |ram: &[core::ops::Range<u64>]| {
+        for r in ram.iter().filter(|r| r.start >= DOM0_LOW_RAM.0) {
+            for f in (r.start..r.end).step_by(PAGE_SIZE as usize) {
+                crate::mm::free_frame(f);
+            }
+        }
+    };
+    let got: u64 = claimed.iter().map(|r| (r.end - r.start) / PAGE_SIZE).sum();
+    let kernel_room = ram.iter().any(|r| r.start <= DOM0_KERNEL_WINDOW.0 && DOM0_KERNEL_WINDOW.1 <= r.end);
+    if got < pages || !kernel_room {
+        give_back(&ram);
+        return Err(format!(
+            "{got} of {pages} frames free for dom0's RAM, the kernel window {:#x}-{:#x} {}",
+            DOM0_KERNEL_WINDOW.0,
+            DOM0_KERNEL_WINDOW.1,
+            if kernel_room { "among them" } else { "not whole" }
+        ));
+    }
+    let map = keel_image::host_map::dom0_map_with_ram(&e820, ram.clone(), size.div_ceil(PAGE_SIZE), 3, &emulated)
+        .map_err(|e| {
+            give_back(&ram);
+            e.0
+        })?;
     let acpi = host_acpi::dom0_tables(map.tail, vcpus, &tables, &madt);
     let ioapics = madt
         .ioapic_list()
         .map(|(id, address, base)| crate::hvm::vioapic::Vioapic::new(id, u64::from(address), base))
         .collect();
-    Ok(HostPlan { map, acpi, ioapics })
+    Ok(HostPlan { map, acpi, ioapics, holes })
 }
 
 /// [`setup`] for a dom0 in the host's shape: the firmware ranges mapped 1:1, the kernel at its physical address,
@@ -287,6 +354,7 @@ fn setup_host(
         crate::info!("dom0: emulated IO-APIC at {:#x}, GSI {}-{}", a.base, a.gsi_base, a.gsi_base + 23);
     }
     *dom.vioapics.lock() = plan.ioapics.clone();
+    *dom.mmio_holes.lock() = plan.holes.clone();
     dom.owns_devices.store(true, core::sync::atomic::Ordering::Release);
     let entry = load_kernel(dom, module_bytes(kernel))?;
     let tail = plan.map.tail;
@@ -317,17 +385,26 @@ fn setup_host(
         plan.map.ram.len(),
         plan.map.identity.len()
     );
+    // No IOMMU is programmed (Keel does not drive one yet), so dom0's RAM is mapped 1:1 and that mode's limits
+    // apply; swiotlb=force makes dom0's DMA bounce through its own RAM, never into a page it maps from another
+    // domain (a grant), whose machine address is not its guest-physical one.
+    crate::warning!(
+        "dom0: no IOMMU in use: dom0's RAM is mapped 1:1 so that its devices' DMA lands where it means, but nothing \
+         stops a device it drives from reaching any machine address, and DMA into pages it maps from other domains \
+         cannot work: dom0 runs with swiotlb=force"
+    );
+    // Keel does not mediate MSI or MSI-X yet: a message a device sent on dom0's behalf would reach a physical CPU
+    // with dom0's vector and be lost, so dom0's devices use their IO-APIC lines (pci=nomsi) for now.
+    let mut cmdline = kernel.cmdline.clone();
+    for (option, value) in [("swiotlb=", "swiotlb=force"), ("pci=", "pci=nomsi")] {
+        if !cmdline.split_whitespace().any(|w| w.starts_with(option)) {
+            cmdline = format!("{cmdline} {value}").trim_start().into();
+        }
+    }
     let flags = si::SIF_PRIVILEGED | si::SIF_INITDOMAIN;
-    let si_gpa = loader::write_start_info(
-        &mem,
-        start_info_at,
-        flags,
-        &kernel.cmdline,
-        &mods,
-        &plan.map.memmap,
-        plan.acpi.rsdp_gpa,
-    )
-    .map_err(|e| e.0)?;
+    let si_gpa =
+        loader::write_start_info(&mem, start_info_at, flags, &cmdline, &mods, &plan.map.memmap, plan.acpi.rsdp_gpa)
+            .map_err(|e| e.0)?;
     drop(mem);
     Ok((entry, si_gpa))
 }

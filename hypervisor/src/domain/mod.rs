@@ -4,6 +4,7 @@
 pub mod console;
 pub mod evtchn;
 pub mod grant;
+pub mod irq;
 pub mod logdirty;
 pub mod pvclock;
 
@@ -359,12 +360,21 @@ impl Memory {
         self.write(gpa, bytemuck::bytes_of(v))
     }
 
-    /// Populates the guest-physical ranges `ram` (page-aligned) with RAM, using 2 MiB pages where possible.
-    fn populate(&mut self, ram: &[Range<u64>]) -> Result<(), &'static str> {
+    /// Populates the guest-physical ranges `ram` (page-aligned) with RAM, using 2 MiB pages where possible: fresh
+    /// frames, or from `identity_from` up the frames at the same addresses, which the caller took from the
+    /// allocator for the domain (they are zeroed here).
+    fn populate(&mut self, ram: &[Range<u64>], identity_from: u64) -> Result<(), &'static str> {
         for r in ram {
             let mut gpa = r.start;
             while gpa < r.end {
                 let big = gpa.is_multiple_of(2 << 20) && r.end - gpa >= 2 << 20;
+                if gpa >= identity_from {
+                    let size = if big { PageSize::Size2M } else { PageSize::Size4K };
+                    zero(gpa, size.bytes());
+                    self.map_owned(gpa, gpa, size)?;
+                    gpa += size.bytes();
+                    continue;
+                }
                 if big {
                     if let Ok(hpa) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX))
                         .unwrap_or(Err(crate::mm::frame::OutOfFrames))
@@ -768,6 +778,9 @@ pub struct Domain {
     pub owns_devices: AtomicBool,
     /// The hardware domain's emulated IO-APICs, one per host IO-APIC.
     pub vioapics: Mutex<Vec<crate::hvm::vioapic::Vioapic>>,
+    /// The hardware domain's device memory: host ranges its first access maps 1:1 (PCI BARs in the host map's
+    /// holes, less what Keel keeps or emulates).
+    pub mmio_holes: Mutex<Vec<Range<u64>>>,
 }
 
 static DOMAINS: Mutex<BTreeMap<DomId, Arc<Domain>>> = Mutex::new(BTreeMap::new());
@@ -974,10 +987,19 @@ impl Domain {
         if (start..end).step_by(PAGE_SIZE as usize).any(|g| mem.translate(g, false).is_ok()) {
             return Err(EBUSY);
         }
+        // The hardware domain's RAM is mapped 1:1 (its devices DMA by machine address): a frame it takes back is
+        // the one at the same address where that is free.
+        let identity = self.owns_devices.load(Ordering::Acquire);
         let mut gpa = start;
         while gpa < end {
             if gpa.is_multiple_of(2 << 20) && end - gpa >= 2 << 20 {
-                if let Some(Ok(hpa)) = crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX)) {
+                let same = identity && crate::mm::with_frames(|a| a.claim_range(gpa, 512)) == Some(true);
+                let frames = if same {
+                    Some(Ok(gpa))
+                } else {
+                    crate::mm::with_frames(|a| a.alloc_contiguous(512, 2 << 20, u64::MAX))
+                };
+                if let Some(Ok(hpa)) = frames {
                     zero(hpa, 2 << 20);
                     match mem.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size2M, Perms::RAM, true) {
                         Ok(()) => {
@@ -996,7 +1018,12 @@ impl Domain {
                     }
                 }
             }
-            let hpa = crate::mm::alloc_frame().map_err(|_| ENOMEM)?;
+            let hpa = if identity && crate::mm::with_frames(|a| a.claim_range(gpa, 1)) == Some(true) {
+                zero(gpa, PAGE_SIZE);
+                gpa
+            } else {
+                crate::mm::alloc_frame().map_err(|_| ENOMEM)?
+            };
             mem.map_owned(gpa, hpa, PageSize::Size4K).map_err(|_| ENOMEM)?;
             mem.mark_owned(gpa >> 12, gpa >> 12);
             gpa += PAGE_SIZE;
@@ -1292,19 +1319,22 @@ pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Creat
 pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
     let creating = CREATING.lock();
     let ram = core::slice::from_ref(&(0..cfg.memory)).to_vec();
-    build(id, cfg, &ram, support, false, &creating)
+    build(id, cfg, &ram, u64::MAX, support, false, &creating)
 }
 
 /// Builds a domain with a given id whose RAM is the guest-physical ranges `ram` (page-aligned, sorted, disjoint;
-/// `cfg.memory` their total): the initial domain in the host's e820 shape.
+/// `cfg.memory` their total): the initial domain in the host's e820 shape. From `identity_from` up (a page
+/// boundary no range straddles) each range is backed by the machine frames at the same addresses, which the
+/// caller has taken from the allocator for it; below, by fresh frames.
 pub fn create_with_ram(
     id: DomId,
     cfg: DomainConfig,
     ram: &[Range<u64>],
+    identity_from: u64,
     support: &Support,
 ) -> Result<Arc<Domain>, CreateError> {
     let creating = CREATING.lock();
-    build(id, cfg, ram, support, false, &creating)
+    build(id, cfg, ram, identity_from, support, false, &creating)
 }
 
 /// Most domains Keel holds at once (the toolstack's createdomain is refused beyond: -ENOMEM).
@@ -1359,7 +1389,7 @@ pub fn create_empty(requested: DomId, cfg: DomainConfig, support: &Support) -> R
         Support::Unavailable(_) => return Err(EOPNOTSUPP),
         _ => {}
     }
-    build(id, DomainConfig { memory: 0, ..cfg }, &[], support, true, &creating).map_err(|e| {
+    build(id, DomainConfig { memory: 0, ..cfg }, &[], u64::MAX, support, true, &creating).map_err(|e| {
         crate::warning!("createdomain: {}", e.0);
         ENOMEM
     })
@@ -1370,6 +1400,7 @@ fn build(
     id: DomId,
     cfg: DomainConfig,
     ram: &[Range<u64>],
+    identity_from: u64,
     support: &Support,
     empty: bool,
     _creating: &spin::MutexGuard<'_, ()>,
@@ -1398,7 +1429,7 @@ fn build(
     let mut mem = Memory::new(p2m, cfg.memory / PAGE_SIZE);
     let ram_end = ram.iter().map(|r| r.end).max().unwrap_or(0).max(cfg.memory);
     mem.p2m.set_table_limit(p2m::tables_for(ram_end) + P2M_EXTRA_TABLES);
-    if let Err(e) = mem.populate(ram) {
+    if let Err(e) = mem.populate(ram, identity_from) {
         mem.p2m.destroy(&mut MachineFrames);
         return Err(CreateError(e.into()));
     }
@@ -1477,6 +1508,7 @@ fn build(
             time_offset: core::sync::atomic::AtomicI64::new(0),
             owns_devices: AtomicBool::new(false),
             vioapics: Mutex::new(Vec::new()),
+            mmio_holes: Mutex::new(Vec::new()),
         }
     });
     pvclock::init_shared_info(&dom);

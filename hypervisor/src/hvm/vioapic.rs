@@ -5,8 +5,7 @@
 //! 0x11 + 2n the low and high halves of redirection entry n. Entries start masked; delivery status (bit 12) and
 //! remote IRR (bit 14) are read-only.
 //!
-//! This is the register model only: routing the physical IO-APIC's pins to the vectors dom0 programs here is the
-//! next step.
+//! A write to an entry is reported to the caller, which routes the physical pin behind it (`domain::irq`).
 
 /// Redirection entries of each emulated IO-APIC (the 82093AA's 24).
 pub const PINS: usize = 24;
@@ -50,13 +49,20 @@ impl Vioapic {
         }
     }
 
-    /// A write at `offset` in the window.
-    pub fn write(&mut self, offset: u64, value: u32) {
+    /// A write at `offset` in the window; returns the redirection entry it changed, as (pin, new entry).
+    pub fn write(&mut self, offset: u64, value: u32) -> Option<(usize, u64)> {
         match offset {
             0x00 => self.select = value as u8,
-            0x10 => self.write_register(self.select, value),
+            0x10 => {
+                self.write_register(self.select, value);
+                if (0x10..0x10 + 2 * PINS as u8).contains(&self.select) {
+                    let pin = usize::from(self.select - 0x10) / 2;
+                    return Some((pin, self.redir[pin]));
+                }
+            }
             _ => {}
         }
+        None
     }
 
     /// Redirection entry `pin`, if there is one.
@@ -118,13 +124,13 @@ mod tests {
         }
         // Pin 9: vector 0x39, level, active low, to APIC id 1; delivery status and remote IRR stay clear.
         a.write(0, 0x10 + 18);
-        a.write(0x10, 0x39 | 1 << 15 | 1 << 13 | 1 << 12 | 1 << 14);
+        assert_eq!(a.write(0x10, 0x39 | 1 << 15 | 1 << 13 | 1 << 12 | 1 << 14), Some((9, 0x39 | 1 << 15 | 1 << 13)));
         a.write(0, 0x11 + 18);
-        a.write(0x10, 0x0100_00ff);
+        assert_eq!(a.write(0x10, 0x0100_00ff).map(|(pin, _)| pin), Some(9));
         assert_eq!(a.entry(9), Some(0x0100_0000_0000_0000 | 0x39 | 1 << 15 | 1 << 13));
         assert_eq!(reg(&mut a, 0x11 + 18), 0x0100_0000, "only the destination field of the high half");
         a.write(0, 0);
-        a.write(0x10, 0x0f00_0000);
+        assert_eq!(a.write(0x10, 0x0f00_0000), None, "not an entry");
         assert_eq!(reg(&mut a, 0), 0x0f00_0000);
         assert_eq!(reg(&mut a, 0x40), 0, "past the entries");
         assert_eq!(a.read(0x20), 0);

@@ -131,6 +131,8 @@ pub enum WriteEffect {
     Timer,
     /// The write is invalid: inject #GP.
     Fault,
+    /// An EOI retired this vector (an IO-APIC's level-triggered line behind it may be unmasked).
+    Eoi(u8),
 }
 
 /// One vCPU's local APIC.
@@ -139,6 +141,9 @@ pub struct Vlapic {
     /// Interrupt request bits; other CPUs set them, hence atomics.
     irr: [AtomicU64; 4],
     isr: [u64; 4],
+    /// Trigger mode of the vectors accepted (set: level-triggered, from an IO-APIC line); an EOI of such a vector
+    /// is broadcast to the IO-APIC (`WriteEffect::Eoi`), so the OS needs no mask-and-retrigger of its own.
+    tmr: [u64; 4],
     tpr: u32,
     svr: u32,
     /// ESR as last latched by a write to it.
@@ -169,6 +174,7 @@ impl Vlapic {
             id,
             irr: [const { AtomicU64::new(0) }; 4],
             isr: [0; 4],
+            tmr: [0; 4],
             tpr: 0,
             svr: 0xff,
             esr: 0,
@@ -220,6 +226,12 @@ impl Vlapic {
     /// Raises `vector` (safe to call from another CPU through a shared reference).
     pub fn set_irr(&self, vector: u8) {
         self.irr[(vector / 64) as usize].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+    }
+
+    /// Requests `vector` from a level-triggered line: its TMR bit is set until its EOI.
+    pub fn set_irr_level(&mut self, vector: u8) {
+        self.tmr[(vector / 64) as usize] |= 1 << (vector % 64);
+        self.set_irr(vector);
     }
 
     fn highest(bits: &[u64; 4]) -> Option<u8> {
@@ -278,10 +290,7 @@ impl Vlapic {
             reg::LDR => x2apic_ldr(self.id) as u64,
             reg::SVR => self.svr as u64,
             0x10..=0x17 => ((self.isr[((r - reg::ISR0) / 2) as usize] >> (32 * ((r - reg::ISR0) % 2))) as u32) as u64,
-            0x18..=0x1f => {
-                let _ = reg::TMR0;
-                0
-            }
+            0x18..=0x1f => ((self.tmr[((r - reg::TMR0) / 2) as usize] >> (32 * ((r - reg::TMR0) % 2))) as u32) as u64,
             0x20..=0x27 => {
                 let irr = self.irr_snapshot();
                 ((irr[((r - reg::IRR0) / 2) as usize] >> (32 * ((r - reg::IRR0) % 2))) as u32) as u64
@@ -386,6 +395,8 @@ impl Vlapic {
             reg::EOI => {
                 if let Some(v) = Self::highest(&self.isr) {
                     self.isr[(v / 64) as usize] &= !(1 << (v % 64));
+                    self.tmr[(v / 64) as usize] &= !(1 << (v % 64));
+                    return WriteEffect::Eoi(v);
                 }
             }
             reg::SVR => self.svr = v32 & 0x1ff,
@@ -515,6 +526,21 @@ mod tests {
             assert_eq!(l.timer_deadline.load(Ordering::Relaxed), expect + (expect - 1000), "divide by {div}");
         }
         assert_eq!(BUS_HZ, 1_000_000_000);
+    }
+
+    /// A level-triggered request sets its TMR bit until its EOI, which reports the vector (for the IO-APIC).
+    #[test]
+    fn level_requests_show_in_the_tmr_until_their_eoi() {
+        let mut l = Vlapic::new(0);
+        l.write(0x80f, 0x1ff, 0); // software-enabled
+        l.set_irr_level(0x41);
+        assert_eq!(l.read(0x81a, 0), Some(1 << 1), "TMR bit of vector 0x41");
+        l.accept(0x41);
+        l.set_irr(0x30);
+        assert_eq!(l.read(0x819, 0), Some(0), "edge: no TMR bit");
+        assert_eq!(l.write(0x80b, 0, 0), WriteEffect::Eoi(0x41));
+        assert_eq!(l.read(0x81a, 0), Some(0));
+        assert_eq!(l.write(0x80b, 0, 0), WriteEffect::None, "nothing in service");
     }
 
     #[test]

@@ -122,6 +122,49 @@ impl FrameAllocator {
         Err(OutOfFrames)
     }
 
+    /// Takes the lowest `count` free frames at or above `from`, returned as address ranges in ascending order
+    /// (fewer if fewer are free): the initial domain's RAM when it is mapped 1:1.
+    pub fn claim_lowest(&mut self, from: u64, count: u64) -> Vec<core::ops::Range<u64>> {
+        let mut out: Vec<core::ops::Range<u64>> = Vec::new();
+        let mut left = count;
+        let mut w = (from / PAGE_SIZE / 64) as usize;
+        while left > 0 && w < self.bits.len() {
+            let mut word = self.bits[w];
+            if w == (from / PAGE_SIZE / 64) as usize {
+                word &= !0u64 << (from / PAGE_SIZE % 64);
+            }
+            while word != 0 && left > 0 {
+                let frame = w as u64 * 64 + u64::from(word.trailing_zeros());
+                word &= word - 1;
+                self.set(frame, false);
+                left -= 1;
+                let at = frame * PAGE_SIZE;
+                match out.last_mut() {
+                    Some(r) if r.end == at => r.end += PAGE_SIZE,
+                    _ => out.push(at..at + PAGE_SIZE),
+                }
+            }
+            w += 1;
+        }
+        self.hint = 0;
+        out
+    }
+
+    /// Takes the `count` frames from `paddr` if every one is free (all or nothing); whether it did.
+    pub fn claim_range(&mut self, paddr: u64, count: u64) -> bool {
+        let f = paddr / PAGE_SIZE;
+        if !paddr.is_multiple_of(PAGE_SIZE) || f.saturating_add(count) > self.frames {
+            return false;
+        }
+        if (f..f + count).any(|x| !self.is_free(x)) {
+            return false;
+        }
+        for x in f..f + count {
+            self.set(x, false);
+        }
+        true
+    }
+
     /// Gives a frame back.
     pub fn free(&mut self, paddr: u64) -> Result<(), FreeError> {
         if !paddr.is_multiple_of(PAGE_SIZE) {
@@ -205,5 +248,50 @@ mod tests {
         let low = a.alloc_contiguous(1, 4096, 0x20_0000).unwrap();
         assert!((0x10_0000..0x20_0000).contains(&low));
         assert_eq!(a.alloc_contiguous(0x1000, 4096, u64::MAX), Err(OutOfFrames));
+    }
+
+    #[test]
+    fn claim_lowest_takes_runs_in_address_order() {
+        let mut a = alloc_with_holes();
+        let before = a.free_frames();
+        let got = a.claim_lowest(0x10_0000, 0x100 + 0x100 + 3);
+        assert_eq!(got, [0x10_0000..0x20_0000, 0x30_1000..0x40_1000, 0x40_1000..0x40_4000].concat_ranges());
+        assert_eq!(a.free_frames(), before - 0x203);
+        assert!(!a.is_free(0x10_0000 / PAGE_SIZE) && a.is_free(0x40_4000 / PAGE_SIZE));
+        // Asking more than is free takes what there is.
+        let rest = a.claim_lowest(0, u64::MAX);
+        assert_eq!(rest.iter().map(|r| (r.end - r.start) / PAGE_SIZE).sum::<u64>(), before - 0x203);
+        assert_eq!(a.free_frames(), 0);
+    }
+
+    #[test]
+    fn claim_range_is_all_or_nothing() {
+        let mut a = alloc_with_holes();
+        let before = a.free_frames();
+        assert!(!a.claim_range(0x1f_f000, 2), "crosses into the image");
+        assert!(!a.claim_range(0x10_0800, 1), "unaligned");
+        assert!(!a.claim_range(0xfff_f000, 2), "past the end");
+        assert_eq!(a.free_frames(), before);
+        assert!(a.claim_range(0x40_0000, 512));
+        assert!(!a.claim_range(0x40_0000, 1), "taken");
+        assert_eq!(a.free_frames(), before - 512);
+    }
+
+    trait ConcatRanges {
+        fn concat_ranges(self) -> Vec<core::ops::Range<u64>>;
+    }
+
+    impl<const N: usize> ConcatRanges for [core::ops::Range<u64>; N] {
+        /// Adjacent ranges joined.
+        fn concat_ranges(self) -> Vec<core::ops::Range<u64>> {
+            let mut out: Vec<core::ops::Range<u64>> = Vec::new();
+            for r in self {
+                match out.last_mut() {
+                    Some(l) if l.end == r.start => l.end = r.end,
+                    _ => out.push(r),
+                }
+            }
+            out
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod apic;
 pub mod cpu;
 pub mod fpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod paging;
 pub mod percpu;
 pub mod power;

@@ -1,0 +1,140 @@
+//! The machine's interrupt lines, forwarded to the hardware domain (issue 15, interrupts). When dom0 unmasks a pin
+//! of its emulated IO-APIC (`hvm::vioapic`), Keel programs the same GSI's physical pin (`arch::x86::ioapic`) to raise
+//! Keel's vector `GSI_VECTOR_BASE + gsi` on the boot CPU, with dom0's trigger mode and polarity; masking it masks
+//! the physical pin.
+//!
+//! The interrupt handler only records the GSI as pending (a level-triggered pin is masked until dom0's EOI) and
+//! acknowledges the local APIC: it takes no lock, so it cannot deadlock with the code it interrupted. The boot CPU
+//! then hands pending GSIs to dom0 between guest entries and on every scheduler pass ([`drain`]): the vector dom0
+//! programmed goes into the IRR of the vCPU its entry names, which is kicked. Dom0's EOI of that vector unmasks a
+//! level-triggered pin again ([`eoi`]), as the IO-APIC's EOI broadcast would.
+
+use crate::arch::x86::{apic, ioapic, trap};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Keel's vector for GSI 0; GSI n raises `GSI_VECTOR_BASE + n`.
+pub const GSI_VECTOR_BASE: u8 = 0x40;
+/// GSIs Keel forwards: vectors 0x40-0x9f.
+pub const MAX_GSIS: u32 = 0x60;
+
+/// Marks a routed GSI in [`ROUTES`]: bit 40, reserved in a redirection entry (bits 56-63 are its destination).
+const VALID: u64 = 1 << 40;
+const WORDS: usize = MAX_GSIS.div_ceil(64) as usize;
+
+/// Per GSI: `VALID` and dom0's redirection entry (vector, trigger, destination), or 0 when masked.
+static ROUTES: [AtomicU64; MAX_GSIS as usize] = [const { AtomicU64::new(0) }; MAX_GSIS as usize];
+/// GSIs raised and not yet handed to dom0.
+static PENDING: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+/// Level-triggered GSIs handed to dom0 and masked until its EOI.
+static IN_SERVICE: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+/// The entry last logged per GSI.
+static LOGGED: [AtomicU64; MAX_GSIS as usize] = [const { AtomicU64::new(0) }; MAX_GSIS as usize];
+/// Interrupts taken per GSI (for the log and tests).
+static COUNTS: [AtomicU64; MAX_GSIS as usize] = [const { AtomicU64::new(0) }; MAX_GSIS as usize];
+
+fn bit(set: &[AtomicU64; WORDS], gsi: u32, on: bool) -> bool {
+    let (w, b) = ((gsi / 64) as usize, 1u64 << (gsi % 64));
+    let old = if on { set[w].fetch_or(b, Ordering::AcqRel) } else { set[w].fetch_and(!b, Ordering::AcqRel) };
+    old & b != 0
+}
+
+/// Installs the handlers (once, at boot).
+pub fn init() {
+    for gsi in 0..MAX_GSIS {
+        trap::register_handler(GSI_VECTOR_BASE + gsi as u8, interrupt);
+    }
+}
+
+fn interrupt(frame: &mut trap::TrapFrame) {
+    let gsi = u32::from(frame.vector as u8 - GSI_VECTOR_BASE);
+    if gsi < MAX_GSIS {
+        COUNTS[gsi as usize].fetch_add(1, Ordering::Relaxed);
+        if ROUTES[gsi as usize].load(Ordering::Acquire) & ioapic::LEVEL != 0 {
+            ioapic::set_masked(gsi, true);
+            bit(&IN_SERVICE, gsi, true);
+        }
+        bit(&PENDING, gsi, true);
+    }
+    apic::eoi();
+}
+
+/// Interrupts taken on `gsi` so far.
+pub fn count(gsi: u32) -> u64 {
+    COUNTS.get(gsi as usize).map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// Dom0 wrote redirection entry `entry` for `gsi`: the physical pin follows it.
+pub fn entry_written(gsi: u32, entry: u64) {
+    if gsi >= MAX_GSIS {
+        crate::warning!("dom0 routes GSI {gsi}, beyond the {MAX_GSIS} Keel forwards: left masked");
+        return;
+    }
+    let vector = entry & 0xff;
+    if entry & ioapic::MASKED != 0 || vector < 0x10 {
+        ROUTES[gsi as usize].store(0, Ordering::Release);
+        ioapic::route(gsi, ioapic::MASKED);
+        bit(&IN_SERVICE, gsi, false);
+        return;
+    }
+    ROUTES[gsi as usize].store(VALID | entry, Ordering::Release);
+    let physical = u64::from(GSI_VECTOR_BASE + gsi as u8)
+        | (entry & (ioapic::LEVEL | ioapic::ACTIVE_LOW))
+        | u64::from(crate::arch::x86::percpu::cpu(0).apic_id.load(Ordering::Relaxed)) << 56;
+    // Logged when dom0 routes it anew (not when it unmasks it again, which Linux does on every level interrupt).
+    if ioapic::route(gsi, physical) && LOGGED[gsi as usize].swap(entry, Ordering::Relaxed) != entry {
+        crate::info!(
+            "GSI {gsi}: {} active {}, forwarded to dom0 as vector {vector:#x}",
+            if entry & ioapic::LEVEL != 0 { "level" } else { "edge" },
+            if entry & ioapic::ACTIVE_LOW != 0 { "low" } else { "high" },
+        );
+    }
+}
+
+/// Hands the pending GSIs to dom0 (the boot CPU calls it between guest entries and on each scheduler pass).
+pub fn drain() {
+    if PENDING.iter().all(|w| w.load(Ordering::Relaxed) == 0) {
+        return;
+    }
+    let Some(dom0) = super::get(0).filter(|d| d.owns_devices.load(Ordering::Acquire)) else { return };
+    for (w, word) in PENDING.iter().enumerate() {
+        let mut bits = word.swap(0, Ordering::AcqRel);
+        while bits != 0 {
+            let gsi = w as u32 * 64 + bits.trailing_zeros();
+            bits &= bits - 1;
+            let route = ROUTES[gsi as usize].load(Ordering::Acquire);
+            if route & VALID == 0 {
+                continue;
+            }
+            // Physical destination: the vCPU with that APIC id (Keel's are the vCPU ids); anything else goes to
+            // vCPU 0.
+            let dest = ((route >> 56) & 0xff) as usize;
+            let logical = route & (1 << 11) != 0;
+            let v = if logical { None } else { dom0.vcpus.get(dest) }.unwrap_or(&dom0.vcpus[0]);
+            if route & ioapic::LEVEL != 0 {
+                v.lapic.lock().set_irr_level(route as u8);
+            } else {
+                v.lapic.lock().set_irr(route as u8);
+            }
+            crate::sched::kick(v);
+            let n = COUNTS[gsi as usize].load(Ordering::Relaxed);
+            if n <= 3 {
+                crate::debug!("GSI {gsi}: interrupt {n} to d0v{} as vector {:#x}", v.id, route as u8);
+            }
+        }
+    }
+}
+
+/// Dom0's vLAPIC took an EOI for `vector`: its level-triggered pins with that vector are unmasked again.
+pub fn eoi(vector: u8) {
+    for (w, word) in IN_SERVICE.iter().enumerate() {
+        let mut bits = word.load(Ordering::Acquire);
+        while bits != 0 {
+            let gsi = w as u32 * 64 + bits.trailing_zeros();
+            bits &= bits - 1;
+            let route = ROUTES[gsi as usize].load(Ordering::Acquire);
+            if route & VALID != 0 && route as u8 == vector && bit(&IN_SERVICE, gsi, false) {
+                ioapic::set_masked(gsi, false);
+            }
+        }
+    }
+}
