@@ -50,23 +50,14 @@ pub fn dom0_map(
     reserved_pages: u64,
     emulated: &[Range<u64>],
 ) -> Result<Dom0Map, ImageError> {
-    let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
-    sorted.sort_by_key(|e| e.addr);
     let mut ram = Vec::new();
     let mut left = ram_bytes / PAGE * PAGE;
-    let mut covered = 0u64;
-    for e in &sorted {
-        let end = e.addr.saturating_add(e.size);
-        if e.typ == HVM_MEMMAP_TYPE_RAM {
-            let start = e.addr.next_multiple_of(PAGE).max(covered.next_multiple_of(PAGE));
-            let stop = end / PAGE * PAGE;
-            let take = stop.saturating_sub(start).min(left);
-            if take > 0 {
-                ram.push(start..start + take);
-                left -= take;
-            }
+    for (_, span) in walk(host) {
+        let take = (span.end - span.start).min(left);
+        if take > 0 {
+            ram.push(span.start..span.start + take);
+            left -= take;
         }
-        covered = covered.max(end);
     }
     if left > 0 {
         return err(format!("the host has {} MiB less RAM than dom0 is to have", left.div_ceil(MIB)));
@@ -83,17 +74,12 @@ pub fn dom0_map_with_ram(
     reserved_pages: u64,
     emulated: &[Range<u64>],
 ) -> Result<Dom0Map, ImageError> {
-    let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
-    sorted.sort_by_key(|e| e.addr);
     let mut memmap = Vec::new();
     let mut identity: Vec<Range<u64>> = Vec::new();
-    let mut covered = 0u64; // end of what the sorted entries covered so far
-    for e in &sorted {
-        let end = e.addr.saturating_add(e.size);
+    let walked = walk(host);
+    for (e, span) in &walked {
         if e.typ == HVM_MEMMAP_TYPE_RAM {
-            let (start, stop) = (e.addr.next_multiple_of(PAGE), end / PAGE * PAGE);
-            // RAM that overlaps an earlier (non-RAM) entry loses the overlap.
-            let mut at = start.max(covered.next_multiple_of(PAGE));
+            let (mut at, stop) = (span.start, span.end);
             for r in &ram {
                 if r.start >= stop || r.end <= at {
                     continue;
@@ -111,11 +97,11 @@ pub fn dom0_map_with_ram(
         } else {
             memmap.push(*e);
             if matches!(e.typ, HVM_MEMMAP_TYPE_ACPI | HVM_MEMMAP_TYPE_NVS | HVM_MEMMAP_TYPE_RESERVED) {
-                identity.push(e.addr / PAGE * PAGE..end.next_multiple_of(PAGE));
+                identity.push(e.addr / PAGE * PAGE..(e.addr + e.size).next_multiple_of(PAGE));
             }
         }
-        covered = covered.max(end);
     }
+    let sorted: Vec<HvmMemmapEntry> = walked.iter().map(|(e, _)| *e).collect();
     let listed: u64 = memmap.iter().filter(|e| e.typ == HVM_MEMMAP_TYPE_RAM).map(|e| e.size).sum();
     if listed != ram.iter().map(|r| r.end - r.start).sum::<u64>() {
         return err("dom0's RAM ranges are not all inside the host's RAM");
@@ -185,6 +171,29 @@ pub fn mmio_holes(host: &[HvmMemmapEntry], top: u64, denied: &[Range<u64>]) -> V
         holes.push(at..top);
     }
     holes.into_iter().flat_map(|r| subtract(r, denied)).collect()
+}
+
+/// The host map sorted by address (empty entries dropped), each entry with the page-aligned RAM it contributes:
+/// empty for non-RAM, and RAM that overlaps an earlier entry loses the overlap.
+fn walk(host: &[HvmMemmapEntry]) -> Vec<(HvmMemmapEntry, Range<u64>)> {
+    let mut sorted: Vec<HvmMemmapEntry> = host.iter().copied().filter(|e| e.size > 0).collect();
+    sorted.sort_by_key(|e| e.addr);
+    let mut covered = 0u64; // end of what the entries before covered
+    sorted
+        .into_iter()
+        .map(|e| {
+            let end = e.addr.saturating_add(e.size);
+            let span = if e.typ == HVM_MEMMAP_TYPE_RAM {
+                let start = e.addr.next_multiple_of(PAGE).max(covered.next_multiple_of(PAGE));
+                let stop = end / PAGE * PAGE;
+                start.min(stop)..stop
+            } else {
+                0..0
+            };
+            covered = covered.max(end);
+            (e, span)
+        })
+        .collect()
 }
 
 /// `r` less every range of `cut` (sorted, disjoint).
