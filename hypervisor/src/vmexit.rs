@@ -536,7 +536,7 @@ fn io(
                 let step = size as usize;
                 if input {
                     for chunk in buf.chunks_mut(step) {
-                        let v = crate::hvm::ioport::hardware_access(port, size, true, 0).unwrap_or(u32::MAX);
+                        let v = hardware_access(port, size, true, 0).unwrap_or(u32::MAX);
                         chunk.copy_from_slice(&v.to_le_bytes()[..step]);
                     }
                     if down {
@@ -556,7 +556,7 @@ fn io(
                         for chunk in buf.chunks(step) {
                             let mut v = [0u8; 4];
                             v[..step].copy_from_slice(chunk);
-                            crate::hvm::ioport::hardware_access(port, size, false, u32::from_le_bytes(v));
+                            hardware_access(port, size, false, u32::from_le_bytes(v));
                         }
                     }
                 }
@@ -598,7 +598,7 @@ fn io(
             2 => 0xffff,
             _ => 0xffff_ffff,
         };
-        if let Some(value) = crate::hvm::ioport::hardware_access(port, size, input, (g.rax & mask) as u32) {
+        if let Some(value) = hardware_access(port, size, input, (g.rax & mask) as u32) {
             // A 32-bit input zero-extends into RAX, as `in eax` does; narrower ones keep RAX's upper bytes.
             g.rax = if size == 4 { u64::from(value) } else { (g.rax & !mask) | u64::from(value) };
         }
@@ -615,6 +615,15 @@ fn io(
         dom.console_write(&[b]);
     }
     step_over(dom, v, hw)
+}
+
+/// A port access of the hardware domain (`hvm::ioport`), with MSI changes handed to the interrupt routing.
+fn hardware_access(port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+    let (read, msi) = crate::hvm::ioport::hardware_access(port, size, input, value, domain::irq::msi_vector);
+    if let Some(change) = msi {
+        domain::irq::msi_changed(change);
+    }
+    read
 }
 
 /// Reverses the order of the `step`-byte elements of `buf` (a string instruction run with RFLAGS.DF set).

@@ -393,10 +393,8 @@ fn setup_host(
          stops a device it drives from reaching any machine address, and DMA into pages it maps from other domains \
          cannot work: dom0 runs with swiotlb=force"
     );
-    // Keel does not mediate MSI or MSI-X yet: a message a device sent on dom0's behalf would reach a physical CPU
-    // with dom0's vector and be lost, so dom0's devices use their IO-APIC lines (pci=nomsi) for now.
     let mut cmdline = kernel.cmdline.clone();
-    for (option, value) in [("swiotlb=", "swiotlb=force"), ("pci=", "pci=nomsi")] {
+    for (option, value) in [("swiotlb=", "swiotlb=force")] {
         if !cmdline.split_whitespace().any(|w| w.starts_with(option)) {
             cmdline = format!("{cmdline} {value}").trim_start().into();
         }

@@ -38,10 +38,71 @@ fn bit(set: &[AtomicU64; WORDS], gsi: u32, on: bool) -> bool {
     old & b != 0
 }
 
+/// Keel's vectors for MSI: one per PCI function dom0 enables MSI on (`hvm::vpci`), 0xa0-0xdf.
+pub const MSI_VECTOR_BASE: u8 = 0xa0;
+/// Functions with MSI Keel forwards at once.
+pub const MAX_MSI: usize = 0x40;
+/// Per MSI vector: the function holding it (bdf + 1; 0 = free).
+static MSI_OWNER: [AtomicU64; MAX_MSI] = [const { AtomicU64::new(0) }; MAX_MSI];
+/// Per MSI vector: `VALID`, dom0's vector (bits 7:0) and destination APIC id (bits 15:8), or 0 while off.
+static MSI_ROUTES: [AtomicU64; MAX_MSI] = [const { AtomicU64::new(0) }; MAX_MSI];
+/// Per MSI vector: the route last logged.
+static MSI_LOGGED: [AtomicU64; MAX_MSI] = [const { AtomicU64::new(0) }; MAX_MSI];
+/// MSI vectors raised and not yet handed to dom0.
+static MSI_PENDING: AtomicU64 = AtomicU64::new(0);
+
 /// Installs the handlers (once, at boot).
 pub fn init() {
     for gsi in 0..MAX_GSIS {
         trap::register_handler(GSI_VECTOR_BASE + gsi as u8, interrupt);
+    }
+    for i in 0..MAX_MSI {
+        trap::register_handler(MSI_VECTOR_BASE + i as u8, message);
+    }
+}
+
+fn message(frame: &mut trap::TrapFrame) {
+    let i = frame.vector as u8 - MSI_VECTOR_BASE;
+    MSI_PENDING.fetch_or(1 << i, Ordering::AcqRel);
+    apic::eoi();
+}
+
+/// The boot CPU's APIC id and Keel's vector for the messages of PCI function `bdf` (the same each time it asks),
+/// or `None` when every MSI vector is taken.
+pub fn msi_vector(bdf: u16) -> Option<(u8, u8)> {
+    let owner = u64::from(bdf) + 1;
+    let slot = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == owner).or_else(|| {
+        MSI_OWNER.iter().position(|o| o.compare_exchange(0, owner, Ordering::AcqRel, Ordering::Acquire).is_ok())
+    })?;
+    let apic_id = crate::arch::x86::percpu::cpu(0).apic_id.load(Ordering::Relaxed) as u8;
+    Some((apic_id, MSI_VECTOR_BASE + slot as u8))
+}
+
+/// Dom0 turned MSI on or off for a function, or moved it: messages follow (`hvm::vpci` has reprogrammed it).
+pub fn msi_changed(change: crate::hvm::vpci::MsiChange) {
+    use crate::hvm::vpci::MsiChange;
+    let (bdf, route) = match change {
+        // Linux rewrites the message piece by piece while MSI is on: a half-written one (vector 0-15, which no
+        // interrupt may use) routes nothing until the rest comes.
+        MsiChange::Enabled { bdf, vector, dest } if vector >= 0x10 => {
+            (bdf, VALID | u64::from(vector) | u64::from(dest) << 8)
+        }
+        MsiChange::Enabled { bdf, .. } | MsiChange::Disabled { bdf } => (bdf, 0),
+    };
+    let owner = u64::from(bdf) + 1;
+    if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == owner) {
+        let before = MSI_ROUTES[i].swap(route, Ordering::AcqRel);
+        // Logged when the destination changes, not on each rewrite of the same message.
+        if route != 0 && route != before && route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
+            crate::info!(
+                "PCI {:02x}:{:02x}.{}: MSI forwarded to dom0 as vector {:#x} (Keel's {:#x})",
+                bdf >> 8,
+                bdf >> 3 & 0x1f,
+                bdf & 7,
+                route as u8,
+                MSI_VECTOR_BASE + i as u8
+            );
+        }
     }
 }
 
@@ -92,10 +153,21 @@ pub fn entry_written(gsi: u32, entry: u64) {
 
 /// Hands the pending GSIs to dom0 (the boot CPU calls it between guest entries and on each scheduler pass).
 pub fn drain() {
-    if PENDING.iter().all(|w| w.load(Ordering::Relaxed) == 0) {
+    if PENDING.iter().all(|w| w.load(Ordering::Relaxed) == 0) && MSI_PENDING.load(Ordering::Relaxed) == 0 {
         return;
     }
     let Some(dom0) = super::get(0).filter(|d| d.owns_devices.load(Ordering::Acquire)) else { return };
+    let mut msi = MSI_PENDING.swap(0, Ordering::AcqRel);
+    while msi != 0 {
+        let i = msi.trailing_zeros() as usize;
+        msi &= msi - 1;
+        let route = MSI_ROUTES[i].load(Ordering::Acquire);
+        if route & VALID != 0 {
+            let v = dom0.vcpus.get(usize::from((route >> 8) as u8)).unwrap_or(&dom0.vcpus[0]);
+            v.lapic.lock().set_irr(route as u8);
+            crate::sched::kick(v);
+        }
+    }
     for (w, word) in PENDING.iter().enumerate() {
         let mut bits = word.swap(0, Ordering::AcqRel);
         while bits != 0 {

@@ -2,10 +2,11 @@
 //! the hardware, except those Keel keeps, as Xen's dom0_setup_permissions leaves them to its dom0 (facts from
 //! ../shared/docs/xen-abi.md §4.1); PCI configuration through 0xCF8/0xCFC is mediated: each domain's address
 //! latch is its own, and an access reaches the hardware's data port with that address put back first, under one
-//! lock, so that two vCPUs (or Keel) never interleave an address and its data.
+//! lock, so that two vCPUs (or Keel) never interleave an address and its data; `vpci` stands between dom0 and
+//! the device for MSI.
 //!
 //! Keel emulates the accesses (an I/O exit, then the real `in`/`out` here), so every port is intercepted and the
-//! decision is made in one place. String I/O (INS/OUTS) is not passed through yet.
+//! decision is made in one place.
 
 use crate::arch::x86::cpu;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -33,9 +34,40 @@ static CF8: AtomicU32 = AtomicU32::new(0);
 /// Serializes the two-step configuration mechanism on the real ports.
 static CONFIG: Mutex<()> = Mutex::new(());
 
+/// The configuration space through the real ports; only called with [`CONFIG`] held.
+struct Ports;
+
+impl super::vpci::ConfigSpace for Ports {
+    fn read(&mut self, bdf: u16, offset: u8, size: u8) -> u32 {
+        // SAFETY: the configuration mechanism's ports, the address naming a register of function `bdf`; the
+        // caller holds CONFIG, which keeps the address and its data access together.
+        unsafe {
+            cpu::outl(PCI_CONF_ADDRESS, 1 << 31 | u32::from(bdf) << 8 | u32::from(offset & 0xfc));
+            read(0xcfc + u16::from(offset & 3), size)
+        }
+    }
+    fn write(&mut self, bdf: u16, offset: u8, size: u8, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe {
+            cpu::outl(PCI_CONF_ADDRESS, 1 << 31 | u32::from(bdf) << 8 | u32::from(offset & 0xfc));
+            write(0xcfc + u16::from(offset & 3), size, value);
+        }
+    }
+}
+
+/// What Keel knows of the hardware domain's PCI functions.
+static VPCI: Mutex<Option<super::vpci::Vpci>> = Mutex::new(None);
+
 /// A port access of the hardware domain: `Some(value)` for an input, `None` for an output (or where nothing is
-/// read). `size` is 1, 2 or 4; `value` the data of an output.
-pub fn hardware_access(port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+/// read), and the MSI change a configuration write made. `size` is 1, 2 or 4; `value` the data of an output;
+/// `msi` gives a function Keel's APIC id and vector for its messages (`domain::irq::msi_vector`).
+pub fn hardware_access(
+    port: u16,
+    size: u8,
+    input: bool,
+    value: u32,
+    msi: impl FnOnce(u16) -> Option<(u8, u8)>,
+) -> (Option<u32>, Option<super::vpci::MsiChange>) {
     let ones = match size {
         1 => 0xff,
         2 => 0xffff,
@@ -43,35 +75,46 @@ pub fn hardware_access(port: u16, size: u8, input: bool, value: u32) -> Option<u
     };
     if port == PCI_CONF_ADDRESS && size == 4 {
         if input {
-            return Some(CF8.load(Ordering::Acquire));
+            return (Some(CF8.load(Ordering::Acquire)), None);
         }
         CF8.store(value, Ordering::Release);
-        return None;
+        return (None, None);
     }
     if PCI_CONF_DATA.contains(&port) {
         let address = CF8.load(Ordering::Acquire);
         if address & 1 << 31 == 0 {
-            return input.then_some(ones);
+            return (input.then_some(ones), None);
         }
         let _g = CONFIG.lock();
-        // SAFETY: the configuration mechanism's ports; the address is the domain's own latch, the enable bit set,
-        // and the lock keeps the address and its data access together. (Mediation of BARs and MSI is to come.)
-        unsafe {
-            cpu::outl(PCI_CONF_ADDRESS, address);
-            return if input { Some(read(port, size)) } else { write(port, size, value) };
+        let bdf = (address >> 8) as u16;
+        let offset = (address & 0xfc) as u8 | (port & 3) as u8;
+        if address & 0x0f00_0000 != 0 || !offset.is_multiple_of(size) {
+            // AMD's extended registers, or an access across its register: passed through as it is.
+            // SAFETY: the configuration mechanism's ports, the domain's own latch, under CONFIG.
+            unsafe {
+                cpu::outl(PCI_CONF_ADDRESS, address);
+                return (if input { Some(read(port, size)) } else { write(port, size, value) }, None);
+            }
         }
+        let mut vpci = VPCI.lock();
+        let v = vpci.get_or_insert_with(Default::default);
+        return if input {
+            (Some(v.read(&mut Ports, bdf, offset, size)), None)
+        } else {
+            (None, v.write(&mut Ports, bdf, offset, size, value, msi))
+        };
     }
     if kept_by_keel(port) || (PCI_CONF_ADDRESS..PCI_CONF_ADDRESS + 4).contains(&port) {
-        return input.then_some(ones);
+        return (input.then_some(ones), None);
     }
     // SAFETY: a port Keel does not use (kept_by_keel lists those it does) of a device the hardware domain owns;
     // port I/O touches no memory Keel relies on. (A DMA-capable device programmed this way is issue 15's DMA
     // part: without an IOMMU it is trusted, as Xen's dom0 is.)
     unsafe {
         if input {
-            Some(read(port, size))
+            (Some(read(port, size)), None)
         } else {
-            write(port, size, value)
+            (write(port, size, value), None)
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod svm;
 pub mod vioapic;
 pub mod vlapic;
 pub mod vmx;
+pub mod vpci;
 pub mod walk;
 
 pub use exit::Exit;

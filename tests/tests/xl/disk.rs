@@ -106,15 +106,17 @@ pub fn problems(run: &Run) -> Vec<String> {
         p.push(format!("disk: after the bad disks: {bad_left:?}"));
     }
     // Created, used (a ping over xenbr0, disk I/O) and destroyed with I/O in flight 20 times: every backend closed
-    // at once (none waited out xm's timeout), nothing left (loop devices, vifs, backends), the same free pages after
-    // rounds 1 and 20, dom0's daemons still there.
+    // at once (none waited out xm's timeout), nothing left (loop devices, vifs, backends), free pages after round 20
+    // as after round 1 give or take one page table of dom0's p2m (a backend's grants may land in a new 2 MiB
+    // range in a later round: one fresh-clone run read -1; a leak of a page a round would read -19), dom0's daemons
+    // still there.
     let io = c("disk-io-destroyed");
     let io_loops = io.split_whitespace().find_map(|w| w.strip_prefix("loops=")).and_then(|v| v.split_once('/'));
     if !io.starts_with("20/20 pinged=20 slow-closes=0 ")
         || !io.contains("vifs=0")
         || io_loops.is_none_or(|(now, before)| now != before)
         || !io.contains("backends=0")
-        || num(&io, "free-vs-round1") != Some(0)
+        || num(&io, "free-vs-round1").is_none_or(|d| !(-1..=0).contains(&d))
         || num(&io, "free-vs-start").is_none_or(|d| d.abs() > P2M_TABLES)
         || !io.contains("xenstored=running xenconsoled=running")
     {
