@@ -143,31 +143,36 @@ mod on_bochs {
         run.assert_exact_line("(KEEL) VM entry failed: Keel's guest-state check: RFLAGS: bit 1 must be 1");
     }
 
+    /// Keel (stripped of debug info: GRUB reads ~140 KB/s under Bochs) with Debian's kernel as dom0 and the test
+    /// initramfs, from a GRUB ISO with the same stanza as under QEMU, on Bochs's VMX CPU with 512 MiB.
+    fn dom0_on_vmx(name: &str, keel_cmdline: &str, dom0_cmdline: &str) -> keel_tests::Run {
+        let dir = std::env::temp_dir().join(format!("keel-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        let (elf, out) = (dir.join("keel.elf"), dir.join("dom0.iso"));
+        let made = iso::strip_debug(&env_path("KEEL_ELF"), &elf).and_then(|()| {
+            let (vmlinuz, initrd) = (env_path("KEEL_VMLINUZ"), env_path("KEEL_INITRD"));
+            iso::dom0_iso(&elf, keel_cmdline, &vmlinuz, dom0_cmdline, Some(&initrd), &out)
+        });
+        if let Err(e) = made {
+            panic!("{e}");
+        }
+        let run = Bochs::cdrom(&out).name(name).model(VMX_MODEL).megs(512).timeout_secs(900).run();
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("[{name}] {:.1} s", run.elapsed.as_secs_f64());
+        run
+    }
+
     /// Debian's stock kernel as Keel's initial domain on Intel VMX (2 vCPUs on 2 CPUs, 256 MiB), to its busybox
     /// init, an `xm create` and `xm destroy` of a small PVH domU (dom0's create.sh check), and a clean power-off: the same GRUB stanza as under QEMU, with Keel stripped of debug info (GRUB
     /// reads ~140 KB/s under Bochs). About 3.5 minutes here.
     #[test]
     fn stock_linux_boots_on_sandy_bridge_vmx() {
-        let dir = std::env::temp_dir().join(format!("keel-bochs-linux-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let (elf, out) = (dir.join("keel.elf"), dir.join("linux.iso"));
-        let made = iso::strip_debug(&env_path("KEEL_ELF"), &elf).and_then(|()| {
-            iso::dom0_iso(
-                &elf,
-                "console=com1 dom0_mem=256M dom0_max_vcpus=2",
-                &env_path("KEEL_VMLINUZ"),
-                // Only create.sh of dom0's checks: `xm create` of its hand-made PVH guest, and its destruction.
-                "console=hvc0 keel.init=checks keel.check.loop=1000 keel.checks=create",
-                Some(&env_path("KEEL_INITRD")),
-                &out,
-            )
-        });
-        if let Err(e) = made {
-            panic!("{e}");
-        }
-        let run = Bochs::cdrom(&out).name("bochs_vmx_linux").model(VMX_MODEL).megs(512).timeout_secs(900).run();
-        let _ = std::fs::remove_dir_all(&dir);
-        eprintln!("[bochs_vmx_linux] {:.1} s", run.elapsed.as_secs_f64());
+        let run = dom0_on_vmx(
+            "bochs_vmx_linux",
+            "console=com1 dom0_mem=256M dom0_max_vcpus=2",
+            // Only create.sh of dom0's checks: `xm create` of its hand-made PVH guest, and its destruction.
+            "console=hvc0 keel.init=checks keel.check.loop=1000 keel.checks=create",
+        );
         run.assert_exact_line("(KEEL) CPU1: VMXON is done");
         run.assert_order(&[
             "Linux version 6.1",
@@ -192,25 +197,11 @@ mod on_bochs {
     /// functions and takes the RTC's alarm interrupt through Keel. About 4 minutes here.
     #[test]
     fn dom0_owns_the_platform_on_sandy_bridge_vmx() {
-        let dir = std::env::temp_dir().join(format!("keel-bochs-platform-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        let (elf, out) = (dir.join("keel.elf"), dir.join("platform.iso"));
-        let made = iso::strip_debug(&env_path("KEEL_ELF"), &elf).and_then(|()| {
-            iso::dom0_iso(
-                &elf,
-                "console=com1 dom0_mem=256M dom0_max_vcpus=2 dom0-platform=host",
-                &env_path("KEEL_VMLINUZ"),
-                "console=hvc0 keel.init=platform",
-                Some(&env_path("KEEL_INITRD")),
-                &out,
-            )
-        });
-        if let Err(e) = made {
-            panic!("{e}");
-        }
-        let run = Bochs::cdrom(&out).name("bochs_vmx_platform").model(VMX_MODEL).megs(512).timeout_secs(900).run();
-        let _ = std::fs::remove_dir_all(&dir);
-        eprintln!("[bochs_vmx_platform] {:.1} s", run.elapsed.as_secs_f64());
+        let run = dom0_on_vmx(
+            "bochs_vmx_platform",
+            "console=com1 dom0_mem=256M dom0_max_vcpus=2 dom0-platform=host",
+            "console=hvc0 keel.init=platform",
+        );
         run.assert_order(&[
             "(KEEL) dom0: the host's platform: ",
             "kernel on Xen PVH",
