@@ -141,9 +141,7 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
                         Err(e) => crate::warning!("d{}: device memory at {page:#x}: {e}", dom.id),
                     }
                 }
-                if let Some(outcome) = emulated_mmio(dom, v, hw, gpa) {
-                    return outcome;
-                }
+                return emulated_mmio(dom, v, hw, gpa);
             }
             let kind = if fetch {
                 "instruction fetch"
@@ -231,13 +229,11 @@ fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
     hypercall::dispatch(dom, v, hw)
 }
 
-/// Up to [`decode::MAX_INSN_LEN`] bytes at the guest's CS:RIP and how many could be read: the whole window, or
-/// (when the page after the instruction's is not mapped) up to the end of its page, or none.
 /// An access of the hardware domain to memory its p2m does not map: its IO-APICs' windows go to their models,
 /// anything else reads all-ones and drops writes (Xen's answer where no device model claims an access). The
 /// instruction at RIP is decoded and carried out, and RIP steps past it; one Keel cannot carry out crashes the
 /// domain with its bytes.
-fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Option<Outcome> {
+fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Outcome {
     let mut ioapics = dom.vioapics.lock();
     let mut ioapic = ioapics.iter_mut().find(|a| a.covers(gpa));
     if ioapic.is_none() {
@@ -260,7 +256,7 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Opti
             v.id,
             &buf[..n]
         ));
-        return Some(Outcome::Stop);
+        return Outcome::Stop;
     };
     let uses_rsp = match insn {
         decode::MmioInsn::Load { dst: r, .. } | decode::MmioInsn::Store { src: decode::StoreSrc::Reg(r), .. } => {
@@ -271,14 +267,14 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Opti
     if uses_rsp {
         drop(ioapics);
         dom.crash(&format!("vCPU {}: MMIO access through RSP at RIP {rip:#x}", v.id));
-        return Some(Outcome::Stop);
+        return Outcome::Stop;
     }
     let g = hw.gprs();
     match insn {
         decode::MmioInsn::Load { dst, size } => {
             let word = ioapic.as_ref().map_or(u32::MAX, |a| a.read(offset & !3));
             let value = u64::from(word >> (8 * (offset & 3))) & (u64::MAX >> (64 - 8 * u32::from(size)));
-            let Some(r) = g.by_number(dst.number) else { return Some(Outcome::Stop) };
+            let Some(r) = g.by_number(dst.number) else { return Outcome::Stop };
             *r = match (dst.size, dst.high8) {
                 (1, true) => (*r & !0xff00) | (value & 0xff) << 8,
                 (1, false) => (*r & !0xff) | value,
@@ -286,11 +282,11 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Opti
                 _ => value, // 32-bit destinations clear the upper half; 64-bit ones take it all
             };
         }
-        decode::MmioInsn::Store { src, size } => {
+        decode::MmioInsn::Store { src, .. } => {
             let value = match src {
                 decode::StoreSrc::Imm(v) => v,
                 decode::StoreSrc::Reg(r) => {
-                    let Some(x) = g.by_number(r.number) else { return Some(Outcome::Stop) };
+                    let Some(x) = g.by_number(r.number) else { return Outcome::Stop };
                     if r.high8 {
                         *x >> 8 & 0xff
                     } else {
@@ -299,7 +295,6 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Opti
                 }
             };
             // IOREGSEL and IOWIN take 32-bit writes; a narrower one writes its bytes into the register's low end.
-            let _ = size;
             if let Some(a) = ioapic.as_mut() {
                 if let Some((pin, entry)) = a.write(offset & !3, value as u32) {
                     crate::domain::irq::entry_written(a.gsi_base + pin as u32, entry);
@@ -309,9 +304,11 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Opti
     }
     drop(ioapics);
     hw.advance_to(cs.advance(rip, len));
-    Some(Outcome::Continue)
+    Outcome::Continue
 }
 
+/// Up to [`decode::MAX_INSN_LEN`] bytes at the guest's CS:RIP and how many could be read: the whole window, or
+/// (when the page after the instruction's is not mapped) up to the end of its page, or none.
 fn fetch_at_rip(dom: &Domain, hw: &HwVcpu) -> ([u8; decode::MAX_INSN_LEN], usize) {
     let linear = hw.code_segment().linear(hw.rip());
     let mut buf = [0u8; decode::MAX_INSN_LEN];
@@ -521,8 +518,11 @@ fn io(
     string: bool,
     rep: bool,
 ) -> Outcome {
+    // The hardware domain's ports (but the debug port) reach the hardware (`hvm::ioport`).
+    let passthrough = dom.owns_devices.load(Ordering::Acquire) && port != DEBUG_PORT;
     if string {
-        // INS/OUTS: only the debug port is given data; everything else is dropped or reads all-ones.
+        // INS/OUTS: only the debug port is given data (and the hardware domain's ports); everything else is dropped
+        // or reads all-ones.
         let count = if rep { hw.gprs().rcx & 0xffff_ffff } else { 1 }.min(4096);
         let reg = if input { hw.gprs().rdi } else { hw.gprs().rsi };
         let len = count * size as u64;
@@ -530,7 +530,7 @@ fn io(
         let down = hw.rflags() & (1 << 10) != 0;
         let base = if down { reg.wrapping_sub(len.saturating_sub(size as u64)) } else { reg };
         // A buffer the heap cannot give drops the data, as for any other port.
-        if dom.owns_devices.load(Ordering::Acquire) && port != DEBUG_PORT {
+        if passthrough {
             // The hardware domain's string I/O reaches the port element by element (ATA PIO uses REP INSW).
             if let Ok(mut buf) = try_filled(len as usize, 0) {
                 let step = size as usize;
@@ -591,25 +591,20 @@ fn io(
         if rep {
             g.rcx = 0;
         }
-    } else if dom.owns_devices.load(Ordering::Acquire) && port != DEBUG_PORT {
+    } else if input || passthrough {
         let g = hw.gprs();
         let mask: u64 = match size {
             1 => 0xff,
             2 => 0xffff,
             _ => 0xffff_ffff,
         };
-        if let Some(value) = hardware_access(port, size, input, (g.rax & mask) as u32) {
+        // The hardware domain's port reaches the hardware; any other port of any domain reads all-ones.
+        let value =
+            if passthrough { hardware_access(port, size, input, (g.rax & mask) as u32) } else { Some(mask as u32) };
+        if let Some(value) = value {
             // A 32-bit input zero-extends into RAX, as `in eax` does; narrower ones keep RAX's upper bytes.
             g.rax = if size == 4 { u64::from(value) } else { (g.rax & !mask) | u64::from(value) };
         }
-    } else if input {
-        let g = hw.gprs();
-        let mask = match size {
-            1 => 0xff,
-            2 => 0xffff,
-            _ => 0xffff_ffff,
-        };
-        g.rax = if size == 4 { mask } else { (g.rax & !mask) | mask };
     } else if port == DEBUG_PORT {
         let b = hw.gprs().rax as u8;
         dom.console_write(&[b]);

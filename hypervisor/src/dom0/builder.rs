@@ -274,10 +274,9 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
         }
         None => host_acpi::HostMadt::default(),
     };
-    // Dom0 sees each host IO-APIC at its address, emulated (`hvm::vioapic`), and the local APIC page is the
-    // vLAPIC's: neither window is ever mapped 1:1.
-    // Neither is the memory-mapped PCI configuration space (MCFG is hidden until Keel mediates it), nor the HPET,
-    // which Keel keeps (as Xen does).
+    // Never mapped 1:1: each host IO-APIC's window (dom0 sees it emulated, `hvm::vioapic`), the local APIC page
+    // (the vLAPIC's), the memory-mapped PCI configuration space (MCFG is hidden until Keel mediates it) and the
+    // HPET, which Keel keeps (as Xen does).
     let table =
         |sig: &[u8; 4]| tables.iter().find(|t| &t.signature == sig).and_then(|t| read(t.address, t.length as usize));
     let mut emulated: Vec<core::ops::Range<u64>> = madt
@@ -393,12 +392,11 @@ fn setup_host(
          stops a device it drives from reaching any machine address, and DMA into pages it maps from other domains \
          cannot work: dom0 runs with swiotlb=force"
     );
-    let mut cmdline = kernel.cmdline.clone();
-    for (option, value) in [("swiotlb=", "swiotlb=force")] {
-        if !cmdline.split_whitespace().any(|w| w.starts_with(option)) {
-            cmdline = format!("{cmdline} {value}").trim_start().into();
-        }
-    }
+    let cmdline = if kernel.cmdline.split_whitespace().any(|w| w.starts_with("swiotlb=")) {
+        kernel.cmdline.clone()
+    } else {
+        format!("{} swiotlb=force", kernel.cmdline).trim_start().into()
+    };
     let flags = si::SIF_PRIVILEGED | si::SIF_INITDOMAIN;
     let si_gpa =
         loader::write_start_info(&mem, start_info_at, flags, &cmdline, &mods, &plan.map.memmap, plan.acpi.rsdp_gpa)

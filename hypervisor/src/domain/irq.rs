@@ -4,7 +4,8 @@
 //! the physical pin.
 //!
 //! The interrupt handler only records the GSI as pending (a level-triggered pin is masked until dom0's EOI) and
-//! acknowledges the local APIC: it takes no lock, so it cannot deadlock with the code it interrupted. The boot CPU
+//! acknowledges the local APIC: it takes no lock but the IO-APIC's, which is only ever held with interrupts off,
+//! so it cannot deadlock with the code it interrupted. The boot CPU
 //! then hands pending GSIs to dom0 between guest entries and on every scheduler pass ([`drain`]): the vector dom0
 //! programmed goes into the IRR of the vCPU its entry names, which is kicked. Dom0's EOI of that vector unmasks a
 //! level-triggered pin again ([`eoi`]), as the IO-APIC's EOI broadcast would.
@@ -29,7 +30,7 @@ static PENDING: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 static IN_SERVICE: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 /// The entry last logged per GSI.
 static LOGGED: [AtomicU64; MAX_GSIS as usize] = [const { AtomicU64::new(0) }; MAX_GSIS as usize];
-/// Interrupts taken per GSI (for the log and tests).
+/// Interrupts taken per GSI (the first few deliveries are logged).
 static COUNTS: [AtomicU64; MAX_GSIS as usize] = [const { AtomicU64::new(0) }; MAX_GSIS as usize];
 
 fn bit(set: &[AtomicU64; WORDS], gsi: u32, on: bool) -> bool {
@@ -91,9 +92,9 @@ pub fn msi_changed(change: crate::hvm::vpci::MsiChange) {
     };
     let owner = u64::from(bdf) + 1;
     if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == owner) {
-        let before = MSI_ROUTES[i].swap(route, Ordering::AcqRel);
+        MSI_ROUTES[i].store(route, Ordering::Release);
         // Logged when the destination changes, not on each rewrite of the same message.
-        if route != 0 && route != before && route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
+        if route != 0 && route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
             crate::info!(
                 "PCI {:02x}:{:02x}.{}: MSI forwarded to dom0 as vector {:#x} (Keel's {:#x})",
                 bdf >> 8,
@@ -117,11 +118,6 @@ fn interrupt(frame: &mut trap::TrapFrame) {
         bit(&PENDING, gsi, true);
     }
     apic::eoi();
-}
-
-/// Interrupts taken on `gsi` so far.
-pub fn count(gsi: u32) -> u64 {
-    COUNTS.get(gsi as usize).map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 /// Dom0 wrote redirection entry `entry` for `gsi`: the physical pin follows it.

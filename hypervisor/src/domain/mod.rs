@@ -774,7 +774,7 @@ pub struct Domain {
     /// Offset of its wall clock from the host's, in seconds (XEN_DOMCTL_settimeoffset).
     pub time_offset: core::sync::atomic::AtomicI64,
     /// The hardware domain: dom0 given the host's platform (`dom0-platform=host`), whose I/O ports other than
-    /// Keel's reach the hardware and whose PCI configuration accesses Keel mediates (`hvm::pci`).
+    /// Keel's reach the hardware and whose PCI configuration accesses Keel mediates (`hvm::ioport`, `hvm::vpci`).
     pub owns_devices: AtomicBool,
     /// The hardware domain's emulated IO-APICs, one per host IO-APIC.
     pub vioapics: Mutex<Vec<crate::hvm::vioapic::Vioapic>>,
@@ -1318,8 +1318,8 @@ pub fn create(cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, Creat
 /// Builds a domain with a given id (0 for the initial domain).
 pub fn create_with_id(id: DomId, cfg: DomainConfig, support: &Support) -> Result<Arc<Domain>, CreateError> {
     let creating = CREATING.lock();
-    let ram = core::slice::from_ref(&(0..cfg.memory)).to_vec();
-    build(id, cfg, &ram, u64::MAX, support, false, &creating)
+    let ram = 0..cfg.memory;
+    build(id, cfg, core::slice::from_ref(&ram), u64::MAX, support, false, &creating)
 }
 
 /// Builds a domain with a given id whose RAM is the guest-physical ranges `ram` (page-aligned, sorted, disjoint;

@@ -31,8 +31,9 @@ pub fn kept_by_keel(port: u16) -> bool {
 /// domain does, so one is enough.
 static CF8: AtomicU32 = AtomicU32::new(0);
 
-/// Serializes the two-step configuration mechanism on the real ports.
-static CONFIG: Mutex<()> = Mutex::new(());
+/// What Keel knows of the hardware domain's PCI functions; its lock also serializes the two-step configuration
+/// mechanism on the real ports.
+static CONFIG: Mutex<super::vpci::Vpci> = Mutex::new(super::vpci::Vpci::new());
 
 /// The configuration space through the real ports; only called with [`CONFIG`] held.
 struct Ports;
@@ -54,9 +55,6 @@ impl super::vpci::ConfigSpace for Ports {
         }
     }
 }
-
-/// What Keel knows of the hardware domain's PCI functions.
-static VPCI: Mutex<Option<super::vpci::Vpci>> = Mutex::new(None);
 
 /// A port access of the hardware domain: `Some(value)` for an input, `None` for an output (or where nothing is
 /// read), and the MSI change a configuration write made. `size` is 1, 2 or 4; `value` the data of an output;
@@ -85,7 +83,7 @@ pub fn hardware_access(
         if address & 1 << 31 == 0 {
             return (input.then_some(ones), None);
         }
-        let _g = CONFIG.lock();
+        let mut vpci = CONFIG.lock();
         let bdf = (address >> 8) as u16;
         let offset = (address & 0xfc) as u8 | (port & 3) as u8;
         if address & 0x0f00_0000 != 0 || !offset.is_multiple_of(size) {
@@ -96,12 +94,10 @@ pub fn hardware_access(
                 return (if input { Some(read(port, size)) } else { write(port, size, value) }, None);
             }
         }
-        let mut vpci = VPCI.lock();
-        let v = vpci.get_or_insert_with(Default::default);
         return if input {
-            (Some(v.read(&mut Ports, bdf, offset, size)), None)
+            (Some(vpci.read(&mut Ports, bdf, offset, size)), None)
         } else {
-            (None, v.write(&mut Ports, bdf, offset, size, value, msi))
+            (None, vpci.write(&mut Ports, bdf, offset, size, value, msi))
         };
     }
     if kept_by_keel(port) || (PCI_CONF_ADDRESS..PCI_CONF_ADDRESS + 4).contains(&port) {

@@ -66,6 +66,7 @@ impl Vioapic {
     }
 
     /// Redirection entry `pin`, if there is one.
+    #[cfg(test)]
     pub fn entry(&self, pin: usize) -> Option<u64> {
         self.redir.get(pin).copied()
     }

@@ -82,6 +82,13 @@ pub struct Vpci {
     functions: BTreeMap<u16, Function>,
 }
 
+impl Vpci {
+    /// A mediator that has seen no function yet.
+    pub const fn new() -> Self {
+        Self { functions: BTreeMap::new() }
+    }
+}
+
 /// Keel's message address and data for a function whose messages raise `vector` on the CPU with APIC id
 /// `apic_id`: fixed delivery, edge, physical destination.
 pub fn keel_message(apic_id: u8, vector: u8) -> (u32, u16) {
