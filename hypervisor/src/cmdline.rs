@@ -320,6 +320,9 @@ pub struct Options {
     /// machine's platform as Xen gives its hardware domain (the host's e820 shape and ACPI tables, PCI
     /// configuration space); `virtual` the PVH domU platform (Keel's own ACPI tables, RAM from 0).
     pub dom0_host_platform: bool,
+    /// `iommu=<bool>` (Xen's, its boolean forms): whether Keel drives the host's IOMMU for the hardware domain's
+    /// devices (default on; only with `dom0-platform=host`).
+    pub iommu: bool,
 }
 
 impl Default for Options {
@@ -336,6 +339,7 @@ impl Default for Options {
             xtf: false,
             cpu0_guests: true,
             dom0_host_platform: false,
+            iommu: true,
         }
     }
 }
@@ -383,6 +387,10 @@ pub fn parse(cmdline: &str) -> (Options, Vec<Warning>) {
                 None => bad("expected a boolean"),
             },
             ("xtf", None) => o.xtf = true,
+            ("iommu", v) => match v.map_or(Some(true), parse_bool) {
+                Some(b) => o.iommu = b,
+                None => bad("expected a boolean"),
+            },
             ("dom0-platform", Some("host")) => o.dom0_host_platform = true,
             ("dom0-platform", Some("virtual")) => o.dom0_host_platform = false,
             ("dom0-platform", _) => bad("expected host or virtual"),
@@ -491,6 +499,8 @@ mod tests {
         assert!(parse("").0.cpu0_guests);
         assert!(!parse("cpu0-guests=off").0.cpu0_guests);
         assert!(parse("dom0-platform=host").0.dom0_host_platform);
+        assert!(parse("").0.iommu && !parse("iommu=0").0.iommu && !parse("iommu=off").0.iommu);
+        assert_eq!(parse("iommu=maybe").1.len(), 1, "one warning");
         assert!(!parse("dom0-platform=virtual").0.dom0_host_platform);
         assert_eq!(parse("dom0-platform=real").1.len(), 1, "one warning");
     }

@@ -15,6 +15,7 @@ pub mod dom0;
 pub mod domain;
 pub mod hvm;
 pub mod hypercall;
+pub mod iommu;
 pub mod loader;
 pub mod mm;
 pub mod run;

@@ -202,12 +202,16 @@ mod bare {
         // The machine's interrupt lines that dom0 routes through its emulated IO-APIC.
         keel::domain::irq::init();
         keel::run::add_poller(keel::domain::irq::drain);
+        // The IOMMU's fault events (dom0-platform=host with an IOMMU): logged by CPU 0.
+        keel::run::add_poller(keel::iommu::report_faults);
         if opts.xtf {
             xtf::start(&boot.modules, support);
         } else if !boot.modules.is_empty() {
-            let host = opts
-                .dom0_host_platform
-                .then_some(keel::dom0::builder::HostPlatform { memory: &boot.memory, acpi: boot.acpi });
+            let host = opts.dom0_host_platform.then_some(keel::dom0::builder::HostPlatform {
+                memory: &boot.memory,
+                acpi: boot.acpi,
+                iommu: opts.iommu,
+            });
             keel::dom0::build(&boot.modules, opts, support, online as u32, host);
         }
         keel::run::cpu_loop()

@@ -13,6 +13,7 @@
 //! `KEEL_GUESTS`, the directory of the test-guest ELFs that [`xtf`] puts on GRUB ISOs ([`iso`]).
 
 pub mod bochs;
+pub mod disk;
 pub mod iso;
 pub mod xtf;
 

@@ -3,6 +3,7 @@
 //! Contents: busybox-static's `/bin/busybox` with a symlink for every applet; `/init` (xtask/assets/init.sh:
 //! mounts, prints `KEEL-INIT: busybox init reached`, hands over to busybox init); `/etc/inittab` (a root shell on
 //! the console) and `/etc/init.d/rcS`, which starts each `/etc/init.d/S??*` in order (Buildroot's convention):
+//! `S20hostdevices` (when dom0 owns the machine's devices: their drivers, the guest-image disk, the network card),
 //! `S30xencommons` (the Xen drivers, xenfs on /proc/xen, xenstored) and `S99keel` (the test and benchmark modes
 //! chosen with `keel.init=` on dom0's command line), with `/etc/keel/checks.d/*.sh` (xtask/assets/checks/: the
 //! checks of `keel.init=checks`, one file per area); `/bin/createbench` (xtask/assets/createbench.sh, the `create`
@@ -24,6 +25,7 @@ const ETC: &[(&str, &str, bool)] = &[
     ("etc/inittab", include_str!("../assets/inittab"), false),
     ("etc/init.d/rcS", include_str!("../assets/rcS"), true),
     ("etc/init.d/rcK", include_str!("../assets/rcK"), true),
+    ("etc/init.d/S20hostdevices", include_str!("../assets/host-devices"), true),
     ("etc/init.d/S30xencommons", include_str!("../assets/xencommons"), true),
     ("etc/init.d/S99keel", include_str!("../assets/keel-init"), true),
     ("etc/xen/example-pvh", include_str!("../../dom0-tools/config/example-pvh"), false),

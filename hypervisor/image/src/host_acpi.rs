@@ -170,6 +170,70 @@ pub fn parse_mcfg(mcfg: &[u8]) -> Vec<core::ops::Range<u64>> {
     out
 }
 
+/// One DMA-remapping hardware unit (VT-d) of a DMAR table: a DRHD structure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drhd {
+    /// Its register window's physical address.
+    pub base: u64,
+    /// Bytes of registers: 4 KiB, or 2^size pages where the table says so (DMAR revision 2's size field).
+    pub len: u64,
+    /// PCI segment.
+    pub segment: u16,
+    /// It translates every device of its segment that no other unit lists (INCLUDE_PCI_ALL).
+    pub include_all: bool,
+}
+
+/// What a DMAR table lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dmar {
+    /// The host's physical address width (bits).
+    pub width: u8,
+    /// Its VT-d units.
+    pub units: Vec<Drhd>,
+    /// Memory firmware reserves for devices' DMA (RMRR structures), which the units must keep mapping 1:1.
+    pub reserved: Vec<core::ops::Range<u64>>,
+}
+
+/// What a DMAR table (its bytes, header included) lists. Structures that run past the table, and a DRHD or RMRR
+/// shorter than its fixed part, are errors.
+pub fn parse_dmar(dmar: &[u8]) -> Result<Dmar, ImageError> {
+    // After the standard header: the host address width minus one (1 byte), flags (1), 10 reserved bytes.
+    let len = dmar.len().min(if dmar.len() >= 8 { u32_at(dmar, 4) as usize } else { 0 });
+    if len < HEADER_LEN + 12 {
+        return err(format!("the host's DMAR is {len} bytes, shorter than its header"));
+    }
+    let mut out = Dmar { width: dmar[HEADER_LEN] + 1, ..Default::default() };
+    let mut off = HEADER_LEN + 12;
+    while off + 4 <= len {
+        let (typ, entry) =
+            (u16::from_le_bytes([dmar[off], dmar[off + 1]]), u16::from_le_bytes([dmar[off + 2], dmar[off + 3]]));
+        let entry = usize::from(entry);
+        if entry < 4 || off + entry > len {
+            return err(format!("the host's DMAR has a broken structure (type {typ}, length {entry}) at offset {off}"));
+        }
+        match typ {
+            0 if entry < 16 => return err(format!("the host's DMAR has a DRHD of length {entry}")),
+            0 => out.units.push(Drhd {
+                base: u64_at(dmar, off + 8),
+                len: 0x1000 << (dmar[off + 5] & 0xf),
+                segment: u16::from_le_bytes([dmar[off + 6], dmar[off + 7]]),
+                include_all: dmar[off + 4] & 1 != 0,
+            }),
+            1 if entry < 24 => return err(format!("the host's DMAR has an RMRR of length {entry}")),
+            1 => {
+                let (base, limit) = (u64_at(dmar, off + 8), u64_at(dmar, off + 16));
+                if limit < base {
+                    return err(format!("the host's DMAR reserves {base:#x}-{limit:#x}, which ends before it starts"));
+                }
+                out.reserved.push(base & !0xfff..(limit | 0xfff).saturating_add(1));
+            }
+            _ => {}
+        }
+        off += entry;
+    }
+    Ok(out)
+}
+
 /// The MMIO address of the HPET an HPET table (its bytes) describes, if it is in memory space.
 pub fn parse_hpet(hpet: &[u8]) -> Option<u64> {
     // Event timer block id (4 bytes), then the base address as a Generic Address Structure: space id 0 = memory.
@@ -345,6 +409,35 @@ mod tests {
         assert!(parse_host_madt(&m[..20]).is_err());
         m = host_table(b"APIC", &[0, 0, 0xe0, 0xfe, 1, 0, 0, 0, 0, 0]);
         assert!(parse_host_madt(&m).unwrap_err().0.contains("length 0"));
+    }
+
+    #[test]
+    fn dmar_units() {
+        // QEMU's intel-iommu: host address width 39, one unit at 0xfed90000 for every device of segment 0; then
+        // a reserved-memory structure (RMRR) such as firmware gives a USB controller.
+        let mut body = vec![38, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&[0, 0, 16, 0, 1, 0, 0, 0]);
+        body.extend_from_slice(&0xfed9_0000u64.to_le_bytes());
+        body.extend_from_slice(&[1, 0, 24, 0, 0, 0, 0, 0]);
+        body.extend_from_slice(&0xe_8000u64.to_le_bytes());
+        body.extend_from_slice(&0xe_bfffu64.to_le_bytes());
+        let d = parse_dmar(&host_table(b"DMAR", &body)).unwrap();
+        assert_eq!(d.width, 39);
+        assert_eq!(d.units, [Drhd { base: 0xfed9_0000, len: 0x1000, segment: 0, include_all: true }]);
+        assert_eq!(d.reserved, alloc::vec![0xe_8000..0xe_c000]);
+        // A structure that claims to run past the table, and one of length 0, are errors.
+        let mut bad = body.clone();
+        bad[14] = 200;
+        assert!(parse_dmar(&host_table(b"DMAR", &bad)).unwrap_err().0.contains("broken structure"));
+        bad[14] = 0;
+        assert!(parse_dmar(&host_table(b"DMAR", &bad)).unwrap_err().0.contains("length 0"));
+        bad = body.clone();
+        bad[14] = 8;
+        assert!(parse_dmar(&host_table(b"DMAR", &bad)).unwrap_err().0.contains("DRHD of length 8"));
+        assert!(parse_dmar(&host_table(b"DMAR", &body[..4])).is_err());
+        bad = body.clone();
+        bad[44..52].copy_from_slice(&0xe_0000u64.to_le_bytes()); // the RMRR's limit below its base
+        assert!(parse_dmar(&host_table(b"DMAR", &bad)).unwrap_err().0.contains("ends before it starts"));
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct HostPlatform<'a> {
     pub memory: &'a [MemRegion],
     /// Where its ACPI tables start.
     pub acpi: Option<AcpiRoot>,
+    /// Drive the host's IOMMU, if it has one (`iommu=`).
+    pub iommu: bool,
 }
 
 /// Builds and starts the initial domain. Errors are logged; Keel carries on without it. With `host`, dom0 gets
@@ -239,6 +241,8 @@ struct HostPlan {
     ioapics: Vec<crate::hvm::vioapic::Vioapic>,
     /// Device memory mapped 1:1 on first access.
     holes: Vec<core::ops::Range<u64>>,
+    /// The host's DMAR (VT-d units), when Keel is to drive them.
+    dmar: Option<keel_image::host_acpi::Dmar>,
 }
 
 /// Lays dom0 out in the host's e820 shape with `memory` bytes of RAM and the host's ACPI tables behind a new
@@ -275,16 +279,25 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
         None => host_acpi::HostMadt::default(),
     };
     // Never mapped 1:1: each host IO-APIC's window (dom0 sees it emulated, `hvm::vioapic`), the local APIC page
-    // (the vLAPIC's), the memory-mapped PCI configuration space (MCFG is hidden until Keel mediates it) and the
-    // HPET, which Keel keeps (as Xen does).
+    // (the vLAPIC's), the memory-mapped PCI configuration space (MCFG is hidden until Keel mediates it), the
+    // HPET, which Keel keeps (as Xen does), and the IOMMU's registers.
     let table =
         |sig: &[u8; 4]| tables.iter().find(|t| &t.signature == sig).and_then(|t| read(t.address, t.length as usize));
+    let dmar = match table(b"DMAR").map(|t| host_acpi::parse_dmar(&t)) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            crate::error!("dom0: the host's DMAR: {}: no IOMMU", e.0);
+            None
+        }
+        None => None,
+    };
     let mut emulated: Vec<core::ops::Range<u64>> = madt
         .ioapic_list()
         .map(|(_, a, _)| u64::from(a)..u64::from(a) + crate::hvm::vioapic::WINDOW)
         .chain(core::iter::once(LAPIC_WINDOW))
         .chain(table(b"MCFG").map(|t| host_acpi::parse_mcfg(&t)).unwrap_or_default())
         .chain(table(b"HPET").and_then(|t| host_acpi::parse_hpet(&t)).map(|a| a & !0xfff..(a & !0xfff) + 0x1000))
+        .chain(dmar.iter().flat_map(|d| d.units.iter().map(|u| u.base..u.base + u.len)))
         .collect();
     emulated.sort_by_key(|r| r.start);
     let holes = keel_image::host_map::mmio_holes(&e820, 1 << 46, &emulated);
@@ -335,7 +348,24 @@ fn host_plan(host: &HostPlatform<'_>, memory: u64, vcpus: u32) -> Result<HostPla
         .ioapic_list()
         .map(|(id, address, base)| crate::hvm::vioapic::Vioapic::new(id, u64::from(address), base))
         .collect();
-    Ok(HostPlan { map, acpi, ioapics, holes })
+    let dmar = dmar.filter(|_| host.iommu);
+    Ok(HostPlan { map, acpi, ioapics, holes, dmar })
+}
+
+/// Hands dom0's devices to the host's VT-d units: a copy of dom0's map (its RAM and firmware ranges, and what
+/// the DMAR reserves for devices) that follows every change of its p2m, then translation on.
+fn iommu_on(dom: &Arc<Domain>, plan: &HostPlan, dmar: &keel_image::host_acpi::Dmar) -> Result<(), String> {
+    let levels = crate::iommu::init(dmar)?;
+    let ranges: Vec<core::ops::Range<u64>> = plan.map.ram.iter().chain(&plan.map.identity).cloned().collect();
+    let root = dom.attach_iommu(levels, &ranges, &dmar.reserved)?;
+    let bsp = crate::arch::x86::percpu::cpu(0).apic_id.load(core::sync::atomic::Ordering::Relaxed);
+    crate::iommu::enable(root, levels, bsp)?;
+    crate::info!(
+        "dom0: its devices' DMA goes through the IOMMU: dom0's RAM, its grant and foreign mappings and {} reserved \
+         range(s), nothing else",
+        dmar.reserved.len()
+    );
+    Ok(())
 }
 
 /// [`setup`] for a dom0 in the host's shape: the firmware ranges mapped 1:1, the kernel at its physical address,
@@ -352,6 +382,16 @@ fn setup_host(
     for a in &plan.ioapics {
         crate::info!("dom0: emulated IO-APIC at {:#x}, GSI {}-{}", a.base, a.gsi_base, a.gsi_base + 23);
     }
+    let iommu = match &plan.dmar {
+        Some(dmar) => match iommu_on(dom, plan, dmar) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::error!("dom0: cannot use the IOMMU: {e}");
+                false
+            }
+        },
+        None => false,
+    };
     *dom.vioapics.lock() = plan.ioapics.clone();
     *dom.mmio_holes.lock() = plan.holes.clone();
     dom.owns_devices.store(true, core::sync::atomic::Ordering::Release);
@@ -384,17 +424,18 @@ fn setup_host(
         plan.map.ram.len(),
         plan.map.identity.len()
     );
-    // No IOMMU is programmed (Keel does not drive one yet), so dom0's RAM is mapped 1:1 and that mode's limits
-    // apply; swiotlb=force makes dom0's DMA bounce through its own RAM, never into a page it maps from another
-    // domain (a grant), whose machine address is not its guest-physical one.
-    crate::warning!(
-        "dom0: no IOMMU in use: dom0's RAM is mapped 1:1 so that its devices' DMA lands where it means, but nothing \
-         stops a device it drives from reaching any machine address, and DMA into pages it maps from other domains \
-         cannot work: dom0 runs with swiotlb=force"
-    );
-    let cmdline = if kernel.cmdline.split_whitespace().any(|w| w.starts_with("swiotlb=")) {
+    // Without an IOMMU dom0's RAM is still mapped 1:1 (its devices reach RAM by machine address), and that mode's
+    // limits apply: swiotlb=force makes dom0's DMA bounce through its own RAM, never into a page it maps from
+    // another domain (a grant), whose machine address is not its guest-physical one. With one, devices see
+    // dom0's map, grants included, and nothing else.
+    let cmdline = if iommu || kernel.cmdline.split_whitespace().any(|w| w.starts_with("swiotlb=")) {
         kernel.cmdline.clone()
     } else {
+        crate::warning!(
+            "dom0: no IOMMU in use: dom0's RAM is mapped 1:1 so that its devices' DMA lands where it means, but \
+             nothing stops a device it drives from reaching any machine address, and DMA into pages it maps from \
+             other domains cannot work: dom0 runs with swiotlb=force"
+        );
         format!("{} swiotlb=force", kernel.cmdline).trim_start().into()
     };
     let flags = si::SIF_PRIVILEGED | si::SIF_INITDOMAIN;

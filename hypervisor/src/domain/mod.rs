@@ -148,6 +148,9 @@ pub struct Memory {
     /// The dirty bitmap while log-dirty is on. Its own lock so that writes through `&Memory` can mark pages; it is
     /// only taken with the memory lock held, and nothing is locked inside it.
     log: Mutex<Option<logdirty::DirtyLog>>,
+    /// The IOMMU's copy of the map, for the domain that drives devices while an IOMMU is on: every change to the
+    /// p2m goes through [`Memory::p2m_map`] and [`Memory::p2m_unmap_4k`], which keep it equal.
+    iommu: Option<crate::iommu::Mirror>,
 }
 
 /// A frame that left the p2m and waits for every vCPU to flush.
@@ -203,7 +206,34 @@ impl Memory {
             borrowed: BTreeMap::new(),
             unmapped: Vec::new(),
             log: Mutex::new(None),
+            iommu: None,
         }
+    }
+
+    /// Maps `gpa` in the p2m ([`GuestP2m::map`]) and, while an IOMMU translates for the domain, for its devices.
+    fn p2m_map(&mut self, gpa: u64, hpa: u64, size: PageSize, perms: Perms, owned: bool) -> Result<(), MapError> {
+        self.p2m.map(&mut MachineFrames, gpa, hpa, size, perms, owned)?;
+        if let Some(m) = &mut self.iommu {
+            m.map(gpa, hpa, size, perms.write);
+        }
+        Ok(())
+    }
+
+    /// Unmaps `gpa`'s page from the p2m ([`GuestP2m::unmap_4k`]) and, first, from the domain's devices: once
+    /// this returns no DMA reaches the frame.
+    fn p2m_unmap_4k(&mut self, gpa: u64) -> Result<Option<p2m::Unmapped>, MapError> {
+        if let Some(m) = &mut self.iommu {
+            m.unmap_4k(gpa);
+        }
+        let old = self.p2m.unmap_4k(&mut MachineFrames, gpa);
+        // A 2 MiB leaf that could not be split stays whole: the devices get back the pages beside `gpa`.
+        if let (Err(_), Some(m)) = (&old, &mut self.iommu) {
+            let base = gpa & !((2 << 20) - 1);
+            if let Some(l) = self.p2m.leaf(&mut MachineFrames, base) {
+                m.map(base, l.hpa, PageSize::Size2M, l.perms.write);
+            }
+        }
+        old
     }
 
     /// Frames the domain owns outside its p2m (see `unmapped`).
@@ -225,14 +255,14 @@ impl Memory {
         if self.is_pinned(gfn) {
             return Err(EBUSY);
         }
-        match self.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)? {
+        match self.p2m_unmap_4k(gpa).map_err(|_| ENOMEM)? {
             Some(old) if old.owned => {
                 self.tot_pages -= 1;
                 Ok(old.hpa)
             }
             Some(old) => {
                 // Not the domain's RAM: put it back where it was (its 4 KiB slot and tables are still there).
-                let _ = self.p2m.map(&mut MachineFrames, gpa, old.hpa, PageSize::Size4K, perms, false);
+                let _ = self.p2m_map(gpa, old.hpa, PageSize::Size4K, perms, false);
                 Err(ENXIO)
             }
             None => Err(EINVAL),
@@ -395,7 +425,7 @@ impl Memory {
     }
 
     fn map_owned(&mut self, gpa: u64, hpa: u64, size: PageSize) -> Result<(), &'static str> {
-        match self.p2m.map(&mut MachineFrames, gpa, hpa, size, Perms::RAM, true) {
+        match self.p2m_map(gpa, hpa, size, Perms::RAM, true) {
             Ok(()) => {
                 self.tot_pages += size.bytes() / PAGE_SIZE;
                 Ok(())
@@ -427,8 +457,8 @@ impl Memory {
         if self.borrowed.contains_key(&gfn) {
             return Err(ENXIO);
         }
-        let old = self.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)?;
-        let mapped = self.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size4K, perms, false);
+        let old = self.p2m_unmap_4k(gpa).map_err(|_| ENOMEM)?;
+        let mapped = self.p2m_map(gpa, hpa, PageSize::Size4K, perms, false);
         match (old, mapped) {
             (old, Ok(())) => {
                 let Some(old) = old else { return Ok(None) };
@@ -441,7 +471,7 @@ impl Memory {
             }
             (Some(old), Err(_)) => {
                 // Cannot happen (the slot and its tables were there a moment ago), but never lose the old frame.
-                let _ = self.p2m.map(&mut MachineFrames, gpa, old.hpa, PageSize::Size4K, Perms::RAM, old.owned);
+                let _ = self.p2m_map(gpa, old.hpa, PageSize::Size4K, Perms::RAM, old.owned);
                 Err(ENOMEM)
             }
             (None, Err(MapError::OutOfRange)) => Err(EINVAL),
@@ -469,7 +499,7 @@ impl Memory {
         }
         let Some(b) = self.borrowed.remove(&gfn) else { return Ok(None) };
         // A 4 KiB leaf: no split, so no table is needed and this cannot fail.
-        let _ = self.p2m.unmap_4k(&mut MachineFrames, gfn * PAGE_SIZE);
+        let _ = self.p2m_unmap_4k(gfn * PAGE_SIZE);
         Ok(Some(b))
     }
 }
@@ -1001,7 +1031,7 @@ impl Domain {
                 };
                 if let Some(Ok(hpa)) = frames {
                     zero(hpa, 2 << 20);
-                    match mem.p2m.map(&mut MachineFrames, gpa, hpa, PageSize::Size2M, Perms::RAM, true) {
+                    match mem.p2m_map(gpa, hpa, PageSize::Size2M, Perms::RAM, true) {
                         Ok(()) => {
                             mem.tot_pages += 512;
                             mem.mark_owned(gpa >> 12, (gpa >> 12) + 511);
@@ -1032,6 +1062,33 @@ impl Domain {
         Ok(())
     }
 
+    /// Gives the IOMMU a copy of the domain's map for its devices: whatever the p2m maps in `ranges` (its RAM and
+    /// the firmware ranges mapped 1:1), and `reserved` 1:1 (what firmware reserves for devices' DMA, for the
+    /// devices only). From now on every change to the p2m reaches the copy. Returns the table for the units.
+    pub fn attach_iommu(&self, levels: u32, ranges: &[Range<u64>], reserved: &[Range<u64>]) -> Result<u64, String> {
+        let mut mem = self.mem.lock();
+        let mut mirror = crate::iommu::Mirror::new(levels)?;
+        let mut list = Vec::new();
+        for r in ranges {
+            let mut gpa = r.start & !(PAGE_SIZE - 1);
+            while gpa < r.end {
+                let Some(l) = mem.p2m.leaf(&mut MachineFrames, gpa) else {
+                    gpa += PAGE_SIZE;
+                    continue;
+                };
+                let whole = l.size == PageSize::Size2M && gpa.is_multiple_of(2 << 20) && r.end - gpa >= 2 << 20;
+                let bytes = if whole { 2 << 20 } else { PAGE_SIZE };
+                list.push((gpa, l.hpa, bytes, l.perms.write));
+                gpa += bytes;
+            }
+        }
+        list.extend(reserved.iter().map(|r| (r.start, r.start, r.end - r.start, true)));
+        mirror.map_all(list);
+        let root = mirror.slptptr()?;
+        mem.iommu = Some(mirror);
+        Ok(root)
+    }
+
     /// Maps the host range `r` (page-aligned) 1:1 into the domain, writable, as frames it does not own: the
     /// firmware's tables and reserved ranges and the legacy holes of the initial domain's host-shaped map. The
     /// caller makes sure no such frame is RAM Keel may hand out. 2 MiB pages where aligned; the p2m's table cap
@@ -1044,7 +1101,7 @@ impl Domain {
         while at < r.end {
             let size =
                 if at.is_multiple_of(2 << 20) && r.end - at >= 2 << 20 { PageSize::Size2M } else { PageSize::Size4K };
-            mem.p2m.map(&mut MachineFrames, at, at, size, Perms::RAM, false).map_err(|e| match e {
+            mem.p2m_map(at, at, size, Perms::RAM, false).map_err(|e| match e {
                 MapError::Busy => "a 1:1 range overlaps something mapped",
                 MapError::OutOfFrames | MapError::TableLimit => "out of memory for nested page tables",
                 _ => "a 1:1 range lies beyond the nested page table's reach",
@@ -1157,7 +1214,7 @@ impl Domain {
                     if mem.is_pinned(gfn) {
                         return Err(EBUSY);
                     }
-                    match mem.p2m.unmap_4k(&mut MachineFrames, gpa).map_err(|_| ENOMEM)? {
+                    match mem.p2m_unmap_4k(gpa).map_err(|_| ENOMEM)? {
                         Some(old) if old.owned => {
                             mem.tot_pages -= 1;
                             Some((old.hpa, false))
@@ -1596,6 +1653,11 @@ impl Drop for Domain {
             }
         }
         let mem = self.mem.get_mut();
+        if let Some(m) = mem.iommu.take() {
+            // Its devices lose every page before any is freed.
+            crate::iommu::block_all();
+            m.destroy();
+        }
         for d in mem.deferred.drain(..) {
             if d.unref {
                 crate::mm::put_frame_ref(d.hpa);
@@ -1695,6 +1757,36 @@ mod tests {
         assert!(!host_frames::is_live(shared_info), "shared_info leaked");
         assert!(!host_frames::is_live(ram), "RAM leaked");
         super::destroy(&a);
+    }
+
+    /// The IOMMU's copy of a device-owning domain's map follows its p2m: RAM as mapped, a grant as granted (read-only
+    /// stays read-only), firmware's reserved range 1:1, and a page the domain gives up or unmaps is gone from it
+    /// (the units are flushed before the frame can be freed; no unit exists in a host test).
+    #[test]
+    fn the_iommu_copy_follows_the_p2m() {
+        let d = testing::domain(1, 4);
+        let other = testing::domain(1, 2);
+        let (ram, rmrr) = (alloc::vec![0..4 << 20], alloc::vec![0x70_0000..0x70_4000]);
+        d.attach_iommu(4, &ram, &rmrr).unwrap();
+        let seen = |gpa: u64| d.mem.lock().iommu.as_ref().unwrap().lookup(gpa);
+        let ram = d.mem.lock().translate(0x3000, false).unwrap();
+        assert_eq!(seen(0x3000), Some((ram, true)));
+        assert_eq!(seen(0x3f_f000).map(|s| s.0), d.mem.lock().translate(0x3f_f000, false).ok());
+        assert_eq!(seen(0x70_3000), Some((0x70_3000, true)), "the RMRR, 1:1");
+        assert_eq!(seen(0x50_0000), None, "beyond its RAM");
+        // Given back (XENMEM_decrease_reservation's path): gone for devices too.
+        let freed = d.mem.lock().remove_ram(3).unwrap();
+        assert_eq!((freed, seen(0x3000)), (ram, None));
+        crate::mm::free_frame(freed);
+        // A read-only grant of the other domain's page at a free GFN, then unmapped.
+        let page = other.mem.lock().translate(0x1000, false).unwrap();
+        d.mem.lock().map_borrowed(0x600, super::Borrowed::Grant(page), false).unwrap();
+        assert_eq!(seen(0x60_0000), Some((page, false)));
+        let b = d.mem.lock().unmap_borrowed(0x600).unwrap();
+        assert_eq!((b, seen(0x60_0000)), (Some(super::Borrowed::Grant(page)), None));
+        crate::mm::put_frame_ref(page);
+        super::destroy(&d);
+        super::destroy(&other);
     }
 
     /// Two creations of one id at once: exactly one gets it. (`build` checked the id, built the domain, then
