@@ -30,6 +30,8 @@ mod xl {
     /// [`SMP_DOMUS`] CPUs; it was about 2090 s when dom0 and the domUs shared one CPU), with a wide margin for
     /// slower hosts.
     const TIMEOUT_DOMUS: u64 = 3300;
+    /// Each host of the two-host test: both boot at once on the same two cores, then the guest's two trips.
+    const TIMEOUT_TWO_HOSTS: u64 = 1500;
     const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4";
     /// The domU test's boot builds many domUs, which meets the QEMU TCG nested-SVM defect most of the time
     /// (docs/testing.md); it corrupts only CPU 0's world switches, so guests stay off CPU 0 there, and the machine
@@ -197,6 +199,129 @@ mod xl {
         }
         run.assert_no_line("EXCEPTION").assert_no_line("crashed");
         run.assert_success();
+    }
+
+    /// Live migration between two machines (issue 15; xtask/assets/checks/twohost.sh): two Keel hosts on q35 with
+    /// `dom0-platform=host` run at once, their e1000e cards joined by a socket netdev (dom0s 192.168.77.1 and .2,
+    /// each card bridged into xenbr0) and one disk image shared as each one's virtio-blk disk (`file.locking=off`,
+    /// as a SAN is shared). Host 1 starts a Debian domU on the shared disk and the bridge, migrates it live to host
+    /// 2 with `xm migrate --live`, and host 2 sends it back: the same counting process goes on throughout, the guest
+    /// pings both dom0s from host 2, never boots again, and what it wrote to the shared disk on host 2 is there
+    /// when host 1 reads the disk afterwards. The two serial logs are `two_hosts_host1.log` and `.._host2.log`.
+    #[test]
+    fn guest_migrates_between_two_hosts() {
+        use keel_tests::disk::{ext4_image, temp};
+        let shared = temp("xl-two", "shared", "img");
+        ext4_image(&shared, 64, None, &[]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let host = |role: u32| {
+            let kernel_cmdline =
+                format!("{DOM0_CMDLINE} keel.checks=twohost keel.twohost={role} keel.dom0.ip=192.168.77.{role}/24");
+            let cable =
+                if role == 1 { format!("listen=127.0.0.1:{port}") } else { format!("connect=127.0.0.1:{port}") };
+            let args: Vec<String> = vec![
+                "-machine".into(),
+                "q35".into(),
+                "-drive".into(),
+                format!("file={},if=none,id=vd0,format=raw,file.locking=off", shared.display()),
+                "-device".into(),
+                "virtio-blk-pci,drive=vd0".into(),
+                "-netdev".into(),
+                format!("socket,id=cable,{cable}"),
+                "-device".into(),
+                format!("e1000e,netdev=cable,mac=52:54:00:77:00:0{role}"),
+            ];
+            let name = format!("two_hosts_host{role}");
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    let (initrd, kernel) = (env_path("KEEL_XL_INITRD"), env_path("KEEL_VMLINUZ"));
+                    iso::Dom0Boot {
+                        name: &name,
+                        keel_cmdline: "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host",
+                        kernel: &kernel,
+                        kernel_cmdline: &kernel_cmdline,
+                        initrd: &initrd,
+                        smp: 2,
+                        timeout: TIMEOUT_TWO_HOSTS,
+                        // A repeat of one host alone would find no peer.
+                        retries: 0,
+                        qemu_args: &args,
+                    }
+                    .run()
+                })
+                .expect("a thread for the host")
+        };
+        let first = host(1);
+        // Host 2's QEMU connects to the socket host 1's listens on.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let second = host(2);
+        let (h1, h2) = (first.join().expect("host 1"), second.join().expect("host 2"));
+        let _ = std::fs::remove_file(&shared);
+        let mut p = Vec::new();
+        let line = |run: &Run, what: &str| {
+            run.lines()
+                .find_map(|l| l.split_once(&format!("KEEL-CHECK: two-{what}")).map(|(_, v)| v.trim().to_string()))
+        };
+        let n_of =
+            |s: &str| s.split_whitespace().find_map(|w| w.strip_prefix("n=")).and_then(|n| n.parse::<u64>().ok());
+        let up_of =
+            |s: &str| s.split_whitespace().find_map(|w| w.strip_prefix("up=")).and_then(|n| n.parse::<f64>().ok());
+        for (run, role) in [(&h1, 1), (&h2, 2)] {
+            let want = format!("{role} 192.168.77.{role}/24 ports=eth0");
+            if line(run, "host ").as_deref() != Some(want.as_str()) {
+                p.push(format!("host {role}: its bridge: {:?}, want {want:?}", line(run, "host ")));
+            }
+            let done = run.lines().filter_map(|l| l.split_once("KEEL-TWO-MIGRATE: ").map(|x| x.1)).last();
+            if !done.is_some_and(|d| d.starts_with("Migrated domain ") && d.contains(" downtime ")) {
+                p.push(format!("host {role}: xm migrate --live: {done:?}"));
+            }
+            if line(run, "done").is_none() {
+                p.push(format!("host {role}: its check did not finish"));
+            }
+        }
+        let before = line(&h1, "before ").unwrap_or_default();
+        let here = line(&h2, "here ").unwrap_or_default();
+        let after = line(&h1, "after ").unwrap_or_default();
+        match (n_of(&before), n_of(&here), n_of(&after)) {
+            (Some(a), Some(b), Some(c)) if a < b && b < c => {}
+            _ => p.push(format!("the count did not go on: host 1 {before:?}, host 2 {here:?}, host 1 again {after:?}")),
+        }
+        if !after.ends_with("boots=1") {
+            p.push(format!("the guest booted again: {after:?}"));
+        }
+        if line(&h2, "arrived ").is_none() || line(&h1, "back ").is_none_or(|b| !b.starts_with("id=")) {
+            p.push(format!(
+                "the guest's trips: on host 2 {:?}, back on host 1 {:?}",
+                line(&h2, "arrived "),
+                line(&h1, "back ")
+            ));
+        }
+        let ping2 = line(&h2, "ping ").unwrap_or_default();
+        if !ping2.ends_with("host1=ok host2=ok") {
+            p.push(format!("the guest on host 2 does not reach both dom0s: {ping2:?}"));
+        }
+        // The shared disk holds what the guest wrote every 2 s, on both hosts: from before its first trip to after
+        // its return (its uptime on host 2 in between), with no long gap.
+        let disk = line(&h1, "disk ").unwrap_or_default();
+        let field =
+            |k: &str| disk.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
+        match (field("first="), field("last="), field("maxgap="), up_of(&ping2)) {
+            (Some(first), Some(last), Some(gap), Some(there)) if first < there && there < last && gap < 10.0 => {}
+            _ => p.push(format!(
+                "host 1 does not find on the shared disk what the guest wrote throughout: {disk:?} (on host 2 at \
+                 uptime {:?})",
+                up_of(&ping2)
+            )),
+        }
+        if !p.is_empty() {
+            let msg = format!("{} problems:\n  {}", p.len(), p.join("\n  "));
+            h2.fail(&msg);
+        }
+        h1.assert_no_line("EXCEPTION");
+        h2.assert_no_line("EXCEPTION");
+        h1.assert_success();
+        h2.assert_success();
     }
 
     /// The output lines of check `what` (`KEEL-XL-<what>: <line>`).

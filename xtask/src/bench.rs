@@ -45,6 +45,10 @@ pub struct Args {
     /// cycles; 0 skips them and leaves their section alone.
     #[arg(long, default_value_t = 2)]
     pub create_runs: usize,
+    /// How many runs of the two-host live migration (two QEMU machines at once, ~4 minutes each); 0 skips it
+    /// and leaves its section alone.
+    #[arg(long, default_value_t = 1)]
+    pub two_host_runs: usize,
     /// Measure only; leave docs/benchmarks.md alone (implied by --elf: the doc records `keel` only).
     #[arg(long)]
     pub no_write: bool,
@@ -86,7 +90,7 @@ impl Marks {
 
 /// Runs `qemu_cmd` (which must send the serial port to stdout) under `timeout`, timestamping each serial line.
 /// Returns the lines, or an error with the whole log when QEMU did not exit 0.
-fn timed_qemu(qemu_cmd: &Command, timeout_secs: u32) -> Result<keel_tests::Timed> {
+pub(crate) fn timed_qemu(qemu_cmd: &Command, timeout_secs: u32) -> Result<keel_tests::Timed> {
     let mut cmd = Command::new("timeout");
     cmd.args(["-k", "5", &timeout_secs.to_string()]).arg(qemu_cmd.get_program()).args(qemu_cmd.get_args());
     let t = keel_tests::run_timed(&mut cmd).map_err(|e| format!("cannot start {}: {e}", util::describe(&cmd)))?;
@@ -391,6 +395,8 @@ pub fn cmd(args: &Args) -> Result<()> {
     let linux = if args.linux_runs == 0 { None } else { Some(linux_section(&elf, args.linux_runs)?) };
     let create = if args.create_runs == 0 { None } else { Some(create_section(&elf, args.create_runs)?) };
     let roundtrips = roundtrip_section(&elf)?;
+    let two_hosts =
+        if args.two_host_runs == 0 { None } else { Some(crate::two_hosts::bench_section(&elf, args.two_host_runs)?) };
 
     let rows: [Row<Marks>; 4] = [
         ("first Keel line (banner)", |m| m.banner),
@@ -434,6 +440,9 @@ pub fn cmd(args: &Args) -> Result<()> {
         println!("\n{create}");
     }
     println!("\n{roundtrips}");
+    if let Some(two) = &two_hosts {
+        println!("\n{two}");
+    }
 
     if args.no_write || args.elf.elf.is_some() {
         eprintln!("bench: docs/benchmarks.md left alone (--no-write or --elf)");
@@ -447,6 +456,9 @@ pub fn cmd(args: &Args) -> Result<()> {
         sections.push((create, CREATE_BEGIN, CREATE_END));
     }
     sections.push((&roundtrips, EXITS_BEGIN, EXITS_END));
+    if let Some(two) = &two_hosts {
+        sections.push((two, crate::two_hosts::BENCH_BEGIN, crate::two_hosts::BENCH_END));
+    }
     write_sections(&sections)
 }
 

@@ -244,7 +244,7 @@ fn find_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// `find . | sort | cpio -o -H newc --reproducible -R 0:0 | gzip -9n > out`.
-fn pack(stage: &Path, out: &Path) -> Result<()> {
+pub(crate) fn pack(stage: &Path, out: &Path) -> Result<()> {
     let mut entries = Vec::new();
     collect(stage, Path::new("."), &mut entries)?;
     entries.sort();

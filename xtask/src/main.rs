@@ -12,6 +12,7 @@ mod modgraph;
 mod qemu;
 mod qemu_defect;
 mod test;
+mod two_hosts;
 mod util;
 mod vs_xen;
 mod xen;
@@ -51,6 +52,9 @@ enum Cmd {
     /// Print the hypervisor's module graph (which top-level module names which) and its import cycles; fails on
     /// a cycle.
     Modgraph,
+    /// Boot two Keel machines in QEMU, joined by a virtual network cable and sharing one disk, for
+    /// `xm migrate --live GUEST 192.168.77.2` between them.
+    TwoHosts(two_hosts::Args),
     /// Run the reproducer of the QEMU TCG nested-SVM defect of docs/testing.md and report whether this QEMU has it.
     QemuDefect(qemu_defect::Args),
 }
@@ -90,6 +94,7 @@ fn dispatch(cmd: Cmd) -> util::Result<()> {
         Cmd::Bench(args) => bench::cmd(&args),
         Cmd::QemuDefect(args) => qemu_defect::cmd(&args),
         Cmd::Modgraph => modgraph::cmd(),
+        Cmd::TwoHosts(args) => two_hosts::cmd(&args),
     }
 }
 

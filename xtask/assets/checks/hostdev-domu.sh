@@ -73,6 +73,9 @@ EOF
             sleep 0.2
         done
         xm destroy hostdev >/dev/null 2>&1
+        # What dom0 cached of the disk (its first probe at boot) predates the guest's writes.
+        blockdev --flushbufs /dev/vda
+        echo 3 >/proc/sys/vm/drop_caches
         mkdir -p /tmp/hostdev-mnt
         if mount -t ext4 -o ro /dev/vda /tmp/hostdev-mnt; then
             echo "KEEL-CHECK: hostdev-dom0-read $(sha256sum /tmp/hostdev-mnt/from-domu 2>&1 | cut -d' ' -f1)"
