@@ -3,7 +3,7 @@
 
 use crate::domain::{self, evtchn, Domain, Vcpu, VcpuState};
 use crate::hvm::vlapic::{self, IpiRequest, WriteEffect};
-use crate::hvm::{decode, vector, Event, Exit, HwVcpu, InitState};
+use crate::hvm::{decode, ioport, vector, Event, Exit, HwVcpu, InitState};
 use crate::hypercall;
 use crate::mm::heap::try_filled;
 use alloc::format;
@@ -133,7 +133,8 @@ pub fn handle(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu, exit: Exit) -> 
             if !fetch && dom.owns_devices.load(Ordering::Acquire) {
                 // Device memory (a BAR in the host map's holes): mapped 1:1 at its first access, then retried.
                 let page = gpa & !0xfff;
-                if dom.mmio_holes.lock().iter().any(|r| r.contains(&page)) {
+                // An MSI-X table's page is never mapped: its accesses are emulated (`hvm::msix`).
+                if dom.mmio_holes.lock().iter().any(|r| r.contains(&page)) && !ioport::is_msix_page(page) {
                     match dom.map_identity(page..page + 0x1000) {
                         Ok(()) => return Outcome::Continue,
                         // Another vCPU mapped it first.
@@ -230,13 +231,14 @@ fn hypercall_exit(dom: &Arc<Domain>, v: &Arc<Vcpu>, hw: &mut HwVcpu) -> Outcome 
 }
 
 /// An access of the hardware domain to memory its p2m does not map: its IO-APICs' windows go to their models,
-/// anything else reads all-ones and drops writes (Xen's answer where no device model claims an access). The
-/// instruction at RIP is decoded and carried out, and RIP steps past it; one Keel cannot carry out crashes the
-/// domain with its bytes.
+/// the pages of MSI-X tables to `hvm::msix` (through `ioport::msix_access`), anything else reads all-ones and
+/// drops writes (Xen's answer where no device model claims an access). The instruction at RIP is decoded and
+/// carried out, and RIP steps past it; one Keel cannot carry out crashes the domain with its bytes.
 fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Outcome {
     let mut ioapics = dom.vioapics.lock();
     let mut ioapic = ioapics.iter_mut().find(|a| a.covers(gpa));
-    if ioapic.is_none() {
+    let msix = ioapic.is_none() && ioport::is_msix_page(gpa & !0xfff);
+    if ioapic.is_none() && !msix {
         // Memory nothing claims (HPET, which Keel keeps; a BAR not mapped): reads all-ones, writes dropped, as
         // Xen completes an access no device model serves. The first pages touched are logged.
         static LOGGED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
@@ -272,8 +274,14 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Outc
     let g = hw.gprs();
     match insn {
         decode::MmioInsn::Load { dst, size } => {
-            let word = ioapic.as_ref().map_or(u32::MAX, |a| a.read(offset & !3));
-            let value = u64::from(word >> (8 * (offset & 3))) & (u64::MAX >> (64 - 8 * u32::from(size)));
+            let mask = u64::MAX >> (64 - 8 * u32::from(size));
+            let value = if msix {
+                // An access Keel cannot split (unaligned) reads all-ones.
+                ioport::msix_access(gpa, size, None, crate::domain::irq::msix_vector).map_or(mask, |(v, _)| v & mask)
+            } else {
+                let word = ioapic.as_ref().map_or(u32::MAX, |a| a.read(offset & !3));
+                u64::from(word >> (8 * (offset & 3))) & mask
+            };
             let Some(r) = g.by_number(dst.number) else { return Outcome::Stop };
             *r = match (dst.size, dst.high8) {
                 (1, true) => (*r & !0xff00) | (value & 0xff) << 8,
@@ -282,7 +290,7 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Outc
                 _ => value, // 32-bit destinations clear the upper half; 64-bit ones take it all
             };
         }
-        decode::MmioInsn::Store { src, .. } => {
+        decode::MmioInsn::Store { src, size } => {
             let value = match src {
                 decode::StoreSrc::Imm(v) => v,
                 decode::StoreSrc::Reg(r) => {
@@ -294,6 +302,13 @@ fn emulated_mmio(dom: &Arc<Domain>, v: &Vcpu, hw: &mut HwVcpu, gpa: u64) -> Outc
                     }
                 }
             };
+            if msix {
+                let value = value & (u64::MAX >> (64 - 8 * u32::from(size)));
+                let changes = ioport::msix_access(gpa, size, Some(value), crate::domain::irq::msix_vector);
+                for c in changes.map(|(_, c)| c).unwrap_or_default() {
+                    crate::domain::irq::msix_changed(c);
+                }
+            }
             // IOREGSEL and IOWIN take 32-bit writes; a narrower one writes its bytes into the register's low end.
             if let Some(a) = ioapic.as_mut() {
                 if let Some((pin, entry)) = a.write(offset & !3, value as u32) {

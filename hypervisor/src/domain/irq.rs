@@ -39,11 +39,12 @@ fn bit(set: &[AtomicU64; WORDS], gsi: u32, on: bool) -> bool {
     old & b != 0
 }
 
-/// Keel's vectors for MSI: one per PCI function dom0 enables MSI on (`hvm::vpci`), 0xa0-0xdf.
+/// Keel's vectors for MSI and MSI-X: one per PCI function dom0 enables MSI on (`hvm::vpci`) and one per MSI-X
+/// entry it unmasks (`hvm::msix`), 0xa0-0xdf.
 pub const MSI_VECTOR_BASE: u8 = 0xa0;
-/// Functions with MSI Keel forwards at once.
+/// Messages Keel forwards at once.
 pub const MAX_MSI: usize = 0x40;
-/// Per MSI vector: the function holding it (bdf + 1; 0 = free).
+/// Per MSI vector: what holds it (see [`owner`]; 0 = free).
 static MSI_OWNER: [AtomicU64; MAX_MSI] = [const { AtomicU64::new(0) }; MAX_MSI];
 /// Per MSI vector: `VALID`, dom0's vector (bits 7:0) and destination APIC id (bits 15:8), or 0 while off.
 static MSI_ROUTES: [AtomicU64; MAX_MSI] = [const { AtomicU64::new(0) }; MAX_MSI];
@@ -68,15 +69,52 @@ fn message(frame: &mut trap::TrapFrame) {
     apic::eoi();
 }
 
+/// The key of a message source in [`MSI_OWNER`]: function `bdf`'s MSI (`entry` `None`) or its MSI-X entry.
+fn owner(bdf: u16, entry: Option<u16>) -> u64 {
+    u64::from(bdf) + 1 + (entry.map_or(0, |e| u64::from(e) + 1) << 16)
+}
+
 /// The boot CPU's APIC id and Keel's vector for the messages of PCI function `bdf` (the same each time it asks),
 /// or `None` when every MSI vector is taken.
 pub fn msi_vector(bdf: u16) -> Option<(u8, u8)> {
-    let owner = u64::from(bdf) + 1;
+    vector_for(owner(bdf, None))
+}
+
+/// [`msi_vector`] for entry `entry` of function `bdf`'s MSI-X table.
+pub fn msix_vector(bdf: u16, entry: u16) -> Option<(u8, u8)> {
+    vector_for(owner(bdf, Some(entry)))
+}
+
+fn vector_for(owner: u64) -> Option<(u8, u8)> {
     let slot = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == owner).or_else(|| {
         MSI_OWNER.iter().position(|o| o.compare_exchange(0, owner, Ordering::AcqRel, Ordering::Acquire).is_ok())
     })?;
     let apic_id = crate::arch::x86::percpu::cpu(0).apic_id.load(Ordering::Relaxed) as u8;
     Some((apic_id, MSI_VECTOR_BASE + slot as u8))
+}
+
+/// Dom0 unmasked an MSI-X entry, or moved it while unmasked: its messages follow (`hvm::msix` has programmed
+/// Keel's message into the device's entry).
+pub fn msix_changed(c: crate::hvm::msix::MsixChange) {
+    if c.vector < 0x10 {
+        return;
+    }
+    let route = VALID | u64::from(c.vector) | u64::from(c.dest) << 8;
+    let key = owner(c.bdf, Some(c.entry));
+    if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == key) {
+        MSI_ROUTES[i].store(route, Ordering::Release);
+        if route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
+            crate::info!(
+                "PCI {:02x}:{:02x}.{}: MSI-X entry {} forwarded to dom0 as vector {:#x} (Keel's {:#x})",
+                c.bdf >> 8,
+                c.bdf >> 3 & 0x1f,
+                c.bdf & 7,
+                c.entry,
+                c.vector,
+                MSI_VECTOR_BASE + i as u8
+            );
+        }
+    }
 }
 
 /// Dom0 turned MSI on or off for a function, or moved it: messages follow (`hvm::vpci` has reprogrammed it).
@@ -90,8 +128,8 @@ pub fn msi_changed(change: crate::hvm::vpci::MsiChange) {
         }
         MsiChange::Enabled { bdf, .. } | MsiChange::Disabled { bdf } => (bdf, 0),
     };
-    let owner = u64::from(bdf) + 1;
-    if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == owner) {
+    let key = owner(bdf, None);
+    if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == key) {
         MSI_ROUTES[i].store(route, Ordering::Release);
         // Logged when the destination changes, not on each rewrite of the same message.
         if route != 0 && route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {

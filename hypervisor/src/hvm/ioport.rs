@@ -56,6 +56,76 @@ impl super::vpci::ConfigSpace for Ports {
     }
 }
 
+/// A device's memory through Keel's identity map: only for the pages of an MSI-X table `vpci` mediates, which
+/// lie in the 3-4 GiB region Keel maps uncached (it exposes no table elsewhere).
+struct DeviceMemory;
+
+impl super::msix::Mmio for DeviceMemory {
+    fn read(&mut self, addr: u64, size: u8) -> u64 {
+        // SAFETY: `addr` lies in a page of a mediated MSI-X table (in a memory BAR of the function, which dom0
+        // does not map), below 4 GiB where Keel's page tables map device memory uncached; `size` is the width of
+        // dom0's own access there, which the caller checked is aligned to it.
+        unsafe {
+            match size {
+                1 => u64::from(core::ptr::read_volatile(addr as *const u8)),
+                2 => u64::from(core::ptr::read_volatile(addr as *const u16)),
+                4 => u64::from(core::ptr::read_volatile(addr as *const u32)),
+                _ => core::ptr::read_volatile(addr as *const u64),
+            }
+        }
+    }
+    fn write(&mut self, addr: u64, size: u8, value: u64) {
+        // SAFETY: as in `read`.
+        unsafe {
+            match size {
+                1 => core::ptr::write_volatile(addr as *mut u8, value as u8),
+                2 => core::ptr::write_volatile(addr as *mut u16, value as u16),
+                4 => core::ptr::write_volatile(addr as *mut u32, value as u32),
+                _ => core::ptr::write_volatile(addr as *mut u64, value),
+            }
+        }
+    }
+}
+
+/// Whether `page` holds (part of) an MSI-X table Keel mediates: dom0 must not map it.
+pub fn is_msix_page(page: u64) -> bool {
+    CONFIG.lock().is_table_page(page)
+}
+
+/// Dom0's access of `size` bytes (1, 2, 4 or 8, aligned) at `addr` in an MSI-X table's page: a load (`store`
+/// `None`) gives its value; a store may change routes, which the caller hands to `domain::irq`. `None` if `addr`
+/// is in no table's page, or the access is not aligned.
+pub fn msix_access(
+    addr: u64,
+    size: u8,
+    store: Option<u64>,
+    keel: impl FnMut(u16, u16) -> Option<(u8, u8)>,
+) -> Option<(u64, alloc::vec::Vec<super::msix::MsixChange>)> {
+    if !matches!(size, 1 | 2 | 4 | 8) || !addr.is_multiple_of(u64::from(size)) {
+        return None;
+    }
+    let mut vpci = CONFIG.lock();
+    match store {
+        None => Some((vpci.table_read(&mut DeviceMemory, addr, size)?, alloc::vec::Vec::new())),
+        Some(v) => Some((0, vpci.table_write(&mut DeviceMemory, addr, size, v, keel)?)),
+    }
+}
+
+/// Takes the pages of MSI-X tables found since the last call out of dom0's map, where it had mapped them.
+fn unmap_new_tables(pages: alloc::vec::Vec<core::ops::Range<u64>>) {
+    if pages.is_empty() {
+        return;
+    }
+    let Some(dom0) = crate::domain::get(0) else { return };
+    for r in pages {
+        for page in (r.start..r.end).step_by(0x1000) {
+            if dom0.mem.lock().translate(page, false).is_ok() {
+                let _ = dom0.remove_from_physmap(page >> 12);
+            }
+        }
+    }
+}
+
 /// A port access of the hardware domain: `Some(value)` for an input, `None` for an output (or where nothing is
 /// read), and the MSI change a configuration write made. `size` is 1, 2 or 4; `value` the data of an output;
 /// `msi` gives a function Keel's APIC id and vector for its messages (`domain::irq::msi_vector`).
@@ -94,11 +164,15 @@ pub fn hardware_access(
                 return (if input { Some(read(port, size)) } else { write(port, size, value) }, None);
             }
         }
-        return if input {
+        let done = if input {
             (Some(vpci.read(&mut Ports, bdf, offset, size)), None)
         } else {
             (None, vpci.write(&mut Ports, bdf, offset, size, value, msi))
         };
+        let pages = vpci.take_new_table_pages();
+        drop(vpci);
+        unmap_new_tables(pages);
+        return done;
     }
     if kept_by_keel(port) || (PCI_CONF_ADDRESS..PCI_CONF_ADDRESS + 4).contains(&port) {
         return (input.then_some(ones), None);

@@ -7,6 +7,7 @@ pub mod decode;
 mod entry_asm;
 pub mod exit;
 pub mod ioport;
+pub mod msix;
 pub mod msr;
 pub mod svm;
 pub mod vioapic;

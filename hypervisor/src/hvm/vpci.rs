@@ -5,8 +5,10 @@
 //! - **MSI.** Dom0's message address and data stay virtual: the device is given Keel's (a Keel vector on the boot
 //!   CPU), and a message it sends is forwarded as the vector and to the vCPU dom0 wrote (`domain::irq`). One
 //!   message per function: the capability reads as single-message capable.
-//! - **MSI-X** is hidden from the capability list until Keel mediates its table, so drivers fall back to MSI or
-//!   their INTx line.
+//! - **MSI-X.** The capability stays as the device has it, and its table is mediated (`hvm::msix`): dom0's
+//!   accesses to the table's pages trap, its entries stay virtual, and the device's entries get Keel's messages.
+//!   A table Keel cannot reach (in an I/O BAR, or outside the 3-4 GiB hole Keel maps uncached) is hidden from the
+//!   capability list instead, so the driver falls back to MSI or its INTx line.
 //!
 //! The logic runs over a [`ConfigSpace`] so that it is tested on the host against a fake one.
 
@@ -49,12 +51,15 @@ impl Msi {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Function {
     msi: Option<Msi>,
-    /// The capability-list pointer byte that names MSI-X (0x34, or a capability's next pointer), and the next
-    /// pointer MSI-X has, which dom0 reads there instead.
+    /// The capability-list pointer byte that names an MSI-X capability Keel cannot mediate (0x34, or a
+    /// capability's next pointer), and the next pointer MSI-X has, which dom0 reads there instead.
     msix_skip: Option<(u8, u8)>,
+    /// The MSI-X table Keel mediates, and its capability's offset.
+    msix: Option<super::msix::Table>,
+    msix_cap: u8,
 }
 
 /// What a write changed that the interrupt routing must follow.
@@ -80,13 +85,38 @@ pub enum MsiChange {
 #[derive(Default)]
 pub struct Vpci {
     functions: BTreeMap<u16, Function>,
+    /// Pages of MSI-X tables found since [`Vpci::take_new_table_pages`] last asked (dom0 must not map them).
+    new_table_pages: alloc::vec::Vec<core::ops::Range<u64>>,
 }
 
 impl Vpci {
     /// A mediator that has seen no function yet.
     pub const fn new() -> Self {
-        Self { functions: BTreeMap::new() }
+        Self { functions: BTreeMap::new(), new_table_pages: alloc::vec::Vec::new() }
     }
+}
+
+/// Where Keel can reach a table: the PCI memory hole of a PC, below the IO-APIC, HPET, local APIC and firmware
+/// ranges, in the 3-4 GiB region Keel's page tables map uncached. (A BAR being sized reads back its size mask,
+/// an address near 4 GiB: no table is ever there.)
+const REACHABLE: core::ops::Range<u64> = 0xc000_0000..0xfec0_0000;
+
+/// The physical address of the MSI-X table (or pending-bit array) whose Table Offset/BIR register is `reg`, in
+/// function `bdf`'s memory BAR: `None` for an I/O BAR, a BAR index beyond 5 or an unprogrammed BAR.
+fn msix_address(cs: &mut impl ConfigSpace, bdf: u16, reg: u32) -> Option<u64> {
+    let bir = (reg & 7) as u8;
+    if bir > 5 {
+        return None;
+    }
+    let low = cs.read(bdf, 0x10 + 4 * bir, 4);
+    if low & 1 != 0 {
+        return None;
+    }
+    let mut bar = u64::from(low & !0xf);
+    if (low >> 1) & 3 == 2 {
+        bar |= u64::from(cs.read(bdf, 0x14 + 4 * bir, 4)) << 32;
+    }
+    (bar != 0).then(|| bar + u64::from(reg & !7))
 }
 
 /// Keel's message address and data for a function whose messages raise `vector` on the CPU with APIC id
@@ -98,7 +128,7 @@ pub fn keel_message(apic_id: u8, vector: u8) -> (u32, u16) {
 impl Vpci {
     fn function(&mut self, cs: &mut impl ConfigSpace, bdf: u16) -> Function {
         if let Some(f) = self.functions.get(&bdf) {
-            return *f;
+            return f.clone();
         }
         let mut f = Function::default();
         let vendor = cs.read(bdf, 0, 2);
@@ -118,7 +148,20 @@ impl Vpci {
                         let control = cs.read(bdf, next + 2, 2) as u16 & !(1 | 0x7 << 4);
                         f.msi = Some(Msi { cap: next, wide: control & 1 << 7 != 0, control, ..Msi::default() });
                     }
-                    CAP_MSIX => f.msix_skip = Some((at, after)),
+                    CAP_MSIX => {
+                        let entries = (cs.read(bdf, next + 2, 2) & 0x7ff) as u16 + 1;
+                        let reg = cs.read(bdf, next + 4, 4);
+                        let base = msix_address(cs, bdf, reg);
+                        match base.filter(|&b| REACHABLE.contains(&b) && b + u64::from(entries) * 16 <= REACHABLE.end) {
+                            Some(b) => {
+                                let t = super::msix::Table::new(bdf, b, entries);
+                                self.new_table_pages.push(t.pages());
+                                f.msix = Some(t);
+                                f.msix_cap = next;
+                            }
+                            None => f.msix_skip = Some((at, after)),
+                        }
+                    }
                     _ => {}
                 }
                 at = next + 1;
@@ -127,9 +170,51 @@ impl Vpci {
         }
         // Only functions that are there are remembered (a later hot-plug is looked at afresh).
         if vendor != 0xffff {
-            self.functions.insert(bdf, f);
+            self.functions.insert(bdf, f.clone());
         }
         f
+    }
+
+    /// Where function `bdf`'s MSI-X table is now, if Keel can reach it there.
+    fn msix_base(&mut self, cs: &mut impl ConfigSpace, bdf: u16) -> Option<u64> {
+        let f = self.functions.get(&bdf)?;
+        let len = f.msix.as_ref()?.len();
+        let cap = f.msix_cap;
+        let reg = cs.read(bdf, cap + 4, 4);
+        msix_address(cs, bdf, reg).filter(|&b| REACHABLE.contains(&b) && b + len <= REACHABLE.end)
+    }
+
+    /// The pages of the MSI-X tables found since the last call.
+    pub fn take_new_table_pages(&mut self) -> alloc::vec::Vec<core::ops::Range<u64>> {
+        core::mem::take(&mut self.new_table_pages)
+    }
+
+    /// The function whose MSI-X table touches `page`.
+    fn table_at(&mut self, page: u64) -> Option<&mut super::msix::Table> {
+        self.functions.values_mut().filter_map(|f| f.msix.as_mut()).find(|t| t.pages().contains(&page))
+    }
+
+    /// Whether `page` holds (part of) an MSI-X table Keel mediates.
+    pub fn is_table_page(&mut self, page: u64) -> bool {
+        self.table_at(page & !0xfff).is_some()
+    }
+
+    /// Dom0 reads `size` bytes at `addr`, in an MSI-X table's page (`None` if it is not one).
+    pub fn table_read(&mut self, mmio: &mut impl super::msix::Mmio, addr: u64, size: u8) -> Option<u64> {
+        Some(self.table_at(addr & !0xfff)?.read(mmio, addr, size))
+    }
+
+    /// Dom0 writes `size` bytes at `addr`, in an MSI-X table's page (`None` if it is not one); see
+    /// [`super::msix::Table::write`].
+    pub fn table_write(
+        &mut self,
+        mmio: &mut impl super::msix::Mmio,
+        addr: u64,
+        size: u8,
+        value: u64,
+        keel: impl FnMut(u16, u16) -> Option<(u8, u8)>,
+    ) -> Option<alloc::vec::Vec<super::msix::MsixChange>> {
+        Some(self.table_at(addr & !0xfff)?.write(mmio, addr, size, value, keel))
     }
 
     /// Dom0 reads `size` bytes at `offset` of `bdf`.
@@ -173,6 +258,22 @@ impl Vpci {
         let mut f = self.function(cs, bdf);
         let Some(mut m) = f.msi.filter(|m| (m.cap..m.cap + m.data_offset() + 2).contains(&offset)) else {
             cs.write(bdf, offset, size, value);
+            if let (true, Some(t)) = ((0x10..0x28).contains(&offset), f.msix.as_mut()) {
+                // A BAR was written: the table follows its BAR to a new place Keel can reach (a sizing probe's
+                // all-ones, which is put back at once, is not one).
+                let old = t.base;
+                if let Some(base) = self.msix_base(cs, bdf).filter(|&b| b != old) {
+                    crate::info!(
+                        "PCI {:02x}:{:02x}.{}: its MSI-X table moves to {base:#x}",
+                        bdf >> 8,
+                        bdf >> 3 & 0x1f,
+                        bdf & 7
+                    );
+                    t.base = base;
+                    self.new_table_pages.push(t.pages());
+                    self.functions.insert(bdf, f);
+                }
+            }
             return None;
         };
         let was_on = m.control & 1 != 0;
@@ -287,6 +388,34 @@ mod tests {
         assert_eq!(v.read(&mut cs, 8, 0xe0, 4), cs.read(8, 0xe0, 4) & 0xffff_00ff);
         assert_eq!(v.read(&mut cs, 8, 0xc8, 2), 0xd001, "others untouched");
         assert_eq!(v.read(&mut cs, 8, 0, 4), 0x10d3_8086);
+    }
+
+    #[test]
+    fn a_reachable_msix_table_is_mediated_and_follows_its_bar() {
+        let mut cs = device();
+        // BAR 3, 32-bit memory at 0xfebf0000; the table at offset 0x2000 of it (BIR 3), 5 entries.
+        cs.0[0x1c..0x20].copy_from_slice(&0xfebf_0000u32.to_le_bytes());
+        cs.0[0xa2..0xa4].copy_from_slice(&4u16.to_le_bytes());
+        cs.0[0xa4..0xa8].copy_from_slice(&0x2003u32.to_le_bytes());
+        let mut v = Vpci::default();
+        assert_eq!(v.read(&mut cs, 8, 0xe1, 1), 0xa0, "PCIe's next pointer still names MSI-X");
+        assert_eq!(v.take_new_table_pages(), vec![0xfebf_2000..0xfebf_3000]);
+        assert!(v.is_table_page(0xfebf_2000) && !v.is_table_page(0xfebf_3000));
+        // A sizing probe (all-ones, then the address back) leaves it; a real move takes it along.
+        v.write(&mut cs, 8, 0x1c, 4, 0xffff_ffff, |_| None);
+        v.write(&mut cs, 8, 0x1c, 4, 0xfebf_0000, |_| None);
+        assert!(v.take_new_table_pages().is_empty());
+        v.write(&mut cs, 8, 0x1c, 4, 0xfeb0_0000, |_| None);
+        assert_eq!(v.take_new_table_pages(), vec![0xfeb0_2000..0xfeb0_3000]);
+        assert!(v.is_table_page(0xfeb0_2000) && !v.is_table_page(0xfebf_2000));
+        // Above 4 GiB (a 64-bit BAR Keel does not map): hidden instead.
+        let mut high = device();
+        high.0[0x1c..0x20].copy_from_slice(&0x0000_0004u32.to_le_bytes());
+        high.0[0x20..0x24].copy_from_slice(&0x8u32.to_le_bytes());
+        high.0[0xa4..0xa8].copy_from_slice(&0x0003u32.to_le_bytes());
+        let mut v = Vpci::default();
+        assert_eq!(v.read(&mut high, 8, 0xe1, 1), 0x00);
+        assert!(v.take_new_table_pages().is_empty());
     }
 
     #[test]
