@@ -551,7 +551,7 @@ fn io(
                 let step = size as usize;
                 if input {
                     for chunk in buf.chunks_mut(step) {
-                        let v = hardware_access(port, size, true, 0).unwrap_or(u32::MAX);
+                        let v = hardware_access(dom, port, size, true, 0).unwrap_or(u32::MAX);
                         chunk.copy_from_slice(&v.to_le_bytes()[..step]);
                     }
                     if down {
@@ -571,7 +571,7 @@ fn io(
                         for chunk in buf.chunks(step) {
                             let mut v = [0u8; 4];
                             v[..step].copy_from_slice(chunk);
-                            hardware_access(port, size, false, u32::from_le_bytes(v));
+                            hardware_access(dom, port, size, false, u32::from_le_bytes(v));
                         }
                     }
                 }
@@ -614,8 +614,11 @@ fn io(
             _ => 0xffff_ffff,
         };
         // The hardware domain's port reaches the hardware; any other port of any domain reads all-ones.
-        let value =
-            if passthrough { hardware_access(port, size, input, (g.rax & mask) as u32) } else { Some(mask as u32) };
+        let value = if passthrough {
+            hardware_access(dom, port, size, input, (g.rax & mask) as u32)
+        } else {
+            Some(mask as u32)
+        };
         if let Some(value) = value {
             // A 32-bit input zero-extends into RAX, as `in eax` does; narrower ones keep RAX's upper bytes.
             g.rax = if size == 4 { u64::from(value) } else { (g.rax & !mask) | u64::from(value) };
@@ -627,11 +630,20 @@ fn io(
     step_over(dom, v, hw)
 }
 
-/// A port access of the hardware domain (`hvm::ioport`), with MSI changes handed to the interrupt routing.
-fn hardware_access(port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
-    let (read, msi) = crate::hvm::ioport::hardware_access(port, size, input, value, domain::irq::msi_vector);
+/// A port access of the hardware domain (`hvm::ioport`), with MSI changes handed to the interrupt routing and
+/// the pages of MSI-X tables it revealed taken out of the domain's map (it had mapped them if it touched the BAR
+/// before Keel saw the table).
+fn hardware_access(dom: &Domain, port: u16, size: u8, input: bool, value: u32) -> Option<u32> {
+    let (read, msi) = ioport::hardware_access(port, size, input, value, domain::irq::msi_vector);
     if let Some(change) = msi {
         domain::irq::msi_changed(change);
+    }
+    for r in ioport::take_new_msix_pages() {
+        for page in (r.start..r.end).step_by(0x1000) {
+            if dom.mem.lock().translate(page, false).is_ok() {
+                let _ = dom.remove_from_physmap(page >> 12);
+            }
+        }
     }
     read
 }

@@ -111,19 +111,10 @@ pub fn msix_access(
     }
 }
 
-/// Takes the pages of MSI-X tables found since the last call out of dom0's map, where it had mapped them.
-fn unmap_new_tables(pages: alloc::vec::Vec<core::ops::Range<u64>>) {
-    if pages.is_empty() {
-        return;
-    }
-    let Some(dom0) = crate::domain::get(0) else { return };
-    for r in pages {
-        for page in (r.start..r.end).step_by(0x1000) {
-            if dom0.mem.lock().translate(page, false).is_ok() {
-                let _ = dom0.remove_from_physmap(page >> 12);
-            }
-        }
-    }
+/// The pages of the MSI-X tables found since the last call (the caller takes them out of dom0's map, where it
+/// had mapped them).
+pub fn take_new_msix_pages() -> alloc::vec::Vec<core::ops::Range<u64>> {
+    CONFIG.lock().take_new_table_pages()
 }
 
 /// A port access of the hardware domain: `Some(value)` for an input, `None` for an output (or where nothing is
@@ -169,9 +160,6 @@ pub fn hardware_access(
         } else {
             (None, vpci.write(&mut Ports, bdf, offset, size, value, msi))
         };
-        let pages = vpci.take_new_table_pages();
-        drop(vpci);
-        unmap_new_tables(pages);
         return done;
     }
     if kept_by_keel(port) || (PCI_CONF_ADDRESS..PCI_CONF_ADDRESS + 4).contains(&port) {
