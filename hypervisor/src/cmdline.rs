@@ -316,9 +316,10 @@ pub struct Options {
     /// `cpu0-guests=<bool>` (Keel's; default on): whether CPU 0 runs guest vCPUs. Off is the narrow workaround for
     /// QEMU TCG's nested-SVM defect (docs/testing.md, "A QEMU defect"), which corrupts only CPU 0's world switches.
     pub cpu0_guests: bool,
-    /// `dom0-platform=host|virtual` (Keel's; default `virtual` while issue 15 is built): `host` gives dom0 the
-    /// machine's platform as Xen gives its hardware domain (the host's e820 shape and ACPI tables, PCI
-    /// configuration space); `virtual` the PVH domU platform (Keel's own ACPI tables, RAM from 0).
+    /// `dom0-platform=host|virtual` (Keel's; default `host`): `host` gives dom0 the machine's platform as Xen
+    /// gives its hardware domain (the host's e820 shape and ACPI tables, PCI configuration space, its devices'
+    /// interrupts and DMA); `virtual` the PVH domU platform (Keel's own ACPI tables, RAM from 0, no device). Test
+    /// mode (`xtf`) and the self-tests build no dom0 and ignore it: see [`Options::dom0_owns_devices`].
     pub dom0_host_platform: bool,
     /// `iommu=<bool>` (Xen's, its boolean forms): whether Keel drives the host's IOMMU for the hardware domain's
     /// devices (default on; only with `dom0-platform=host`).
@@ -338,9 +339,17 @@ impl Default for Options {
             maxcpus: None,
             xtf: false,
             cpu0_guests: true,
-            dom0_host_platform: false,
+            dom0_host_platform: true,
             iommu: true,
         }
+    }
+}
+
+impl Options {
+    /// Whether dom0 gets the machine's platform (`dom0-platform=host`, and a boot that builds a dom0 at all: not
+    /// test mode, not a self-test).
+    pub fn dom0_owns_devices(&self) -> bool {
+        self.dom0_host_platform && !self.xtf && self.selftest.is_none()
     }
 }
 
@@ -499,6 +508,8 @@ mod tests {
         assert!(parse("").0.cpu0_guests);
         assert!(!parse("cpu0-guests=off").0.cpu0_guests);
         assert!(parse("dom0-platform=host").0.dom0_host_platform);
+        assert!(parse("").0.dom0_owns_devices() && !parse("xtf").0.dom0_owns_devices());
+        assert!(!parse("selftest=boot").0.dom0_owns_devices());
         assert!(parse("").0.iommu && !parse("iommu=0").0.iommu && !parse("iommu=off").0.iommu);
         assert_eq!(parse("iommu=maybe").1.len(), 1, "one warning");
         assert!(!parse("dom0-platform=virtual").0.dom0_host_platform);

@@ -120,7 +120,7 @@ mod bare {
         for why in boot.check_modules(image_range()) {
             warning!("{why}");
         }
-        if opts.dom0_host_platform {
+        if opts.dom0_owns_devices() && !boot.modules.is_empty() {
             clear_dom0_kernel_window(&mut boot);
         }
         let opts = OPTIONS.call_once(|| opts);
@@ -207,7 +207,7 @@ mod bare {
         if opts.xtf {
             xtf::start(&boot.modules, support);
         } else if !boot.modules.is_empty() {
-            let host = opts.dom0_host_platform.then_some(keel::dom0::builder::HostPlatform {
+            let host = opts.dom0_owns_devices().then_some(keel::dom0::builder::HostPlatform {
                 memory: &boot.memory,
                 acpi: boot.acpi,
                 iommu: opts.iommu,
@@ -268,7 +268,7 @@ mod bare {
         let (img_start, img_end) = image_range();
         let mut reserved = boot.occupied_ranges();
         reserved.extend([(0, 0x10_0000), (img_start, img_end)]);
-        if OPTIONS.get().is_some_and(|o| o.dom0_host_platform) {
+        if OPTIONS.get().is_some_and(|o| o.dom0_owns_devices()) && !boot.modules.is_empty() {
             // Kept for a 1:1 dom0's kernel until dom0 is built (`dom0::builder::release_for_dom0`).
             reserved.push(keel::dom0::builder::DOM0_KERNEL_WINDOW);
         }

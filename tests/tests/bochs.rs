@@ -169,7 +169,7 @@ mod on_bochs {
     fn stock_linux_boots_on_sandy_bridge_vmx() {
         let run = dom0_on_vmx(
             "bochs_vmx_linux",
-            "console=com1 dom0_mem=256M dom0_max_vcpus=2",
+            "console=com1 dom0_mem=256M dom0_max_vcpus=2 dom0-platform=virtual",
             // Only create.sh of dom0's checks: `xm create` of its hand-made PVH guest, and its destruction.
             "console=hvc0 keel.init=checks keel.check.loop=1000 keel.checks=create",
         );

@@ -32,12 +32,13 @@ mod xl {
     const TIMEOUT_DOMUS: u64 = 3300;
     /// Each host of the two-host test: both boot at once on the same two cores, then the guest's two trips.
     const TIMEOUT_TWO_HOSTS: u64 = 1500;
-    const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4";
+    const KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4 dom0-platform=virtual";
     /// The domU test's boot builds many domUs, which meets the QEMU TCG nested-SVM defect most of the time
     /// (docs/testing.md); it corrupts only CPU 0's world switches, so guests stay off CPU 0 there, and the machine
     /// has a third CPU ([`SMP_DOMUS`]) so that they still have two. (The other test pins a vCPU to CPU 0 and sees it
     /// run there.)
-    const KEEL_CMDLINE_DOMUS: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=4 cpu0-guests=off";
+    const KEEL_CMDLINE_DOMUS: &str =
+        "console=com1 dom0_mem=512M dom0_max_vcpus=4 cpu0-guests=off dom0-platform=virtual";
     /// CPUs of the machine (QEMU's `-smp`) in the xl test.
     const SMP: u32 = 2;
     /// CPUs of the domU test's machine: CPU 0, which runs no guest, and two for dom0's four vCPUs and the domUs.

@@ -25,7 +25,7 @@ const BEGIN: &str = "<!-- xtask-bench:boot begin (written by `cargo xtask bench`
 const END: &str = "<!-- xtask-bench:boot end -->";
 
 /// The Linux boot: Keel's command line (as one would give Xen), the kernel's, the machine.
-const LINUX_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2";
+const LINUX_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=virtual";
 const LINUX_KERNEL_CMDLINE: &str = "console=hvc0 keel.init=poweroff";
 const LINUX_CPUS: u32 = 2;
 const LINUX_MEM: &str = "2048M";
@@ -641,7 +641,7 @@ pub(crate) const DEV_ROWS: [DevRow; 7] = [
 const CREATE_TIMEOUT_SECS: u32 = 1200;
 /// The domain-creation boots keep every vCPU off CPU 0 (`cpu0-guests=off`, dom0's too): the narrow workaround for
 /// the QEMU TCG nested-SVM defect of docs/testing.md, which otherwise ends about one boot in two that builds domUs.
-const CREATE_KEEL_CMDLINE: &str = "console=com1 dom0_mem=768M dom0_max_vcpus=2 cpu0-guests=off";
+const CREATE_KEEL_CMDLINE: &str = "console=com1 dom0_mem=768M dom0_max_vcpus=2 cpu0-guests=off dom0-platform=virtual";
 
 /// Boots dom0 `runs` times with `keel.init=createbench` (xtask/assets/createbench.sh: `xm create` of Debian's
 /// kernel as a PVH domU → its init line, then 3 create/destroy cycles) and returns the docs/benchmarks.md section.

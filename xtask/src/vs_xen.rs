@@ -30,7 +30,7 @@ const GUEST_MEM_MIB: u32 = 512;
 /// With `cpu0-guests=off`, the QEMU TCG defect's workaround (docs/testing.md): it keeps every vCPU, dom0's too, off
 /// CPU 0, so Keel's guests get one CPU where Xen's get two. Without it the defect ended both Keel runs of
 /// 2026-12-04 15:45 before their domU figures (rows 5 and 6).
-const KEEL_CMDLINE: &str = "console=com1 dom0_mem=768M dom0_max_vcpus=2 cpu0-guests=off";
+const KEEL_CMDLINE: &str = "console=com1 dom0_mem=768M dom0_max_vcpus=2 cpu0-guests=off dom0-platform=virtual";
 /// The shared testing notes' recipe, with dom0 held to the same 512 MiB and 2 vCPUs.
 const XEN_CMDLINE: &str = "console=com1 com1=115200,8n1 dom0_mem=768M,max:768M dom0_max_vcpus=2 loglvl=all";
 const GUEST_CMDLINE: &str = "console=hvc0 keel.init=bench keel.bench.calls=20000";
