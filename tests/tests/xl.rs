@@ -131,10 +131,11 @@ mod xl {
             format!("user,model=e1000e,guestfwd=tcp:10.0.2.100:1234-cmd:cat {}", tcp.display()),
         ]
         .into();
+        // Guests off CPU 0 (the QEMU defect's narrow workaround for boots that build domUs; seen here once).
         let run = boot(
             "xl-hostdev",
-            "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host",
-            SMP,
+            "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host cpu0-guests=off",
+            SMP_DOMUS,
             "keel.checks=hostdev-*",
             TIMEOUT,
             &args,
@@ -239,11 +240,12 @@ mod xl {
                     let (initrd, kernel) = (env_path("KEEL_XL_INITRD"), env_path("KEEL_VMLINUZ"));
                     iso::Dom0Boot {
                         name: &name,
-                        keel_cmdline: "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host",
+                        // Guests off CPU 0: a run that meets the QEMU defect cannot be repeated alone.
+                        keel_cmdline: "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host cpu0-guests=off",
                         kernel: &kernel,
                         kernel_cmdline: &kernel_cmdline,
                         initrd: &initrd,
-                        smp: 2,
+                        smp: SMP_DOMUS,
                         timeout: TIMEOUT_TWO_HOSTS,
                         // A repeat of one host alone would find no peer.
                         retries: 0,

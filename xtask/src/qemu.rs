@@ -54,8 +54,9 @@ pub fn boot_cdrom(cmd: &mut Command, iso: &Path) {
     cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
 }
 
+/// The machine QEMU emulates: accelerator, CPUs, memory (shared by `run` and `two-hosts`).
 #[derive(clap::Args, Clone)]
-pub struct RunArgs {
+pub struct MachineArgs {
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
     /// Number of CPUs (`-smp`).
@@ -64,6 +65,12 @@ pub struct RunArgs {
     /// Guest memory (`-m`), e.g. 2048M or 2G.
     #[arg(long, default_value = "2048M")]
     pub mem: String,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub machine: MachineArgs,
     /// Boot the ELF directly via its PVH note (`-kernel`) instead of the GRUB ISO.
     #[arg(long)]
     pub kernel: bool,
@@ -79,7 +86,7 @@ pub struct RunArgs {
 
 /// `cargo xtask run`: serial console and QEMU monitor multiplexed on this terminal.
 pub fn run(args: &RunArgs) -> Result<()> {
-    let mut cmd = machine(args.accel, args.cpus, &args.mem);
+    let mut cmd = machine(args.machine.accel, args.machine.cpus, &args.machine.mem);
     if args.kernel {
         let elf = args.elf.get()?;
         boot_kernel(&mut cmd, &elf, &args.cmdline);

@@ -17,14 +17,9 @@ use std::process::{Command, Stdio};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
-    pub accel: Accel,
-    /// CPUs of each machine (`-smp`).
-    #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
-    /// Memory of each machine (`-m`).
-    #[arg(long, default_value = "2048M")]
-    pub mem: String,
+    /// Each of the two machines.
+    #[command(flatten)]
+    pub machine: qemu::MachineArgs,
     /// The shared disk [default: target/two-hosts/shared.img, made on first use: 256 MiB with an ext4 filesystem].
     #[arg(long, value_name = "PATH")]
     pub disk: Option<PathBuf>,
@@ -72,7 +67,7 @@ pub fn cmd(args: &Args) -> Result<()> {
         let iso = dir.join(format!("host{role}.iso"));
         let dom0 = format!("console=hvc0 keel.dom0.ip=192.168.77.{role}/24");
         keel_tests::iso::dom0_iso(&elf, &args.cmdline, &k.vmlinuz, &dom0, Some(&initrd), &iso)?;
-        let mut cmd = qemu::machine(args.accel, args.cpus, &args.mem);
+        let mut cmd = qemu::machine(args.machine.accel, args.machine.cpus, &args.machine.mem);
         qemu::boot_cdrom(&mut cmd, &iso);
         let cable = if role == 1 { format!("listen=127.0.0.1:{port}") } else { format!("connect=127.0.0.1:{port}") };
         cmd.args(["-machine", "q35"])
@@ -132,7 +127,7 @@ pub(crate) const BENCH_BEGIN: &str =
     "<!-- xtask-bench:two-hosts begin (written by `cargo xtask bench`; edits here are lost) -->";
 pub(crate) const BENCH_END: &str = "<!-- xtask-bench:two-hosts end -->";
 /// Keel's command line on both machines of the bench (and of the test, tests/tests/xl.rs).
-const BENCH_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host";
+const BENCH_KEEL_CMDLINE: &str = "console=com1 dom0_mem=512M dom0_max_vcpus=2 dom0-platform=host cpu0-guests=off";
 
 /// One migration as `xm migrate` reported it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,7 +172,7 @@ pub(crate) fn bench_section(elf: &Path, runs: usize) -> Result<String> {
                  keel.dom0.ip=192.168.77.{role}/24"
             );
             keel_tests::iso::dom0_iso(elf, BENCH_KEEL_CMDLINE, &k.vmlinuz, &dom0, Some(&initrd), &iso)?;
-            let mut cmd = qemu::machine(Accel::Tcg, 2, "2048M");
+            let mut cmd = qemu::machine(Accel::Tcg, 3, "2048M");
             qemu::boot_cdrom(&mut cmd, &iso);
             let cable =
                 if role == 1 { format!("listen=127.0.0.1:{port}") } else { format!("connect=127.0.0.1:{port}") };
@@ -214,7 +209,7 @@ pub(crate) fn bench_section(elf: &Path, runs: usize) -> Result<String> {
         "{BENCH_BEGIN}\n## Live migration between two hosts under QEMU TCG\n\n\
          Measured {date} by `cargo xtask bench` on {cpu} ({ncpu} host CPUs), {qemu}; kernel {kpkg} ({kver}) as dom0 \
          and as domU.\n\n\
-         Two q35 machines at once (`-smp 2 -m 2048M` each, `multiboot2 /boot/keel.elf {BENCH_KEEL_CMDLINE}`), \
+         Two q35 machines at once (`-smp 3 -m 2048M` each, guests off CPU 0, `multiboot2 /boot/keel.elf {BENCH_KEEL_CMDLINE}`), \
          their e1000e cards joined by a QEMU socket netdev and bridged into each dom0's xenbr0, one disk image \
          shared as each one's virtio-blk disk; dom0 runs xtask/assets/checks/twohost.sh, as the test \
          `xl::guest_migrates_between_two_hosts` does: a 128 MiB, 1-vCPU PVH domU with its disk on the shared image \

@@ -74,7 +74,7 @@ pub fn problems(run: &Run) -> Vec<String> {
     if !run.lines().any(|l| l.contains("KEEL-CHECK: disk-guest done")) {
         p.push("disk: the guest's disk task did not finish".into());
     }
-    if c("disk-gone") != "yes" {
+    if !super::domu::said_yes(&c("disk-gone")) {
         p.push(format!("disk: the guest powered off but its domain stayed: {:?}", c("disk-gone")));
     }
     let left = c("disk-leftover");

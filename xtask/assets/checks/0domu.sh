@@ -156,6 +156,16 @@ test_guest_run() {
     return 0
 }
 
+# domu_wait_gone NAME: waits up to 30 s for domain NAME to go (a guest that powered off is destroyed by its
+# monitor, on_poweroff=destroy).
+domu_wait_gone() {
+    n=0
+    while [ $n -lt 150 ] && xm domid "$1" >/dev/null 2>&1; do
+        n=$((n + 1))
+        sleep 0.2
+    done
+}
+
 # domu_log NAME: the domU's console log.
 # domu_counter_script TAG: prints the end of a domU task (busybox sh): a tight loop reading /proc/uptime that
 # prints `TAG: n=<count> gap=<the longest time between two of its reads in the last second, centiseconds>` once a

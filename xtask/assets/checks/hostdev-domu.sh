@@ -66,12 +66,8 @@ EOF
         # The devices' interrupts in dom0 meanwhile (for the log).
         grep -E 'ahci|virtio|eth|enp' /proc/interrupts | tr -s ' ' | sed 's/^/KEEL-CHECK: hostdev-interrupts /'
         grep -a 'KEEL-DOMU-HOSTDEV: ' "$(domu_log hostdev)" | tr -d '\r' | sed 's/.*KEEL-DOMU-HOSTDEV: /KEEL-CHECK: hostdev-domu /'
-        # Powered off, the monitor destroys it (on_poweroff=destroy): then dom0 reads the guest's file.
-        n=0
-        while [ $n -lt 150 ] && xm domid hostdev >/dev/null 2>&1; do
-            n=$((n + 1))
-            sleep 0.2
-        done
+        # Powered off, the monitor destroys it: then dom0 reads the guest's file.
+        domu_wait_gone hostdev
         xm destroy hostdev >/dev/null 2>&1
         # What dom0 cached of the disk (its first probe at boot) predates the guest's writes.
         blockdev --flushbufs /dev/vda
