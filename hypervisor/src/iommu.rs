@@ -221,11 +221,6 @@ pub fn init(dmar: &keel_image::host_acpi::Dmar) -> Result<u32, String> {
     Ok(levels)
 }
 
-/// Whether [`init`] took units.
-pub fn present() -> bool {
-    UNITS.get().is_some_and(|u| !u.is_empty())
-}
-
 /// Points every unit's every device at the second-level table `slptptr` (`levels` deep, domain id 1), routes
 /// fault events to the boot CPU (APIC id `bsp_apic_id`) and turns translation on.
 pub fn enable(slptptr: u64, levels: u32, bsp_apic_id: u32) -> Result<(), String> {
@@ -372,11 +367,6 @@ fn reason(code: u8) -> &'static str {
         7 => "bad table entry",
         _ => "other",
     }
-}
-
-/// Faults logged since boot.
-pub fn faults() -> u64 {
-    FAULTS.load(Ordering::Relaxed)
 }
 
 /// The units' view of a domain's physical map: a second-level table kept equal to the p2m's RAM, grant and

@@ -96,24 +96,9 @@ fn vector_for(owner: u64) -> Option<(u8, u8)> {
 /// Dom0 unmasked an MSI-X entry, or moved it while unmasked: its messages follow (`hvm::msix` has programmed
 /// Keel's message into the device's entry).
 pub fn msix_changed(c: crate::hvm::msix::MsixChange) {
-    if c.vector < 0x10 {
-        return;
-    }
-    let route = VALID | u64::from(c.vector) | u64::from(c.dest) << 8;
-    let key = owner(c.bdf, Some(c.entry));
-    if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == key) {
-        MSI_ROUTES[i].store(route, Ordering::Release);
-        if route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
-            crate::info!(
-                "PCI {:02x}:{:02x}.{}: MSI-X entry {} forwarded to dom0 as vector {:#x} (Keel's {:#x})",
-                c.bdf >> 8,
-                c.bdf >> 3 & 0x1f,
-                c.bdf & 7,
-                c.entry,
-                c.vector,
-                MSI_VECTOR_BASE + i as u8
-            );
-        }
+    if c.vector >= 0x10 {
+        let route = VALID | u64::from(c.vector) | u64::from(c.dest) << 8;
+        set_message_route(c.bdf, Some(c.entry), route);
     }
 }
 
@@ -128,20 +113,28 @@ pub fn msi_changed(change: crate::hvm::vpci::MsiChange) {
         }
         MsiChange::Enabled { bdf, .. } | MsiChange::Disabled { bdf } => (bdf, 0),
     };
-    let key = owner(bdf, None);
-    if let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == key) {
-        MSI_ROUTES[i].store(route, Ordering::Release);
-        // Logged when the destination changes, not on each rewrite of the same message.
-        if route != 0 && route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
-            crate::info!(
-                "PCI {:02x}:{:02x}.{}: MSI forwarded to dom0 as vector {:#x} (Keel's {:#x})",
-                bdf >> 8,
-                bdf >> 3 & 0x1f,
-                bdf & 7,
-                route as u8,
-                MSI_VECTOR_BASE + i as u8
-            );
-        }
+    set_message_route(bdf, None, route);
+}
+
+/// Routes the messages of function `bdf`'s MSI (`entry` `None`) or MSI-X entry to `route` (0: nowhere), if Keel
+/// gave it a vector; logged when the destination changes, not on each rewrite of the same message.
+fn set_message_route(bdf: u16, entry: Option<u16>, route: u64) {
+    let key = owner(bdf, entry);
+    let Some(i) = MSI_OWNER.iter().position(|o| o.load(Ordering::Acquire) == key) else { return };
+    MSI_ROUTES[i].store(route, Ordering::Release);
+    if route != 0 && route != MSI_LOGGED[i].swap(route, Ordering::Relaxed) {
+        let source = match entry {
+            Some(e) => alloc::format!("MSI-X entry {e}"),
+            None => "MSI".into(),
+        };
+        crate::info!(
+            "PCI {:02x}:{:02x}.{}: {source} forwarded to dom0 as vector {:#x} (Keel's {:#x})",
+            bdf >> 8,
+            bdf >> 3 & 0x1f,
+            bdf & 7,
+            route as u8,
+            MSI_VECTOR_BASE + i as u8
+        );
     }
 }
 
